@@ -1,0 +1,1 @@
+"""imaged: a compute-side image agent that puts root disks on Ceph."""

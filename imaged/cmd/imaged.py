@@ -1,0 +1,51 @@
+"""``imaged``: the image agent daemon."""
+
+import logging as py_logging
+import sys
+
+from oslo_concurrency import lockutils
+from oslo_log import log as logging
+from oslo_service import service
+
+from imaged import conf as imaged_conf
+from imaged.image import cache as image_cache
+from imaged.image import glance
+from imaged import manager as imaged_manager
+from imaged import rootdisk
+from imaged import service as imaged_service
+from imaged.storage import rbd as rbd_storage
+from imaged import version
+
+CONF = imaged_conf.CONF
+LOG = logging.getLogger(__name__)
+
+
+def parse_args(argv, conf=CONF):
+    logging.register_options(conf)
+    lockutils.set_defaults(lock_path='$state_path/lock')
+    conf(argv[1:], project='imaged', version=version.version_string())
+    logging.setup(conf, 'imaged')
+
+
+def build_manager(conf=CONF):
+    host = conf.host
+    glance_api = glance.GlanceAPI(conf)
+    storage = rbd_storage.RBDDriver(conf, host)
+    cache = image_cache.ImageCache(conf, glance_api)
+    root_disks = rootdisk.RootDisks(conf, glance_api, storage, cache)
+    return imaged_manager.ImageAgentManager(conf, host, root_disks, storage,
+                                            cache, glance_api)
+
+
+def main(argv=None):
+    parse_args(sys.argv if argv is None else argv)
+    LOG.info('Starting imaged %s', version.version_string())
+    CONF.log_opt_values(LOG, py_logging.INFO)
+    server = imaged_service.ImagedService(CONF, build_manager())
+    launcher = service.launch(CONF, server, workers=1,
+                              restart_method='mutate')
+    return launcher.wait()
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Options of the [glance] group: how imaged reaches the Image service.
+
+The keystoneauth session, auth and adapter options live in this group, so a
+no-auth Glance is ``auth_type = none`` plus ``endpoint_override``, and a real
+cloud is ``auth_type = password`` with the service user's credentials.
+"""
+
+import copy
+
+from keystoneauth1 import loading as ks_loading
+from oslo_config import cfg
+
+glance_group = cfg.OptGroup(
+    'glance',
+    title='Image service (Glance) options',
+    help='How imaged reads image records and data from Glance.')
+
+glance_opts = [
+    cfg.IntOpt(
+        'num_retries',
+        default=3,
+        min=0,
+        help="""
+How many times a failed Glance request or image download is retried.
+
+Connection errors, timeouts and 5xx answers are retried with exponential
+backoff (1, 2, 4... seconds, at most 30); a download starts again from the
+first byte into a fresh temporary file.
+"""),
+    cfg.IntOpt(
+        'progress_interval',
+        default=5,
+        min=1,
+        help='Seconds between progress log lines of a long download or '
+             'import.'),
+]
+
+_DEFAULT_SERVICE_TYPE = 'image'
+
+
+def _adapter_opts():
+    opts = ks_loading.get_adapter_conf_options(include_deprecated=False)
+    cfg.set_defaults(opts, service_type=_DEFAULT_SERVICE_TYPE,
+                     valid_interfaces=['internal', 'public'])
+    return opts
+
+
+def register_opts(conf):
+    conf.register_group(glance_group)
+    conf.register_opts(glance_opts, group=glance_group)
+    ks_loading.register_session_conf_options(conf, glance_group.name)
+    ks_loading.register_auth_conf_options(conf, glance_group.name)
+    conf.register_opts(_adapter_opts(), group=glance_group)
+
+
+def list_opts():
+    opts = copy.deepcopy(glance_opts)
+    opts.extend(ks_loading.get_session_conf_options())
+    opts.extend(ks_loading.get_auth_common_conf_options())
+    opts.extend(ks_loading.get_auth_plugin_conf_options('password'))
+    opts.extend(_adapter_opts())
+    return {glance_group: opts}

@@ -1,0 +1,101 @@
+"""Options of the [image_cache] group: the on-disk base image cache."""
+
+from oslo_config import cfg
+
+cache_group = cfg.OptGroup(
+    'image_cache',
+    title='Base image cache options',
+    help="""
+Images that cannot be cloned inside Ceph are downloaded once into this cache,
+checked, converted to raw and kept, keyed by image id, for later root disks.
+""")
+
+cache_opts = [
+    cfg.StrOpt(
+        'base_dir',
+        default='$state_path/_base',
+        help="""
+Directory holding the checked, raw base images, one file per image id.
+
+Temporary files live in its ``.tmp`` subdirectory and are removed at start.
+Only one imaged may use a given directory.
+
+Related options:
+
+* ``[DEFAULT] state_path``
+"""),
+    cfg.IntOpt(
+        'max_concurrent_downloads',
+        default=4,
+        min=1,
+        help='Number of different images downloaded from Glance at the same '
+             'time. Calls for the same image never download it twice: they '
+             'wait for the one download.'),
+    cfg.IntOpt(
+        'manager_interval',
+        default=600,
+        min=1,
+        help="""
+Seconds between runs of the cache cleanup task.
+
+Related options:
+
+* ``remove_unused_base_images_min_age``, ``max_size_gb``
+"""),
+    cfg.IntOpt(
+        'remove_unused_base_images_min_age',
+        default=86400,
+        min=0,
+        mutable=True,
+        help='Base files not used for this many seconds are removed by the '
+             'cleanup task. 0 keeps them until ``max_size_gb`` evicts them.'),
+    cfg.FloatOpt(
+        'max_size_gb',
+        default=0,
+        min=0,
+        mutable=True,
+        help="""
+Upper bound of the cache's size on disk, in GiB (allocated blocks, so sparse
+base files count what they really use). The cleanup task evicts least
+recently used base files first until the cache fits. A base file in use is
+never removed. 0 means no bound.
+"""),
+    cfg.ListOpt(
+        'allowed_disk_formats',
+        default=['raw', 'qcow2', 'vmdk', 'vhd', 'vhdx', 'vdi', 'iso'],
+        mutable=True,
+        help="""
+Glance ``disk_format`` values imaged accepts for download.
+
+Possible values:
+
+* Any of raw, qcow2, vmdk, vhd, vhdx, vdi, iso.
+"""),
+    cfg.ListOpt(
+        'vmdk_allowed_types',
+        default=['streamOptimized', 'monolithicSparse'],
+        mutable=True,
+        help='VMDK create types that are accepted. Types made of several '
+             'extent files (e.g. monolithicFlat, twoGbMaxExtentSparse) can '
+             'name host files and are refused unless listed here.'),
+    cfg.IntOpt(
+        'convert_cpu_time',
+        default=3600,
+        min=1,
+        help='CPU seconds a ``qemu-img convert`` may use before it is '
+             'killed.'),
+    cfg.IntOpt(
+        'convert_address_space_mb',
+        default=1024,
+        min=64,
+        help='Address space limit, in MiB, of ``qemu-img`` processes.'),
+]
+
+
+def register_opts(conf):
+    conf.register_group(cache_group)
+    conf.register_opts(cache_opts, group=cache_group)
+
+
+def list_opts():
+    return {cache_group: cache_opts}

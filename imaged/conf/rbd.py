@@ -1,0 +1,68 @@
+"""Options of the [rbd] group: where and how root disks live in Ceph."""
+
+from oslo_config import cfg
+
+rbd_group = cfg.OptGroup(
+    'rbd',
+    title='Ceph RBD options',
+    help='Where root disks are created, and how imaged talks to Ceph.')
+
+rbd_opts = [
+    cfg.StrOpt(
+        'ceph_conf',
+        default='/etc/ceph/ceph.conf',
+        help='Path to the ceph.conf that names the cluster (monitors, '
+             'keyring location).'),
+    cfg.StrOpt(
+        'user',
+        default=None,
+        help="""
+Ceph (cephx) user imaged connects as, without the ``client.`` prefix.
+
+It needs ``profile rbd`` on ``[rbd] pool`` and ``profile rbd-read-only`` on
+Glance's pool to clone from Glance's snapshots. Unset means librados' default
+user (``client.admin``).
+"""),
+    cfg.StrOpt(
+        'keyring',
+        default=None,
+        help='Keyring of ``[rbd] user``. Unset means the keyring named in '
+             '``ceph_conf``.'),
+    cfg.StrOpt(
+        'pool',
+        default='vms',
+        help='RBD pool in which root disks ``<instance_uuid>_disk`` are '
+             'created.'),
+    cfg.IntOpt(
+        'connect_timeout',
+        default=10,
+        min=1,
+        help="""
+Seconds to wait when connecting to the Ceph cluster.
+
+Also bounds each monitor and OSD operation, so an unreachable cluster gives
+``BackendUnavailable`` in bounded time instead of a hung call.
+"""),
+    cfg.IntOpt(
+        'import_concurrency',
+        default=8,
+        min=1,
+        max=64,
+        help='Number of 4 MiB writes kept in flight while importing a base '
+             'image into Ceph.'),
+    cfg.IntOpt(
+        'delete_busy_timeout',
+        default=30,
+        min=0,
+        help='Seconds ``delete_root_disk`` keeps retrying while the disk is '
+             'still open (watched) by a client, before giving up.'),
+]
+
+
+def register_opts(conf):
+    conf.register_group(rbd_group)
+    conf.register_opts(rbd_opts, group=rbd_group)
+
+
+def list_opts():
+    return {rbd_group: rbd_opts}

@@ -1,0 +1,80 @@
+"""Every error a caller of imaged can get.
+
+These classes travel over RPC: the client side rebuilds them from
+``imaged.exception`` (an allowed remote exception module) as
+``cls(message, **kwargs)``, so each keeps the keyword arguments its message
+was formatted from.
+"""
+
+from oslo_log import log as logging
+
+from imaged.i18n import _
+
+LOG = logging.getLogger(__name__)
+
+
+class ImagedException(Exception):
+    """Base class: ``msg_fmt`` is formatted with the keyword arguments."""
+
+    msg_fmt = _("An unknown error occurred.")
+
+    def __init__(self, message=None, **kwargs):
+        self.kwargs = kwargs
+        if not message:
+            try:
+                message = self.msg_fmt % kwargs
+            except (KeyError, TypeError, ValueError):
+                # A wrong template must never hide the original error.
+                LOG.exception('Cannot format %s message with %s',
+                              type(self).__name__, kwargs)
+                message = '%s: %s' % (self.msg_fmt, kwargs)
+        self.message = message
+        super().__init__(message)
+
+    def __str__(self):
+        return self.message
+
+
+class InvalidInput(ImagedException):
+    msg_fmt = _("Invalid %(argument)s: %(reason)s")
+
+
+class ImageNotFound(ImagedException):
+    msg_fmt = _("Image %(image_id)s could not be found.")
+
+
+class ImageNotAuthorized(ImagedException):
+    msg_fmt = _("Not authorized to read image %(image_id)s.")
+
+
+class ImageUnacceptable(ImagedException):
+    msg_fmt = _("Image %(image_id)s is unacceptable: %(reason)s")
+
+
+class ImageTooLarge(ImagedException):
+    msg_fmt = _("Image %(image_id)s has a virtual size of %(virtual_size)d "
+                "bytes, larger than the requested root disk of "
+                "%(size_bytes)d bytes.")
+
+
+class ImageDownloadFailed(ImagedException):
+    msg_fmt = _("Download of image %(image_id)s failed: %(reason)s")
+
+
+class BackendUnavailable(ImagedException):
+    msg_fmt = _("%(backend)s is unavailable: %(reason)s")
+
+
+class CacheFull(ImagedException):
+    msg_fmt = _("No space left in the image cache %(path)s for image "
+                "%(image_id)s: %(reason)s")
+
+
+class RootDiskBusy(ImagedException):
+    msg_fmt = _("Root disk %(name)s in pool %(pool)s is still in use: "
+                "%(reason)s")
+
+
+class StorageError(ImagedException):
+    msg_fmt = _("Ceph operation on %(name)s in pool %(pool)s failed: "
+                "%(reason)s")

@@ -1,0 +1,1 @@
+"""Glance access, image checks and conversion, and the base image cache."""

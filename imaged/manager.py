@@ -1,0 +1,153 @@
+"""The RPC endpoint: validates every argument, then delegates."""
+
+import functools
+import uuid
+
+import oslo_messaging as messaging
+from oslo_log import log as logging
+from oslo_service import periodic_task
+
+from imaged import context as imaged_context
+from imaged import exception
+from imaged.i18n import _
+from imaged import rpcapi
+from imaged import version
+
+LOG = logging.getLogger(__name__)
+
+
+def validate_uuid(argument, value):
+    """The canonical (lower-case, hyphenated) form of a UUID argument."""
+    if not isinstance(value, str):
+        raise exception.InvalidInput(
+            argument=argument, reason=_('must be a UUID string, not %s') %
+            type(value).__name__)
+    try:
+        canonical = str(uuid.UUID(value))
+    except ValueError:
+        canonical = None
+    if canonical is None or canonical != value.lower():
+        raise exception.InvalidInput(
+            argument=argument,
+            reason=_('%r is not a UUID like '
+                     '123e4567-e89b-12d3-a456-426614174000') % value[:80])
+    return canonical
+
+
+def validate_size_gb(value, maximum):
+    if type(value) is not int:  # bool is an int, but not a size
+        raise exception.InvalidInput(
+            argument='size_gb', reason=_('must be a whole number of GiB, '
+                                         'not %r') % (value,))
+    if not 1 <= value <= maximum:
+        raise exception.InvalidInput(
+            argument='size_gb', reason=_('%(value)d is outside 1..%(max)d') %
+            {'value': value, 'max': maximum})
+    return value
+
+
+def _reject_unexpected(method, unexpected):
+    if unexpected:
+        raise exception.InvalidInput(
+            argument=', '.join(sorted(unexpected)),
+            reason=_('not an argument of %s') % method)
+
+
+def _require(argument, value):
+    if value is None:
+        raise exception.InvalidInput(argument=argument,
+                                     reason=_('missing'))
+
+
+def remote_errors(func):
+    """Send imaged's typed errors to the caller without a server traceback."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except exception.ImagedException as e:
+            LOG.info('%s refused: %s', func.__name__, e)
+            raise messaging.ExpectedException()
+    return wrapper
+
+
+class ImageAgentManager(periodic_task.PeriodicTasks):
+    """Serves ``imaged.rpcapi.ImageAgentAPI`` on one compute host."""
+
+    target = messaging.Target(version=rpcapi.RPC_API_VERSION)
+
+    def __init__(self, conf, host, root_disks, storage, cache, glance_api):
+        super().__init__(conf)
+        self.host = host
+        self.root_disks = root_disks
+        self.storage = storage
+        self.cache = cache
+        self.glance = glance_api
+        self._partial_disks_cleaned = False
+        self._periodic_spacing = dict(
+            self._periodic_spacing,
+            _clean_image_cache=conf.image_cache.manager_interval)
+
+    def init_host(self):
+        """Start-up: clean the cache's and the pool's leftovers."""
+        self.cache.prepare()
+        self._remove_partial_disks(imaged_context.get_admin_context())
+
+    # -- RPC API 1.0 ----------------------------------------------------------
+
+    @remote_errors
+    def create_root_disk(self, context, instance_uuid=None, image_id=None,
+                         size_gb=None, **unexpected):
+        _reject_unexpected('create_root_disk', unexpected)
+        for argument, value in (('instance_uuid', instance_uuid),
+                                ('image_id', image_id), ('size_gb', size_gb)):
+            _require(argument, value)
+        instance_uuid = validate_uuid('instance_uuid', instance_uuid)
+        image_id = validate_uuid('image_id', image_id)
+        size_gb = validate_size_gb(size_gb, self.conf.max_root_disk_gb)
+        return self.root_disks.create(context, instance_uuid, image_id,
+                                      size_gb)
+
+    @remote_errors
+    def delete_root_disk(self, context, instance_uuid=None, **unexpected):
+        _reject_unexpected('delete_root_disk', unexpected)
+        _require('instance_uuid', instance_uuid)
+        self.root_disks.delete(validate_uuid('instance_uuid', instance_uuid))
+
+    @remote_errors
+    def list_cached_images(self, context, **unexpected):
+        _reject_unexpected('list_cached_images', unexpected)
+        return self.cache.list()
+
+    @remote_errors
+    def get_capabilities(self, context, **unexpected):
+        _reject_unexpected('get_capabilities', unexpected)
+        fsid, problems = self.storage.status()
+        problems += self.glance.check_health()
+        return {'version': version.version_string(),
+                'host': self.host,
+                'backend': 'rbd',
+                'fsid': fsid,
+                'pool': self.storage.pool,
+                'cache': self.cache.usage(),
+                'problems': problems}
+
+    # -- periodic tasks -------------------------------------------------------
+
+    @periodic_task.periodic_task(spacing=600)
+    def _clean_image_cache(self, context):
+        removed = self.cache.clean()
+        if removed:
+            LOG.info('Image cache cleanup removed %d base images',
+                     len(removed))
+
+    @periodic_task.periodic_task(spacing=30, run_immediately=True)
+    def _remove_partial_disks(self, context):
+        # Ceph may be down at start-up: keep trying until it worked once.
+        if self._partial_disks_cleaned:
+            return
+        try:
+            self.storage.remove_partial_disks()
+            self._partial_disks_cleaned = True
+        except exception.ImagedException as e:
+            LOG.warning('Cannot clean partial disks yet: %s', e)

@@ -1,0 +1,163 @@
+"""Turning a Glance image into an instance's root disk on Ceph.
+
+Strategies, fastest first:
+
+* ``existing``: the instance's disk is already there (an idempotent retry).
+* ``clone``: Glance keeps the image as an RBD snapshot in our cluster, so the
+  disk is a copy-on-write clone of it (Nova's direct_fetch path).
+* ``download``: anything else is downloaded once into the base cache,
+  checked, converted to raw and imported, skipping all-zero blocks.
+"""
+
+import time
+
+from oslo_concurrency import lockutils
+from oslo_log import log as logging
+from oslo_utils import units
+
+from imaged import exception
+from imaged.i18n import _
+from imaged.image import cache as image_cache
+from imaged.storage import location as rbd_location
+from imaged.storage import rbd as rbd_storage
+
+LOG = logging.getLogger(__name__)
+
+
+def candidate_locations(image):
+    """Every location Glance shows, else its ``direct_url``."""
+    urls = [loc.get('url') for loc in image.get('locations') or []
+            if isinstance(loc, dict) and loc.get('url')]
+    if not urls and image.get('direct_url'):
+        urls = [image['direct_url']]
+    return urls
+
+
+class _Timings:
+    def __init__(self):
+        self.steps = []
+        self._start = time.monotonic()
+
+    def step(self, name):
+        now = time.monotonic()
+        self.steps.append('%s %.2fs' % (name, now - self._start))
+        self._start = now
+
+
+class RootDisks:
+    """Creates and deletes root disks; the manager validates arguments."""
+
+    def __init__(self, conf, glance_api, storage, cache):
+        self.conf = conf
+        self.glance = glance_api
+        self.storage = storage
+        self.cache = cache
+        self._instance_locks = lockutils.Semaphores()
+
+    def _result(self, instance_uuid, image_id, name, info, strategy):
+        return {'instance_uuid': instance_uuid, 'image_id': image_id,
+                'pool': self.storage.pool, 'name': name,
+                'size_bytes': info['size_bytes'], 'strategy': strategy,
+                'parent': info['parent']}
+
+    def create(self, context, instance_uuid, image_id, size_gb):
+        name = rbd_storage.disk_name(instance_uuid)
+        size_bytes = size_gb * units.Gi
+        with lockutils.lock(name, semaphores=self._instance_locks):
+            timings = _Timings()
+            info = self.storage.disk_info(name)
+            if info is not None:
+                if info['size_bytes'] < size_bytes:
+                    raise exception.InvalidInput(
+                        argument='size_gb',
+                        reason=_('root disk %(name)s already exists with '
+                                 '%(have)d bytes, less than the %(want)d '
+                                 'requested; imaged never resizes an '
+                                 'existing disk') %
+                        {'name': name, 'have': info['size_bytes'],
+                         'want': size_bytes})
+                LOG.info('Root disk %s/%s already exists', self.storage.pool,
+                         name)
+                return self._result(instance_uuid, image_id, name, info,
+                                    'existing')
+            image = self.glance.show(context, image_id)
+            timings.step('glance')
+            self._check_record(image, size_bytes)
+            location = self._cloneable_location(image)
+            if location is not None:
+                strategy = 'clone'
+                self._clone(image, location, name, size_bytes, timings)
+            else:
+                strategy = 'download'
+                self._download(context, image, name, size_bytes, timings)
+            info = self.storage.disk_info(name)
+            LOG.info('Created root disk %s/%s for instance %s from image %s '
+                     'by %s: %s', self.storage.pool, name, instance_uuid,
+                     image_id, strategy, ', '.join(timings.steps))
+            return self._result(instance_uuid, image_id, name, info, strategy)
+
+    def _check_record(self, image, size_bytes):
+        """Refuse early what Glance's record already rules out."""
+        image_id = image['id']
+        if image.get('status') != 'active':
+            raise exception.ImageUnacceptable(
+                image_id=image_id,
+                reason=_('its status is %s, not active') % image.get('status'))
+        if not image.get('disk_format'):
+            raise exception.ImageUnacceptable(
+                image_id=image_id, reason=_('it has no disk_format'))
+        known = image.get('virtual_size')
+        if not known and image.get('disk_format') == 'raw':
+            known = image.get('size')
+        if known and known > size_bytes:
+            raise exception.ImageTooLarge(image_id=image_id,
+                                          virtual_size=known,
+                                          size_bytes=size_bytes)
+
+    def _cloneable_location(self, image):
+        """The first location we can clone, as an RBDLocation, or None."""
+        urls = candidate_locations(image)
+        if image.get('disk_format') != 'raw':
+            if urls:
+                LOG.debug('Image %s is %s, not raw: not cloneable', image['id'],
+                          image.get('disk_format'))
+            return None
+        for url in urls:
+            reason = self.storage.why_not_cloneable(url)
+            if reason is None:
+                return rbd_location.parse_rbd_location(url)
+            LOG.debug('Location %s of image %s is not cloneable: %s', url,
+                      image['id'], reason)
+        return None
+
+    def _clone(self, image, location, name, size_bytes, timings):
+        virtual_size = self.storage.snapshot_size(location)
+        if virtual_size > size_bytes:
+            raise exception.ImageTooLarge(image_id=image['id'],
+                                          virtual_size=virtual_size,
+                                          size_bytes=size_bytes)
+        self.storage.clone(location, name, size_bytes)
+        timings.step('clone')
+
+    def _download(self, context, image, name, size_bytes, timings):
+        with self.cache.base_image(context, image) as base:
+            timings.step('download' if base.downloaded else 'cache hit')
+            if base.size_bytes > size_bytes:
+                raise exception.ImageTooLarge(image_id=image['id'],
+                                              virtual_size=base.size_bytes,
+                                              size_bytes=size_bytes)
+            progress = image_cache.ProgressLog(
+                'Import of image %s into %s' % (image['id'], name),
+                base.size_bytes, self.conf.glance.progress_interval)
+            self.storage.import_file(base.path, name, size_bytes, progress)
+            timings.step('import')
+
+    def delete(self, instance_uuid):
+        name = rbd_storage.disk_name(instance_uuid)
+        with lockutils.lock(name, semaphores=self._instance_locks):
+            if self.storage.remove(name):
+                LOG.info('Deleted root disk %s/%s', self.storage.pool, name)
+            else:
+                LOG.info('Root disk %s/%s was already gone',
+                         self.storage.pool, name)
+

@@ -1,0 +1,51 @@
+"""Transport, serializer and the RPC server/client factories."""
+
+import oslo_messaging as messaging
+
+from imaged import context
+
+TOPIC = 'imaged'
+
+# Errors raised by the agent are rebuilt as the same classes by callers.
+ALLOWED_EXMODS = ['imaged.exception']
+
+_TRANSPORT = None
+
+
+class RequestContextSerializer(messaging.NoOpSerializer):
+    """Sends and receives :class:`imaged.context.RequestContext`."""
+
+    def serialize_context(self, ctxt):
+        return ctxt.to_dict()
+
+    def deserialize_context(self, ctxt):
+        return context.from_dict(ctxt)
+
+
+def get_transport(conf):
+    """One transport per process, built from the global configuration."""
+    global _TRANSPORT
+    if _TRANSPORT is None:
+        _TRANSPORT = messaging.get_rpc_transport(
+            conf, allowed_remote_exmods=ALLOWED_EXMODS)
+    return _TRANSPORT
+
+
+def cleanup():
+    global _TRANSPORT
+    if _TRANSPORT is not None:
+        _TRANSPORT.cleanup()
+        _TRANSPORT = None
+
+
+def get_server(conf, target, endpoints):
+    return messaging.get_rpc_server(
+        get_transport(conf), target, endpoints,
+        serializer=RequestContextSerializer(),
+        access_policy=messaging.DefaultRPCAccessPolicy)
+
+
+def get_client(conf, target, version_cap=None):
+    return messaging.get_rpc_client(
+        get_transport(conf), target, version_cap=version_cap,
+        serializer=RequestContextSerializer())

@@ -1,0 +1,64 @@
+"""The client API other services import to call an imaged agent.
+
+API version history:
+
+* 1.0 - Initial version: create_root_disk, delete_root_disk,
+        list_cached_images, get_capabilities.
+"""
+
+import oslo_messaging as messaging
+
+from imaged import conf as imaged_conf
+from imaged import rpc
+
+CONF = imaged_conf.CONF
+
+RPC_API_VERSION = '1.0'
+
+
+class ImageAgentAPI:
+    """Calls the imaged agent of one compute host.
+
+    Every method takes the caller's request context (an
+    :class:`oslo_context.context.RequestContext`) and the name of the host
+    whose agent should do the work (its ``[DEFAULT] host``).
+    """
+
+    def __init__(self, conf=CONF):
+        self.conf = conf
+        target = messaging.Target(topic=rpc.TOPIC, version=RPC_API_VERSION)
+        self.client = rpc.get_client(
+            conf, target, version_cap=conf.upgrade_levels.imaged)
+
+    def _prepare(self, host, long_call=False):
+        if long_call:
+            # Heartbeats tell a slow call from a dead agent; the long
+            # timeout only bounds the whole operation.
+            return self.client.prepare(
+                server=host, version='1.0',
+                timeout=self.conf.long_rpc_timeout,
+                call_monitor_timeout=self.conf.rpc_response_timeout)
+        return self.client.prepare(server=host, version='1.0')
+
+    def create_root_disk(self, ctxt, host, instance_uuid, image_id, size_gb):
+        """Create ``<instance_uuid>_disk`` from a Glance image.
+
+        :returns: dict with ``instance_uuid, image_id, pool, name,
+                  size_bytes, strategy, parent``.
+        """
+        return self._prepare(host, long_call=True).call(
+            ctxt, 'create_root_disk', instance_uuid=instance_uuid,
+            image_id=image_id, size_gb=size_gb)
+
+    def delete_root_disk(self, ctxt, host, instance_uuid):
+        """Delete an instance's root disk; a missing disk is not an error."""
+        return self._prepare(host, long_call=True).call(
+            ctxt, 'delete_root_disk', instance_uuid=instance_uuid)
+
+    def list_cached_images(self, ctxt, host):
+        """List the base cache: ``image_id, size_bytes, last_used``."""
+        return self._prepare(host).call(ctxt, 'list_cached_images')
+
+    def get_capabilities(self, ctxt, host):
+        """Describe the agent, its backend and cache, and any problems."""
+        return self._prepare(host).call(ctxt, 'get_capabilities')

@@ -1,0 +1,49 @@
+"""The oslo.service Service that owns the RPC server and periodic work."""
+
+import oslo_messaging as messaging
+from oslo_log import log as logging
+from oslo_service import service
+
+from imaged import context as imaged_context
+from imaged import rpc
+
+LOG = logging.getLogger(__name__)
+
+
+class ImagedService(service.Service):
+    """Serves the ``imaged`` topic as server ``host``."""
+
+    def __init__(self, conf, manager):
+        super().__init__()
+        self.conf = conf
+        self.manager = manager
+        self.rpcserver = None
+
+    def start(self):
+        super().start()
+        self.manager.init_host()
+        target = messaging.Target(topic=rpc.TOPIC, server=self.manager.host)
+        self.rpcserver = rpc.get_server(self.conf, target, [self.manager])
+        self.rpcserver.start()
+        self.tg.add_dynamic_timer(self._periodic_tasks,
+                                  initial_delay=None,
+                                  periodic_interval_max=60)
+        LOG.info('imaged serving topic %s as %s', rpc.TOPIC,
+                 self.manager.host)
+
+    def _periodic_tasks(self, raise_on_error=False):
+        ctxt = imaged_context.get_admin_context()
+        return self.manager.run_periodic_tasks(ctxt,
+                                               raise_on_error=raise_on_error)
+
+    def stop(self, graceful=True):
+        # Stop taking new calls, then let the ones in flight finish; the
+        # launcher bounds the wait with graceful_shutdown_timeout.
+        if self.rpcserver is not None:
+            LOG.info('Stopping: no new calls; waiting for calls in flight')
+            self.rpcserver.stop()
+            self.rpcserver.wait()
+            self.rpcserver = None
+        super().stop(graceful=graceful)
+        rpc.cleanup()
+        LOG.info('imaged stopped')

@@ -1,0 +1,1 @@
+"""Disk backends. Only this package talks to Ceph."""

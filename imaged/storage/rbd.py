@@ -1,0 +1,366 @@
+"""Root disks in a Ceph RBD pool.
+
+This is the only module that talks to librados/librbd. The ``rados`` and
+``rbd`` modules are injectable so unit tests can pass small fakes.
+
+A root disk is always made under a temporary name and renamed to
+``<instance_uuid>_disk`` only once it is complete, so a crash at any point
+can leave a partial disk, but never one that looks finished. Partial disks
+carry this host's name in their metadata and are removed at start-up or by
+the next attempt for the same instance.
+"""
+
+import contextlib
+import errno
+import json
+import os
+import threading
+import time
+
+from oslo_log import log as logging
+from oslo_utils import units
+
+from imaged import exception
+from imaged.i18n import _
+from imaged.storage import location as rbd_location
+
+LOG = logging.getLogger(__name__)
+
+PARTIAL_SUFFIX = '.imaged-part'
+OWNER_KEY = 'imaged.host'
+IMPORT_CHUNK = 4 * units.Mi
+_ZEROS = bytes(IMPORT_CHUNK)
+
+
+def disk_name(instance_uuid):
+    return '%s_disk' % instance_uuid
+
+
+def partial_name(name):
+    return name + PARTIAL_SUFFIX
+
+
+def data_chunks(fd, size, chunk_size=IMPORT_CHUNK):
+    """Yield ``(offset, bytes)`` for every chunk of a file holding data.
+
+    Holes are skipped without reading them (SEEK_DATA/SEEK_HOLE), and chunks
+    that read as all zeros are skipped too: a new RBD image reads as zeros.
+    Chunks are aligned to ``chunk_size`` so each write hits one object.
+    """
+    offset = 0
+    while offset < size:
+        try:
+            data_start = os.lseek(fd, offset, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno == errno.ENXIO:  # only a hole is left
+                return
+            raise
+        data_end = min(os.lseek(fd, data_start, os.SEEK_HOLE), size)
+        pos = data_start - data_start % chunk_size
+        while pos < data_end:
+            length = min(chunk_size, size - pos)
+            chunk = os.pread(fd, length, pos)
+            if len(chunk) != length:
+                raise IOError(errno.EIO, 'short read at offset %d' % pos)
+            if chunk != _ZEROS[:length]:
+                yield pos, chunk
+            pos += length
+        offset = pos
+
+
+class RBDDriver:
+    """Creates, inspects and removes root disks in ``[rbd] pool``."""
+
+    def __init__(self, conf, host, rados_module=None, rbd_module=None):
+        if rados_module is None or rbd_module is None:
+            import rados
+            import rbd
+            rados_module = rados_module or rados
+            rbd_module = rbd_module or rbd
+        self.rados = rados_module
+        self.rbd = rbd_module
+        self.conf = conf
+        self.host = host
+        self._cluster = None
+        self._cluster_lock = threading.Lock()
+
+    @property
+    def pool(self):
+        return self.conf.rbd.pool
+
+    # -- connection -------------------------------------------------------
+
+    def _new_cluster(self):
+        timeout = str(self.conf.rbd.connect_timeout)
+        extra = {'client_mount_timeout': timeout,
+                 'rados_mon_op_timeout': timeout,
+                 'rados_osd_op_timeout': timeout}
+        if self.conf.rbd.keyring:
+            extra['keyring'] = self.conf.rbd.keyring
+        cluster = self.rados.Rados(rados_id=self.conf.rbd.user,
+                                   conffile=self.conf.rbd.ceph_conf,
+                                   conf=extra)
+        try:
+            cluster.connect(timeout=self.conf.rbd.connect_timeout)
+        except self.rados.Error as e:
+            cluster.shutdown()
+            raise exception.BackendUnavailable(
+                backend='Ceph', reason=_('cannot connect with %(conf)s: '
+                                         '%(err)s') %
+                {'conf': self.conf.rbd.ceph_conf, 'err': e})
+        return cluster
+
+    def _get_cluster(self):
+        with self._cluster_lock:
+            if self._cluster is None:
+                self._cluster = self._new_cluster()
+            return self._cluster
+
+    def _drop_cluster(self):
+        with self._cluster_lock:
+            cluster, self._cluster = self._cluster, None
+        if cluster is not None:
+            try:
+                cluster.shutdown()
+            except Exception:  # already broken; nothing more to release
+                LOG.debug('Ignoring error shutting down a broken connection',
+                          exc_info=True)
+
+    @contextlib.contextmanager
+    def _ioctx(self, pool, name=None):
+        """An I/O context on ``pool``; Ceph errors become typed errors."""
+        cluster = self._get_cluster()
+        try:
+            ioctx = cluster.open_ioctx(pool)
+        except self.rados.ObjectNotFound:
+            raise exception.BackendUnavailable(
+                backend='Ceph', reason=_('pool %s does not exist') % pool)
+        except self.rados.Error as e:
+            self._drop_cluster()
+            raise exception.BackendUnavailable(
+                backend='Ceph', reason=_('cannot open pool %(pool)s: '
+                                         '%(err)s') % {'pool': pool, 'err': e})
+        try:
+            yield ioctx
+        except (self.rados.TimedOut, self.rbd.Timeout,
+                self.rados.ConnectionShutdown) as e:
+            self._drop_cluster()
+            raise exception.BackendUnavailable(
+                backend='Ceph', reason=_('operation on %(name)s in pool '
+                                         '%(pool)s timed out: %(err)s') %
+                {'name': name, 'pool': pool, 'err': e})
+        finally:
+            ioctx.close()
+
+    def fsid(self):
+        return self._get_cluster().get_fsid()
+
+    def status(self):
+        """``(fsid or None, problems)``: can root disks be made now?"""
+        try:
+            cluster = self._get_cluster()
+            fsid = cluster.get_fsid()
+        except exception.BackendUnavailable as e:
+            return None, [str(e)]
+        try:
+            if not cluster.pool_exists(self.pool):
+                return fsid, [_('Ceph pool %s does not exist') % self.pool]
+            ret, out, err = cluster.mon_command(
+                json.dumps({'prefix': 'osd stat', 'format': 'json'}), b'',
+                timeout=self.conf.rbd.connect_timeout)
+        except self.rados.Error as e:
+            self._drop_cluster()
+            return fsid, [_('Ceph monitors do not answer: %s') % e]
+        if ret != 0:
+            return fsid, [_('Ceph monitors refused "osd stat": %s') % err]
+        stat = json.loads(out)
+        up = stat.get('num_up_osds', stat.get('osdmap', {}).get('num_up_osds'))
+        if not up:
+            return fsid, [_('Ceph has no OSD up')]
+        return fsid, []
+
+    # -- locations ----------------------------------------------------------
+
+    def why_not_cloneable(self, url):
+        """None if ``url`` can be cloned by us, else the reason why not."""
+        try:
+            loc = rbd_location.parse_rbd_location(url)
+        except rbd_location.NotAnRBDLocation as e:
+            return str(e)
+        fsid = self.fsid()
+        if loc.fsid != fsid:
+            return 'is in cluster %s, not ours (%s)' % (loc.fsid, fsid)
+        try:
+            self.snapshot_size(loc)
+        except exception.BackendUnavailable as e:
+            return 'cannot be opened: %s' % e
+        except (self.rbd.Error, self.rados.Error) as e:
+            return 'cannot be opened read-only: %s' % e
+        return None
+
+    def snapshot_size(self, loc):
+        with self._ioctx(loc.pool, loc.image) as ioctx:
+            with self.rbd.Image(ioctx, loc.image, snapshot=loc.snapshot,
+                                read_only=True) as image:
+                return image.size()
+
+    # -- disks ----------------------------------------------------------------
+
+    def disk_info(self, name):
+        """``{'size_bytes', 'parent'}`` of a finished disk, or None."""
+        with self._ioctx(self.pool, name) as ioctx:
+            try:
+                with self.rbd.Image(ioctx, name, read_only=True) as image:
+                    size = image.size()
+                    try:
+                        pool, parent, snap = image.parent_info()
+                        parent_url = rbd_location.format_rbd_location(
+                            self.fsid(), pool, parent, snap)
+                    except self.rbd.ImageNotFound:
+                        parent_url = None
+            except self.rbd.ImageNotFound:
+                return None
+        return {'size_bytes': size, 'parent': parent_url}
+
+    def clone(self, loc, name, size_bytes):
+        """Clone a snapshot into a finished disk ``name`` of ``size_bytes``."""
+        part = partial_name(name)
+        self._remove_partial(part)
+        with self._ioctx(loc.pool, loc.image) as parent_ioctx, \
+                self._ioctx(self.pool, name) as ioctx:
+            self._call(name, self.rbd.RBD().clone, parent_ioctx, loc.image,
+                       loc.snapshot, ioctx, part)
+            self._finish(ioctx, part, name, size_bytes)
+
+    def import_file(self, path, name, size_bytes, progress=None):
+        """Copy a raw file into a finished disk ``name`` of ``size_bytes``.
+
+        Only chunks holding data are written: the new image reads as zeros.
+        """
+        part = partial_name(name)
+        self._remove_partial(part)
+        file_size = os.path.getsize(path)
+        with self._ioctx(self.pool, name) as ioctx:
+            self._call(name, self.rbd.RBD().create, ioctx, part,
+                       max(size_bytes, file_size), old_format=False)
+            try:
+                with self.rbd.Image(ioctx, part) as image:
+                    image.metadata_set(OWNER_KEY, self.host)
+                    self._write_data(image, path, file_size, name, progress)
+            except BaseException:
+                self._remove_quietly(ioctx, part)
+                raise
+            self._finish(ioctx, part, name, size_bytes)
+
+    def _write_data(self, image, path, file_size, name, progress):
+        slots = threading.BoundedSemaphore(self.conf.rbd.import_concurrency)
+        failures = []
+
+        def on_complete(completion):
+            ret = completion.get_return_value()
+            if ret < 0:
+                failures.append(ret)
+            slots.release()
+
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            for offset, chunk in data_chunks(fd, file_size):
+                slots.acquire()
+                if failures:
+                    break
+                image.aio_write(chunk, offset, on_complete)
+                if progress:
+                    progress(offset + len(chunk))
+        finally:
+            os.close(fd)
+            for _i in range(self.conf.rbd.import_concurrency):
+                slots.acquire()
+        if failures:
+            raise exception.StorageError(
+                name=name, pool=self.pool,
+                reason=_('write failed with error %d') % failures[0])
+        image.flush()
+
+    def _finish(self, ioctx, part, name, size_bytes):
+        """Grow, label and rename a partial disk; remove it on failure."""
+        try:
+            with self.rbd.Image(ioctx, part) as image:
+                image.metadata_set(OWNER_KEY, self.host)
+                if image.size() < size_bytes:
+                    image.resize(size_bytes)
+            self._call(name, self.rbd.RBD().rename, ioctx, part, name)
+        except BaseException:
+            self._remove_quietly(ioctx, part)
+            raise
+
+    def _call(self, name, func, *args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except self.rbd.ImageExists:
+            raise exception.StorageError(
+                name=name, pool=self.pool, reason=_('it already exists'))
+        except (self.rbd.NoSpace, self.rbd.DiskQuotaExceeded) as e:
+            raise exception.StorageError(
+                name=name, pool=self.pool, reason=_('no space: %s') % e)
+        except self.rbd.PermissionError as e:
+            raise exception.StorageError(
+                name=name, pool=self.pool, reason=_('permission denied: %s')
+                % e)
+
+    def _remove_quietly(self, ioctx, name):
+        try:
+            self.rbd.RBD().remove(ioctx, name)
+        except self.rbd.ImageNotFound:
+            pass
+        except Exception:
+            LOG.warning('Could not remove partial disk %s/%s; it is removed '
+                        'at the next start', self.pool, name, exc_info=True)
+
+    def _remove_partial(self, part):
+        with self._ioctx(self.pool, part) as ioctx:
+            self._remove_quietly(ioctx, part)
+
+    def remove_partial_disks(self):
+        """Remove partial disks this host left behind (start-up cleanup)."""
+        removed = []
+        with self._ioctx(self.pool) as ioctx:
+            for name in self.rbd.RBD().list(ioctx):
+                if not name.endswith(PARTIAL_SUFFIX):
+                    continue
+                try:
+                    with self.rbd.Image(ioctx, name, read_only=True) as img:
+                        owner = img.metadata_get(OWNER_KEY)
+                except (KeyError, self.rbd.ImageNotFound):
+                    owner = None
+                if owner not in (None, self.host):
+                    continue
+                self._remove_quietly(ioctx, name)
+                removed.append(name)
+        if removed:
+            LOG.info('Removed partial disks left by an earlier run: %s',
+                     ', '.join(removed))
+        return removed
+
+    def remove(self, name):
+        """Remove a disk (and any partial one), retrying while it is open.
+
+        :returns: whether a finished disk was there.
+        """
+        self._remove_partial(partial_name(name))
+        deadline = time.monotonic() + self.conf.rbd.delete_busy_timeout
+        delay = 0.5
+        with self._ioctx(self.pool, name) as ioctx:
+            while True:
+                try:
+                    self.rbd.RBD().remove(ioctx, name)
+                    return True
+                except self.rbd.ImageNotFound:
+                    return False
+                except (self.rbd.ImageBusy, self.rbd.ImageHasSnapshots) as e:
+                    if time.monotonic() + delay > deadline:
+                        raise exception.RootDiskBusy(
+                            name=name, pool=self.pool, reason=str(e))
+                    LOG.debug('Disk %s/%s busy (%s); retrying', self.pool,
+                              name, e)
+                    time.sleep(delay)
+                    delay = min(delay * 2, 5)

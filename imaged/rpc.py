@@ -11,12 +11,15 @@ ALLOWED_EXMODS = ['imaged.exception']
 
 _TRANSPORT = None
 
+messaging.set_transport_defaults(control_exchange='imaged')
+
 
 class RequestContextSerializer(messaging.NoOpSerializer):
     """Sends and receives :class:`imaged.context.RequestContext`."""
 
     def serialize_context(self, ctxt):
-        return ctxt.to_dict()
+        # Callers may pass any oslo.context context, or a plain dict.
+        return ctxt.to_dict() if hasattr(ctxt, 'to_dict') else dict(ctxt)
 
     def deserialize_context(self, ctxt):
         return context.from_dict(ctxt)
@@ -36,6 +39,8 @@ def cleanup():
     if _TRANSPORT is not None:
         _TRANSPORT.cleanup()
         _TRANSPORT = None
+
+messaging.set_transport_defaults(control_exchange='imaged')
 
 
 def get_server(conf, target, endpoints):

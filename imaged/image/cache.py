@@ -111,7 +111,7 @@ class ImageCache:
             canonical = str(uuid.UUID(image_id))
         except (TypeError, ValueError, AttributeError):
             canonical = None
-        if canonical != image_id:
+        if canonical is None or canonical != image_id:
             raise exception.InvalidInput(argument='image_id',
                                          reason=_('not a UUID'))
         return os.path.join(self.base_dir, image_id)
@@ -259,8 +259,13 @@ class ImageCache:
             f.flush()
             os.fsync(f.fileno())
         wrapper.close()
-        if expected_size is not None and written != expected_size:
+        if expected_size is not None and written < expected_size:
             raise _ShortRead('got %d of %d bytes' % (written, expected_size))
+        if expected_size is not None and written > expected_size:
+            raise exception.ImageUnacceptable(
+                image_id=image_id,
+                reason=_('Glance sent %(got)d bytes, more than its size of '
+                         '%(size)d') % {'got': written, 'size': expected_size})
         if promise and promise[0].hexdigest() != promise[1]:
             raise exception.ImageUnacceptable(
                 image_id=image_id,

@@ -81,7 +81,8 @@ def check_image(image_id, wrapper, disk_format, conf):
         raise refuse(_('it cannot be safety checked: %s') % e)
     if detected == 'vmdk':
         allowed = conf.image_cache.vmdk_allowed_types
-        if inspector.vmdktype not in allowed:
+        # The inspector lower-cases createType.
+        if inspector.vmdktype not in {t.lower() for t in allowed}:
             raise refuse(_('VMDK type %(type)s is not one of %(allowed)s') %
                          {'type': inspector.vmdktype,
                           'allowed': ', '.join(allowed)})

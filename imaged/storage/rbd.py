@@ -287,7 +287,7 @@ class RBDDriver:
             with self.rbd.Image(ioctx, part) as image:
                 image.metadata_set(OWNER_KEY, self.host)
                 if image.size() < size_bytes:
-                    image.resize(size_bytes)
+                    self._call(name, image.resize, size_bytes)
             self._call(name, self.rbd.RBD().rename, ioctx, part, name)
         except BaseException:
             self._remove_quietly(ioctx, part)

@@ -1,0 +1,45 @@
+"""Base test case shared by unit tests."""
+
+import subprocess
+
+import fixtures
+from oslo_config import fixture as config_fixture
+from oslo_concurrency import processutils
+import testtools
+
+from imaged import conf as imaged_conf
+
+CONF = imaged_conf.CONF
+
+
+class _NoProcesses(fixtures.Fixture):
+    """Accidental process execution fails loudly; tests mock what they run."""
+
+    def _setUp(self):
+        def refuse(*args, **kwargs):
+            raise AssertionError('unit test tried to run a process: %s' %
+                                 (args,))
+        self.useFixture(fixtures.MonkeyPatch(
+            'oslo_concurrency.processutils.execute', refuse))
+        self.useFixture(fixtures.MonkeyPatch('subprocess.Popen', refuse))
+
+
+class TestCase(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.useFixture(fixtures.Timeout(60, gentle=True))
+        self.tempdir = self.useFixture(fixtures.TempDir()).path
+        self.conf = self.useFixture(config_fixture.Config(CONF)).conf
+        self.flags(state_path=self.tempdir, host='test-host')
+        self.flags(lock_path=self.tempdir + '/lock', group='oslo_concurrency')
+        self.flags(endpoint_override='http://glance.test:9292',
+                   auth_type='none', group='glance')
+        self.useFixture(_NoProcesses())
+
+    def flags(self, group=None, **kw):
+        for name, value in kw.items():
+            self.conf.set_override(name, value, group)
+
+
+__all__ = ['TestCase', 'processutils', 'subprocess']

@@ -1,0 +1,173 @@
+import errno
+import os
+import threading
+import time
+from unittest import mock
+
+import requests
+
+from imaged import context
+from imaged import exception
+from imaged.image import cache as image_cache
+from tests import base
+from tests.unit import fakes
+
+IMAGE = '0b1e2f4a-1d2c-4e5f-8a9b-0c1d2e3f4a5b'
+OTHER = 'c3d4e5f6-a7b8-4c9d-8e0f-112233445566'
+
+
+class ImageCacheTest(base.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.useFixture(base.fixtures.MonkeyPatch('time.sleep',
+                                                  lambda s: None))
+        self.glance = fakes.FakeGlance()
+        self.cache = image_cache.ImageCache(self.conf, self.glance)
+        self.cache.prepare()
+        self.ctxt = context.get_admin_context()
+
+    def fetch(self, image_id=IMAGE):
+        with self.cache.base_image(self.ctxt,
+                                   self.glance.show(None, image_id)) as base:
+            return base
+
+    def assertNothingCached(self):
+        self.assertEqual([], self.cache.list())
+        self.assertEqual([], os.listdir(self.cache.tmp_dir))
+
+    def test_download_is_verified_sparse_and_renamed_in(self):
+        data = b'x' * 1000 + bytes(1 << 20) + b'y'
+        self.glance.add(IMAGE, data)
+        base = self.fetch()
+        self.assertTrue(base.downloaded)
+        self.assertEqual(os.path.join(self.cache.base_dir, IMAGE), base.path)
+        with open(base.path, 'rb') as f:
+            self.assertEqual(data, f.read())
+        self.assertLess(os.stat(base.path).st_blocks * 512, len(data))
+        self.assertEqual([], os.listdir(self.cache.tmp_dir))
+
+    def test_second_use_does_not_download_again(self):
+        self.glance.add(IMAGE, b'abc')
+        self.assertTrue(self.fetch().downloaded)
+        self.assertFalse(self.fetch().downloaded)
+        self.assertEqual(1, self.glance.downloads)
+
+    def test_md5_checksum_is_used_without_os_hash(self):
+        self.glance.add(IMAGE, b'abc', os_hash_algo=None, os_hash_value=None,
+                        checksum='900150983cd24fb0d6963f7d28e17f72')
+        self.assertTrue(self.fetch().downloaded)
+
+    def test_hash_mismatch_leaves_nothing(self):
+        self.glance.add(IMAGE, b'abc', os_hash_value='0' * 128)
+        e = self.assertRaises(exception.ImageUnacceptable, self.fetch)
+        self.assertIn("does not match Glance's sha512 hash", str(e))
+        self.assertNothingCached()
+
+    def test_short_read_is_retried_then_given_up(self):
+        record = self.glance.add(IMAGE, b'abc')
+        record['size'] = 10
+        e = self.assertRaises(exception.ImageDownloadFailed, self.fetch)
+        self.assertIn('got 3 of 10 bytes', str(e))
+        self.assertEqual(4, self.glance.downloads)  # 1 + num_retries
+        self.assertNothingCached()
+
+    def test_dropped_connection_is_retried(self):
+        self.glance.add(IMAGE, b'abc')
+        self.glance.failures = [requests.exceptions.ConnectionError('reset')]
+        self.assertTrue(self.fetch().downloaded)
+        self.assertEqual(2, self.glance.downloads)
+
+    def test_stream_failing_midway_leaves_nothing(self):
+        self.glance.add(IMAGE, b'abc' * 100000)
+        self.flags(num_retries=0, group='glance')
+
+        def broken(ctxt, image_id):
+            yield b'abc'
+            raise requests.exceptions.ChunkedEncodingError('cut')
+        self.glance.open_data = broken
+        self.assertRaises(exception.ImageDownloadFailed, self.fetch)
+        self.assertNothingCached()
+
+    def test_full_disk_is_cache_full(self):
+        self.glance.add(IMAGE, b'abc')
+        with mock.patch('os.fsync', side_effect=OSError(errno.ENOSPC, 'x')):
+            e = self.assertRaises(exception.CacheFull, self.fetch)
+        self.assertIn(IMAGE, str(e))
+        self.assertNothingCached()
+
+    def test_unsafe_image_is_not_cached(self):
+        self.glance.add(IMAGE, b'QFI\xfb' + bytes(4096), disk_format='raw')
+        self.assertRaises(exception.ImageUnacceptable, self.fetch)
+        self.assertNothingCached()
+
+    def test_concurrent_calls_download_once(self):
+        self.glance.add(IMAGE, b'abc')
+        real_open = self.glance.open_data
+        gate = threading.Event()
+
+        def slow_open(ctxt, image_id):
+            gate.wait(5)
+            return real_open(ctxt, image_id)
+        self.glance.open_data = slow_open
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(
+            self.fetch().downloaded)) for _i in range(8)]
+        for t in threads:
+            t.start()
+        gate.set()
+        for t in threads:
+            t.join(10)
+        self.assertEqual(1, self.glance.downloads)
+        self.assertEqual([True] + [False] * 7, sorted(results, reverse=True))
+
+    def test_prepare_removes_leftover_temporary_files(self):
+        leftover = os.path.join(self.cache.tmp_dir, IMAGE + '.download.x')
+        open(leftover, 'w').close()
+        self.cache.prepare()
+        self.assertFalse(os.path.exists(leftover))
+
+    def test_image_id_cannot_escape_base_dir(self):
+        for bad in ('../etc/passwd', '/etc/passwd', IMAGE.upper(), '', None):
+            self.assertRaises(exception.InvalidInput,
+                              self.cache.base_image_path, bad)
+
+    def test_list_shows_size_and_last_use(self):
+        self.glance.add(IMAGE, b'abcd')
+        self.fetch()
+        [entry] = self.cache.list()
+        self.assertEqual(IMAGE, entry['image_id'])
+        self.assertEqual(4, entry['size_bytes'])
+        self.assertRegex(entry['last_used'], r'^\d{4}-\d\d-\d\dT.*\+00:00$')
+
+    def test_clean_removes_unused_old_files_but_not_files_in_use(self):
+        self.glance.add(IMAGE, b'a')
+        self.glance.add(OTHER, b'b')
+        self.fetch(IMAGE)
+        self.fetch(OTHER)
+        self.flags(remove_unused_base_images_min_age=60, group='image_cache')
+        later = time.time() + 120
+        with self.cache.base_image(self.ctxt, self.glance.show(None, OTHER)):
+            self.assertEqual([IMAGE], self.cache.clean(now=later))
+        self.assertEqual([OTHER], [e['image_id'] for e in self.cache.list()])
+        self.assertEqual([OTHER], self.cache.clean(now=later))
+
+    def test_clean_evicts_least_recently_used_to_fit(self):
+        self.glance.add(IMAGE, b'a' * 8192)
+        self.glance.add(OTHER, b'b' * 8192)
+        self.fetch(IMAGE)
+        self.fetch(OTHER)
+        old = time.time() - 100
+        os.utime(self.cache.base_image_path(IMAGE), (old, old))
+        self.flags(remove_unused_base_images_min_age=0,
+                   max_size_gb=10000 / 1024 ** 3, group='image_cache')
+        self.assertEqual([IMAGE], self.cache.clean())
+        self.assertEqual([OTHER], [e['image_id'] for e in self.cache.list()])
+
+    def test_usage_counts_allocated_bytes(self):
+        self.glance.add(IMAGE, b'a' * 8192)
+        self.fetch()
+        usage = self.cache.usage()
+        self.assertEqual(self.cache.base_dir, usage['path'])
+        self.assertGreaterEqual(usage['used_bytes'], 8192)
+        self.assertGreater(usage['free_bytes'], 0)

@@ -1,0 +1,58 @@
+import os
+import shutil
+from unittest import mock
+
+from imaged import context
+from imaged import exception
+from imaged.image import cache as image_cache
+from imaged.image import format as image_format
+from tests import base
+from tests.unit import fakes
+from tests.unit import images
+
+IMAGE = '0b1e2f4a-1d2c-4e5f-8a9b-0c1d2e3f4a5b'
+
+
+class ConvertedCacheTest(images.ImageFilesMixin, base.TestCase):
+    """Non-raw images are converted once and only the raw file is kept."""
+
+    def setUp(self):
+        super().setUp()
+        self.glance = fakes.FakeGlance()
+        self.cache = image_cache.ImageCache(self.conf, self.glance)
+        self.cache.prepare()
+
+    def _fetch(self, name, disk_format):
+        with open(self.images[name], 'rb') as f:
+            self.glance.add(IMAGE, f.read(), disk_format=disk_format)
+        with self.cache.base_image(context.get_admin_context(),
+                                   self.glance.show(None, IMAGE)) as base:
+            return base
+
+    def test_qcow2_is_converted_and_only_raw_kept(self):
+        def fake_convert(image_id, source, dest, disk_format, conf):
+            self.assertEqual('qcow2', disk_format)
+            with open(dest, 'wb') as f:
+                f.truncate(10 * 1024 * 1024)
+        with mock.patch.object(image_format, 'convert_to_raw', fake_convert):
+            base = self._fetch('qcow2', 'qcow2')
+        self.assertEqual(10 * 1024 * 1024, base.size_bytes)
+        self.assertEqual([], os.listdir(self.cache.tmp_dir))
+
+    def test_backing_file_never_reaches_qemu_img(self):
+        with mock.patch.object(image_format, 'convert_to_raw') as convert:
+            self.assertRaises(exception.ImageUnacceptable, self._fetch,
+                              'qcow2-backing', 'qcow2')
+        convert.assert_not_called()
+        self.assertEqual([], self.cache.list())
+
+    def test_failed_conversion_leaves_nothing(self):
+        def failing(image_id, source, dest, disk_format, conf):
+            shutil.copy(source, dest)
+            raise exception.ImageUnacceptable(image_id=image_id,
+                                              reason='boom')
+        with mock.patch.object(image_format, 'convert_to_raw', failing):
+            self.assertRaises(exception.ImageUnacceptable, self._fetch,
+                              'qcow2', 'qcow2')
+        self.assertEqual([], self.cache.list())
+        self.assertEqual([], os.listdir(self.cache.tmp_dir))

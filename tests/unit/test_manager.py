@@ -1,0 +1,217 @@
+"""The RPC API end to end over oslo.messaging's in-memory transport."""
+
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+import oslo_messaging as messaging
+from oslo_messaging import conffixture  # noqa: F401
+from oslo_utils import units
+
+from imaged.cmd import imaged as imaged_cmd
+from imaged import context
+from imaged import exception
+from imaged.image import cache as image_cache
+from imaged import manager as imaged_manager
+from imaged import rootdisk
+from imaged import rpc
+from imaged import rpcapi
+from imaged import service as imaged_service
+from imaged.storage import rbd as rbd_storage
+from tests import base
+from tests.unit import fakes
+
+INSTANCE = '5f0c1d2e-3a4b-4c5d-9e6f-7a8b9c0d1e2f'
+IMAGE = '0b1e2f4a-1d2c-4e5f-8a9b-0c1d2e3f4a5b'
+
+
+class RPCTestCase(base.TestCase):
+    """Runs a real ImagedService on ``fake:/`` with fake Ceph and Glance."""
+
+    def setUp(self):
+        super().setUp()
+        self.useFixture(messaging.conffixture.ConfFixture(self.conf))
+        self.flags(transport_url='fake:/')
+        rpc.cleanup()
+        self.addCleanup(rpc.cleanup)
+        self.cluster = fakes.FakeCluster()
+        self.glance = fakes.FakeGlance()
+        storage = rbd_storage.RBDDriver(
+            self.conf, 'test-host', rados_module=self.cluster.rados,
+            rbd_module=self.cluster.rbd)
+        cache = image_cache.ImageCache(self.conf, self.glance)
+        disks = rootdisk.RootDisks(self.conf, self.glance, storage, cache)
+        self.manager = imaged_manager.ImageAgentManager(
+            self.conf, 'test-host', disks, storage, cache, self.glance)
+        self.service = imaged_service.ImagedService(self.conf, self.manager)
+        self.service.start()
+        self.addCleanup(self.service.stop)
+        self.api = rpcapi.ImageAgentAPI(self.conf)
+        self.ctxt = context.RequestContext(user_id='u', project_id='p')
+
+    def call(self, method, **kwargs):
+        client = self.api.client.prepare(server='test-host', timeout=10)
+        return client.call(self.ctxt, method, **kwargs)
+
+
+class RPCAPITest(RPCTestCase):
+
+    def test_create_and_delete_root_disk(self):
+        url = self.cluster.add_glance_image(IMAGE, b'boot')
+        self.glance.add(IMAGE, b'boot', direct_url=url)
+        result = self.api.create_root_disk(self.ctxt, 'test-host', INSTANCE,
+                                           IMAGE, 1)
+        self.assertEqual('clone', result['strategy'])
+        self.assertEqual(units.Gi, result['size_bytes'])
+        self.assertIsNone(self.api.delete_root_disk(self.ctxt, 'test-host',
+                                                    INSTANCE))
+        self.assertEqual({}, self.cluster.pools['vms'])
+
+    def test_delete_missing_disk_is_not_an_error(self):
+        self.assertIsNone(self.api.delete_root_disk(self.ctxt, 'test-host',
+                                                    INSTANCE))
+
+    def test_list_cached_images(self):
+        self.glance.add(IMAGE, b'boot')
+        self.api.create_root_disk(self.ctxt, 'test-host', INSTANCE, IMAGE, 1)
+        [entry] = self.api.list_cached_images(self.ctxt, 'test-host')
+        self.assertEqual((IMAGE, 4), (entry['image_id'],
+                                      entry['size_bytes']))
+
+    def test_get_capabilities(self):
+        caps = self.api.get_capabilities(self.ctxt, 'test-host')
+        self.assertEqual({'version', 'host', 'backend', 'fsid', 'pool',
+                          'cache', 'problems'}, set(caps))
+        self.assertEqual(('test-host', 'rbd', fakes.FSID, 'vms', []),
+                         (caps['host'], caps['backend'], caps['fsid'],
+                          caps['pool'], caps['problems']))
+        self.assertEqual({'path', 'used_bytes', 'free_bytes'},
+                         set(caps['cache']))
+
+    def test_get_capabilities_reports_unreachable_ceph(self):
+        self.cluster.reachable = False
+        caps = self.api.get_capabilities(self.ctxt, 'test-host')
+        self.assertIn('Ceph', caps['problems'][0])
+        caps = self.api.get_capabilities(self.ctxt, 'test-host')
+        self.assertIsNone(caps['fsid'])
+        self.assertIn('Ceph is unavailable', caps['problems'][0])
+        self.cluster.reachable = True
+        caps = self.api.get_capabilities(self.ctxt, 'test-host')
+        self.assertEqual((fakes.FSID, []), (caps['fsid'], caps['problems']))
+
+    def test_typed_errors_reach_the_caller(self):
+        e = self.assertRaises(exception.ImageNotFound,
+                              self.api.create_root_disk, self.ctxt,
+                              'test-host', INSTANCE, IMAGE, 1)
+        self.assertIn(IMAGE, str(e))
+        self.cluster.reachable = False
+        self.assertRaises(exception.BackendUnavailable,
+                          self.api.delete_root_disk, self.ctxt, 'test-host',
+                          INSTANCE)
+
+    def test_unknown_method(self):
+        self.assertRaises(messaging.NoSuchMethod, self.call, 'format_disk')
+
+    def test_private_method_cannot_be_called(self):
+        self.assertRaises(messaging.NoSuchMethod, self.call, '_remove_partial_disks')
+
+    def test_empty_context_is_accepted(self):
+        client = self.api.client.prepare(server='test-host', timeout=10)
+        caps = client.call({}, 'get_capabilities')
+        self.assertEqual('test-host', caps['host'])
+
+
+class BadInputTest(RPCTestCase):
+
+    def assertInvalid(self, argument, method='create_root_disk', **kwargs):
+        e = self.assertRaises(exception.InvalidInput, self.call, method,
+                              **kwargs)
+        self.assertIn(argument, str(e))
+        self.assertEqual({}, self.cluster.pools['vms'])
+        self.assertEqual(0, self.glance.downloads)
+        return e
+
+    def create(self, **overrides):
+        kwargs = dict(instance_uuid=INSTANCE, image_id=IMAGE, size_gb=1)
+        kwargs.update(overrides)
+        return kwargs
+
+    def test_bad_instance_uuids(self):
+        for bad in ('', 'abc', '../../etc', INSTANCE + 'x', 42,
+                    INSTANCE.replace('-', ''), '{%s}' % INSTANCE):
+            self.assertInvalid('instance_uuid',
+                               **self.create(instance_uuid=bad))
+
+    def test_bad_image_ids(self):
+        for bad in ('../../etc/passwd', '/etc/passwd', 'img', None, 1.5):
+            self.assertInvalid('image_id', **self.create(image_id=bad))
+
+    def test_bad_sizes(self):
+        self.flags(max_root_disk_gb=100)
+        for bad in (0, -1, 101, 10 ** 30, 1.5, '10', True, None, [1]):
+            self.assertInvalid('size_gb', **self.create(size_gb=bad))
+
+    def test_missing_arguments(self):
+        self.assertInvalid('image_id', instance_uuid=INSTANCE, size_gb=1)
+        self.assertInvalid('instance_uuid', method='delete_root_disk')
+
+    def test_unexpected_arguments(self):
+        self.assertInvalid('force', **self.create(force=True))
+        self.assertInvalid('verbose', method='get_capabilities', verbose=1)
+
+    def test_upper_case_uuid_is_normalised(self):
+        url = self.cluster.add_glance_image(IMAGE, b'boot')
+        self.glance.add(IMAGE, b'boot', direct_url=url)
+        result = self.call('create_root_disk', **self.create(
+            instance_uuid=INSTANCE.upper(), image_id=IMAGE.upper()))
+        self.assertEqual(INSTANCE + '_disk', result['name'])
+
+    @settings(max_examples=150, deadline=None)
+    @given(instance_uuid=st.one_of(st.text(max_size=60), st.integers(),
+                                   st.none(), st.lists(st.integers())),
+           image_id=st.one_of(st.text(max_size=60), st.floats(), st.none()),
+           size_gb=st.one_of(st.integers(), st.floats(), st.text(max_size=5),
+                             st.none(), st.booleans()))
+    def test_any_hostile_arguments_get_a_typed_error(self, instance_uuid,
+                                                     image_id, size_gb):
+        try:
+            self.call('create_root_disk', instance_uuid=instance_uuid,
+                      image_id=image_id, size_gb=size_gb)
+        except (exception.InvalidInput, exception.ImageNotFound):
+            pass
+        self.assertEqual({}, self.cluster.pools['vms'])
+
+
+class RPCClientTest(base.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.useFixture(messaging.conffixture.ConfFixture(self.conf))
+        self.flags(transport_url='fake:/')
+        rpc.cleanup()
+        self.addCleanup(rpc.cleanup)
+
+    def test_long_calls_use_long_timeout_and_heartbeats(self):
+        self.flags(long_rpc_timeout=900, rpc_response_timeout=30)
+        api = rpcapi.ImageAgentAPI(self.conf)
+        prepared = api._prepare('h1', long_call=True)
+        self.assertEqual(('h1', 900, 30, '1.0'),
+                         (prepared.target.server, prepared.timeout,
+                          prepared.call_monitor_timeout,
+                          prepared.target.version))
+
+    def test_version_cap_comes_from_upgrade_levels(self):
+        self.flags(imaged='1.0', group='upgrade_levels')
+        self.assertEqual('1.0', rpcapi.ImageAgentAPI(self.conf).client
+                         .version_cap)
+
+    def test_server_version_is_the_client_version(self):
+        self.assertEqual(rpcapi.RPC_API_VERSION,
+                         imaged_manager.ImageAgentManager.target.version)
+
+
+class EntryPointTest(base.TestCase):
+
+    def test_build_manager_wires_the_pieces(self):
+        manager = imaged_cmd.build_manager(self.conf)
+        self.assertEqual('test-host', manager.host)
+        self.assertIs(manager.storage, manager.root_disks.storage)

@@ -1,0 +1,152 @@
+import os
+
+from oslo_utils import units
+
+from imaged import exception
+from imaged.storage import location
+from imaged.storage import rbd as rbd_storage
+from tests import base
+from tests.unit import fakes
+
+
+class DataChunksTest(base.TestCase):
+
+    def _file(self, size, pieces):
+        path = os.path.join(self.tempdir, 'f')
+        with open(path, 'wb') as f:
+            f.truncate(size)
+            for offset, data in pieces:
+                f.seek(offset)
+                f.write(data)
+        return path
+
+    def _chunks(self, path):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            return list(rbd_storage.data_chunks(fd, os.path.getsize(path),
+                                                chunk_size=4096))
+        finally:
+            os.close(fd)
+
+    def test_holes_and_zero_chunks_are_skipped(self):
+        path = self._file(10 * 4096, [(4096 + 10, b'abc'),
+                                      (3 * 4096, bytes(4096)),
+                                      (9 * 4096 + 5, b'z')])
+        chunks = self._chunks(path)
+        self.assertEqual([4096, 9 * 4096], [off for off, _d in chunks])
+        self.assertEqual(b'abc', chunks[0][1][10:13])
+
+    def test_unaligned_tail_is_written(self):
+        path = self._file(4096 + 100, [(4096 + 99, b'x')])
+        [(offset, data)] = self._chunks(path)
+        self.assertEqual((4096, 100), (offset, len(data)))
+
+    def test_empty_sparse_file_has_no_chunks(self):
+        self.assertEqual([], self._chunks(self._file(1 << 20, [])))
+
+
+class RBDDriverTest(base.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.cluster = fakes.FakeCluster()
+        self.driver = rbd_storage.RBDDriver(
+            self.conf, 'test-host', rados_module=self.cluster.rados,
+            rbd_module=self.cluster.rbd)
+        self.vms = self.cluster.pools['vms']
+
+    def test_import_writes_only_data_and_grows_to_size(self):
+        path = os.path.join(self.tempdir, 'base')
+        with open(path, 'wb') as f:
+            f.truncate(64 * units.Mi)
+            f.seek(8 * units.Mi + 3)
+            f.write(b'data')
+        self.driver.import_file(path, 'i_disk', units.Gi)
+        disk = self.vms['i_disk']
+        self.assertEqual(units.Gi, disk.size)
+        self.assertEqual([('vms', 'i_disk.imaged-part', 8 * units.Mi,
+                           4 * units.Mi)], self.cluster.writes)
+        self.assertEqual(b'data', disk.read(8 * units.Mi + 3, 4))
+        self.assertEqual('test-host', disk.metadata['imaged.host'])
+        self.assertEqual(['i_disk'], list(self.vms))
+
+    def test_failed_write_leaves_no_disk(self):
+        path = os.path.join(self.tempdir, 'base')
+        with open(path, 'wb') as f:
+            f.write(b'x' * 100)
+
+        def failing_write(img, data, offset, oncomplete):
+            oncomplete(fakes._Completion(-5))
+        self.useFixture(base.fixtures.MonkeyPatch(
+            'tests.unit.fakes.FakeImage.aio_write', failing_write))
+        self.assertRaises(exception.StorageError, self.driver.import_file,
+                          path, 'i_disk', units.Gi)
+        self.assertEqual({}, self.vms)
+
+    def test_clone_is_renamed_only_when_complete(self):
+        url = self.cluster.add_glance_image('img', b'x' * 512)
+        loc = location.parse_rbd_location(url)
+        self.driver.clone(loc, 'i_disk', units.Gi)
+        self.assertEqual(['i_disk'], list(self.vms))
+        info = self.driver.disk_info('i_disk')
+        self.assertEqual({'size_bytes': units.Gi, 'parent': url}, info)
+
+    def test_leftover_partial_disk_is_replaced(self):
+        self.vms['i_disk.imaged-part'] = fakes.FakeDisk(1)
+        url = self.cluster.add_glance_image('img', b'x')
+        self.driver.clone(location.parse_rbd_location(url), 'i_disk', 10)
+        self.assertEqual(['i_disk'], list(self.vms))
+
+    def test_why_not_cloneable(self):
+        good = self.cluster.add_glance_image('img', b'x')
+        self.assertIsNone(self.driver.why_not_cloneable(good))
+        other = good.replace(fakes.FSID, 'other-fsid')
+        self.assertIn('not ours', self.driver.why_not_cloneable(other))
+        missing = good.replace('/img/', '/nope/')
+        self.assertIn('cannot be opened',
+                      self.driver.why_not_cloneable(missing))
+        self.assertIn('not an rbd://',
+                      self.driver.why_not_cloneable('file:///x'))
+
+    def test_remove_partial_disks_spares_other_hosts(self):
+        mine, theirs = fakes.FakeDisk(1), fakes.FakeDisk(1)
+        mine.metadata['imaged.host'] = 'test-host'
+        theirs.metadata['imaged.host'] = 'other-host'
+        self.vms.update({'a_disk.imaged-part': mine,
+                         'b_disk.imaged-part': theirs,
+                         'c_disk': fakes.FakeDisk(1)})
+        self.assertEqual(['a_disk.imaged-part'],
+                         self.driver.remove_partial_disks())
+        self.assertEqual(['b_disk.imaged-part', 'c_disk'], sorted(self.vms))
+
+    def test_remove_retries_while_busy(self):
+        self.useFixture(base.fixtures.MonkeyPatch('time.sleep',
+                                                  lambda s: None))
+        self.vms['i_disk'] = fakes.FakeDisk(1)
+        self.vms['i_disk'].busy = 2
+        self.assertTrue(self.driver.remove('i_disk'))
+        self.assertFalse(self.driver.remove('i_disk'))
+
+    def test_remove_gives_up_when_busy_too_long(self):
+        self.flags(delete_busy_timeout=0, group='rbd')
+        self.vms['i_disk'] = fakes.FakeDisk(1)
+        self.vms['i_disk'].busy = 100
+        self.assertRaises(exception.RootDiskBusy, self.driver.remove,
+                          'i_disk')
+        self.assertIn('i_disk', self.vms)
+
+    def test_status_reports_problems(self):
+        self.assertEqual((fakes.FSID, []), self.driver.status())
+        self.cluster.osds_up = 0
+        self.assertEqual((fakes.FSID, ['Ceph has no OSD up']),
+                         self.driver.status())
+        self.cluster.reachable = False
+        self.driver._drop_cluster()
+        fsid, problems = self.driver.status()
+        self.assertIsNone(fsid)
+        self.assertIn('Ceph is unavailable', problems[0])
+
+    def test_unreachable_cluster_is_backend_unavailable(self):
+        self.cluster.reachable = False
+        self.assertRaises(exception.BackendUnavailable,
+                          self.driver.disk_info, 'i_disk')

@@ -1,0 +1,145 @@
+from oslo_utils import units
+
+from imaged import context
+from imaged import exception
+from imaged.image import cache as image_cache
+from imaged import rootdisk
+from imaged.storage import rbd as rbd_storage
+from tests import base
+from tests.unit import fakes
+
+INSTANCE = '5f0c1d2e-3a4b-4c5d-9e6f-7a8b9c0d1e2f'
+IMAGE = '0b1e2f4a-1d2c-4e5f-8a9b-0c1d2e3f4a5b'
+
+
+class RootDisksTest(base.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.cluster = fakes.FakeCluster()
+        self.storage = rbd_storage.RBDDriver(
+            self.conf, 'test-host', rados_module=self.cluster.rados,
+            rbd_module=self.cluster.rbd)
+        self.glance = fakes.FakeGlance()
+        self.cache = image_cache.ImageCache(self.conf, self.glance)
+        self.cache.prepare()
+        self.disks = rootdisk.RootDisks(self.conf, self.glance, self.storage,
+                                        self.cache)
+        self.vms = self.cluster.pools['vms']
+        self.ctxt = context.get_admin_context()
+
+    def create(self, size_gb=1):
+        return self.disks.create(self.ctxt, INSTANCE, IMAGE, size_gb)
+
+    def add_cloneable(self, data=b'boot', **record):
+        url = self.cluster.add_glance_image(IMAGE, data)
+        return url, self.glance.add(IMAGE, data, direct_url=url,
+                                    locations=[{'url': url, 'metadata': {}}],
+                                    **record)
+
+    def test_cloneable_image_is_cloned(self):
+        url, _image = self.add_cloneable()
+        result = self.create()
+        self.assertEqual({'instance_uuid': INSTANCE, 'image_id': IMAGE,
+                          'pool': 'vms', 'name': INSTANCE + '_disk',
+                          'size_bytes': units.Gi, 'strategy': 'clone',
+                          'parent': url}, result)
+        self.assertEqual(0, self.glance.downloads)
+
+    def test_first_cloneable_location_wins(self):
+        url = self.cluster.add_glance_image(IMAGE, b'boot')
+        foreign = url.replace(fakes.FSID, 'other')
+        self.glance.add(IMAGE, b'boot', locations=[
+            {'url': 'file:///x'}, {'url': foreign}, {'url': url}])
+        self.assertEqual(url, self.create()['parent'])
+
+    def test_direct_url_used_without_locations(self):
+        url = self.cluster.add_glance_image(IMAGE, b'boot')
+        self.glance.add(IMAGE, b'boot', direct_url=url)
+        self.assertEqual('clone', self.create()['strategy'])
+
+    def test_non_raw_rbd_image_is_downloaded(self):
+        self.add_cloneable(data=b'not really qcow2', disk_format='qcow2')
+        self.assertRaises(exception.ImageUnacceptable, self.create)
+        self.assertEqual(1, self.glance.downloads)
+
+    def test_foreign_cluster_is_downloaded(self):
+        url = self.cluster.add_glance_image(IMAGE, b'boot')
+        self.glance.add(IMAGE, b'boot',
+                        direct_url=url.replace(fakes.FSID, 'other'))
+        result = self.create()
+        self.assertEqual(('download', None),
+                         (result['strategy'], result['parent']))
+        self.assertEqual(b'boot', self.vms[INSTANCE + '_disk'].read(0, 4))
+
+    def test_second_disk_from_same_image_uses_cache(self):
+        self.glance.add(IMAGE, b'boot')
+        self.create()
+        self.disks.create(self.ctxt, INSTANCE.replace('5f', '6f'), IMAGE, 1)
+        self.assertEqual(1, self.glance.downloads)
+
+    def test_too_large_clone_is_refused_before_anything_is_made(self):
+        self.add_cloneable(data=b'x' * 4096, virtual_size=2 * units.Gi)
+        self.assertRaises(exception.ImageTooLarge, self.create)
+        self.assertEqual({}, self.vms)
+
+    def test_too_large_snapshot_is_refused(self):
+        url, image = self.add_cloneable()
+        self.cluster.pools['images'][IMAGE].snapshots['snap'] = 3 * units.Gi
+        e = self.assertRaises(exception.ImageTooLarge, self.create)
+        self.assertIn(IMAGE, str(e))
+        self.assertEqual({}, self.vms)
+
+    def test_too_large_download_is_refused_without_a_disk(self):
+        self.glance.add(IMAGE, b'x' * 100, size=None)
+        self.flags(max_root_disk_gb=1)
+        self.useFixture(base.fixtures.MonkeyPatch(
+            'oslo_utils.units.Gi', 10))
+        self.assertRaises(exception.ImageTooLarge, self.create)
+        self.assertEqual({}, self.vms)
+
+    def test_inactive_image_is_refused(self):
+        self.glance.add(IMAGE, b'x', status='queued')
+        e = self.assertRaises(exception.ImageUnacceptable, self.create)
+        self.assertIn('queued', str(e))
+
+    def test_missing_image(self):
+        self.assertRaises(exception.ImageNotFound, self.create)
+
+    def test_existing_disk_is_returned_untouched(self):
+        self.add_cloneable()
+        self.create(size_gb=2)
+        result = self.create(size_gb=1)
+        self.assertEqual(('existing', 2 * units.Gi),
+                         (result['strategy'], result['size_bytes']))
+
+    def test_existing_smaller_disk_is_refused(self):
+        self.add_cloneable()
+        self.create(size_gb=1)
+        e = self.assertRaises(exception.InvalidInput, self.create, 2)
+        self.assertIn('size_gb', str(e))
+        self.assertEqual(units.Gi, self.vms[INSTANCE + '_disk'].size)
+
+    def test_failure_after_creation_leaves_no_disk(self):
+        self.add_cloneable()
+
+        def broken_resize(img, size):
+            raise self.cluster.rbd.NoSpace('full')
+        self.useFixture(base.fixtures.MonkeyPatch(
+            'tests.unit.fakes.FakeImage.resize', broken_resize))
+        self.assertRaises(exception.StorageError, self.create)
+        self.assertEqual({}, self.vms)
+
+    def test_delete(self):
+        self.add_cloneable()
+        self.create()
+        self.disks.delete(INSTANCE)
+        self.assertEqual({}, self.vms)
+        self.disks.delete(INSTANCE)  # a missing disk is not an error
+
+    def test_candidate_locations(self):
+        self.assertEqual(['a', 'b'], rootdisk.candidate_locations(
+            {'locations': [{'url': 'a'}, {'url': 'b'}], 'direct_url': 'c'}))
+        self.assertEqual(['c'], rootdisk.candidate_locations(
+            {'locations': [], 'direct_url': 'c'}))
+        self.assertEqual([], rootdisk.candidate_locations({}))

@@ -119,8 +119,8 @@ class RootDisks:
         urls = candidate_locations(image)
         if image.get('disk_format') != 'raw':
             if urls:
-                LOG.debug('Image %s is %s, not raw: not cloneable', image['id'],
-                          image.get('disk_format'))
+                LOG.debug('Image %s is %s, not raw: not cloneable',
+                          image['id'], image.get('disk_format'))
             return None
         for url in urls:
             reason = self.storage.why_not_cloneable(url)
@@ -160,4 +160,3 @@ class RootDisks:
             else:
                 LOG.info('Root disk %s/%s was already gone',
                          self.storage.pool, name)
-

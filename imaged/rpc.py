@@ -11,6 +11,7 @@ ALLOWED_EXMODS = ['imaged.exception']
 
 _TRANSPORT = None
 
+
 messaging.set_transport_defaults(control_exchange='imaged')
 
 
@@ -39,6 +40,7 @@ def cleanup():
     if _TRANSPORT is not None:
         _TRANSPORT.cleanup()
         _TRANSPORT = None
+
 
 messaging.set_transport_defaults(control_exchange='imaged')
 

@@ -286,7 +286,7 @@ class ImageCache:
             image_id=image_id, reason=_('cannot write %(path)s: %(err)s') %
             {'path': self.base_dir, 'err': error})
 
-    # -- listing and cleanup ---------------------------------------------------
+    # -- listing and cleanup ------------------------------------------------
 
     def _entries(self):
         """``(image_id, os.stat_result)`` of every base file."""

@@ -112,7 +112,8 @@ class RPCAPITest(RPCTestCase):
         self.assertRaises(messaging.NoSuchMethod, self.call, 'format_disk')
 
     def test_private_method_cannot_be_called(self):
-        self.assertRaises(messaging.NoSuchMethod, self.call, '_remove_partial_disks')
+        self.assertRaises(messaging.NoSuchMethod, self.call,
+                          '_remove_partial_disks')
 
     def test_empty_context_is_accepted(self):
         client = self.api.client.prepare(server='test-host', timeout=10)

@@ -1,0 +1,294 @@
+"""Functional tests: real imaged processes against the real local stack.
+
+The stack (Ceph, RabbitMQ, Glance) is started by ``tools/stack.sh start``;
+its facts are read from ``$IMAGED_STACK_DIR/stack.env``. Each test class
+starts its own imaged daemon, with its own host name, state directory and
+configuration, and calls it only through :class:`imaged.rpcapi.ImageAgentAPI`.
+"""
+
+import io
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+import fixtures
+from glanceclient import client as glance_client
+import oslo_messaging as messaging
+import testtools
+
+from imaged import conf as imaged_conf
+from imaged import context
+from imaged import rpc
+from imaged import rpcapi
+
+CONF = imaged_conf.CONF
+STACK_DIR = os.environ.get('IMAGED_STACK_DIR', '/var/lib/imaged-stack')
+IMAGED = os.path.join(os.path.dirname(sys.executable), 'imaged')
+
+
+def load_stack_env(stack_dir=STACK_DIR):
+    path = os.path.join(stack_dir, 'stack.env')
+    if not os.path.exists(path):
+        raise RuntimeError('%s is missing: run tools/stack.sh start (or '
+                           'tools/run-tests.sh, which does)' % path)
+    env = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith('#') or '=' not in line:
+                continue
+            key, value = line.split('=', 1)
+            if key.startswith('export '):
+                key = key[len('export '):]
+            env[key.strip()] = value.strip().strip('"\'')
+    return env
+
+
+STACK = None
+
+
+def stack():
+    global STACK
+    if STACK is None:
+        STACK = load_stack_env()
+    return STACK
+
+
+def wait_for(predicate, timeout, interval=0.2, what='condition'):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError('timed out after %ss waiting for %s' %
+                                 (timeout, what))
+        time.sleep(interval)
+
+
+class Daemon:
+    """One ``imaged`` process with its own configuration and state."""
+
+    def __init__(self, workdir, host, options=None):
+        self.workdir = workdir
+        self.host = host
+        self.state_path = os.path.join(workdir, 'state')
+        self.config_file = os.path.join(workdir, 'imaged.conf')
+        self.log_file = os.path.join(workdir, 'imaged.log')
+        self.process = None
+        env = stack()
+        sections = {
+            'DEFAULT': {'host': host,
+                        'transport_url': env['TRANSPORT_URL'],
+                        'state_path': self.state_path,
+                        'debug': 'true',
+                        'log_file': self.log_file,
+                        'graceful_shutdown_timeout': '60'},
+            'rbd': {'ceph_conf': env['CEPH_CONF'],
+                    'user': env['CEPH_IMAGED_USER'],
+                    'keyring': env['CEPH_IMAGED_KEYRING'],
+                    'pool': env['CEPH_VMS_POOL'],
+                    'connect_timeout': '5'},
+            'glance': {'auth_type': 'none',
+                       'endpoint_override': env['GLANCE_URL'],
+                       'num_retries': '1',
+                       'timeout': '20',
+                       'progress_interval': '1'},
+            'image_cache': {'manager_interval': '3600'},
+        }
+        for group, values in (options or {}).items():
+            sections.setdefault(group, {}).update(values)
+        with open(self.config_file, 'w') as f:
+            for group, values in sections.items():
+                f.write('[%s]\n' % group)
+                for key, value in values.items():
+                    f.write('%s = %s\n' % (key, value))
+
+    def start(self):
+        self.process = subprocess.Popen(
+            [IMAGED, '--config-file', self.config_file],
+            stdout=subprocess.DEVNULL, stderr=open(
+                os.path.join(self.workdir, 'stderr.log'), 'ab'),
+            start_new_session=True)
+        return self
+
+    def signal(self, signum):
+        os.kill(self.process.pid, signum)
+
+    def stop(self, timeout=90):
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        except ProcessLookupError:
+            pass
+
+    def kill(self):
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(30)
+
+    def log(self):
+        try:
+            with open(self.log_file) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ''
+
+
+class Glance:
+    """What a test needs of the real Glance: images it creates and removes."""
+
+    def __init__(self, test):
+        self.test = test
+        self.client = glance_client.Client('2', endpoint=stack()['GLANCE_URL'])
+
+    def create(self, data, disk_format='raw', backend='ceph',
+               container_format='bare', **props):
+        image = self.client.images.create(
+            name='imaged-test-%s' % uuid.uuid4().hex[:8],
+            disk_format=disk_format, container_format=container_format,
+            **props)
+        self.test.addCleanup(self.delete, image['id'])
+        self.client.images.upload(image['id'], io.BytesIO(data),
+                                  image_size=len(data), backend=backend)
+        return self.client.images.get(image['id'])
+
+    def delete(self, image_id):
+        try:
+            self.client.images.delete(image_id)
+        except Exception:  # already gone
+            pass
+
+    def downloads(self, image_id):
+        """How many times Glance served the image's data."""
+        pattern = re.compile(r'GET /v2/images/%s/file' % image_id)
+        with open(stack()['GLANCE_ACCESS_LOG'], errors='replace') as f:
+            return sum(1 for line in f if pattern.search(line))
+
+
+class Ceph:
+    """Read-only checks on the pools, as the admin user."""
+
+    def __init__(self):
+        import rados
+        import rbd
+        self.rbd = rbd
+        env = stack()
+        self.cluster = rados.Rados(conffile=env['CEPH_CONF'],
+                                   conf={'keyring': env['CEPH_ADMIN_KEYRING']})
+        self.cluster.connect(timeout=10)
+        self.pool = env['CEPH_VMS_POOL']
+
+    def close(self):
+        self.cluster.shutdown()
+
+    def names(self, pool=None):
+        with self.cluster.open_ioctx(pool or self.pool) as ioctx:
+            return self.rbd.RBD().list(ioctx)
+
+    def read(self, name, offset, length, pool=None):
+        with self.cluster.open_ioctx(pool or self.pool) as ioctx:
+            with self.rbd.Image(ioctx, name, read_only=True) as image:
+                return image.read(offset, length)
+
+    def size(self, name, pool=None):
+        with self.cluster.open_ioctx(pool or self.pool) as ioctx:
+            with self.rbd.Image(ioctx, name, read_only=True) as image:
+                return image.size()
+
+    def remove(self, name, pool=None):
+        with self.cluster.open_ioctx(pool or self.pool) as ioctx:
+            try:
+                self.rbd.RBD().remove(ioctx, name)
+            except self.rbd.ImageNotFound:
+                pass
+
+
+def configure_client():
+    """The test process is a caller: it only needs the transport."""
+    if not getattr(configure_client, 'done', False):
+        CONF([], project='imaged', default_config_files=[])
+        messaging.get_rpc_transport(CONF)  # registers the transport options
+        CONF.set_override('transport_url', stack()['TRANSPORT_URL'])
+        CONF.set_override('long_rpc_timeout', 600)
+        rpc.cleanup()
+        configure_client.done = True
+
+
+class FunctionalTestCase(testtools.TestCase):
+    """Starts one imaged for the class; tests call it over RabbitMQ."""
+
+    daemon_options = None
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        configure_client()
+        cls.workdir = tempfile.mkdtemp(prefix='imaged-func-')
+        cls.host = 'func-%s' % uuid.uuid4().hex[:8]
+        cls.daemon = Daemon(cls.workdir, cls.host, cls.daemon_options)
+        cls.daemon.start()
+        cls.api = rpcapi.ImageAgentAPI(CONF)
+        cls.ctxt = context.RequestContext(user_id='tester',
+                                          project_id='functional')
+        try:
+            cls.wait_until_serving(cls.api, cls.ctxt, cls.host, cls.daemon)
+        except Exception:
+            cls.daemon.kill()
+            raise
+        cls.ceph = Ceph()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.daemon.stop()
+        cls.ceph.close()
+        shutil.rmtree(cls.workdir, ignore_errors=True)
+        super().tearDownClass()
+
+    @staticmethod
+    def wait_until_serving(api, ctxt, host, daemon, timeout=90):
+        fast = api.client.prepare(server=host, timeout=5)
+
+        def answers():
+            if daemon.process.poll() is not None:
+                raise AssertionError('imaged exited with %s:\n%s' % (
+                    daemon.process.returncode, daemon.log()[-3000:]))
+            try:
+                return fast.call(ctxt, 'get_capabilities')
+            except messaging.MessagingTimeout:
+                return None
+        return wait_for(answers, timeout, interval=0.5,
+                        what='imaged %s to answer' % host)
+
+    def setUp(self):
+        super().setUp()
+        self.useFixture(fixtures.Timeout(600, gentle=True))
+        self.glance = Glance(self)
+
+    def new_instance(self):
+        instance_uuid = str(uuid.uuid4())
+        self.addCleanup(self.ceph.remove, '%s_disk' % instance_uuid)
+        return instance_uuid
+
+    def create_root_disk(self, image_id, size_gb=1, instance_uuid=None):
+        instance_uuid = instance_uuid or self.new_instance()
+        return self.api.create_root_disk(self.ctxt, self.host, instance_uuid,
+                                         image_id, size_gb)
+
+    def cached_ids(self):
+        return [e['image_id'] for e in
+                self.api.list_cached_images(self.ctxt, self.host)]

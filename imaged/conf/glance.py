@@ -45,17 +45,24 @@ def _adapter_opts():
     return opts
 
 
+def _session_opts():
+    opts = ks_loading.get_session_conf_options()
+    # A Glance that stops answering must not hang a call forever.
+    cfg.set_defaults(opts, timeout=60)
+    return opts
+
+
 def register_opts(conf):
     conf.register_group(glance_group)
     conf.register_opts(glance_opts, group=glance_group)
-    ks_loading.register_session_conf_options(conf, glance_group.name)
+    conf.register_opts(_session_opts(), group=glance_group)
     ks_loading.register_auth_conf_options(conf, glance_group.name)
     conf.register_opts(_adapter_opts(), group=glance_group)
 
 
 def list_opts():
     opts = copy.deepcopy(glance_opts)
-    opts.extend(ks_loading.get_session_conf_options())
+    opts.extend(_session_opts())
     opts.extend(ks_loading.get_auth_common_conf_options())
     opts.extend(ks_loading.get_auth_plugin_conf_options('password'))
     opts.extend(_adapter_opts())

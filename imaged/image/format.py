@@ -8,6 +8,7 @@ passed, with their format given explicitly, under CPU and memory limits.
 """
 
 import collections
+import os
 
 from oslo_concurrency import processutils
 from oslo_log import log as logging
@@ -100,6 +101,10 @@ def convert_to_raw(image_id, source, dest, disk_format, conf):
             'qemu-img', 'convert', '-f', QEMU_FORMATS[disk_format],
             '-O', 'raw', source, dest, prlimit=limits)
     except processutils.ProcessExecutionError as e:
+        if 'No space left on device' in (e.stderr or ''):
+            raise exception.CacheFull(path=os.path.dirname(dest),
+                                      image_id=image_id,
+                                      reason=_('qemu-img convert: no space'))
         raise exception.ImageUnacceptable(
             image_id=image_id,
             reason=_('qemu-img could not convert it from %(fmt)s to raw: '

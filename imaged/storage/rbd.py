@@ -30,6 +30,9 @@ PARTIAL_SUFFIX = '.imaged-part'
 OWNER_KEY = 'imaged.host'
 IMPORT_CHUNK = 4 * units.Mi
 _ZEROS = bytes(IMPORT_CHUNK)
+# What librados reports when monitors or OSDs do not answer in time.
+_UNREACHABLE_ERRNOS = (errno.ETIMEDOUT, errno.ESHUTDOWN, errno.ENOTCONN,
+                       errno.EINTR)
 
 
 def disk_name(instance_uuid):
@@ -142,13 +145,16 @@ class RBDDriver:
                                          '%(err)s') % {'pool': pool, 'err': e})
         try:
             yield ioctx
-        except (self.rados.TimedOut, self.rbd.Timeout,
-                self.rados.ConnectionShutdown) as e:
-            self._drop_cluster()
-            raise exception.BackendUnavailable(
-                backend='Ceph', reason=_('operation on %(name)s in pool '
-                                         '%(pool)s timed out: %(err)s') %
-                {'name': name, 'pool': pool, 'err': e})
+        except (self.rados.Error, self.rbd.Error) as e:
+            if isinstance(e, (self.rados.TimedOut, self.rbd.Timeout,
+                              self.rados.ConnectionShutdown)) or \
+                    getattr(e, 'errno', None) in _UNREACHABLE_ERRNOS:
+                self._drop_cluster()
+                raise exception.BackendUnavailable(
+                    backend='Ceph', reason=_('operation on %(name)s in pool '
+                                             '%(pool)s failed: %(err)s') %
+                    {'name': name, 'pool': pool, 'err': e})
+            raise exception.StorageError(name=name, pool=pool, reason=str(e))
         finally:
             ioctx.close()
 
@@ -192,9 +198,7 @@ class RBDDriver:
             return 'is in cluster %s, not ours (%s)' % (loc.fsid, fsid)
         try:
             self.snapshot_size(loc)
-        except exception.BackendUnavailable as e:
-            return 'cannot be opened: %s' % e
-        except (self.rbd.Error, self.rados.Error) as e:
+        except exception.ImagedException as e:
             return 'cannot be opened read-only: %s' % e
         return None
 

@@ -138,8 +138,12 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
     def _clean_image_cache(self, context):
         removed = self.cache.clean()
         if removed:
-            LOG.info('Image cache cleanup removed %d base images',
+            LOG.info('Image cache cleanup removed %d base files',
                      len(removed))
+        try:
+            self.root_disks.clean_rbd_bases()
+        except exception.ImagedException as e:
+            LOG.warning('Cannot clean base images in Ceph now: %s', e)
 
     @periodic_task.periodic_task(spacing=30, run_immediately=True)
     def _remove_partial_disks(self, context):

@@ -139,18 +139,88 @@ class RootDisks:
         self.storage.clone(location, name, size_bytes)
         timings.step('clone')
 
+    def _progress(self, image_id, name, size):
+        return image_cache.ProgressLog(
+            'Import of image %s into %s' % (image_id, name), size,
+            self.conf.glance.progress_interval)
+
     def _download(self, context, image, name, size_bytes, timings):
-        with self.cache.base_image(context, image) as base:
+        if self.conf.image_cache.rbd_base_images:
+            self._clone_rbd_base(context, image, name, size_bytes, timings)
+        else:
+            self._import(context, image, name, size_bytes, timings)
+
+    def _import(self, context, image, name, size_bytes, timings):
+        """Fill the disk itself from the base file (or while downloading)."""
+        with self.cache.base_image(
+                context, image,
+                tee=lambda size: self.storage.import_writer(name, size)
+                ) as base:
             timings.step('download' if base.downloaded else 'cache hit')
-            if base.size_bytes > size_bytes:
-                raise exception.ImageTooLarge(image_id=image['id'],
-                                              virtual_size=base.size_bytes,
-                                              size_bytes=size_bytes)
-            progress = image_cache.ProgressLog(
-                'Import of image %s into %s' % (image['id'], name),
-                base.size_bytes, self.conf.glance.progress_interval)
-            self.storage.import_file(base.path, name, size_bytes, progress)
+            try:
+                if base.size_bytes > size_bytes:
+                    raise exception.ImageTooLarge(
+                        image_id=image['id'], virtual_size=base.size_bytes,
+                        size_bytes=size_bytes)
+                if base.tee is not None:  # filled while it streamed in
+                    base.tee.finish(size_bytes)
+                    return
+            except BaseException:
+                if base.tee is not None:
+                    base.tee.abort()
+                raise
+            self.storage.import_file(
+                base.path, name, size_bytes,
+                self._progress(image['id'], name, base.size_bytes))
             timings.step('import')
+
+    def _clone_rbd_base(self, context, image, name, size_bytes, timings):
+        """Clone the image's base in Ceph, making it first if needed."""
+        image_id = image['id']
+        with self.cache.image_lock('rbd-base-%s' % image_id):
+            base = self.storage.base_location(image_id)
+            if base is not None:
+                self.cache.touch(image_id)
+                timings.step('base hit')
+            else:
+                base = self._make_rbd_base(context, image, timings)
+            self._clone(image, base, name, size_bytes, timings)
+
+    def _make_rbd_base(self, context, image, timings):
+        image_id = image['id']
+        name = rbd_storage.base_name(image_id)
+        snapshot = rbd_storage.BASE_SNAPSHOT
+        with self.cache.base_image(
+                context, image,
+                tee=lambda size: self.storage.import_writer(name, size)
+                ) as cached:
+            timings.step('download' if cached.downloaded else 'cache hit')
+            if cached.tee is not None:  # filled while it streamed in
+                cached.tee.finish(cached.size_bytes, snapshot=snapshot)
+            else:
+                self.storage.import_file(
+                    cached.path, name, cached.size_bytes,
+                    self._progress(image_id, name, cached.size_bytes),
+                    snapshot=snapshot)
+                timings.step('base import')
+        return self.storage.base_location(image_id)
+
+    def clean_rbd_bases(self):
+        """Remove base images whose base file is gone and that have no clone.
+
+        :returns: the image ids whose base image was removed.
+        """
+        cached = {entry['image_id'] for entry in self.cache.list()}
+        removed = []
+        for image_id in self.storage.base_image_ids():
+            if image_id in cached:
+                continue
+            with self.cache.image_lock('rbd-base-%s' % image_id):
+                if self.storage.remove_base_unless_cloned(image_id):
+                    LOG.info('Removed the base image of %s from pool %s',
+                             image_id, self.storage.pool)
+                    removed.append(image_id)
+        return removed
 
     def delete(self, instance_uuid):
         name = rbd_storage.disk_name(instance_uuid)

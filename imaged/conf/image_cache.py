@@ -24,6 +24,19 @@ Related options:
 
 * ``[DEFAULT] state_path``
 """),
+    cfg.BoolOpt(
+        'rbd_base_images',
+        default=True,
+        help="""
+Also keep each downloaded image as a base image in ``[rbd] pool``
+(``<image_id>_base``, snapshot ``snap``) and make root disks as clones of it.
+
+The first root disk from an image streams it from Glance into the base file
+and the base image at once; every later one is a copy-on-write clone made in
+milliseconds, even after the base file was evicted. A base image is removed
+by the cleanup task once its base file is gone and no disk is cloned from
+it. When False, every root disk is a full (sparse) import of the base file.
+"""),
     cfg.IntOpt(
         'max_concurrent_downloads',
         default=4,

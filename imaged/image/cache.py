@@ -34,8 +34,8 @@ LOG = logging.getLogger(__name__)
 TMP_DIR = '.tmp'
 _ZERO_CHUNK = bytes(64 * units.Ki)
 
-CachedImage = collections.namedtuple('CachedImage',
-                                     ['path', 'size_bytes', 'downloaded'])
+CachedImage = collections.namedtuple(
+    'CachedImage', ['path', 'size_bytes', 'downloaded', 'tee'])
 
 
 class _ShortRead(IOError):
@@ -54,6 +54,15 @@ def _fsync_dir(path):
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _abort_quietly(writer):
+    """Abort a tee writer without hiding the error that made us abort."""
+    try:
+        writer.abort()
+    except Exception:
+        LOG.warning('Could not abort the streaming import; its partial '
+                    'image is removed at the next start', exc_info=True)
 
 
 def expected_hash(image):
@@ -134,41 +143,63 @@ class ImageCache:
     # -- use ------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def base_image(self, context, image):
+    def base_image(self, context, image, tee=None):
         """The checked raw base file of ``image``, downloading it if needed.
 
         While the block runs the file is in use and never evicted.
+
+        :param tee: for raw images, ``tee(size)`` is called before each
+            download attempt and must return a writer; every piece of the
+            image holding data is also passed to its ``write(offset, data)``
+            as it streams in (pieces of all zeros are not), and ``abort()``
+            is called when the attempt fails. The writer of the successful
+            download is returned as ``CachedImage.tee``; the caller then
+            owns it. None when nothing was downloaded.
         """
         image_id = image['id']
         with self._users_lock:
             self._users[image_id] += 1
         try:
-            yield self._fetch(context, image)
+            yield self._fetch(context, image, tee)
         finally:
             with self._users_lock:
                 self._users[image_id] -= 1
                 if not self._users[image_id]:
                     del self._users[image_id]
 
-    def _fetch(self, context, image):
+    def touch(self, image_id):
+        """Record a use of ``image_id``'s base file, if it is cached."""
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self.base_image_path(image_id))
+
+    def image_lock(self, name):
+        """An inter-process lock in the cache's lock directory."""
+        return lockutils.lock(name, lock_file_prefix='imaged-', external=True,
+                              lock_path=self.conf.oslo_concurrency.lock_path)
+
+    def _fetch(self, context, image, tee):
         image_id = image['id']
         path = self.base_image_path(image_id)
-        with lockutils.lock('image-%s' % image_id, lock_file_prefix='imaged-',
-                            external=True,
-                            lock_path=self.conf.oslo_concurrency.lock_path):
+        with self.image_lock('image-%s' % image_id):
             try:
                 os.utime(path)  # mtime records the last use
-                return CachedImage(path, os.path.getsize(path), False)
+                return CachedImage(path, os.path.getsize(path), False, None)
             except FileNotFoundError:
                 pass
+            if image_format.QEMU_FORMATS.get(image['disk_format']) != 'raw':
+                tee = None  # only raw bytes are the disk's bytes
             with self._download_slots:
-                tmp = self._download(context, image)
+                tmp, writer = self._download(context, image, tee)
             try:
                 self._install(image, tmp, path)
+            except BaseException:
+                if writer is not None:
+                    _abort_quietly(writer)
+                raise
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
-            return CachedImage(path, os.path.getsize(path), True)
+            return CachedImage(path, os.path.getsize(path), True, writer)
 
     def _install(self, image, downloaded, path):
         """Convert a checked download to raw if needed and rename it in."""
@@ -202,19 +233,27 @@ class ImageCache:
 
     # -- download -------------------------------------------------------------
 
-    def _download(self, context, image):
-        """Download, hash and check ``image``; returns the temporary path."""
+    def _download(self, context, image, tee):
+        """Download, hash and check ``image``.
+
+        :returns: the temporary path and the ``tee`` writer, if any.
+        """
         image_id = image['id']
         delays = glance.backoff_delays(self.conf.glance.num_retries)
         attempt = 0
         while True:
             tmp = self._tmp_path(image_id, 'download')
+            writer = None
             try:
-                self._download_once(context, image, tmp)
-                return tmp
+                if tee is not None and image.get('size'):
+                    writer = tee(image['size'])
+                self._download_once(context, image, tmp, writer)
+                return tmp, writer
             except BaseException as e:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
+                if writer is not None:
+                    _abort_quietly(writer)
                 if isinstance(e, OSError) and e.errno in (errno.ENOSPC,
                                                           errno.EDQUOT):
                     raise self._cache_error(image_id, e)
@@ -230,7 +269,7 @@ class ImageCache:
                 time.sleep(delays[attempt])
                 attempt += 1
 
-    def _download_once(self, context, image, tmp):
+    def _download_once(self, context, image, tmp, writer):
         image_id = image['id']
         expected_size = image.get('size')
         promise = expected_hash(image)
@@ -253,6 +292,8 @@ class ImageCache:
                     f.seek(len(chunk), os.SEEK_CUR)  # keep the file sparse
                 else:
                     f.write(chunk)
+                    if writer is not None:
+                        writer.write(written, chunk)
                 written += len(chunk)
                 progress(written)
             f.truncate(written)

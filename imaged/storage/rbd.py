@@ -18,18 +18,17 @@ import threading
 import time
 
 from oslo_log import log as logging
-from oslo_utils import units
 
 from imaged import exception
 from imaged.i18n import _
 from imaged.storage import location as rbd_location
+from imaged.storage import rbd_import
 
 LOG = logging.getLogger(__name__)
 
 PARTIAL_SUFFIX = '.imaged-part'
 OWNER_KEY = 'imaged.host'
-IMPORT_CHUNK = 4 * units.Mi
-_ZEROS = bytes(IMPORT_CHUNK)
+BASE_SNAPSHOT = 'snap'
 # What librados reports when monitors or OSDs do not answer in time.
 _UNREACHABLE_ERRNOS = (errno.ETIMEDOUT, errno.ESHUTDOWN, errno.ENOTCONN,
                        errno.EINTR)
@@ -39,36 +38,81 @@ def disk_name(instance_uuid):
     return '%s_disk' % instance_uuid
 
 
+def base_name(image_id):
+    return '%s_base' % image_id
+
+
 def partial_name(name):
     return name + PARTIAL_SUFFIX
 
 
-def data_chunks(fd, size, chunk_size=IMPORT_CHUNK):
-    """Yield ``(offset, bytes)`` for every chunk of a file holding data.
+class ImportWriter:
+    """A new image being filled under its partial name.
 
-    Holes are skipped without reading them (SEEK_DATA/SEEK_HOLE), and chunks
-    that read as all zeros are skipped too: a new RBD image reads as zeros.
-    Chunks are aligned to ``chunk_size`` so each write hits one object.
+    Data is written with :meth:`write` (pieces at increasing offsets) or
+    :meth:`write_file`; :meth:`finish` grows it, optionally snapshots it,
+    and renames it to its final name; :meth:`abort` removes it. Nothing
+    under the final name exists until :meth:`finish` succeeded.
     """
-    offset = 0
-    while offset < size:
+
+    def __init__(self, driver, name, size):
+        self.driver, self.name, self.size = driver, name, size
+        self.part = partial_name(name)
+        self._stack = contextlib.ExitStack()
         try:
-            data_start = os.lseek(fd, offset, os.SEEK_DATA)
-        except OSError as e:
-            if e.errno == errno.ENXIO:  # only a hole is left
-                return
+            driver._remove_partial(self.part)
+            self.ioctx = self._stack.enter_context(
+                driver._ioctx(driver.pool, name))
+            driver._call(name, driver.rbd.RBD().create, self.ioctx,
+                         self.part, size, old_format=False)
+            self.image = self._stack.enter_context(
+                driver.rbd.Image(self.ioctx, self.part))
+            self.image.metadata_set(OWNER_KEY, driver.host)
+            self.blocks = rbd_import.BlockWriter(
+                self.image, size, driver.conf.rbd.import_concurrency, name,
+                driver.pool)
+        except BaseException:
+            self.abort()
             raise
-        data_end = min(os.lseek(fd, data_start, os.SEEK_HOLE), size)
-        pos = data_start - data_start % chunk_size
-        while pos < data_end:
-            length = min(chunk_size, size - pos)
-            chunk = os.pread(fd, length, pos)
-            if len(chunk) != length:
-                raise IOError(errno.EIO, 'short read at offset %d' % pos)
-            if chunk != _ZEROS[:length]:
-                yield pos, chunk
-            pos += length
-        offset = pos
+
+    def write(self, offset, data):
+        self.blocks.write(offset, data)
+
+    def write_file(self, path, progress=None):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            for offset, chunk in rbd_import.data_chunks(
+                    fd, min(self.size, os.fstat(fd).st_size)):
+                self.blocks.write(offset, chunk)
+                if progress:
+                    progress(offset + len(chunk))
+        finally:
+            os.close(fd)
+
+    def finish(self, size_bytes, snapshot=None):
+        """Make it the finished image ``name`` of at least ``size_bytes``."""
+        driver = self.driver
+        try:
+            with self._stack:
+                self.blocks.close()
+                if self.size < size_bytes:
+                    driver._call(self.name, self.image.resize, size_bytes)
+                if snapshot:
+                    self.image.create_snap(snapshot)
+                    self.image.protect_snap(snapshot)
+            driver._call(self.name, driver.rbd.RBD().rename, self.ioctx,
+                         self.part, self.name)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self):
+        """Remove the partial image; safe to call more than once."""
+        blocks = getattr(self, 'blocks', None)
+        if blocks is not None:
+            blocks.drain()
+        self._stack.close()
+        self.driver._remove_partial(self.part)
 
 
 class RBDDriver:
@@ -236,57 +280,26 @@ class RBDDriver:
                        loc.snapshot, ioctx, part)
             self._finish(ioctx, part, name, size_bytes)
 
-    def import_file(self, path, name, size_bytes, progress=None):
-        """Copy a raw file into a finished disk ``name`` of ``size_bytes``.
+    def import_writer(self, name, size):
+        """An :class:`ImportWriter` for a new image ``name`` of ``size``."""
+        return ImportWriter(self, name, size)
+
+    def import_file(self, path, name, size_bytes, progress=None,
+                    snapshot=None):
+        """Copy a raw file into a finished image ``name`` of ``size_bytes``.
 
         Only chunks holding data are written: the new image reads as zeros.
         """
-        part = partial_name(name)
-        self._remove_partial(part)
-        file_size = os.path.getsize(path)
-        with self._ioctx(self.pool, name) as ioctx:
-            self._call(name, self.rbd.RBD().create, ioctx, part,
-                       max(size_bytes, file_size), old_format=False)
-            try:
-                with self.rbd.Image(ioctx, part) as image:
-                    image.metadata_set(OWNER_KEY, self.host)
-                    self._write_data(image, path, file_size, name, progress)
-            except BaseException:
-                self._remove_quietly(ioctx, part)
-                raise
-            self._finish(ioctx, part, name, size_bytes)
-
-    def _write_data(self, image, path, file_size, name, progress):
-        slots = threading.BoundedSemaphore(self.conf.rbd.import_concurrency)
-        failures = []
-
-        def on_complete(completion):
-            ret = completion.get_return_value()
-            if ret < 0:
-                failures.append(ret)
-            slots.release()
-
-        fd = os.open(path, os.O_RDONLY)
+        writer = self.import_writer(name, os.path.getsize(path))
         try:
-            for offset, chunk in data_chunks(fd, file_size):
-                slots.acquire()
-                if failures:
-                    break
-                image.aio_write(chunk, offset, on_complete)
-                if progress:
-                    progress(offset + len(chunk))
-        finally:
-            os.close(fd)
-            for _i in range(self.conf.rbd.import_concurrency):
-                slots.acquire()
-        if failures:
-            raise exception.StorageError(
-                name=name, pool=self.pool,
-                reason=_('write failed with error %d') % failures[0])
-        image.flush()
+            writer.write_file(path, progress)
+        except BaseException:
+            writer.abort()
+            raise
+        writer.finish(size_bytes, snapshot=snapshot)
 
     def _finish(self, ioctx, part, name, size_bytes):
-        """Grow, label and rename a partial disk; remove it on failure."""
+        """Grow, label and rename a partial clone; remove it on failure."""
         try:
             with self.rbd.Image(ioctx, part) as image:
                 image.metadata_set(OWNER_KEY, self.host)
@@ -311,9 +324,21 @@ class RBDDriver:
                 name=name, pool=self.pool, reason=_('permission denied: %s')
                 % e)
 
-    def _remove_quietly(self, ioctx, name):
+    def _remove_image(self, ioctx, name):
+        """Remove an image and its (unprotected) snapshots."""
         try:
             self.rbd.RBD().remove(ioctx, name)
+        except self.rbd.ImageHasSnapshots:
+            with self.rbd.Image(ioctx, name) as image:
+                for snap in list(image.list_snaps()):
+                    if image.is_protected_snap(snap['name']):
+                        image.unprotect_snap(snap['name'])
+                    image.remove_snap(snap['name'])
+            self.rbd.RBD().remove(ioctx, name)
+
+    def _remove_quietly(self, ioctx, name):
+        try:
+            self._remove_image(ioctx, name)
         except self.rbd.ImageNotFound:
             pass
         except Exception:
@@ -344,6 +369,47 @@ class RBDDriver:
             LOG.info('Removed partial disks left by an earlier run: %s',
                      ', '.join(removed))
         return removed
+
+    # -- base images ----------------------------------------------------------
+
+    def base_location(self, image_id):
+        """The snapshot of the base image of ``image_id``, or None."""
+        name = base_name(image_id)
+        with self._ioctx(self.pool, name) as ioctx:
+            try:
+                with self.rbd.Image(ioctx, name, snapshot=BASE_SNAPSHOT,
+                                    read_only=True):
+                    pass
+            except self.rbd.ImageNotFound:
+                return None
+        return rbd_location.RBDLocation(self.fsid(), self.pool, name,
+                                        BASE_SNAPSHOT)
+
+    def base_image_ids(self):
+        """Image ids that have a finished base image in the pool."""
+        suffix = base_name('')
+        with self._ioctx(self.pool) as ioctx:
+            return [name[:-len(suffix)] for name in self.rbd.RBD().list(ioctx)
+                    if name.endswith(suffix)]
+
+    def remove_base_unless_cloned(self, image_id):
+        """Remove the base image of ``image_id`` if no disk is cloned from it.
+
+        :returns: whether it was removed.
+        """
+        name = base_name(image_id)
+        with self._ioctx(self.pool, name) as ioctx:
+            try:
+                with self.rbd.Image(ioctx, name, snapshot=BASE_SNAPSHOT,
+                                    read_only=True) as snap:
+                    if list(snap.list_children()):
+                        return False
+                self._remove_image(ioctx, name)
+            except self.rbd.ImageNotFound:
+                return False
+            except self.rbd.ImageBusy:  # a clone appeared meanwhile
+                return False
+        return True
 
     def remove(self, name):
         """Remove a disk (and any partial one), retrying while it is open.

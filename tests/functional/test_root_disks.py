@@ -50,12 +50,16 @@ class RootDiskTest(base.FunctionalTestCase):
         data = os.urandom(units.Mi) + bytes(4 * units.Mi) + b'tail'
         image = self.glance.create(data, backend='local')
         first = self.create_root_disk(image['id'])
-        self.assertEqual(('download', None),
+        base_url = 'rbd://%s/%s/%s_base/snap' % (
+            base.stack()['CEPH_FSID'], base.stack()['CEPH_VMS_POOL'],
+            image['id'])
+        self.assertEqual(('download', base_url),
                          (first['strategy'], first['parent']))
         self.assertEqual(data, self.ceph.read(first['name'], 0, len(data)))
         self.assertIn(image['id'], self.cached_ids())
         second = self.create_root_disk(image['id'])
-        self.assertEqual('download', second['strategy'])
+        self.assertEqual(('download', base_url),
+                         (second['strategy'], second['parent']))
         self.assertEqual(data, self.ceph.read(second['name'], 0, len(data)))
         self.assertEqual(1, self.glance.downloads(image['id']))
 

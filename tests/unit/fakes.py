@@ -34,16 +34,21 @@ def make_rbd_module(cluster):
 
 
 class FakeDisk:
-    def __init__(self, size, parent=None):
+    def __init__(self, size, parent=None, parent_disk=None):
         self.size = size
         self.blocks = {}  # offset -> bytes
         self.snapshots = {}  # name -> size
+        self.protected = set()
         self.metadata = {}
-        self.parent = parent
+        self.parent = parent  # (pool, image, snapshot)
+        self.parent_disk = parent_disk
         self.busy = 0  # remove() fails with ImageBusy this many times
 
     def read(self, offset, length):
-        out = bytearray(length)
+        if self.parent_disk is not None:
+            out = bytearray(self.parent_disk.read(offset, length))
+        else:
+            out = bytearray(length)
         for off, data in self.blocks.items():
             lo, hi = max(off, offset), min(off + len(data), offset + length)
             if lo < hi:
@@ -132,7 +137,8 @@ class FakeRBD:
         if c_name in pool:
             raise self.mod.ImageExists(c_name)
         pool[c_name] = FakeDisk(parent.snapshots[p_snap],
-                                parent=(p_ioctx.pool, p_name, p_snap))
+                                parent=(p_ioctx.pool, p_name, p_snap),
+                                parent_disk=parent)
 
     def rename(self, ioctx, src, dest):
         pool = self._pool(ioctx)
@@ -147,6 +153,8 @@ class FakeRBD:
         if pool[name].busy:
             pool[name].busy -= 1
             raise self.mod.ImageBusy(name)
+        if pool[name].snapshots:
+            raise self.mod.ImageHasSnapshots(name)
         del pool[name]
 
     def list(self, ioctx):
@@ -205,6 +213,34 @@ class FakeImage:
 
     def flush(self):
         pass
+
+    def create_snap(self, name):
+        self.disk.snapshots[name] = self.disk.size
+
+    def protect_snap(self, name):
+        self.disk.protected.add(name)
+
+    def unprotect_snap(self, name):
+        if self.list_children():
+            raise self.mod.ImageBusy('%s@%s has children' % (self.name, name))
+        self.disk.protected.discard(name)
+
+    def is_protected_snap(self, name):
+        return name in self.disk.protected
+
+    def remove_snap(self, name):
+        if name in self.disk.protected:
+            raise self.mod.ImageBusy('%s@%s is protected' % (self.name, name))
+        del self.disk.snapshots[name]
+
+    def list_snaps(self):
+        return [{'name': n, 'size': s} for n, s in self.disk.snapshots.items()]
+
+    def list_children(self):
+        return [(pool, name)
+                for pool, disks in self.cluster.pools.items()
+                for name, disk in disks.items()
+                if disk.parent_disk is self.disk]
 
 
 class FakeGlance:

@@ -9,42 +9,6 @@ from tests import base
 from tests.unit import fakes
 
 
-class DataChunksTest(base.TestCase):
-
-    def _file(self, size, pieces):
-        path = os.path.join(self.tempdir, 'f')
-        with open(path, 'wb') as f:
-            f.truncate(size)
-            for offset, data in pieces:
-                f.seek(offset)
-                f.write(data)
-        return path
-
-    def _chunks(self, path):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            return list(rbd_storage.data_chunks(fd, os.path.getsize(path),
-                                                chunk_size=4096))
-        finally:
-            os.close(fd)
-
-    def test_holes_and_zero_chunks_are_skipped(self):
-        path = self._file(10 * 4096, [(4096 + 10, b'abc'),
-                                      (3 * 4096, bytes(4096)),
-                                      (9 * 4096 + 5, b'z')])
-        chunks = self._chunks(path)
-        self.assertEqual([4096, 9 * 4096], [off for off, _d in chunks])
-        self.assertEqual(b'abc', chunks[0][1][10:13])
-
-    def test_unaligned_tail_is_written(self):
-        path = self._file(4096 + 100, [(4096 + 99, b'x')])
-        [(offset, data)] = self._chunks(path)
-        self.assertEqual((4096, 100), (offset, len(data)))
-
-    def test_empty_sparse_file_has_no_chunks(self):
-        self.assertEqual([], self._chunks(self._file(1 << 20, [])))
-
-
 class RBDDriverTest(base.TestCase):
 
     def setUp(self):

@@ -1,8 +1,12 @@
+import os
+from unittest import mock
+
 from oslo_utils import units
 
 from imaged import context
 from imaged import exception
 from imaged.image import cache as image_cache
+from imaged.image import format as image_format
 from imaged import rootdisk
 from imaged.storage import rbd as rbd_storage
 from tests import base
@@ -13,9 +17,14 @@ IMAGE = '0b1e2f4a-1d2c-4e5f-8a9b-0c1d2e3f4a5b'
 
 
 class RootDisksTest(base.TestCase):
+    """Default mode: downloaded images become a base image in Ceph."""
+
+    rbd_base_images = True
+    download_parent = 'rbd://%s/vms/%s_base/snap' % (fakes.FSID, IMAGE)
 
     def setUp(self):
         super().setUp()
+        self.flags(rbd_base_images=self.rbd_base_images, group='image_cache')
         self.cluster = fakes.FakeCluster()
         self.storage = rbd_storage.RBDDriver(
             self.conf, 'test-host', rados_module=self.cluster.rados,
@@ -27,6 +36,9 @@ class RootDisksTest(base.TestCase):
                                         self.cache)
         self.vms = self.cluster.pools['vms']
         self.ctxt = context.get_admin_context()
+
+    def instance_disks(self):
+        return [name for name in self.vms if name.startswith(INSTANCE)]
 
     def create(self, size_gb=1):
         return self.disks.create(self.ctxt, INSTANCE, IMAGE, size_gb)
@@ -68,7 +80,7 @@ class RootDisksTest(base.TestCase):
         self.glance.add(IMAGE, b'boot',
                         direct_url=url.replace(fakes.FSID, 'other'))
         result = self.create()
-        self.assertEqual(('download', None),
+        self.assertEqual(('download', self.download_parent),
                          (result['strategy'], result['parent']))
         self.assertEqual(b'boot', self.vms[INSTANCE + '_disk'].read(0, 4))
 
@@ -96,7 +108,7 @@ class RootDisksTest(base.TestCase):
         self.useFixture(base.fixtures.MonkeyPatch(
             'oslo_utils.units.Gi', 10))
         self.assertRaises(exception.ImageTooLarge, self.create)
-        self.assertEqual({}, self.vms)
+        self.assertEqual([], self.instance_disks())
 
     def test_inactive_image_is_refused(self):
         self.glance.add(IMAGE, b'x', status='queued')
@@ -143,3 +155,77 @@ class RootDisksTest(base.TestCase):
         self.assertEqual(['c'], rootdisk.candidate_locations(
             {'locations': [], 'direct_url': 'c'}))
         self.assertEqual([], rootdisk.candidate_locations({}))
+
+    def test_hash_mismatch_leaves_no_disk_and_no_base(self):
+        self.glance.add(IMAGE, b'boot', os_hash_value='0' * 128)
+        self.assertRaises(exception.ImageUnacceptable, self.create)
+        self.assertEqual({}, self.vms)
+        self.assertEqual([], self.cache.list())
+
+    def test_raw_download_streams_into_ceph_without_a_second_pass(self):
+        self.glance.add(IMAGE, b'boot' * 1000)
+        with mock.patch.object(self.storage, 'import_file') as imp:
+            self.create()
+        imp.assert_not_called()
+        self.assertEqual(b'boot' * 1000,
+                         self.vms[INSTANCE + '_disk'].read(0, 4000))
+
+
+class RBDBaseImagesTest(RootDisksTest):
+    """What only the base-image mode does."""
+
+    def test_later_disks_are_clones_of_the_base_even_after_eviction(self):
+        self.glance.add(IMAGE, b'boot')
+        first = self.create()
+        self.assertEqual(self.download_parent, first['parent'])
+        os.unlink(self.cache.base_image_path(IMAGE))
+        second = self.disks.create(self.ctxt, INSTANCE.replace('5f', '6f'),
+                                   IMAGE, 1)
+        self.assertEqual(('download', self.download_parent),
+                         (second['strategy'], second['parent']))
+        self.assertEqual(1, self.glance.downloads)
+
+    def test_base_is_removed_once_uncached_and_unused(self):
+        self.glance.add(IMAGE, b'boot')
+        self.create()
+        self.assertEqual([], self.disks.clean_rbd_bases())  # still cached
+        os.unlink(self.cache.base_image_path(IMAGE))
+        self.assertEqual([], self.disks.clean_rbd_bases())  # still cloned
+        self.disks.delete(INSTANCE)
+        self.assertEqual([IMAGE], self.disks.clean_rbd_bases())
+        self.assertEqual({}, self.vms)
+
+    def test_non_raw_base_is_imported_after_conversion(self):
+        self.glance.add(IMAGE, b'\0' * 512, disk_format='vhd')
+        checked = image_format.CheckedImage('vhd', 512)
+
+        def convert(image_id, source, dest, disk_format, conf):
+            with open(dest, 'wb') as f:
+                f.write(b'converted')
+        spy = mock.patch.object(self.storage, 'import_file',
+                                wraps=self.storage.import_file)
+        with mock.patch.object(image_format, 'check_image',
+                               return_value=checked), \
+                mock.patch.object(image_format, 'convert_to_raw', convert), \
+                spy as import_file:
+            self.create()
+        import_file.assert_called_once()
+        self.assertEqual(b'converted',
+                         self.vms[INSTANCE + '_disk'].read(0, 9))
+
+
+class PerDiskImportTest(RootDisksTest):
+    """``rbd_base_images = False``: every disk is a full sparse import."""
+
+    rbd_base_images = False
+    download_parent = None
+
+    def test_cache_hit_imports_the_base_file(self):
+        self.glance.add(IMAGE, b'boot')
+        self.create()
+        other = INSTANCE.replace('5f', '6f')
+        result = self.disks.create(self.ctxt, other, IMAGE, 1)
+        self.assertEqual((None, b'boot'),
+                         (result['parent'],
+                          self.vms[other + '_disk'].read(0, 4)))
+        self.assertNotIn(IMAGE + '_base', self.vms)

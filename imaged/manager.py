@@ -91,7 +91,13 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
     def init_host(self):
         """Start-up: clean the cache's and the pool's leftovers."""
         self.cache.prepare()
-        self._remove_partial_disks(imaged_context.get_admin_context())
+        fsid, problems = self.storage.status()
+        problems += self.glance.check_health()
+        for problem in problems:
+            LOG.warning('Not ready to make root disks: %s (retrying in the '
+                        'background)', problem)
+        if fsid is not None:
+            self._remove_partial_disks(imaged_context.get_admin_context())
 
     # -- RPC API 1.0 ----------------------------------------------------------
 

@@ -59,6 +59,7 @@ class ImportWriter:
         self.driver, self.name, self.size = driver, name, size
         self.part = partial_name(name)
         self._stack = contextlib.ExitStack()
+        driver._mark_in_progress(self.part, True)
         try:
             driver._remove_partial(self.part)
             self.ioctx = self._stack.enter_context(
@@ -105,6 +106,7 @@ class ImportWriter:
         except BaseException:
             self.abort()
             raise
+        driver._mark_in_progress(self.part, False)
 
     def abort(self):
         """Remove the partial image; safe to call more than once."""
@@ -112,7 +114,10 @@ class ImportWriter:
         if blocks is not None:
             blocks.drain()
         self._stack.close()
-        self.driver._remove_partial(self.part)
+        try:
+            self.driver._remove_partial(self.part)
+        finally:
+            self.driver._mark_in_progress(self.part, False)
 
 
 class RBDDriver:
@@ -130,10 +135,20 @@ class RBDDriver:
         self.host = host
         self._cluster = None
         self._cluster_lock = threading.Lock()
+        # Partial images this process is making right now: never leftovers.
+        self._in_progress = set()
+        self._in_progress_lock = threading.Lock()
 
     @property
     def pool(self):
         return self.conf.rbd.pool
+
+    def _mark_in_progress(self, part, busy):
+        with self._in_progress_lock:
+            if busy:
+                self._in_progress.add(part)
+            else:
+                self._in_progress.discard(part)
 
     # -- connection -------------------------------------------------------
 
@@ -273,12 +288,16 @@ class RBDDriver:
     def clone(self, loc, name, size_bytes):
         """Clone a snapshot into a finished disk ``name`` of ``size_bytes``."""
         part = partial_name(name)
-        self._remove_partial(part)
-        with self._ioctx(loc.pool, loc.image) as parent_ioctx, \
-                self._ioctx(self.pool, name) as ioctx:
-            self._call(name, self.rbd.RBD().clone, parent_ioctx, loc.image,
-                       loc.snapshot, ioctx, part)
-            self._finish(ioctx, part, name, size_bytes)
+        self._mark_in_progress(part, True)
+        try:
+            self._remove_partial(part)
+            with self._ioctx(loc.pool, loc.image) as parent_ioctx, \
+                    self._ioctx(self.pool, name) as ioctx:
+                self._call(name, self.rbd.RBD().clone, parent_ioctx,
+                           loc.image, loc.snapshot, ioctx, part)
+                self._finish(ioctx, part, name, size_bytes)
+        finally:
+            self._mark_in_progress(part, False)
 
     def import_writer(self, name, size):
         """An :class:`ImportWriter` for a new image ``name`` of ``size``."""
@@ -354,7 +373,8 @@ class RBDDriver:
         removed = []
         with self._ioctx(self.pool) as ioctx:
             for name in self.rbd.RBD().list(ioctx):
-                if not name.endswith(PARTIAL_SUFFIX):
+                if not name.endswith(PARTIAL_SUFFIX) or \
+                        name in self._in_progress:
                     continue
                 try:
                     with self.rbd.Image(ioctx, name, read_only=True) as img:

@@ -114,3 +114,15 @@ class RBDDriverTest(base.TestCase):
         self.cluster.reachable = False
         self.assertRaises(exception.BackendUnavailable,
                           self.driver.disk_info, 'i_disk')
+
+    def test_cleanup_spares_partial_disks_being_made(self):
+        path = os.path.join(self.tempdir, 'base')
+        with open(path, 'wb') as f:
+            f.write(b'x' * 100)
+        writer = self.driver.import_writer('i_disk', 100)
+        self.vms['old_disk.imaged-part'] = fakes.FakeDisk(1)
+        self.assertEqual(['old_disk.imaged-part'],
+                         self.driver.remove_partial_disks())
+        writer.write_file(path)
+        writer.finish(100)
+        self.assertEqual(['i_disk'], list(self.vms))

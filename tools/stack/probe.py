@@ -20,14 +20,37 @@ import urllib.error
 import urllib.request
 
 
+WATCH_PIDS = []
+
+
+def _dead_pid():
+    """First watched pid that is gone (or a zombie), else None."""
+    for pid in WATCH_PIDS:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return pid
+        if state in ("Z", "X"):
+            return pid
+    return None
+
+
 def _poll(timeout, interval, check):
     """Call check() until it returns None (ready) or the deadline passes.
 
     check() returns None when ready, else a string saying what is missing.
+    Gives up at once when a --watch-pid process dies: the daemon we wait
+    for is gone, waiting longer cannot help.
     """
     deadline = time.monotonic() + timeout
     why = "not checked"
     while True:
+        dead = _dead_pid()
+        if dead is not None:
+            print("probe: process %d died (while waiting: %s)" % (dead, why),
+                  file=sys.stderr)
+            return False
         try:
             why = check()
         except Exception as exc:  # any failure just means "not yet"
@@ -86,19 +109,19 @@ class CephProbe:
                 pass
         self.cluster = None
 
-    def _cmd(self, kind, cmd, target=None):
+    def _cmd(self, kind, cmd, target=None, timeout=None):
         c = self._connect()
+        timeout = timeout or self.OP_TIMEOUT
         cmd = dict(cmd, format="json")
         payload = json.dumps(cmd)
         if kind == "mon":
             ret, out, err = c.mon_command(payload, b"",
-                                          timeout=self.OP_TIMEOUT)
+                                          timeout=timeout)
         elif kind == "mgr":
-            ret, out, err = c.mgr_command(payload, b"",
-                                          timeout=self.OP_TIMEOUT)
+            ret, out, err = c.mgr_command(payload, b"", timeout=timeout)
         else:
             ret, out, err = c.osd_command(target, payload, b"",
-                                          timeout=self.OP_TIMEOUT)
+                                          timeout=timeout)
         if ret != 0:
             raise RuntimeError("%s %r failed (%d): %s"
                                % (kind, cmd["prefix"], ret, err))
@@ -139,16 +162,22 @@ class CephProbe:
             if missing:
                 return "pools missing: %s" % ",".join(missing)
         if osd is not None:
-            # All PGs active?  pg stat is served by the mgr: only ask when
-            # one is available (fault tests may have stopped it).
-            ms = self._cmd("mon", {"prefix": "mgr stat"})
-            if ms.get("available"):
-                ps = self._cmd("mgr", {"prefix": "pg stat"})
-                bad = [s for s in ps.get("num_pg_by_state", [])
-                       if "active" not in s["name"].split("+")]
-                if bad:
-                    return "PGs not active: %s" % ", ".join(
-                        "%d %s" % (s["num"], s["name"]) for s in bad)
+            # All PGs active?  pg stat is served by the mgr.  Required when
+            # we wait for the mgr too; otherwise best effort, as a fault
+            # test may have stopped the mgr (and the mon keeps calling a
+            # stopped mgr "available" for up to 30 s).
+            try:
+                ps = self._cmd("mgr", {"prefix": "pg stat"},
+                               timeout=None if mgr else 2)
+            except Exception:
+                if mgr:
+                    raise
+                ps = {}
+            bad = [s for s in ps.get("num_pg_by_state", [])
+                   if "active" not in s["name"].split("+")]
+            if bad:
+                return "PGs not active: %s" % ", ".join(
+                    "%d %s" % (s["num"], s["name"]) for s in bad)
             # And the data path really answers: one op per pool.
             c = self._connect()
             for p in pools:
@@ -258,7 +287,11 @@ def main():
     c.add_argument("--timeout", type=float, default=60)
     c.set_defaults(func=cmd_http)
 
+    for p in sub.choices.values():
+        p.add_argument("--watch-pid", type=int, action="append", default=[],
+                       help="fail at once if this process dies")
     a = ap.parse_args()
+    WATCH_PIDS.extend(a.watch_pid)
     sys.exit(a.func(a))
 
 

@@ -70,7 +70,9 @@ def main(argv=None):
     try:
         result = run(rpcapi.ImageAgentAPI(CONF), ctxt, args)
     except exception.ImagedException as e:
-        print(json.dumps({'error': type(e).__name__, 'message': str(e)}),
+        # oslo.messaging rebuilds remote errors as "<Class>_Remote".
+        name = type(e).__name__.removesuffix('_Remote')
+        print(json.dumps({'error': name, 'message': str(e)}),
               file=sys.stderr)
         return 1
     except (messaging.MessagingException, cfg.Error) as e:

@@ -66,8 +66,9 @@ class ImportWriter:
                 driver._ioctx(driver.pool, name))
             driver._call(name, driver.rbd.RBD().create, self.ioctx,
                          self.part, size, old_format=False)
-            self.image = self._stack.enter_context(
-                driver.rbd.Image(self.ioctx, self.part))
+            self.image = driver.rbd.Image(self.ioctx, self.part)
+            # Closed before the rename, so it is not on the exit stack.
+            self._stack.callback(self._close_image)
             self.image.metadata_set(OWNER_KEY, driver.host)
             self.blocks = rbd_import.BlockWriter(
                 self.image, size, driver.conf.rbd.import_concurrency, name,
@@ -75,6 +76,11 @@ class ImportWriter:
         except BaseException:
             self.abort()
             raise
+
+    def _close_image(self):
+        image, self.image = getattr(self, 'image', None), None
+        if image is not None:
+            image.close()
 
     def write(self, offset, data):
         self.blocks.write(offset, data)
@@ -94,18 +100,19 @@ class ImportWriter:
         """Make it the finished image ``name`` of at least ``size_bytes``."""
         driver = self.driver
         try:
-            with self._stack:
-                self.blocks.close()
-                if self.size < size_bytes:
-                    driver._call(self.name, self.image.resize, size_bytes)
-                if snapshot:
-                    self.image.create_snap(snapshot)
-                    self.image.protect_snap(snapshot)
+            self.blocks.close()
+            if self.size < size_bytes:
+                driver._call(self.name, self.image.resize, size_bytes)
+            if snapshot:
+                self.image.create_snap(snapshot)
+                self.image.protect_snap(snapshot)
+            self._close_image()
             driver._call(self.name, driver.rbd.RBD().rename, self.ioctx,
                          self.part, self.name)
         except BaseException:
             self.abort()
             raise
+        self._stack.close()
         driver._mark_in_progress(self.part, False)
 
     def abort(self):

@@ -1,7 +1,9 @@
 """Root disks on the real stack, through ImageAgentAPI."""
 
+import json
 import os
 import subprocess
+import sys
 import tempfile
 import threading
 
@@ -166,3 +168,40 @@ class RootDiskTest(base.FunctionalTestCase):
         self.assertNotIn('%s_disk' % instance_uuid, self.ceph.names())
         self.assertEqual([], [n for n in self.ceph.names()
                               if n.startswith(instance_uuid)])
+
+
+class ClientCommandTest(base.FunctionalTestCase):
+    """``imaged-client`` prints JSON, and typed errors as JSON on stderr."""
+
+    def client(self, *args):
+        return subprocess.run(
+            [os.path.join(os.path.dirname(sys.executable), 'imaged-client'),
+             '--config-file', self.daemon.config_file, '--host', self.host]
+            + list(args), capture_output=True, text=True, timeout=120)
+
+    def test_capabilities_show_the_fsid(self):
+        result = self.client('capabilities')
+        self.assertEqual(0, result.returncode, result.stderr)
+        self.assertEqual(base.stack()['CEPH_FSID'],
+                         json.loads(result.stdout)['fsid'])
+
+    def test_create_list_and_delete(self):
+        image = self.glance.create(os.urandom(units.Mi), backend='local')
+        instance_uuid = self.new_instance()
+        result = self.client('create-root-disk', instance_uuid, image['id'],
+                             '1')
+        self.assertEqual(0, result.returncode, result.stderr)
+        self.assertEqual('download', json.loads(result.stdout)['strategy'])
+        cached = json.loads(self.client('list-cached').stdout)
+        self.assertIn(image['id'], [e['image_id'] for e in cached])
+        result = self.client('delete-root-disk', instance_uuid)
+        self.assertEqual(0, result.returncode, result.stderr)
+        self.assertNotIn('%s_disk' % instance_uuid, self.ceph.names())
+
+    def test_bad_input_is_a_json_error(self):
+        result = self.client('create-root-disk', 'not-a-uuid',
+                             '00000000-0000-4000-8000-000000000000', '1')
+        self.assertEqual(1, result.returncode)
+        error = json.loads(result.stderr.strip().splitlines()[-1])
+        self.assertEqual('InvalidInput', error['error'])
+        self.assertIn('instance_uuid', error['message'])

@@ -80,9 +80,10 @@ class FakeCluster:
 class FakeIoctx:
     def __init__(self, pool):
         self.pool = pool
+        self.closed = False
 
     def close(self):
-        pass
+        self.closed = True
 
 
 class FakeRados:
@@ -123,6 +124,8 @@ class FakeRBD:
         self.mod, self.cluster = mod, cluster
 
     def _pool(self, ioctx):
+        # librados crashes the process on a closed ioctx.
+        assert not ioctx.closed, 'use of a closed ioctx'
         return self.cluster.pools[ioctx.pool]
 
     def create(self, ioctx, name, size, old_format=False):
@@ -184,7 +187,11 @@ class FakeImage:
         return self
 
     def __exit__(self, *exc):
+        self.close()
         return False
+
+    def close(self):
+        self.closed = True
 
     def size(self):
         if self.snapshot:

@@ -1,0 +1,326 @@
+"""What every scenario test needs: the deployment, seen as a caller sees it.
+
+A test talks to the agent only through :class:`imaged.rpcapi.ImageAgentAPI`
+(as a conductor would), to Glance only through glanceclient, and to Ceph
+only to check (and, when a test failed half-way, to remove) what it
+created. Everything comes from one configuration file (see
+:mod:`tests.scenario.config`). Each test creates its own images and
+instances, removes them even when it fails, and can run in parallel with
+the others.
+"""
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import os
+import re
+import tempfile
+import threading
+import time
+import uuid
+
+import fixtures
+from glanceclient import client as glance_client
+from glanceclient import exc as glance_exc
+from keystoneauth1 import loading as ks_loading
+from oslo_context import context as oslo_context
+import oslo_messaging as messaging
+import testtools
+from testtools import content
+
+from imaged import conf as imaged_conf
+from imaged import rpcapi
+from tests.scenario import config
+
+CONF = imaged_conf.CONF
+PARTIAL_SUFFIX = '.imaged-part'
+# Held shared by every scenario test and exclusively by each fault test, so
+# that even one mixed parallel run never disturbs a test with a fault.
+FAULT_LOCK = os.path.join(tempfile.gettempdir(), 'imaged-scenario.lock')
+
+
+def disk_name(instance_uuid):
+    return '%s_disk' % instance_uuid
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def wait_for(predicate, timeout, interval=0.5, what='a condition'):
+    """The first true value of ``predicate()``, or AssertionError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError('waited %ss for %s' % (timeout, what))
+        time.sleep(interval)
+
+
+class Ceph:
+    """Read-mostly access to the agent's cluster, to check disks."""
+
+    def __init__(self, conf):
+        import rados
+        import rbd
+        self.rados, self.rbd = rados, rbd
+        extra = {'client_mount_timeout': '30'}
+        if conf.ceph.keyring:
+            extra['keyring'] = conf.ceph.keyring
+        self.cluster = rados.Rados(rados_id=conf.ceph.user,
+                                   conffile=conf.ceph.ceph_conf, conf=extra)
+        self.cluster.connect(timeout=30)
+        self.pool = conf.ceph.pool
+
+    def fsid(self):
+        return self.cluster.get_fsid()
+
+    @contextlib.contextmanager
+    def _image(self, name, pool=None):
+        with self.cluster.open_ioctx(pool or self.pool) as ioctx:
+            with self.rbd.Image(ioctx, name, read_only=True) as image:
+                yield image
+
+    def names(self, pool=None):
+        with self.cluster.open_ioctx(pool or self.pool) as ioctx:
+            return self.rbd.RBD().list(ioctx)
+
+    def names_with(self, *words):
+        """Names in the pool that contain any of ``words``."""
+        return sorted(n for n in self.names() if any(w in n for w in words))
+
+    def size(self, name):
+        with self._image(name) as image:
+            return image.size()
+
+    def read(self, name, offset, length):
+        with self._image(name) as image:
+            return image.read(offset, length)
+
+    def parent(self, name):
+        """``(pool, image, snapshot)`` the disk is a clone of, or None."""
+        with self._image(name) as image:
+            try:
+                return tuple(image.parent_info())
+            except self.rbd.ImageNotFound:
+                return None
+
+    def contains(self, name, needle, chunk=16 * 1024 * 1024):
+        """Whether ``needle`` occurs anywhere in the disk's bytes."""
+        with self._image(name) as image:
+            size, offset, tail = image.size(), 0, b''
+            while offset < size:
+                data = tail + image.read(offset, min(chunk, size - offset))
+                if needle in data:
+                    return True
+                tail = data[-len(needle):]
+                offset += chunk
+        return False
+
+    def remove(self, name):
+        """Remove an image and its snapshots; False if it cannot go yet."""
+        with self.cluster.open_ioctx(self.pool) as ioctx:
+            try:
+                with self.rbd.Image(ioctx, name) as image:
+                    for snap in list(image.list_snaps()):
+                        if image.is_protected_snap(snap['name']):
+                            image.unprotect_snap(snap['name'])
+                        image.remove_snap(snap['name'])
+                self.rbd.RBD().remove(ioctx, name)
+            except self.rbd.ImageNotFound:
+                pass
+            except self.rbd.Error:  # busy, or clones of it still exist
+                return False
+        return True
+
+    def close(self):
+        self.cluster.shutdown()
+
+
+class Glance:
+    """The Image service as the tests' user sees it."""
+
+    def __init__(self, conf):
+        self.conf = conf
+        self.session = ks_loading.load_session_from_conf_options(
+            conf, 'glance')
+        self.auth = ks_loading.load_auth_from_conf_options(conf, 'glance')
+        adapter = ks_loading.load_adapter_from_conf_options(
+            conf, 'glance', session=self.session, auth=self.auth)
+        self.endpoint = adapter.get_endpoint().rstrip('/')
+        self.client = glance_client.Client(
+            '2', session=self.session, auth=self.auth,
+            endpoint_override=self.endpoint)
+
+    def request_context(self):
+        """What a caller passes over RPC: its token, if Glance has auth."""
+        token = project_id = None
+        if self.conf.glance.auth_type not in (None, 'none', 'noauth'):
+            token = self.session.get_token(self.auth)
+            project_id = self.session.get_project_id(self.auth)
+        return oslo_context.RequestContext(
+            auth_token=token, project_id=project_id, user_id='scenario',
+            request_id='req-scenario-%s' % uuid.uuid4())
+
+    def store(self, kind):
+        name = {'clone': self.conf.glance.clone_store,
+                'download': self.conf.glance.download_store}[kind]
+        return name or None
+
+    def downloads(self, image_id):
+        """How often Glance served the image's data; None if unknown."""
+        path = self.conf.glance.access_log
+        if not path:
+            return None
+        pattern = re.compile(r'GET /v2/images/%s/file' % re.escape(image_id))
+        with open(path, errors='replace') as f:
+            return sum(1 for line in f if pattern.search(line))
+
+
+class Deployment:
+    """The deployment under test, once per test process."""
+
+    _instance = None
+    _lock = threading.Lock()
+
+    def __init__(self):
+        self.config_file = config.config_path()
+        self.conf = config.load(self.config_file)
+        self.host = self.conf.target.host
+        # The tests are a caller: imaged's client code reads the messaging
+        # options ([DEFAULT] transport_url, [oslo_messaging_rabbit]...)
+        # from the same file.
+        CONF([], project='imaged', default_config_files=[self.config_file])
+        messaging.get_rpc_transport(CONF)  # registers the transport options
+        self.api = rpcapi.ImageAgentAPI(CONF)
+        self.glance = Glance(self.conf)
+        self.ceph = Ceph(self.conf)
+
+    @classmethod
+    def get(cls):
+        with cls._lock:
+            if cls._instance is None:
+                cls._instance = cls()
+            return cls._instance
+
+
+class ScenarioTestCase(testtools.TestCase):
+    """Base of every scenario test."""
+
+    exclusive = False  # fault tests hold the fault lock alone
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.deployment = Deployment.get()
+        cls.conf = cls.deployment.conf
+        cls.api = cls.deployment.api
+        cls.host = cls.deployment.host
+        cls.glance = cls.deployment.glance
+        cls.ceph = cls.deployment.ceph
+
+    def setUp(self):
+        super().setUp()
+        self.useFixture(fixtures.Timeout(600, gentle=True))
+        self._hold_fault_lock()
+        self.ctxt = self.glance.request_context()
+        self.marker = 'scenario-%s' % uuid.uuid4().hex[:8]
+
+    def _hold_fault_lock(self):
+        fd = os.open(FAULT_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        self.addCleanup(os.close, fd)
+        fcntl.flock(fd, fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH)
+
+    # -- Glance ---------------------------------------------------------------
+
+    def upload(self, data, disk_format='raw', store='download',
+               container_format='bare', **props):
+        """A new active image holding ``data``, deleted after the test."""
+        image = self.glance.client.images.create(
+            name='%s-%s' % (self.marker, self.id().rsplit('.', 1)[-1])[:255],
+            disk_format=disk_format, container_format=container_format,
+            **props)
+        self.addCleanup(self.delete_image, image['id'])
+        self.glance.client.images.upload(
+            image['id'], io.BytesIO(data), image_size=len(data),
+            backend=self.glance.store(store))
+        return self.glance.client.images.get(image['id'])
+
+    def new_image_record(self, disk_format='raw', **props):
+        """An image with no data (status ``queued``), deleted after."""
+        image = self.glance.client.images.create(
+            name='%s-queued' % self.marker, disk_format=disk_format,
+            container_format='bare', **props)
+        self.addCleanup(self.delete_image, image['id'])
+        return image
+
+    def delete_image(self, image_id):
+        with contextlib.suppress(glance_exc.HTTPNotFound):
+            self.glance.client.images.delete(image_id)
+        # What the agent keeps in Ceph about a deleted image is of no use
+        # to anybody; the agent would remove it later, we do it now.
+        for name in self.ceph.names_with(image_id):
+            self.ceph.remove(name)
+
+    # -- the agent ------------------------------------------------------------
+
+    def caller(self, timeout=None):
+        """A raw RPC client for calls ImageAgentAPI would not send."""
+        return self.api.client.prepare(
+            server=self.host, timeout=timeout or self.conf.target.call_timeout)
+
+    def new_instance(self):
+        """A new instance uuid whose disk is removed after the test."""
+        instance_uuid = str(uuid.uuid4())
+        self.addCleanup(self.remove_disk, instance_uuid)
+        return instance_uuid
+
+    def remove_disk(self, instance_uuid, api=None, host=None):
+        """Delete as a caller would; then make sure nothing stays."""
+        try:
+            (api or self.api).delete_root_disk(self.ctxt, host or self.host,
+                                               instance_uuid)
+        except Exception as e:  # the test failed; Ceph has the last word
+            self.addDetail('cleanup-%s' % instance_uuid,
+                           content.text_content(repr(e)))
+        for name in self.ceph.names_with(instance_uuid):
+            self.ceph.remove(name)
+
+    def create_root_disk(self, image_id, size_gb=1, instance_uuid=None):
+        instance_uuid = instance_uuid or self.new_instance()
+        return self.api.create_root_disk(self.ctxt, self.host, instance_uuid,
+                                         image_id, size_gb)
+
+    def cached(self, api=None, host=None):
+        """``image_id -> entry`` of the agent's base cache."""
+        entries = (api or self.api).list_cached_images(self.ctxt,
+                                                       host or self.host)
+        return {e['image_id']: e for e in entries}
+
+    # -- checks ---------------------------------------------------------------
+
+    def assertDiskHolds(self, name, data, size_bytes=None):
+        """The disk starts with ``data`` (and has ``size_bytes``)."""
+        if size_bytes is not None:
+            self.assertEqual(size_bytes, self.ceph.size(name))
+        self.assertEqual(sha256(data),
+                         sha256(self.ceph.read(name, 0, len(data))),
+                         'disk %s does not hold the image bytes' % name)
+
+    def assertNoDisk(self, instance_uuid):
+        """No disk, finished or partial, exists for the instance."""
+        self.assertEqual([], self.ceph.names_with(instance_uuid))
+
+    def assertNotCached(self, image_id, api=None, host=None):
+        self.assertNotIn(image_id, self.cached(api, host))
+
+    def assertDownloads(self, expected, image_id):
+        """Glance served the image ``expected`` times (if it can tell)."""
+        served = self.glance.downloads(image_id)
+        if served is not None:
+            self.assertEqual(expected, served,
+                             'Glance served image %s %d times' %
+                             (image_id, served))

@@ -1,0 +1,209 @@
+"""The one configuration file of the scenario suite.
+
+It names the deployment under test: how to reach the imaged agent (the
+oslo.messaging options of ``[DEFAULT]`` and ``[oslo_messaging_*]``, read by
+imaged's own client code), which agent (``[target]``), Glance (``[glance]``,
+keystoneauth options as in imaged's own ``[glance]``), Ceph
+(``[ceph]``) and, for a deployment the tests may disturb, how to stop and
+start its parts (``[fault_injection]``).
+
+The file is ``$IMAGED_SCENARIO_CONFIG``, else the one
+``tools/scenario-conf.sh`` writes for the local stack.
+"""
+
+import os
+
+from keystoneauth1 import loading as ks_loading
+from oslo_config import cfg
+
+ENV_VAR = 'IMAGED_SCENARIO_CONFIG'
+LOCAL_STACK_CONFIG = os.path.join(
+    os.environ.get('IMAGED_STACK_DIR', '/var/lib/imaged-stack'),
+    'scenario', 'scenario.conf')
+
+target_opts = [
+    cfg.StrOpt(
+        'host',
+        required=True,
+        help="""
+``[DEFAULT] host`` of the imaged agent under test: the RPC server the tests
+call with ``ImageAgentAPI``. The tests never start or stop it (except the
+fault tests, through ``[fault_injection] daemon_*_command``).
+"""),
+    cfg.IntOpt(
+        'max_root_disk_gb',
+        default=16384,
+        min=1,
+        help='``[DEFAULT] max_root_disk_gb`` of the agent under test; the '
+             'bad-input tests ask for one GiB more and expect a refusal.'),
+    cfg.IntOpt(
+        'call_timeout',
+        default=300,
+        min=10,
+        help='Seconds any single RPC call of a test may take before the '
+             'test fails (an agent that hangs is a failure, not a wait).'),
+]
+
+glance_opts = [
+    cfg.StrOpt(
+        'clone_store',
+        default='',
+        help="""
+Glance store (``enabled_backends`` id) that keeps images as RBD snapshots in
+the agent's Ceph cluster: raw images uploaded there must be cloned.
+
+Possible values:
+
+* A store id, e.g. ``ceph``.
+* Empty: Glance's default store.
+"""),
+    cfg.StrOpt(
+        'download_store',
+        default='',
+        help="""
+Glance store the agent cannot clone from (a file, HTTP, Swift... store, or
+RBD in another cluster): images uploaded there must be downloaded.
+
+Possible values:
+
+* A store id, e.g. ``local``.
+* Empty: Glance's default store (then it must not be the cloneable one).
+"""),
+    cfg.StrOpt(
+        'access_log',
+        default='',
+        help="""
+Path, readable by the tests, of Glance's HTTP access log (one line per
+request, with the request line ``GET /v2/images/<id>/file``).
+
+When set, the cache tests also prove that an image was downloaded exactly
+once by counting these lines. Empty: that count is not checked.
+"""),
+]
+
+ceph_opts = [
+    cfg.StrOpt(
+        'ceph_conf',
+        default='/etc/ceph/ceph.conf',
+        help='ceph.conf of the agent\'s cluster, readable by the tests.'),
+    cfg.StrOpt(
+        'user',
+        default=None,
+        help="""
+Ceph user the tests check disks with (without ``client.``). It reads
+``pool`` and Glance's pool, and removes what a failed test left in
+``pool``: ``profile rbd pool=<pool>, profile rbd-read-only`` is enough.
+Unset: ``client.admin``.
+"""),
+    cfg.StrOpt(
+        'keyring',
+        default=None,
+        help='Keyring of ``user``. Unset: the one ``ceph_conf`` names.'),
+    cfg.StrOpt(
+        'pool',
+        default='vms',
+        help='``[rbd] pool`` of the agent under test.'),
+]
+
+fault_injection_opts = [
+    cfg.BoolOpt(
+        'enabled',
+        default=False,
+        help="""
+Run the fault tests (``tests/scenario/faults``). They stop and start
+RabbitMQ, Glance, Ceph OSDs and the agent, mount a small tmpfs and write
+into Glance's file store: only for a disposable deployment such as the local
+stack, and only one test at a time (``--concurrency 1``). When False, every
+fault test is skipped and says why.
+"""),
+    cfg.StrOpt(
+        'imaged_command',
+        default='imaged',
+        help='The ``imaged`` executable: fault tests start their own agents '
+             'with it, on the machine the tests run on.'),
+    cfg.StrOpt(
+        'daemon_config_file',
+        default='',
+        help="""
+Configuration file of the agent under test. The agents fault tests start
+read it first, then a file of their own that sets ``host``,
+``state_path``, ``log_file`` and what the test needs (e.g. a small
+``[rbd] connect_timeout``), so they reach the same RabbitMQ, Ceph and
+Glance as the agent under test.
+"""),
+    cfg.StrOpt('daemon_stop_command', default='',
+               help='Shell command that stops the agent under test.'),
+    cfg.StrOpt('daemon_start_command', default='',
+               help='Shell command that starts the agent under test and '
+                    'returns (it need not wait until the agent answers).'),
+    cfg.StrOpt('glance_stop_command', default='',
+               help='Shell command that stops Glance (its API).'),
+    cfg.StrOpt('glance_start_command', default='',
+               help='Shell command that starts Glance and returns once it '
+                    'answers.'),
+    cfg.StrOpt('rabbitmq_stop_command', default='',
+               help='Shell command that stops the RabbitMQ broker of '
+                    '``transport_url``.'),
+    cfg.StrOpt('rabbitmq_start_command', default='',
+               help='Shell command that starts that broker and returns '
+                    'once it accepts connections.'),
+    cfg.StrOpt('ceph_osd_stop_command', default='',
+               help='Shell command that stops every OSD serving '
+                    '``[ceph] pool``.'),
+    cfg.StrOpt('ceph_osd_start_command', default='',
+               help='Shell command that starts them again and returns once '
+                    'they are up.'),
+    cfg.StrOpt(
+        'glance_file_store_dir',
+        default='',
+        help="""
+Directory of Glance's ``[glance] download_store`` file store
+(``filesystem_store_datadir``), writable by the tests: the corrupted
+download test overwrites an image's bytes there.
+"""),
+    cfg.IntOpt(
+        'command_timeout',
+        default=180,
+        min=10,
+        help='Seconds a stop or start command may take.'),
+]
+
+
+def register_opts(conf):
+    conf.register_opts(target_opts, group='target')
+    conf.register_opts(glance_opts, group='glance')
+    ks_loading.register_session_conf_options(conf, 'glance')
+    ks_loading.register_auth_conf_options(conf, 'glance')
+    ks_loading.register_adapter_conf_options(conf, 'glance')
+    conf.set_default('service_type', 'image', group='glance')
+    conf.register_opts(ceph_opts, group='ceph')
+    conf.register_opts(fault_injection_opts, group='fault_injection')
+
+
+def list_opts():
+    """For oslo-config-generator and the sample file."""
+    return [('target', target_opts),
+            ('glance', glance_opts + ks_loading.get_session_conf_options() +
+             ks_loading.get_auth_common_conf_options() +
+             ks_loading.get_adapter_conf_options()),
+            ('ceph', ceph_opts),
+            ('fault_injection', fault_injection_opts)]
+
+
+def config_path():
+    path = os.environ.get(ENV_VAR) or LOCAL_STACK_CONFIG
+    if not os.path.exists(path):
+        raise RuntimeError(
+            'scenario config %s does not exist: set %s to the file that '
+            'describes the deployment under test (see '
+            'etc/imaged/scenario.conf.sample), or write one for the local '
+            'stack with tools/scenario-conf.sh' % (path, ENV_VAR))
+    return path
+
+
+def load(path):
+    """The scenario options read from ``path``."""
+    conf = cfg.ConfigOpts()
+    register_opts(conf)
+    conf([], project='imaged-scenario', default_config_files=[path])
+    return conf

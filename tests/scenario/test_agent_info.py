@@ -1,0 +1,71 @@
+"""What the agent tells about itself: capabilities and its base cache."""
+
+import datetime
+import uuid
+
+from oslo_utils import units
+
+from tests.scenario import base
+from tests.scenario import images
+
+
+class CapabilitiesTest(base.ScenarioTestCase):
+
+    def test_capabilities_describe_a_healthy_agent_and_its_cluster(self):
+        caps = self.api.get_capabilities(self.ctxt, self.host)
+        self.assertEqual({'version', 'host', 'backend', 'fsid', 'pool',
+                          'cache', 'problems'}, set(caps))
+        self.assertEqual((self.host, 'rbd', self.ceph.fsid(),
+                          self.conf.ceph.pool),
+                         (caps['host'], caps['backend'], caps['fsid'],
+                          caps['pool']))
+        self.assertIsInstance(caps['version'], str)
+        self.assertNotEqual('', caps['version'])
+        self.assertEqual([], caps['problems'])
+        cache = caps['cache']
+        self.assertEqual({'path', 'used_bytes', 'free_bytes'}, set(cache))
+        self.assertTrue(cache['path'].startswith('/'), cache['path'])
+        self.assertIsInstance(cache['used_bytes'], int)
+        self.assertGreaterEqual(cache['used_bytes'], 0)
+        self.assertGreater(cache['free_bytes'], 0)
+
+    def test_capabilities_count_a_new_cached_image_as_used_bytes(self):
+        # Random bytes: the base file cannot be sparse.
+        image = self.upload(images.random_bytes(8 * units.Mi))
+        self.create_root_disk(image['id'])
+        used = self.api.get_capabilities(self.ctxt,
+                                         self.host)['cache']['used_bytes']
+        self.assertGreaterEqual(used, 8 * units.Mi)
+
+    def test_empty_context_is_served_like_any_other(self):
+        caps = self.caller(timeout=30).call({}, 'get_capabilities')
+        self.assertEqual(self.host, caps['host'])
+
+
+class CachedImagesTest(base.ScenarioTestCase):
+
+    def test_list_names_each_cached_image_with_size_and_last_use(self):
+        small = images.random_bytes(units.Mi)
+        sparse = images.random_bytes(units.Mi) + bytes(7 * units.Mi)
+        before = datetime.datetime.now(datetime.timezone.utc)
+        ids = [self.upload(small)['id'], self.upload(sparse)['id']]
+        for image_id in ids:
+            self.create_root_disk(image_id)
+        entries = self.api.list_cached_images(self.ctxt, self.host)
+        self.assertIsInstance(entries, list)
+        by_id = {e['image_id']: e for e in entries}
+        self.assertEqual(len(entries), len(by_id), 'one entry per image')
+        for entry in entries:
+            self.assertEqual({'image_id', 'size_bytes', 'last_used'},
+                             set(entry))
+            self.assertEqual(entry['image_id'],
+                             str(uuid.UUID(entry['image_id'])))
+            last_used = datetime.datetime.fromisoformat(entry['last_used'])
+            self.assertIsNotNone(last_used.tzinfo, entry['last_used'])
+        for image_id, size in zip(ids, (len(small), len(sparse))):
+            self.assertEqual(size, by_id[image_id]['size_bytes'])
+            last_used = datetime.datetime.fromisoformat(
+                by_id[image_id]['last_used'])
+            # Clocks of two hosts: allow a minute of skew.
+            self.assertGreater(last_used,
+                               before - datetime.timedelta(minutes=1))

@@ -37,7 +37,7 @@ class ImageCacheTest(base.TestCase):
         self.assertEqual([], os.listdir(self.cache.tmp_dir))
 
     def test_download_is_verified_sparse_and_renamed_in(self):
-        data = b'x' * 1000 + bytes(1 << 20) + b'y'
+        data = b'x' * 1000 + bytes(3 << 20) + b'y'
         self.glance.add(IMAGE, data)
         base = self.fetch()
         self.assertTrue(base.downloaded)

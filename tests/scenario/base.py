@@ -48,6 +48,25 @@ def sha256(data):
     return hashlib.sha256(data).hexdigest()
 
 
+# What a busy Glance (e.g. on SQLite) answers now and then; the tests are
+# not about Glance, so they try again.
+_GLANCE_FLAKES = (glance_exc.HTTPInternalServerError,
+                  glance_exc.HTTPBadGateway,
+                  glance_exc.HTTPServiceUnavailable,
+                  glance_exc.CommunicationError)
+_GLANCE_ATTEMPTS = 5
+
+
+def glance_call(func, *args, **kwargs):
+    for attempt in range(_GLANCE_ATTEMPTS):
+        try:
+            return func(*args, **kwargs)
+        except _GLANCE_FLAKES:
+            if attempt + 1 == _GLANCE_ATTEMPTS:
+                raise
+            time.sleep(0.5 * 2 ** attempt)
+
+
 def wait_for(predicate, timeout, interval=0.5, what='a condition'):
     """The first true value of ``predicate()``, or AssertionError."""
     deadline = time.monotonic() + timeout
@@ -239,27 +258,34 @@ class ScenarioTestCase(testtools.TestCase):
     def upload(self, data, disk_format='raw', store='download',
                container_format='bare', **props):
         """A new active image holding ``data``, deleted after the test."""
-        image = self.glance.client.images.create(
-            name='%s-%s' % (self.marker, self.id().rsplit('.', 1)[-1])[:255],
-            disk_format=disk_format, container_format=container_format,
-            **props)
-        self.addCleanup(self.delete_image, image['id'])
-        self.glance.client.images.upload(
-            image['id'], io.BytesIO(data), image_size=len(data),
-            backend=self.glance.store(store))
-        return self.glance.client.images.get(image['id'])
+        for attempt in range(_GLANCE_ATTEMPTS):
+            image = glance_call(
+                self.glance.client.images.create,
+                name='%s-%s' % (self.marker, self.id().rsplit('.', 1)[-1]),
+                disk_format=disk_format, container_format=container_format,
+                **props)
+            self.addCleanup(self.delete_image, image['id'])
+            try:
+                self.glance.client.images.upload(
+                    image['id'], io.BytesIO(data), image_size=len(data),
+                    backend=self.glance.store(store))
+            except _GLANCE_FLAKES:
+                if attempt + 1 == _GLANCE_ATTEMPTS:
+                    raise
+                continue  # a fresh image: this one may be half-saved
+            return glance_call(self.glance.client.images.get, image['id'])
 
     def new_image_record(self, disk_format='raw', **props):
         """An image with no data (status ``queued``), deleted after."""
-        image = self.glance.client.images.create(
-            name='%s-queued' % self.marker, disk_format=disk_format,
-            container_format='bare', **props)
+        image = glance_call(
+            self.glance.client.images.create, name='%s-queued' % self.marker,
+            disk_format=disk_format, container_format='bare', **props)
         self.addCleanup(self.delete_image, image['id'])
         return image
 
     def delete_image(self, image_id):
         with contextlib.suppress(glance_exc.HTTPNotFound):
-            self.glance.client.images.delete(image_id)
+            glance_call(self.glance.client.images.delete, image_id)
         # What the agent keeps in Ceph about a deleted image is of no use
         # to anybody; the agent would remove it later, we do it now.
         for name in self.ceph.names_with(image_id):

@@ -242,7 +242,8 @@ class GeneratedArgumentsTest(BadInputTestCase):
             set(kwargs) == {'instance_uuid', 'image_id', 'size_gb'} and
             instance is not None and
             kwargs['instance_uuid'].lower() == instance and
-            _canonical(kwargs['image_id']) == kwargs['image_id'] and
+            _canonical(kwargs['image_id']) is not None and
+            kwargs['image_id'].lower() == _canonical(kwargs['image_id']) and
             type(kwargs['size_gb']) is int and
             1 <= kwargs['size_gb'] <= self.conf.target.max_root_disk_gb)
         self.assertIsInstance(

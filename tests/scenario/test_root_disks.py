@@ -181,7 +181,7 @@ class DeleteTest(base.ScenarioTestCase):
 class RefusalTest(base.ScenarioTestCase):
 
     def test_unknown_image_is_image_not_found(self):
-        image_id = '00000000-0000-4000-8000-%012x' % uuid.uuid4().int
+        image_id = '00000000-0000-4000-8000-%s' % uuid.uuid4().hex[:12]
         instance_uuid = self.new_instance()
         e = self.assertRaises(exception.ImageNotFound, self.create_root_disk,
                               image_id, 1, instance_uuid)
@@ -201,7 +201,8 @@ class RefusalTest(base.ScenarioTestCase):
     def test_deactivated_image_is_unacceptable_for_a_clone_or_download(self):
         for store in ('clone', 'download'):
             image = self.upload(images.random_bytes(units.Mi), store=store)
-            self.glance.client.images.deactivate(image['id'])
+            base.glance_call(self.glance.client.images.deactivate,
+                             image['id'])
             instance_uuid = self.new_instance()
             self.assertRaises(exception.ImageUnacceptable,
                               self.create_root_disk, image['id'], 1,

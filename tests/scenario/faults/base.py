@@ -1,0 +1,409 @@
+"""Fault tests: the deployment is disturbed on purpose, then checked.
+
+They need ``[fault_injection] enabled = true``: they stop and start
+RabbitMQ, Glance and the Ceph OSDs with the configured commands (always
+starting again in a cleanup, even when the test fails), restart the agent
+under test, write into Glance's file store and start agents of their own
+(:class:`Agent`) that they kill at will. One at a time: they hold the fault
+lock exclusively, and are meant to run with ``--concurrency 1``.
+"""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.parse
+import uuid
+
+import fixtures
+import oslo_messaging as messaging
+from testtools import content
+
+from tests.scenario import base
+
+
+class Agent:
+    """An imaged process of the test's own, next to the agent under test.
+
+    It reads the agent under test's configuration, then its own file:
+    same RabbitMQ, Ceph and Glance, its own host name, state and log.
+    """
+
+    def __init__(self, conf, workdir, options=None, host=None):
+        self.conf = conf
+        self.workdir = workdir
+        self.host = host or 'fault-%s' % uuid.uuid4().hex[:8]
+        self.state_path = os.path.join(workdir, 'state')
+        self.base_dir = os.path.join(self.state_path, '_base')
+        self.log_file = os.path.join(workdir, 'imaged.log')
+        self.config_file = os.path.join(workdir, 'fault.conf')
+        self.process = None
+        sections = {
+            'DEFAULT': {'host': self.host, 'state_path': self.state_path,
+                        'log_file': self.log_file, 'debug': 'true',
+                        'graceful_shutdown_timeout': '60'},
+            'image_cache': {'base_dir': self.base_dir},
+            'oslo_concurrency': {'lock_path': os.path.join(self.state_path,
+                                                           'lock')},
+            'glance': {'num_retries': '1', 'timeout': '10',
+                       'progress_interval': '1'},
+            'rbd': {'connect_timeout': '5'},
+        }
+        for group, values in (options or {}).items():
+            sections.setdefault(group, {}).update(values)
+        with open(self.config_file, 'w') as f:
+            for group, values in sections.items():
+                f.write('[%s]\n' % group)
+                for key, value in values.items():
+                    f.write('%s = %s\n' % (key, value))
+
+    @property
+    def tmp_dir(self):
+        return os.path.join(self.base_dir, '.tmp')
+
+    def start(self):
+        fi = self.conf.fault_injection
+        command = [fi.imaged_command]
+        if fi.daemon_config_file:
+            command += ['--config-file', fi.daemon_config_file]
+        command += ['--config-file', self.config_file]
+        with open(os.path.join(self.workdir, 'stderr.log'), 'ab') as err:
+            # Its own session: kill() reaches the worker it forks too.
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=err, start_new_session=True)
+        return self
+
+    def wait_until_serving(self, api, ctxt, timeout=90):
+        fast = api.client.prepare(server=self.host, timeout=3)
+
+        def answers():
+            if self.process.poll() is not None:
+                raise AssertionError('imaged %s exited with %s:\n%s' % (
+                    self.host, self.process.returncode, self.log()[-3000:]))
+            try:
+                return fast.call(ctxt, 'get_capabilities')
+            except messaging.MessagingTimeout:
+                return None
+        return base.wait_for(answers, timeout, interval=0.2,
+                             what='imaged %s to answer' % self.host)
+
+    def pids(self):
+        """Every process of the agent (the parent and its worker)."""
+        pids = set()
+        for entry in os.listdir('/proc'):
+            if not entry.isdigit():
+                continue
+            try:
+                with open('/proc/%s/stat' % entry) as f:
+                    fields = f.read().rsplit(')', 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != 'Z' and int(fields[2]) == self.process.pid:
+                pids.add(int(entry))
+        return pids
+
+    def kill(self):
+        """SIGKILL to every process of the agent, as a crash would."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(30)
+        # The worker is not our child: make sure it is gone too.
+        base.wait_for(lambda: not self.pids(), 30, interval=0.1,
+                      what='the processes of %s to die' % self.host)
+
+    def terminate(self):
+        """SIGTERM to the main process, as ``systemctl stop`` sends."""
+        self.process.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout=90):
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        self.kill()
+
+    def log(self):
+        try:
+            with open(self.log_file, errors='replace') as f:
+                return f.read()
+        except FileNotFoundError:
+            return ''
+
+    def tmp_files(self):
+        with contextlib.suppress(FileNotFoundError):
+            return sorted(os.listdir(self.tmp_dir))
+        return []
+
+    def base_files(self):
+        with contextlib.suppress(FileNotFoundError):
+            return sorted(n for n in os.listdir(self.base_dir)
+                          if n != '.tmp')
+        return []
+
+
+class GlanceProxy:
+    """A TCP proxy in front of Glance that can slow or cut image data.
+
+    Only responses to ``GET /v2/images/<id>/file`` are touched:
+    ``rate`` (bytes per second) throttles them, ``cut_after`` (bytes)
+    closes the connection once that much of the response went through.
+    ``served`` counts the bytes of such responses sent so far.
+    """
+
+    def __init__(self, endpoint):
+        parsed = urllib.parse.urlsplit(endpoint)
+        self.upstream = (parsed.hostname, parsed.port or 80)
+        self.path = parsed.path.rstrip('/')
+        self.rate = None
+        self.cut_after = None
+        self.served = 0
+        self._listener = socket.socket()
+        self._listener.bind(('127.0.0.1', 0))
+        self._listener.listen(64)
+        self._stopped = False
+        self._sockets = set()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def endpoint(self):
+        return 'http://127.0.0.1:%d%s' % (self._listener.getsockname()[1],
+                                          self.path)
+
+    def heal(self):
+        self.rate = self.cut_after = None
+
+    def close(self):
+        self._stopped = True
+        self._listener.close()
+        with self._lock:
+            for sock in list(self._sockets):
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def _track(self, sock):
+        with self._lock:
+            self._sockets.add(sock)
+        return sock
+
+    def _accept(self):
+        while not self._stopped:
+            try:
+                client, _addr = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(self._track(client),),
+                             daemon=True).start()
+
+    def _serve(self, client):
+        try:
+            upstream = self._track(socket.create_connection(self.upstream,
+                                                            timeout=10))
+        except OSError:
+            client.close()  # as if Glance itself were not listening
+            return
+        upstream.settimeout(None)
+        request = client.recv(65536)
+        data_request = request.split(b'\r\n', 1)[0].endswith(
+            b'/file HTTP/1.1') and request.startswith(b'GET ')
+        upstream.sendall(request)
+        threading.Thread(target=self._pump, args=(client, upstream),
+                         daemon=True).start()
+        try:
+            self._pump(upstream, client, data_request)
+        finally:
+            for sock in (client, upstream):
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def _pump(self, source, dest, data_request=False):
+        sent = 0
+        started = time.monotonic()
+        try:
+            while True:
+                chunk = source.recv(65536)
+                if not chunk:
+                    break
+                if data_request and self.cut_after is not None and \
+                        sent + len(chunk) > self.cut_after:
+                    dest.sendall(chunk[:max(self.cut_after - sent, 0)])
+                    break
+                dest.sendall(chunk)
+                sent += len(chunk)
+                if data_request:
+                    self.served += len(chunk)
+                    if self.rate:
+                        ahead = sent / self.rate - (time.monotonic() -
+                                                    started)
+                        if ahead > 0:
+                            time.sleep(ahead)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, dest):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
+class FaultTestCase(base.ScenarioTestCase):
+
+    exclusive = True
+
+    def setUp(self):
+        fi = self.conf.fault_injection
+        if not fi.enabled:
+            self.skipTest(
+                'fault injection is disabled ([fault_injection] enabled = '
+                'false in %s): these tests stop RabbitMQ, Glance and Ceph '
+                'OSDs and restart the agent, so they only run against a '
+                'disposable deployment such as the local stack' %
+                self.deployment.config_file)
+        super().setUp()
+
+    # -- the deployment's services --------------------------------------------
+
+    def run_command(self, option):
+        command = getattr(self.conf.fault_injection, option)
+        if not command:
+            self.fail('[fault_injection] %s is not set in %s' % (
+                option, self.deployment.config_file))
+        started = time.monotonic()
+        done = subprocess.run(
+            command, shell=True, capture_output=True, text=True,
+            timeout=self.conf.fault_injection.command_timeout)
+        self.addDetail('%s-%.0f' % (option, started), content.text_content(
+            '$ %s\n(exit %s after %.1fs)\n%s%s' % (
+                command, done.returncode, time.monotonic() - started,
+                done.stdout, done.stderr)))
+        if done.returncode:
+            self.fail('%s failed (exit %s): %s' % (
+                command, done.returncode, done.stderr[-2000:]))
+
+    @contextlib.contextmanager
+    def stopped(self, service):
+        """``service`` (glance, rabbitmq, ceph_osd, daemon) is stopped in
+        the block, and started again after it even if the test fails."""
+        started = []
+
+        def start():
+            if not started:
+                started.append(True)
+                self.run_command('%s_start_command' % service)
+        self.addCleanup(start)
+        self.run_command('%s_stop_command' % service)
+        try:
+            yield
+        finally:
+            start()
+
+    # -- agents of the test's own ---------------------------------------------
+
+    def workdir(self):
+        path = self.useFixture(fixtures.TempDir()).path
+        os.chmod(path, 0o755)
+        return path
+
+    def start_agent(self, options=None, workdir=None, host=None):
+        """A new agent, stopped (and its log attached) after the test."""
+        agent = Agent(self.conf, workdir or self.workdir(), options, host)
+        self.addCleanup(self.stop_agent, agent)
+        agent.start()
+        agent.wait_until_serving(self.api, self.ctxt)
+        return agent
+
+    def stop_agent(self, agent):
+        agent.stop()
+        self.addDetail('imaged-%s.log' % agent.host,
+                       content.text_content(agent.log()[-20000:]))
+
+    def restart_agent(self, agent):
+        agent.start()
+        agent.wait_until_serving(self.api, self.ctxt)
+
+    def glance_proxy(self):
+        proxy = GlanceProxy(self.glance.endpoint)
+        self.addCleanup(proxy.close)
+        return proxy
+
+    def create_on(self, agent, image_id, size_gb=1, instance_uuid=None,
+                  timeout=None):
+        """create_root_disk on ``agent``; the disk is removed after."""
+        if instance_uuid is None:
+            instance_uuid = str(uuid.uuid4())
+            self.addCleanup(self.remove_disk, instance_uuid, None,
+                            agent.host)
+        if timeout is None:
+            return self.api.create_root_disk(self.ctxt, agent.host,
+                                             instance_uuid, image_id,
+                                             size_gb)
+        return self.api.client.prepare(
+            server=agent.host, timeout=timeout,
+            call_monitor_timeout=5).call(
+                self.ctxt, 'create_root_disk', instance_uuid=instance_uuid,
+                image_id=image_id, size_gb=size_gb)
+
+    def in_background(self, func, *args, **kwargs):
+        """Run ``func`` in a thread; returns a dict that gets its
+        ``result`` or ``error``, and ``done`` (an Event)."""
+        outcome = {'done': threading.Event()}
+
+        def run():
+            try:
+                outcome['result'] = func(*args, **kwargs)
+            except BaseException as e:
+                outcome['error'] = e
+            finally:
+                outcome['done'].set()
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        self.addCleanup(thread.join, 120)
+        return outcome
+
+    # -- checks ---------------------------------------------------------------
+
+    def assertCleanCache(self, agent, image_id, complete=None):
+        """No temporary file; a base file only if it is the whole image."""
+        self.assertEqual([], agent.tmp_files())
+        if complete is None:
+            self.assertNotIn(image_id, agent.base_files())
+        elif image_id in agent.base_files():
+            with open(os.path.join(agent.base_dir, image_id), 'rb') as f:
+                self.assertEqual(base.sha256(complete), base.sha256(f.read()))
+
+    def assertNothingInPool(self, *words):
+        self.assertEqual([], self.ceph.names_with(*words))
+
+    def assertRefusedInTime(self, errors, seconds, func, *args, **kwargs):
+        started = time.monotonic()
+        e = self.assertRaises(errors, func, *args, **kwargs)
+        elapsed = time.monotonic() - started
+        self.assertLess(elapsed, seconds,
+                        '%s came after %.0fs' % (type(e).__name__, elapsed))
+        return e
+
+
+def corrupt_file(path, offset, length):
+    """Overwrite bytes in place (same size, different content)."""
+    with open(path, 'r+b') as f:
+        f.seek(offset)
+        original = f.read(length)
+        f.seek(offset)
+        f.write(bytes(b ^ 0xff for b in original))
+        f.flush()
+        os.fsync(f.fileno())
+    return original
+
+
+def restore_file(path, offset, original):
+    with open(path, 'r+b') as f:
+        f.seek(offset)
+        f.write(original)

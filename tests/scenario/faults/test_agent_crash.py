@@ -1,0 +1,117 @@
+"""The agent killed, stopped or restarted while it works."""
+
+import time
+
+from oslo_utils import units
+from testtools import content
+
+from imaged import exception
+from tests.scenario import base
+from tests.scenario import images
+from tests.scenario.faults import base as fault_base
+
+IMAGE_SIZE = 32 * units.Mi
+# Glance (through the proxy) sends the image in about 8 s.
+SLOW = IMAGE_SIZE // 8
+
+
+class AgentKilledTest(fault_base.FaultTestCase):
+
+    def test_sigkill_mid_download_leaves_nothing_and_the_retry_succeeds(self):
+        data = images.random_bytes(IMAGE_SIZE)
+        image = self.upload(data)
+        proxy = self.glance_proxy()
+        proxy.rate = SLOW
+        agent = self.start_agent(
+            {'glance': {'endpoint_override': proxy.endpoint}})
+        instance_uuid = self.new_instance()
+        call = self.in_background(self.create_on, agent, image['id'],
+                                  instance_uuid=instance_uuid, timeout=120)
+        base.wait_for(lambda: proxy.served > IMAGE_SIZE // 4, 60,
+                      interval=0.05, what='the download to be under way')
+        self.assertLess(proxy.served, IMAGE_SIZE * 3 // 4)
+        partial_files = agent.tmp_files()
+        agent.kill()
+        self.addDetail('tmp-files-when-killed', content.text_content(
+            repr(partial_files)))
+        self.assertTrue(call['done'].wait(60), 'the call never ended')
+        self.assertIn('error', call)
+        # Dead, it left no file or disk that looks finished.
+        self.assertNotIn(image['id'], agent.base_files())
+        self.assertNotIn(base.disk_name(instance_uuid), self.ceph.names())
+
+        proxy.heal()
+        self.restart_agent(agent)
+        # Its start-up removed what the crash left, before serving.
+        self.assertCleanCache(agent, image['id'])
+        self.assertNothingInPool(instance_uuid)
+        self.assertEqual([], [n for n in self.ceph.names_with(image['id'])
+                              if n.endswith(base.PARTIAL_SUFFIX)])
+
+        disk = self.create_on(agent, image['id'],
+                              instance_uuid=instance_uuid)
+        self.assertEqual('download', disk['strategy'])
+        self.assertDiskHolds(disk['name'], data, size_bytes=units.Gi)
+        self.assertCleanCache(agent, image['id'], complete=data)
+        self.assertEqual(IMAGE_SIZE, self.cached(host=agent.host)[
+            image['id']]['size_bytes'])
+
+
+class AgentStoppedTest(fault_base.FaultTestCase):
+
+    def test_sigterm_lets_a_call_in_flight_finish_before_exit(self):
+        data = images.random_bytes(IMAGE_SIZE)
+        image = self.upload(data)
+        proxy = self.glance_proxy()
+        proxy.rate = SLOW
+        agent = self.start_agent(
+            {'glance': {'endpoint_override': proxy.endpoint}})
+        instance_uuid = self.new_instance()
+        call = self.in_background(self.create_on, agent, image['id'],
+                                  instance_uuid=instance_uuid, timeout=120)
+        base.wait_for(lambda: proxy.served > IMAGE_SIZE // 8, 60,
+                      interval=0.05, what='the download to be under way')
+        agent.terminate()
+        started = time.monotonic()
+        self.assertTrue(call['done'].wait(90), 'the call never ended')
+        returncode = agent.process.wait(90)
+        self.addDetail('exit', content.text_content(
+            'imaged exited with %s after %.1fs' % (
+                returncode, time.monotonic() - started)))
+        self.assertEqual(set(), agent.pids())
+        if 'error' in call:
+            # Cleanly refused: a typed error, and nothing half-made.
+            self.assertIsInstance(call['error'], exception.ImagedException)
+            self.assertNotIn(base.disk_name(instance_uuid),
+                             self.ceph.names())
+        else:
+            self.assertEqual('download', call['result']['strategy'])
+            self.assertDiskHolds(call['result']['name'], data)
+        self.assertEqual([], agent.tmp_files())
+        self.assertEqual([], [
+            n for n in self.ceph.names_with(instance_uuid, image['id'])
+            if n.endswith(base.PARTIAL_SUFFIX)])
+
+
+class AgentUnderTestRestartedTest(fault_base.FaultTestCase):
+
+    def test_restarted_agent_keeps_its_disks_and_cache(self):
+        data = images.random_bytes(4 * units.Mi)
+        image = self.upload(data)
+        first = self.create_root_disk(image['id'])
+        with self.stopped('daemon'):
+            pass
+        base.wait_for(self._answers, 120, what='the agent to answer again')
+        self.assertIn(image['id'], self.cached())
+        again = self.create_root_disk(image['id'],
+                                      instance_uuid=first['instance_uuid'])
+        self.assertEqual('existing', again['strategy'])
+        second = self.create_root_disk(image['id'])
+        self.assertDiskHolds(second['name'], data)
+        self.assertDownloads(1, image['id'])
+
+    def _answers(self):
+        try:
+            return self.caller(timeout=5).call(self.ctxt, 'get_capabilities')
+        except Exception:
+            return None

@@ -1,11 +1,11 @@
 """Benchmarks of imaged against the local stack (``tools/stack.sh start``).
 
-Starts its own imaged daemon and calls it only over RPC, like a scheduler
-would; measures each figure beside a baseline taken in the same run (the same
-work done directly with librbd, glanceclient, the ``rbd`` CLI or
-oslo.messaging), because absolute times drift on a shared machine while
-ratios hold. Every figure is the median of ``--repetitions`` samples; a
-sample that fails is retried once, and the retry is reported.
+Starts its own imaged daemon and calls it only over RPC, as a scheduler
+would, and measures each figure beside a baseline taken in the same run (the
+same work done directly with librbd, glanceclient, the ``rbd`` CLI or
+oslo.messaging): absolute times drift on a shared machine, ratios hold.
+Every figure is the median of ``--repetitions`` samples; a sample that fails
+is retried once, and the retry is reported.
 
     .venv/bin/python -m tools.bench            # full: about 15 minutes
     .venv/bin/python -m tools.bench --quick    # tiny sizes, under a minute
@@ -21,9 +21,11 @@ import argparse
 import contextlib
 import dataclasses
 import datetime
+import glob
 import io
 import json
 import math
+import operator
 import os
 import re
 import shutil
@@ -38,7 +40,7 @@ import time
 import traceback
 import uuid
 
-if __package__ in (None, ''):  # run as a script: make the repository root
+if __package__ in (None, ''):  # run as a script: find the repository
     sys.path.insert(0, os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))))
 
@@ -57,6 +59,7 @@ GiB = 1 << 30
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECTIONS = ('rpc', 'clone', 'download', 'sparse', 'qcow2', 'dedup',
             'memory')
+STARTED = time.monotonic()
 
 
 @dataclasses.dataclass
@@ -70,22 +73,24 @@ class Config:
     dedup_size: int
     rpc_calls: int
     memory_sizes: tuple
+    call_timeout: int        # seconds a create_root_disk call may take
 
 
 FULL = Config(repetitions=3, clone_sizes=(64 * MiB, GiB, 4 * GiB),
               download_sizes=(256 * MiB, GiB), sparse=(4 * GiB, 256 * MiB),
               qcow2=(GiB, 256 * MiB), dedup_calls=16, dedup_size=256 * MiB,
-              rpc_calls=200, memory_sizes=(GiB, 4 * GiB))
-QUICK = Config(repetitions=1, clone_sizes=(4 * MiB, 16 * MiB, 64 * MiB),
-               download_sizes=(8 * MiB, 32 * MiB), sparse=(128 * MiB, 8 * MiB),
-               qcow2=(64 * MiB, 8 * MiB), dedup_calls=16, dedup_size=8 * MiB,
-               rpc_calls=50, memory_sizes=(32 * MiB, 128 * MiB))
+              rpc_calls=200, memory_sizes=(GiB, 4 * GiB), call_timeout=900)
+QUICK = Config(repetitions=1, clone_sizes=(4 * MiB, 32 * MiB),
+               download_sizes=(8 * MiB, 32 * MiB), sparse=(64 * MiB, 8 * MiB),
+               qcow2=(32 * MiB, 8 * MiB), dedup_calls=16, dedup_size=8 * MiB,
+               rpc_calls=50, memory_sizes=(8 * MiB, 32 * MiB),
+               call_timeout=120)
 
 
 def size_text(n):
     if n >= GiB and n % GiB == 0:
         return '%d GiB' % (n // GiB)
-    return '%d MiB' % (n // MiB) if n % MiB == 0 else '%d B' % n
+    return '%d MiB' % (n // MiB)
 
 
 def disk_gb(size):
@@ -93,11 +98,19 @@ def disk_gb(size):
 
 
 def log(msg, *args):
-    print('[%7.1fs] %s' % (time.monotonic() - STARTED, msg % args),
+    print('[%6.1fs] %s' % (time.monotonic() - STARTED, msg % args),
           file=sys.stderr, flush=True)
 
 
-STARTED = time.monotonic()
+def describe(error):
+    lines = str(error).strip().splitlines()
+    return '%s: %s' % (type(error).__name__, lines[0] if lines else '')
+
+
+def alternate(rep, *runs):
+    """Call ``runs`` in turn, in reverse order on odd repetitions."""
+    for run in (runs if rep % 2 == 0 else runs[::-1]):
+        run()
 
 
 # -- image data ---------------------------------------------------------------
@@ -107,7 +120,7 @@ class ImageData(io.RawIOBase):
 
     ``data_mib`` says which MiB hold data (all by default); the others read
     as zeros. Every data MiB is one random MiB stamped with its index, so no
-    block is all zeros and no two MiB are alike: skipping zeros cannot cheat.
+    block is all zeros and no two are alike: skipping zeros cannot cheat.
     """
 
     _random = os.urandom(MiB)
@@ -147,7 +160,6 @@ class ImageData(io.RawIOBase):
         return n
 
     def write_sparse(self, path):
-        """Write the image to a sparse file at ``path``."""
         with open(path, 'wb') as f:
             for index in range(self.size // MiB):
                 block = self.mib(index)
@@ -156,20 +168,27 @@ class ImageData(io.RawIOBase):
             f.truncate(self.size)
 
 
-# -- the machine and the code under test -------------------------------------
+class ImageFile(io.FileIO):
+    """A file to upload, opened anew for each attempt."""
+
+    def __init__(self, path):
+        super().__init__(path, 'rb')
+        self.size = os.path.getsize(path)
+
+
+# -- the machine and processes ------------------------------------------------
 
 def machine_facts():
     facts = {'nproc': len(os.sched_getaffinity(0)), 'cpu_model': None,
              'mem_total_bytes': None, 'kernel': os.uname().release}
     with open('/proc/cpuinfo') as f:
-        for line in f:
-            if line.startswith('model name'):
-                facts['cpu_model'] = line.split(':', 1)[1].strip()
-                break
+        facts['cpu_model'] = next((line.split(':', 1)[1].strip()
+                                   for line in f
+                                   if line.startswith('model name')), None)
     with open('/proc/meminfo') as f:
-        for line in f:
-            if line.startswith('MemTotal:'):
-                facts['mem_total_bytes'] = int(line.split()[1]) * 1024
+        facts['mem_total_bytes'] = next(int(line.split()[1]) * 1024
+                                        for line in f
+                                        if line.startswith('MemTotal:'))
     return facts
 
 
@@ -189,8 +208,8 @@ def proc_status_bytes(pid, key):
             for line in f:
                 if line.startswith(key + ':'):
                     return int(line.split()[1]) * 1024
-    except (FileNotFoundError, ProcessLookupError):
-        return None
+    except OSError:
+        pass
     return None
 
 
@@ -203,11 +222,36 @@ def reset_peak_rss(pid):
 
 def children(pid):
     kids = []
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(OSError):
         for task in os.listdir('/proc/%d/task' % pid):
             with open('/proc/%d/task/%s/children' % (pid, task)) as f:
                 kids += [int(p) for p in f.read().split()]
     return kids
+
+
+def stack_services(stack_dir):
+    """``{pid file: (pid, start time)}`` of the stack's services: changes
+    when the fault-injection suite (or anyone) restarts one of them."""
+    services = {}
+    for pattern in ('ceph/run/*.pid', 'glance/run/*.pid', 'rabbitmq/*.pid'):
+        for path in glob.glob(os.path.join(stack_dir, pattern)):
+            try:
+                with open(path) as f:
+                    pid = int(f.read().strip())
+                with open('/proc/%d/stat' % pid) as f:
+                    services[path] = (pid, f.read().rsplit(')', 1)[1]
+                                      .split()[19])
+            except (OSError, ValueError):
+                services[path] = None
+    return services
+
+
+def alive(pid):
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError:
+        return False
 
 
 # -- the stack ----------------------------------------------------------------
@@ -236,29 +280,23 @@ class AdminCeph:
             self.cluster = cluster
         return self.cluster
 
-    def reconnect(self):
+    def close(self):
         cluster, self.cluster = self.cluster, None
         if cluster is not None:
             with contextlib.suppress(Exception):
                 cluster.shutdown()
-        return self.connect()
-
-    def ioctx(self, pool):
-        return self.connect().open_ioctx(pool)
 
     def problems(self):
         try:
-            cluster = self.connect()
-            if not cluster.pool_exists(self.vms):
+            if not self.connect().pool_exists(self.vms):
                 return ['Ceph pool %s is missing' % self.vms]
+            return []
         except Exception as e:
-            self.reconnect_later()
-            return ['Ceph: %s' % e]
-        return []
+            self.close()  # the next use connects afresh
+            return ['Ceph: %s' % describe(e)]
 
-    def reconnect_later(self):
-        with contextlib.suppress(Exception):
-            self.reconnect()
+    def ioctx(self, pool):
+        return self.connect().open_ioctx(pool)
 
     def clone(self, image_id, name, size_bytes):
         """The clone baseline: clone Glance's snapshot, then resize."""
@@ -268,7 +306,7 @@ class AdminCeph:
                 image.resize(size_bytes)
 
     def import_file(self, path, name, size_bytes):
-        """The naive baseline: ``rbd import``, then resize."""
+        """The naive way's last step: ``rbd import``, then resize."""
         subprocess.run(['rbd', '--conf', self.conf_file, '--id', 'admin',
                         '--keyring', self.keyring, 'import', '--no-progress',
                         path, '%s/%s' % (self.vms, name)],
@@ -278,19 +316,17 @@ class AdminCeph:
                 if image.size() < size_bytes:
                     image.resize(size_bytes)
 
-    def names(self):
-        with self.ioctx(self.vms) as ioctx:
-            return self.rbd.RBD().list(ioctx)
-
     def remove_matching(self, words):
         """Remove every image of the vms pool whose name holds one of
-        ``words``, with its snapshots; clones go before their parents.
+        ``words``, snapshots first; clones go before their parents.
 
-        :returns: names that could not be removed.
+        :returns: the names that could not be removed.
         """
         words = [w for w in words if w]
-        left = [n for n in self.names() if any(w in n for w in words)]
-        for _pass in range(4):
+        with self.ioctx(self.vms) as ioctx:
+            left = [n for n in self.rbd.RBD().list(ioctx)
+                    if any(w in n for w in words)]
+        for _pass in range(5):
             failed = []
             for name in left:
                 try:
@@ -300,10 +336,10 @@ class AdminCeph:
                 except self.rbd.Error:
                     failed.append(name)
             if not failed:
-                return []
+                break
             left = failed
             time.sleep(1)
-        return left
+        return failed
 
     def _remove_with_snapshots(self, name):
         with self.ioctx(self.vms) as ioctx:
@@ -334,25 +370,49 @@ class GlanceImages:
         self.run_id = run_id
         self.ids = set()
 
-    def create(self, data, size, disk_format='raw', backend='local'):
-        image = self.client.images.create(
-            name='imaged-bench-%s' % self.run_id, disk_format=disk_format,
-            container_format='bare')
-        self.ids.add(image['id'])
-        self.client.images.upload(image['id'], data, image_size=size,
-                                  backend=backend)
-        image = dict(self.client.images.get(image['id']))
-        if image['status'] != 'active':
-            raise RuntimeError('Glance image %s is %s after its upload' %
-                               (image['id'], image['status']))
-        return image
+    def create(self, data, disk_format='raw', backend='local', attempts=3):
+        """Upload ``data()`` (a stream with ``size``) as a new image.
 
-    def delete(self, image_id):
-        try:
-            self.client.images.delete(image_id)
-        except Exception as e:
-            if 'not found' not in str(e).lower() and '404' not in str(e):
-                raise
+        Glance on SQLite answers 500 ("database is locked") while others
+        use it: that is the stack, not a sample, so it is retried here.
+        """
+        for attempt in range(1, attempts + 1):
+            image_id = None
+            try:
+                image_id = self.client.images.create(
+                    name='imaged-bench-%s' % self.run_id,
+                    disk_format=disk_format, container_format='bare')['id']
+                self.ids.add(image_id)
+                with contextlib.closing(data()) as stream:
+                    self.client.images.upload(image_id, stream,
+                                              image_size=stream.size,
+                                              backend=backend)
+                image = dict(self.client.images.get(image_id))
+                if image['status'] == 'active':
+                    return image
+                error = RuntimeError('image %s is %s after its upload' %
+                                     (image_id, image['status']))
+            except Exception as e:
+                error = e
+            if image_id is not None:
+                with contextlib.suppress(Exception):
+                    self.delete(image_id)
+            if attempt < attempts:
+                log('Glance upload failed (%s); again', describe(error))
+                time.sleep(3 * attempt)
+        raise error
+
+    def delete(self, image_id, attempts=3):
+        for attempt in range(1, attempts + 1):
+            try:
+                self.client.images.delete(image_id)
+                break
+            except Exception as e:
+                if 'not found' in str(e).lower() or '404' in str(e):
+                    break
+                if attempt == attempts:
+                    raise
+                time.sleep(3 * attempt)
         self.ids.discard(image_id)
 
     def download(self, image_id, path):
@@ -374,16 +434,15 @@ class GlanceImages:
 
     def problems(self):
         try:
-            if requests.get(self.url + '/versions', timeout=10).status_code \
-                    < 500:
-                return []
-            return ['Glance answers with an error']
+            status = requests.get(self.url + '/versions', timeout=10) \
+                .status_code
         except requests.RequestException as e:
-            return ['Glance: %s' % e]
+            return ['Glance: %s' % describe(e)]
+        return ['Glance answers %d' % status] if status >= 500 else []
 
 
 class EchoServer:
-    """A trivial oslo.messaging server, in a child process: the RPC baseline.
+    """A trivial oslo.messaging server in a child process: the RPC baseline.
     """
 
     def __init__(self, run_id):
@@ -427,10 +486,10 @@ class EchoEndpoint:
 def serve_echo(topic, server):
     """``--serve-echo``: answer ``ping`` until SIGTERM."""
     base.configure_client()
-    transport = rpc.get_transport(base.CONF)
     srv = messaging.get_rpc_server(
-        transport, messaging.Target(topic=topic, server=server),
-        [EchoEndpoint()], access_policy=messaging.DefaultRPCAccessPolicy)
+        rpc.get_transport(base.CONF),
+        messaging.Target(topic=topic, server=server), [EchoEndpoint()],
+        access_policy=messaging.DefaultRPCAccessPolicy)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_a: stop.set())
     srv.start()
@@ -442,6 +501,10 @@ def serve_echo(topic, server):
 
 
 # -- the daemon under test ----------------------------------------------------
+
+class WorkerDied(Exception):
+    pass
+
 
 class Agent:
     """The imaged daemon being measured, reached only over RPC and /proc."""
@@ -464,33 +527,67 @@ class Agent:
         kids = children(self.daemon.process.pid)
         return kids[0] if len(kids) == 1 else None
 
+    def call(self, what, func):
+        """``func()``, an RPC call; fails at once if the worker dies.
+
+        Without this a crashed worker costs a whole call timeout.
+        """
+        worker, box = self.worker(), {}
+
+        def run():
+            try:
+                box['result'] = func()
+            except Exception as e:
+                box['error'] = e
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.2)
+            if thread.is_alive() and worker and not alive(worker):
+                raise WorkerDied("imaged's worker process %d died during "
+                                 "%s%s" % (worker, what,
+                                           self._death_note(worker)))
+        if 'error' in box:
+            raise box['error']
+        return box['result']
+
+    def _death_note(self, pid):
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            for line in self.daemon.log().splitlines()[::-1]:
+                if 'Child %d ' % pid in line:
+                    return ' (%s)' % line.split(' [-] ', 1)[-1]
+            time.sleep(0.2)
+        return ''
+
     def create(self, instance_uuid, image_id, size_gb):
         """``(seconds, result, memory)`` of one create_root_disk call."""
         parent, worker = self.daemon.process.pid, self.worker()
         for pid in (parent, worker):
             if pid:
                 reset_peak_rss(pid)
-        idle = worker and proc_status_bytes(worker, 'VmRSS')
+        idle = {'worker_idle': worker and proc_status_bytes(worker, 'VmRSS'),
+                'parent_idle': proc_status_bytes(parent, 'VmRSS')}
         started = time.monotonic()
-        result = self.api.create_root_disk(self.ctxt, self.host,
-                                           instance_uuid, image_id, size_gb)
+        result = self.call('create_root_disk', lambda: (
+            self.api.create_root_disk(self.ctxt, self.host, instance_uuid,
+                                      image_id, size_gb)))
         seconds = time.monotonic() - started
         if result['strategy'] == 'existing':
             raise RuntimeError('imaged returned the existing disk %s: the '
                                'sample measured nothing' % result['name'])
         memory = None
         if worker and worker == self.worker():
-            memory = {'worker_peak': proc_status_bytes(worker, 'VmHWM'),
-                      'worker_idle': idle,
-                      'parent_peak': proc_status_bytes(parent, 'VmHWM')}
+            memory = dict(idle,
+                          worker_peak=proc_status_bytes(worker, 'VmHWM'),
+                          parent_peak=proc_status_bytes(parent, 'VmHWM'))
         return seconds, result, memory
 
     def delete(self, instance_uuid):
-        self.api.delete_root_disk(self.ctxt, self.host, instance_uuid)
+        self.call('delete_root_disk', lambda: self.api.delete_root_disk(
+            self.ctxt, self.host, instance_uuid))
 
-    def capabilities(self, timeout=None):
-        if timeout is None:
-            return self.api.get_capabilities(self.ctxt, self.host)
+    def capabilities(self, timeout):
         return self.api.client.prepare(server=self.host, timeout=timeout) \
             .call(self.ctxt, 'get_capabilities')
 
@@ -498,45 +595,43 @@ class Agent:
         """Drop what the daemon keeps on disk about an image (its cache)."""
         for top, dirs, files in os.walk(self.daemon.state_path):
             for name in files + dirs:
-                if image_id in name:
-                    path = os.path.join(top, name)
-                    if os.path.isdir(path):
-                        shutil.rmtree(path, ignore_errors=True)
-                    else:
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(path)
+                path = os.path.join(top, name)
+                if image_id not in name:
+                    continue
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
 
 
 # -- figures ------------------------------------------------------------------
 
+COMPARE = {'<': operator.lt, '<=': operator.le, '>=': operator.ge}
+
+
 @dataclasses.dataclass
 class Target:
-    op: str          # '<=' or '>='
+    op: str          # a key of COMPARE
     bound: float
     text: str
     on: str = 'ratio'  # or 'value'
 
-    def met(self, figure):
-        x = figure.ratio if self.on == 'ratio' else figure.value
-        if x is None:
-            return None
-        return x <= self.bound if self.op == '<=' else x >= self.bound
-
 
 @dataclasses.dataclass
 class Figure:
+    section: int     # the issue's numbering: 1 clone ... 7 memory
     key: str
     title: str
     unit: str
     baseline_label: str
     target: Target = None
+    summary: str = 'median'  # or 'max'
     samples: list = dataclasses.field(default_factory=list)
     baseline_samples: list = dataclasses.field(default_factory=list)
-    summary: str = 'median'
     notes: list = dataclasses.field(default_factory=list)
 
-    @staticmethod
-    def _summary(samples, how):
+    def _summary(self, samples, how):
         samples = [s for s in samples if s is not None]
         if not samples:
             return None
@@ -558,22 +653,22 @@ class Figure:
 
     @property
     def met(self):
-        return self.target.met(self) if self.target else None
+        if self.target is None:
+            return None
+        x = self.ratio if self.target.on == 'ratio' else self.value
+        return None if x is None else \
+            COMPARE[self.target.op](x, self.target.bound)
 
     def as_dict(self):
-        return {'key': self.key, 'title': self.title, 'unit': self.unit,
-                'value': self.value, 'samples': self.samples,
-                'summary': self.summary,
-                'baseline': {'label': self.baseline_label,
-                             'value': self.baseline,
-                             'samples': self.baseline_samples},
-                'ratio': self.ratio,
-                'target': dataclasses.asdict(self.target)
-                if self.target else None,
-                'met': self.met, 'notes': self.notes}
+        return dict(dataclasses.asdict(self), value=self.value,
+                    baseline=self.baseline, ratio=self.ratio, met=self.met)
 
 
 class SampleFailed(Exception):
+    pass
+
+
+class StackDisturbed(Exception):
     pass
 
 
@@ -601,47 +696,67 @@ class Bench:
         self.baseline_disks = set()
         self.retries, self.errors, self.skipped = [], [], []
 
-    # -- bookkeeping ---------------------------------------------------------
-
-    def figure(self, key, *args, **kwargs):
+    def figure(self, section, key, *args, **kwargs):
         if key not in self.figures:
-            self.figures[key] = Figure(key, *args, **kwargs)
+            self.figures[key] = Figure(section, key, *args, **kwargs)
         return self.figures[key]
 
-    def plot_point(self, series, size, seconds):
-        self.series.setdefault(series, {}).setdefault(size, []).append(
-            seconds)
-
-    def new_instance(self):
-        instance_uuid = str(uuid.uuid4())
-        self.instances.add(instance_uuid)
-        return instance_uuid
-
-    def new_baseline_disk(self):
-        name = 'imaged-bench-%s-%s' % (self.run_id, uuid.uuid4().hex[:8])
-        self.baseline_disks.add(name)
-        return name
+    def plot_point(self, series, size, value):
+        self.series.setdefault(series, {}).setdefault(size, []).append(value)
 
     # -- robustness ----------------------------------------------------------
 
     def attempt(self, what, func):
-        """Run one sample; if it fails, wait for the stack and retry once."""
-        try:
-            return func()
-        except (SampleFailed, NoRoom):
-            raise
-        except Exception as e:
-            log('%s failed (%s); retrying once', what, describe(e))
-            self.retries.append({'what': what, 'error': describe(e)})
+        """Run one sample; if it fails, wait for the stack and retry once.
+
+        A sample during which a service of the stack restarted measured the
+        stack, not imaged: it is done again (up to 3 times), whatever its
+        outcome, and that does not count as imaged's retry.
+        """
+        failures = redone = 0
+        while True:
+            services = stack_services(self.stack['STACK_DIR'])
+            try:
+                return self._checked(func, services)
+            except (SampleFailed, NoRoom):
+                raise
+            except StackDisturbed as e:
+                redone += 1
+                self.retries.append({'what': what, 'error': str(e),
+                                     'stack': True})
+                log('%s: %s; %s', what, e, 'again' if redone <= 3 else
+                    'counted as a failure')
+                if redone <= 3:
+                    self.wait_for_stack()
+                    continue
+                error = e
+            except Exception as e:
+                error = e
+            failures += 1
+            if failures > 1:
+                log('%s failed again: %s', what, describe(error))
+                self.errors.append({'what': what, 'error': describe(error),
+                                    'traceback': ''.join(
+                                        traceback.format_exception(error))})
+                raise SampleFailed(what) from error
+            log('%s failed (%s); retrying once', what, describe(error))
+            self.retries.append({'what': what, 'error': describe(error)})
             self.revive_agent()
             self.wait_for_stack()
+
+    def _checked(self, func, services):
         try:
-            return func()
+            result = func()
         except Exception as e:
-            log('%s failed again: %s', what, describe(e))
-            self.errors.append({'what': what, 'error': describe(e),
-                                'traceback': traceback.format_exc()})
-            raise SampleFailed(what) from e
+            if stack_services(self.stack['STACK_DIR']) != services:
+                raise StackDisturbed('a service of the stack restarted '
+                                     'during the sample (%s)' %
+                                     describe(e)) from e
+            raise
+        if stack_services(self.stack['STACK_DIR']) != services:
+            raise StackDisturbed('a service of the stack restarted during '
+                                 'the sample')
+        return result
 
     def revive_agent(self):
         """Start imaged again if it exited (and say so)."""
@@ -649,7 +764,7 @@ class Bench:
         if process.poll() is None:
             return
         self.errors.append({'what': 'imaged', 'error': 'the daemon exited '
-                            'with %s; started it again' % process.returncode})
+                            'with %s; started again' % process.returncode})
         log('imaged exited with %s; starting it again', process.returncode)
         self.agent.start()
 
@@ -662,6 +777,7 @@ class Bench:
         return problems
 
     def wait_for_stack(self, timeout=180):
+        time.sleep(3)
         deadline = time.monotonic() + timeout
         while True:
             problems = self.problems()
@@ -674,21 +790,21 @@ class Bench:
 
     def ensure_room(self, local_bytes, ceph_bytes, what):
         """Refuse a figure the disk or the cluster has no room for."""
-        free = shutil.disk_usage(self.workdir).free
-        glance_free = shutil.disk_usage(self.stack['STACK_DIR']).free
+        free = min(shutil.disk_usage(self.workdir).free,
+                   shutil.disk_usage(self.stack['STACK_DIR']).free)
         avail = self.ceph.available_bytes()
-        if min(free, glance_free) < local_bytes + 4 * GiB or \
-                avail < ceph_bytes + 2 * GiB:
+        if free < local_bytes + 4 * GiB or avail < ceph_bytes + 2 * GiB:
             raise NoRoom('%s needs %s on disk and %s in Ceph; %s and %s are '
                          'free' % (what, size_text(local_bytes),
-                                   size_text(ceph_bytes),
-                                   size_text(min(free, glance_free)),
+                                   size_text(ceph_bytes), size_text(free),
                                    size_text(avail)))
 
+    # -- what samples make and remove ---------------------------------------
+
     @contextlib.contextmanager
-    def fresh_image(self, data, size, disk_format='raw', backend='local'):
+    def fresh_image(self, data, disk_format='raw', backend='local'):
         """A new Glance image, forgotten everywhere when the block ends."""
-        image = self.glance.create(data, size, disk_format, backend)
+        image = self.glance.create(data, disk_format, backend)
         try:
             yield image
         finally:
@@ -701,32 +817,22 @@ class Bench:
 
     @contextlib.contextmanager
     def disks(self):
-        """Instance uuids and baseline disk names, removed when it ends."""
-        made = {'instances': [], 'baseline': []}
+        """Disks made in the block (imaged's and the baselines'), removed
+        when it ends."""
+        made = Disks(self)
         try:
             yield made
         finally:
-            for instance_uuid in made['instances']:
+            for instance_uuid in made.instances:
                 with contextlib.suppress(Exception):
                     self.agent.delete(instance_uuid)
-            left = self.ceph.remove_matching(made['instances'] +
-                                             made['baseline'])
+            left = self.ceph.remove_matching(made.instances + made.baseline)
             if left:
                 raise RuntimeError('cannot remove disks %s' % left)
 
-    def create(self, made, image_id, size_gb):
-        instance_uuid = self.new_instance()
-        made['instances'].append(instance_uuid)
-        return self.agent.create(instance_uuid, image_id, size_gb)
-
-    def baseline_disk(self, made):
-        name = self.new_baseline_disk()
-        made['baseline'].append(name)
-        return name
-
     def naive_create(self, made, image_id, size_gb, disk_format='raw'):
         """Seconds for the naive way: download, (convert,) rbd import."""
-        name = self.baseline_disk(made)
+        name = made.baseline_name()
         tmp = tempfile.mkdtemp(dir=self.workdir)
         try:
             started = time.monotonic()
@@ -748,6 +854,8 @@ class Bench:
 
     def run(self, sections):
         self.ceph.connect()
+        if 'rpc' in sections:  # it boots while imaged does
+            self.echo = EchoServer(self.run_id)
         self.agent.start()
         log('imaged %s is serving', self.agent.host)
         for section in SECTIONS:
@@ -760,203 +868,197 @@ class Bench:
             except NoRoom as e:
                 log('section %s skipped: %s', section, e)
                 self.skipped.append({'section': section, 'reason': str(e)})
+            except Exception as e:
+                log('section %s stopped: %s', section, describe(e))
+                self.errors.append({'what': 'section %s' % section,
+                                    'error': describe(e),
+                                    'traceback': traceback.format_exc()})
         self.derive()
 
     def measure_rpc(self):
-        cfg = self.config
-        self.echo = EchoServer(self.run_id)
+        calls = self.config.rpc_calls
         self.echo.wait_until_serving()
         echo = self.echo.client.prepare(timeout=30)
         agent = self.agent.api.client.prepare(server=self.agent.host,
                                               timeout=30)
         fig = self.figure(
-            'rpc', 'get_capabilities, %d sequential calls' % cfg.rpc_calls,
+            6, 'rpc', 'get_capabilities, %d sequential calls' % calls,
             'calls/s', 'trivial oslo.messaging endpoint',
             Target('>=', 0.8, '>= 0.8x'))
 
-        def rate(call):
-            started = time.monotonic()
-            for _i in range(cfg.rpc_calls):
-                call()
-            return cfg.rpc_calls / (time.monotonic() - started)
-
-        def echo_call():
+        def by_echo():
             echo.call({}, 'ping')
 
-        def imaged_call():
+        def by_imaged():
             agent.call(self.agent.ctxt, 'get_capabilities')
-        for _i in range(10):  # warm up connections and caches
-            echo_call()
-            imaged_call()
-        for rep in range(cfg.repetitions):
-            def sample():
-                pair = [(fig.baseline_samples, echo_call),
-                        (fig.samples, imaged_call)]
-                rates = [(dest, rate(call))
-                         for dest, call in pair[::1 - 2 * (rep % 2)]]
-                for dest, value in rates:
-                    dest.append(value)
-                return rates
-            self.attempt('rpc rep %d' % (rep + 1), sample)
+
+        def rates(rep):
+            out = {}
+
+            def rate(call):
+                started = time.monotonic()
+                for _i in range(calls):
+                    call()
+                out[call] = calls / (time.monotonic() - started)
+            alternate(rep, lambda: rate(by_imaged), lambda: rate(by_echo))
+            return out[by_imaged], out[by_echo]
+        for _i in range(10):  # connections, caches
+            by_echo()
+            by_imaged()
+        for rep in range(self.config.repetitions):
+            agent_rate, echo_rate = self.attempt('rpc rep %d' % (rep + 1),
+                                                 lambda: rates(rep))
+            fig.samples.append(agent_rate)
+            fig.baseline_samples.append(echo_rate)
             log('rpc rep %d: imaged %.0f calls/s, trivial %.0f calls/s',
                 rep + 1, fig.samples[-1], fig.baseline_samples[-1])
 
     def measure_clone(self):
-        cfg = self.config
-        for size in cfg.clone_sizes:
+        for size in self.config.clone_sizes:
             self.ensure_room(size, 2 * size, 'clone %s' % size_text(size))
             image = self.attempt(
-                'upload clone %s' % size_text(size),
-                lambda: self.glance.create(ImageData(size), size,
+                'upload for clone %s' % size_text(size),
+                lambda: self.glance.create(lambda: ImageData(size),
                                            backend='ceph'))
+            fig = self.figure(
+                1, 'clone-%d' % size, 'clone, %s' % size_text(size), 's',
+                'librbd clone + resize', Target('<=', 2.0, '<= 2x'))
             try:
-                fig = self.figure(
-                    'clone-%s' % size_text(size).replace(' ', ''),
-                    'clone, %s image' % size_text(size), 's',
-                    'librbd clone + resize', Target('<=', 2.0, '<= 2x'))
-                for rep in range(cfg.repetitions):
-                    self.attempt('clone %s rep %d' % (size_text(size),
-                                                      rep + 1),
-                                 lambda: self.clone_sample(fig, image, size,
-                                                           rep))
+                for rep in range(self.config.repetitions):
+                    out = self.attempt(
+                        'clone %s rep %d' % (size_text(size), rep + 1),
+                        lambda: self.clone_sample(image, size, rep))
+                    fig.samples.append(out['imaged'])
+                    fig.baseline_samples.append(out['librbd'])
+                    self.plot_point('clone (imaged)', size, out['imaged'])
+                    self.plot_point('clone: librbd (baseline)', size,
+                                    out['librbd'])
             finally:
                 self.forget_image(image['id'])
 
-    def clone_sample(self, fig, image, size, rep):
-        size_gb = disk_gb(size)
+    def clone_sample(self, image, size, rep):
+        size_gb, out = disk_gb(size), {}
         with self.disks() as made:
             def by_imaged():
-                seconds, result, _mem = self.create(made, image['id'],
-                                                    size_gb)
+                out['imaged'], result, _mem = made.create(image['id'],
+                                                          size_gb)
                 if result['strategy'] != 'clone':
                     raise RuntimeError(
-                        'imaged used strategy %s, not clone, for image %s '
-                        'in Glance\'s Ceph store' % (result['strategy'],
-                                                     image['id']))
-                return seconds
+                        "imaged made a %s, not a clone, of image %s in "
+                        "Glance's Ceph store" % (result['strategy'],
+                                                 image['id']))
 
             def by_librbd():
-                name = self.baseline_disk(made)
+                name = made.baseline_name()
                 started = time.monotonic()
                 self.ceph.clone(image['id'], name, size_gb * GiB)
-                return time.monotonic() - started
-            runs = [by_imaged, by_librbd] if rep % 2 == 0 else \
-                [by_librbd, by_imaged]
-            times = {run: run() for run in runs}
-        fig.samples.append(times[by_imaged])
-        fig.baseline_samples.append(times[by_librbd])
-        self.plot_point('clone (imaged)', size, times[by_imaged])
-        self.plot_point('clone (librbd, baseline)', size, times[by_librbd])
+                out['librbd'] = time.monotonic() - started
+            alternate(rep, by_imaged, by_librbd)
         log('clone %s rep %d: imaged %.3fs, librbd %.3fs', size_text(size),
-            rep + 1, times[by_imaged], times[by_librbd])
+            rep + 1, out['imaged'], out['librbd'])
+        return out
 
-    def download_sample(self, size, data, label, rep, disk_format='raw',
+    def download_sample(self, what, data, size, rep, disk_format='raw',
                         second=False):
         """One fresh image: imaged's first (and second) disk, the naive way.
 
         :returns: dict of seconds and the first call's memory figures.
         """
-        size_gb = disk_gb(size)
-        out = {}
-        stream = data()
-        with self.fresh_image(stream, stream.size, disk_format) as image, \
+        size_gb, out = disk_gb(size), {}
+        with self.fresh_image(data, disk_format) as image, \
                 self.disks() as made:
             def by_imaged():
-                out['first'], _res, out['memory'] = self.create(
-                    made, image['id'], size_gb)
+                out['first'], _res, out['memory'] = made.create(image['id'],
+                                                                size_gb)
                 if second:
-                    out['second'], res, _mem = self.create(
-                        made, image['id'], size_gb)
+                    out['second'], res, _mem = made.create(image['id'],
+                                                           size_gb)
                     out['second_strategy'] = res['strategy']
 
             def naive():
                 out['naive'] = self.naive_create(made, image['id'], size_gb,
                                                  disk_format)
-            for run in ([by_imaged, naive] if rep % 2 == 0
-                        else [naive, by_imaged]):
-                run()
-        log('%s rep %d: %s', label, rep + 1, ', '.join(
+            alternate(rep, by_imaged, naive)
+        log('%s rep %d: %s', what, rep + 1, ', '.join(
             '%s %.2fs' % (k, v) for k, v in out.items()
             if isinstance(v, float)))
         return out
 
     def measure_download(self):
-        cfg = self.config
-        for size in cfg.download_sizes:
-            self.ensure_room(3 * size, 3 * size, 'download %s' %
-                             size_text(size))
-            key = size_text(size).replace(' ', '')
+        for size in self.config.download_sizes:
+            text = size_text(size)
+            self.ensure_room(3 * size, 3 * size, 'download %s' % text)
             first = self.figure(
-                'download-%s' % key, 'download, first disk, %s' %
-                size_text(size), 's', 'naive download + rbd import',
+                2, 'download-%d' % size, 'download %s, first disk' % text,
+                's', 'naive: download, rbd import',
                 Target('<=', 1 / 1.5, '<= 0.67x (1.5x faster)'))
             hit = self.figure(
-                'cache-hit-%s' % key, 'download, second disk (cache hit), '
-                '%s' % size_text(size), 's', 'imaged first disk',
+                2, 'cache-hit-%d' % size, 'download %s, second disk' % text,
+                's', 'imaged, first disk',
                 Target('<=', 1 / 5, '<= 0.2x (5x faster)'))
-            memory = self.figure(
-                'memory-%s' % key, 'peak RSS of the worker, %s download' %
-                size_text(size), 'MiB', 'worker RSS before the call',
-                Target('<', 200, '< 200 MiB', on='value'))
-            for rep in range(cfg.repetitions):
+            for rep in range(self.config.repetitions):
                 out = self.attempt(
-                    'download %s rep %d' % (size_text(size), rep + 1),
+                    'download %s rep %d' % (text, rep + 1),
                     lambda: self.download_sample(
-                        size, lambda: ImageData(size),
-                        'download %s' % size_text(size), rep, second=True))
+                        'download %s' % text, lambda: ImageData(size), size,
+                        rep, second=True))
                 first.samples.append(out['first'])
                 first.baseline_samples.append(out['naive'])
                 hit.samples.append(out['second'])
                 hit.baseline_samples.append(out['first'])
-                if out['second_strategy'] != 'download':
-                    hit.notes.append('second disk by %s' %
-                                     out['second_strategy'])
-                self.record_memory(memory, size, out['memory'])
+                hit.notes.append('second disk by %s' %
+                                 out['second_strategy'])
+                self.record_memory(size, out['memory'])
                 self.plot_point('download, first disk (imaged)', size,
                                 out['first'])
-                self.plot_point('download, cache hit (imaged)', size,
+                self.plot_point('download, second disk (imaged)', size,
                                 out['second'])
-                self.plot_point('naive download + rbd import (baseline)',
-                                size, out['naive'])
+                self.plot_point('download: naive (baseline)', size,
+                                out['naive'])
 
-    def record_memory(self, fig, size, memory):
-        if not memory or None in memory.values():
-            fig.notes.append('a sample could not read the worker\'s memory')
+    def memory_figures(self, size):
+        text = size_text(size)
+        target = Target('<', 200, '< 200 MiB', on='value')
+        return (self.figure(7, 'memory-%d' % size,
+                            'worker peak RSS, %s download' % text, 'MiB',
+                            'worker RSS before', target),
+                self.figure(7, 'memory-parent-%d' % size,
+                            'parent peak RSS, %s download' % text, 'MiB',
+                            'parent RSS before', target))
+
+    def record_memory(self, size, memory):
+        if size not in self.config.memory_sizes:
             return
-        fig.samples.append(memory['worker_peak'] / MiB)
-        fig.baseline_samples.append(memory['worker_idle'] / MiB)
-        self.plot_point('peak RSS, worker', size, memory['worker_peak'])
-        parent = self.figure(
-            'memory-parent-%s' % size_text(size).replace(' ', ''),
-            'peak RSS of the parent, %s download' % size_text(size), 'MiB',
-            'worker RSS before the call',
-            Target('<', 200, '< 200 MiB', on='value'))
+        worker, parent = self.memory_figures(size)
+        if not memory or None in memory.values():
+            worker.notes.append("a sample could not read the worker's "
+                                "memory")
+            return
+        worker.samples.append(memory['worker_peak'] / MiB)
+        worker.baseline_samples.append(memory['worker_idle'] / MiB)
         parent.samples.append(memory['parent_peak'] / MiB)
-        parent.baseline_samples.append(memory['worker_idle'] / MiB)
+        parent.baseline_samples.append(memory['parent_idle'] / MiB)
+        self.plot_point('peak RSS, worker', size, memory['worker_peak'])
 
     def measure_sparse(self):
-        cfg = self.config
-        size, data = cfg.sparse
+        size, data = self.config.sparse
         self.ensure_room(2 * size + data, 2 * data, 'sparse %s' %
                          size_text(size))
         fig = self.figure(
-            'sparse', 'download, first disk, sparse %s holding %s' % (
+            3, 'sparse', 'sparse %s (%s data), first disk' % (
                 size_text(size), size_text(data)), 's',
-            'naive download + rbd import')
-        for rep in range(cfg.repetitions):
-            out = self.attempt(
-                'sparse rep %d' % (rep + 1),
-                lambda: self.download_sample(
-                    size, lambda: ImageData.spread(size, data), 'sparse',
-                    rep))
+            'naive: download, rbd import')
+        for rep in range(self.config.repetitions):
+            out = self.attempt('sparse rep %d' % (rep + 1), lambda: (
+                self.download_sample('sparse', lambda: ImageData.spread(
+                    size, data), size, rep)))
             fig.samples.append(out['first'])
             fig.baseline_samples.append(out['naive'])
             self.plot_point('sparse, first disk (imaged)', size, out['first'])
-            self.plot_point('sparse, naive (baseline)', size, out['naive'])
+            self.plot_point('sparse: naive (baseline)', size, out['naive'])
 
     def measure_qcow2(self):
-        cfg = self.config
-        size, data = cfg.qcow2
+        size, data = self.config.qcow2
         self.ensure_room(2 * size + 2 * data, 2 * data, 'qcow2')
         raw = os.path.join(self.workdir, 'qcow2-source.raw')
         qcow2 = os.path.join(self.workdir, 'image.qcow2')
@@ -965,60 +1067,51 @@ class Bench:
                         raw, qcow2], check=True, capture_output=True)
         os.unlink(raw)
         fig = self.figure(
-            'qcow2', 'download, first disk, qcow2 %s holding %s' % (
+            4, 'qcow2', 'qcow2 %s (%s data), first disk' % (
                 size_text(size), size_text(data)), 's',
-            'naive download + qemu-img convert + rbd import')
-        try:
-            for rep in range(cfg.repetitions):
-                out = self.attempt(
-                    'qcow2 rep %d' % (rep + 1),
-                    lambda: self.download_sample(
-                        size, lambda: QcowFile(qcow2), 'qcow2', rep,
-                        disk_format='qcow2'))
-                fig.samples.append(out['first'])
-                fig.baseline_samples.append(out['naive'])
-                self.plot_point('qcow2, first disk (imaged)', size,
-                                out['first'])
-                self.plot_point('qcow2, naive (baseline)', size,
-                                out['naive'])
-        finally:
-            os.unlink(qcow2)
+            'naive: download, qemu-img convert, rbd import')
+        for rep in range(self.config.repetitions):
+            out = self.attempt('qcow2 rep %d' % (rep + 1), lambda: (
+                self.download_sample('qcow2', lambda: ImageFile(qcow2), size,
+                                     rep, disk_format='qcow2')))
+            fig.samples.append(out['first'])
+            fig.baseline_samples.append(out['naive'])
+            self.plot_point('qcow2, first disk (imaged)', size, out['first'])
+            self.plot_point('qcow2: naive (baseline)', size, out['naive'])
+        os.unlink(qcow2)
 
     def measure_dedup(self):
-        cfg = self.config
-        size, calls = cfg.dedup_size, cfg.dedup_calls
+        size, calls = self.config.dedup_size, self.config.dedup_calls
         self.ensure_room(3 * size, (calls + 2) * size, 'dedup')
         count = self.figure(
-            'dedup-downloads', 'downloads for %d simultaneous calls, %s '
-            'image (worst of all repetitions)' % (calls, size_text(size)),
-            'downloads', 'ideal', Target('<=', 1, '1 download', on='value'),
-            summary='max')
+            5, 'dedup-downloads', '%d simultaneous calls, %s: downloads '
+            '(worst)' % (calls, size_text(size)), 'downloads', 'ideal',
+            Target('<=', 1, '1 download', on='value'), summary='max')
         total = self.figure(
-            'dedup-time', '%d simultaneous calls, all done, %s image' % (
+            5, 'dedup-time', '%d simultaneous calls, %s: all done' % (
                 calls, size_text(size)), 's', 'one call alone')
-        for rep in range(cfg.repetitions):
-            downloads, seconds, alone = self.attempt(
-                'dedup rep %d' % (rep + 1),
-                lambda: self.dedup_sample(size, calls, rep))
-            count.samples.append(downloads)
+        for rep in range(self.config.repetitions):
+            out = self.attempt('dedup rep %d' % (rep + 1),
+                               lambda: self.dedup_sample(size, calls, rep))
+            count.samples.append(out['downloads'])
             count.baseline_samples.append(1)
-            total.samples.append(seconds)
-            total.baseline_samples.append(alone)
+            total.samples.append(out['total'])
+            total.baseline_samples.append(out['alone'])
             log('dedup rep %d: %d downloads, %d calls in %.2fs, one alone '
-                '%.2fs', rep + 1, downloads, calls, seconds, alone)
+                '%.2fs', rep + 1, out['downloads'], calls, out['total'],
+                out['alone'])
 
     def dedup_sample(self, size, calls, rep):
-        size_gb = disk_gb(size)
-        out = {}
-        with self.fresh_image(ImageData(size), size) as shared, \
-                self.fresh_image(ImageData(size), size) as single, \
+        size_gb, out = disk_gb(size), {}
+        with self.fresh_image(lambda: ImageData(size)) as shared, \
+                self.fresh_image(lambda: ImageData(size)) as single, \
                 self.disks() as made:
             def simultaneous():
                 errors = []
 
                 def call():
                     try:
-                        self.create(made, shared['id'], size_gb)
+                        made.create(shared['id'], size_gb)
                     except Exception as e:
                         errors.append(e)
                 threads = [threading.Thread(target=call)
@@ -1033,123 +1126,127 @@ class Bench:
                     raise errors[0]
 
             def alone():
-                out['alone'], _res, _mem = self.create(made, single['id'],
-                                                       size_gb)
-            for run in ([simultaneous, alone] if rep % 2 == 0
-                        else [alone, simultaneous]):
-                run()
-            # Glance logs a request when it ends: let the count settle.
+                out['alone'], _res, _mem = made.create(single['id'], size_gb)
+            alternate(rep, simultaneous, alone)
+            # Glance logs a request as it ends: let the count settle.
             counts = [self.glance.downloads(shared['id'])]
-            while len(counts) < 4 or counts[-1] != counts[-3]:
-                time.sleep(0.5)
+            while len(counts) < 3 or counts[-1] != counts[-2]:
+                time.sleep(0.3)
                 counts.append(self.glance.downloads(shared['id']))
-        return counts[-1], out['total'], out['alone']
+            out['downloads'] = counts[-1]
+        return out
 
     def measure_memory(self):
-        cfg = self.config
-        for size in cfg.memory_sizes:
-            key = size_text(size).replace(' ', '')
-            fig = self.figure(
-                'memory-%s' % key, 'peak RSS of the worker, %s download' %
-                size_text(size), 'MiB', 'worker RSS before the call',
-                Target('<', 200, '< 200 MiB', on='value'))
-            if fig.samples:  # the download section measured it
+        for size in self.config.memory_sizes:
+            text = size_text(size)
+            worker, _parent = self.memory_figures(size)
+            if worker.samples:  # the download section measured it
                 continue
-            self.ensure_room(3 * size, 2 * size, 'memory %s' %
-                             size_text(size))
-            for rep in range(cfg.repetitions):
-                out = self.attempt(
-                    'memory %s rep %d' % (size_text(size), rep + 1),
-                    lambda: self.memory_sample(size))
-                self.record_memory(fig, size, out['memory'])
+            self.ensure_room(3 * size, 2 * size, 'memory %s' % text)
+            for rep in range(self.config.repetitions):
+                out = self.attempt('memory %s rep %d' % (text, rep + 1),
+                                   lambda: self.memory_sample(size))
+                self.record_memory(size, out['memory'])
                 self.plot_point('download, first disk (imaged)', size,
                                 out['first'])
-                log('memory %s rep %d: %.2fs, worker peak %.0f MiB',
-                    size_text(size), rep + 1, out['first'],
-                    fig.samples[-1] if fig.samples else float('nan'))
+                log('memory %s rep %d: %.2fs, worker peak %s', text,
+                    rep + 1, out['first'], '%.0f MiB' % worker.samples[-1]
+                    if worker.samples else 'unknown')
 
     def memory_sample(self, size):
-        with self.fresh_image(ImageData(size), size) as image, \
+        with self.fresh_image(lambda: ImageData(size)) as image, \
                 self.disks() as made:
-            seconds, _res, memory = self.create(made, image['id'],
-                                                disk_gb(size))
+            seconds, _res, memory = made.create(image['id'], disk_gb(size))
         return {'first': seconds, 'memory': memory}
 
     def derive(self):
         """Figures that compare imaged with itself."""
-        clone = [self.figures.get('clone-%s' % size_text(s).replace(' ', ''))
-                 for s in self.config.clone_sizes]
-        if clone and clone[0] and clone[-1] and clone[-1].samples:
-            fig = self.figure(
-                'clone-flat', 'clone, %s image against %s' % (
-                    size_text(self.config.clone_sizes[-1]),
-                    size_text(self.config.clone_sizes[0])), 's',
-                'imaged clone, %s' % size_text(self.config.clone_sizes[0]),
-                Target('<=', 1.2, '<= 1.2x'))
-            fig.samples, fig.baseline_samples = clone[-1].samples, \
-                clone[0].samples
-        sparse = self.figures.get('sparse')
-        dense = self.figures.get('download-%s' % size_text(
-            self.config.sparse[1]).replace(' ', ''))
-        if sparse and dense and sparse.samples:
-            fig = self.figure(
-                'sparse-vs-dense', 'sparse %s against dense %s' % (
-                    size_text(self.config.sparse[0]),
-                    size_text(self.config.sparse[1])), 's',
-                'imaged first disk, dense %s' %
-                size_text(self.config.sparse[1]),
-                Target('<=', 1.5, '<= 1.5x'))
-            fig.samples, fig.baseline_samples = sparse.samples, dense.samples
-        sizes = self.config.memory_sizes
-        small, large = (self.figures.get('memory-%s' % size_text(s)
-                                         .replace(' ', ''))
-                        for s in (sizes[0], sizes[-1]))
-        if small and large and small is not large and large.samples:
-            fig = self.figure(
-                'memory-flat', 'peak RSS of the worker, %s against %s' % (
-                    size_text(sizes[-1]), size_text(sizes[0])), 'MiB',
-                'peak RSS, %s' % size_text(sizes[0]),
-                Target('<=', 1.2, '<= 1.2x'))
-            fig.samples, fig.baseline_samples = large.samples, small.samples
+        cfg, figs = self.config, self.figures
+
+        def compare(section, key, title, unit, label, target, pair):
+            value, baseline = (figs.get(k) for k in pair)
+            if value and baseline and value is not baseline and \
+                    value.samples and baseline.samples:
+                fig = self.figure(section, key, title, unit, label, target)
+                fig.samples = value.samples
+                fig.baseline_samples = baseline.samples
+        small, large = cfg.clone_sizes[0], cfg.clone_sizes[-1]
+        compare(1, 'clone-flat', 'clone, %s against %s' % (
+            size_text(large), size_text(small)), 's',
+            'imaged, %s' % size_text(small), Target('<=', 1.2, '<= 1.2x'),
+            ('clone-%d' % large, 'clone-%d' % small))
+        size, data = cfg.sparse
+        compare(3, 'sparse-vs-dense', 'sparse %s against dense %s' % (
+            size_text(size), size_text(data)), 's',
+            'imaged, dense %s' % size_text(data),
+            Target('<=', 1.5, '<= 1.5x'), ('sparse', 'download-%d' % data))
+        small, large = cfg.memory_sizes[0], cfg.memory_sizes[-1]
+        compare(7, 'memory-flat', 'worker peak RSS, %s against %s' % (
+            size_text(large), size_text(small)), 'MiB',
+            'worker peak, %s' % size_text(small),
+            Target('<=', 1.2, '<= 1.2x'),
+            ('memory-%d' % large, 'memory-%d' % small))
 
     # -- the end -------------------------------------------------------------
 
     def cleanup(self):
-        """Remove everything the run made, whatever state it is in."""
-        if self.echo is not None:
-            self.echo.stop()
-        left = []
-        with contextlib.suppress(Exception):
-            self.agent.daemon.stop()
+        """Remove everything the run made, whatever state it is in.
+
+        :returns: what could not be removed.
+        """
+        log('cleaning up')
+        # Both stop while the disks and images go.
+        for process in (self.echo and self.echo.process,
+                        self.agent.daemon.process):
+            if process is not None and process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
         try:
             left = self.ceph.remove_matching(
                 sorted(self.instances | self.baseline_disks | self.glance.ids))
         except Exception as e:
-            left = ['(%s)' % describe(e)]
+            left = ['RBD images (%s)' % describe(e)]
         for image_id in list(self.glance.ids):
             try:
                 self.glance.delete(image_id)
             except Exception as e:
                 left.append('Glance image %s (%s)' % (image_id, describe(e)))
-        if self.ceph.cluster is not None:
-            with contextlib.suppress(Exception):
-                self.ceph.cluster.shutdown()
+        self.ceph.close()
+        for process in (self.echo and self.echo.process,
+                        self.agent.daemon.process):
+            if process is None:
+                continue
+            try:
+                process.wait(90)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(30)
         if left:
             log('could not remove: %s', ', '.join(left))
+        log('clean')
         return left
 
 
-class QcowFile(io.FileIO):
-    """The qcow2 file, opened anew for each upload."""
+class Disks:
+    """The disks one sample makes: imaged's, by instance, and baselines'."""
 
-    def __init__(self, path):
-        super().__init__(path, 'rb')
-        self.size = os.path.getsize(path)
+    def __init__(self, bench):
+        self.bench = bench
+        self.instances, self.baseline = [], []
 
+    def create(self, image_id, size_gb):
+        instance_uuid = str(uuid.uuid4())
+        self.bench.instances.add(instance_uuid)
+        self.instances.append(instance_uuid)
+        return self.bench.agent.create(instance_uuid, image_id, size_gb)
 
-def describe(error):
-    text = str(error).strip().splitlines()
-    return '%s: %s' % (type(error).__name__, text[0] if text else '')
+    def baseline_name(self):
+        name = 'imaged-bench-%s-%s' % (self.bench.run_id,
+                                       uuid.uuid4().hex[:8])
+        self.bench.baseline_disks.add(name)
+        self.baseline.append(name)
+        return name
 
 
 # -- output -------------------------------------------------------------------
@@ -1167,12 +1264,11 @@ def number(value, unit):
 
 
 def table(report, figures):
-    m = report['machine']
-    src = report['imaged']
+    m, src = report['machine'], report['imaged']
     lines = [
-        'imaged benchmark, %s, %s configuration, %s of %d repetitions' % (
-            report['date'], report['configuration'], 'median',
-            report['repetitions']),
+        'imaged benchmark, %s, %s configuration, median of %d '
+        'repetitions' % (report['date'], report['configuration'],
+                         report['repetitions']),
         'machine: %d CPUs (%s), %.1f GiB RAM, Linux %s' % (
             m['nproc'], m['cpu_model'], m['mem_total_bytes'] / GiB,
             m['kernel']),
@@ -1180,22 +1276,22 @@ def table(report, figures):
                                 ' + uncommitted changes in imaged/'
                                 if src['uncommitted'] else ''),
         '']
-    rows = [('figure', 'imaged', 'baseline', 'ratio', 'target', 'result')]
+    rows = [('#', 'figure', 'imaged', 'baseline', 'ratio', 'target',
+             'result')]
     for f in figures:
-        result = {True: 'met', False: 'MISSED', None: '-'}[f.met]
-        rows.append((f.title, number(f.value, f.unit),
-                     '%s (%s)' % (number(f.baseline, f.unit),
-                                  f.baseline_label),
+        rows.append((str(f.section), f.title, number(f.value, f.unit),
+                     '%s %s' % (number(f.baseline, f.unit),
+                                f.baseline_label),
                      '%.2fx' % f.ratio if f.ratio is not None else '-',
                      f.target.text if f.target else '(report only)',
-                     result))
+                     {True: 'met', False: 'MISSED', None: '-'}[f.met]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for i, row in enumerate(rows):
         lines.append('  '.join(c.ljust(w) for c, w in zip(row, widths))
                      .rstrip())
         if i == 0:
             lines.append('  '.join('-' * w for w in widths))
-    notes = ['%s: %s' % (f.title, '; '.join(sorted(set(f.notes))))
+    notes = ['%s: %s' % (f.title, ', '.join(sorted(set(f.notes))))
              for f in figures if f.notes]
     notes += ['retried once: %s (%s)' % (r['what'], r['error'])
               for r in report['retries']]
@@ -1203,18 +1299,12 @@ def table(report, figures):
               for e in report['errors']]
     notes += ['skipped %s: %s' % (s['section'], s['reason'])
               for s in report['skipped']]
-    if notes:
-        lines += [''] + notes
+    notes += ['not removed: %s' % ', '.join(report['not_removed'])] \
+        if report['not_removed'] else []
     met = [f.met for f in figures if f.met is not None]
-    lines += ['', 'targets met: %d of %d; took %.0f s' % (
-        sum(met), len(met), report['duration_s'])]
-    return '\n'.join(lines)
-
-
-PLOT_STYLE = {
-    'clone': 'tab:blue', 'download, first': 'tab:orange',
-    'naive download': 'tab:orange', 'download, cache hit': 'tab:green',
-    'sparse': 'tab:purple', 'qcow2': 'tab:brown'}
+    return '\n'.join(lines + [''] + notes + [
+        '', 'targets met: %d of %d; took %.0f s' % (
+            sum(met), len(met), report['duration_s'])])
 
 
 def draw_plot(report, path):
@@ -1226,19 +1316,22 @@ def draw_plot(report, path):
         log('matplotlib is missing (pip install -r bench-requirements.txt): '
             'no plot')
         return False
+    colours = {'clone': 'tab:blue', 'download, first': 'tab:orange',
+               'download:': 'tab:orange', 'download, second': 'tab:green',
+               'sparse': 'tab:purple', 'qcow2': 'tab:brown'}
     fig, (times, memory) = pyplot.subplots(
         1, 2, figsize=(13, 5.5), gridspec_kw={'width_ratios': [2, 1]})
     for name, points in sorted(report['series'].items()):
-        sizes = sorted(int(s) for s in points)
-        values = [statistics.median(points[str(s)]) for s in sizes]
-        mib = [s / MiB for s in sizes]
+        sizes = sorted(points, key=int)
+        mib = [int(s) / MiB for s in sizes]
+        values = [statistics.median(points[s]) for s in sizes]
         if name.startswith('peak RSS'):
             memory.plot(mib, [v / MiB for v in values], 'o-', label=name)
             continue
-        colour = next((c for k, c in PLOT_STYLE.items()
-                       if name.startswith(k)), None)
         baseline = 'baseline' in name
-        times.plot(mib, values, 'o--' if baseline else 'o-', color=colour,
+        times.plot(mib, values, 'o--' if baseline else 'o-',
+                   color=next((c for k, c in colours.items()
+                               if name.startswith(k)), None),
                    alpha=0.6 if baseline else 1.0, label=name)
     for axes in (times, memory):
         axes.set_xscale('log', base=2)
@@ -1250,10 +1343,10 @@ def draw_plot(report, path):
     times.legend(fontsize=7)
     memory.axhline(200, color='red', linestyle=':', label='target')
     memory.set_ylabel('MiB')
-    memory.set_title('peak RSS of the worker (download)')
+    memory.set_title("worker's peak RSS, first disk by download")
     memory.legend(fontsize=7)
-    fig.suptitle('imaged benchmark, %s, %d CPUs, %s' % (
-        report['date'], report['machine']['nproc'],
+    fig.suptitle('imaged benchmark, %s, %s, %d CPUs (%s)' % (
+        report['date'], report['configuration'], report['machine']['nproc'],
         report['machine']['cpu_model']), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -1286,6 +1379,8 @@ def parse_args(argv):
     unknown = set(args.only.split(',')) - set(SECTIONS)
     if unknown:
         parser.error('unknown sections: %s' % ', '.join(sorted(unknown)))
+    if args.repetitions is not None and args.repetitions < 1:
+        parser.error('--repetitions must be at least 1')
     return args
 
 
@@ -1294,42 +1389,43 @@ def main(argv=None):
     if args.serve_echo:
         return serve_echo(*args.serve_echo)
     config = dataclasses.replace(QUICK if args.quick else FULL)
-    if args.repetitions:
-        config.repetitions = args.repetitions
+    config.repetitions = args.repetitions or config.repetitions
     tree = os.path.abspath(args.imaged_tree or REPO)
     if args.imaged_tree:
         os.environ['PYTHONPATH'] = os.pathsep.join(
             [tree] + [p for p in [os.environ.get('PYTHONPATH')] if p])
-    # SIGTERM ends the run like Ctrl-C: the cleanup below still runs.
+    # SIGTERM ends the run as Ctrl-C does: the cleanup still runs.
     signal.signal(signal.SIGTERM, lambda *_a: sys.exit(143))
     run_id = uuid.uuid4().hex[:8]
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(
         timespec='seconds')
     base.configure_client()
+    base.CONF.set_override('long_rpc_timeout', config.call_timeout)
+    for path in (args.json, args.plot):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     workdir = tempfile.mkdtemp(prefix='imaged-bench-', dir='/var/tmp')
-    bench = None
+    bench, left = None, []
     try:
         bench = Bench(config, workdir, run_id)
         bench.run(args.only.split(','))
-    except (SampleFailed, NoRoom):
-        pass
     except Exception as e:
         log('the benchmark could not run: %s', describe(e))
         traceback.print_exc()
         if bench is None:
-            shutil.rmtree(workdir, ignore_errors=True)
             return 1
         bench.errors.append({'what': 'setup', 'error': describe(e),
                              'traceback': traceback.format_exc()})
     finally:
-        left = bench.cleanup() if bench is not None else []
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)),
-                    exist_ok=True)
         if bench is not None:
-            with contextlib.suppress(FileNotFoundError):
-                shutil.copy(bench.agent.daemon.log_file,
-                            os.path.splitext(args.json)[0] + '-imaged.log')
+            left = bench.cleanup()
+            for name, suffix in (('imaged.log', '-imaged.log'),
+                                 ('stderr.log', '-imaged-stderr.log')):
+                with contextlib.suppress(OSError):  # for a post mortem
+                    shutil.copy(os.path.join(bench.agent.daemon.workdir,
+                                             name),
+                                os.path.splitext(args.json)[0] + suffix)
         shutil.rmtree(workdir, ignore_errors=True)
+    figures = sorted(bench.figures.values(), key=lambda f: f.section)
     report = {
         'date': date, 'machine': machine_facts(),
         'imaged': source_facts(tree),
@@ -1338,17 +1434,16 @@ def main(argv=None):
         'config': dataclasses.asdict(config),
         'sections': args.only.split(','),
         'duration_s': time.monotonic() - STARTED,
-        'figures': [f.as_dict() for f in bench.figures.values()],
+        'figures': [f.as_dict() for f in figures],
         'series': {name: {str(size): values
                           for size, values in points.items()}
                    for name, points in bench.series.items()},
         'retries': bench.retries, 'errors': bench.errors,
-        'skipped': bench.skipped, 'not_cleaned': left}
+        'skipped': bench.skipped, 'not_removed': left}
     with open(args.json, 'w') as f:
         json.dump(report, f, indent=1)
-    os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
     plotted = draw_plot(report, args.plot)
-    print(table(report, list(bench.figures.values())))
+    print(table(report, figures))
     print('\nraw figures: %s%s' % (
         args.json, '; plot: %s' % args.plot if plotted else ''))
     return 1 if bench.errors else 0

@@ -21,25 +21,19 @@ trap 'tools/scenario-daemon.sh purge' EXIT
 
 SCENARIOS=(.venv/bin/stestr --test-path ./tests/scenario)
 FAULTS=(.venv/bin/stestr --test-path ./tests/scenario/faults --top-dir ./)
-ALL_FAULTS='^tests\.scenario\.faults\.'
-
-# Runs only if the filters select some of its tests.
-run_part() {  # run_part NAME STESTR... -- RUN-ARGS...
-    local name=$1 cmd=() started=$SECONDS
-    shift
-    while [ "$1" != -- ]; do cmd+=("$1"); shift; done
-    shift
-    if [ -z "$("${cmd[@]}" list "$@" 2>/dev/null)" ]; then
-        echo "$name: no test selected"
-        return 0
-    fi
-    "${cmd[@]}" run "$@" || rc=$?
-    times+=("$name $((SECONDS - started))s")
-}
-
+NOT_FAULTS=(--exclude-regex '^tests\.scenario\.faults\.')
 rc=0
 times=()
-run_part scenarios "${SCENARIOS[@]}" -- --exclude-regex "$ALL_FAULTS" "$@"
-run_part faults "${FAULTS[@]}" -- --concurrency 1 "$@"
-echo "scenario suite: ${times[*]}; exit $rc"
+started=$SECONDS
+# Each part runs only if the filters select some of its tests.
+if [ -n "$("${SCENARIOS[@]}" list "${NOT_FAULTS[@]}" "$@" 2>/dev/null)" ]; then
+    "${SCENARIOS[@]}" run "${NOT_FAULTS[@]}" "$@" || rc=$?
+    times+=("scenarios $((SECONDS - started))s")
+fi
+started=$SECONDS
+if [ -n "$("${FAULTS[@]}" list "$@" 2>/dev/null)" ]; then
+    "${FAULTS[@]}" run --concurrency 1 "$@" || rc=$?
+    times+=("faults $((SECONDS - started))s")
+fi
+echo "scenario suite: ${times[*]:-no test selected}; exit $rc"
 exit $rc

@@ -243,7 +243,7 @@ class ScenarioTestCase(testtools.TestCase):
 
     def setUp(self):
         super().setUp()
-        self.useFixture(fixtures.Timeout(600, gentle=True))
+        self.useFixture(fixtures.Timeout(300, gentle=True))
         self._hold_fault_lock()
         self.ctxt = self.glance.request_context()
         self.marker = 'scenario-%s' % uuid.uuid4().hex[:8]
@@ -284,12 +284,21 @@ class ScenarioTestCase(testtools.TestCase):
         return image
 
     def delete_image(self, image_id):
-        with contextlib.suppress(glance_exc.HTTPNotFound):
+        try:
             glance_call(self.glance.client.images.delete, image_id)
-        # What the agent keeps in Ceph about a deleted image is of no use
-        # to anybody; the agent would remove it later, we do it now.
-        for name in self.ceph.names_with(image_id):
-            self.ceph.remove(name)
+        except glance_exc.HTTPNotFound:
+            pass
+        except glance_exc.HTTPBadRequest:
+            # A retry after a delete that did happen: "deleted to deleted".
+            with contextlib.suppress(glance_exc.HTTPNotFound):
+                if glance_call(self.glance.client.images.get,
+                               image_id)['status'] != 'deleted':
+                    raise
+        finally:
+            # What the agent keeps in Ceph about a deleted image is of no
+            # use to anybody; the agent would remove it later, we do now.
+            for name in self.ceph.names_with(image_id):
+                self.ceph.remove(name)
 
     # -- the agent ------------------------------------------------------------
 

@@ -368,7 +368,8 @@ class GlanceImages:
         self.access_log = stack['GLANCE_ACCESS_LOG']
         self.client = glance_client.Client('2', endpoint=self.url)
         self.run_id = run_id
-        self.ids = set()
+        self.ids = set()       # not deleted yet
+        self.created = set()   # ever
 
     def create(self, data, disk_format='raw', backend='local', attempts=3):
         """Upload ``data()`` (a stream with ``size``) as a new image.
@@ -383,6 +384,7 @@ class GlanceImages:
                     name='imaged-bench-%s' % self.run_id,
                     disk_format=disk_format, container_format='bare')['id']
                 self.ids.add(image_id)
+                self.created.add(image_id)
                 with contextlib.closing(data()) as stream:
                     self.client.images.upload(image_id, stream,
                                               image_size=stream.size,
@@ -706,16 +708,17 @@ class Bench:
 
     # -- robustness ----------------------------------------------------------
 
-    def attempt(self, what, func):
+    def attempt(self, what, func, timed=True):
         """Run one sample; if it fails, wait for the stack and retry once.
 
-        A sample during which a service of the stack restarted measured the
-        stack, not imaged: it is done again (up to 3 times), whatever its
-        outcome, and that does not count as imaged's retry.
+        A timed sample during which a service of the stack restarted
+        measured the stack, not imaged: it is done again (up to 3 times),
+        whatever its outcome, and that does not count as imaged's retry.
         """
         failures = redone = 0
         while True:
-            services = stack_services(self.stack['STACK_DIR'])
+            services = stack_services(self.stack['STACK_DIR']) \
+                if timed else None
             try:
                 return self._checked(func, services)
             except (SampleFailed, NoRoom):
@@ -745,6 +748,8 @@ class Bench:
             self.wait_for_stack()
 
     def _checked(self, func, services):
+        if services is None:
+            return func()
         try:
             result = func()
         except Exception as e:
@@ -919,15 +924,20 @@ class Bench:
             image = self.attempt(
                 'upload for clone %s' % size_text(size),
                 lambda: self.glance.create(lambda: ImageData(size),
-                                           backend='ceph'))
+                                           backend='ceph'), timed=False)
             fig = self.figure(
                 1, 'clone-%d' % size, 'clone, %s' % size_text(size), 's',
                 'librbd clone + resize', Target('<=', 2.0, '<= 2x'))
             try:
+                if size == self.config.clone_sizes[0]:  # unmeasured
+                    self.attempt('clone warm-up', lambda: self.clone_sample(
+                        image, size, 0, 'clone warm-up'))
                 for rep in range(self.config.repetitions):
                     out = self.attempt(
                         'clone %s rep %d' % (size_text(size), rep + 1),
-                        lambda: self.clone_sample(image, size, rep))
+                        lambda: self.clone_sample(
+                            image, size, rep, 'clone %s rep %d' % (
+                                size_text(size), rep + 1)))
                     fig.samples.append(out['imaged'])
                     fig.baseline_samples.append(out['librbd'])
                     self.plot_point('clone (imaged)', size, out['imaged'])
@@ -936,7 +946,7 @@ class Bench:
             finally:
                 self.forget_image(image['id'])
 
-    def clone_sample(self, image, size, rep):
+    def clone_sample(self, image, size, rep, what):
         size_gb, out = disk_gb(size), {}
         with self.disks() as made:
             def by_imaged():
@@ -954,8 +964,8 @@ class Bench:
                 self.ceph.clone(image['id'], name, size_gb * GiB)
                 out['librbd'] = time.monotonic() - started
             alternate(rep, by_imaged, by_librbd)
-        log('clone %s rep %d: imaged %.3fs, librbd %.3fs', size_text(size),
-            rep + 1, out['imaged'], out['librbd'])
+        log('%s: imaged %.3fs, librbd %.3fs', what, out['imaged'],
+            out['librbd'])
         return out
 
     def download_sample(self, what, data, size, rep, disk_format='raw',
@@ -1201,9 +1211,9 @@ class Bench:
             if process is not None and process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGTERM)
-        try:
-            left = self.ceph.remove_matching(
-                sorted(self.instances | self.baseline_disks | self.glance.ids))
+        try:  # a call that timed out may still have made something
+            left = self.ceph.remove_matching(sorted(
+                self.instances | self.baseline_disks | self.glance.created))
         except Exception as e:
             left = ['RBD images (%s)' % describe(e)]
         for image_id in list(self.glance.ids):
@@ -1293,7 +1303,8 @@ def table(report, figures):
             lines.append('  '.join('-' * w for w in widths))
     notes = ['%s: %s' % (f.title, ', '.join(sorted(set(f.notes))))
              for f in figures if f.notes]
-    notes += ['retried once: %s (%s)' % (r['what'], r['error'])
+    notes += ['%s: %s (%s)' % ('redone' if r.get('stack') else
+                               'retried once', r['what'], r['error'])
               for r in report['retries']]
     notes += ['FAILED: %s (%s)' % (e['what'], e['error'])
               for e in report['errors']]
@@ -1302,7 +1313,7 @@ def table(report, figures):
     notes += ['not removed: %s' % ', '.join(report['not_removed'])] \
         if report['not_removed'] else []
     met = [f.met for f in figures if f.met is not None]
-    return '\n'.join(lines + [''] + notes + [
+    return '\n'.join(lines + ([''] + notes if notes else []) + [
         '', 'targets met: %d of %d; took %.0f s' % (
             sum(met), len(met), report['duration_s'])])
 
@@ -1333,12 +1344,18 @@ def draw_plot(report, path):
                    color=next((c for k, c in colours.items()
                                if name.startswith(k)), None),
                    alpha=0.6 if baseline else 1.0, label=name)
+    sizes = sorted({int(size) for points in report['series'].values()
+                    for size in points})
     for axes in (times, memory):
         axes.set_xscale('log', base=2)
-        axes.set_xlabel('image size (MiB)')
-        axes.grid(True, which='both', alpha=0.3)
+        axes.set_xticks([s / MiB for s in sizes], [size_text(s)
+                                                   for s in sizes])
+        axes.minorticks_off()
+        axes.set_xlabel('image size (virtual, for sparse and qcow2)')
+        axes.grid(True, alpha=0.3)
     times.set_yscale('log')
-    times.set_ylabel('seconds (median)')
+    times.yaxis.set_major_formatter('{x:g} s')
+    times.set_ylabel('median')
     times.set_title('time against image size')
     times.legend(fontsize=7)
     memory.axhline(200, color='red', linestyle=':', label='target')
@@ -1399,6 +1416,7 @@ def main(argv=None):
     run_id = uuid.uuid4().hex[:8]
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(
         timespec='seconds')
+    source = source_facts(tree)
     base.configure_client()
     base.CONF.set_override('long_rpc_timeout', config.call_timeout)
     for path in (args.json, args.plot):
@@ -1428,7 +1446,7 @@ def main(argv=None):
     figures = sorted(bench.figures.values(), key=lambda f: f.section)
     report = {
         'date': date, 'machine': machine_facts(),
-        'imaged': source_facts(tree),
+        'imaged': source,
         'configuration': 'quick' if args.quick else 'full',
         'repetitions': config.repetitions,
         'config': dataclasses.asdict(config),
@@ -1439,7 +1457,9 @@ def main(argv=None):
                           for size, values in points.items()}
                    for name, points in bench.series.items()},
         'retries': bench.retries, 'errors': bench.errors,
-        'skipped': bench.skipped, 'not_removed': left}
+        'skipped': bench.skipped, 'not_removed': left,
+        'glance_images': sorted(bench.glance.created),
+        'instances': sorted(bench.instances)}
     with open(args.json, 'w') as f:
         json.dump(report, f, indent=1)
     plotted = draw_plot(report, args.plot)

@@ -16,8 +16,13 @@ fi
 want=$(stamp_of)
 if [ "$(cat "$VENV/.imaged-stamp" 2>/dev/null)" != "$want" ] || ! [ -x "$VENV/bin/imaged" ]; then
     echo "venv: installing imaged and its requirements into $VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check -U pip
-    "$VENV/bin/pip" install -q --disable-pip-version-check \
-        -r requirements.txt -r test-requirements.txt -e .
+    log=$VENV/pip.log
+    if ! { "$VENV/bin/pip" install --disable-pip-version-check -U pip &&
+           "$VENV/bin/pip" install --disable-pip-version-check \
+               -r requirements.txt -r test-requirements.txt -e . ; } >"$log" 2>&1; then
+        tail -40 "$log"
+        echo "venv: pip failed; full log in $log" >&2
+        exit 1
+    fi
     echo "$want" > "$VENV/.imaged-stamp"
 fi

@@ -15,12 +15,13 @@
 # RabbitMQ node.  Safe to re-run at any time: running services are reused,
 # dead ones restarted from their state, unusable state wiped and recreated.
 # Every wait has a timeout.  See tools/stack/README.
+# Lists of pids are plain space-separated words here, split on purpose.
+# shellcheck disable=SC2086,SC2116,SC2015
 set -Eeuo pipefail
 # Anything that fails without its own message still says what and where.
 trap 'echo "[stack] ERROR: \"$BASH_COMMAND\" failed (exit $?) at ${BASH_SOURCE[0]}:$LINENO" >&2' ERR
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-PROBE=(/usr/bin/python3 "$HERE/stack/probe.py")
 # Debian's interpreter on purpose: it has python3-rados/rbd, and the pyenv
 # python3 that may be first on PATH has not.
 PY=/usr/bin/python3
@@ -107,6 +108,9 @@ T_STOP=${IMAGED_STACK_STOP_TIMEOUT:-30}
 CEPH_RECREATED=0   # set by ceph_bootstrap
 
 # ============================================================== helpers =====
+# tools/stack/probe.py: bounded readiness checks (see there).
+probe() { /usr/bin/python3 "$HERE/stack/probe.py" "$@" 9>&-; }
+
 T0=$EPOCHREALTIME
 log() { printf '[stack %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -194,11 +198,19 @@ require_port_free() {
     die "port $port is held by another process ($holder: $(tr '\0' ' ' </proc/"$pid"/cmdline 2>/dev/null | cut -c1-200)); stop it first"
 }
 
-write_file() {  # write_file PATH: stdin -> PATH, atomically, only if changed
+# write_file PATH: stdin -> PATH, atomically, only if changed; a change sets
+# FILES_CHANGED=1 (so a running daemon can be restarted onto it).
+FILES_CHANGED=0
+write_file() {
     local f=$1 tmp
     tmp=$(mktemp "$f.XXXXXX")
     cat >"$tmp"
-    if [ -f "$f" ] && cmp -s "$tmp" "$f"; then rm -f "$tmp"; else mv -f "$tmp" "$f"; fi
+    if [ -f "$f" ] && cmp -s "$tmp" "$f"; then
+        rm -f "$tmp"
+    else
+        mv -f "$tmp" "$f"
+        FILES_CHANGED=1
+    fi
 }
 
 # ============================================================== install =====
@@ -244,7 +256,7 @@ install_glance_venv() {
     # --system-site-packages: Glance's RBD store needs Debian's rados/rbd.
     $PY -m venv --system-site-packages "$VENV"
     # shellcheck disable=SC2086
-    "$VENV/bin/pip" install --disable-pip-version-check -U $GLANCE_PIP \
+    "$VENV/bin/pip" install --disable-pip-version-check -U $GLANCE_PIP 9>&- \
         >"$STACK_DIR/glance-venv-pip.log" 2>&1 ||
         { show_tail "$STACK_DIR/glance-venv-pip.log"; die "pip install into $VENV failed"; }
     "$VENV/bin/python" -c 'import glance, rbd, rados' ||
@@ -264,12 +276,19 @@ do_install() {
 MON_RE="^/usr/bin/ceph-mon -c $(re_escape "$CEPH_CONF") --id $MON_ID( |\$)"
 MGR_RE="^/usr/bin/ceph-mgr -c $(re_escape "$CEPH_CONF") --id $MGR_ID( |\$)"
 OSD_RE="^/usr/bin/ceph-osd -c $(re_escape "$CEPH_CONF") --id $OSD_ID( |\$)"
+# (also matches a --mkfs left running by a killed stack.sh)
 ANY_CEPH_RE="^/usr/bin/ceph-(mon|mgr|osd) -c $(re_escape "$CEPH_CONF") "
 
-# The ceph CLI waits client_mount_timeout (300 s) for a dead mon: always
-# bound it.
-cephc() { timeout 120 ceph -c "$CEPH_CONF" --connect-timeout 20 "$@"; }
-rbdc() { timeout 120 rbd -c "$CEPH_CONF" "$@"; }
+# The ceph CLI waits client_mount_timeout (300 s) for a dead mon, and a
+# command whose mon dies under it forever: always bound both.  9>&-: an
+# orphan of a killed stack.sh must not keep holding its lock.
+cephc() {
+    timeout 60 ceph -c "$CEPH_CONF" --connect-timeout 20 --rados_mon_op_timeout=30 "$@" 9>&-
+}
+rbdc() {
+    timeout 60 rbd -c "$CEPH_CONF" --client_mount_timeout=20 --rados_mon_op_timeout=30 \
+        --rados_osd_op_timeout=30 "$@" 9>&-
+}
 
 # The mgr loads every module it finds (~0.2-0.6 s of Python each); give it
 # a directory with just the ones Pacific always runs (a missing one would
@@ -411,7 +430,7 @@ probe_ceph() {
         shift
     done
     shift
-    "${PROBE[@]}" ceph --conf "$CEPH_CONF" --timeout "$timeout" "${watch[@]}" "$@"
+    probe ceph --conf "$CEPH_CONF" --timeout "$timeout" "${watch[@]}" "$@"
 }
 
 mon_launch() {
@@ -510,7 +529,7 @@ ceph_bootstrap() {
         "$CEPH_DIR/monmap" >/dev/null
     # --mkfs on an existing store exits 0 ("already exists"), hence the
     # explicit check below.
-    ceph-mon -c "$CEPH_CONF" --mkfs --id "$MON_ID" --monmap "$CEPH_DIR/monmap" \
+    /usr/bin/ceph-mon -c "$CEPH_CONF" --id "$MON_ID" --mkfs --monmap "$CEPH_DIR/monmap" \
         --keyring "$mkeyring" >>"$CEPH_LOGDIR/ceph-mon.$MON_ID.out" 2>&1 ||
         { show_tail "$CEPH_LOGDIR/ceph-mon.$MON_ID.out"; die "ceph-mon --mkfs failed"; }
     [ -s "$MON_DATA/store.db/CURRENT" ] || die "ceph-mon --mkfs made no store in $MON_DATA"
@@ -529,7 +548,7 @@ ceph_bootstrap() {
         osd 'allow *' -o "$OSD_DATA/keyring" >/dev/null
     rm -f "$OSD_BLOCK"
     log "creating BlueStore OSD on sparse file $OSD_BLOCK ($((OSD_BLOCK_SIZE >> 30)) GiB)"
-    timeout 300 ceph-osd -c "$CEPH_CONF" --id "$OSD_ID" --mkfs --osd-uuid "$uuid" \
+    timeout 300 /usr/bin/ceph-osd -c "$CEPH_CONF" --id "$OSD_ID" --mkfs --osd-uuid "$uuid" 9>&- \
         >>"$CEPH_LOGDIR/ceph-osd.$OSD_ID.out" 2>&1 ||
         { show_tail "$CEPH_LOGDIR/ceph-osd.$OSD_ID.out"; show_tail "$CEPH_LOGDIR/ceph-osd.$OSD_ID.log"
           die "ceph-osd --mkfs failed"; }
@@ -544,42 +563,57 @@ ceph_bootstrap() {
     log "Ceph cluster $fsid created"
 }
 
+# Start the wanted daemons (" mon mgr osd ...") from the existing state and
+# wait until they answer.  Returns 1 if the mon or the OSD dies or never
+# answers: their stores are the cluster, so the state is unusable.  The mgr
+# keeps no state worth saving: its failure is an error, never a reason to
+# wipe anything.
+ceph_start_daemons() {
+    local want=$1 mgr_pid probe_args=(--mon) watch=("$MON_RE")
+    mon_launch || return 1
+    if [[ $want == *" mgr "* ]]; then
+        mgr_launch || die "ceph-mgr.$MGR_ID failed to start (logs in $CEPH_LOGDIR)"
+    fi
+    if [[ $want == *" osd "* ]]; then
+        osd_launch || return 1
+        probe_args+=(--osd "$OSD_ID"); watch+=("$OSD_RE")
+    fi
+    probe_ceph "$T_CEPH" "${watch[@]}" -- "${probe_args[@]}" || return 1
+    if [[ $want == *" mgr "* ]]; then
+        mgr_pid=$(wait_pids "$MGR_RE" 3 | cut -d' ' -f1)
+        [ -n "$mgr_pid" ] && probe_ceph "$T_CEPH" "$MGR_RE" -- --mgr-pid "$mgr_pid" ||
+            { show_tail "$CEPH_LOGDIR/ceph-mgr.$MGR_ID.log"; die "ceph-mgr.$MGR_ID did not become active"; }
+    fi
+}
+
 # ceph_start COMPONENTS...: start mon/mgr/osd (a subset; "pools" also makes
-# sure pools and keyrings exist), reusing running daemons.
+# sure pools and keyrings exist and PGs are active), reusing running daemons.
 ceph_start() {
-    local want=" $* " attempt probe_args watch
+    local want=" $* " missing
     if ! ceph_state_usable; then
         ceph_bootstrap
         want=" mon mgr osd pools "
     fi
-    for attempt in 1 2; do
-        ceph_write_conf
-        probe_args=(--mon); watch=("$MON_RE")
-        if mon_launch &&
-            { [[ $want != *" mgr "* ]] || mgr_launch; } &&
-            { [[ $want != *" osd "* ]] || osd_launch; }; then
-            [[ $want != *" mgr "* ]] || { probe_args+=(--mgr); watch+=("$MGR_RE"); }
-            [[ $want != *" osd "* ]] || { probe_args+=(--osd "$OSD_ID" --pools "$IMAGES_POOL,$VMS_POOL"); watch+=("$OSD_RE"); }
-            if probe_ceph "$T_CEPH" "${watch[@]}" -- "${probe_args[@]}"; then
-                break
-            fi
-        fi
+    ceph_write_conf
+    if ! ceph_start_daemons "$want"; then
         ceph_show_logs
         # Daemons that die or never answer on existing state: the state is
-        # unusable (e.g. corrupt store).  Recreate once, then give up.
-        [ "$attempt" = 1 ] || die "Ceph did not come up (see logs in $CEPH_LOGDIR)"
+        # unusable (e.g. a corrupt store).  Recreate once, then give up.
         log "Ceph did not come up from its existing state: wiping and recreating the cluster"
         ceph_bootstrap
         want=" mon mgr osd pools "
-    done
+        ceph_start_daemons "$want" || { ceph_show_logs; die "Ceph did not come up (logs in $CEPH_LOGDIR)"; }
+    fi
     if [[ $want == *" pools "* ]]; then
-        local missing
-        missing=$("${PROBE[@]}" missing-pools --conf "$CEPH_CONF" --pools "$IMAGES_POOL,$VMS_POOL")
+        missing=$(probe missing-pools --conf "$CEPH_CONF" --pools "$IMAGES_POOL,$VMS_POOL")
         # shellcheck disable=SC2086
         [ -z "$missing" ] || ceph_ensure_pools $missing
         if [ ! -s "$GLANCE_KEYRING" ] || [ ! -s "$IMAGED_KEYRING" ]; then
             ceph_ensure_users
         fi
+        # All PGs active and both pools answer I/O.
+        probe_ceph "$T_CEPH" "$MON_RE" "$OSD_RE" -- --mgr --osd "$OSD_ID" --pools "$IMAGES_POOL,$VMS_POOL" ||
+            { ceph_show_logs; die "Ceph pools $IMAGES_POOL/$VMS_POOL are not serving"; }
     fi
 }
 
@@ -663,7 +697,7 @@ rabbit_wait_once() {
     pids=$(wait_pids "$RMQ_RE" 15)
     [ -n "$pids" ] || { log "rabbitmq node process did not appear"; return 1; }
     # shellcheck disable=SC2046
-    "${PROBE[@]}" amqp --port "$RMQ_PORT" --timeout "$T_RABBIT" $(printf -- '--watch-pid %s ' $pids)
+    probe amqp --port "$RMQ_PORT" --timeout "$T_RABBIT" $(printf -- '--watch-pid %s ' $pids)
 }
 
 rabbit_start() {
@@ -692,7 +726,9 @@ glance_write_conf() {
     mkdir -p "$GL_ETC" "$GL_RUN" "$GL_LOGDIR" "$GL_DIR/images" "$GL_DIR/staging" \
         "$GL_DIR/tasks" "$GL_DIR/locks"
     fsid=$(cat "$CEPH_FSID_FILE" 2>/dev/null || true)
-    cp -f "$VENV/etc/glance/glance-api-paste.ini" "$GL_ETC/glance-api-paste.ini"
+    FILES_CHANGED=0
+    write_file "$GL_ETC/glance-api-paste.ini" <"$VENV/etc/glance/glance-api-paste.ini"
+    write_file "$GL_ETC/glance_wsgi.py" <"$HERE/stack/glance_wsgi.py"
     write_file "$GL_ETC/glance-api.conf" <<EOF
 # Generated by tools/stack.sh -- edits are overwritten on the next start.
 [DEFAULT]
@@ -707,6 +743,9 @@ python_interpreter = $VENV/bin/python
 
 [database]
 connection = sqlite:///$GL_DB
+# Concurrent writers: see tools/stack/glance_wsgi.py.  No fsync per commit: a disposable test DB (safe against killed
+# processes, not against a host crash).
+sqlite_synchronous = False
 
 [paste_deploy]
 # No Keystone: the unauthenticated pipeline (every request is admin).
@@ -761,7 +800,9 @@ strict = true
 master = true
 http-socket = 127.0.0.1:$GLANCE_PORT
 listen = 128
-module = glance.wsgi.api:application
+; glance.wsgi.api:application plus fixes: tools/stack/glance_wsgi.py
+pythonpath = $GL_ETC
+module = glance_wsgi:application
 virtualenv = $VENV
 env = OS_GLANCE_CONFIG_DIR=$GL_ETC
 processes = $GLANCE_PROCESSES
@@ -822,7 +863,7 @@ glance_db_sync() {
     v=$(glance_version)
     if [ "$(cat "$GL_DB_STAMP" 2>/dev/null)" = "$v" ]; then return 0; fi
     log "glance-manage db_sync (glance $v)"
-    timeout 300 "$VENV/bin/glance-manage" --config-file "$GL_ETC/glance-api.conf" db_sync \
+    timeout 300 "$VENV/bin/glance-manage" --config-file "$GL_ETC/glance-api.conf" db_sync 9>&- \
         >>"$GL_LOGDIR/glance-manage.log" 2>&1 ||
         { show_tail "$GL_LOGDIR/glance-manage.log"; die "glance-manage db_sync failed"; }
     echo "$v" >"$GL_DB_STAMP"
@@ -851,12 +892,18 @@ glance_start() {
         # Workers whose master was killed: they exit by themselves within
         # seconds, but may still hold the port.
         log "killing orphaned uWSGI workers"
+        # shellcheck disable=SC2046
         kill -KILL $(pids_matching "$UWSGI_RE") 2>/dev/null || true
         kill_matching "glance workers" "$UWSGI_RE" 10
     fi
+    if [ -n "$master" ] && [ "$FILES_CHANGED" = 1 ]; then
+        log "Glance's configuration changed: restarting it"
+        kill_matching glance "$UWSGI_RE"
+        master=
+    fi
     if [ -n "$master" ]; then
         # Running: reuse if it answers (give a starting one a little time).
-        if "${PROBE[@]}" http --url "$GLANCE_URL/v2/images" --timeout 20 --watch-pid "$master"; then
+        if probe http --url "$GLANCE_URL/v2/images" --timeout 20 --watch-pid "$master"; then
             [ -s "$GL_FSID_FILE" ] || cat "$CEPH_FSID_FILE" >"$GL_FSID_FILE" 2>/dev/null || true
             return 0
         fi
@@ -874,7 +921,7 @@ glance_start() {
     pids=$(wait_pids "$UWSGI_RE" 5)
     [ -n "$pids" ] || { show_tail "$GLANCE_LOG"; die "uwsgi exited at once"; }
     # shellcheck disable=SC2046
-    "${PROBE[@]}" http --url "$GLANCE_URL/v2/images" --timeout "$T_GLANCE" $(printf -- '--watch-pid %s ' $pids) ||
+    probe http --url "$GLANCE_URL/v2/images" --timeout "$T_GLANCE" $(printf -- '--watch-pid %s ' $pids) ||
         { show_tail "$GLANCE_LOG" 40; die "glance did not answer GET /v2/images"; }
 }
 
@@ -913,7 +960,7 @@ status_line() { printf '%-10s %-5s %s\n' "$1" "$2" "$3"; }
 cmd_status() {
     local bad=0 pids health
     pids=$(pids_matching "$MON_RE")
-    if [ -n "$pids" ] && health=$("${PROBE[@]}" ceph --conf "$CEPH_CONF" --timeout 3 --mon --health 2>/dev/null); then
+    if [ -n "$pids" ] && health=$(probe ceph --conf "$CEPH_CONF" --timeout 3 --mon --health 2>/dev/null); then
         status_line ceph-mon up "pid $(echo $pids); $health"
     else status_line ceph-mon down "${pids:+pid $(echo $pids), not answering}"; bad=1; fi
 
@@ -923,25 +970,25 @@ cmd_status() {
     pids=$(pids_matching "$MGR_RE")
     if [ -z "$pids" ]; then status_line ceph-mgr down ""; bad=1
     elif [ $mon_ok = 0 ]; then status_line ceph-mgr "?" "pid $(echo $pids); cannot check without the mon"
-    elif "${PROBE[@]}" ceph --conf "$CEPH_CONF" --timeout 3 --mgr >/dev/null 2>&1; then
+    elif probe ceph --conf "$CEPH_CONF" --timeout 3 --mgr >/dev/null 2>&1; then
         status_line ceph-mgr up "pid $(echo $pids)"
     else status_line ceph-mgr down "pid $(echo $pids), not available"; bad=1; fi
 
     pids=$(pids_matching "$OSD_RE")
     if [ -z "$pids" ]; then status_line ceph-osd down ""; bad=1
     elif [ $mon_ok = 0 ]; then status_line ceph-osd "?" "pid $(echo $pids); cannot check without the mon"
-    elif "${PROBE[@]}" ceph --conf "$CEPH_CONF" --timeout 5 --osd "$OSD_ID" \
+    elif probe ceph --conf "$CEPH_CONF" --timeout 5 --osd "$OSD_ID" \
         --pools "$IMAGES_POOL,$VMS_POOL" >/dev/null 2>&1; then
         status_line ceph-osd up "pid $(echo $pids); pools $IMAGES_POOL,$VMS_POOL ok"
     else status_line ceph-osd down "pid $(echo $pids), not serving"; bad=1; fi
 
     pids=$(pids_matching "$RMQ_RE")
-    if [ -n "$pids" ] && "${PROBE[@]}" amqp --port "$RMQ_PORT" --timeout 3 >/dev/null 2>&1; then
+    if [ -n "$pids" ] && probe amqp --port "$RMQ_PORT" --timeout 3 >/dev/null 2>&1; then
         status_line rabbitmq up "pid $(echo $pids); $TRANSPORT_URL"
     else status_line rabbitmq down "${pids:+pid $(echo $pids), not answering AMQP}"; bad=1; fi
 
     pids=$(glance_master_pid)
-    if [ -n "$pids" ] && "${PROBE[@]}" http --url "$GLANCE_URL/v2/images" --timeout 5 >/dev/null 2>&1; then
+    if [ -n "$pids" ] && probe http --url "$GLANCE_URL/v2/images" --timeout 5 >/dev/null 2>&1; then
         status_line glance up "pid $pids (uWSGI master); $GLANCE_URL"
     else
         pids=$(pids_matching "$UWSGI_RE")
@@ -957,12 +1004,32 @@ usage() {
 }
 
 # Serialise start/stop/install: two CI steps must not race on one STACK_DIR.
+# fd 9 holds the lock; daemons are launched with 9>&- so they never inherit
+# it.  A stack.sh that was killed can still leave children holding it (a
+# ceph CLI inside $(...) lives on until its timeout): when the recorded
+# owner is dead, end those leftovers instead of waiting for them.
+LOCK=$STACK_DIR/.lock
 take_lock() {
+    local owner p
     mkdir -p "$STACK_DIR"
-    # fd 9 must not leak into daemons (it would hold the lock forever):
-    # every launch below closes it with 9>&-.
-    exec 9>"$STACK_DIR/.lock"
-    flock -w 900 9 || die "another tools/stack.sh holds $STACK_DIR/.lock for 15 min"
+    exec 9>>"$LOCK"
+    if ! flock -n 9; then
+        owner=$(cat "$LOCK.owner" 2>/dev/null || true)
+        if [ -n "$owner" ] && ! kill -0 "$owner" 2>/dev/null; then
+            log "the stack.sh holding $LOCK (pid $owner) is gone: ending what it left running"
+            for p in /proc/[0-9]*; do
+                p=${p#/proc/}
+                [ "$p" != $$ ] && [ "$p" != "$BASHPID" ] || continue
+                if [ "$(readlink "/proc/$p/fd/9" 2>/dev/null)" = "$LOCK" ]; then
+                    kill -KILL "$p" 2>/dev/null || true
+                fi
+            done
+        else
+            log "waiting for another tools/stack.sh (pid ${owner:-?}) to finish"
+        fi
+        flock -w 900 9 || die "another tools/stack.sh holds $LOCK for 15 min"
+    fi
+    echo $$ >"$LOCK.owner"
 }
 
 check_targets() {
@@ -1006,7 +1073,7 @@ cmd_start() {
     if [ $do_rabbit = 1 ]; then rabbit_start; fi
     write_env
     if [ -n "$ceph_want" ]; then
-        log "ceph: $("${PROBE[@]}" ceph --conf "$CEPH_CONF" --timeout 10 --mon --health 2>&1 | tail -n1)"
+        log "ceph: $(probe ceph --conf "$CEPH_CONF" --timeout 10 --mon --health 2>&1 | tail -n1)"
     fi
     log "started [$*] in $(elapsed)s; environment: $ENV_FILE"
 }
@@ -1045,7 +1112,7 @@ main() {
         start) cmd_start "$@" ;;
         stop) cmd_stop "$@" ;;
         restart) cmd_stop "$@"; cmd_start "$@" ;;
-        status) cmd_status ;;
+        status) if cmd_status; then exit 0; else exit 1; fi ;;
         env)
             [ -f "$ENV_FILE" ] || die "$ENV_FILE does not exist yet: run tools/stack.sh start"
             if [ "${1:-}" = --path ]; then echo "$ENV_FILE"

@@ -109,9 +109,10 @@ class CephProbe:
                 pass
         self.cluster = None
 
-    def _cmd(self, kind, cmd, target=None, timeout=None):
+    def _cmd(self, kind, cmd, target=None):
         c = self._connect()
-        timeout = timeout or self.OP_TIMEOUT
+        # (librados ignores this timeout; rados_*_op_timeout bound the call)
+        timeout = self.OP_TIMEOUT
         cmd = dict(cmd, format="json")
         payload = json.dumps(cmd)
         if kind == "mon":
@@ -127,24 +128,32 @@ class CephProbe:
                                % (kind, cmd["prefix"], ret, err))
         return json.loads(out) if out else {}
 
-    def check(self, mon, mgr, osd, pools):
+    def check(self, mon, mgr, osd, pools, mgr_pid=None):
         try:
-            return self._check(mon, mgr, osd, pools)
+            return self._check(mon, mgr, osd, pools, mgr_pid)
         except Exception:
             # A failed call can leave the handle half-broken (e.g. the mon
             # restarted under us): start over with a fresh one next round.
             self.reset()
             raise
 
-    def _check(self, mon, mgr, osd, pools):
+    def _check(self, mon, mgr, osd, pools, mgr_pid):
         # Connecting at all needs a mon in quorum and working cephx.
         st = self._cmd("mon", {"prefix": "quorum_status"})
         if not st.get("quorum_names"):
             return "mon has no quorum"
         if mgr:
-            ms = self._cmd("mon", {"prefix": "mgr stat"})
-            if not ms.get("available"):
+            md = self._cmd("mon", {"prefix": "mgr dump"})
+            if not md.get("available"):
                 return "mgr not available yet"
+            if mgr_pid:
+                # A stopped mgr stays "available" for up to 30 s: make sure
+                # the active one is the process we started (a daemon's
+                # address nonce is its pid).
+                nonces = {a.get("nonce") for a in
+                          md.get("active_addrs", {}).get("addrvec", [])}
+                if mgr_pid not in nonces:
+                    return "mgr pid %d not active yet" % mgr_pid
         if osd is not None:
             # Ask the OSD itself: the osdmap may still say "up" for an OSD
             # that was kill -9'd until the mon notices, so only a reply from
@@ -162,17 +171,11 @@ class CephProbe:
             if missing:
                 return "pools missing: %s" % ",".join(missing)
         if osd is not None:
-            # All PGs active?  pg stat is served by the mgr.  Required when
-            # we wait for the mgr too; otherwise best effort, as a fault
-            # test may have stopped the mgr (and the mon keeps calling a
-            # stopped mgr "available" for up to 30 s).
-            try:
-                ps = self._cmd("mgr", {"prefix": "pg stat"},
-                               timeout=None if mgr else 2)
-            except Exception:
-                if mgr:
-                    raise
-                ps = {}
+            # All PGs active?  pg stat is served by the mgr, so only when we
+            # wait for the mgr too: a stopped mgr stays "available" in the
+            # mon's eyes for up to 30 s, and asking it blocks until the op
+            # timeout.  Without it the data-path check below must do.
+            ps = self._cmd("mgr", {"prefix": "pg stat"}) if mgr else {}
             bad = [s for s in ps.get("num_pg_by_state", [])
                    if "active" not in s["name"].split("+")]
             if bad:
@@ -202,7 +205,8 @@ def cmd_ceph(a):
     p = CephProbe(a.conf)
     pools = [x for x in (a.pools or "").split(",") if x]
     ok = _poll(a.timeout, 0.2,
-               lambda: p.check(a.mon, a.mgr, a.osd, pools))
+               lambda: p.check(a.mon, a.mgr or bool(a.mgr_pid), a.osd, pools,
+                               a.mgr_pid))
     if ok and a.health:
         print(p.health())
     p.reset()
@@ -265,6 +269,8 @@ def main():
     c.add_argument("--conf", required=True)
     c.add_argument("--mon", action="store_true")
     c.add_argument("--mgr", action="store_true")
+    c.add_argument("--mgr-pid", type=int,
+                   help="like --mgr, and the active mgr must be this process")
     c.add_argument("--osd", type=int)
     c.add_argument("--pools")
     c.add_argument("--health", action="store_true")

@@ -305,6 +305,11 @@ class FaultTestCase(base.ScenarioTestCase):
         finally:
             start()
 
+    def restart(self, service):
+        """Stop ``service``, then start it again (even if stopping failed)."""
+        with self.stopped(service):
+            pass
+
     # -- agents of the test's own ---------------------------------------------
 
     def workdir(self):

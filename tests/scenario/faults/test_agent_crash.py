@@ -2,6 +2,7 @@
 
 import time
 
+import oslo_messaging as messaging
 from oslo_utils import units
 from testtools import content
 
@@ -100,7 +101,7 @@ class AgentUnderTestRestartedTest(fault_base.FaultTestCase):
         image = self.upload(data)
         first = self.create_root_disk(image['id'])
         with self.stopped('daemon'):
-            pass
+            self.assertIsNone(self._answers(), 'the agent still answers')
         base.wait_for(self._answers, 120, what='the agent to answer again')
         self.assertIn(image['id'], self.cached())
         again = self.create_root_disk(image['id'],
@@ -113,5 +114,5 @@ class AgentUnderTestRestartedTest(fault_base.FaultTestCase):
     def _answers(self):
         try:
             return self.caller(timeout=5).call(self.ctxt, 'get_capabilities')
-        except Exception:
+        except messaging.MessagingTimeout:
             return None

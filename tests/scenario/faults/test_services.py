@@ -22,8 +22,7 @@ class RabbitMQRestartTest(fault_base.FaultTestCase):
         image = self.upload(images.random_bytes(units.Mi), store='clone')
         agent = self.start_agent()
         processes = agent.pids()
-        with self.stopped('rabbitmq'):
-            pass
+        self.restart('rabbitmq')
         for host in (self.host, agent.host):
             base.wait_for(lambda: self._answers(host), RECOVERY_SECONDS,
                           what='%s to answer after the restart' % host)

@@ -1,0 +1,31 @@
+"""Agents of several compute hosts share one pool, as in production."""
+
+from oslo_utils import units
+
+from tests.scenario import base
+from tests.scenario import images
+from tests.scenario.faults import base as fault_base
+
+IMAGE_SIZE = 8 * units.Mi
+
+
+class SharedPoolTest(fault_base.FaultTestCase):
+
+    def test_two_hosts_making_disks_from_one_new_image_at_once_both_succeed(
+            self):
+        data = images.random_bytes(IMAGE_SIZE)
+        image = self.upload(data)
+        proxy = self.glance_proxy()
+        proxy.rate = IMAGE_SIZE // 2  # two seconds each: they overlap
+        options = {'glance': {'endpoint_override': proxy.endpoint}}
+        agents = [self.start_agent(options), self.start_agent(options)]
+        calls = [self.in_background(self.create_on, agent, image['id'])
+                 for agent in agents]
+        for call in calls:
+            self.assertTrue(call['done'].wait(120), 'a call never ended')
+        errors = [repr(call['error']) for call in calls if 'error' in call]
+        self.assertEqual([], errors)
+        for call in calls:
+            self.assertDiskHolds(call['result']['name'], data)
+        self.assertEqual([], [n for n in self.ceph.names_with(image['id'])
+                              if n.endswith(base.PARTIAL_SUFFIX)])

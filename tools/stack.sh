@@ -433,15 +433,27 @@ probe_ceph() {
     probe ceph --conf "$CEPH_CONF" --timeout "$timeout" "${watch[@]}" "$@"
 }
 
+# ceph_launch TYPE ID: start one of our Ceph daemons.  The command returns
+# once the daemon has initialised and forked into the background, non-zero
+# if it could not (e.g. cannot open its store: the caller decides whether
+# that means the state is unusable).  Bounded: a daemon that takes more than
+# 5 min is an error, never a reason to wipe.
+ceph_launch() {
+    local type=$1 id=$2 rc=0
+    log "starting ceph-$type.$id"
+    timeout 300 "/usr/bin/ceph-$type" -c "$CEPH_CONF" --id "$id" 9>&- </dev/null \
+        >>"$CEPH_LOGDIR/ceph-$type.$id.out" 2>&1 || rc=$?
+    [ $rc != 0 ] || return 0
+    show_tail "$CEPH_LOGDIR/ceph-$type.$id.out" 10
+    [ $rc != 124 ] || die "ceph-$type.$id did not finish starting within 300 s (logs in $CEPH_LOGDIR)"
+    return 1
+}
+
 mon_launch() {
     [ -z "$(pids_matching "$MON_RE")" ] || return 0
     require_port_free 3300 "$MON_RE"
     require_port_free 6789 "$MON_RE"
-    log "starting ceph-mon.$MON_ID"
-    # Daemonizes; exits non-zero if it cannot even open its store.
-    /usr/bin/ceph-mon -c "$CEPH_CONF" --id "$MON_ID" 9>&- </dev/null >>"$CEPH_LOGDIR/ceph-mon.$MON_ID.out" 2>&1 || {
-        show_tail "$CEPH_LOGDIR/ceph-mon.$MON_ID.out"; show_tail "$CEPH_LOGDIR/ceph-mon.$MON_ID.log"
-        return 1; }
+    ceph_launch mon "$MON_ID"
 }
 
 mgr_launch() {
@@ -452,18 +464,12 @@ mgr_launch() {
         cephc auth get-or-create "mgr.$MGR_ID" mon 'allow profile mgr' osd 'allow *' mds 'allow *' \
             -o "$MGR_DATA/keyring" >/dev/null
     fi
-    log "starting ceph-mgr.$MGR_ID"
-    /usr/bin/ceph-mgr -c "$CEPH_CONF" --id "$MGR_ID" 9>&- </dev/null >>"$CEPH_LOGDIR/ceph-mgr.$MGR_ID.out" 2>&1 || {
-        show_tail "$CEPH_LOGDIR/ceph-mgr.$MGR_ID.out"; show_tail "$CEPH_LOGDIR/ceph-mgr.$MGR_ID.log"
-        return 1; }
+    ceph_launch mgr "$MGR_ID"
 }
 
 osd_launch() {
     [ -z "$(pids_matching "$OSD_RE")" ] || return 0
-    log "starting ceph-osd.$OSD_ID"
-    /usr/bin/ceph-osd -c "$CEPH_CONF" --id "$OSD_ID" 9>&- </dev/null >>"$CEPH_LOGDIR/ceph-osd.$OSD_ID.out" 2>&1 || {
-        show_tail "$CEPH_LOGDIR/ceph-osd.$OSD_ID.out"; show_tail "$CEPH_LOGDIR/ceph-osd.$OSD_ID.log"
-        return 1; }
+    ceph_launch osd "$OSD_ID"
 }
 
 ceph_show_logs() {

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite, from nothing: installs the Debian packages and the
-# environments, starts the local stack (Ceph, RabbitMQ, Glance), then runs the
-# unit tests, the functional tests on the real stack and a quick benchmark.
-# Run as root on Debian 12. Extra arguments are passed to both stestr runs
-# as a test filter.
+# environments, starts the local stack (Ceph, RabbitMQ, Glance), then runs
+#   1. the unit tests (fakes; well under a minute),
+#   2. the functional tests (real imaged processes on the real stack),
+#   3. the scenario suite (tempest-like, against an agent started for it,
+#      then the fault-injection tests one at a time),
+#   4. the benchmark harness in its quick configuration (so it cannot rot).
+# Run as root on Debian 12. Extra arguments are a stestr filter for 1-3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore::DeprecationWarning}
@@ -12,28 +15,42 @@ tools/stack.sh install
 tools/venv.sh
 
 passed=0 failed=0
-run_stestr() {
+summary=()
+# run_stage NAME COMMAND...: runs it, counts stestr's Passed/Failed lines.
+run_stage() {
     local name=$1; shift
-    local log
+    local log rc p f start=$SECONDS
     log=$(mktemp)
     set +e
-    .venv/bin/stestr --test-path "$@" 2>&1 | tee "$log"
-    local rc=${PIPESTATUS[0]}
+    "$@" 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
     set -e
-    local p f
-    p=$(grep -Eo ' - Passed: [0-9]+' "$log" | tail -1 | grep -Eo '[0-9]+' || echo 0)
-    f=$(grep -Eo ' - Failed: [0-9]+' "$log" | tail -1 | grep -Eo '[0-9]+' || echo 0)
+    p=$(awk '/^ - Passed: [0-9]+$/ {s += $3} END {print s + 0}' "$log")
+    f=$(awk '/^ - Failed: [0-9]+$/ {s += $3} END {print s + 0}' "$log")
     rm -f "$log"
-    echo "$name: $p passed, $f failed"
+    p=${p:-0} f=${f:-0}
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi  # failed outside a test
+    summary+=("$name: $p passed, $f failed ($((SECONDS - start))s)")
     passed=$((passed + p)); failed=$((failed + f))
-    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
-    return 0
 }
 
-run_stestr unit ./tests/unit run "$@"
+run_stage unit .venv/bin/stestr --test-path ./tests/unit run "$@"
 tools/stack.sh start
-run_stestr functional ./tests/functional run --concurrency 2 "$@"
+run_stage functional .venv/bin/stestr --test-path ./tests/functional run \
+    --concurrency 2 "$@"
+run_stage scenario tools/scenario-run.sh "$@"
+if [ $# -eq 0 ]; then
+    bench_start=$SECONDS
+    if .venv/bin/python -m tools.bench --quick \
+            --json bench-results/quick.json --plot bench-results/quick.png; then
+        summary+=("bench --quick: ran ($((SECONDS - bench_start))s)")
+    else
+        summary+=("bench --quick: FAILED")
+        failed=$((failed + 1))
+    fi
+fi
 
 echo
+printf '%s\n' "${summary[@]}"
 echo "total: $passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

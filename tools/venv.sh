@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${IMAGED_VENV:-.venv}
 stamp_of() {
-    cat requirements.txt test-requirements.txt setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1
+    cat requirements.txt test-requirements.txt bench-requirements.txt \
+        setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1
 }
 if ! "$VENV/bin/python" -c 'import rados, rbd' 2>/dev/null; then
     rm -rf "$VENV"
@@ -19,7 +20,8 @@ if [ "$(cat "$VENV/.imaged-stamp" 2>/dev/null)" != "$want" ] || ! [ -x "$VENV/bi
     log=$VENV/pip.log
     if ! { "$VENV/bin/pip" install --disable-pip-version-check -U pip &&
            "$VENV/bin/pip" install --disable-pip-version-check \
-               -r requirements.txt -r test-requirements.txt -e . ; } >"$log" 2>&1; then
+               -r requirements.txt -r test-requirements.txt \
+               -r bench-requirements.txt -e . ; } >"$log" 2>&1; then
         tail -40 "$log"
         echo "venv: pip failed; full log in $log" >&2
         exit 1

@@ -307,17 +307,22 @@ class ScenarioTestCase(testtools.TestCase):
         return self.api.client.prepare(
             server=self.host, timeout=timeout or self.conf.target.call_timeout)
 
-    def new_instance(self):
-        """A new instance uuid whose disk is removed after the test."""
+    def new_instance(self, host=None):
+        """A new instance uuid whose disk (made by the agent of ``host``)
+        is removed after the test."""
         instance_uuid = str(uuid.uuid4())
-        self.addCleanup(self.remove_disk, instance_uuid)
+        self.addCleanup(self.remove_disk, instance_uuid, host)
         return instance_uuid
 
-    def remove_disk(self, instance_uuid, api=None, host=None):
+    def remove_disk(self, instance_uuid, host=None):
         """Delete as a caller would; then make sure nothing stays."""
+        # A dead agent sends no heartbeat: give up on it quickly.
+        client = self.api.client.prepare(
+            server=host or self.host, timeout=self.conf.target.call_timeout,
+            call_monitor_timeout=10)
         try:
-            (api or self.api).delete_root_disk(self.ctxt, host or self.host,
-                                               instance_uuid)
+            client.call(self.ctxt, 'delete_root_disk',
+                        instance_uuid=instance_uuid)
         except Exception as e:  # the test failed; Ceph has the last word
             self.addDetail('cleanup-%s' % instance_uuid,
                            content.text_content(repr(e)))
@@ -329,10 +334,9 @@ class ScenarioTestCase(testtools.TestCase):
         return self.api.create_root_disk(self.ctxt, self.host, instance_uuid,
                                          image_id, size_gb)
 
-    def cached(self, api=None, host=None):
+    def cached(self, host=None):
         """``image_id -> entry`` of the agent's base cache."""
-        entries = (api or self.api).list_cached_images(self.ctxt,
-                                                       host or self.host)
+        entries = self.api.list_cached_images(self.ctxt, host or self.host)
         return {e['image_id']: e for e in entries}
 
     # -- checks ---------------------------------------------------------------
@@ -349,8 +353,8 @@ class ScenarioTestCase(testtools.TestCase):
         """No disk, finished or partial, exists for the instance."""
         self.assertEqual([], self.ceph.names_with(instance_uuid))
 
-    def assertNotCached(self, image_id, api=None, host=None):
-        self.assertNotIn(image_id, self.cached(api, host))
+    def assertNotCached(self, image_id, host=None):
+        self.assertNotIn(image_id, self.cached(host))
 
     def assertDownloads(self, expected, image_id):
         """Glance served the image ``expected`` times (if it can tell)."""

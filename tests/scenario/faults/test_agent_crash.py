@@ -25,7 +25,7 @@ class AgentKilledTest(fault_base.FaultTestCase):
         proxy.rate = SLOW
         agent = self.start_agent(
             {'glance': {'endpoint_override': proxy.endpoint}})
-        instance_uuid = self.new_instance()
+        instance_uuid = self.new_instance(agent.host)
         call = self.in_background(self.create_on, agent, image['id'],
                                   instance_uuid=instance_uuid, timeout=120)
         base.wait_for(lambda: proxy.served > IMAGE_SIZE // 4, 60,
@@ -67,7 +67,7 @@ class AgentStoppedTest(fault_base.FaultTestCase):
         proxy.rate = SLOW
         agent = self.start_agent(
             {'glance': {'endpoint_override': proxy.endpoint}})
-        instance_uuid = self.new_instance()
+        instance_uuid = self.new_instance()  # the agent will be gone
         call = self.in_background(self.create_on, agent, image['id'],
                                   instance_uuid=instance_uuid, timeout=120)
         base.wait_for(lambda: proxy.served > IMAGE_SIZE // 8, 60,

@@ -24,7 +24,7 @@ class CorruptedDownloadTest(fault_base.FaultTestCase):
         self.assertEqual(len(data), os.path.getsize(stored))
         agent = self.start_agent()
         original = fault_base.corrupt_file(stored, units.Mi, 4096)
-        instance_uuid = self.new_instance()
+        instance_uuid = self.new_instance(agent.host)
         e = self.assertRaises(exception.ImageUnacceptable, self.create_on,
                               agent, image['id'], 1, instance_uuid)
         self.assertIn('hash', str(e))
@@ -59,7 +59,7 @@ class CacheFullTest(fault_base.FaultTestCase):
 
     def assertCacheFullLeavesNothing(self, data, disk_format):
         image = self.upload(data, disk_format=disk_format)
-        instance_uuid = self.new_instance()
+        instance_uuid = self.new_instance(self.agent.host)
         e = self.assertRaises(exception.CacheFull, self.create_on,
                               self.agent, image['id'], 1, instance_uuid)
         self.assertIn(image['id'], str(e))

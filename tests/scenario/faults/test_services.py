@@ -30,7 +30,7 @@ class RabbitMQRestartTest(fault_base.FaultTestCase):
         self.assertEqual(processes, agent.pids())
         for host in (self.host, agent.host):
             instance_uuid = str(uuid.uuid4())
-            self.addCleanup(self.remove_disk, instance_uuid, None, host)
+            self.addCleanup(self.remove_disk, instance_uuid, host)
             disk = self.api.create_root_disk(self.ctxt, host, instance_uuid,
                                              image['id'], 1)
             self.assertEqual('clone', disk['strategy'])
@@ -54,7 +54,7 @@ class GlanceDownTest(fault_base.FaultTestCase):
         proxy.rate = units.Mi  # still under way when Glance is stopped
         agent = self.start_agent(
             {'glance': {'endpoint_override': proxy.endpoint}})
-        instance_uuid = self.new_instance()
+        instance_uuid = self.new_instance(agent.host)
         call = self.in_background(self.create_on, agent, during_image['id'],
                                   instance_uuid=instance_uuid)
         base.wait_for(lambda: proxy.served > 2 * units.Mi, 60,
@@ -90,7 +90,7 @@ class GlanceDownTest(fault_base.FaultTestCase):
         proxy.cut_after = 3 * units.Mi
         agent = self.start_agent(
             {'glance': {'endpoint_override': proxy.endpoint}})
-        instance_uuid = self.new_instance()
+        instance_uuid = self.new_instance(agent.host)
         e = self.assertRefusedInTime(
             exception.ImageDownloadFailed, REFUSAL_SECONDS, self.create_on,
             agent, image['id'], 1, instance_uuid)
@@ -112,7 +112,7 @@ class CephDownTest(fault_base.FaultTestCase):
         image = self.upload(data)
         agent = self.start_agent({'rbd': {'connect_timeout': '5'}})
         processes = agent.pids()
-        instance_uuid = self.new_instance()
+        instance_uuid = self.new_instance(agent.host)
         with self.stopped('ceph_osd'):
             self.assertRefusedInTime(
                 (exception.BackendUnavailable, exception.StorageError),

@@ -41,9 +41,9 @@ FILE_STORE=$(awk -F' *= *' '
 mkdir -p "$OUT"
 STACK="$ROOT/tools/stack.sh"
 
-write() {  # write FILE: stdin -> FILE, atomically
+write() {  # write FILE: stdin -> FILE, atomically, only if it changed
     cat >"$1.new"
-    mv -f "$1.new" "$1"
+    if cmp -s "$1.new" "$1"; then rm -f "$1.new"; else mv -f "$1.new" "$1"; fi
 }
 
 write "$OUT/imaged.conf" <<EOF

@@ -36,6 +36,10 @@ answers() {
 
 start() {
     [ -f "$CONF_FILE" ] || "$ROOT/tools/scenario-conf.sh" >/dev/null
+    if running && [ "$CONF_FILE" -nt "$PID_FILE" ]; then
+        say "$CONF_FILE changed: restarting"
+        stop
+    fi
     if running; then
         say "already running, pid $(cat "$PID_FILE")"
     else

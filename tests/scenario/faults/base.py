@@ -123,16 +123,6 @@ class Agent:
         """SIGTERM to the main process, as ``systemctl stop`` sends."""
         self.process.send_signal(signal.SIGTERM)
 
-    def stop(self, timeout=90):
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-        self.kill()
-
     def log(self):
         try:
             with open(self.log_file, errors='replace') as f:
@@ -320,7 +310,7 @@ class FaultTestCase(base.ScenarioTestCase):
         return path
 
     def start_agent(self, options=None, workdir=None, host=None):
-        """A new agent, stopped (and its log attached) after the test."""
+        """A new agent, killed (and its log attached) after the test."""
         agent = Agent(self.conf, workdir or self.workdir(), options, host)
         self.addCleanup(self.stop_agent, agent)
         agent.start()

@@ -39,7 +39,9 @@ class AgentKilledTest(fault_base.FaultTestCase):
         self.assertIn('error', call)
         # Dead, it left no file or disk that looks finished.
         self.assertNotIn(image['id'], agent.base_files())
-        self.assertNotIn(base.disk_name(instance_uuid), self.ceph.names())
+        self.assertEqual([], [
+            n for n in self.ceph.names_with(instance_uuid, image['id'])
+            if not n.endswith(base.PARTIAL_SUFFIX)])
 
         proxy.heal()
         self.restart_agent(agent)

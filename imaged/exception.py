@@ -78,3 +78,7 @@ class RootDiskBusy(ImagedException):
 class StorageError(ImagedException):
     msg_fmt = _("Ceph operation on %(name)s in pool %(pool)s failed: "
                 "%(reason)s")
+
+
+class DiskExists(StorageError):
+    msg_fmt = _("%(name)s already exists in pool %(pool)s.")

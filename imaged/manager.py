@@ -7,7 +7,6 @@ import oslo_messaging as messaging
 from oslo_log import log as logging
 from oslo_service import periodic_task
 
-from imaged import context as imaged_context
 from imaged import exception
 from imaged.i18n import _
 from imaged import rpcapi
@@ -96,11 +95,13 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
         for problem in problems:
             LOG.warning('Not ready to make root disks: %s (retrying in the '
                         'background)', problem)
-        if fsid is not None:
-            self._remove_partial_disks(imaged_context.get_admin_context())
+        # Partial images left by a crash are removed by the periodic task,
+        # which runs right away: removing one that a killed process still
+        # watches can take half a minute, and must not delay serving.
 
     # -- RPC API 1.0 ----------------------------------------------------------
 
+    @messaging.expose
     @remote_errors
     def create_root_disk(self, context, instance_uuid=None, image_id=None,
                          size_gb=None, **unexpected):
@@ -114,17 +115,20 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
         return self.root_disks.create(context, instance_uuid, image_id,
                                       size_gb)
 
+    @messaging.expose
     @remote_errors
     def delete_root_disk(self, context, instance_uuid=None, **unexpected):
         _reject_unexpected('delete_root_disk', unexpected)
         _require('instance_uuid', instance_uuid)
         self.root_disks.delete(validate_uuid('instance_uuid', instance_uuid))
 
+    @messaging.expose
     @remote_errors
     def list_cached_images(self, context, **unexpected):
         _reject_unexpected('list_cached_images', unexpected)
         return self.cache.list()
 
+    @messaging.expose
     @remote_errors
     def get_capabilities(self, context, **unexpected):
         _reject_unexpected('get_capabilities', unexpected)
@@ -157,7 +161,8 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
         if self._partial_disks_cleaned:
             return
         try:
-            self.storage.remove_partial_disks()
-            self._partial_disks_cleaned = True
+            _removed, left = self.storage.remove_partial_disks()
         except exception.ImagedException as e:
-            LOG.warning('Cannot clean partial disks yet: %s', e)
+            LOG.warning('Cannot clean partial images yet: %s', e)
+            return
+        self._partial_disks_cleaned = not left

@@ -153,15 +153,12 @@ class RootDisks:
     def _import(self, context, image, name, size_bytes, timings):
         """Fill the disk itself from the base file (or while downloading)."""
         with self.cache.base_image(
-                context, image,
+                context, image, max_virtual_size=size_bytes,
                 tee=lambda size: self.storage.import_writer(name, size)
                 ) as base:
             timings.step('download' if base.downloaded else 'cache hit')
             try:
-                if base.size_bytes > size_bytes:
-                    raise exception.ImageTooLarge(
-                        image_id=image['id'], virtual_size=base.size_bytes,
-                        size_bytes=size_bytes)
+                self._check_base_size(image['id'], base, size_bytes)
                 if base.tee is not None:  # filled while it streamed in
                     base.tee.finish(size_bytes)
                     return
@@ -183,27 +180,44 @@ class RootDisks:
                 self.cache.touch(image_id)
                 timings.step('base hit')
             else:
-                base = self._make_rbd_base(context, image, timings)
+                base = self._make_rbd_base(context, image, size_bytes,
+                                           timings)
             self._clone(image, base, name, size_bytes, timings)
 
-    def _make_rbd_base(self, context, image, timings):
+    def _make_rbd_base(self, context, image, size_bytes, timings):
         image_id = image['id']
         name = rbd_storage.base_name(image_id)
         snapshot = rbd_storage.BASE_SNAPSHOT
         with self.cache.base_image(
-                context, image,
+                context, image, max_virtual_size=size_bytes,
                 tee=lambda size: self.storage.import_writer(name, size)
                 ) as cached:
             timings.step('download' if cached.downloaded else 'cache hit')
-            if cached.tee is not None:  # filled while it streamed in
-                cached.tee.finish(cached.size_bytes, snapshot=snapshot)
-            else:
-                self.storage.import_file(
-                    cached.path, name, cached.size_bytes,
-                    self._progress(image_id, name, cached.size_bytes),
-                    snapshot=snapshot)
-                timings.step('base import')
+            try:
+                self._check_base_size(image_id, cached, size_bytes)
+                if cached.tee is not None:  # filled while it streamed in
+                    cached.tee.finish(cached.size_bytes, snapshot=snapshot)
+                else:
+                    self.storage.import_file(
+                        cached.path, name, cached.size_bytes,
+                        self._progress(image_id, name, cached.size_bytes),
+                        snapshot=snapshot)
+                    timings.step('base import')
+            except exception.DiskExists:
+                # Another agent sharing the pool made it meanwhile.
+                LOG.info('Base image of %s was made by another agent',
+                         image_id)
+            finally:
+                if cached.tee is not None:
+                    cached.tee.abort()  # no-op once finished
         return self.storage.base_location(image_id)
+
+    @staticmethod
+    def _check_base_size(image_id, cached, size_bytes):
+        if cached.size_bytes > size_bytes:
+            raise exception.ImageTooLarge(image_id=image_id,
+                                          virtual_size=cached.size_bytes,
+                                          size_bytes=size_bytes)
 
     def clean_rbd_bases(self):
         """Remove base images whose base file is gone and that have no clone.

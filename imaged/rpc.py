@@ -49,7 +49,8 @@ def get_server(conf, target, endpoints):
     return messaging.get_rpc_server(
         get_transport(conf), target, endpoints,
         serializer=RequestContextSerializer(),
-        access_policy=messaging.DefaultRPCAccessPolicy)
+        # Only methods marked @messaging.expose can be called remotely.
+        access_policy=messaging.ExplicitRPCAccessPolicy)
 
 
 def get_client(conf, target, version_cap=None):

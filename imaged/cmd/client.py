@@ -72,7 +72,9 @@ def main(argv=None):
     except exception.ImagedException as e:
         # oslo.messaging rebuilds remote errors as "<Class>_Remote".
         name = type(e).__name__.removesuffix('_Remote')
-        print(json.dumps({'error': name, 'message': str(e)}),
+        # The message comes first; the agent's traceback follows it.
+        message = str(e).split('\n', 1)[0]
+        print(json.dumps({'error': name, 'message': message}),
               file=sys.stderr)
         return 1
     except (messaging.MessagingException, cfg.Error) as e:

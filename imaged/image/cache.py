@@ -75,6 +75,23 @@ def _is_raw(wrapper):
     return detected is not None and str(detected) == 'raw'
 
 
+def _check_virtual_size(image_id, wrapper, written, max_virtual_size):
+    """Stop a download as soon as it is known to be too large."""
+    try:
+        detected = wrapper.format
+    except Exception:  # ambiguous so far; decided at the end
+        return
+    if detected is None:
+        return
+    # A raw image is as large as its bytes; others say so in their header.
+    virtual_size = written if str(detected) == 'raw' else \
+        detected.virtual_size
+    if virtual_size > max_virtual_size:
+        raise exception.ImageTooLarge(image_id=image_id,
+                                      virtual_size=virtual_size,
+                                      size_bytes=max_virtual_size)
+
+
 class _HashThread:
     """Hashes chunks on another thread (hashlib releases the GIL).
 
@@ -205,7 +222,7 @@ class ImageCache:
     # -- use ------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def base_image(self, context, image, tee=None):
+    def base_image(self, context, image, tee=None, max_virtual_size=None):
         """The checked raw base file of ``image``, downloading it if needed.
 
         While the block runs the file is in use and never evicted.
@@ -217,12 +234,15 @@ class ImageCache:
             is called when the attempt fails. The writer of the successful
             download is returned as ``CachedImage.tee``; the caller then
             owns it. None when nothing was downloaded.
+        :param max_virtual_size: a download whose virtual size turns out
+            larger is stopped as soon as that is known (for qcow2, from its
+            header), with ``ImageTooLarge``, and nothing is cached.
         """
         image_id = image['id']
         with self._users_lock:
             self._users[image_id] += 1
         try:
-            yield self._fetch(context, image, tee)
+            yield self._fetch(context, image, tee, max_virtual_size)
         finally:
             with self._users_lock:
                 self._users[image_id] -= 1
@@ -239,7 +259,7 @@ class ImageCache:
         return lockutils.lock(name, lock_file_prefix='imaged-', external=True,
                               lock_path=self.conf.oslo_concurrency.lock_path)
 
-    def _fetch(self, context, image, tee):
+    def _fetch(self, context, image, tee, max_virtual_size):
         image_id = image['id']
         path = self.base_image_path(image_id)
         with self.image_lock('image-%s' % image_id):
@@ -251,7 +271,8 @@ class ImageCache:
             if image_format.QEMU_FORMATS.get(image['disk_format']) != 'raw':
                 tee = None  # only raw bytes are the disk's bytes
             with self._download_slots:
-                tmp, writer = self._download(context, image, tee)
+                tmp, writer = self._download(context, image, tee,
+                                             max_virtual_size)
             try:
                 self._install(image, tmp, path)
             except BaseException:
@@ -273,7 +294,8 @@ class ImageCache:
             started = time.monotonic()
             try:
                 image_format.convert_to_raw(image_id, downloaded, final_tmp,
-                                            image['disk_format'], self.conf)
+                                            image['disk_format'], self.conf,
+                                            cache_dir=self.base_dir)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(final_tmp)
@@ -295,7 +317,7 @@ class ImageCache:
 
     # -- download -------------------------------------------------------------
 
-    def _download(self, context, image, tee):
+    def _download(self, context, image, tee, max_virtual_size):
         """Download, hash and check ``image``.
 
         :returns: the temporary path and the ``tee`` writer, if any.
@@ -309,7 +331,8 @@ class ImageCache:
             try:
                 if tee is not None and image.get('size'):
                     writer = tee(image['size'])
-                self._download_once(context, image, tmp, writer)
+                self._download_once(context, image, tmp, writer,
+                                    max_virtual_size)
                 return tmp, writer
             except BaseException as e:
                 with contextlib.suppress(FileNotFoundError):
@@ -331,7 +354,7 @@ class ImageCache:
                 time.sleep(delays[attempt])
                 attempt += 1
 
-    def _download_once(self, context, image, tmp, writer):
+    def _download_once(self, context, image, tmp, writer, max_virtual_size):
         image_id = image['id']
         expected_size = image.get('size')
         promise = expected_hash(image)
@@ -360,6 +383,9 @@ class ImageCache:
                             writer.write(written, chunk)
                     written += len(chunk)
                     progress(written)
+                    if max_virtual_size is not None:
+                        _check_virtual_size(image_id, wrapper, written,
+                                            max_virtual_size)
                     if chunks is not stream and _is_raw(wrapper):
                         # Raw has nothing more to inspect: stop paying.
                         chunks = stream
@@ -382,8 +408,13 @@ class ImageCache:
                 image_id=image_id,
                 reason=_("its data does not match Glance's %s hash") %
                 promise[2])
-        image_format.check_image(image_id, wrapper, image['disk_format'],
-                                 self.conf)
+        checked = image_format.check_image(image_id, wrapper,
+                                           image['disk_format'], self.conf)
+        if max_virtual_size is not None and \
+                checked.virtual_size > max_virtual_size:
+            raise exception.ImageTooLarge(image_id=image_id,
+                                          virtual_size=checked.virtual_size,
+                                          size_bytes=max_virtual_size)
         elapsed = time.monotonic() - started
         LOG.info('Downloaded image %s: %d bytes in %.1fs (%.1f MB/s)',
                  image_id, written, elapsed,

@@ -91,7 +91,8 @@ def check_image(image_id, wrapper, disk_format, conf):
                         virtual_size=inspector.virtual_size)
 
 
-def convert_to_raw(image_id, source, dest, disk_format, conf):
+def convert_to_raw(image_id, source, dest, disk_format, conf,
+                   cache_dir=None):
     """Write a raw (sparse) copy of a checked image with qemu-img."""
     limits = processutils.ProcessLimits(
         cpu_time=conf.image_cache.convert_cpu_time,
@@ -102,7 +103,7 @@ def convert_to_raw(image_id, source, dest, disk_format, conf):
             '-O', 'raw', source, dest, prlimit=limits)
     except processutils.ProcessExecutionError as e:
         if 'No space left on device' in (e.stderr or ''):
-            raise exception.CacheFull(path=os.path.dirname(dest),
+            raise exception.CacheFull(path=cache_dir or os.path.dirname(dest),
                                       image_id=image_id,
                                       reason=_('qemu-img convert: no space'))
         raise exception.ImageUnacceptable(

@@ -12,10 +12,12 @@ the next attempt for the same instance.
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import threading
 import time
+import uuid
 
 from oslo_log import log as logging
 
@@ -42,8 +44,29 @@ def base_name(image_id):
     return '%s_base' % image_id
 
 
-def partial_name(name):
-    return name + PARTIAL_SUFFIX
+def host_tag(host):
+    """A short, name-safe tag of a host, carried in its partial names."""
+    return hashlib.sha256(host.encode('utf-8')).hexdigest()[:8]
+
+
+def partial_name(name, host):
+    """A unique temporary name for ``name`` being made by ``host``.
+
+    Unique, so that agents sharing a pool never step on each other's work
+    (two hosts may make the same image's base at once); tagged with the
+    host, so that each agent cleans up only what it left itself.
+    """
+    return '%s.%s-%s%s' % (name, host_tag(host), uuid.uuid4().hex[:8],
+                           PARTIAL_SUFFIX)
+
+
+def partial_owner_tag(part):
+    """The host tag of a partial name, or None if it is not one."""
+    if not part.endswith(PARTIAL_SUFFIX):
+        return None
+    tag_and_token = part[:-len(PARTIAL_SUFFIX)].rsplit('.', 1)[-1]
+    tag, _sep, token = tag_and_token.partition('-')
+    return tag if len(tag) == 8 and token else None
 
 
 class ImportWriter:
@@ -57,11 +80,11 @@ class ImportWriter:
 
     def __init__(self, driver, name, size):
         self.driver, self.name, self.size = driver, name, size
-        self.part = partial_name(name)
+        self.part = partial_name(name, driver.host)
+        self.finished = False
         self._stack = contextlib.ExitStack()
         driver._mark_in_progress(self.part, True)
         try:
-            driver._remove_partial(self.part)
             self.ioctx = self._stack.enter_context(
                 driver._ioctx(driver.pool, name))
             driver._call(name, driver.rbd.RBD().create, self.ioctx,
@@ -114,9 +137,13 @@ class ImportWriter:
             raise
         self._stack.close()
         driver._mark_in_progress(self.part, False)
+        self.finished = True
 
     def abort(self):
-        """Remove the partial image; safe to call more than once."""
+        """Remove the partial image; safe to call more than once, and a
+        no-op once :meth:`finish` succeeded."""
+        if self.finished:
+            return
         blocks = getattr(self, 'blocks', None)
         if blocks is not None:
             blocks.drain()
@@ -294,10 +321,9 @@ class RBDDriver:
 
     def clone(self, loc, name, size_bytes):
         """Clone a snapshot into a finished disk ``name`` of ``size_bytes``."""
-        part = partial_name(name)
+        part = partial_name(name, self.host)
         self._mark_in_progress(part, True)
         try:
-            self._remove_partial(part)
             with self._ioctx(loc.pool, loc.image) as parent_ioctx, \
                     self._ioctx(self.pool, name) as ioctx:
                 self._call(name, self.rbd.RBD().clone, parent_ioctx,
@@ -340,8 +366,7 @@ class RBDDriver:
         try:
             return func(*args, **kwargs)
         except self.rbd.ImageExists:
-            raise exception.StorageError(
-                name=name, pool=self.pool, reason=_('it already exists'))
+            raise exception.DiskExists(name=name, pool=self.pool)
         except (self.rbd.NoSpace, self.rbd.DiskQuotaExceeded) as e:
             raise exception.StorageError(
                 name=name, pool=self.pool, reason=_('no space: %s') % e)
@@ -376,26 +401,31 @@ class RBDDriver:
             self._remove_quietly(ioctx, part)
 
     def remove_partial_disks(self):
-        """Remove partial disks this host left behind (start-up cleanup)."""
-        removed = []
+        """Remove partial images this host left behind (a crash, a kill).
+
+        :returns: ``(removed, left)``: names removed, and names that could
+            not be removed yet (a dead client's watch lingers for ~30 s).
+        """
+        removed, left = [], []
+        mine = host_tag(self.host)
         with self._ioctx(self.pool) as ioctx:
             for name in self.rbd.RBD().list(ioctx):
-                if not name.endswith(PARTIAL_SUFFIX) or \
+                if partial_owner_tag(name) != mine or \
                         name in self._in_progress:
                     continue
                 try:
-                    with self.rbd.Image(ioctx, name, read_only=True) as img:
-                        owner = img.metadata_get(OWNER_KEY)
-                except (KeyError, self.rbd.ImageNotFound):
-                    owner = None
-                if owner not in (None, self.host):
-                    continue
-                self._remove_quietly(ioctx, name)
-                removed.append(name)
+                    self._remove_image(ioctx, name)
+                    removed.append(name)
+                except self.rbd.ImageNotFound:
+                    pass
+                except (self.rbd.Error, self.rados.Error) as e:
+                    LOG.debug('Partial image %s/%s not removable yet: %s',
+                              self.pool, name, e)
+                    left.append(name)
         if removed:
-            LOG.info('Removed partial disks left by an earlier run: %s',
+            LOG.info('Removed partial images left by an earlier run: %s',
                      ', '.join(removed))
-        return removed
+        return removed, left
 
     # -- base images ----------------------------------------------------------
 
@@ -443,7 +473,6 @@ class RBDDriver:
 
         :returns: whether a finished disk was there.
         """
-        self._remove_partial(partial_name(name))
         deadline = time.monotonic() + self.conf.rbd.delete_busy_timeout
         delay = 0.5
         with self._ioctx(self.pool, name) as ioctx:

@@ -30,7 +30,7 @@ class ConvertedCacheTest(images.ImageFilesMixin, base.TestCase):
             return base
 
     def test_qcow2_is_converted_and_only_raw_kept(self):
-        def fake_convert(image_id, source, dest, disk_format, conf):
+        def fake_convert(image_id, source, dest, disk_format, conf, **kw):
             self.assertEqual('qcow2', disk_format)
             with open(dest, 'wb') as f:
                 f.truncate(10 * 1024 * 1024)
@@ -47,7 +47,7 @@ class ConvertedCacheTest(images.ImageFilesMixin, base.TestCase):
         self.assertEqual([], self.cache.list())
 
     def test_failed_conversion_leaves_nothing(self):
-        def failing(image_id, source, dest, disk_format, conf):
+        def failing(image_id, source, dest, disk_format, conf, **kw):
             shutil.copy(source, dest)
             raise exception.ImageUnacceptable(image_id=image_id,
                                               reason='boom')
@@ -56,3 +56,20 @@ class ConvertedCacheTest(images.ImageFilesMixin, base.TestCase):
                               'qcow2', 'qcow2')
         self.assertEqual([], self.cache.list())
         self.assertEqual([], os.listdir(self.cache.tmp_dir))
+
+    def test_qcow2_too_large_for_the_disk_stops_at_its_header(self):
+        with open(self.images['qcow2'], 'rb') as f:
+            self.glance.add(IMAGE, f.read() + bytes(8 << 20),
+                            disk_format='qcow2')
+        with mock.patch.object(image_format, 'convert_to_raw') as convert:
+            e = self.assertRaises(
+                exception.ImageTooLarge, self._enter, max_virtual_size=4096)
+        self.assertIn('10485760', str(e))
+        convert.assert_not_called()
+        self.assertEqual([], self.cache.list())
+        self.assertEqual([], os.listdir(self.cache.tmp_dir))
+
+    def _enter(self, **kwargs):
+        with self.cache.base_image(context.get_admin_context(),
+                                   self.glance.show(None, IMAGE), **kwargs):
+            pass

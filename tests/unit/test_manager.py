@@ -216,3 +216,22 @@ class EntryPointTest(base.TestCase):
         manager = imaged_cmd.build_manager(self.conf)
         self.assertEqual('test-host', manager.host)
         self.assertIs(manager.storage, manager.root_disks.storage)
+
+
+class HostileContextTest(RPCTestCase):
+
+    def test_bad_context_fields_get_invalid_input(self):
+        client = self.api.client.prepare(server='test-host', timeout=10)
+        for ctxt, field in [({'request_id': {'nested': 1}}, 'request_id'),
+                            ({'auth_token': 5}, 'auth_token'),
+                            ({'auth_token': 'tok\r\nX-Injected: 1'},
+                             'auth_token'),
+                            ({'user_name': 'a\x00b'}, 'user_name')]:
+            e = self.assertRaises(exception.InvalidInput, client.call, ctxt,
+                                  'get_capabilities')
+            self.assertIn(field, str(e))
+
+    def test_only_the_api_can_be_called(self):
+        for name in ('init_host', 'run_periodic_tasks', 'conf', 'root_disks',
+                     'add_periodic_task'):
+            self.assertRaises(messaging.NoSuchMethod, self.call, name)

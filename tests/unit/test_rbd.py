@@ -28,8 +28,12 @@ class RBDDriverTest(base.TestCase):
         self.driver.import_file(path, 'i_disk', units.Gi)
         disk = self.vms['i_disk']
         self.assertEqual(units.Gi, disk.size)
-        self.assertEqual([('vms', 'i_disk.imaged-part', 8 * units.Mi,
-                           4 * units.Mi)], self.cluster.writes)
+        [(pool, part, offset, length)] = self.cluster.writes
+        self.assertEqual(('vms', 8 * units.Mi, 4 * units.Mi),
+                         (pool, offset, length))
+        self.assertTrue(part.startswith('i_disk.'))
+        self.assertEqual(rbd_storage.host_tag('test-host'),
+                         rbd_storage.partial_owner_tag(part))
         self.assertEqual(b'data', disk.read(8 * units.Mi + 3, 4))
         self.assertEqual('test-host', disk.metadata['imaged.host'])
         self.assertEqual(['i_disk'], list(self.vms))
@@ -55,11 +59,17 @@ class RBDDriverTest(base.TestCase):
         info = self.driver.disk_info('i_disk')
         self.assertEqual({'size_bytes': units.Gi, 'parent': url}, info)
 
-    def test_leftover_partial_disk_is_replaced(self):
-        self.vms['i_disk.imaged-part'] = fakes.FakeDisk(1)
-        url = self.cluster.add_glance_image('img', b'x')
-        self.driver.clone(location.parse_rbd_location(url), 'i_disk', 10)
-        self.assertEqual(['i_disk'], list(self.vms))
+    def test_agents_sharing_a_pool_use_distinct_partial_names(self):
+        other = rbd_storage.RBDDriver(
+            self.conf, 'other-host', rados_module=self.cluster.rados,
+            rbd_module=self.cluster.rbd)
+        mine = self.driver.import_writer('img_base', 10)
+        theirs = other.import_writer('img_base', 10)
+        self.assertNotEqual(mine.part, theirs.part)
+        theirs.finish(10, snapshot='snap')
+        self.assertRaises(exception.DiskExists, mine.finish, 10,
+                          snapshot='snap')
+        self.assertEqual(['img_base'], list(self.vms))
 
     def test_why_not_cloneable(self):
         good = self.cluster.add_glance_image('img', b'x')
@@ -73,15 +83,21 @@ class RBDDriverTest(base.TestCase):
                       self.driver.why_not_cloneable('file:///x'))
 
     def test_remove_partial_disks_spares_other_hosts(self):
-        mine, theirs = fakes.FakeDisk(1), fakes.FakeDisk(1)
-        mine.metadata['imaged.host'] = 'test-host'
-        theirs.metadata['imaged.host'] = 'other-host'
-        self.vms.update({'a_disk.imaged-part': mine,
-                         'b_disk.imaged-part': theirs,
-                         'c_disk': fakes.FakeDisk(1)})
-        self.assertEqual(['a_disk.imaged-part'],
-                         self.driver.remove_partial_disks())
-        self.assertEqual(['b_disk.imaged-part', 'c_disk'], sorted(self.vms))
+        mine = rbd_storage.partial_name('a_disk', 'test-host')
+        theirs = rbd_storage.partial_name('b_disk', 'other-host')
+        self.vms.update({mine: fakes.FakeDisk(1), theirs: fakes.FakeDisk(1),
+                         'c_disk': fakes.FakeDisk(1),
+                         'd_disk.imaged-part': fakes.FakeDisk(1)})
+        self.assertEqual(([mine], []), self.driver.remove_partial_disks())
+        self.assertEqual(sorted([theirs, 'c_disk', 'd_disk.imaged-part']),
+                         sorted(self.vms))
+
+    def test_partial_disks_still_watched_are_left_for_later(self):
+        mine = rbd_storage.partial_name('a_disk', 'test-host')
+        self.vms[mine] = fakes.FakeDisk(1)
+        self.vms[mine].busy = 1
+        self.assertEqual(([], [mine]), self.driver.remove_partial_disks())
+        self.assertEqual(([mine], []), self.driver.remove_partial_disks())
 
     def test_remove_retries_while_busy(self):
         self.useFixture(base.fixtures.MonkeyPatch('time.sleep',
@@ -120,9 +136,9 @@ class RBDDriverTest(base.TestCase):
         with open(path, 'wb') as f:
             f.write(b'x' * 100)
         writer = self.driver.import_writer('i_disk', 100)
-        self.vms['old_disk.imaged-part'] = fakes.FakeDisk(1)
-        self.assertEqual(['old_disk.imaged-part'],
-                         self.driver.remove_partial_disks())
+        old = rbd_storage.partial_name('old_disk', 'test-host')
+        self.vms[old] = fakes.FakeDisk(1)
+        self.assertEqual(([old], []), self.driver.remove_partial_disks())
         writer.write_file(path)
         writer.finish(100)
         self.assertEqual(['i_disk'], list(self.vms))

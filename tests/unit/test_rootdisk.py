@@ -199,7 +199,7 @@ class RBDBaseImagesTest(RootDisksTest):
         self.glance.add(IMAGE, b'\0' * 512, disk_format='vhd')
         checked = image_format.CheckedImage('vhd', 512)
 
-        def convert(image_id, source, dest, disk_format, conf):
+        def convert(image_id, source, dest, disk_format, conf, **kw):
             with open(dest, 'wb') as f:
                 f.write(b'converted')
         spy = mock.patch.object(self.storage, 'import_file',

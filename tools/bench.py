@@ -18,6 +18,7 @@ removed at the end, also on failure or SIGTERM.
 """
 
 import argparse
+from concurrent import futures
 import contextlib
 import dataclasses
 import datetime
@@ -828,9 +829,11 @@ class Bench:
         try:
             yield made
         finally:
-            for instance_uuid in made.instances:
+            def delete(instance_uuid):
                 with contextlib.suppress(Exception):
                     self.agent.delete(instance_uuid)
+            with futures.ThreadPoolExecutor(8) as pool:
+                list(pool.map(delete, made.instances))
             left = self.ceph.remove_matching(made.instances + made.baseline)
             if left:
                 raise RuntimeError('cannot remove disks %s' % left)
@@ -1344,9 +1347,10 @@ def draw_plot(report, path):
                    color=next((c for k, c in colours.items()
                                if name.startswith(k)), None),
                    alpha=0.6 if baseline else 1.0, label=name)
-    sizes = sorted({int(size) for points in report['series'].values()
-                    for size in points})
-    for axes in (times, memory):
+    for axes, memory_only in ((times, False), (memory, True)):
+        sizes = sorted({int(size) for name, points in report['series'].items()
+                        if name.startswith('peak RSS') or not memory_only
+                        for size in points})
         axes.set_xscale('log', base=2)
         axes.set_xticks([s / MiB for s in sizes], [size_text(s)
                                                    for s in sizes])

@@ -82,7 +82,6 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
         self.storage = storage
         self.cache = cache
         self.glance = glance_api
-        self._partial_disks_cleaned = False
         self._periodic_spacing = dict(
             self._periodic_spacing,
             _clean_image_cache=conf.image_cache.manager_interval)
@@ -157,12 +156,10 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
 
     @periodic_task.periodic_task(spacing=30, run_immediately=True)
     def _remove_partial_disks(self, context):
-        # Ceph may be down at start-up: keep trying until it worked once.
-        if self._partial_disks_cleaned:
-            return
+        # Right after start-up, and then now and then: a partial image that
+        # could not be removed when its call failed (Ceph down, a lingering
+        # watch) must not stay. Listing the pool is one small read.
         try:
-            _removed, left = self.storage.remove_partial_disks()
+            self.storage.remove_partial_disks()
         except exception.ImagedException as e:
-            LOG.warning('Cannot clean partial images yet: %s', e)
-            return
-        self._partial_disks_cleaned = not left
+            LOG.warning('Cannot clean partial images now: %s', e)

@@ -45,11 +45,15 @@ class AgentKilledTest(fault_base.FaultTestCase):
 
         proxy.heal()
         self.restart_agent(agent)
-        # Its start-up removed what the crash left, before serving.
+        # Its start-up removed the partial files before serving, and
+        # removes the partial images in the background (a killed
+        # process's watch on them lingers for up to ~30 s).
         self.assertCleanCache(agent, image['id'])
         self.assertNothingInPool(instance_uuid)
-        self.assertEqual([], [n for n in self.ceph.names_with(image['id'])
-                              if n.endswith(base.PARTIAL_SUFFIX)])
+        base.wait_for(lambda: not [
+            n for n in self.ceph.names_with(image['id'])
+            if n.endswith(base.PARTIAL_SUFFIX)], 90, interval=1,
+            what='the partial images to be removed')
 
         disk = self.create_on(agent, image['id'],
                               instance_uuid=instance_uuid)

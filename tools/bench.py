@@ -1208,12 +1208,21 @@ class Bench:
         :returns: what could not be removed.
         """
         log('cleaning up')
-        # Both stop while the disks and images go.
-        for process in (self.echo and self.echo.process,
-                        self.agent.daemon.process):
-            if process is not None and process.poll() is None:
+        processes = [p for p in (self.echo and self.echo.process,
+                                 self.agent.daemon.process) if p is not None]
+        for process in processes:
+            if process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGTERM)
+        # imaged finishes the calls in flight before it exits: only then is
+        # all it made in the pool.
+        for process in processes:
+            try:
+                process.wait(90)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(30)
         try:  # a call that timed out may still have made something
             left = self.ceph.remove_matching(sorted(
                 self.instances | self.baseline_disks | self.glance.created))
@@ -1225,16 +1234,6 @@ class Bench:
             except Exception as e:
                 left.append('Glance image %s (%s)' % (image_id, describe(e)))
         self.ceph.close()
-        for process in (self.echo and self.echo.process,
-                        self.agent.daemon.process):
-            if process is None:
-                continue
-            try:
-                process.wait(90)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(30)
         if left:
             log('could not remove: %s', ', '.join(left))
         log('clean')

@@ -1,6 +1,7 @@
 """The RPC endpoint: validates every argument, then delegates."""
 
 import functools
+import time
 import uuid
 
 import oslo_messaging as messaging
@@ -13,6 +14,8 @@ from imaged import rpcapi
 from imaged import version
 
 LOG = logging.getLogger(__name__)
+
+HEALTH_TTL = 2.0
 
 
 def validate_uuid(argument, value):
@@ -82,6 +85,7 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
         self.storage = storage
         self.cache = cache
         self.glance = glance_api
+        self._healthy = None  # (valid until, fsid) of the last good check
         self._periodic_spacing = dict(
             self._periodic_spacing,
             _clean_image_cache=conf.image_cache.manager_interval)
@@ -131,8 +135,7 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
     @remote_errors
     def get_capabilities(self, context, **unexpected):
         _reject_unexpected('get_capabilities', unexpected)
-        fsid, problems = self.storage.status()
-        problems += self.glance.check_health()
+        fsid, problems = self._health()
         return {'version': version.version_string(),
                 'host': self.host,
                 'backend': 'rbd',
@@ -140,6 +143,20 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
                 'pool': self.storage.pool,
                 'cache': self.cache.usage(),
                 'problems': problems}
+
+    def _health(self):
+        """``(fsid, problems)``; a healthy answer is reused for a moment.
+
+        Callers may poll get_capabilities often; a problem is always
+        looked for afresh, so it shows within ``HEALTH_TTL`` seconds.
+        """
+        now = time.monotonic()
+        if self._healthy is not None and now < self._healthy[0]:
+            return self._healthy[1], []
+        fsid, problems = self.storage.status()
+        problems += self.glance.check_health()
+        self._healthy = None if problems else (now + HEALTH_TTL, fsid)
+        return fsid, problems
 
     # -- periodic tasks -------------------------------------------------------
 

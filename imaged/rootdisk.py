@@ -83,14 +83,15 @@ class RootDisks:
             image = self.glance.show(context, image_id)
             timings.step('glance')
             self._check_record(image, size_bytes)
-            location = self._cloneable_location(image)
+            location, parent_size = self._cloneable_location(image)
             if location is not None:
                 strategy = 'clone'
-                self._clone(image, location, name, size_bytes, timings)
+                info = self._clone(image, location, parent_size, name,
+                                   size_bytes, timings)
             else:
                 strategy = 'download'
-                self._download(context, image, name, size_bytes, timings)
-            info = self.storage.disk_info(name)
+                info = self._download(context, image, name, size_bytes,
+                                      timings)
             LOG.info('Created root disk %s/%s for instance %s from image %s '
                      'by %s: %s', self.storage.pool, name, instance_uuid,
                      image_id, strategy, ', '.join(timings.steps))
@@ -115,29 +116,32 @@ class RootDisks:
                                           size_bytes=size_bytes)
 
     def _cloneable_location(self, image):
-        """The first location we can clone, as an RBDLocation, or None."""
+        """``(RBDLocation, size)`` of the first location we can clone."""
         urls = candidate_locations(image)
         if image.get('disk_format') != 'raw':
             if urls:
                 LOG.debug('Image %s is %s, not raw: not cloneable',
                           image['id'], image.get('disk_format'))
-            return None
+            return None, None
         for url in urls:
-            reason = self.storage.why_not_cloneable(url)
-            if reason is None:
-                return rbd_location.parse_rbd_location(url)
+            location, size, reason = self.storage.probe_location(url)
+            if location is not None:
+                return location, size
             LOG.debug('Location %s of image %s is not cloneable: %s', url,
                       image['id'], reason)
-        return None
+        return None, None
 
-    def _clone(self, image, location, name, size_bytes, timings):
-        virtual_size = self.storage.snapshot_size(location)
-        if virtual_size > size_bytes:
+    def _clone(self, image, location, parent_size, name, size_bytes,
+               timings):
+        """Clone a snapshot into the disk; returns the disk's info."""
+        if parent_size > size_bytes:
             raise exception.ImageTooLarge(image_id=image['id'],
-                                          virtual_size=virtual_size,
+                                          virtual_size=parent_size,
                                           size_bytes=size_bytes)
         self.storage.clone(location, name, size_bytes)
         timings.step('clone')
+        return {'size_bytes': size_bytes,
+                'parent': rbd_location.format_rbd_location(*location)}
 
     def _progress(self, image_id, name, size):
         return image_cache.ProgressLog(
@@ -146,9 +150,10 @@ class RootDisks:
 
     def _download(self, context, image, name, size_bytes, timings):
         if self.conf.image_cache.rbd_base_images:
-            self._clone_rbd_base(context, image, name, size_bytes, timings)
-        else:
-            self._import(context, image, name, size_bytes, timings)
+            return self._clone_rbd_base(context, image, name, size_bytes,
+                                        timings)
+        self._import(context, image, name, size_bytes, timings)
+        return {'size_bytes': size_bytes, 'parent': None}
 
     def _import(self, context, image, name, size_bytes, timings):
         """Fill the disk itself from the base file (or while downloading)."""
@@ -175,14 +180,15 @@ class RootDisks:
         """Clone the image's base in Ceph, making it first if needed."""
         image_id = image['id']
         with self.cache.image_lock('rbd-base-%s' % image_id):
-            base = self.storage.base_location(image_id)
+            base, base_size = self.storage.base_location(image_id)
             if base is not None:
                 self.cache.touch(image_id)
                 timings.step('base hit')
             else:
-                base = self._make_rbd_base(context, image, size_bytes,
-                                           timings)
-            self._clone(image, base, name, size_bytes, timings)
+                base, base_size = self._make_rbd_base(context, image,
+                                                      size_bytes, timings)
+            return self._clone(image, base, base_size, name, size_bytes,
+                               timings)
 
     def _make_rbd_base(self, context, image, size_bytes, timings):
         image_id = image['id']

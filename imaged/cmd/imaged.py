@@ -10,6 +10,7 @@ from oslo_service import service
 from imaged import conf as imaged_conf
 from imaged.image import cache as image_cache
 from imaged.image import glance
+from imaged import malloc
 from imaged import manager as imaged_manager
 from imaged import rootdisk
 from imaged import service as imaged_service
@@ -38,6 +39,7 @@ def build_manager(conf=CONF):
 
 
 def main(argv=None):
+    malloc.limit_arenas()
     parse_args(sys.argv if argv is None else argv)
     LOG.info('Starting imaged %s', version.version_string())
     CONF.log_opt_values(LOG, py_logging.INFO)

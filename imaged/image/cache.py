@@ -28,6 +28,7 @@ from oslo_utils import units
 from imaged import exception
 from imaged.i18n import _
 from imaged.image import format as image_format
+from imaged import malloc
 from imaged.image import glance
 
 LOG = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class _HashThread:
 
     def __init__(self, hasher):
         self.hasher = hasher
-        self._queue = queue.Queue(maxsize=16)
+        self._queue = queue.Queue(maxsize=8)
         self._thread = None
         if hasher is not None:
             self._thread = threading.Thread(target=self._run, daemon=True)
@@ -270,9 +271,12 @@ class ImageCache:
                 pass
             if image_format.QEMU_FORMATS.get(image['disk_format']) != 'raw':
                 tee = None  # only raw bytes are the disk's bytes
-            with self._download_slots:
-                tmp, writer = self._download(context, image, tee,
-                                             max_virtual_size)
+            try:
+                with self._download_slots:
+                    tmp, writer = self._download(context, image, tee,
+                                                 max_virtual_size)
+            finally:
+                malloc.release_free_memory()
             try:
                 self._install(image, tmp, path)
             except BaseException:

@@ -12,6 +12,7 @@ from glanceclient import client as glance_client
 from glanceclient import exc as glance_exc
 from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import loading as ks_loading
+from keystoneauth1 import session as ks_session
 from keystoneauth1 import token_endpoint
 from oslo_log import log as logging
 import requests
@@ -49,6 +50,10 @@ class GlanceAPI:
     def __init__(self, conf):
         self.conf = conf
         self._session = ks_loading.load_session_from_conf_options(conf, GROUP)
+        # One pooled connection per concurrent call, not urllib3's 10.
+        pool = ks_session.TCPKeepAliveAdapter(pool_maxsize=64)
+        for scheme in ('http://', 'https://'):
+            self._session.session.mount(scheme, pool)
         self._auth = ks_loading.load_auth_from_conf_options(conf, GROUP)
         self._endpoint = None
 

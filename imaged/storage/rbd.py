@@ -85,6 +85,14 @@ class ImportWriter:
         self._stack = contextlib.ExitStack()
         driver._mark_in_progress(self.part, True)
         try:
+            self._init_image()
+        except BaseException:
+            self.abort()
+            raise
+
+    def _init_image(self):
+        driver, name, size = self.driver, self.name, self.size
+        with driver._typed_errors(name):
             self.ioctx = self._stack.enter_context(
                 driver._ioctx(driver.pool, name))
             driver._call(name, driver.rbd.RBD().create, self.ioctx,
@@ -96,9 +104,6 @@ class ImportWriter:
             self.blocks = rbd_import.BlockWriter(
                 self.image, size, driver.conf.rbd.import_concurrency, name,
                 driver.pool)
-        except BaseException:
-            self.abort()
-            raise
 
     def _close_image(self):
         image, self.image = getattr(self, 'image', None), None
@@ -106,14 +111,15 @@ class ImportWriter:
             image.close()
 
     def write(self, offset, data):
-        self.blocks.write(offset, data)
+        with self.driver._typed_errors(self.name):
+            self.blocks.write(offset, data)
 
     def write_file(self, path, progress=None):
         fd = os.open(path, os.O_RDONLY)
         try:
             for offset, chunk in rbd_import.data_chunks(
                     fd, min(self.size, os.fstat(fd).st_size)):
-                self.blocks.write(offset, chunk)
+                self.write(offset, chunk)
                 if progress:
                     progress(offset + len(chunk))
         finally:
@@ -123,15 +129,15 @@ class ImportWriter:
         """Make it the finished image ``name`` of at least ``size_bytes``."""
         driver = self.driver
         try:
-            self.blocks.close()
-            if self.size < size_bytes:
-                driver._call(self.name, self.image.resize, size_bytes)
-            if snapshot:
-                self.image.create_snap(snapshot)
-                self.image.protect_snap(snapshot)
-            self._close_image()
-            driver._call(self.name, driver.rbd.RBD().rename, self.ioctx,
-                         self.part, self.name)
+            with driver._typed_errors(self.name):
+                self.blocks.close()
+                if self.size < size_bytes:
+                    self.image.resize(size_bytes)
+                if snapshot:
+                    self.image.create_snap(snapshot)
+                    self.image.protect_snap(snapshot)
+                self._close_image()
+                driver.rbd.RBD().rename(self.ioctx, self.part, self.name)
         except BaseException:
             self.abort()
             raise
@@ -190,7 +196,10 @@ class RBDDriver:
         timeout = str(self.conf.rbd.connect_timeout)
         extra = {'client_mount_timeout': timeout,
                  'rados_mon_op_timeout': timeout,
-                 'rados_osd_op_timeout': timeout}
+                 'rados_osd_op_timeout': timeout,
+                 # Imports write whole 4 MiB objects once: a write-back
+                 # cache would only copy them and hold memory.
+                 'rbd_cache': 'false'}
         if self.conf.rbd.keyring:
             extra['keyring'] = self.conf.rbd.keyring
         cluster = self.rados.Rados(rados_id=self.conf.rbd.user,
@@ -237,7 +246,19 @@ class RBDDriver:
                 backend='Ceph', reason=_('cannot open pool %(pool)s: '
                                          '%(err)s') % {'pool': pool, 'err': e})
         try:
-            yield ioctx
+            with self._typed_errors(name, pool):
+                yield ioctx
+        finally:
+            ioctx.close()
+
+    @contextlib.contextmanager
+    def _typed_errors(self, name, pool=None):
+        """Ceph errors inside become imaged's typed errors."""
+        pool = pool or self.pool
+        try:
+            yield
+        except self.rbd.ImageExists:
+            raise exception.DiskExists(name=name, pool=pool)
         except (self.rados.Error, self.rbd.Error) as e:
             if isinstance(e, (self.rados.TimedOut, self.rbd.Timeout,
                               self.rados.ConnectionShutdown)) or \
@@ -247,9 +268,13 @@ class RBDDriver:
                     backend='Ceph', reason=_('operation on %(name)s in pool '
                                              '%(pool)s failed: %(err)s') %
                     {'name': name, 'pool': pool, 'err': e})
-            raise exception.StorageError(name=name, pool=pool, reason=str(e))
-        finally:
-            ioctx.close()
+            if isinstance(e, (self.rbd.NoSpace, self.rbd.DiskQuotaExceeded)):
+                reason = _('no space: %s') % e
+            elif isinstance(e, self.rbd.PermissionError):
+                reason = _('permission denied: %s') % e
+            else:
+                reason = str(e)
+            raise exception.StorageError(name=name, pool=pool, reason=reason)
 
     def fsid(self):
         return self._get_cluster().get_fsid()
@@ -280,20 +305,24 @@ class RBDDriver:
 
     # -- locations ----------------------------------------------------------
 
-    def why_not_cloneable(self, url):
-        """None if ``url`` can be cloned by us, else the reason why not."""
+    def probe_location(self, url):
+        """Whether we can clone ``url``.
+
+        :returns: ``(RBDLocation, snapshot size, None)`` when we can, else
+            ``(None, None, the reason why not)``.
+        """
         try:
             loc = rbd_location.parse_rbd_location(url)
         except rbd_location.NotAnRBDLocation as e:
-            return str(e)
+            return None, None, str(e)
         fsid = self.fsid()
         if loc.fsid != fsid:
-            return 'is in cluster %s, not ours (%s)' % (loc.fsid, fsid)
+            return None, None, 'is in cluster %s, not ours (%s)' % (
+                loc.fsid, fsid)
         try:
-            self.snapshot_size(loc)
+            return loc, self.snapshot_size(loc), None
         except exception.ImagedException as e:
-            return 'cannot be opened read-only: %s' % e
-        return None
+            return None, None, 'cannot be opened read-only: %s' % e
 
     def snapshot_size(self, loc):
         with self._ioctx(loc.pool, loc.image) as ioctx:
@@ -363,17 +392,8 @@ class RBDDriver:
             raise
 
     def _call(self, name, func, *args, **kwargs):
-        try:
+        with self._typed_errors(name):
             return func(*args, **kwargs)
-        except self.rbd.ImageExists:
-            raise exception.DiskExists(name=name, pool=self.pool)
-        except (self.rbd.NoSpace, self.rbd.DiskQuotaExceeded) as e:
-            raise exception.StorageError(
-                name=name, pool=self.pool, reason=_('no space: %s') % e)
-        except self.rbd.PermissionError as e:
-            raise exception.StorageError(
-                name=name, pool=self.pool, reason=_('permission denied: %s')
-                % e)
 
     def _remove_image(self, ioctx, name):
         """Remove an image and its (unprotected) snapshots."""
@@ -430,17 +450,17 @@ class RBDDriver:
     # -- base images ----------------------------------------------------------
 
     def base_location(self, image_id):
-        """The snapshot of the base image of ``image_id``, or None."""
+        """``(location, size)`` of the base image's snapshot, or Nones."""
         name = base_name(image_id)
         with self._ioctx(self.pool, name) as ioctx:
             try:
                 with self.rbd.Image(ioctx, name, snapshot=BASE_SNAPSHOT,
-                                    read_only=True):
-                    pass
+                                    read_only=True) as snap:
+                    size = snap.size()
             except self.rbd.ImageNotFound:
-                return None
+                return None, None
         return rbd_location.RBDLocation(self.fsid(), self.pool, name,
-                                        BASE_SNAPSHOT)
+                                        BASE_SNAPSHOT), size
 
     def base_image_ids(self):
         """Image ids that have a finished base image in the pool."""

@@ -1,5 +1,7 @@
 """The RPC API end to end over oslo.messaging's in-memory transport."""
 
+from unittest import mock
+
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -97,6 +99,19 @@ class RPCAPITest(RPCTestCase):
         self.cluster.reachable = True
         caps = self.api.get_capabilities(self.ctxt, 'test-host')
         self.assertEqual((fakes.FSID, []), (caps['fsid'], caps['problems']))
+
+    def test_a_healthy_answer_is_reused_briefly_a_problem_never(self):
+        with mock.patch.object(self.manager.storage, 'status',
+                               return_value=(fakes.FSID, [])) as status:
+            self.api.get_capabilities(self.ctxt, 'test-host')
+            self.api.get_capabilities(self.ctxt, 'test-host')
+            self.assertEqual(1, status.call_count)
+            self.manager._healthy = None
+            status.return_value = (fakes.FSID, ['Ceph has no OSD up'])
+            for _i in range(2):
+                caps = self.api.get_capabilities(self.ctxt, 'test-host')
+                self.assertEqual(['Ceph has no OSD up'], caps['problems'])
+            self.assertEqual(3, status.call_count)
 
     def test_typed_errors_reach_the_caller(self):
         e = self.assertRaises(exception.ImageNotFound,

@@ -71,16 +71,20 @@ class RBDDriverTest(base.TestCase):
                           snapshot='snap')
         self.assertEqual(['img_base'], list(self.vms))
 
-    def test_why_not_cloneable(self):
-        good = self.cluster.add_glance_image('img', b'x')
-        self.assertIsNone(self.driver.why_not_cloneable(good))
-        other = good.replace(fakes.FSID, 'other-fsid')
-        self.assertIn('not ours', self.driver.why_not_cloneable(other))
-        missing = good.replace('/img/', '/nope/')
+    def test_probe_location(self):
+        good = self.cluster.add_glance_image('img', b'x' * 10)
+        loc, size, reason = self.driver.probe_location(good)
+        self.assertEqual((('images', 'img', 'snap'), 10, None),
+                         (tuple(loc)[1:], size, reason))
+
+        def reason(url):
+            loc, size, reason = self.driver.probe_location(url)
+            self.assertEqual((None, None), (loc, size))
+            return reason
+        self.assertIn('not ours', reason(good.replace(fakes.FSID, 'other')))
         self.assertIn('cannot be opened',
-                      self.driver.why_not_cloneable(missing))
-        self.assertIn('not an rbd://',
-                      self.driver.why_not_cloneable('file:///x'))
+                      reason(good.replace('/img/', '/nope/')))
+        self.assertIn('not an rbd://', reason('file:///x'))
 
     def test_remove_partial_disks_spares_other_hosts(self):
         mine = rbd_storage.partial_name('a_disk', 'test-host')
@@ -142,3 +146,23 @@ class RBDDriverTest(base.TestCase):
         writer.write_file(path)
         writer.finish(100)
         self.assertEqual(['i_disk'], list(self.vms))
+
+    def test_ceph_timeouts_while_importing_are_backend_unavailable(self):
+        def timing_out(rbd, ioctx, name, size, old_format=False):
+            raise self.cluster.rbd.Timeout('osd op timed out')
+        self.useFixture(base.fixtures.MonkeyPatch(
+            'tests.unit.fakes.FakeRBD.create', timing_out))
+        self.assertRaises(exception.BackendUnavailable,
+                          self.driver.import_writer, 'i_disk', 100)
+
+    def test_other_ceph_errors_while_importing_are_storage_errors(self):
+        writer = self.driver.import_writer('i_disk', 100)
+
+        def failing_snap(image, name):
+            raise self.cluster.rbd.Error('boom')
+        self.useFixture(base.fixtures.MonkeyPatch(
+            'tests.unit.fakes.FakeImage.create_snap', failing_snap))
+        e = self.assertRaises(exception.StorageError, writer.finish, 100,
+                              snapshot='snap')
+        self.assertIn('boom', str(e))
+        self.assertEqual({}, self.vms)

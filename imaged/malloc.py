@@ -1,0 +1,35 @@
+"""Keeping the daemon's memory flat across large downloads.
+
+A download passes gigabytes through 1 MiB and 4 MiB buffers on several
+threads; glibc then keeps freed memory in per-thread arenas, and the
+worker's RSS grows with every image. Fewer arenas, and handing free memory
+back after each download, keep it at its resting size.
+"""
+
+import ctypes
+import functools
+
+_M_ARENA_MAX = -8
+
+
+@functools.cache
+def _libc():
+    """The C library the process already uses (no ldconfig lookup)."""
+    try:
+        return ctypes.CDLL(None)
+    except OSError:
+        return None
+
+
+def limit_arenas(count=2):
+    """Use at most ``count`` malloc arenas (glibc only; else a no-op)."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, 'mallopt'):
+        libc.mallopt(_M_ARENA_MAX, count)
+
+
+def release_free_memory():
+    """Return freed heap memory to the system (glibc only; else a no-op)."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, 'malloc_trim'):
+        libc.malloc_trim(0)

@@ -1,0 +1,126 @@
+"""``python -m tools.bench``: parse the options, run, write the report."""
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+
+from tests.functional import base
+import tools.bench
+from tools.bench.baselines import serve_echo
+from tools.bench.config import FULL, QUICK, REPO
+from tools.bench.harness import Bench, SECTIONS
+from tools.bench.machine import machine_facts, source_facts
+from tools.bench.plot import draw_plot
+from tools.bench.progress import STARTED, describe, log
+from tools.bench.table import table
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog='python -m tools.bench',
+        description=tools.bench.__doc__.split('\n\n')[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--quick', action='store_true',
+                        help='tiny sizes and 1 repetition (CI: < 60 s)')
+    parser.add_argument('--repetitions', '-n', type=int,
+                        help='samples per figure (full: 3, quick: 1)')
+    parser.add_argument('--only', default=','.join(SECTIONS),
+                        help='comma-separated sections to run, of: %s' %
+                        ', '.join(SECTIONS))
+    parser.add_argument('--json', default='bench-results/bench.json',
+                        help='where to write the raw figures')
+    parser.add_argument('--plot', default='bench-results/bench.png',
+                        help='where to draw the plot')
+    parser.add_argument('--imaged-tree', metavar='DIR',
+                        help='run the daemon from this source tree (e.g. a '
+                        'git worktree of another commit)')
+    parser.add_argument('--serve-echo', nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    unknown = set(args.only.split(',')) - set(SECTIONS)
+    if unknown:
+        parser.error('unknown sections: %s' % ', '.join(sorted(unknown)))
+    if args.repetitions is not None and args.repetitions < 1:
+        parser.error('--repetitions must be at least 1')
+    return args
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.serve_echo:
+        return serve_echo(*args.serve_echo)
+    config = dataclasses.replace(QUICK if args.quick else FULL)
+    config.repetitions = args.repetitions or config.repetitions
+    tree = os.path.abspath(args.imaged_tree or REPO)
+    if args.imaged_tree:
+        os.environ['PYTHONPATH'] = os.pathsep.join(
+            [tree] + [p for p in [os.environ.get('PYTHONPATH')] if p])
+    # SIGTERM ends the run as Ctrl-C does: the cleanup still runs.
+    signal.signal(signal.SIGTERM, lambda *_a: sys.exit(143))
+    run_id = uuid.uuid4().hex[:8]
+    date = datetime.datetime.now(datetime.timezone.utc).isoformat(
+        timespec='seconds')
+    source = source_facts(tree)
+    base.configure_client()
+    base.CONF.set_override('long_rpc_timeout', config.call_timeout)
+    for path in (args.json, args.plot):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    workdir = tempfile.mkdtemp(prefix='imaged-bench-', dir='/var/tmp')
+    bench, left = None, []
+    try:
+        bench = Bench(config, workdir, run_id)
+        bench.run(args.only.split(','))
+    except Exception as e:
+        log('the benchmark could not run: %s', describe(e))
+        traceback.print_exc()
+        if bench is None:
+            return 1
+        bench.errors.append({'what': 'setup', 'error': describe(e),
+                             'traceback': traceback.format_exc()})
+    finally:
+        if bench is not None:
+            left = bench.cleanup()
+            for name, suffix in (('imaged.log', '-imaged.log'),
+                                 ('stderr.log', '-imaged-stderr.log')):
+                with contextlib.suppress(OSError):  # for a post mortem
+                    shutil.copy(os.path.join(bench.agent.daemon.workdir,
+                                             name),
+                                os.path.splitext(args.json)[0] + suffix)
+        shutil.rmtree(workdir, ignore_errors=True)
+    figures = sorted(bench.figures.values(), key=lambda f: f.section)
+    report = {
+        'date': date, 'machine': machine_facts(),
+        'imaged': source,
+        'configuration': 'quick' if args.quick else 'full',
+        'repetitions': config.repetitions,
+        'config': dataclasses.asdict(config),
+        'sections': args.only.split(','),
+        'duration_s': time.monotonic() - STARTED,
+        'figures': [f.as_dict() for f in figures],
+        'series': {name: {str(size): values
+                          for size, values in points.items()}
+                   for name, points in bench.series.items()},
+        'retries': bench.retries, 'errors': bench.errors,
+        'skipped': bench.skipped, 'not_removed': left,
+        'glance_images': sorted(bench.glance.created),
+        'instances': sorted(bench.instances)}
+    with open(args.json, 'w') as f:
+        json.dump(report, f, indent=1)
+    plotted = draw_plot(report, args.plot)
+    print(table(report, figures))
+    print('\nraw figures: %s%s' % (
+        args.json, '; plot: %s' % args.plot if plotted else ''))
+    return 1 if bench.errors else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""What a run measures: the full and the quick configuration."""
+
+import dataclasses
+import os
+
+from tools.bench.sizes import GiB, MiB
+
+# The repository the benchmark (and, by default, the daemon) runs from.
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+
+
+@dataclasses.dataclass
+class Config:
+    repetitions: int
+    clone_sizes: tuple
+    download_sizes: tuple
+    sparse: tuple            # (virtual size, bytes of data)
+    qcow2: tuple             # (virtual size, bytes of data)
+    dedup_calls: int
+    dedup_size: int
+    rpc_calls: int
+    memory_sizes: tuple
+    call_timeout: int        # seconds a create_root_disk call may take
+
+
+FULL = Config(repetitions=3, clone_sizes=(64 * MiB, GiB, 4 * GiB),
+              download_sizes=(256 * MiB, GiB), sparse=(4 * GiB, 256 * MiB),
+              qcow2=(GiB, 256 * MiB), dedup_calls=16, dedup_size=256 * MiB,
+              rpc_calls=200, memory_sizes=(GiB, 4 * GiB), call_timeout=900)
+QUICK = Config(repetitions=1, clone_sizes=(4 * MiB, 32 * MiB),
+               download_sizes=(8 * MiB, 32 * MiB), sparse=(64 * MiB, 8 * MiB),
+               qcow2=(32 * MiB, 8 * MiB), dedup_calls=16, dedup_size=8 * MiB,
+               rpc_calls=50, memory_sizes=(8 * MiB, 32 * MiB),
+               call_timeout=120)

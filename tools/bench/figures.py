@@ -1,0 +1,61 @@
+"""A figure of the table: its samples, baseline, ratio and target."""
+
+import dataclasses
+import operator
+import statistics
+
+COMPARE = {'<': operator.lt, '<=': operator.le, '>=': operator.ge}
+
+
+@dataclasses.dataclass
+class Target:
+    op: str          # a key of COMPARE
+    bound: float
+    text: str
+    on: str = 'ratio'  # or 'value'
+
+
+@dataclasses.dataclass
+class Figure:
+    section: int     # the issue's numbering: 1 clone ... 7 memory
+    key: str
+    title: str
+    unit: str
+    baseline_label: str
+    target: Target = None
+    summary: str = 'median'  # or 'max'
+    samples: list = dataclasses.field(default_factory=list)
+    baseline_samples: list = dataclasses.field(default_factory=list)
+    notes: list = dataclasses.field(default_factory=list)
+
+    def _summary(self, samples, how):
+        samples = [s for s in samples if s is not None]
+        if not samples:
+            return None
+        return max(samples) if how == 'max' else statistics.median(samples)
+
+    @property
+    def value(self):
+        return self._summary(self.samples, self.summary)
+
+    @property
+    def baseline(self):
+        return self._summary(self.baseline_samples, 'median')
+
+    @property
+    def ratio(self):
+        if self.value is None or not self.baseline:
+            return None
+        return self.value / self.baseline
+
+    @property
+    def met(self):
+        if self.target is None:
+            return None
+        x = self.ratio if self.target.on == 'ratio' else self.value
+        return None if x is None else \
+            COMPARE[self.target.op](x, self.target.bound)
+
+    def as_dict(self):
+        return dict(dataclasses.asdict(self), value=self.value,
+                    baseline=self.baseline, ratio=self.ratio, met=self.met)

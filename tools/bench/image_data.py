@@ -1,0 +1,68 @@
+"""The bytes the benchmark uploads to Glance."""
+
+import io
+import os
+import struct
+
+from tools.bench.sizes import MiB
+
+
+class ImageData(io.RawIOBase):
+    """Image bytes made as they are read: nothing is held but one MiB.
+
+    ``data_mib`` says which MiB hold data (all by default); the others read
+    as zeros. Every data MiB is one random MiB stamped with its index, so no
+    block is all zeros and no two are alike: skipping zeros cannot cheat.
+    """
+
+    _random = os.urandom(MiB)
+
+    def __init__(self, size, data_mib=None):
+        self.size = size
+        self.data_mib = data_mib
+        self.pos = 0
+        self._index, self._mib = None, None
+
+    @classmethod
+    def spread(cls, size, data, extents=16):
+        """``data`` bytes in ``extents`` even runs across ``size``."""
+        extents = min(extents, data // MiB)
+        run, step = data // MiB // extents, size // MiB // extents
+        return cls(size, {e * step + i for e in range(extents)
+                          for i in range(run)})
+
+    def mib(self, index):
+        if self.data_mib is not None and index not in self.data_mib:
+            return None
+        return struct.pack('<Q', index) + self._random[8:]
+
+    def readable(self):
+        return True
+
+    def readinto(self, buf):
+        index, offset = divmod(self.pos, MiB)
+        n = min(len(buf), self.size - self.pos, MiB - offset)
+        if n <= 0:
+            return 0
+        if index != self._index:
+            self._index, self._mib = index, self.mib(index)
+        buf[:n] = (self._mib[offset:offset + n] if self._mib is not None
+                   else bytes(n))
+        self.pos += n
+        return n
+
+    def write_sparse(self, path):
+        with open(path, 'wb') as f:
+            for index in range(self.size // MiB):
+                block = self.mib(index)
+                if block is not None:
+                    os.pwrite(f.fileno(), block, index * MiB)
+            f.truncate(self.size)
+
+
+class ImageFile(io.FileIO):
+    """A file to upload, opened anew for each attempt."""
+
+    def __init__(self, path):
+        super().__init__(path, 'rb')
+        self.size = os.path.getsize(path)

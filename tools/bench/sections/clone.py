@@ -1,0 +1,60 @@
+"""Section 1: a disk cloned from Glance's Ceph store, against librbd."""
+
+import time
+
+from tools.bench.figures import Target
+from tools.bench.image_data import ImageData
+from tools.bench.progress import log
+from tools.bench.sections import alternate
+from tools.bench.sizes import GiB, disk_gb, size_text
+
+
+def measure(bench):
+    for size in bench.config.clone_sizes:
+        bench.ensure_room(size, 2 * size, 'clone %s' % size_text(size))
+        image = bench.attempt(
+            'upload for clone %s' % size_text(size),
+            lambda: bench.glance.create(lambda: ImageData(size),
+                                        backend='ceph'), timed=False)
+        fig = bench.figure(
+            1, 'clone-%d' % size, 'clone, %s' % size_text(size), 's',
+            'librbd clone + resize', Target('<=', 2.0, '<= 2x'))
+        try:
+            if size == bench.config.clone_sizes[0]:  # unmeasured
+                bench.attempt('clone warm-up', lambda: sample(
+                    bench, image, size, 0, 'clone warm-up'))
+            for rep in range(bench.config.repetitions):
+                out = bench.attempt(
+                    'clone %s rep %d' % (size_text(size), rep + 1),
+                    lambda: sample(
+                        bench, image, size, rep, 'clone %s rep %d' % (
+                            size_text(size), rep + 1)))
+                fig.samples.append(out['imaged'])
+                fig.baseline_samples.append(out['librbd'])
+                bench.plot_point('clone (imaged)', size, out['imaged'])
+                bench.plot_point('clone: librbd (baseline)', size,
+                                 out['librbd'])
+        finally:
+            bench.forget_image(image['id'])
+
+
+def sample(bench, image, size, rep, what):
+    size_gb, out = disk_gb(size), {}
+    with bench.disks() as made:
+        def by_imaged():
+            out['imaged'], result, _mem = made.create(image['id'], size_gb)
+            if result['strategy'] != 'clone':
+                raise RuntimeError(
+                    "imaged made a %s, not a clone, of image %s in "
+                    "Glance's Ceph store" % (result['strategy'],
+                                             image['id']))
+
+        def by_librbd():
+            name = made.baseline_name()
+            started = time.monotonic()
+            bench.ceph.clone(image['id'], name, size_gb * GiB)
+            out['librbd'] = time.monotonic() - started
+        alternate(rep, by_imaged, by_librbd)
+    log('%s: imaged %.3fs, librbd %.3fs', what, out['imaged'],
+        out['librbd'])
+    return out

@@ -1,0 +1,34 @@
+"""Section 4: a qcow2 image's first disk, against the naive way (which
+converts with qemu-img)."""
+
+import os
+import subprocess
+
+from tools.bench.image_data import ImageData
+from tools.bench.image_data import ImageFile
+from tools.bench.sections import download
+from tools.bench.sizes import size_text
+
+
+def measure(bench):
+    size, data = bench.config.qcow2
+    bench.ensure_room(2 * size + 2 * data, 2 * data, 'qcow2')
+    raw = os.path.join(bench.workdir, 'qcow2-source.raw')
+    qcow2 = os.path.join(bench.workdir, 'image.qcow2')
+    ImageData.spread(size, data).write_sparse(raw)
+    subprocess.run(['qemu-img', 'convert', '-f', 'raw', '-O', 'qcow2',
+                    raw, qcow2], check=True, capture_output=True)
+    os.unlink(raw)
+    fig = bench.figure(
+        4, 'qcow2', 'qcow2 %s (%s data), first disk' % (
+            size_text(size), size_text(data)), 's',
+        'naive: download, qemu-img convert, rbd import')
+    for rep in range(bench.config.repetitions):
+        out = bench.attempt('qcow2 rep %d' % (rep + 1), lambda: (
+            download.sample(bench, 'qcow2', lambda: ImageFile(qcow2), size,
+                            rep, disk_format='qcow2')))
+        fig.samples.append(out['first'])
+        fig.baseline_samples.append(out['naive'])
+        bench.plot_point('qcow2, first disk (imaged)', size, out['first'])
+        bench.plot_point('qcow2: naive (baseline)', size, out['naive'])
+    os.unlink(qcow2)

@@ -36,10 +36,11 @@ if [[ $STACK_DIR =~ [[:space:]] ]]; then
 fi
 ENV_FILE=$STACK_DIR/stack.env
 
-# Debian packages we need.  gcc/python3-dev: pip builds uWSGI from source.
+# Debian packages we need.  gcc/python3-dev: pip builds uWSGI from source;
+# systemd: the tests check the unit file with systemd-analyze.
 APT_PACKAGES=(ceph-mon ceph-osd ceph-mgr ceph-common python3-rados python3-rbd
               rabbitmq-server qemu-utils python3-venv python3-dev gcc curl
-              procps iproute2)
+              procps iproute2 systemd)
 # What goes into Glance's venv; the string is the install stamp, so changing
 # it (e.g. IMAGED_STACK_GLANCE_PIP="glance==30.0.0 uwsgi pyOpenSSL ...")
 # rebuilds the venv.  pyOpenSSL: Debian's 23.x breaks against the newer
@@ -232,7 +233,8 @@ install_apt() {
     apt-get -o DPkg::Lock::Timeout=600 update -q >&2 ||
         die "apt-get update failed"
     # shellcheck disable=SC2086
-    apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $missing >&2 ||
+    # With recommends: ceph-mgr's modules and the like come that way.
+    apt-get -o DPkg::Lock::Timeout=600 install -y -q $missing >&2 ||
         die "apt-get install failed"
     missing=$(apt_missing)
     [ -z "$missing" ] || die "still missing after apt-get install: $missing"

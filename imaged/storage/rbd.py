@@ -3,11 +3,12 @@
 This is the only module that talks to librados/librbd. The ``rados`` and
 ``rbd`` modules are injectable so unit tests can pass small fakes.
 
-A root disk is always made under a temporary name and renamed to
-``<instance_uuid>_disk`` only once it is complete, so a crash at any point
-can leave a partial disk, but never one that looks finished. Partial disks
-carry this host's name in their metadata and are removed at start-up or by
-the next attempt for the same instance.
+A root disk (or a base image) is always made under a unique temporary name
+and renamed to ``<instance_uuid>_disk`` (``<image_id>_base``) only once it
+is complete, so a crash at any point can leave a partial image, but never
+one that looks finished. Partial names carry a tag of the host that made
+them (and the host's name in their metadata, for operators); each agent
+sweeps its own leftovers at start-up and every 30 seconds.
 """
 
 import contextlib

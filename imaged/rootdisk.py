@@ -156,24 +156,33 @@ class RootDisks:
         return {'size_bytes': size_bytes, 'parent': None}
 
     def _import(self, context, image, name, size_bytes, timings):
-        """Fill the disk itself from the base file (or while downloading)."""
+        self._fill(context, image, name, size_bytes, timings)
+
+    def _fill(self, context, image, name, size_bytes, timings,
+              snapshot=None):
+        """Make image ``name`` while the image downloads, or from its file.
+
+        A root disk grows to ``size_bytes``; a base image (with
+        ``snapshot``) keeps the image's own size.
+        """
         with self.cache.base_image(
                 context, image, max_virtual_size=size_bytes,
                 tee=lambda size: self.storage.import_writer(name, size)
-                ) as base:
-            timings.step('download' if base.downloaded else 'cache hit')
+                ) as cached:
+            timings.step('download' if cached.downloaded else 'cache hit')
+            final_size = cached.size_bytes if snapshot else size_bytes
             try:
-                self._check_base_size(image['id'], base, size_bytes)
-                if base.tee is not None:  # filled while it streamed in
-                    base.tee.finish(size_bytes)
+                self._check_base_size(image['id'], cached, size_bytes)
+                if cached.tee is not None:  # filled while it streamed in
+                    cached.tee.finish(final_size, snapshot=snapshot)
                     return
-            except BaseException:
-                if base.tee is not None:
-                    base.tee.abort()
-                raise
+            finally:
+                if cached.tee is not None:
+                    cached.tee.abort()  # a no-op once finished
             self.storage.import_file(
-                base.path, name, size_bytes,
-                self._progress(image['id'], name, base.size_bytes))
+                cached.path, name, final_size,
+                self._progress(image['id'], name, cached.size_bytes),
+                snapshot=snapshot)
             timings.step('import')
 
     def _clone_rbd_base(self, context, image, name, size_bytes, timings):
@@ -192,30 +201,13 @@ class RootDisks:
 
     def _make_rbd_base(self, context, image, size_bytes, timings):
         image_id = image['id']
-        name = rbd_storage.base_name(image_id)
-        snapshot = rbd_storage.BASE_SNAPSHOT
-        with self.cache.base_image(
-                context, image, max_virtual_size=size_bytes,
-                tee=lambda size: self.storage.import_writer(name, size)
-                ) as cached:
-            timings.step('download' if cached.downloaded else 'cache hit')
-            try:
-                self._check_base_size(image_id, cached, size_bytes)
-                if cached.tee is not None:  # filled while it streamed in
-                    cached.tee.finish(cached.size_bytes, snapshot=snapshot)
-                else:
-                    self.storage.import_file(
-                        cached.path, name, cached.size_bytes,
-                        self._progress(image_id, name, cached.size_bytes),
-                        snapshot=snapshot)
-                    timings.step('base import')
-            except exception.DiskExists:
-                # Another agent sharing the pool made it meanwhile.
-                LOG.info('Base image of %s was made by another agent',
-                         image_id)
-            finally:
-                if cached.tee is not None:
-                    cached.tee.abort()  # no-op once finished
+        try:
+            self._fill(context, image, rbd_storage.base_name(image_id),
+                       size_bytes, timings,
+                       snapshot=rbd_storage.BASE_SNAPSHOT)
+        except exception.DiskExists:
+            # Another agent sharing the pool made it meanwhile.
+            LOG.info('Base image of %s was made by another agent', image_id)
         return self.storage.base_location(image_id)
 
     @staticmethod

@@ -26,8 +26,8 @@ INSTANCE = '5f0c1d2e-3a4b-4c5d-9e6f-7a8b9c0d1e2f'
 IMAGE = '0b1e2f4a-1d2c-4e5f-8a9b-0c1d2e3f4a5b'
 
 
-class RPCTestCase(base.TestCase):
-    """Runs a real ImagedService on ``fake:/`` with fake Ceph and Glance."""
+class FakeTransportTestCase(base.TestCase):
+    """oslo.messaging's in-memory transport, fresh for each test."""
 
     def setUp(self):
         super().setUp()
@@ -35,6 +35,13 @@ class RPCTestCase(base.TestCase):
         self.flags(transport_url='fake:/')
         rpc.cleanup()
         self.addCleanup(rpc.cleanup)
+
+
+class RPCTestCase(FakeTransportTestCase):
+    """Runs a real ImagedService on ``fake:/`` with fake Ceph and Glance."""
+
+    def setUp(self):
+        super().setUp()
         self.cluster = fakes.FakeCluster()
         self.glance = fakes.FakeGlance()
         storage = rbd_storage.RBDDriver(
@@ -197,14 +204,7 @@ class BadInputTest(RPCTestCase):
         self.assertEqual({}, self.cluster.pools['vms'])
 
 
-class RPCClientTest(base.TestCase):
-
-    def setUp(self):
-        super().setUp()
-        self.useFixture(messaging.conffixture.ConfFixture(self.conf))
-        self.flags(transport_url='fake:/')
-        rpc.cleanup()
-        self.addCleanup(rpc.cleanup)
+class RPCClientTest(FakeTransportTestCase):
 
     def test_long_calls_use_long_timeout_and_heartbeats(self):
         self.flags(long_rpc_timeout=900, rpc_response_timeout=30)

@@ -16,18 +16,32 @@ IMAGE_SIZE = 32 * units.Mi
 SLOW = IMAGE_SIZE // 8
 
 
-class AgentKilledTest(fault_base.FaultTestCase):
+class _SlowDownloadMixin:
 
-    def test_sigkill_mid_download_leaves_nothing_and_the_retry_succeeds(self):
+    def _slow_download_under_way(self, own_instance):
+        """A new image, a fresh agent reading it slowly, and a call for it.
+
+        :param own_instance: whether the disk is removed at the end through
+            this agent (it survives the fault), else without it.
+        """
         data = images.random_bytes(IMAGE_SIZE)
         image = self.upload(data)
         proxy = self.glance_proxy()
         proxy.rate = SLOW
         agent = self.start_agent(
             {'glance': {'endpoint_override': proxy.endpoint}})
-        instance_uuid = self.new_instance(agent.host)
+        instance_uuid = self.new_instance(agent.host if own_instance
+                                          else None)
         call = self.in_background(self.create_on, agent, image['id'],
                                   instance_uuid=instance_uuid, timeout=120)
+        return data, image, proxy, agent, instance_uuid, call
+
+
+class AgentKilledTest(_SlowDownloadMixin, fault_base.FaultTestCase):
+
+    def test_sigkill_mid_download_leaves_nothing_and_the_retry_succeeds(self):
+        data, image, proxy, agent, instance_uuid, call = \
+            self._slow_download_under_way(own_instance=True)
         base.wait_for(lambda: proxy.served > IMAGE_SIZE // 4, 60,
                       interval=0.05, what='the download to be under way')
         self.assertLess(proxy.served, IMAGE_SIZE * 3 // 4)
@@ -64,18 +78,12 @@ class AgentKilledTest(fault_base.FaultTestCase):
             image['id']]['size_bytes'])
 
 
-class AgentStoppedTest(fault_base.FaultTestCase):
+class AgentStoppedTest(_SlowDownloadMixin, fault_base.FaultTestCase):
 
     def test_sigterm_lets_a_call_in_flight_finish_before_exit(self):
-        data = images.random_bytes(IMAGE_SIZE)
-        image = self.upload(data)
-        proxy = self.glance_proxy()
-        proxy.rate = SLOW
-        agent = self.start_agent(
-            {'glance': {'endpoint_override': proxy.endpoint}})
-        instance_uuid = self.new_instance()  # the agent will be gone
-        call = self.in_background(self.create_on, agent, image['id'],
-                                  instance_uuid=instance_uuid, timeout=120)
+        # The agent will be gone: the test itself removes the disk.
+        data, image, proxy, agent, instance_uuid, call = \
+            self._slow_download_under_way(own_instance=False)
         base.wait_for(lambda: proxy.served > IMAGE_SIZE // 8, 60,
                       interval=0.05, what='the download to be under way')
         agent.terminate()

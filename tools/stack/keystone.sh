@@ -48,6 +48,18 @@ DEMO_PROJECT=demo
 DEMO_USER=demo
 DEMO_PASSWORD=demo-secret
 
+# imaged's roles in the service project.  admin: Glance shows another
+# project's private image (its record, its locations, copy-image) only to
+# a context that is admin (context_is_admin, i.e. role:admin); no policy
+# rule can change that.  0: service only, so imaged reaches such images
+# only with the user's token plus its service token (the policy entries in
+# glance.sh).  See tools/stack/README, "Keystone users and Glance policy".
+case ${IMAGED_STACK_IMAGED_ADMIN:-1} in
+    1) IMAGED_ROLES='"service", "admin"' ;;
+    0) IMAGED_ROLES='"service"' ;;
+    *) echo "stack.sh: IMAGED_STACK_IMAGED_ADMIN must be 0 or 1" >&2; exit 2 ;;
+esac
+
 KS_RE="^$(re_escape "$KS_VENV/bin/uwsgi") --ini $(re_escape "$KS_ETC/uwsgi.ini")\$"
 
 # Keystone of Glance's release series: Glance N goes with Keystone N-3
@@ -189,7 +201,7 @@ keystone_setup_spec() {
  "users": [{"name": "$GLANCE_SERVICE_USER", "password": "$GLANCE_SERVICE_PASSWORD",
             "project": "$SERVICE_PROJECT", "roles": ["service"]},
            {"name": "$IMAGED_USER", "password": "$IMAGED_PASSWORD",
-            "project": "$SERVICE_PROJECT", "roles": ["service"]},
+            "project": "$SERVICE_PROJECT", "roles": [$IMAGED_ROLES]},
            {"name": "$DEMO_USER", "password": "$DEMO_PASSWORD",
             "project": "$DEMO_PROJECT", "roles": ["member"]}]}
 EOF

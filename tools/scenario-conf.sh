@@ -63,9 +63,16 @@ user = $CEPH_IMAGED_USER
 keyring = $CEPH_IMAGED_KEYRING
 pool = $CEPH_VMS_POOL
 
+# imaged's service user; Glance from Keystone's catalog.
 [glance]
-auth_type = none
-endpoint_override = $GLANCE_URL
+auth_type = password
+auth_url = $OS_AUTH_URL
+username = $IMAGED_USER
+password = $IMAGED_PASSWORD
+project_name = $IMAGED_PROJECT
+user_domain_name = $OS_USER_DOMAIN_NAME
+project_domain_name = $OS_PROJECT_DOMAIN_NAME
+region_name = $OS_REGION_NAME
 timeout = 30
 EOF
 
@@ -82,9 +89,17 @@ long_rpc_timeout = 300
 host = $HOST
 max_root_disk_gb = 16384
 
+# The tests' user (the stack's demo user); its token goes to the agent.
+# Glance from Keystone's catalog.
 [glance]
-auth_type = none
-endpoint_override = $GLANCE_URL
+auth_type = password
+auth_url = $OS_AUTH_URL
+username = $DEMO_USER
+password = $DEMO_PASSWORD
+project_name = $DEMO_PROJECT
+user_domain_name = $OS_USER_DOMAIN_NAME
+project_domain_name = $OS_PROJECT_DOMAIN_NAME
+region_name = $OS_REGION_NAME
 clone_store = ceph
 download_store = local
 access_log = $GLANCE_ACCESS_LOG

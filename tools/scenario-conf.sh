@@ -39,7 +39,8 @@ FILE_STORE=$(awk -F' *= *' '
 [ -n "$FILE_STORE" ] || { echo "no [local] filesystem_store_datadir in $GLANCE_CONF" >&2; exit 1; }
 
 mkdir -p "$OUT"
-STACK="$ROOT/tools/stack.sh"
+# (this stack's directory, whatever the environment of the test runner)
+STACK="IMAGED_STACK_DIR=$STACK_DIR $ROOT/tools/stack.sh"
 
 write() {  # write FILE: stdin -> FILE, atomically, only if it changed
     cat >"$1.new"
@@ -114,8 +115,8 @@ pool = $CEPH_VMS_POOL
 enabled = true
 imaged_command = $ROOT/.venv/bin/imaged
 daemon_config_file = $OUT/imaged.conf
-daemon_stop_command = $ROOT/tools/scenario-daemon.sh stop
-daemon_start_command = $ROOT/tools/scenario-daemon.sh start
+daemon_stop_command = IMAGED_STACK_DIR=$STACK_DIR $ROOT/tools/scenario-daemon.sh stop
+daemon_start_command = IMAGED_STACK_DIR=$STACK_DIR $ROOT/tools/scenario-daemon.sh start
 glance_stop_command = $STACK stop glance
 glance_start_command = $STACK start glance
 rabbitmq_stop_command = $STACK stop rabbitmq

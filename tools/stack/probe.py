@@ -302,7 +302,11 @@ def cmd_http(a):
     def check():
         if a.keystone and "token" not in box:
             box["token"] = get_token(*_keystone_args(a))
-        return http_check(a.url, box.get("token"))
+        why = http_check(a.url, box.get("token"))
+        if why == "HTTP 401":
+            # (a short-lived token may have expired meanwhile)
+            box.pop("token", None)
+        return why
     ok = _poll(a.timeout, 0.2, check)
     return 0 if ok else 1
 

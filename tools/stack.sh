@@ -184,8 +184,9 @@ cmd_start() {
     if [ -n "$CEPH_WANT" ]; then
         ceph_start $CEPH_WANT
     fi
-    # Glance needs Keystone to answer anything: start it when it is down.
-    if [ $DO_KEYSTONE = 1 ] || { [ $DO_GLANCE = 1 ] && ! keystone_running; }; then
+    # Glance needs Keystone (and its users) to answer anything: make sure
+    # of it (cheap when it runs and is set up).
+    if [ $DO_KEYSTONE = 1 ] || [ $DO_GLANCE = 1 ]; then
         keystone_start
     fi
     # A recreated cluster has none of the images a running Glance knows

@@ -266,8 +266,6 @@ keystone_stop() {
     kill_matching keystone "$KS_RE"
 }
 
-keystone_running() { [ -n "$(keystone_master_pid)" ]; }
-
 keystone_status() {
     local pids
     pids=$(keystone_master_pid)

@@ -65,7 +65,12 @@ class BackendUnavailable(ImagedException):
     msg_fmt = _("%(backend)s is unavailable: %(reason)s")
 
 
-class CacheFull(ImagedException):
+class CacheError(ImagedException):
+    msg_fmt = _("The image cache %(path)s cannot keep image %(image_id)s: "
+                "%(reason)s")
+
+
+class CacheFull(CacheError):
     msg_fmt = _("No space left in the image cache %(path)s for image "
                 "%(image_id)s: %(reason)s")
 

@@ -87,3 +87,16 @@ class StorageError(ImagedException):
 
 class DiskExists(StorageError):
     msg_fmt = _("%(name)s already exists in pool %(pool)s.")
+
+
+class DiskImageMismatch(ImagedException):
+    msg_fmt = _("Root disk %(name)s in pool %(pool)s was made from image "
+                "%(existing_image_id)s, not from image %(image_id)s.")
+
+
+class Timeout(ImagedException):
+    msg_fmt = _("Gave up waiting for %(what)s after %(seconds)s seconds.")
+
+
+class InternalError(ImagedException):
+    msg_fmt = _("%(operation)s failed unexpectedly: %(reason)s")

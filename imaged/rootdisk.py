@@ -14,6 +14,7 @@ This module chooses; ``image.fetch`` moves the bytes (``image.download``
 streams them into sinks); ``storage`` writes them.
 """
 
+import contextlib
 import time
 
 from oslo_concurrency import lockutils
@@ -23,6 +24,7 @@ from oslo_utils import units
 from imaged import exception
 from imaged.i18n import _
 from imaged.image import fetch
+from imaged.image import record
 from imaged.storage import disks as rbd_disks
 from imaged.storage import location as rbd_location
 
@@ -61,6 +63,18 @@ class RootDisks:
                                      storage.partials)
         self._instance_locks = lockutils.Semaphores()
 
+    @contextlib.contextmanager
+    def _instance_lock(self, name):
+        lock = self._instance_locks.get(name)
+        if not lock.acquire(timeout=self.conf.long_rpc_timeout):
+            raise exception.RootDiskBusy(
+                name=name, pool=self.storage.pool,
+                reason=_('another call for it is still running'))
+        try:
+            yield
+        finally:
+            lock.release()
+
     def _result(self, instance_uuid, image_id, name, info, strategy,
                 timings):
         return {'instance_uuid': instance_uuid, 'image_id': image_id,
@@ -68,10 +82,14 @@ class RootDisks:
                 'size_bytes': info['size_bytes'], 'strategy': strategy,
                 'parent': info['parent'], 'timings': timings.steps}
 
+    def _keeps_file(self, image):
+        return not self.conf.image_cache.rbd_base_images or \
+            image.get('disk_format') not in ('raw', 'iso')
+
     def create(self, context, instance_uuid, image_id, size_gb):
         name = rbd_disks.disk_name(instance_uuid)
         size_bytes = size_gb * units.Gi
-        with lockutils.lock(name, semaphores=self._instance_locks):
+        with self._instance_lock(name):
             timings = _Timings()
             info = self.storage.disks.info(name)
             if info is not None:
@@ -82,7 +100,8 @@ class RootDisks:
                                     'existing', timings)
             image = self.glance.show(context, image_id)
             timings.step('glance')
-            self._check_record(image, size_bytes)
+            record.check(image, size_bytes, self.conf,
+                         self._keeps_file(image))
             spec = self.storage.disks.partial_spec(name, size_bytes,
                                                    image_id)
             location, parent_size = self._cloneable_location(image)
@@ -105,8 +124,11 @@ class RootDisks:
             return self._result(instance_uuid, image_id, name, info, strategy,
                                 timings)
 
-    @staticmethod
-    def _check_existing(name, info, image_id, size_bytes):
+    def _check_existing(self, name, info, image_id, size_bytes):
+        if info['image_id'] is not None and info['image_id'] != image_id:
+            raise exception.DiskImageMismatch(
+                name=name, pool=self.storage.pool,
+                existing_image_id=info['image_id'], image_id=image_id)
         if info['size_bytes'] < size_bytes:
             raise exception.InvalidInput(
                 argument='size_gb',
@@ -115,24 +137,6 @@ class RootDisks:
                          'never resizes an existing disk') %
                 {'name': name, 'have': info['size_bytes'],
                  'want': size_bytes})
-
-    def _check_record(self, image, size_bytes):
-        """Refuse early what Glance's record already rules out."""
-        image_id = image['id']
-        if image.get('status') != 'active':
-            raise exception.ImageUnacceptable(
-                image_id=image_id,
-                reason=_('its status is %s, not active') % image.get('status'))
-        if not image.get('disk_format'):
-            raise exception.ImageUnacceptable(
-                image_id=image_id, reason=_('it has no disk_format'))
-        known = image.get('virtual_size')
-        if not known and image.get('disk_format') == 'raw':
-            known = image.get('size')
-        if known and known > size_bytes:
-            raise exception.ImageTooLarge(image_id=image_id,
-                                          virtual_size=known,
-                                          size_bytes=size_bytes)
 
     def _cloneable_location(self, image):
         """``(RBDLocation, size)`` of the first location we can clone."""
@@ -161,36 +165,53 @@ class RootDisks:
         return {'size_bytes': spec.min_size,
                 'parent': rbd_location.format_rbd_location(*location)}
 
-    def _clone_base(self, context, image, spec, timings):
-        """Clone the image's base in Ceph, making it first if needed."""
-        image_id = image['id']
-        bases = self.storage.bases
-        with self.cache.in_use(image_id), bases.lock(image_id):
-            base, base_size = bases.location(image_id)
-            if base is not None:
-                self.cache.touch(image_id)
-                timings.step('base hit')
-            else:
-                base, base_size = self._make_base(context, image,
-                                                  spec.min_size, timings)
-            return self._clone(image, base, base_size, spec, timings)
+    # -- base images in Ceph --------------------------------------------------
 
-    def _make_base(self, context, image, max_virtual_size, timings):
+    def _use_base(self, context, image, max_size, timings, spec=None):
+        """Clone (or, without ``spec``, just find) the complete base,
+        making it first if needed.
+
+        :returns: ``(made now, disk info or None)``.
+        """
         image_id = image['id']
         bases = self.storage.bases
-        try:
-            with self.cache.lock(image_id):
+        made = False
+        for _attempt in range(3):  # a cleanup may win a race, not three
+            with bases.lock(image_id):
+                base, base_size = bases.prepare(image_id)
+                if base is not None:
+                    if not made:
+                        timings.step('base hit')
+                    bases.record_use(image_id)
+                    info = None
+                    if spec is not None:
+                        info = self._clone(image, base, base_size, spec,
+                                           timings)
+                    self.cache.record(image_id, base_size)
+                    return made, info
+            self._make_base(context, image, max_size, timings)
+            made = True
+        raise exception.StorageError(
+            name=image_id, pool=self.storage.pool,
+            reason=_('its base image was removed each time it was made'))
+
+    def _clone_base(self, context, image, spec, timings):
+        return self._use_base(context, image, spec.min_size, timings,
+                              spec)[1]
+
+    def _make_base(self, context, image, max_size, timings):
+        """Make the base (outside the Ceph lock: it may take minutes)."""
+        image_id = image['id']
+        bases = self.storage.bases
+        with self.cache.in_use(image_id), self.cache.lock(image_id):
+            if bases.location(image_id)[0] is not None:
+                return  # made meanwhile by another call of this host
+            try:
                 self.fetcher.fill(context, image, bases.partial_spec(image_id),
-                                  max_virtual_size, False, timings)
-        except exception.DiskExists:
-            # Another agent sharing the pool made it meanwhile.
-            LOG.info('Base image of %s was made by another agent', image_id)
-        base, base_size = bases.location(image_id)
-        if base is None:
-            raise exception.StorageError(
-                name=image_id, pool=self.storage.pool,
-                reason=_('its base image vanished as it was made'))
-        return base, base_size
+                                  max_size, False, timings)
+            except exception.DiskExists:
+                LOG.info('Base image of %s was made by another agent',
+                         image_id)
 
     # -- the cache, for the fleet ---------------------------------------------
 
@@ -201,19 +222,14 @@ class RootDisks:
         """
         image = self.glance.show(context, image_id)
         max_size = self.fetcher.max_size()
-        self._check_record(image, max_size)
+        record.check(image, max_size, self.conf, self._keeps_file(image))
         location, _size = self._cloneable_location(image)
         if location is not None:
             return 'existing'
         timings = _Timings()
         if self.conf.image_cache.rbd_base_images:
-            bases = self.storage.bases
-            with self.cache.in_use(image_id), bases.lock(image_id):
-                if bases.location(image_id)[0] is not None:
-                    self.cache.touch(image_id)
-                    return 'existing'
-                self._make_base(context, image, max_size, timings)
-                return 'cached'
+            made, _info = self._use_base(context, image, max_size, timings)
+            return 'cached' if made else 'existing'
         with self.cache.in_use(image_id), self.cache.lock(image_id):
             if self.cache.lookup(image_id) is not None:
                 return 'existing'
@@ -232,32 +248,34 @@ class RootDisks:
         LOG.info('Purging cached image %s: %s', image_id, reason)
         removed = [e for e in self.cache.purge(image_id)
                    if e['where'] == 'file']
-        with self.storage.bases.lock(image_id):
-            if self.storage.bases.remove_unless_cloned(image_id):
+        bases = self.storage.bases
+        with bases.lock(image_id):
+            if bases.remove_if_unused(image_id, None):
                 removed.append({'image_id': image_id, 'where': 'rbd'})
         return removed
 
-    def clean_rbd_bases(self):
-        """Remove base images whose local entry is gone and have no clone.
+    def clean_rbd_bases(self, now=None):
+        """Remove our base images no host used for the minimum age.
 
         :returns: the image ids whose base image was removed.
         """
-        cached = {entry['image_id'] for entry in self.cache.list()}
-        removed = []
+        min_age = max(self.conf.image_cache.rbd_base_min_age,
+                      self.conf.rbd.base_lock_duration)
         bases = self.storage.bases
-        for image_id in bases.image_ids():
-            if image_id in cached:
-                continue
+        removed = []
+        for image_id in bases.unused(min_age, now):
             with bases.lock(image_id):
-                if bases.remove_unless_cloned(image_id):
-                    LOG.info('Removed the base image of %s from pool %s',
-                             image_id, self.storage.pool)
+                if bases.remove_if_unused(image_id, min_age, now):
                     removed.append(image_id)
+        present = set(bases.image_ids())
+        for entry in self.cache.list():
+            if entry['where'] == 'rbd' and entry['image_id'] not in present:
+                self.cache.forget(entry['image_id'])
         return removed
 
     def delete(self, instance_uuid):
         name = rbd_disks.disk_name(instance_uuid)
-        with lockutils.lock(name, semaphores=self._instance_locks):
+        with self._instance_lock(name):
             if self.storage.disks.remove(name):
                 LOG.info('Deleted root disk %s/%s', self.storage.pool, name)
             else:

@@ -117,6 +117,7 @@ class ImageCache:
         self.record_dir = os.path.join(self.base_dir, RECORD_DIR)
         self._users = collections.Counter()
         self._users_lock = threading.Lock()
+        self._locks = lockutils.Semaphores()
 
     # -- layout ---------------------------------------------------------------
 
@@ -160,11 +161,34 @@ class ImageCache:
 
     # -- use ------------------------------------------------------------------
 
+    @contextlib.contextmanager
     def lock(self, image_id):
-        """An inter-process lock on ``image_id``'s local copy."""
-        return lockutils.lock(
-            'image-%s' % image_id, lock_file_prefix='imaged-', external=True,
-            lock_path=self.conf.oslo_concurrency.lock_path)
+        """An inter-process lock on ``image_id``'s download on this host.
+
+        :raises Timeout: when not had within ``[DEFAULT] long_rpc_timeout``
+            (the caller has given up by then).
+        """
+        timeout = self.conf.long_rpc_timeout
+        deadline = time.monotonic() + timeout
+        busy = exception.Timeout(
+            what=_('the download of image %s on this host') % image_id,
+            seconds=timeout)
+        local = self._locks.get(image_id)
+        if not local.acquire(timeout=timeout):
+            raise busy
+        try:
+            external = lockutils.external_lock(
+                'image-%s' % image_id, lock_file_prefix='imaged-',
+                lock_path=self.conf.oslo_concurrency.lock_path)
+            if not external.acquire(
+                    timeout=max(0.0, deadline - time.monotonic())):
+                raise busy
+            try:
+                yield
+            finally:
+                external.release()
+        finally:
+            local.release()
 
     @contextlib.contextmanager
     def in_use(self, image_id):
@@ -235,6 +259,11 @@ class ImageCache:
                 f.write('%d\n' % size)
         except OSError as e:
             raise cache_error(self.base_dir, image_id, e)
+
+    def forget(self, image_id):
+        """Drop the record of ``image_id``'s RBD base (it is gone)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._record_path(image_id))
 
     def touch(self, image_id):
         """Record a use of ``image_id``'s base file or RBD base record."""

@@ -15,6 +15,7 @@ from oslo_log import log as logging
 from oslo_utils import units
 
 from imaged import exception
+from imaged.i18n import _
 from imaged.image import download
 from imaged.image import format as image_format
 from imaged import malloc
@@ -77,18 +78,23 @@ class Fetcher:
                                    timings)
 
     @contextlib.contextmanager
-    def _download_slot(self):
-        with self._download_slots:
-            try:
-                yield
-            finally:
-                malloc.release_free_memory()
+    def _download_slot(self, image_id):
+        timeout = self.conf.long_rpc_timeout
+        if not self._download_slots.acquire(timeout=timeout):
+            raise exception.Timeout(
+                what=_('a free download slot for image %s') % image_id,
+                seconds=timeout)
+        try:
+            yield
+        finally:
+            self._download_slots.release()
+            malloc.release_free_memory()
 
     def _stream(self, context, image, spec, max_virtual_size, keep_file):
         """Stream a raw image into ``spec`` (and the base file)."""
         image_id = image['id']
         size = image.get('size') or max_virtual_size or self.max_size()
-        with self._download_slot():
+        with self._download_slot(image_id):
             for attempt in download.attempts(image_id,
                                              self.conf.glance.num_retries):
                 with attempt:
@@ -112,7 +118,7 @@ class Fetcher:
     def _download_file(self, context, image, max_virtual_size):
         """Download an image that needs converting into a temporary file."""
         image_id = image['id']
-        with self._download_slot():
+        with self._download_slot(image_id):
             for attempt in download.attempts(image_id,
                                              self.conf.glance.num_retries):
                 with attempt:

@@ -1,3 +1,4 @@
+import time
 from unittest import mock
 
 from oslo_utils import units
@@ -186,15 +187,18 @@ class RBDBaseImagesTest(RootDisksTest):
                          (second['strategy'], second['parent']))
         self.assertEqual(1, self.glance.downloads)
 
-    def test_base_is_removed_once_uncached_and_unused(self):
+    def test_base_is_removed_once_unused_for_the_min_age_and_unclones(self):
+        self.flags(rbd_base_min_age=600, group='image_cache')
         self.glance.add(IMAGE, b'boot')
         self.create()
-        self.assertEqual([], self.disks.clean_rbd_bases())  # still cached
-        self.cache.purge(IMAGE)
-        self.assertEqual([], self.disks.clean_rbd_bases())  # still cloned
+        later = time.time() + 700
+        self.assertEqual([], self.disks.clean_rbd_bases(now=later))  # cloned
         self.disks.delete(INSTANCE)
-        self.assertEqual([IMAGE], self.disks.clean_rbd_bases())
+        self.assertEqual([], self.disks.clean_rbd_bases())  # used just now
+        self.assertEqual([IMAGE], self.disks.clean_rbd_bases(now=later))
         self.assertEqual({}, self.vms)
+        # This host's record of it goes with it.
+        self.assertEqual([], self.disks.list_cached_images())
 
     def test_non_raw_base_is_imported_after_conversion(self):
         self.glance.add(IMAGE, b'\0' * 512, disk_format='vhd')

@@ -62,7 +62,11 @@ def _require(argument, value):
 
 
 def remote_errors(func):
-    """Send imaged's typed errors to the caller without a server traceback."""
+    """Send imaged's typed errors to the caller without a server traceback.
+
+    Anything else is a bug or a failure nobody typed: it is logged with its
+    traceback here and reaches the caller as ``InternalError``.
+    """
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
@@ -70,6 +74,14 @@ def remote_errors(func):
         except exception.ImagedException as e:
             LOG.info('%s refused: %s', func.__name__, e)
             raise messaging.ExpectedException()
+        except Exception as e:
+            LOG.exception('%s failed unexpectedly', func.__name__)
+            try:
+                raise exception.InternalError(
+                    operation=func.__name__,
+                    reason='%s: %s' % (type(e).__name__, e)) from e
+            except exception.InternalError:
+                raise messaging.ExpectedException()
     return wrapper
 
 
@@ -129,7 +141,7 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
     @remote_errors
     def list_cached_images(self, context, **unexpected):
         _reject_unexpected('list_cached_images', unexpected)
-        return self.cache.list()
+        return self.root_disks.list_cached_images()
 
     @messaging.expose
     @remote_errors

@@ -294,6 +294,9 @@ class FakeImage:
     def flush(self):
         pass
 
+    def aio_flush(self, oncomplete):
+        oncomplete(_Completion(0))
+
     def create_snap(self, name):
         self.disk.snapshots[name] = self.disk.size
 

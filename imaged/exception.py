@@ -65,6 +65,11 @@ class BackendUnavailable(ImagedException):
     msg_fmt = _("%(backend)s is unavailable: %(reason)s")
 
 
+class GlanceRequestFailed(ImagedException):
+    msg_fmt = _("%(what)s of image %(image_id)s failed in Glance: "
+                "%(reason)s")
+
+
 class CacheFull(ImagedException):
     msg_fmt = _("No space left in the image cache %(path)s for image "
                 "%(image_id)s: %(reason)s")

@@ -11,7 +11,7 @@ import urllib.parse
 _SCHEME = re.compile(r'^([A-Za-z][A-Za-z0-9+.-]{0,31}):')
 # A Ceph fsid is a UUID; anything else in its place may be a credential.
 _FSID = re.compile(r'^[0-9A-Fa-f-]{1,64}$')
-_RBD_PART = re.compile(r'^[^@:/\s]{1,256}$')
+_RBD_PART = re.compile(r'^[^@:/\x00-\x1f\x7f]{1,256}$')
 
 
 def location(url):

@@ -227,3 +227,15 @@ class LocationsTest(base.TestCase):
         self.assertIn('<swift+https location>', self.log.output)
         self.assertNotIn('s3cr3t', self.log.output)
         self.assertNotIn('tenant', self.log.output)
+
+
+class RecordURLsTest(base.TestCase):
+
+    def test_locations_else_direct_url(self):
+        self.assertEqual(['a', 'b'], locations.record_urls(
+            {'locations': [{'url': 'a'}, {'url': 'b'}], 'direct_url': 'c'}))
+        self.assertEqual(['c'], locations.record_urls(
+            {'locations': [], 'direct_url': 'c'}))
+        self.assertEqual([], locations.record_urls(
+            {'locations': [{'url': ''}, 'junk', {}]}))
+        self.assertEqual([], locations.record_urls({}))

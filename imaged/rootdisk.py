@@ -18,19 +18,11 @@ from oslo_utils import units
 from imaged import exception
 from imaged.i18n import _
 from imaged.image import cache as image_cache
+from imaged.image import locations as image_locations
 from imaged.storage import location as rbd_location
 from imaged.storage import rbd as rbd_storage
 
 LOG = logging.getLogger(__name__)
-
-
-def candidate_locations(image):
-    """Every location Glance shows, else its ``direct_url``."""
-    urls = [loc.get('url') for loc in image.get('locations') or []
-            if isinstance(loc, dict) and loc.get('url')]
-    if not urls and image.get('direct_url'):
-        urls = [image['direct_url']]
-    return urls
 
 
 class _Timings:
@@ -52,6 +44,8 @@ class RootDisks:
         self.glance = glance_api
         self.storage = storage
         self.cache = cache
+        self.locations = image_locations.CloneableLocations(
+            conf, glance_api, storage)
         self._instance_locks = lockutils.Semaphores()
 
     def _result(self, instance_uuid, image_id, name, info, strategy):
@@ -83,7 +77,8 @@ class RootDisks:
             image = self.glance.show(context, image_id)
             timings.step('glance')
             self._check_record(image, size_bytes)
-            location, parent_size = self._cloneable_location(image)
+            location, parent_size = self.locations.cloneable(
+                context, image, timings)
             if location is not None:
                 strategy = 'clone'
                 info = self._clone(image, location, parent_size, name,
@@ -114,22 +109,6 @@ class RootDisks:
             raise exception.ImageTooLarge(image_id=image_id,
                                           virtual_size=known,
                                           size_bytes=size_bytes)
-
-    def _cloneable_location(self, image):
-        """``(RBDLocation, size)`` of the first location we can clone."""
-        urls = candidate_locations(image)
-        if image.get('disk_format') != 'raw':
-            if urls:
-                LOG.debug('Image %s is %s, not raw: not cloneable',
-                          image['id'], image.get('disk_format'))
-            return None, None
-        for url in urls:
-            location, size, reason = self.storage.probe_location(url)
-            if location is not None:
-                return location, size
-            LOG.debug('Location %s of image %s is not cloneable: %s', url,
-                      image['id'], reason)
-        return None, None
 
     def _clone(self, image, location, parent_size, name, size_bytes,
                timings):

@@ -90,7 +90,8 @@ class RootDisks:
             LOG.info('Created root disk %s/%s for instance %s from image %s '
                      'by %s: %s', self.storage.pool, name, instance_uuid,
                      image_id, strategy, ', '.join(timings.steps))
-            return self._result(instance_uuid, image_id, name, info, strategy)
+            return dict(self._result(instance_uuid, image_id, name, info,
+                                     strategy), timings=timings.steps)
 
     def _check_record(self, image, size_bytes):
         """Refuse early what Glance's record already rules out."""

@@ -52,6 +52,8 @@ class RootDisksTest(base.TestCase):
     def test_cloneable_image_is_cloned(self):
         url, _image = self.add_cloneable()
         result = self.create()
+        self.assertEqual(['glance', 'clone'],
+                         [t.split()[0] for t in result.pop('timings')])
         self.assertEqual({'instance_uuid': INSTANCE, 'image_id': IMAGE,
                           'pool': 'vms', 'name': INSTANCE + '_disk',
                           'size_bytes': units.Gi, 'strategy': 'clone',

@@ -260,6 +260,8 @@ class GlanceAPI:
         except glance_exc.HTTPNotImplemented:
             return None, _('Glance has no locations API (it needs API '
                            'version 2.17, Glance 2024.2 or later)')
+        except exception.ImagedException as e:
+            return None, str(e)
         except Exception as e:
             typed = _typed(e, image_id, what)
             if typed is None:
@@ -293,9 +295,9 @@ class GlanceAPI:
         except glance_exc.HTTPNotFound as e:
             return COPY_REFUSED, _(
                 'the image is not visible to imaged\'s own user: %s') % e
+        except exception.ImagedException as e:
+            return COPY_REFUSED, str(e)
         except Exception as e:
-            if isinstance(e, exception.ImagedException):
-                return COPY_REFUSED, str(e)
             typed = _typed(e, image_id, what)
             if typed is None:
                 raise

@@ -130,6 +130,25 @@ class CopyImageTest(SecureGlanceTestCase):
         self.assertEqual(posts, self.images.requests(image['id'], 'POST',
                                                      '/import'))
 
+    def test_copy_someone_else_asked_for_is_waited_for(self):
+        # Large enough that the copy is still running when the agent asks.
+        data = os.urandom(160 * units.Mi)
+        image = self.images.create(data, store='local')
+        # As another host would: imaged's user asks Glance first.
+        self.images.service.images.image_import(image['id'], 'copy-image',
+                                                stores=['ceph'])
+        disk = self.create_root_disk(image['id'])
+        self.assertEqual('clone', disk['strategy'])
+        self.assertEqual(self.glance_snapshot(image['id']), disk['parent'])
+        self.assertIn('copy-image', steps(disk))
+        self.assertEqual(0, self.images.downloads(image['id']))
+        # Ours was never accepted: at most a 409 next to the first one.
+        log = open(base.stack()['GLANCE_ACCESS_LOG']).read().splitlines()
+        statuses = [line.split('"')[2].split()[0] for line in log
+                    if 'POST /v2/images/%s/import' % image['id'] in line]
+        self.assertEqual('202', statuses[0])
+        self.assertLessEqual(set(statuses[1:]), {'409'})
+
     def test_refused_copy_falls_back_to_one_download(self):
         # A store Glance does not know: every copy-image request is a 409.
         host = self.start_agent({'glance': keystone_stack.glance_options(

@@ -82,3 +82,8 @@ class StorageError(ImagedException):
 
 class DiskExists(StorageError):
     msg_fmt = _("%(name)s already exists in pool %(pool)s.")
+
+
+class RPCVersionCapped(ImagedException):
+    msg_fmt = _("This call needs imaged RPC API %(version)s, but "
+                "[upgrade_levels] imaged caps this client at %(cap)s.")

@@ -35,6 +35,15 @@ def _error(error):
             'error_message': str(error).split('\n', 1)[0]}
 
 
+def _notifier_from_conf(conf):
+    # Registers [oslo_messaging_notifications] too.
+    transport = messaging.get_notification_transport(conf)
+    retry = conf.oslo_messaging_notifications.retry
+    return messaging.Notifier(
+        transport, serializer=rpc.RequestContextSerializer(),
+        retry=retry if retry >= 0 else NOTIFY_RETRY)
+
+
 class Notifications:
     """One agent's notifier, publisher ``imaged.<host>``.
 
@@ -44,22 +53,21 @@ class Notifications:
 
     def __init__(self, conf, host, notifier=None):
         if notifier is None:
-            transport = messaging.get_notification_transport(conf)
-            group = conf.oslo_messaging_notifications
-            retry = group.retry if group.retry >= 0 else NOTIFY_RETRY
-            notifier = messaging.Notifier(
-                transport, serializer=rpc.RequestContextSerializer(),
-                retry=retry)
+            notifier = _notifier_from_conf(conf)
+        # No driver, or only noop: off (oslo's is_enabled() misses the
+        # first).
+        drivers = set(conf.oslo_messaging_notifications.driver)
+        self._enabled = bool(drivers - {'noop'})
         self._notifier = notifier.prepare(
             publisher_id='%s.%s' % (PUBLISHER, host))
         self.host = host
         self.progress_interval = conf.glance.progress_interval
 
     def is_enabled(self):
-        return self._notifier.is_enabled()
+        return self._enabled
 
     def _send(self, ctxt, event_type, payload, priority='info'):
-        if not self._notifier.is_enabled():
+        if not self._enabled:
             return
         payload = dict(payload, version=PAYLOAD_VERSION)
         getattr(self._notifier, priority)(ctxt or {}, event_type, payload)

@@ -57,28 +57,32 @@ def _parser():
 
 
 def _check_args(parser, args):
-    if args.command == 'precache':
-        if not (args.hosts or args.hosts_file):
-            parser.error('precache needs --hosts or --hosts-file')
-        if args.concurrency < 1:
-            parser.error('--concurrency must be at least 1')
-        if args.timeout is not None and args.timeout < 1:
-            parser.error('--timeout must be at least 1')
-    elif not args.host:
-        parser.error('%s needs --host' % args.command)
+    """Refuse bad arguments (exit 2) before any call is made."""
+    if args.command != 'precache':
+        if not args.host:
+            parser.error('%s needs --host' % args.command)
+        return
+    if args.concurrency < 1:
+        parser.error('--concurrency must be at least 1')
+    if args.timeout is not None and args.timeout < 1:
+        parser.error('--timeout must be at least 1')
+    try:
+        args.hosts = precache.read_hosts(args.hosts, args.hosts_file)
+        args.image_ids = manager.validate_image_ids(
+            [i.lower() for i in args.image_ids])
+    except OSError as e:
+        parser.error('cannot read --hosts-file: %s' % e)
+    except exception.InvalidInput as e:
+        parser.error(str(e))
+    if not args.hosts:
+        parser.error('precache needs host names (--hosts or --hosts-file)')
 
 
 def _precache(api, ctxt, args):
-    hosts = precache.read_hosts(args.hosts, args.hosts_file)
-    if not hosts:
-        raise exception.InvalidInput(argument='hosts',
-                                     reason='no host names given')
-    image_ids = manager.validate_image_ids(
-        [i.lower() for i in args.image_ids])
     if args.timeout is not None:
         CONF.set_override('rpc_response_timeout', args.timeout)
-    return precache.run(api, ctxt, hosts, image_ids, args.concurrency,
-                        sys.stdout, sys.stderr)
+    return precache.run(api, ctxt, args.hosts, args.image_ids,
+                        args.concurrency, sys.stdout, sys.stderr)
 
 
 def run(api, ctxt, args):
@@ -115,10 +119,6 @@ def main(argv=None):
         if args.command == 'precache':
             return _precache(api, ctxt, args)
         result = run(api, ctxt, args)
-    except OSError as e:  # an unreadable --hosts-file
-        print(json.dumps({'error': type(e).__name__, 'message': str(e)}),
-              file=sys.stderr)
-        return 2
     except exception.ImagedException as e:
         # oslo.messaging rebuilds remote errors as "<Class>_Remote".
         name = type(e).__name__.removesuffix('_Remote')

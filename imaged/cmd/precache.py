@@ -79,8 +79,10 @@ def fan_out(api, ctxt, hosts, image_ids, concurrency, on_answer):
 
 def table(answers, image_ids):
     out = rich_table.Table(title='cache_images')
-    for column in ('host', 'image', 'status', 'error'):
-        out.add_column(column)
+    out.add_column('host', overflow='fold')
+    out.add_column('image', no_wrap=True, min_width=36)  # a whole UUID
+    out.add_column('status', no_wrap=True)
+    out.add_column('error', overflow='fold')
     for answer in answers:
         error = answer['error']
         for image_id in image_ids:

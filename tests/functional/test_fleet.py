@@ -15,6 +15,7 @@ import tempfile
 import threading
 import uuid
 
+import fixtures
 import kombu
 import oslo_messaging as messaging
 from oslo_utils import units
@@ -134,6 +135,7 @@ class FleetTestCase(testtools.TestCase):
 
     def setUp(self):
         super().setUp()
+        self.useFixture(fixtures.Timeout(600, gentle=True))
         self.glance = base.Glance(self)
 
     def host(self, name):

@@ -51,8 +51,10 @@ def precache_host(api, ctxt, host, image_ids):
     """
     try:
         images = api.cache_images(ctxt, host, image_ids)
-    except messaging.MessagingTimeout as e:
-        return {'host': host, 'result': SKIPPED, 'error': _error(e),
+    except messaging.MessagingTimeout:
+        error = {'class': 'MessagingTimeout',
+                 'message': 'no answer and no heartbeat in time'}
+        return {'host': host, 'result': SKIPPED, 'error': error,
                 'images': {i: SKIPPED for i in image_ids}}
     except (exception.ImagedException, messaging.MessagingException) as e:
         return {'host': host, 'result': 'failed', 'error': _error(e),
@@ -82,13 +84,15 @@ def table(answers, image_ids):
     out.add_column('host', overflow='fold')
     out.add_column('image', no_wrap=True, min_width=36)  # a whole UUID
     out.add_column('status', no_wrap=True)
-    out.add_column('error', overflow='fold')
+    out.add_column('error')
     for answer in answers:
         error = answer['error']
-        for image_id in image_ids:
-            out.add_row(answer['host'], image_id,
+        for i, image_id in enumerate(image_ids):
+            first = i == 0  # the host and its error once
+            out.add_row(answer['host'] if first else '', image_id,
                         answer['images'].get(image_id, 'error'),
-                        '%(class)s: %(message)s' % error if error else '')
+                        '%(class)s: %(message)s' % error
+                        if error and first else '')
     return out
 
 

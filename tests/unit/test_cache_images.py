@@ -6,13 +6,8 @@ from oslo_messaging.notify import _impl_test as notify_test
 
 from imaged import context
 from imaged import exception
-from imaged.image import cache as image_cache
 from imaged import manager as imaged_manager
-from imaged import rootdisk
 from imaged import rpcapi
-from imaged import service as imaged_service
-from imaged.storage import rbd as rbd_storage
-from tests.unit import fakes
 from tests.unit import test_manager
 
 IMAGES = ['0b1e2f4a-1d2c-4e5f-8a9b-0c1d2e3f4a%02d' % i for i in range(10)]
@@ -46,31 +41,20 @@ class FakeCacheImage:
                 self.in_flight -= 1
 
 
-class AgentTestCase(test_manager.FakeTransportTestCase):
-    """A real ImagedService on ``fake:/`` whose notifications are kept."""
+class AgentTestCase(test_manager.RPCTestCase):
+    """A real ImagedService on ``fake:/`` whose notifications are kept,
+    with RootDisks.cache_image faked."""
 
     def setUp(self):
         super().setUp()
         self.flags(driver=['test'], group='oslo_messaging_notifications')
         notify_test.reset()
         self.addCleanup(notify_test.reset)
-        self.cluster = fakes.FakeCluster()
-        self.glance = fakes.FakeGlance()
-        storage = rbd_storage.RBDDriver(
-            self.conf, 'test-host', rados_module=self.cluster.rados,
-            rbd_module=self.cluster.rbd)
-        cache = image_cache.ImageCache(self.conf, self.glance)
-        self.root_disks = rootdisk.RootDisks(self.conf, self.glance, storage,
-                                             cache)
+        # The service is up: re-read the notification options in place.
+        self.manager.notifications.__init__(self.conf, 'test-host')
+        self.root_disks = self.manager.root_disks
         self.cache_image = FakeCacheImage()
         self.root_disks.cache_image = self.cache_image
-        self.manager = imaged_manager.ImageAgentManager(
-            self.conf, 'test-host', self.root_disks, storage, cache,
-            self.glance)
-        self.service = imaged_service.ImagedService(self.conf, self.manager)
-        self.service.start()
-        self.addCleanup(self.service.stop)
-        self.api = rpcapi.ImageAgentAPI(self.conf)
         self.ctxt = context.RequestContext(user_id='u', project_id='p',
                                            auth_token='secret-token')
 

@@ -128,6 +128,21 @@ class Notifications:
                         retries=retries),
                    priority='error')
 
+    def fetching(self, image_id, total_bytes):
+        """A download's notifications, as one context manager.
+
+        Sends ``image.fetch.start`` on entry and ``image.fetch.end`` or
+        ``image.fetch.error`` on exit; wrap each attempt's body with
+        ``report.count(blocks)`` to count bytes, retries and send
+        ``image.fetch.progress``::
+
+            with notifications.fetching(image_id, size) as report:
+                for attempt in download.attempts(...):
+                    with attempt:
+                        download.stream(image, report.count(body), ...)
+        """
+        return FetchReport(self, image_id, total_bytes)
+
     def fetch_progress_reporter(self, image_id, total_bytes):
         """A callable ``report(bytes_so_far)`` that sends
         ``image.fetch.progress`` at most every ``[glance] progress_interval``
@@ -178,3 +193,50 @@ class _ProgressReporter:
         self._last = now
         self.notifications.fetch_progress(self.image_id, nbytes,
                                           self.total_bytes, now - self.start)
+
+
+class FetchReport:
+    """What :meth:`Notifications.fetching` returns; with ``notifications``
+    None it only counts."""
+
+    def __init__(self, notifications, image_id, total_bytes):
+        self.notifications = notifications
+        self.image_id, self.total_bytes = image_id, total_bytes
+        self.bytes = 0
+        self.retries = -1  # count() is called once per attempt
+        self._progress = None
+
+    def __enter__(self):
+        self.start = time.monotonic()
+        if self.notifications is not None:
+            self.notifications.fetch_start(self.image_id, self.total_bytes)
+        return self
+
+    def count(self, blocks):
+        """``blocks``, unchanged, counted as this attempt's bytes."""
+        self.retries += 1
+        self.bytes = 0
+        if self.notifications is not None:
+            self._progress = self.notifications.fetch_progress_reporter(
+                self.image_id, self.total_bytes)
+        return self._counted(blocks)
+
+    def _counted(self, blocks):
+        for block in blocks:
+            self.bytes += len(block)
+            if self._progress is not None:
+                self._progress(self.bytes)
+            yield block
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.notifications is None:
+            return False
+        seconds = time.monotonic() - self.start
+        retries = max(self.retries, 0)
+        if exc is None:
+            self.notifications.fetch_end(self.image_id, self.bytes, seconds,
+                                         retries)
+        else:
+            self.notifications.fetch_error(self.image_id, self.bytes,
+                                           seconds, retries, exc)
+        return False

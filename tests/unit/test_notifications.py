@@ -108,8 +108,8 @@ class NotificationsTest(test_cache_images.AgentTestCase):
             self.assertEqual('u', ctxt.get('user'))
 
 
-class NotifierAPITest(base.TestCase):
-    """The calls the download and cache code make."""
+class NotifierTestCase(base.TestCase):
+    """A Notifications of host compute-1 on the "test" driver."""
 
     def setUp(self):
         super().setUp()
@@ -124,6 +124,10 @@ class NotifierAPITest(base.TestCase):
     def sent(self):
         return [(m['event_type'], m['priority'], m['payload'])
                 for _c, m, _p, _r in notify_test.NOTIFICATIONS]
+
+
+class NotifierAPITest(NotifierTestCase):
+    """The calls the download and cache code make."""
 
     def test_fetch_and_evict(self):
         n = self.notifier
@@ -240,3 +244,40 @@ class ReadmeSamplesTest(test_cache_images.AgentTestCase):
             self.assertEqual('imaged.compute-1', sample['publisher_id'])
             self.assertEqual(notifications.PAYLOAD_VERSION,
                              sample['payload']['version'])
+
+
+class FetchReportTest(NotifierTestCase):
+
+    def test_a_download_with_one_retry(self):
+        with self.notifier.fetching(IMAGE, 6) as report:
+            self.assertEqual([b'ab'], list(report.count([b'ab'])))
+            self.assertEqual([b'abc', b'def'],
+                             list(report.count([b'abc', b'def'])))
+        events = self.sent()
+        self.assertEqual(['image.fetch.start', 'image.fetch.end'],
+                         [e for e, _p, _x in events])
+        self.assertEqual((IMAGE, 6, 1),
+                         tuple(events[1][2][k] for k in
+                               ('image_id', 'bytes', 'retries')))
+
+    def test_a_failed_download_sends_the_error_and_raises_it(self):
+        def broken():
+            yield b'x' * 10
+            raise exception.ImageDownloadFailed(image_id=IMAGE,
+                                                reason='reset')
+        def fetch():
+            with self.notifier.fetching(IMAGE, None) as report:
+                list(report.count(broken()))
+        self.assertRaises(exception.ImageDownloadFailed, fetch)
+        [_start, (event, priority, payload)] = self.sent()
+        self.assertEqual(('image.fetch.error', 'ERROR', 10, 0,
+                          'ImageDownloadFailed'),
+                         (event, priority, payload['bytes'],
+                          payload['retries'], payload['error_class']))
+
+    def test_without_a_notifier_it_only_counts(self):
+        with notifications.FetchReport(None, IMAGE, 3) as report:
+            list(report.count([b'abc']))
+        self.assertEqual(3, report.bytes)
+        self.assertEqual([], notify_test.NOTIFICATIONS)
+

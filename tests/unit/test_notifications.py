@@ -265,6 +265,7 @@ class FetchReportTest(NotifierTestCase):
             yield b'x' * 10
             raise exception.ImageDownloadFailed(image_id=IMAGE,
                                                 reason='reset')
+
         def fetch():
             with self.notifier.fetching(IMAGE, None) as report:
                 list(report.count(broken()))
@@ -280,4 +281,3 @@ class FetchReportTest(NotifierTestCase):
             list(report.count([b'abc']))
         self.assertEqual(3, report.bytes)
         self.assertEqual([], notify_test.NOTIFICATIONS)
-

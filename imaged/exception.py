@@ -105,3 +105,8 @@ class Timeout(ImagedException):
 
 class InternalError(ImagedException):
     msg_fmt = _("%(operation)s failed unexpectedly: %(reason)s")
+
+
+class RPCVersionCapped(ImagedException):
+    msg_fmt = _("This call needs imaged RPC API %(version)s, but "
+                "[upgrade_levels] imaged caps this client at %(cap)s.")

@@ -222,6 +222,15 @@ class Glance:
                                   image_size=len(data), backend=backend)
         return self.client.images.get(image['id'])
 
+    def rbd_location(self, image_id, store='ceph'):
+        """The image's location in ``store``, as imaged's service user reads
+        it (``GET /v2/images/{id}/locations``: records show none)."""
+        resp = keystone_session('IMAGED').get(
+            '%s/v2/images/%s/locations' % (stack()['GLANCE_URL'], image_id))
+        [url] = [loc['url'] for loc in resp.json()
+                 if loc['metadata'].get('store') == store]
+        return url
+
     def delete(self, image_id):
         try:
             self.client.images.delete(image_id)

@@ -41,7 +41,8 @@ class RootDiskTest(base.FunctionalTestCase):
         image = self.glance.create(data, backend='ceph')
         disk = self.create_root_disk(image['id'], size_gb=2)
         self.assertEqual('clone', disk['strategy'])
-        self.assertEqual(image['direct_url'], disk['parent'])
+        self.assertEqual(self.glance.rbd_location(image['id']),
+                         disk['parent'])
         self.assertEqual(2 * units.Gi, disk['size_bytes'])
         self.assertEqual(2 * units.Gi, self.ceph.size(disk['name']))
         self.assertEqual(data[:units.Mi],

@@ -265,7 +265,7 @@ class NotificationsTest(FleetTestCase):
             [message] = self.listener.wait_for(event_type, **match)
             self.assertDocumented(message)
         [end] = self.listener.events(image_id=image['id'])[-1:]
-        self.assertEqual(('clone', self.glance.rbd_location(image['id'])),
+        self.assertEqual(('clone', image['direct_url']),
                          (end['payload']['strategy'],
                           end['payload']['parent']))
 

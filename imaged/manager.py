@@ -235,12 +235,18 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
         if removed:
             LOG.info('Image cache cleanup removed %d base files',
                      len(removed))
+        for entry in removed:
+            if entry['where'] == 'file':  # 'rbd' entries are only records
+                self.notifications.evict(entry['image_id'], 'file',
+                                         entry.get('reason', 'age'))
         try:
-            self.root_disks.clean_rbd_bases()
+            for image_id in self.root_disks.clean_rbd_bases():
+                self.notifications.evict(image_id, 'rbd', 'age')
         except exception.ImagedException as e:
             LOG.warning('Cannot clean base images in Ceph now: %s', e)
         try:
-            cached = [entry['image_id'] for entry in self.cache.list()]
+            cached = [entry['image_id'] for entry in
+                      self.root_disks.list_cached_images()]
         except exception.ImagedException as e:
             LOG.warning('Cannot list the cached images now: %s', e)
             return

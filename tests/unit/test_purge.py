@@ -178,20 +178,27 @@ class PurgeTest(base.TestCase):
 
 class CleanupTaskTest(base.TestCase):
 
-    def test_the_cleanup_task_purges_what_is_cached(self):
+    def test_the_cleanup_task_evicts_and_purges_with_notifications(self):
         cache = mock.Mock()
-        cache.clean.return_value = []
-        cache.list.return_value = [{'image_id': A, 'where': 'file'},
-                                   {'image_id': A, 'where': 'rbd'},
-                                   {'image_id': B, 'where': 'rbd'}]
+        cache.clean.return_value = [
+            {'image_id': C, 'where': 'file', 'reason': 'size'},
+            {'image_id': C, 'where': 'rbd', 'reason': 'age'}]  # a record
         disks = FakeRootDisks()
-        disks.clean_rbd_bases = mock.Mock(return_value=[])
+        disks.clean_rbd_bases = mock.Mock(return_value=[C])
         disks.files.update([A])
         disks.rbd.update([A, B])
+        disks.list_cached_images = lambda: (
+            [{'image_id': i, 'where': 'file'} for i in disks.files] +
+            [{'image_id': i, 'where': 'rbd'} for i in disks.rbd])
         glance = FakeGlance({A: exception.ImageNotFound(image_id=A)})
+        notifications = mock.Mock()
         manager = imaged_manager.ImageAgentManager(
             self.conf, 'test-host', disks, mock.Mock(), cache, glance,
-            notifications=mock.Mock())
+            notifications=notifications)
         manager._clean_image_cache(None)
         self.assertEqual([(A, 'deleted')], disks.purged)
         self.assertEqual([A, B], sorted(i for i, _a, _t in glance.asked))
+        self.assertEqual([(C, 'file', 'size'), (C, 'rbd', 'age'),
+                          (A, 'file', 'deleted'), (A, 'rbd', 'deleted')],
+                         [c.args for c in
+                          notifications.evict.call_args_list])

@@ -247,10 +247,11 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
         try:
             cached = [entry['image_id'] for entry in
                       self.root_disks.list_cached_images()]
+            bases = self.storage.bases.image_ids()
         except exception.ImagedException as e:
             LOG.warning('Cannot list the cached images now: %s', e)
             return
-        self.purge.run(cached)
+        self.purge.run(cached, bases)
 
     @periodic_task.periodic_task(spacing=30, run_immediately=True)
     def _remove_partial_disks(self, context):

@@ -71,7 +71,7 @@ class PurgeTest(base.TestCase):
             self.disks.rbd.update(image_ids)
 
     def run_purge(self):
-        return self.purge.run(self.disks.cached())
+        return self.purge.run(self.disks.cached(), sorted(self.disks.rbd))
 
     def evictions(self):
         return [c.args for c in self.notifications.evict.call_args_list]
@@ -156,6 +156,19 @@ class PurgeTest(base.TestCase):
         self.assertEqual([], self.disks.cached())
         self.assertEqual(1, len(self.glance.asked))
 
+    def test_a_base_no_longer_listed_is_still_removed_once_unused(self):
+        self.cache(A)
+        self.disks.clones.add(A)
+        self.glance.answers[A] = exception.ImageNotFound(image_id=A)
+        self.run_purge()
+        # The cache forgot A with its file; the base is still in the pool.
+        self.assertEqual([], self.purge.run([], [A]))
+        self.disks.clones.clear()
+        self.assertEqual([{'image_id': A, 'where': 'rbd'}],
+                         self.purge.run([], [A]))
+        self.assertEqual([], self.purge.run([], []))
+        self.assertEqual(1, len(self.glance.asked))
+
     def test_a_failed_removal_is_retried_next_run(self):
         self.cache(A)
         self.glance.answers[A] = exception.ImageNotFound(image_id=A)
@@ -192,8 +205,10 @@ class CleanupTaskTest(base.TestCase):
             [{'image_id': i, 'where': 'rbd'} for i in disks.rbd])
         glance = FakeGlance({A: exception.ImageNotFound(image_id=A)})
         notifications = mock.Mock()
+        storage = mock.Mock()
+        storage.bases.image_ids.return_value = [A, B]
         manager = imaged_manager.ImageAgentManager(
-            self.conf, 'test-host', disks, mock.Mock(), cache, glance,
+            self.conf, 'test-host', disks, storage, cache, glance,
             notifications=notifications)
         manager._clean_image_cache(None)
         self.assertEqual([(A, 'deleted')], disks.purged)

@@ -297,6 +297,17 @@ class NotificationsTest(FleetTestCase):
         self.assertIn('/%s/%s/' % (base.stack()['CEPH_IMAGES_POOL'],
                                    image['id']), disk['parent'])
 
+    def test_a_dead_notification_broker_does_not_hang_calls(self):
+        dead = 'rabbit://guest:guest@127.0.0.1:%d/' % _dead_port()
+        self.daemons['deaf'] = daemon = self.start_agent(
+            'deaf', {'oslo_messaging_notifications': {'transport_url': dead}})
+        instance_uuid = str(uuid.uuid4())
+        # delete_root_disk of a missing disk: nothing to do but notify.
+        self.assertIsNone(self.api.delete_root_disk(
+            self.ctxt, daemon.host, instance_uuid))
+        self.assertIn('Could not send notification to %s' % self.topic,
+                      daemon.log())
+
     def test_cache_images_and_fetch_events_reach_a_listener(self):
         image = self.glance.create(os.urandom(3 * units.Mi), backend='local')
         self.forget_base(image['id'])

@@ -235,16 +235,23 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
         if removed:
             LOG.info('Image cache cleanup removed %d base files',
                      len(removed))
+        for entry in removed:
+            if entry['where'] == 'file':  # 'rbd' entries are only records
+                self.notifications.evict(entry['image_id'], 'file',
+                                         entry.get('reason', 'age'))
         try:
-            self.root_disks.clean_rbd_bases()
+            for image_id in self.root_disks.clean_rbd_bases():
+                self.notifications.evict(image_id, 'rbd', 'age')
         except exception.ImagedException as e:
             LOG.warning('Cannot clean base images in Ceph now: %s', e)
         try:
-            cached = [entry['image_id'] for entry in self.cache.list()]
+            cached = [entry['image_id'] for entry in
+                      self.root_disks.list_cached_images()]
+            bases = self.storage.bases.image_ids()
         except exception.ImagedException as e:
             LOG.warning('Cannot list the cached images now: %s', e)
             return
-        self.purge.run(cached)
+        self.purge.run(cached, bases)
 
     @periodic_task.periodic_task(spacing=30, run_immediately=True)
     def _remove_partial_disks(self, context):

@@ -132,13 +132,14 @@ class Notifications:
         """A download's notifications, as one context manager.
 
         Sends ``image.fetch.start`` on entry and ``image.fetch.end`` or
-        ``image.fetch.error`` on exit; wrap each attempt's body with
-        ``report.count(blocks)`` to count bytes, retries and send
-        ``image.fetch.progress``::
+        ``image.fetch.error`` on exit; call ``report.attempt()`` as each
+        attempt begins and pass its body through ``report.count(blocks)``
+        to count retries and bytes and send ``image.fetch.progress``::
 
             with notifications.fetching(image_id, size) as report:
                 for attempt in download.attempts(...):
                     with attempt:
+                        report.attempt()
                         download.stream(image, report.count(body), ...)
         """
         return FetchReport(self, image_id, total_bytes)
@@ -203,7 +204,7 @@ class FetchReport:
         self.notifications = notifications
         self.image_id, self.total_bytes = image_id, total_bytes
         self.bytes = 0
-        self.retries = -1  # count() is called once per attempt
+        self.retries = -1  # attempt() is called once per attempt
         self._progress = None
 
     def __enter__(self):
@@ -212,16 +213,16 @@ class FetchReport:
             self.notifications.fetch_start(self.image_id, self.total_bytes)
         return self
 
-    def count(self, blocks):
-        """``blocks``, unchanged, counted as this attempt's bytes."""
+    def attempt(self):
+        """A new attempt begins: the first, or a retry from byte 0."""
         self.retries += 1
         self.bytes = 0
         if self.notifications is not None:
             self._progress = self.notifications.fetch_progress_reporter(
                 self.image_id, self.total_bytes)
-        return self._counted(blocks)
 
-    def _counted(self, blocks):
+    def count(self, blocks):
+        """``blocks``, unchanged, counted as this attempt's bytes."""
         for block in blocks:
             self.bytes += len(block)
             if self._progress is not None:

@@ -44,16 +44,20 @@ class DeletedImagePurge:
             return True
         return image.get('status') in GONE_STATUSES
 
-    def run(self, cached_image_ids):
+    def run(self, cached_image_ids, base_image_ids=()):
         """Ask about the images due; purge the deleted ones.
 
+        :param cached_image_ids: what ``list_cached_images`` shows.
+        :param base_image_ids: the images with a base image in the pool: a
+            deleted image's base still cloned when its file went stays
+            there, and is retried until it goes.
         :returns: what was removed, ``[{'image_id', 'where'}]``.
         """
         interval = self.conf.image_cache.glance_check_interval
         cached = sorted(set(cached_image_ids))
         for gone in set(self._checked) - set(cached):
             del self._checked[gone]
-        self._deleted &= set(cached)
+        self._deleted &= set(cached) | set(base_image_ids)
         removed = []
         for image_id in sorted(self._deleted):
             removed.extend(self._purge(image_id))

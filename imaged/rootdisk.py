@@ -46,13 +46,13 @@ class _Timings:
 class RootDisks:
     """Creates and deletes root disks; the manager validates arguments."""
 
-    def __init__(self, conf, glance_api, storage, cache):
+    def __init__(self, conf, glance_api, storage, cache, notifications=None):
         self.conf = conf
         self.glance = glance_api
         self.storage = storage
         self.cache = cache
         self.fetcher = fetch.Fetcher(conf, glance_api, cache,
-                                     storage.partials)
+                                     storage.partials, notifications)
         self.locations = image_locations.CloneableLocations(
             conf, glance_api, storage)
         self._instance_locks = lockutils.Semaphores()

@@ -12,6 +12,7 @@ from imaged.image import cache as image_cache
 from imaged.image import glance
 from imaged import malloc
 from imaged import manager as imaged_manager
+from imaged import notifications
 from imaged import rootdisk
 from imaged import service as imaged_service
 from imaged.storage import rbd as rbd_storage
@@ -33,9 +34,11 @@ def build_manager(conf=CONF):
     glance_api = glance.GlanceAPI(conf)
     storage = rbd_storage.RBDDriver(conf, host)
     cache = image_cache.ImageCache(conf)
-    root_disks = rootdisk.RootDisks(conf, glance_api, storage, cache)
+    notifier = notifications.Notifications(conf, host)
+    root_disks = rootdisk.RootDisks(conf, glance_api, storage, cache,
+                                    notifier)
     return imaged_manager.ImageAgentManager(conf, host, root_disks, storage,
-                                            cache, glance_api)
+                                            cache, glance_api, notifier)
 
 
 def main(argv=None):

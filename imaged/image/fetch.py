@@ -19,6 +19,7 @@ from imaged.i18n import _
 from imaged.image import download
 from imaged.image import format as image_format
 from imaged import malloc
+from imaged import notifications as imaged_notifications
 from imaged.storage import partial
 
 LOG = logging.getLogger(__name__)
@@ -36,11 +37,12 @@ def _abort_quietly(sink):
 class Fetcher:
     """Fills new images with an image's bytes, downloading them once."""
 
-    def __init__(self, conf, glance_api, cache, writer):
+    def __init__(self, conf, glance_api, cache, writer, notifications=None):
         self.conf = conf
         self.glance = glance_api
         self.cache = cache
         self.writer = writer
+        self.notifications = notifications  # image.fetch.*; None: none
         self._download_slots = threading.BoundedSemaphore(
             conf.image_cache.max_concurrent_downloads)
 
@@ -90,14 +92,19 @@ class Fetcher:
             self._download_slots.release()
             malloc.release_free_memory()
 
+    def _fetching(self, image):
+        return imaged_notifications.FetchReport(
+            self.notifications, image['id'], image.get('size'))
+
     def _stream(self, context, image, spec, max_virtual_size, keep_file):
         """Stream a raw image into ``spec`` (and the base file)."""
         image_id = image['id']
         size = image.get('size') or max_virtual_size or self.max_size()
-        with self._download_slot(image_id):
+        with self._download_slot(image_id), self._fetching(image) as report:
             for attempt in download.attempts(image_id,
                                              self.conf.glance.num_retries):
                 with attempt:
+                    report.attempt()
                     sinks = []
                     try:
                         if keep_file or spec is None:
@@ -105,7 +112,8 @@ class Fetcher:
                         if spec is not None:
                             sinks.append(self.writer.new(spec, size))
                         got = download.stream(
-                            image, self.glance.open_data(context, image_id),
+                            image, report.count(
+                                self.glance.open_data(context, image_id)),
                             sinks, self.conf, max_virtual_size)
                         for sink in sinks:  # the base file first
                             sink.commit(got.size)
@@ -118,14 +126,16 @@ class Fetcher:
     def _download_file(self, context, image, max_virtual_size):
         """Download an image that needs converting into a temporary file."""
         image_id = image['id']
-        with self._download_slot(image_id):
+        with self._download_slot(image_id), self._fetching(image) as report:
             for attempt in download.attempts(image_id,
                                              self.conf.glance.num_retries):
                 with attempt:
+                    report.attempt()
                     sink = self.cache.download_sink(image_id)
                     try:
                         got = download.stream(
-                            image, self.glance.open_data(context, image_id),
+                            image, report.count(
+                                self.glance.open_data(context, image_id)),
                             [sink], self.conf, max_virtual_size)
                         sink.commit(got.size)
                         return got, sink.dest

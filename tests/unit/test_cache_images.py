@@ -52,6 +52,8 @@ class AgentTestCase(test_manager.RPCTestCase):
         self.addCleanup(notify_test.reset)
         # The service is up: re-read the notification options in place.
         self.manager.notifications.__init__(self.conf, 'test-host')
+        self.manager.root_disks.fetcher.notifications = \
+            self.manager.notifications
         self.root_disks = self.manager.root_disks
         self.cache_image = FakeCacheImage()
         self.root_disks.cache_image = self.cache_image

@@ -101,6 +101,33 @@ class NotificationsTest(test_cache_images.AgentTestCase):
         self.assertEqual({'version': '1.0', 'instance_uuid': INSTANCE},
                          self.payload('root_disk.delete.end'))
 
+    def test_a_download_sends_fetch_start_and_end_with_its_retries(self):
+        data = b'\x01' * 100000
+        self.glance.add(IMAGE, data)
+        self.glance.failures = [ConnectionError('reset by peer')]
+        with mock.patch('time.sleep'):  # the retry's backoff
+            disk = self.api.create_root_disk(self.ctxt, 'test-host',
+                                             INSTANCE, IMAGE, 1)
+        self.assertEqual('download', disk['strategy'])
+        self.assertEqual({'version': '1.0', 'image_id': IMAGE,
+                          'total_bytes': len(data)},
+                         self.payload('image.fetch.start'))
+        end = self.payload('image.fetch.end')
+        self.assertEqual((IMAGE, len(data), 1),
+                         (end['image_id'], end['bytes'], end['retries']))
+        self.assertTrue(self.payload('root_disk.create.end')['timings'])
+
+    def test_a_failed_download_sends_fetch_error(self):
+        self.glance.add(IMAGE, b'\x01' * 1000, size=2000)  # short read
+        with mock.patch('time.sleep'):
+            self.assertRaises(exception.ImageDownloadFailed,
+                              self.api.create_root_disk, self.ctxt,
+                              'test-host', INSTANCE, IMAGE, 1)
+        error = self.payload('image.fetch.error')
+        self.assertEqual(('ImageDownloadFailed', 1000),
+                         (error['error_class'], error['bytes']))
+        self.assertEqual([], self.sent('image.fetch.end'))
+
     def test_the_callers_token_is_not_sent(self):
         self.create_clone()
         for ctxt, _m, _p, _r in notify_test.NOTIFICATIONS:
@@ -250,7 +277,9 @@ class FetchReportTest(NotifierTestCase):
 
     def test_a_download_with_one_retry(self):
         with self.notifier.fetching(IMAGE, 6) as report:
+            report.attempt()
             self.assertEqual([b'ab'], list(report.count([b'ab'])))
+            report.attempt()
             self.assertEqual([b'abc', b'def'],
                              list(report.count([b'abc', b'def'])))
         events = self.sent()
@@ -268,6 +297,7 @@ class FetchReportTest(NotifierTestCase):
 
         def fetch():
             with self.notifier.fetching(IMAGE, None) as report:
+                report.attempt()
                 list(report.count(broken()))
         self.assertRaises(exception.ImageDownloadFailed, fetch)
         [_start, (event, priority, payload)] = self.sent()
@@ -278,6 +308,7 @@ class FetchReportTest(NotifierTestCase):
 
     def test_without_a_notifier_it_only_counts(self):
         with notifications.FetchReport(None, IMAGE, 3) as report:
+            report.attempt()
             list(report.count([b'abc']))
         self.assertEqual(3, report.bytes)
         self.assertEqual([], notify_test.NOTIFICATIONS)

@@ -71,7 +71,7 @@ class PurgeTest(base.TestCase):
             self.disks.rbd.update(image_ids)
 
     def run_purge(self):
-        return self.purge.run(self.disks.cached())
+        return self.purge.run(self.disks.cached(), sorted(self.disks.rbd))
 
     def evictions(self):
         return [c.args for c in self.notifications.evict.call_args_list]
@@ -156,6 +156,19 @@ class PurgeTest(base.TestCase):
         self.assertEqual([], self.disks.cached())
         self.assertEqual(1, len(self.glance.asked))
 
+    def test_a_base_no_longer_listed_is_still_removed_once_unused(self):
+        self.cache(A)
+        self.disks.clones.add(A)
+        self.glance.answers[A] = exception.ImageNotFound(image_id=A)
+        self.run_purge()
+        # The cache forgot A with its file; the base is still in the pool.
+        self.assertEqual([], self.purge.run([], [A]))
+        self.disks.clones.clear()
+        self.assertEqual([{'image_id': A, 'where': 'rbd'}],
+                         self.purge.run([], [A]))
+        self.assertEqual([], self.purge.run([], []))
+        self.assertEqual(1, len(self.glance.asked))
+
     def test_a_failed_removal_is_retried_next_run(self):
         self.cache(A)
         self.glance.answers[A] = exception.ImageNotFound(image_id=A)
@@ -178,20 +191,29 @@ class PurgeTest(base.TestCase):
 
 class CleanupTaskTest(base.TestCase):
 
-    def test_the_cleanup_task_purges_what_is_cached(self):
+    def test_the_cleanup_task_evicts_and_purges_with_notifications(self):
         cache = mock.Mock()
-        cache.clean.return_value = []
-        cache.list.return_value = [{'image_id': A, 'where': 'file'},
-                                   {'image_id': A, 'where': 'rbd'},
-                                   {'image_id': B, 'where': 'rbd'}]
+        cache.clean.return_value = [
+            {'image_id': C, 'where': 'file', 'reason': 'size'},
+            {'image_id': C, 'where': 'rbd', 'reason': 'age'}]  # a record
         disks = FakeRootDisks()
-        disks.clean_rbd_bases = mock.Mock(return_value=[])
+        disks.clean_rbd_bases = mock.Mock(return_value=[C])
         disks.files.update([A])
         disks.rbd.update([A, B])
+        disks.list_cached_images = lambda: (
+            [{'image_id': i, 'where': 'file'} for i in disks.files] +
+            [{'image_id': i, 'where': 'rbd'} for i in disks.rbd])
         glance = FakeGlance({A: exception.ImageNotFound(image_id=A)})
+        notifications = mock.Mock()
+        storage = mock.Mock()
+        storage.bases.image_ids.return_value = [A, B]
         manager = imaged_manager.ImageAgentManager(
-            self.conf, 'test-host', disks, mock.Mock(), cache, glance,
-            notifications=mock.Mock())
+            self.conf, 'test-host', disks, storage, cache, glance,
+            notifications=notifications)
         manager._clean_image_cache(None)
         self.assertEqual([(A, 'deleted')], disks.purged)
         self.assertEqual([A, B], sorted(i for i, _a, _t in glance.asked))
+        self.assertEqual([(C, 'file', 'size'), (C, 'rbd', 'age'),
+                          (A, 'file', 'deleted'), (A, 'rbd', 'deleted')],
+                         [c.args for c in
+                          notifications.evict.call_args_list])

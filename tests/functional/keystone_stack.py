@@ -17,22 +17,10 @@ from keystoneauth1 import session as ks_session
 from imaged import context
 from tests.functional import base
 
-_SESSIONS = {}
-
 
 def session(who='DEMO'):
     """A keystoneauth session of stack user ``who`` (DEMO or IMAGED)."""
-    if who not in _SESSIONS:
-        env = base.stack()
-        auth = ks_v3.Password(
-            auth_url=env['OS_AUTH_URL'],
-            username=env['%s_USER' % who],
-            password=env['%s_PASSWORD' % who],
-            project_name=env['%s_PROJECT' % who],
-            user_domain_name=env['OS_USER_DOMAIN_NAME'],
-            project_domain_name=env['OS_PROJECT_DOMAIN_NAME'])
-        _SESSIONS[who] = ks_session.Session(auth=auth, timeout=30)
-    return _SESSIONS[who]
+    return base.keystone_session(who)
 
 
 def fresh_token(who='DEMO'):
@@ -62,17 +50,8 @@ def user_context(access=None):
 
 def glance_options(**extra):
     """imaged's ``[glance]``: its service user, Glance's URL."""
-    env = base.stack()
-    options = {'auth_type': 'password',
-               'auth_url': env['OS_AUTH_URL'],
-               'username': env['IMAGED_USER'],
-               'password': env['IMAGED_PASSWORD'],
-               'project_name': env['IMAGED_PROJECT'],
-               'user_domain_name': env['OS_USER_DOMAIN_NAME'],
-               'project_domain_name': env['OS_PROJECT_DOMAIN_NAME'],
-               'endpoint_override': env['GLANCE_URL'],
-               'num_retries': '1', 'timeout': '20',
-               'progress_interval': '1'}
+    options = dict(base.glance_options(), num_retries='1', timeout='20',
+                   progress_interval='1')
     options.update(extra)
     return options
 

@@ -65,7 +65,12 @@ class BackendUnavailable(ImagedException):
     msg_fmt = _("%(backend)s is unavailable: %(reason)s")
 
 
-class CacheFull(ImagedException):
+class CacheError(ImagedException):
+    msg_fmt = _("The image cache %(path)s cannot keep image %(image_id)s: "
+                "%(reason)s")
+
+
+class CacheFull(CacheError):
     msg_fmt = _("No space left in the image cache %(path)s for image "
                 "%(image_id)s: %(reason)s")
 
@@ -82,3 +87,16 @@ class StorageError(ImagedException):
 
 class DiskExists(StorageError):
     msg_fmt = _("%(name)s already exists in pool %(pool)s.")
+
+
+class DiskImageMismatch(ImagedException):
+    msg_fmt = _("Root disk %(name)s in pool %(pool)s was made from image "
+                "%(existing_image_id)s, not from image %(image_id)s.")
+
+
+class Timeout(ImagedException):
+    msg_fmt = _("Gave up waiting for %(what)s after %(seconds)s seconds.")
+
+
+class InternalError(ImagedException):
+    msg_fmt = _("%(operation)s failed unexpectedly: %(reason)s")

@@ -5,6 +5,10 @@ requests it sees (and Glance's access log, when the config names it): a
 refusal must come before any byte moves.
 """
 
+import os
+import subprocess
+import tempfile
+
 from oslo_utils import units
 from testtools import content
 
@@ -14,6 +18,19 @@ from tests.scenario import images
 from tests.scenario.faults import base as fault_base
 
 MAX_CACHE_GB = 0.01  # [image_cache] max_size_gb of the refusal test's agent
+
+
+def vmdk_holding(data):
+    """A streamOptimized VMDK (what Glance accepts as one) of ``data``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        raw, vmdk = os.path.join(tmp, 'raw'), os.path.join(tmp, 'vmdk')
+        with open(raw, 'wb') as f:
+            f.write(data)
+        subprocess.run(['qemu-img', 'convert', '-f', 'raw', '-O', 'vmdk',
+                        '-o', 'subformat=streamOptimized', raw, vmdk],
+                       check=True, capture_output=True)
+        with open(vmdk, 'rb') as f:
+            return f.read()
 
 
 class DiskOfAnotherImageTest(fault_base.PoolFaultTestCase):
@@ -55,7 +72,7 @@ class RefusedFromTheRecordTest(fault_base.PoolFaultTestCase):
             self):
         data = images.random_bytes(units.Mi)
         refused = [
-            self.upload(data, disk_format='vmdk'),  # not allowed below
+            self.upload(vmdk_holding(data), disk_format='vmdk'),  # not allowed
             self.upload(data, container_format='ova'),
             # Larger than the whole cache may be.
             self.upload(images.random_bytes(int(MAX_CACHE_GB * units.Gi) +

@@ -74,9 +74,11 @@ class RefusedFromTheRecordTest(fault_base.PoolFaultTestCase):
         refused = [
             self.upload(vmdk_holding(data), disk_format='vmdk'),  # not allowed
             self.upload(data, container_format='ova'),
-            # Larger than the whole cache may be.
-            self.upload(images.random_bytes(int(MAX_CACHE_GB * units.Gi) +
-                                            units.Mi)),
+            # A file larger than the whole local cache may be (a raw image
+            # streams into its RBD base, with no local file to bound).
+            self.upload(images.qcow2_holding(
+                images.random_bytes(int(MAX_CACHE_GB * units.Gi) + units.Mi),
+                16 * units.Mi), disk_format='qcow2'),
         ]
         accepted = self.upload(data)
         proxy = self.glance_proxy()

@@ -27,7 +27,7 @@ from tests.scenario.faults import base as fault_base
 HOSTS = 3
 WORKERS_PER_HOST = 2
 WORKLOAD_SECONDS = 120
-MAX_DISKS_PER_WORKER = 3
+MAX_DISKS_PER_WORKER = 2
 CHECKED_BYTES = 64 * 1024
 # Waits a loaded 2-core machine may legitimately end with: bounded, typed.
 BOUNDED_WAITS = (exception.Timeout, exception.RootDiskBusy)
@@ -59,7 +59,7 @@ class FleetTest(fault_base.PoolFaultTestCase):
         disks = []  # (instance_uuid, image_id)
         while time.monotonic() < deadline:
             if disks and (len(disks) >= MAX_DISKS_PER_WORKER or
-                          rng.random() < 0.4):
+                          rng.random() < 0.6):
                 instance_uuid, image_id = disks.pop(rng.randrange(len(disks)))
                 record(agent, 'delete', image_id, self._call(
                     agent, 'delete_root_disk', instance_uuid=instance_uuid))

@@ -12,6 +12,7 @@ import time
 
 from oslo_utils import units
 from testtools import content
+from testtools import matchers
 
 from tests.scenario import base
 from tests.scenario import images
@@ -90,8 +91,8 @@ class CephStallTest(fault_base.PoolFaultTestCase):
         poller.stop()
         self.addDetail('get_capabilities', content.text_content('\n'.join(
             '%5.1fs %s %s' % o for o in poller.outcomes)))
-        self.assertEqual([], [o for o in poller.outcomes
-                              if o[1].startswith('UNTYPED')])
+        self.expectThat([o for o in poller.outcomes
+                         if o[1].startswith('UNTYPED')], matchers.Equals([]))
         # SIGTERM let the stopped agent answer its call before it exited.
         self.assertTyped(calls + [stopped_call])
         self.assertEqual(processes, agent.pids(), 'the agent restarted')

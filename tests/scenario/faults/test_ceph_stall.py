@@ -22,7 +22,7 @@ IMAGE_SIZE = 32 * units.Mi
 RATE = 2 * units.Mi  # per download: still under way when the OSD stops
 CONNECT_TIMEOUT = 5  # [rbd] connect_timeout of the agents
 OUTAGE = 4 * CONNECT_TIMEOUT
-GRACEFUL = 15  # [DEFAULT] graceful_shutdown_timeout of the agents
+GRACEFUL = 30  # [DEFAULT] graceful_shutdown_timeout: above the write bound
 # Seconds a call may take once Ceph is back (or, with the OSD dead, in the
 # outage) before it counts as one that never answers.
 BOUND = 120

@@ -16,6 +16,7 @@ import uuid
 
 from oslo_log import log as logging
 
+from imaged import exception
 from imaged.storage import rbd_import
 
 LOG = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ class PartialImage:
             self._image.metadata_set(OWNER_KEY, self.writer.host)
             self._blocks = rbd_import.BlockWriter(
                 self._image, self.size, conn.conf.rbd.import_concurrency,
-                name, conn.pool)
+                name, conn.pool, timeout=3 * conn.conf.rbd.connect_timeout)
 
     def write(self, offset, data):
         try:
@@ -137,13 +138,37 @@ class PartialImage:
         self._close()
 
     def abort(self):
-        """Remove the partial image; a no-op once committed or aborted."""
+        """Remove the partial image; a no-op once committed or aborted.
+
+        After a stall, librbd may still hold writes in flight and closing
+        the image would wait for them: a thread of its own cleans up, and
+        the sweep removes what it could not.
+        """
         if self.finished:
             return
         self.finished = True
-        try:
-            if self._blocks is not None:
+        if self._blocks is not None and self._blocks.stalled:
+            self._clean_up_later()
+        else:
+            self._clean_up()
+
+    def _clean_up_later(self):
+        LOG.warning('Ceph stalled writing %s/%s; it is removed once Ceph '
+                    'answers again', self.conn.pool, self.part)
+        threading.Thread(target=self._clean_up, args=(True,), daemon=True,
+                         name='abort-' + self.part).start()
+
+    def _clean_up(self, patient=False):
+        while self._blocks is not None:
+            try:
                 self._blocks.drain()
+                break
+            except exception.BackendUnavailable as e:
+                self._error = e
+                if not patient:
+                    self._clean_up_later()
+                    return
+        try:
             if self._image is not None:
                 image, self._image = self._image, None
                 image.close()

@@ -294,6 +294,9 @@ class FakeImage:
     def flush(self):
         pass
 
+    def aio_flush(self, oncomplete):
+        oncomplete(_Completion(0))
+
     def create_snap(self, name):
         self.disk.snapshots[name] = self.disk.size
 
@@ -358,6 +361,11 @@ class FakeGlance:
         data = self.data[image_id]
         return iter([data[i:i + self.chunk_size]
                      for i in range(0, len(data), self.chunk_size)])
+
+    def image_locations(self, context, image_id):
+        # As a Glance with its secure defaults, asked by a user without
+        # the service role.
+        return None, 'the fake Glance has no locations API'
 
     def check_health(self):
         return []

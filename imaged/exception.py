@@ -65,6 +65,11 @@ class BackendUnavailable(ImagedException):
     msg_fmt = _("%(backend)s is unavailable: %(reason)s")
 
 
+class GlanceRequestFailed(ImagedException):
+    msg_fmt = _("%(what)s of image %(image_id)s failed in Glance: "
+                "%(reason)s")
+
+
 class CacheError(ImagedException):
     msg_fmt = _("The image cache %(path)s cannot keep image %(image_id)s: "
                 "%(reason)s")
@@ -105,3 +110,8 @@ class Timeout(ImagedException):
 
 class InternalError(ImagedException):
     msg_fmt = _("%(operation)s failed unexpectedly: %(reason)s")
+
+
+class RPCVersionCapped(ImagedException):
+    msg_fmt = _("This call needs imaged RPC API %(version)s, but "
+                "[upgrade_levels] imaged caps this client at %(cap)s.")

@@ -24,20 +24,12 @@ from oslo_utils import units
 from imaged import exception
 from imaged.i18n import _
 from imaged.image import fetch
+from imaged.image import locations as image_locations
 from imaged.image import record
 from imaged.storage import disks as rbd_disks
 from imaged.storage import location as rbd_location
 
 LOG = logging.getLogger(__name__)
-
-
-def candidate_locations(image):
-    """Every location Glance shows, else its ``direct_url``."""
-    urls = [loc.get('url') for loc in image.get('locations') or []
-            if isinstance(loc, dict) and loc.get('url')]
-    if not urls and image.get('direct_url'):
-        urls = [image['direct_url']]
-    return urls
 
 
 class _Timings:
@@ -61,6 +53,8 @@ class RootDisks:
         self.cache = cache
         self.fetcher = fetch.Fetcher(conf, glance_api, cache,
                                      storage.partials)
+        self.locations = image_locations.CloneableLocations(
+            conf, glance_api, storage)
         self._instance_locks = lockutils.Semaphores()
 
     @contextlib.contextmanager
@@ -104,7 +98,8 @@ class RootDisks:
                          self._keeps_file(image))
             spec = self.storage.disks.partial_spec(name, size_bytes,
                                                    image_id)
-            location, parent_size = self._cloneable_location(image)
+            location, parent_size = self.locations.cloneable(
+                context, image, timings)
             if location is not None:
                 strategy = 'clone'
                 info = self._clone(image, location, parent_size, spec,
@@ -131,22 +126,6 @@ class RootDisks:
                          'never resizes an existing disk') %
                 {'name': name, 'have': info['size_bytes'],
                  'want': size_bytes})
-
-    def _cloneable_location(self, image):
-        """``(RBDLocation, size)`` of the first location we can clone."""
-        urls = candidate_locations(image)
-        if image.get('disk_format') != 'raw':
-            if urls:
-                LOG.debug('Image %s is %s, not raw: not cloneable',
-                          image['id'], image.get('disk_format'))
-            return None, None
-        for url in urls:
-            location, size, reason = self.storage.probe_location(url)
-            if location is not None:
-                return location, size
-            LOG.debug('Location %s of image %s is not cloneable: %s', url,
-                      image['id'], reason)
-        return None, None
 
     def _clone(self, image, location, parent_size, spec, timings):
         """Clone a snapshot into the disk; returns the disk's info."""
@@ -229,10 +208,10 @@ class RootDisks:
         image = self.glance.show(context, image_id)
         max_size = self.fetcher.max_size()
         record.check(image, max_size, self.conf, self._keeps_file(image))
-        location, _size = self._cloneable_location(image)
+        timings = _Timings()
+        location, _size = self.locations.cloneable(context, image, timings)
         if location is not None:
             return 'existing'
-        timings = _Timings()
         if self.conf.image_cache.rbd_base_images:
             try:
                 made, _info = self._use_base(context, image, max_size,

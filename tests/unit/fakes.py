@@ -362,5 +362,10 @@ class FakeGlance:
         return iter([data[i:i + self.chunk_size]
                      for i in range(0, len(data), self.chunk_size)])
 
+    def image_locations(self, context, image_id):
+        # As a Glance with its secure defaults, asked by a user without
+        # the service role.
+        return None, 'the fake Glance has no locations API'
+
     def check_health(self):
         return []

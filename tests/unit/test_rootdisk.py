@@ -151,13 +151,6 @@ class RootDisksTest(base.TestCase):
         self.assertEqual({}, self.vms)
         self.disks.delete(INSTANCE)  # a missing disk is not an error
 
-    def test_candidate_locations(self):
-        self.assertEqual(['a', 'b'], rootdisk.candidate_locations(
-            {'locations': [{'url': 'a'}, {'url': 'b'}], 'direct_url': 'c'}))
-        self.assertEqual(['c'], rootdisk.candidate_locations(
-            {'locations': [], 'direct_url': 'c'}))
-        self.assertEqual([], rootdisk.candidate_locations({}))
-
     def test_hash_mismatch_leaves_no_disk_and_no_base(self):
         self.glance.add(IMAGE, b'boot', os_hash_value='0' * 128)
         self.assertRaises(exception.ImageUnacceptable, self.create)

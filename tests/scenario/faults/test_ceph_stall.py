@@ -97,7 +97,11 @@ class CephStallTest(fault_base.PoolFaultTestCase):
         self.assertTyped(calls + [stopped_call])
         self.assertEqual(processes, agent.pids(), 'the agent restarted')
 
-        # What succeeded holds the image; everything works again.
+        # What succeeded holds the image; once Ceph serves again (its PGs
+        # active, a read of ours answered), everything works again.
+        self.unstick_laggy_pgs()
+        base.wait_for(lambda: self.ceph.names() is not None, 60,
+                      what='Ceph to serve the tests again')
         proxy.heal()
         expected = datas + [clone_data]
         for call, data in zip(calls, expected):
@@ -114,6 +118,7 @@ class CephStallTest(fault_base.PoolFaultTestCase):
         self.wait_no_partial_images(
             *[image['id'] for image in downloads + [stopped_image]])
         self.assertStopsWithin(agent, GRACEFUL + EXIT_SLACK)
+        self.restart_agent(agent)  # the disks are deleted through it
 
     def test_osd_stopped_longer_than_connect_timeout_under_load(self):
         self._outage_under_load(self.osd_paused, wait_in_outage=False)

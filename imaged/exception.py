@@ -90,6 +90,11 @@ class StorageError(ImagedException):
                 "%(reason)s")
 
 
+class ForeignBaseImage(StorageError):
+    msg_fmt = _("%(name)s in pool %(pool)s was not made by imaged; imaged "
+                "leaves it alone.")
+
+
 class DiskExists(StorageError):
     msg_fmt = _("%(name)s already exists in pool %(pool)s.")
 

@@ -104,15 +104,9 @@ class RootDisks:
                 strategy = 'clone'
                 info = self._clone(image, location, parent_size, spec,
                                    timings)
-            elif self.conf.image_cache.rbd_base_images:
-                strategy = 'download'
-                info = self._clone_base(context, image, spec, timings)
             else:
                 strategy = 'download'
-                with self.cache.in_use(image_id), self.cache.lock(image_id):
-                    self.fetcher.fill(context, image, spec, size_bytes,
-                                      True, timings)
-                info = {'size_bytes': size_bytes, 'parent': None}
+                info = self._download(context, image, spec, timings)
             LOG.info('Created root disk %s/%s for instance %s from image %s '
                      'by %s: %s', self.storage.pool, name, instance_uuid,
                      image_id, strategy, ', '.join(timings.steps))
@@ -174,9 +168,21 @@ class RootDisks:
             name=image_id, pool=self.storage.pool,
             reason=_('its base image was removed each time it was made'))
 
-    def _clone_base(self, context, image, spec, timings):
-        return self._use_base(context, image, spec.min_size, timings,
-                              spec)[1]
+    def _download(self, context, image, spec, timings):
+        """A disk from a base in Ceph, else from the local base file."""
+        image_id = image['id']
+        if self.conf.image_cache.rbd_base_images:
+            try:
+                return self._use_base(context, image, spec.min_size,
+                                      timings, spec)[1]
+            except exception.ForeignBaseImage as e:
+                LOG.warning('Image %s gets no base image in Ceph: %s; its '
+                            'disks are imported from a local base file',
+                            image_id, e)
+        with self.cache.in_use(image_id), self.cache.lock(image_id):
+            self.fetcher.fill(context, image, spec, spec.min_size, True,
+                              timings)
+        return {'size_bytes': spec.min_size, 'parent': None}
 
     def _make_base(self, context, image, max_size, timings):
         """Make the base (outside the Ceph lock: it may take minutes)."""
@@ -207,8 +213,13 @@ class RootDisks:
         if location is not None:
             return 'existing'
         if self.conf.image_cache.rbd_base_images:
-            made, _info = self._use_base(context, image, max_size, timings)
-            return 'cached' if made else 'existing'
+            try:
+                made, _info = self._use_base(context, image, max_size,
+                                             timings)
+                return 'cached' if made else 'existing'
+            except exception.ForeignBaseImage as e:
+                LOG.warning('Image %s gets no base image in Ceph: %s',
+                            image_id, e)
         with self.cache.in_use(image_id), self.cache.lock(image_id):
             if self.cache.lookup(image_id) is not None:
                 return 'existing'

@@ -100,12 +100,13 @@ Possible values:
 """),
     cfg.ListOpt(
         'allowed_container_formats',
-        default=['bare'],
+        default=['bare', 'ovf'],
         mutable=True,
         help="""
-Glance ``container_format`` values imaged accepts; images in other
-containers (ova, docker, ami...) are refused before any byte is downloaded.
-An image without a container format is accepted.
+Glance ``container_format`` values imaged accepts, for images whose data is
+the disk itself (``ovf`` only adds metadata Glance keeps apart). Images in
+other containers (ova, docker, ami...) are refused before any byte is
+downloaded. An image without a container format is accepted.
 """),
     cfg.ListOpt(
         'vmdk_allowed_types',

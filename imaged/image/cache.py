@@ -339,7 +339,8 @@ class ImageCache:
     def clean(self, now=None):
         """Remove entries unused for too long, then evict LRU files to fit.
 
-        :returns: ``[{'image_id', 'where'}]`` of what was removed.
+        :returns: ``[{'image_id', 'where', 'reason': 'age' | 'size'}]`` of
+            what was removed.
         """
         now = time.time() if now is None else now
         min_age = self.conf.image_cache.remove_unused_base_images_min_age
@@ -351,7 +352,7 @@ class ImageCache:
                 LOG.info('Removed cached image %s (%s), unused for %ds',
                          entry.image_id, entry.where, now - entry.mtime)
                 removed.append({'image_id': entry.image_id,
-                                'where': entry.where})
+                                'where': entry.where, 'reason': 'age'})
             else:
                 kept.append(entry)
         used = sum(e.used_bytes for e in kept)
@@ -363,5 +364,6 @@ class ImageCache:
                          '%.1f GiB', entry.image_id,
                          self.conf.image_cache.max_size_gb)
                 used -= entry.used_bytes
-                removed.append({'image_id': entry.image_id, 'where': FILE})
+                removed.append({'image_id': entry.image_id, 'where': FILE,
+                                'reason': 'size'})
         return removed

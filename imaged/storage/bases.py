@@ -183,16 +183,13 @@ class BaseImageStore:
         """With the lock held: the complete base's ``(location, size)``,
         or Nones once a broken one is out of the way (or repaired).
 
-        :raises StorageError: the name is taken by an image not ours.
+        :raises ForeignBaseImage: the name is taken by an image not ours.
         """
         name = base_name(image_id)
         with self.conn.ioctx(name=name) as ioctx:
             state = self._state(ioctx, image_id)
             if state.kind == FOREIGN:
-                raise exception.StorageError(
-                    name=name, pool=self.pool,
-                    reason=_('an image not made by imaged has the name of '
-                             'the base image; imaged never touches it'))
+                raise exception.ForeignBaseImage(name=name, pool=self.pool)
             if state.kind == BROKEN:
                 if state.children:
                     LOG.warning('Repairing base image %s/%s (it has %d '

@@ -73,10 +73,11 @@ class RootDiskTest(base.FunctionalTestCase):
         disk = self.create_root_disk(image['id'])
         self.assertEqual('download', disk['strategy'])
         self.assertEqual(data, self.ceph.read(disk['name'], 0, len(data)))
-        [entry] = [e for e in self.api.list_cached_images(self.ctxt,
-                                                          self.host)
-                   if e['image_id'] == image['id']]
-        self.assertEqual(8 * units.Mi, entry['size_bytes'])
+        entries = {e['where']: e for e in self.api.list_cached_images(
+            self.ctxt, self.host) if e['image_id'] == image['id']}
+        # The converted base file, and the base image made from it.
+        self.assertEqual({'file': 8 * units.Mi, 'rbd': 8 * units.Mi},
+                         {w: e['size_bytes'] for w, e in entries.items()})
 
     def test_qcow2_in_ceph_store_is_downloaded_not_cloned(self):
         data = os.urandom(units.Mi)

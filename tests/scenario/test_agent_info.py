@@ -30,8 +30,10 @@ class CapabilitiesTest(base.ScenarioTestCase):
         self.assertGreater(cache['free_bytes'], 0)
 
     def test_capabilities_count_a_new_cached_image_as_used_bytes(self):
-        # Random bytes: the base file cannot be sparse.
-        image = self.upload(images.random_bytes(8 * units.Mi))
+        # Random bytes: the base file cannot be sparse. (A raw image goes
+        # straight into its base image in Ceph; a qcow2 one keeps a file.)
+        image = self.upload(images.qcow2_holding(
+            images.random_bytes(8 * units.Mi)), disk_format='qcow2')
         self.create_root_disk(image['id'])
         used = self.api.get_capabilities(self.ctxt,
                                          self.host)['cache']['used_bytes']
@@ -53,11 +55,14 @@ class CachedImagesTest(base.ScenarioTestCase):
             self.create_root_disk(image_id)
         entries = self.api.list_cached_images(self.ctxt, self.host)
         self.assertIsInstance(entries, list)
-        by_id = {e['image_id']: e for e in entries}
-        self.assertEqual(len(entries), len(by_id), 'one entry per image')
+        by_id = {e['image_id']: e for e in entries if e['where'] == 'rbd'}
+        self.assertEqual(len(entries), len({(e['image_id'], e['where'])
+                                            for e in entries}),
+                         'one entry per image and place')
         for entry in entries:
-            self.assertEqual({'image_id', 'size_bytes', 'last_used'},
+            self.assertEqual({'image_id', 'size_bytes', 'last_used', 'where'},
                              set(entry))
+            self.assertIn(entry['where'], ('file', 'rbd'))
             self.assertEqual(entry['image_id'],
                              str(uuid.UUID(entry['image_id'])))
             last_used = datetime.datetime.fromisoformat(entry['last_used'])

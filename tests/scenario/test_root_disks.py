@@ -128,17 +128,22 @@ class RepeatTest(base.ScenarioTestCase):
         self.assertIn('size_gb', str(e))
         self.assertEqual(units.Gi, self.ceph.size(first['name']))
 
-    def test_repeat_from_another_image_keeps_the_first_disk(self):
+    def test_repeat_from_another_image_is_refused_and_keeps_the_disk(self):
         first_data = images.random_bytes(units.Mi)
         first_image = self.upload(first_data, store='clone')
         other_image = self.upload(images.random_bytes(units.Mi),
                                   store='clone')
         instance_uuid = self.new_instance()
         first = self.create_root_disk(first_image['id'], 1, instance_uuid)
-        again = self.create_root_disk(other_image['id'], 1, instance_uuid)
+        e = self.assertRaises(exception.DiskImageMismatch,
+                              self.create_root_disk, other_image['id'], 1,
+                              instance_uuid)
+        self.assertIn(first_image['id'], str(e))
+        self.assertIn(other_image['id'], str(e))
+        self.assertDiskHolds(first['name'], first_data)
+        again = self.create_root_disk(first_image['id'], 1, instance_uuid)
         self.assertEqual(('existing', first['parent']),
                          (again['strategy'], again['parent']))
-        self.assertDiskHolds(first['name'], first_data)
 
 
 class DeleteTest(base.ScenarioTestCase):

@@ -157,10 +157,12 @@ class ImageCacheTest(base.TestCase):
         self.flags(remove_unused_base_images_min_age=60, group='image_cache')
         later = time.time() + 120
         with self.cache.in_use(OTHER):
-            self.assertEqual([{'image_id': IMAGE, 'where': 'file'}],
+            self.assertEqual([{'image_id': IMAGE, 'where': 'file',
+                               'reason': 'age'}],
                              self.cache.clean(now=later))
         self.assertEqual([OTHER], [e['image_id'] for e in self.cache.list()])
-        self.assertEqual([{'image_id': OTHER, 'where': 'file'}],
+        self.assertEqual([{'image_id': OTHER, 'where': 'file',
+                           'reason': 'age'}],
                          self.cache.clean(now=later))
 
     def test_clean_evicts_least_recently_used_to_fit(self):
@@ -172,7 +174,8 @@ class ImageCacheTest(base.TestCase):
         os.utime(self.cache.base_image_path(IMAGE), (old, old))
         self.flags(remove_unused_base_images_min_age=0,
                    max_size_gb=10000 / 1024 ** 3, group='image_cache')
-        self.assertEqual([{'image_id': IMAGE, 'where': 'file'}],
+        self.assertEqual([{'image_id': IMAGE, 'where': 'file',
+                           'reason': 'size'}],
                          self.cache.clean())
         self.assertEqual([OTHER], [e['image_id'] for e in self.cache.list()])
 

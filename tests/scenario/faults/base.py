@@ -9,6 +9,7 @@ lock exclusively, and are meant to run with ``--concurrency 1``.
 """
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -21,7 +22,9 @@ import uuid
 import fixtures
 import oslo_messaging as messaging
 from testtools import content
+from testtools import matchers
 
+from imaged import exception
 from tests.scenario import base
 
 
@@ -148,7 +151,8 @@ class GlanceProxy:
     Only responses to ``GET /v2/images/<id>/file`` are touched:
     ``rate`` (bytes per second) throttles them, ``cut_after`` (bytes)
     closes the connection once that much of the response went through.
-    ``served`` counts the bytes of such responses sent so far.
+    ``served`` counts the bytes of such responses sent so far;
+    ``requests`` keeps the request line of every request.
     """
 
     def __init__(self, endpoint):
@@ -158,6 +162,7 @@ class GlanceProxy:
         self.rate = None
         self.cut_after = None
         self.served = 0
+        self.requests = []
         self._listener = socket.socket()
         self._listener.bind(('127.0.0.1', 0))
         self._listener.listen(64)
@@ -170,6 +175,11 @@ class GlanceProxy:
     def endpoint(self):
         return 'http://127.0.0.1:%d%s' % (self._listener.getsockname()[1],
                                           self.path)
+
+    def data_requests(self, image_id):
+        """How many times the image's data was asked for through us."""
+        return self.requests.count('GET %s/v2/images/%s/file HTTP/1.1' % (
+            self.path, image_id))
 
     def heal(self):
         self.rate = self.cut_after = None
@@ -205,6 +215,8 @@ class GlanceProxy:
             return
         upstream.settimeout(None)
         request = client.recv(65536)
+        self.requests.append(request.split(b'\r\n', 1)[0].decode(
+            'latin-1'))
         data_request = request.split(b'\r\n', 1)[0].endswith(
             b'/file HTTP/1.1') and request.startswith(b'GET ')
         upstream.sendall(request)
@@ -403,3 +415,293 @@ def restore_file(path, offset, original):
     with open(path, 'r+b') as f:
         f.seek(offset)
         f.write(original)
+
+
+# -- shared pools: planted leftovers, Ceph stalls, outcomes of calls ----------
+
+def ceph_osd_pids(ceph_conf):
+    """Pids of the OSDs of the cluster ``ceph_conf`` running on this machine.
+
+    The stall tests pause (SIGSTOP) or kill (SIGKILL) them, which no start
+    or stop command can do: they need the OSDs on the machine the tests run
+    on, as on the local stack.
+    """
+    pids = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open('/proc/%s/cmdline' % entry, 'rb') as f:
+                argv = f.read().split(b'\0')
+        except OSError:
+            continue
+        if argv[0].endswith(b'/ceph-osd') and \
+                ceph_conf.encode() in argv and b'--mkfs' not in argv:
+            pids.append(int(entry))
+    return sorted(pids)
+
+
+def outcome(call):
+    """What a call of :meth:`FaultTestCase.in_background` came to:
+    ``'ok'``, ``'typed <Class>'`` or ``'UNTYPED <repr>'``."""
+    if 'error' not in call:
+        return 'ok'
+    error = call['error']
+    if isinstance(error, exception.ImagedException):
+        return 'typed %s' % type(error).__name__
+    return 'UNTYPED %r' % (error,)
+
+
+class CapabilitiesPoller:
+    """Calls get_capabilities on a host in a loop, keeping every outcome.
+
+    Each call may take ``timeout`` seconds; a MessagingTimeout is kept as
+    the untyped outcome it is (the agent did not answer in time).
+    """
+
+    def __init__(self, api, ctxt, host, timeout=30, interval=1):
+        self.outcomes = []  # (seconds since start, outcome, problems)
+        self._client = api.client.prepare(server=host, timeout=timeout)
+        self._ctxt = ctxt
+        self._interval = interval
+        self._stop = threading.Event()
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            call = {}
+            try:
+                caps = self._client.call(self._ctxt, 'get_capabilities')
+            except Exception as e:
+                call['error'] = e
+                problems = None
+            else:
+                problems = caps['problems']
+            self.outcomes.append((round(time.monotonic() - self._started, 1),
+                                  outcome(call), problems))
+            self._stop.wait(self._interval)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(120)
+
+
+class PoolFaultTestCase(FaultTestCase):
+    """Fault tests that plant leftovers in the pool and stall Ceph."""
+
+    # -- images in the pool, made and changed by hand -------------------------
+
+    @contextlib.contextmanager
+    def rbd_image(self, name, **kwargs):
+        with self.ceph.cluster.open_ioctx(self.ceph.pool) as ioctx:
+            with self.ceph.rbd.Image(ioctx, name, **kwargs) as image:
+                yield image
+
+    def plant_image(self, name, data, size=None, snapshot=None,
+                    protect=False, metadata=None):
+        """Image ``name`` holding ``data`` (removed after the test), as a
+        crash or another tool could leave it in the pool."""
+        self.addCleanup(self.remove_eventually, name)
+        with self.ceph.cluster.open_ioctx(self.ceph.pool) as ioctx:
+            self.ceph.rbd.RBD().create(ioctx, name, size or len(data),
+                                       old_format=False)
+        with self.rbd_image(name) as image:
+            image.write(data, 0)
+            for key, value in (metadata or {}).items():
+                image.metadata_set(key, value)
+            if snapshot:
+                image.create_snap(snapshot)
+                if protect:
+                    image.protect_snap(snapshot)
+
+    def metadata(self, name):
+        with self.rbd_image(name, read_only=True) as image:
+            return dict(image.metadata_list())
+
+    def snapshots(self, name):
+        """``{snapshot: protected}`` of image ``name``."""
+        with self.rbd_image(name, read_only=True) as image:
+            return {snap['name']: image.is_protected_snap(snap['name'])
+                    for snap in image.list_snaps()}
+
+    def unprotect_snapshot(self, name, snapshot):
+        with self.rbd_image(name) as image:
+            image.unprotect_snap(snapshot)
+
+    def remove_snapshot(self, name, snapshot):
+        with self.rbd_image(name) as image:
+            if image.is_protected_snap(snapshot):
+                image.unprotect_snap(snapshot)
+            image.remove_snap(snapshot)
+
+    def remove_metadata(self, name, keys=None):
+        """Remove ``keys`` (default: every key) from the image's metadata."""
+        with self.rbd_image(name) as image:
+            for key in list(keys or dict(image.metadata_list())):
+                image.metadata_remove(key)
+
+    def set_metadata(self, name, values):
+        with self.rbd_image(name) as image:
+            for key, value in values.items():
+                image.metadata_set(key, value)
+
+    def remove_eventually(self, *words, timeout=60):
+        """Remove every image whose name holds one of ``words``; a killed
+        agent's watch on one keeps it busy for up to ~30 s."""
+        def gone():
+            return all([self.ceph.remove(name)
+                        for name in self.ceph.names_with(*words)])
+        with contextlib.suppress(AssertionError):
+            base.wait_for(gone, timeout, interval=2,
+                          what='%s to be removable' % ', '.join(words))
+        self.assertNothingInPool(*words)
+
+    def partial_images(self, *words):
+        return [n for n in self.ceph.names_with(*words)
+                if n.endswith(base.PARTIAL_SUFFIX)]
+
+    def wait_no_partial_images(self, *words, timeout=90):
+        """Partial images go by themselves: each agent sweeps its own."""
+        base.wait_for(lambda: not self.partial_images(*words), timeout,
+                      interval=1, what='the partial images of %s to be '
+                      'removed' % ', '.join(words))
+
+    # -- the OSDs, paused or killed -------------------------------------------
+
+    def _osd_pids(self):
+        pids = ceph_osd_pids(self.conf.ceph.ceph_conf)
+        if not pids:
+            self.fail('no ceph-osd of %s runs on this machine: the stall '
+                      'tests signal the OSDs themselves' %
+                      self.conf.ceph.ceph_conf)
+        return pids
+
+    def ceph_cli(self, *args):
+        """The ``ceph`` command as the tests' Ceph user; its JSON output."""
+        command = ['ceph', '-c', self.conf.ceph.ceph_conf,
+                   '--connect-timeout', '20']
+        if self.conf.ceph.user:
+            command += ['--id', self.conf.ceph.user]
+        if self.conf.ceph.keyring:
+            command += ['--keyring', self.conf.ceph.keyring]
+        done = subprocess.run(command + list(args) + ['-f', 'json'],
+                              capture_output=True, text=True, timeout=60)
+        if done.returncode:
+            self.fail('%s failed: %s' % (' '.join(args), done.stderr))
+        return json.loads(done.stdout or 'null')
+
+    def unstick_laggy_pgs(self, patience=20):
+        """After a SIGSTOP, a lone OSD's PGs may stay ``laggy`` (their read
+        lease expired; nobody renews it) and delay every op for ever. An
+        operator marks the OSD down so it re-peers; so do we, for the next
+        user of the shared stack, if they do not clear by themselves."""
+        def laggy():
+            return (self.ceph_cli('pg', 'ls', 'laggy') or {}).get(
+                'pg_stats')
+        with contextlib.suppress(AssertionError):
+            base.wait_for(lambda: not laggy(), patience, interval=2,
+                          what='laggy PGs to clear')
+            return
+        stuck = laggy()
+        self.addDetail('laggy-pgs', content.text_content(repr(
+            [pg.get('pgid') for pg in stuck or []])))
+        for osd in self.ceph_cli('osd', 'ls'):
+            self.ceph_cli('osd', 'down', str(osd))
+        base.wait_for(lambda: not laggy(), 60, interval=2,
+                      what='laggy PGs to clear after re-peering')
+
+    @contextlib.contextmanager
+    def osd_paused(self, longest=120):
+        """The OSDs are stopped with SIGSTOP in the block, and continued
+        after it even if the test fails, or after ``longest`` seconds by a
+        watchdog process even if this process dies (the stack is shared)."""
+        pids = self._osd_pids()
+        watchdog = subprocess.Popen(
+            ['sh', '-c', 'sleep %d; kill -CONT %s' % (
+                longest, ' '.join(map(str, pids)))],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True)
+        resumed = []
+
+        def resume():
+            if resumed:
+                return
+            resumed.append(True)
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(watchdog.pid, signal.SIGKILL)
+            watchdog.wait(10)
+        self.addCleanup(resume)
+        started = time.monotonic()
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield pids
+        finally:
+            resume()
+            self.unstick_laggy_pgs()
+            self.addDetail('osd-paused-%.0f' % started, content.text_content(
+                'ceph-osd %s stopped for %.1fs' % (
+                    pids, time.monotonic() - started)))
+
+    @contextlib.contextmanager
+    def osd_killed(self):
+        """The OSDs are killed (SIGKILL) in the block and started again with
+        ``ceph_osd_start_command`` after it, even if the test fails."""
+        pids = self._osd_pids()
+        started = []
+
+        def start():
+            if not started:
+                started.append(True)
+                self.run_command('ceph_osd_start_command')
+        self.addCleanup(start)
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        base.wait_for(
+            lambda: not ceph_osd_pids(self.conf.ceph.ceph_conf), 30,
+            interval=0.1, what='ceph-osd %s to die' % pids)
+        try:
+            yield pids
+        finally:
+            start()
+
+    # -- calls and their outcomes ---------------------------------------------
+
+    def create_in_background(self, agent, image_id, timeout=180):
+        """create_root_disk on ``agent`` in a thread: the call of
+        :meth:`in_background`, with its ``instance_uuid``."""
+        instance_uuid = self.new_instance(agent.host)
+        call = self.in_background(self.create_on, agent, image_id,
+                                  instance_uuid=instance_uuid,
+                                  timeout=timeout)
+        call['instance_uuid'] = instance_uuid
+        return call
+
+    def assertTyped(self, calls):
+        """Every call ended, with a result or an imaged.exception error."""
+        outcomes = [outcome(call) for call in calls]
+        self.addDetail('outcomes', content.text_content('\n'.join(outcomes)))
+        # Not fatal: what the test checks next is worth knowing too.
+        self.expectThat([o for o in outcomes if o.startswith('UNTYPED')],
+                        matchers.Equals([]))
+        return outcomes
+
+    def assertStopsWithin(self, agent, seconds):
+        """SIGTERM stops every process of ``agent`` within ``seconds``."""
+        started = time.monotonic()
+        agent.terminate()
+        try:
+            returncode = agent.process.wait(seconds)
+        except subprocess.TimeoutExpired:
+            self.fail('imaged %s still runs %ds after SIGTERM' % (
+                agent.host, seconds))
+        base.wait_for(lambda: not agent.pids(), 10, interval=0.1,
+                      what='the worker of %s to exit' % agent.host)
+        self.addDetail('exit-%s' % agent.host, content.text_content(
+            'exited with %s %.1fs after SIGTERM' % (
+                returncode, time.monotonic() - started)))

@@ -1,0 +1,238 @@
+"""Base images shared by the hosts of one pool: leftovers, owners, locks."""
+
+import threading
+import time
+
+from imaged import context
+from imaged import exception
+from imaged.image import cache as image_cache
+from imaged import rootdisk
+from imaged.storage import bases
+from imaged.storage import rbd as rbd_storage
+from tests import base
+from tests.unit import fakes
+
+IMAGE = '0b1e2f4a-1d2c-4e5f-8a9b-0c1d2e3f4a5b'
+DATA = b'boot' * 1000
+BASE = IMAGE + '_base'
+
+
+def instance(n):
+    return '5f0c1d2e-3a4b-4c5d-9e6f-%012d' % n
+
+
+class Host:
+    """One agent's stores on the shared fake cluster."""
+
+    def __init__(self, test, name):
+        test.flags(base_dir='%s/%s' % (test.tempdir, name),
+                   group='image_cache')
+        self.storage = rbd_storage.RBDDriver(
+            test.conf, name, rados_module=test.cluster.rados,
+            rbd_module=test.cluster.rbd)
+        self.cache = image_cache.ImageCache(test.conf)
+        self.cache.prepare()
+        self.disks = rootdisk.RootDisks(test.conf, test.glance,
+                                        self.storage, self.cache)
+
+    def create(self, n, image_id=IMAGE):
+        return self.disks.create(context.get_admin_context(), instance(n),
+                                 image_id, 1)
+
+
+class BaseImagesTest(base.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.flags(rbd_base_min_age=600, group='image_cache')
+        self.flags(base_lock_timeout=1, group='rbd')
+        self.cluster = fakes.FakeCluster()
+        self.glance = fakes.FakeGlance()
+        self.glance.add(IMAGE, DATA)
+        self.vms = self.cluster.pools['vms']
+        self.a = Host(self, 'host-a')
+        self.b = Host(self, 'host-b')
+
+    def base(self):
+        return self.vms[BASE]
+
+    def assertMadeAnewAndCloned(self, result):
+        self.assertEqual('download', result['strategy'])
+        self.assertEqual(DATA, self.vms[result['name']].read(0, len(DATA)))
+        disk = self.base()
+        self.assertEqual(({'snap'}, {'snap'}, 'true'),
+                         (set(disk.snapshots), disk.protected,
+                          disk.metadata[bases.COMPLETE_KEY]))
+
+    def test_a_base_records_what_it_is_and_who_used_it(self):
+        self.a.create(1)
+        self.b.create(2)
+        meta = self.base().metadata
+        self.assertEqual((IMAGE, 'host-a', 'true'),
+                         (meta[bases.IMAGE_ID_KEY], meta[bases.MADE_BY_KEY],
+                          meta[bases.COMPLETE_KEY]))
+        self.assertIn(bases.USED_PREFIX + 'host-a', meta)
+        self.assertIn(bases.USED_PREFIX + 'host-b', meta)
+        self.assertEqual(1, self.glance.downloads)
+
+    def test_base_without_its_snapshot_is_made_anew(self):
+        # A kill between "remove snapshot" and "remove image".
+        self.a.create(1)
+        self.a.disks.delete(instance(1))
+        disk = self.base()
+        disk.metadata[bases.COMPLETE_KEY] = 'false'
+        disk.protected.clear()
+        disk.snapshots.clear()
+        self.assertMadeAnewAndCloned(self.b.create(2))
+        self.assertEqual(2, self.glance.downloads)
+
+    def test_base_with_an_unprotected_snapshot_is_made_anew(self):
+        self.a.create(1)
+        self.a.disks.delete(instance(1))
+        self.base().protected.clear()
+        self.assertMadeAnewAndCloned(self.b.create(2))
+
+    def test_base_with_its_metadata_missing_is_made_anew(self):
+        self.a.create(1)
+        self.a.disks.delete(instance(1))
+        meta = self.base().metadata
+        del meta[bases.COMPLETE_KEY]
+        self.base().protected.clear()
+        self.assertMadeAnewAndCloned(self.b.create(2))
+
+    def test_broken_base_with_clones_is_repaired_not_removed(self):
+        self.a.create(1)
+        self.base().metadata[bases.COMPLETE_KEY] = 'false'
+        result = self.b.create(2)
+        self.assertEqual(1, self.glance.downloads)
+        self.assertEqual(result['parent'], self.a.create(1)['parent'])
+        self.assertEqual('true', self.base().metadata[bases.COMPLETE_KEY])
+
+    def test_legacy_base_without_the_new_metadata_is_adopted(self):
+        self.a.create(1)
+        meta = self.base().metadata
+        for key in list(meta):
+            if key != 'imaged.host':
+                del meta[key]
+        self.assertEqual('download', self.b.create(2)['strategy'])
+        self.assertEqual(1, self.glance.downloads)
+
+    def test_foreign_base_is_never_touched_and_the_disk_still_made(self):
+        foreign = fakes.FakeDisk(len(DATA))
+        foreign.snapshots['snap'] = len(DATA)
+        foreign.metadata['owner'] = 'someone else'
+        self.vms[BASE] = foreign
+        result = self.a.create(1)
+        self.assertEqual((None, DATA),
+                         (result['parent'],
+                          self.vms[result['name']].read(0, len(DATA))))
+        self.assertIs(foreign, self.vms[BASE])
+        self.assertEqual(({'snap': len(DATA)}, {'owner': 'someone else'}),
+                         (foreign.snapshots, foreign.metadata))
+        later = time.time() + 10 ** 6
+        self.assertEqual([], self.b.disks.clean_rbd_bases(now=later))
+        self.assertEqual(['file'], [  # the local file, never the foreign one
+            e['where'] for e in self.a.disks.purge_image(IMAGE, 'test')])
+        self.assertIs(foreign, self.vms[BASE])
+
+    def test_cleanup_spares_a_base_another_host_used_recently(self):
+        self.a.create(1)
+        self.a.disks.delete(instance(1))
+        soon = time.time() + 300
+        self.assertEqual([], self.b.disks.clean_rbd_bases(now=soon))
+        self.b.create(2)  # host b uses it too
+        self.b.disks.delete(instance(2))
+        later = time.time() + 700
+        self.assertEqual([], self.a.disks.clean_rbd_bases(now=soon + 200))
+        self.assertEqual([IMAGE], self.a.disks.clean_rbd_bases(now=later))
+        self.assertNotIn(BASE, self.vms)
+        self.assertEqual({}, {k: v for k, v in self.cluster.objects.items()
+                              if v})
+
+    def test_cleanup_never_removes_a_cloned_base(self):
+        self.a.create(1)
+        later = time.time() + 10 ** 6
+        self.assertEqual([], self.b.disks.clean_rbd_bases(now=later))
+        self.assertEqual([], self.b.disks.purge_image(IMAGE, 'test'))
+        self.assertIn(BASE, self.vms)
+
+    def test_purge_removes_an_unused_base_whatever_its_age(self):
+        self.a.create(1)
+        self.a.disks.delete(instance(1))
+        self.assertEqual([{'image_id': IMAGE, 'where': 'rbd'}],
+                         self.b.disks.purge_image(IMAGE, 'test'))
+        self.assertNotIn(BASE, self.vms)
+
+    def test_a_clone_waits_for_the_lock_held_by_another_host(self):
+        self.a.create(1)
+        store = self.b.storage.bases
+        held, release = threading.Event(), threading.Event()
+
+        def hold():
+            with store.lock(IMAGE):
+                held.set()
+                release.wait(5)
+        holder = threading.Thread(target=hold)
+        holder.start()
+        held.wait(5)
+        e = self.assertRaises(exception.Timeout, self.a.create, 2)
+        self.assertIn(IMAGE, str(e))
+        self.assertNotIn(instance(2) + '_disk', self.vms)
+        release.set()
+        holder.join(5)
+        self.assertEqual('download', self.a.create(2)['strategy'])
+
+    def test_the_lock_of_a_dead_holder_expires(self):
+        store = self.b.storage.bases
+        key = bases.lock_object(IMAGE)
+        with self.b.storage.conn.ioctx() as ioctx:
+            ioctx.lock_exclusive(key, bases.LOCK_NAME, 'dead', duration=30)
+            self.assertRaises(exception.Timeout, store.lock(IMAGE).__enter__)
+            ioctx.unlock(key, bases.LOCK_NAME, 'dead')
+            ioctx.lock_exclusive(key, bases.LOCK_NAME, 'dead', duration=0.2)
+        time.sleep(0.3)
+        with store.lock(IMAGE):
+            pass
+
+
+class DiskRecordTest(base.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.cluster = fakes.FakeCluster()
+        self.glance = fakes.FakeGlance()
+        self.host = Host(self, 'host-a')
+        self.vms = self.cluster.pools['vms']
+
+    def test_existing_disk_from_another_image_is_refused_untouched(self):
+        other = 'c3d4e5f6-a7b8-4c9d-8e0f-112233445566'
+        self.glance.add(IMAGE, DATA)
+        self.glance.add(other, b'other')
+        self.host.create(1)
+        before = dict(self.vms)
+        e = self.assertRaises(exception.DiskImageMismatch, self.host.create,
+                              1, other)
+        self.assertIn(IMAGE, str(e))
+        self.assertIn(other, str(e))
+        self.assertEqual(before, self.vms)
+        self.assertEqual('existing', self.host.create(1)['strategy'])
+
+    def _refused(self, **record):
+        self.glance.add(IMAGE, DATA, **record)
+        self.assertRaises(exception.ImageUnacceptable, self.host.create, 1)
+        self.assertEqual((0, {}), (self.glance.downloads, self.vms))
+
+    def test_disallowed_disk_format_is_refused_before_download(self):
+        self.flags(allowed_disk_formats=['raw'], group='image_cache')
+        self._refused(disk_format='qcow2')
+
+    def test_unknown_disk_format_is_refused_before_download(self):
+        self._refused(disk_format='ploop')
+
+    def test_container_formats_imaged_cannot_open_are_refused(self):
+        self._refused(container_format='ova')
+
+    def test_images_above_the_cache_bound_are_refused_when_kept(self):
+        self.flags(max_size_gb=1.0 * len(DATA) / 2 ** 31,
+                   rbd_base_images=False, group='image_cache')
+        self._refused()

@@ -1,0 +1,74 @@
+"""The shared Ceph connection is never shut down while in use."""
+
+from imaged import exception
+from imaged.storage import connection
+from tests import base
+from tests.unit import fakes
+
+
+class CephConnectionTest(base.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        # Shut down at once, so the tests can see it.
+        self.useFixture(base.fixtures.MonkeyPatch(
+            'imaged.storage.connection._shutdown_in_background',
+            connection._shutdown_quietly))
+        self.cluster = fakes.FakeCluster()
+        self.conn = connection.CephConnection(
+            self.conf, self.cluster.rados, self.cluster.rbd)
+
+    def test_operations_share_one_connection(self):
+        with self.conn.ioctx():
+            with self.conn.ioctx():
+                pass
+        self.conn.fsid()
+        self.assertEqual(1, len(self.cluster.connections))
+
+    def test_a_timeout_retires_the_connection_but_users_keep_it(self):
+        with self.conn.ioctx() as busy:  # another operation in flight
+            self.assertRaises(exception.BackendUnavailable,
+                              self._fail_with,
+                              self.cluster.rados.TimedOut('osd'))
+            [first] = self.cluster.connections
+            self.assertFalse(first.is_shut_down)
+            self.cluster.rbd.RBD().list(busy)  # still usable
+            with self.conn.ioctx():  # new operations connect afresh
+                self.assertEqual(2, len(self.cluster.connections))
+        self.assertTrue(first.is_shut_down)
+        self.assertFalse(self.cluster.connections[1].is_shut_down)
+
+    def test_other_errors_keep_the_connection(self):
+        self.assertRaises(exception.StorageError, self._fail_with,
+                          self.cluster.rbd.Error('boom'))
+        with self.conn.ioctx():
+            pass
+        self.assertEqual(1, len(self.cluster.connections))
+
+    def test_health_check_of_an_unreachable_cluster_shuts_nothing_in_use(self):
+        with self.conn.ioctx() as busy:
+            self.cluster.reachable = False
+            fsid, problems = self.conn.status()
+            self.assertIsNone(fsid)
+            self.assertIn('Ceph is unavailable', problems[0])
+            self.assertFalse(self.cluster.connections[0].is_shut_down)
+            self.cluster.reachable = True
+            self.cluster.rbd.RBD().list(busy)
+        self.assertEqual((fakes.FSID, []), self.conn.status())
+
+    def test_partial_image_holds_its_lease_until_done(self):
+        from imaged.storage import partial
+        writer = partial.PartialWriter(self.conn, 'test-host')
+        new = writer.new(partial.PartialSpec('x_disk', 0, None, {}), 10)
+        self.assertRaises(exception.BackendUnavailable, self._fail_with,
+                          self.cluster.rados.TimedOut('osd'))
+        first = self.cluster.connections[0]
+        self.assertFalse(first.is_shut_down)
+        new.write(0, b'data')
+        new.commit(10)
+        self.assertTrue(first.is_shut_down)
+        self.assertIn('x_disk', self.cluster.pools['vms'])
+
+    def _fail_with(self, error):
+        with self.conn.ioctx():
+            raise error

@@ -26,7 +26,7 @@ from tests.scenario.faults import base as fault_base
 
 HOSTS = 3
 WORKERS_PER_HOST = 2
-WORKLOAD_SECONDS = 120
+WORKLOAD_SECONDS = 60
 MAX_DISKS_PER_WORKER = 2
 CHECKED_BYTES = 64 * 1024
 # Waits a loaded 2-core machine may legitimately end with: bounded, typed.

@@ -219,10 +219,12 @@ class ImageBody:
         return got
 
     def _check_complete(self, got):
-        if self.size is not None and got < self.size:
-            raise self._interrupted(_('the body ended after %(got)d of '
-                                      '%(size)d bytes') %
-                                    {'got': got, 'size': self.size})
+        # http.client ends a body cut short quietly: compare with both.
+        for promised in (self.size, _content_length(self._response)):
+            if promised is not None and got < promised:
+                raise self._interrupted(_('the body ended after %(got)d '
+                                          'of %(size)d bytes') %
+                                        {'got': got, 'size': promised})
 
     def _left(self):
         return max(0.0, self.deadline - time.monotonic())
@@ -241,6 +243,13 @@ class ImageBody:
     def _failed(self, reason):
         return exception.ImageDownloadFailed(image_id=self.image_id,
                                              reason=reason)
+
+
+def _content_length(response):
+    try:
+        return int(response.headers['Content-Length'])
+    except (KeyError, ValueError):
+        return None
 
 
 def _readinto_of(response):

@@ -21,6 +21,7 @@ The modules, by concern: ``config`` and ``sizes`` (what a run measures),
 ``machine`` (/proc), ``ceph``, ``glance``, ``agent`` (imaged, over RPC),
 ``baselines``, ``figures``, ``harness`` (samples, retries, cleanup),
 ``sections/`` (one module per figure section), ``table`` and ``plot``;
+``profile`` records a flame graph of one download (py-spy);
 ``__main__`` parses the options and writes the report.
 """
 

@@ -245,6 +245,34 @@ class ImageBody:
                                              reason=reason)
 
 
+def as_blocks(pieces, block_size=units.Mi):
+    """Blocks of an iterable of :class:`Block` or of byte strings.
+
+    Blocks pass as they are; byte strings (a test's, or another source's)
+    are joined into blocks of ``block_size``, at the cost of a copy.
+    """
+    offset, parts, length = 0, [], 0
+    for piece in pieces:
+        if isinstance(piece, Block):
+            yield piece
+            continue
+        parts.append(piece)
+        length += len(piece)
+        while length >= block_size:
+            joined = b''.join(parts)
+            head, rest = joined[:block_size], joined[block_size:]
+            yield Block(bytearray(head), offset, len(head), _drop)
+            offset += len(head)
+            parts, length = ([rest], len(rest)) if rest else ([], 0)
+    if length:
+        joined = b''.join(parts)
+        yield Block(bytearray(joined), offset, len(joined), _drop)
+
+
+def _drop(_buffer):
+    pass
+
+
 def _content_length(response):
     try:
         return int(response.headers['Content-Length'])

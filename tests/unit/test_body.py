@@ -188,3 +188,17 @@ class BodyTest(base.TestCase):
             self.assertEqual(DATA, b''.join(bytes(b.data) for b in reader))
         self.assertRaises(exception.ImageNotFound, api.open_response, None,
                           'missing')
+
+
+class AsBlocksTest(base.TestCase):
+
+    def test_byte_strings_are_joined_into_blocks(self):
+        pieces = [DATA[i:i + 1000] for i in range(0, len(DATA), 1000)]
+        blocks = list(body.as_blocks(iter(pieces), block_size=BLOCK))
+        self.assertEqual(list(range(0, len(DATA), BLOCK)),
+                         [b.offset for b in blocks])
+        self.assertEqual(DATA, b''.join(bytes(b.data) for b in blocks))
+
+    def test_blocks_pass_as_they_are(self):
+        block = body.Block(bytearray(10), 0, 10, None)
+        self.assertEqual([block], list(body.as_blocks([block])))

@@ -31,33 +31,46 @@ from tools.bench.glance import GlanceImages
 from tools.bench.image_data import ImageData
 from tools.bench.sizes import MiB, disk_gb
 
-# A frame of inferno's SVG: "name (file:line) (N samples, P%)".
-_TITLE = re.compile(r'<title>(.*?) \(([\d,]+) samples?, ([\d.]+)%\)</title>')
+# A frame of inferno's SVG: its title, depth (y) and extent in samples.
+_FRAME = re.compile(r'<title>(.*?) \([\d,]+ samples?, [\d.]+%\)</title>'
+                    r'<rect [^>]*?y="(\d+)"[^>]*?fg:x="(\d+)" fg:w="(\d+)"')
 
 
 def frames(svg):
-    """``[(title, samples)]`` of every frame of a py-spy flame graph."""
+    """``[(title, depth, first sample, samples)]`` of a py-spy flame
+    graph."""
     with open(svg) as f:
-        return [(t, int(n.replace(',', '')))
-                for t, n, _p in _TITLE.findall(f.read())]
+        return [(t, int(y), int(x), int(w))
+                for t, y, x, w in _FRAME.findall(f.read())]
 
 
-def summary(svg, top=15):
+def self_samples(found):
+    """Samples in each frame itself, not in the frames it called."""
+    below = collections.defaultdict(list)
+    for title, y, x, w in found:
+        below[y].append((x, w))
+    steps = sorted(below)
+    step = min((b - a for a, b in zip(steps, steps[1:])), default=0)
+    spent = collections.Counter()
+    for title, y, x, w in found:
+        callees = sum(cw for cx, cw in below.get(y + step, [])
+                      if x <= cx < x + w)
+        spent[title] += w - callees
+    return spent
+
+
+def summary(svg, top=20):
     found = frames(svg)
     if not found:
         return 'no samples'
-    total = max(n for _t, n in found)  # the root frame: "all"
-    lines = ['%d active samples' % total]
-    threads = [(t, n) for t, n in found if t.startswith('thread (')]
-    by_self = collections.Counter()
-    for title, n in found:
-        if title != 'all' and not title.startswith('thread ('):
-            by_self[title] = max(by_self[title], n)
+    total = sum(w for t, _y, _x, w in found if t.startswith('thread ('))
+    lines = ['%d active samples, by thread:' % total]
+    lines += ['  %5.1f%%  %s' % (100.0 * w / total, t)
+              for t, _y, _x, w in sorted(found, key=lambda f: -f[3])
+              if t.startswith('thread (') and w * 100 >= total]
+    lines.append('by function, its own samples (not its callees\'):')
     lines += ['  %5.1f%%  %s' % (100.0 * n / total, t)
-              for t, n in sorted(threads, key=lambda x: -x[1])]
-    lines.append('frames holding the most samples (inclusive):')
-    lines += ['  %5.1f%%  %s' % (100.0 * n / total, t)
-              for t, n in by_self.most_common(top)]
+              for t, n in self_samples(found).most_common(top)]
     return '\n'.join(lines)
 
 
@@ -68,7 +81,11 @@ def main(argv=None):
     parser.add_argument('--output', required=True, help='the SVG to write')
     parser.add_argument('--rate', type=int, default=200,
                         help='samples per second')
+    parser.add_argument('--imaged-tree', metavar='DIR',
+                        help='run the daemon from this source tree')
     args = parser.parse_args(argv)
+    if args.imaged_tree:
+        os.environ['PYTHONPATH'] = os.path.abspath(args.imaged_tree)
     size = args.size * MiB
     run_id = uuid.uuid4().hex[:8]
     base.configure_client()

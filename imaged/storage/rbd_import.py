@@ -85,10 +85,11 @@ class BlockWriter:
         """Write an :class:`imaged.image.body.Block` without copying it.
 
         A whole block at a 4 MiB boundary (or the image's last, shorter
-        one) goes to librbd as it is: librbd reads the caller's buffer until
-        the write completes (it copies only with a write-back cache), so
-        the block is held until then. Anything else is gathered by
-        :meth:`write`.
+        one) goes to librbd as it is, and stays held until its write
+        completes: librbd copies it by default, but with
+        ``rbd_disable_zero_copy_writes = false`` it reads the caller's
+        buffer after ``aio_write`` returns, until the completion (measured
+        on Ceph 16.2). Anything else is gathered by :meth:`write`.
         """
         offset, length = block.offset, block.length
         if self._block is not None and offset >= self._block + BLOCK:

@@ -222,8 +222,8 @@ class ImageBody:
         # http.client ends a body cut short quietly: compare with both.
         for promised in (self.size, _content_length(self._response)):
             if promised is not None and got < promised:
-                raise self._interrupted(_('the body ended after %(got)d '
-                                          'of %(size)d bytes') %
+                raise self._interrupted(_('the body ended early: got '
+                                          '%(got)d of %(size)d bytes') %
                                         {'got': got, 'size': promised})
 
     def _left(self):

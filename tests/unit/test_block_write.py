@@ -36,6 +36,10 @@ class _Image:
     def flush(self):
         self.flushed = True
 
+    def aio_flush(self, oncomplete):
+        self.flushed = True
+        oncomplete(_Completion(0))
+
 
 class WriteBlockTest(base.TestCase):
 

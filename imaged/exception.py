@@ -72,7 +72,17 @@ class BackendUnavailable(ImagedException):
     msg_fmt = _("%(backend)s is unavailable: %(reason)s")
 
 
-class CacheFull(ImagedException):
+class GlanceRequestFailed(ImagedException):
+    msg_fmt = _("%(what)s of image %(image_id)s failed in Glance: "
+                "%(reason)s")
+
+
+class CacheError(ImagedException):
+    msg_fmt = _("The image cache %(path)s cannot keep image %(image_id)s: "
+                "%(reason)s")
+
+
+class CacheFull(CacheError):
     msg_fmt = _("No space left in the image cache %(path)s for image "
                 "%(image_id)s: %(reason)s")
 
@@ -89,3 +99,21 @@ class StorageError(ImagedException):
 
 class DiskExists(StorageError):
     msg_fmt = _("%(name)s already exists in pool %(pool)s.")
+
+
+class DiskImageMismatch(ImagedException):
+    msg_fmt = _("Root disk %(name)s in pool %(pool)s was made from image "
+                "%(existing_image_id)s, not from image %(image_id)s.")
+
+
+class Timeout(ImagedException):
+    msg_fmt = _("Gave up waiting for %(what)s after %(seconds)s seconds.")
+
+
+class InternalError(ImagedException):
+    msg_fmt = _("%(operation)s failed unexpectedly: %(reason)s")
+
+
+class RPCVersionCapped(ImagedException):
+    msg_fmt = _("This call needs imaged RPC API %(version)s, but "
+                "[upgrade_levels] imaged caps this client at %(cap)s.")

@@ -7,15 +7,21 @@ import uuid
 import oslo_messaging as messaging
 from oslo_log import log as logging
 from oslo_service import periodic_task
+from oslo_utils import units
 
 from imaged import exception
 from imaged.i18n import _
+from imaged import notifications as imaged_notifications
+from imaged import precache
+from imaged import purge
 from imaged import rpcapi
 from imaged import version
 
 LOG = logging.getLogger(__name__)
 
 HEALTH_TTL = 2.0
+# One cache_images call names at most this many images.
+MAX_PRECACHE_IMAGES = 256
 
 
 def validate_uuid(argument, value):
@@ -48,6 +54,29 @@ def validate_size_gb(value, maximum):
     return value
 
 
+def validate_image_ids(value, maximum=MAX_PRECACHE_IMAGES):
+    """Canonical, distinct image ids; refuses the list as a whole."""
+    if not isinstance(value, list):
+        raise exception.InvalidInput(
+            argument='image_ids', reason=_('must be a list of image UUIDs, '
+                                           'not %s') % type(value).__name__)
+    if not 1 <= len(value) <= maximum:
+        raise exception.InvalidInput(
+            argument='image_ids',
+            reason=_('must name 1..%(max)d images, not %(n)d') %
+            {'max': maximum, 'n': len(value)})
+    image_ids = [validate_uuid('image_ids[%d]' % i, image_id)
+                 for i, image_id in enumerate(value)]
+    seen = set()
+    for i, image_id in enumerate(image_ids):
+        if image_id in seen:
+            raise exception.InvalidInput(
+                argument='image_ids[%d]' % i,
+                reason=_('%s is named twice') % image_id)
+        seen.add(image_id)
+    return image_ids
+
+
 def _reject_unexpected(method, unexpected):
     if unexpected:
         raise exception.InvalidInput(
@@ -62,7 +91,11 @@ def _require(argument, value):
 
 
 def remote_errors(func):
-    """Send imaged's typed errors to the caller without a server traceback."""
+    """Send imaged's typed errors to the caller without a server traceback.
+
+    Anything else is a bug or a failure nobody typed: it is logged with its
+    traceback here and reaches the caller as ``InternalError``.
+    """
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
@@ -70,6 +103,14 @@ def remote_errors(func):
         except exception.ImagedException as e:
             LOG.info('%s refused: %s', func.__name__, e)
             raise messaging.ExpectedException()
+        except Exception as e:
+            LOG.exception('%s failed unexpectedly', func.__name__)
+            try:
+                raise exception.InternalError(
+                    operation=func.__name__,
+                    reason='%s: %s' % (type(e).__name__, e)) from e
+            except exception.InternalError:
+                raise messaging.ExpectedException()
     return wrapper
 
 
@@ -78,13 +119,20 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
 
     target = messaging.Target(version=rpcapi.RPC_API_VERSION)
 
-    def __init__(self, conf, host, root_disks, storage, cache, glance_api):
+    def __init__(self, conf, host, root_disks, storage, cache, glance_api,
+                 notifications=None):
         super().__init__(conf)
         self.host = host
         self.root_disks = root_disks
         self.storage = storage
         self.cache = cache
         self.glance = glance_api
+        self.notifications = notifications or \
+            imaged_notifications.Notifications(conf, host)
+        self.precache = precache.Precache(conf, root_disks,
+                                          self.notifications)
+        self.purge = purge.DeletedImagePurge(conf, glance_api, root_disks,
+                                             self.notifications)
         self._healthy = None  # (valid until, fsid) of the last good check
         self._periodic_spacing = dict(
             self._periodic_spacing,
@@ -115,21 +163,33 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
         instance_uuid = validate_uuid('instance_uuid', instance_uuid)
         image_id = validate_uuid('image_id', image_id)
         size_gb = validate_size_gb(size_gb, self.conf.max_root_disk_gb)
-        return self.root_disks.create(context, instance_uuid, image_id,
-                                      size_gb)
+        size_bytes = size_gb * units.Gi
+        self.notifications.create_start(context, instance_uuid, image_id,
+                                        size_bytes)
+        try:
+            disk = self.root_disks.create(context, instance_uuid, image_id,
+                                          size_gb)
+        except Exception as e:
+            self.notifications.create_error(context, instance_uuid,
+                                            image_id, size_bytes, e)
+            raise
+        self.notifications.create_end(context, disk)
+        return disk
 
     @messaging.expose
     @remote_errors
     def delete_root_disk(self, context, instance_uuid=None, **unexpected):
         _reject_unexpected('delete_root_disk', unexpected)
         _require('instance_uuid', instance_uuid)
-        self.root_disks.delete(validate_uuid('instance_uuid', instance_uuid))
+        instance_uuid = validate_uuid('instance_uuid', instance_uuid)
+        self.root_disks.delete(instance_uuid)
+        self.notifications.delete_end(context, instance_uuid)
 
     @messaging.expose
     @remote_errors
     def list_cached_images(self, context, **unexpected):
         _reject_unexpected('list_cached_images', unexpected)
-        return self.cache.list()
+        return self.root_disks.list_cached_images()
 
     @messaging.expose
     @remote_errors
@@ -143,6 +203,15 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
                 'pool': self.storage.pool,
                 'cache': self.cache.usage(),
                 'problems': problems}
+
+    # -- RPC API 1.1 ----------------------------------------------------------
+
+    @messaging.expose
+    @remote_errors
+    def cache_images(self, context, image_ids=None, **unexpected):
+        _reject_unexpected('cache_images', unexpected)
+        _require('image_ids', image_ids)
+        return self.precache.run(context, validate_image_ids(image_ids))
 
     def _health(self):
         """``(fsid, problems)``; a healthy answer is reused for a moment.
@@ -170,6 +239,12 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
             self.root_disks.clean_rbd_bases()
         except exception.ImagedException as e:
             LOG.warning('Cannot clean base images in Ceph now: %s', e)
+        try:
+            cached = [entry['image_id'] for entry in self.cache.list()]
+        except exception.ImagedException as e:
+            LOG.warning('Cannot list the cached images now: %s', e)
+            return
+        self.purge.run(cached)
 
     @periodic_task.periodic_task(spacing=30, run_immediately=True)
     def _remove_partial_disks(self, context):

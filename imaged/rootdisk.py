@@ -5,10 +5,16 @@ Strategies, fastest first:
 * ``existing``: the instance's disk is already there (an idempotent retry).
 * ``clone``: Glance keeps the image as an RBD snapshot in our cluster, so the
   disk is a copy-on-write clone of it (Nova's direct_fetch path).
-* ``download``: anything else is downloaded once into the base cache,
-  checked, converted to raw and imported, skipping all-zero blocks.
+* ``download``: anything else is downloaded once, checked and converted to
+  raw, into a base image in Ceph that the disk is a clone of (with
+  ``[image_cache] rbd_base_images``), else into a local base file that is
+  imported into each disk.
+
+This module chooses; ``image.fetch`` moves the bytes (``image.download``
+streams them into sinks); ``storage`` writes them.
 """
 
+import contextlib
 import time
 
 from oslo_concurrency import lockutils
@@ -17,20 +23,13 @@ from oslo_utils import units
 
 from imaged import exception
 from imaged.i18n import _
-from imaged.image import cache as image_cache
+from imaged.image import fetch
+from imaged.image import locations as image_locations
+from imaged.image import record
+from imaged.storage import disks as rbd_disks
 from imaged.storage import location as rbd_location
-from imaged.storage import rbd as rbd_storage
 
 LOG = logging.getLogger(__name__)
-
-
-def candidate_locations(image):
-    """Every location Glance shows, else its ``direct_url``."""
-    urls = [loc.get('url') for loc in image.get('locations') or []
-            if isinstance(loc, dict) and loc.get('url')]
-    if not urls and image.get('direct_url'):
-        urls = [image['direct_url']]
-    return urls
 
 
 class _Timings:
@@ -52,192 +51,211 @@ class RootDisks:
         self.glance = glance_api
         self.storage = storage
         self.cache = cache
+        self.fetcher = fetch.Fetcher(conf, glance_api, cache,
+                                     storage.partials)
+        self.locations = image_locations.CloneableLocations(
+            conf, glance_api, storage)
         self._instance_locks = lockutils.Semaphores()
 
-    def _result(self, instance_uuid, image_id, name, info, strategy):
+    @contextlib.contextmanager
+    def _instance_lock(self, name):
+        lock = self._instance_locks.get(name)
+        if not lock.acquire(timeout=self.conf.long_rpc_timeout):
+            raise exception.RootDiskBusy(
+                name=name, pool=self.storage.pool,
+                reason=_('another call for it is still running'))
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _result(self, instance_uuid, image_id, name, info, strategy,
+                timings):
         return {'instance_uuid': instance_uuid, 'image_id': image_id,
                 'pool': self.storage.pool, 'name': name,
                 'size_bytes': info['size_bytes'], 'strategy': strategy,
-                'parent': info['parent']}
+                'parent': info['parent'], 'timings': timings.steps}
+
+    def _keeps_file(self, image):
+        return not self.conf.image_cache.rbd_base_images or \
+            image.get('disk_format') not in ('raw', 'iso')
 
     def create(self, context, instance_uuid, image_id, size_gb):
-        name = rbd_storage.disk_name(instance_uuid)
+        name = rbd_disks.disk_name(instance_uuid)
         size_bytes = size_gb * units.Gi
-        with lockutils.lock(name, semaphores=self._instance_locks):
+        with self._instance_lock(name):
             timings = _Timings()
-            info = self.storage.disk_info(name)
+            info = self.storage.disks.info(name)
             if info is not None:
-                if info['size_bytes'] < size_bytes:
-                    raise exception.InvalidInput(
-                        argument='size_gb',
-                        reason=_('root disk %(name)s already exists with '
-                                 '%(have)d bytes, less than the %(want)d '
-                                 'requested; imaged never resizes an '
-                                 'existing disk') %
-                        {'name': name, 'have': info['size_bytes'],
-                         'want': size_bytes})
+                self._check_existing(name, info, image_id, size_bytes)
                 LOG.info('Root disk %s/%s already exists', self.storage.pool,
                          name)
                 return self._result(instance_uuid, image_id, name, info,
-                                    'existing')
+                                    'existing', timings)
             image = self.glance.show(context, image_id)
             timings.step('glance')
-            self._check_record(image, size_bytes)
-            location, parent_size = self._cloneable_location(image)
+            record.check(image, size_bytes, self.conf,
+                         self._keeps_file(image))
+            spec = self.storage.disks.partial_spec(name, size_bytes,
+                                                   image_id)
+            location, parent_size = self.locations.cloneable(
+                context, image, timings)
             if location is not None:
                 strategy = 'clone'
-                info = self._clone(image, location, parent_size, name,
-                                   size_bytes, timings)
+                info = self._clone(image, location, parent_size, spec,
+                                   timings)
+            elif self.conf.image_cache.rbd_base_images:
+                strategy = 'download'
+                info = self._clone_base(context, image, spec, timings)
             else:
                 strategy = 'download'
-                info = self._download(context, image, name, size_bytes,
-                                      timings)
+                with self.cache.in_use(image_id), self.cache.lock(image_id):
+                    self.fetcher.fill(context, image, spec, size_bytes,
+                                      True, timings)
+                info = {'size_bytes': size_bytes, 'parent': None}
             LOG.info('Created root disk %s/%s for instance %s from image %s '
                      'by %s: %s', self.storage.pool, name, instance_uuid,
                      image_id, strategy, ', '.join(timings.steps))
-            return self._result(instance_uuid, image_id, name, info, strategy)
+            return self._result(instance_uuid, image_id, name, info, strategy,
+                                timings)
 
-    def _check_record(self, image, size_bytes):
-        """Refuse early what Glance's record already rules out."""
-        image_id = image['id']
-        if image.get('status') != 'active':
-            raise exception.ImageUnacceptable(
-                image_id=image_id,
-                reason=_('its status is %s, not active') % image.get('status'))
-        if not image.get('disk_format'):
-            raise exception.ImageUnacceptable(
-                image_id=image_id, reason=_('it has no disk_format'))
-        known = image.get('virtual_size')
-        if not known and image.get('disk_format') == 'raw':
-            known = image.get('size')
-        if known and known > size_bytes:
-            raise exception.ImageTooLarge(image_id=image_id,
-                                          virtual_size=known,
-                                          size_bytes=size_bytes)
+    def _check_existing(self, name, info, image_id, size_bytes):
+        if info['image_id'] is not None and info['image_id'] != image_id:
+            raise exception.DiskImageMismatch(
+                name=name, pool=self.storage.pool,
+                existing_image_id=info['image_id'], image_id=image_id)
+        if info['size_bytes'] < size_bytes:
+            raise exception.InvalidInput(
+                argument='size_gb',
+                reason=_('root disk %(name)s already exists with %(have)d '
+                         'bytes, less than the %(want)d requested; imaged '
+                         'never resizes an existing disk') %
+                {'name': name, 'have': info['size_bytes'],
+                 'want': size_bytes})
 
-    def _cloneable_location(self, image):
-        """``(RBDLocation, size)`` of the first location we can clone."""
-        urls = candidate_locations(image)
-        if image.get('disk_format') != 'raw':
-            if urls:
-                LOG.debug('Image %s is %s, not raw: not cloneable',
-                          image['id'], image.get('disk_format'))
-            return None, None
-        for url in urls:
-            location, size, reason = self.storage.probe_location(url)
-            if location is not None:
-                return location, size
-            LOG.debug('Location %s of image %s is not cloneable: %s', url,
-                      image['id'], reason)
-        return None, None
-
-    def _clone(self, image, location, parent_size, name, size_bytes,
-               timings):
+    def _clone(self, image, location, parent_size, spec, timings):
         """Clone a snapshot into the disk; returns the disk's info."""
-        if parent_size > size_bytes:
+        if parent_size > spec.min_size:
             raise exception.ImageTooLarge(image_id=image['id'],
                                           virtual_size=parent_size,
-                                          size_bytes=size_bytes)
-        self.storage.clone(location, name, size_bytes)
+                                          size_bytes=spec.min_size)
+        self.storage.partials.clone(location, spec)
         timings.step('clone')
-        return {'size_bytes': size_bytes,
+        return {'size_bytes': spec.min_size,
                 'parent': rbd_location.format_rbd_location(*location)}
 
-    def _progress(self, image_id, name, size):
-        return image_cache.ProgressLog(
-            'Import of image %s into %s' % (image_id, name), size,
-            self.conf.glance.progress_interval)
+    # -- base images in Ceph --------------------------------------------------
 
-    def _download(self, context, image, name, size_bytes, timings):
-        if self.conf.image_cache.rbd_base_images:
-            return self._clone_rbd_base(context, image, name, size_bytes,
-                                        timings)
-        self._import(context, image, name, size_bytes, timings)
-        return {'size_bytes': size_bytes, 'parent': None}
+    def _use_base(self, context, image, max_size, timings, spec=None):
+        """Clone (or, without ``spec``, just find) the complete base,
+        making it first if needed.
 
-    def _import(self, context, image, name, size_bytes, timings):
-        self._fill(context, image, name, size_bytes, timings)
-
-    def _fill(self, context, image, name, size_bytes, timings,
-              snapshot=None):
-        """Make image ``name`` while the image downloads, or from its file.
-
-        A root disk grows to ``size_bytes``; a base image (with
-        ``snapshot``) keeps the image's own size.
+        :returns: ``(made now, disk info or None)``.
         """
-        with self.cache.base_image(
-                context, image, max_virtual_size=size_bytes,
-                tee=lambda size: self.storage.import_writer(name, size)
-                ) as cached:
-            timings.step('download' if cached.downloaded else 'cache hit')
-            final_size = cached.size_bytes if snapshot else size_bytes
+        image_id = image['id']
+        bases = self.storage.bases
+        made = False
+        for _attempt in range(3):  # a cleanup may win a race, not three
+            with bases.lock(image_id):
+                base, base_size = bases.prepare(image_id)
+                if base is not None:
+                    if not made:
+                        timings.step('base hit')
+                    bases.record_use(image_id)
+                    info = None
+                    if spec is not None:
+                        info = self._clone(image, base, base_size, spec,
+                                           timings)
+                    self.cache.record(image_id, base_size)
+                    return made, info
+            self._make_base(context, image, max_size, timings)
+            made = True
+        raise exception.StorageError(
+            name=image_id, pool=self.storage.pool,
+            reason=_('its base image was removed each time it was made'))
+
+    def _clone_base(self, context, image, spec, timings):
+        return self._use_base(context, image, spec.min_size, timings,
+                              spec)[1]
+
+    def _make_base(self, context, image, max_size, timings):
+        """Make the base (outside the Ceph lock: it may take minutes)."""
+        image_id = image['id']
+        bases = self.storage.bases
+        with self.cache.in_use(image_id), self.cache.lock(image_id):
+            if bases.location(image_id)[0] is not None:
+                return  # made meanwhile by another call of this host
             try:
-                self._check_base_size(image['id'], cached, size_bytes)
-                if cached.tee is not None:  # filled while it streamed in
-                    cached.tee.finish(final_size, snapshot=snapshot)
-                    return
-            finally:
-                if cached.tee is not None:
-                    cached.tee.abort()  # a no-op once finished
-            self.storage.import_file(
-                cached.path, name, final_size,
-                self._progress(image['id'], name, cached.size_bytes),
-                snapshot=snapshot)
-            timings.step('import')
+                self.fetcher.fill(context, image, bases.partial_spec(image_id),
+                                  max_size, False, timings)
+            except exception.DiskExists:
+                LOG.info('Base image of %s was made by another agent',
+                         image_id)
 
-    def _clone_rbd_base(self, context, image, name, size_bytes, timings):
-        """Clone the image's base in Ceph, making it first if needed."""
-        image_id = image['id']
-        with self.cache.image_lock('rbd-base-%s' % image_id):
-            base, base_size = self.storage.base_location(image_id)
-            if base is not None:
-                self.cache.touch(image_id)
-                timings.step('base hit')
-            else:
-                base, base_size = self._make_rbd_base(context, image,
-                                                      size_bytes, timings)
-            return self._clone(image, base, base_size, name, size_bytes,
-                               timings)
+    # -- the cache, for the fleet ---------------------------------------------
 
-    def _make_rbd_base(self, context, image, size_bytes, timings):
-        image_id = image['id']
-        try:
-            self._fill(context, image, rbd_storage.base_name(image_id),
-                       size_bytes, timings,
-                       snapshot=rbd_storage.BASE_SNAPSHOT)
-        except exception.DiskExists:
-            # Another agent sharing the pool made it meanwhile.
-            LOG.info('Base image of %s was made by another agent', image_id)
-        return self.storage.base_location(image_id)
+    def cache_image(self, context, image_id):
+        """Make sure a later root disk from ``image_id`` needs no download.
 
-    @staticmethod
-    def _check_base_size(image_id, cached, size_bytes):
-        if cached.size_bytes > size_bytes:
-            raise exception.ImageTooLarge(image_id=image_id,
-                                          virtual_size=cached.size_bytes,
-                                          size_bytes=size_bytes)
+        :returns: ``'cached'`` if it was downloaded now, else ``'existing'``.
+        """
+        image = self.glance.show(context, image_id)
+        max_size = self.fetcher.max_size()
+        record.check(image, max_size, self.conf, self._keeps_file(image))
+        timings = _Timings()
+        location, _size = self.locations.cloneable(context, image, timings)
+        if location is not None:
+            return 'existing'
+        if self.conf.image_cache.rbd_base_images:
+            made, _info = self._use_base(context, image, max_size, timings)
+            return 'cached' if made else 'existing'
+        with self.cache.in_use(image_id), self.cache.lock(image_id):
+            if self.cache.lookup(image_id) is not None:
+                return 'existing'
+            self.fetcher.fill(context, image, None, max_size, True, timings)
+            return 'cached'
 
-    def clean_rbd_bases(self):
-        """Remove base images whose base file is gone and that have no clone.
+    def list_cached_images(self):
+        """This host's base files and the RBD bases it uses."""
+        return self.cache.list()
+
+    def purge_image(self, image_id, reason):
+        """Remove ``image_id``'s base file now, its RBD base if unused.
+
+        :returns: ``[{'image_id', 'where'}]`` of what was removed.
+        """
+        LOG.info('Purging cached image %s: %s', image_id, reason)
+        removed = [e for e in self.cache.purge(image_id)
+                   if e['where'] == 'file']
+        bases = self.storage.bases
+        with bases.lock(image_id):
+            if bases.remove_if_unused(image_id, None):
+                removed.append({'image_id': image_id, 'where': 'rbd'})
+        return removed
+
+    def clean_rbd_bases(self, now=None):
+        """Remove our base images no host used for the minimum age.
 
         :returns: the image ids whose base image was removed.
         """
-        cached = {entry['image_id'] for entry in self.cache.list()}
+        min_age = max(self.conf.image_cache.rbd_base_min_age,
+                      self.conf.rbd.base_lock_duration)
+        bases = self.storage.bases
         removed = []
-        for image_id in self.storage.base_image_ids():
-            if image_id in cached:
-                continue
-            with self.cache.image_lock('rbd-base-%s' % image_id):
-                if self.storage.remove_base_unless_cloned(image_id):
-                    LOG.info('Removed the base image of %s from pool %s',
-                             image_id, self.storage.pool)
+        for image_id in bases.unused(min_age, now):
+            with bases.lock(image_id):
+                if bases.remove_if_unused(image_id, min_age, now):
                     removed.append(image_id)
+        present = set(bases.image_ids())
+        for entry in self.cache.list():
+            if entry['where'] == 'rbd' and entry['image_id'] not in present:
+                self.cache.forget(entry['image_id'])
         return removed
 
     def delete(self, instance_uuid):
-        name = rbd_storage.disk_name(instance_uuid)
-        with lockutils.lock(name, semaphores=self._instance_locks):
-            if self.storage.remove(name):
+        name = rbd_disks.disk_name(instance_uuid)
+        with self._instance_lock(name):
+            if self.storage.disks.remove(name):
                 LOG.info('Deleted root disk %s/%s', self.storage.pool, name)
             else:
                 LOG.info('Root disk %s/%s was already gone',

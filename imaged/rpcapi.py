@@ -4,16 +4,18 @@ API version history:
 
 * 1.0 - Initial version: create_root_disk, delete_root_disk,
         list_cached_images, get_capabilities.
+* 1.1 - cache_images.
 """
 
 import oslo_messaging as messaging
 
 from imaged import conf as imaged_conf
+from imaged import exception
 from imaged import rpc
 
 CONF = imaged_conf.CONF
 
-RPC_API_VERSION = '1.0'
+RPC_API_VERSION = '1.1'
 
 
 class ImageAgentAPI:
@@ -30,15 +32,18 @@ class ImageAgentAPI:
         self.client = rpc.get_client(
             conf, target, version_cap=conf.upgrade_levels.imaged)
 
-    def _prepare(self, host, long_call=False):
+    def _prepare(self, host, long_call=False, version='1.0'):
+        if not self.client.can_send_version(version):
+            raise exception.RPCVersionCapped(
+                version=version, cap=self.client.version_cap)
         if long_call:
             # Heartbeats tell a slow call from a dead agent; the long
             # timeout only bounds the whole operation.
             return self.client.prepare(
-                server=host, version='1.0',
+                server=host, version=version,
                 timeout=self.conf.long_rpc_timeout,
                 call_monitor_timeout=self.conf.rpc_response_timeout)
-        return self.client.prepare(server=host, version='1.0')
+        return self.client.prepare(server=host, version=version)
 
     def create_root_disk(self, ctxt, host, instance_uuid, image_id, size_gb):
         """Create ``<instance_uuid>_disk`` from a Glance image.
@@ -56,9 +61,24 @@ class ImageAgentAPI:
             ctxt, 'delete_root_disk', instance_uuid=instance_uuid)
 
     def list_cached_images(self, ctxt, host):
-        """List the base cache: ``image_id, size_bytes, last_used``."""
+        """List the base cache: ``image_id, size_bytes, last_used, where``.
+        """
         return self._prepare(host).call(ctxt, 'list_cached_images')
 
     def get_capabilities(self, ctxt, host):
         """Describe the agent, its backend and cache, and any problems."""
         return self._prepare(host).call(ctxt, 'get_capabilities')
+
+    def cache_images(self, ctxt, host, image_ids):
+        """Prepare images so that later root disks from them are clones.
+
+        New in 1.1. At most ``[image_cache] precache_concurrency`` images
+        at once; the call heartbeats while it works.
+
+        :param image_ids: a list of 1..256 distinct image UUIDs.
+        :returns: ``{image_id: status}``, status ``cached``, ``existing``,
+                  ``error`` or ``unsupported``.
+        :raises RPCVersionCapped: ``[upgrade_levels] imaged`` is below 1.1.
+        """
+        return self._prepare(host, long_call=True, version='1.1').call(
+            ctxt, 'cache_images', image_ids=image_ids)

@@ -1,6 +1,7 @@
-"""``imaged-client``: call an imaged agent over RPC and print JSON.
+"""``imaged-client``: call imaged agents over RPC and print JSON.
 
-Uses :class:`imaged.rpcapi.ImageAgentAPI` exactly as other services do.
+Uses :class:`imaged.rpcapi.ImageAgentAPI` exactly as other services do;
+``precache`` fans ``cache_images`` out to many hosts (imaged.cmd.precache).
 """
 
 import argparse
@@ -11,8 +12,10 @@ from oslo_config import cfg
 import oslo_messaging as messaging
 
 from imaged import conf as imaged_conf
+from imaged.cmd import precache
 from imaged import context as imaged_context
 from imaged import exception
+from imaged import manager
 from imaged import rpcapi
 
 CONF = imaged_conf.CONF
@@ -22,8 +25,9 @@ def _parser():
     parser = argparse.ArgumentParser(
         prog='imaged-client',
         description='Call the imaged agent of a compute host; prints JSON.')
-    parser.add_argument('--host', required=True,
-                        help="The agent's [DEFAULT] host.")
+    parser.add_argument('--host',
+                        help="The agent's [DEFAULT] host (every command "
+                             "but precache).")
     parser.add_argument('--auth-token',
                         help='Keystone token passed to the agent for Glance.')
     sub = parser.add_subparsers(dest='command', required=True)
@@ -37,7 +41,48 @@ def _parser():
     delete.add_argument('instance_uuid')
     sub.add_parser('list-cached', help='List the base image cache.')
     sub.add_parser('capabilities', help='Show the agent and its problems.')
+    warm = sub.add_parser(
+        'precache', help='Cache images on many hosts (cache_images).')
+    warm.add_argument('--hosts', help='Comma-separated host names.')
+    warm.add_argument('--hosts-file',
+                      help='File with one host name a line (# comments).')
+    warm.add_argument('--concurrency', type=int, default=4,
+                      help='Hosts called at the same time (default 4).')
+    warm.add_argument('--timeout', type=int,
+                      help='Seconds a host may stay silent (no answer, no '
+                           'heartbeat) before it is reported skipped '
+                           '(default: [DEFAULT] rpc_response_timeout).')
+    warm.add_argument('image_ids', nargs='+', metavar='IMAGE_ID')
     return parser
+
+
+def _check_args(parser, args):
+    """Refuse bad arguments (exit 2) before any call is made."""
+    if args.command != 'precache':
+        if not args.host:
+            parser.error('%s needs --host' % args.command)
+        return
+    if args.concurrency < 1:
+        parser.error('--concurrency must be at least 1')
+    if args.timeout is not None and args.timeout < 1:
+        parser.error('--timeout must be at least 1')
+    try:
+        args.hosts = precache.read_hosts(args.hosts, args.hosts_file)
+        args.image_ids = manager.validate_image_ids(
+            [i.lower() for i in args.image_ids])
+    except OSError as e:
+        parser.error('cannot read --hosts-file: %s' % e)
+    except exception.InvalidInput as e:
+        parser.error(str(e))
+    if not args.hosts:
+        parser.error('precache needs host names (--hosts or --hosts-file)')
+
+
+def _precache(api, ctxt, args):
+    if args.timeout is not None:
+        CONF.set_override('rpc_response_timeout', args.timeout)
+    return precache.run(api, ctxt, args.hosts, args.image_ids,
+                        args.concurrency, sys.stdout, sys.stderr)
 
 
 def run(api, ctxt, args):
@@ -64,11 +109,16 @@ def main(argv=None):
             known.append(arg)
         else:
             rest.append(arg)
-    args = _parser().parse_args(rest)
+    parser = _parser()
+    args = parser.parse_args(rest)
+    _check_args(parser, args)
     CONF(known, project='imaged')
     ctxt = imaged_context.RequestContext(auth_token=args.auth_token)
     try:
-        result = run(rpcapi.ImageAgentAPI(CONF), ctxt, args)
+        api = rpcapi.ImageAgentAPI(CONF)
+        if args.command == 'precache':
+            return _precache(api, ctxt, args)
+        result = run(api, ctxt, args)
     except exception.ImagedException as e:
         # oslo.messaging rebuilds remote errors as "<Class>_Remote".
         name = type(e).__name__.removesuffix('_Remote')

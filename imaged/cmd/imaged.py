@@ -32,7 +32,7 @@ def build_manager(conf=CONF):
     host = conf.host
     glance_api = glance.GlanceAPI(conf)
     storage = rbd_storage.RBDDriver(conf, host)
-    cache = image_cache.ImageCache(conf, glance_api)
+    cache = image_cache.ImageCache(conf)
     root_disks = rootdisk.RootDisks(conf, glance_api, storage, cache)
     return imaged_manager.ImageAgentManager(conf, host, root_disks, storage,
                                             cache, glance_api)

@@ -33,6 +33,61 @@ first byte into a fresh temporary file.
         min=1,
         help='Seconds between progress log lines of a long download or '
              'import.'),
+    cfg.StrOpt(
+        'rbd_store_name',
+        default='',
+        help="""
+Name of the Glance store (``enabled_backends``) that keeps images in this
+agent's Ceph cluster, or empty to never ask Glance for a copy.
+
+When no location of a raw image can be cloned, imaged asks Glance to copy the
+image into this store with the ``copy-image`` import method, waits for the
+copy (see ``copy_poll_interval`` and ``copy_timeout``) and clones it; every
+host sharing the cluster then clones the same copy. If Glance refuses, the
+copy fails or it takes too long, the image is downloaded instead, and the log
+and the call's timings say so.
+
+Glance must enable multiple stores with this one among them, enable the
+``copy-image`` import method, and let imaged's user pass the ``copy_image``
+policy (``admin`` by default). imaged must also be able to read the
+locations of images, from the image record or the locations API, or it never
+asks for a copy it could not find.
+
+Related options:
+
+* ``copy_poll_interval``
+* ``copy_timeout``
+"""),
+    cfg.FloatOpt(
+        'copy_poll_interval',
+        default=2.0,
+        min=0.1,
+        help="""
+Seconds between two reads of the image record while Glance copies an image
+into ``rbd_store_name``.
+
+Related options:
+
+* ``rbd_store_name``
+* ``copy_timeout``
+"""),
+    cfg.IntOpt(
+        'copy_timeout',
+        default=600,
+        min=1,
+        help="""
+Seconds to wait for Glance to copy an image into ``rbd_store_name`` (ours or
+another host's copy) before downloading the image instead.
+
+The copy goes on in Glance after imaged stops waiting, so later root disks of
+the image are clones. Keep this below the timeout callers give
+``create_root_disk``.
+
+Related options:
+
+* ``rbd_store_name``
+* ``copy_poll_interval``
+"""),
     # -- the download body (imaged.image.body) --------------------------------
     cfg.IntOpt(
         'download_stall_timeout',

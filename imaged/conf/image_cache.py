@@ -34,8 +34,10 @@ Also keep each downloaded image as a base image in ``[rbd] pool``
 The first root disk from an image streams it from Glance into the base file
 and the base image at once; every later one is a copy-on-write clone made in
 milliseconds, even after the base file was evicted. A base image is removed
-by the cleanup task once its base file is gone and no disk is cloned from
-it. When False, every root disk is a full (sparse) import of the base file.
+by the cleanup task once no host of the pool used it for
+``rbd_base_min_age`` and no disk is cloned from it. Raw images stream from
+Glance straight into the base image, with no local copy. When False, every
+root disk is a full (sparse) import of the base file.
 """),
     cfg.IntOpt(
         'max_concurrent_downloads',
@@ -62,6 +64,17 @@ Related options:
         mutable=True,
         help='Base files not used for this many seconds are removed by the '
              'cleanup task. 0 keeps them until ``max_size_gb`` evicts them.'),
+    cfg.IntOpt(
+        'rbd_base_min_age',
+        default=86400,
+        min=0,
+        mutable=True,
+        help="""
+Seconds a base image in ``[rbd] pool`` must have gone unused by every host
+(and have no clone) before the cleanup task of any host removes it. Never
+less than ``[rbd] base_lock_duration``. Only base images imaged made (by
+their metadata) are ever removed.
+"""),
     cfg.FloatOpt(
         'max_size_gb',
         default=0,
@@ -71,7 +84,8 @@ Related options:
 Upper bound of the cache's size on disk, in GiB (allocated blocks, so sparse
 base files count what they really use). The cleanup task evicts least
 recently used base files first until the cache fits. A base file in use is
-never removed. 0 means no bound.
+never removed. Images whose Glance ``size`` is larger are refused before
+they are downloaded. 0 means no bound.
 """),
     cfg.ListOpt(
         'allowed_disk_formats',
@@ -83,6 +97,15 @@ Glance ``disk_format`` values imaged accepts for download.
 Possible values:
 
 * Any of raw, qcow2, vmdk, vhd, vhdx, vdi, iso.
+"""),
+    cfg.ListOpt(
+        'allowed_container_formats',
+        default=['bare'],
+        mutable=True,
+        help="""
+Glance ``container_format`` values imaged accepts; images in other
+containers (ova, docker, ami...) are refused before any byte is downloaded.
+An image without a container format is accepted.
 """),
     cfg.ListOpt(
         'vmdk_allowed_types',

@@ -56,6 +56,24 @@ Also bounds each monitor and OSD operation, so an unreachable cluster gives
         min=0,
         help='Seconds ``delete_root_disk`` keeps retrying while the disk is '
              'still open (watched) by a client, before giving up.'),
+    cfg.IntOpt(
+        'base_lock_timeout',
+        default=60,
+        min=1,
+        help="""
+Seconds to wait for the Ceph-side lock on a base image (held by any host of
+the pool while it checks, repairs, clones or removes that base) before the
+call fails with ``Timeout``.
+"""),
+    cfg.IntOpt(
+        'base_lock_duration',
+        default=60,
+        min=5,
+        help="""
+Lease, in seconds, of the Ceph-side lock on a base image: the lock of a host
+that died holding it expires after this long. Also the youngest age at which
+the cleanup task removes an unused base image.
+"""),
 ]
 
 

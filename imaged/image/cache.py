@@ -1,4 +1,4 @@
-"""The on-disk base image cache, keyed by image id.
+"""The local image cache: checked raw base files, and records of RBD bases.
 
 A base file ``<base_dir>/<image_id>`` only ever appears by an atomic rename,
 after its bytes matched Glance's hash, passed the format checks and were
@@ -6,17 +6,17 @@ converted to raw and fsynced. Everything in between lives in
 ``<base_dir>/.tmp`` and is removed at start-up, so no partial file can be
 mistaken for an image.
 
-One download per image: callers for the same image serialize on an external
-(inter-process) lock and all but the first find the base file in place.
+An image streamed straight into a base image in Ceph leaves no file here,
+only a small record ``<base_dir>/.rbd/<image_id>`` (its size; its mtime is
+this host's last use), so that ``list_cached_images`` and the age and LRU
+rules see it too.
 """
 
 import collections
 import contextlib
 import datetime
 import errno
-import hashlib
 import os
-import queue
 import threading
 import time
 import uuid
@@ -28,104 +28,15 @@ from oslo_utils import units
 from imaged import exception
 from imaged.i18n import _
 from imaged.image import format as image_format
-from imaged import malloc
-from imaged.image import glance
 
 LOG = logging.getLogger(__name__)
 
 TMP_DIR = '.tmp'
-CHUNK = units.Mi
-_ZERO_CHUNK = bytes(CHUNK)
+RECORD_DIR = '.rbd'
+FILE, RBD = 'file', 'rbd'
 
-CachedImage = collections.namedtuple(
-    'CachedImage', ['path', 'size_bytes', 'downloaded', 'tee'])
-
-
-class _ShortRead(IOError):
-    """Glance's answer ended before the image did: worth a retry."""
-
-
-def _is_zero(chunk):
-    if len(chunk) == len(_ZERO_CHUNK):
-        return chunk == _ZERO_CHUNK
-    return not chunk.strip(b'\0')
-
-
-def _rechunk(pieces, size=CHUNK):
-    """Join the small pieces an HTTP body arrives in into ~1 MiB chunks.
-
-    Every chunk then costs one pass of Python code instead of sixteen.
-    """
-    buf, length = [], 0
-    for piece in pieces:
-        buf.append(piece)
-        length += len(piece)
-        if length >= size:
-            yield b''.join(buf)
-            buf, length = [], 0
-    if buf:
-        yield b''.join(buf)
-
-
-def _is_raw(wrapper):
-    """Whether the inspector already knows the stream is plain raw data."""
-    try:
-        detected = wrapper.format
-    except Exception:  # ambiguous so far: keep inspecting
-        return False
-    return detected is not None and str(detected) == 'raw'
-
-
-def _check_virtual_size(image_id, wrapper, written, max_virtual_size):
-    """Stop a download as soon as it is known to be too large."""
-    try:
-        detected = wrapper.format
-    except Exception:  # ambiguous so far; decided at the end
-        return
-    if detected is None:
-        return
-    # A raw image is as large as its bytes; others say so in their header.
-    virtual_size = written if str(detected) == 'raw' else \
-        detected.virtual_size
-    if virtual_size > max_virtual_size:
-        raise exception.ImageTooLarge(image_id=image_id,
-                                      virtual_size=virtual_size,
-                                      size_bytes=max_virtual_size)
-
-
-class _HashThread:
-    """Hashes chunks on another thread (hashlib releases the GIL).
-
-    The hash is the slowest part of a download; this lets it run beside
-    the network, file and Ceph work instead of after it.
-    """
-
-    def __init__(self, hasher):
-        self.hasher = hasher
-        self._queue = queue.Queue(maxsize=8)
-        self._thread = None
-        if hasher is not None:
-            self._thread = threading.Thread(target=self._run, daemon=True)
-            self._thread.start()
-
-    def _run(self):
-        while (chunk := self._queue.get()) is not None:
-            self.hasher.update(chunk)
-
-    def update(self, chunk):
-        if self._thread is not None:
-            self._queue.put(chunk)
-
-    def close(self):
-        if self._thread is not None and self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-
-    def hexdigest(self):
-        if self.hasher is None:
-            return None
-        self.close()
-        return self.hasher.hexdigest()
+_Entry = collections.namedtuple('_Entry', ['image_id', 'where', 'path',
+                                           'size', 'used_bytes', 'mtime'])
 
 
 def _fsync_dir(path):
@@ -136,57 +47,77 @@ def _fsync_dir(path):
         os.close(fd)
 
 
-def _abort_quietly(writer):
-    """Abort a tee writer without hiding the error that made us abort."""
-    try:
-        writer.abort()
-    except Exception:
-        LOG.warning('Could not abort the streaming import; its partial '
-                    'image is removed at the next start', exc_info=True)
+def cache_error(base_dir, image_id, error):
+    """The typed error for an OSError writing the cache."""
+    LOG.warning('Cache %s: writing image %s failed: %s', base_dir, image_id,
+                error)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return exception.CacheFull(path=base_dir, image_id=image_id,
+                                   reason=os.strerror(error.errno))
+    return exception.CacheError(path=base_dir, image_id=image_id,
+                                reason=str(error))
 
 
-def expected_hash(image):
-    """``(hasher, hex digest, algorithm)`` Glance promises, or None."""
-    algo, value = image.get('os_hash_algo'), image.get('os_hash_value')
-    if algo and value and algo in hashlib.algorithms_available:
-        return hashlib.new(algo), value, algo
-    if image.get('checksum'):
-        return hashlib.md5(usedforsecurity=False), image['checksum'], 'md5'
-    return None
+class FileSink:
+    """A download sink: a sparse file renamed to ``dest`` on commit."""
 
+    def __init__(self, base_dir, image_id, path, dest, durable):
+        self.base_dir, self.image_id = base_dir, image_id
+        self.path, self.dest, self.durable = path, dest, durable
+        self.finished = False
+        with self._typed():
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                               0o640)
 
-class ProgressLog:
-    """Logs bytes done, percent and MB/s every few seconds."""
+    @contextlib.contextmanager
+    def _typed(self):
+        try:
+            yield
+        except OSError as e:
+            raise cache_error(self.base_dir, self.image_id, e)
 
-    def __init__(self, what, total, interval):
-        self.what, self.total, self.interval = what, total, interval
-        self.start = self._last = time.monotonic()
+    def write(self, offset, data):
+        with self._typed():
+            os.pwrite(self._fd, data, offset)
 
-    def __call__(self, done):
-        now = time.monotonic()
-        if now - self._last < self.interval:
+    def commit(self, size):
+        try:
+            with self._typed():
+                os.ftruncate(self._fd, size)
+                if self.durable:
+                    os.fsync(self._fd)
+                fd, self._fd = self._fd, None
+                os.close(fd)
+                os.rename(self.path, self.dest)
+                if self.durable:
+                    _fsync_dir(os.path.dirname(self.dest))
+        except BaseException:
+            self.abort()
+            raise
+        self.finished = True
+
+    def abort(self):
+        if self.finished:
             return
-        self._last = now
-        rate = done / units.Mi / max(now - self.start, 1e-6)
-        if self.total:
-            LOG.info('%s: %d of %d bytes (%.0f%%), %.1f MB/s', self.what,
-                     done, self.total, 100.0 * done / self.total, rate)
-        else:
-            LOG.info('%s: %d bytes, %.1f MB/s', self.what, done, rate)
+        self.finished = True
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
 
 
 class ImageCache:
-    """Downloads, checks, converts and keeps base images."""
+    """Base files and RBD base records of this host, keyed by image id."""
 
-    def __init__(self, conf, glance_api):
+    def __init__(self, conf):
         self.conf = conf
-        self.glance = glance_api
         self.base_dir = os.path.abspath(conf.image_cache.base_dir)
         self.tmp_dir = os.path.join(self.base_dir, TMP_DIR)
-        self._download_slots = threading.BoundedSemaphore(
-            conf.image_cache.max_concurrent_downloads)
+        self.record_dir = os.path.join(self.base_dir, RECORD_DIR)
         self._users = collections.Counter()
         self._users_lock = threading.Lock()
+        self._locks = lockutils.Semaphores()
 
     # -- layout ---------------------------------------------------------------
 
@@ -205,13 +136,21 @@ class ImageCache:
                                          reason=_('not a UUID'))
         return os.path.join(self.base_dir, image_id)
 
+    def _record_path(self, image_id):
+        return os.path.join(self.record_dir,
+                            os.path.basename(self.base_image_path(image_id)))
+
     def prepare(self):
         """Create the directories and drop what an earlier run left."""
-        os.makedirs(self.tmp_dir, mode=0o750, exist_ok=True)
-        leftovers = os.listdir(self.tmp_dir)
-        for name in leftovers:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(self.tmp_dir, name))
+        try:
+            os.makedirs(self.tmp_dir, mode=0o750, exist_ok=True)
+            os.makedirs(self.record_dir, mode=0o750, exist_ok=True)
+            leftovers = os.listdir(self.tmp_dir)
+            for name in leftovers:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.tmp_dir, name))
+        except OSError as e:
+            raise cache_error(self.base_dir, '-', e)
         if leftovers:
             LOG.info('Removed %d temporary files left in %s by an earlier '
                      'run', len(leftovers), self.tmp_dir)
@@ -223,243 +162,154 @@ class ImageCache:
     # -- use ------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def base_image(self, context, image, tee=None, max_virtual_size=None):
-        """The checked raw base file of ``image``, downloading it if needed.
+    def lock(self, image_id):
+        """An inter-process lock on ``image_id``'s download on this host.
 
-        While the block runs the file is in use and never evicted.
-
-        :param tee: for raw images, ``tee(size)`` is called before each
-            download attempt and must return a writer; every piece of the
-            image holding data is also passed to its ``write(offset, data)``
-            as it streams in (pieces of all zeros are not), and ``abort()``
-            is called when the attempt fails. The writer of the successful
-            download is returned as ``CachedImage.tee``; the caller then
-            owns it. None when nothing was downloaded.
-        :param max_virtual_size: a download whose virtual size turns out
-            larger is stopped as soon as that is known (for qcow2, from its
-            header), with ``ImageTooLarge``, and nothing is cached.
+        :raises Timeout: when not had within ``[DEFAULT] long_rpc_timeout``
+            (the caller has given up by then).
         """
-        image_id = image['id']
+        timeout = self.conf.long_rpc_timeout
+        deadline = time.monotonic() + timeout
+        busy = exception.Timeout(
+            what=_('the download of image %s on this host') % image_id,
+            seconds=timeout)
+        local = self._locks.get(image_id)
+        if not local.acquire(timeout=timeout):
+            raise busy
+        try:
+            external = lockutils.external_lock(
+                'image-%s' % image_id, lock_file_prefix='imaged-',
+                lock_path=self.conf.oslo_concurrency.lock_path)
+            if not external.acquire(
+                    timeout=max(0.0, deadline - time.monotonic())):
+                raise busy
+            try:
+                yield
+            finally:
+                external.release()
+        finally:
+            local.release()
+
+    @contextlib.contextmanager
+    def in_use(self, image_id):
+        """While the block runs, the image's base file is never removed."""
         with self._users_lock:
             self._users[image_id] += 1
         try:
-            yield self._fetch(context, image, tee, max_virtual_size)
+            yield
         finally:
             with self._users_lock:
                 self._users[image_id] -= 1
                 if not self._users[image_id]:
                     del self._users[image_id]
 
-    def touch(self, image_id):
-        """Record a use of ``image_id``'s base file, if it is cached."""
-        with contextlib.suppress(FileNotFoundError):
-            os.utime(self.base_image_path(image_id))
-
-    def image_lock(self, name):
-        """An inter-process lock in the cache's lock directory."""
-        return lockutils.lock(name, lock_file_prefix='imaged-', external=True,
-                              lock_path=self.conf.oslo_concurrency.lock_path)
-
-    def _fetch(self, context, image, tee, max_virtual_size):
-        image_id = image['id']
+    def lookup(self, image_id):
+        """The path of ``image_id``'s base file (recording a use), or None."""
         path = self.base_image_path(image_id)
-        with self.image_lock('image-%s' % image_id):
-            try:
-                os.utime(path)  # mtime records the last use
-                return CachedImage(path, os.path.getsize(path), False, None)
-            except FileNotFoundError:
-                pass
-            if image_format.QEMU_FORMATS.get(image['disk_format']) != 'raw':
-                tee = None  # only raw bytes are the disk's bytes
-            try:
-                with self._download_slots:
-                    tmp, writer = self._download(context, image, tee,
-                                                 max_virtual_size)
-            finally:
-                malloc.release_free_memory()
-            try:
-                self._install(image, tmp, path)
-            except BaseException:
-                if writer is not None:
-                    _abort_quietly(writer)
-                raise
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-            return CachedImage(path, os.path.getsize(path), True, writer)
+        try:
+            os.utime(path)  # mtime records the last use
+            return path
+        except FileNotFoundError:
+            return None
 
-    def _install(self, image, downloaded, path):
-        """Convert a checked download to raw if needed and rename it in."""
+    def base_file_sink(self, image_id):
+        """A sink that becomes the (raw) base file of ``image_id``."""
+        return FileSink(self.base_dir, image_id,
+                        self._tmp_path(image_id, 'download'),
+                        self.base_image_path(image_id), durable=True)
+
+    def download_sink(self, image_id):
+        """A sink for a download that still needs converting."""
+        return FileSink(self.base_dir, image_id,
+                        self._tmp_path(image_id, 'download'),
+                        self._tmp_path(image_id, 'downloaded'), durable=False)
+
+    def install_converted(self, image, downloaded):
+        """Convert a checked download to a raw base file; returns its path."""
         image_id = image['id']
-        if image_format.QEMU_FORMATS[image['disk_format']] == 'raw':
-            final_tmp = downloaded
-        else:
-            final_tmp = self._tmp_path(image_id, 'raw')
-            started = time.monotonic()
-            try:
-                image_format.convert_to_raw(image_id, downloaded, final_tmp,
-                                            image['disk_format'], self.conf,
-                                            cache_dir=self.base_dir)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(final_tmp)
-                raise
+        tmp = self._tmp_path(image_id, 'raw')
+        started = time.monotonic()
+        try:
+            image_format.convert_to_raw(image_id, downloaded, tmp,
+                                        image['disk_format'], self.conf,
+                                        cache_dir=self.base_dir)
             LOG.info('Converted image %s from %s to raw in %.1fs', image_id,
                      image['disk_format'], time.monotonic() - started)
-        try:
-            fd = os.open(final_tmp, os.O_RDONLY)
+            path = self.base_image_path(image_id)
+            fd = os.open(tmp, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.rename(final_tmp, path)
+            os.rename(tmp, path)
             _fsync_dir(self.base_dir)
+            return path
         except OSError as e:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(final_tmp)
-            raise self._cache_error(image_id, e)
-
-    # -- download -------------------------------------------------------------
-
-    def _download(self, context, image, tee, max_virtual_size):
-        """Download, hash and check ``image``.
-
-        :returns: the temporary path and the ``tee`` writer, if any.
-        """
-        image_id = image['id']
-        delays = glance.backoff_delays(self.conf.glance.num_retries)
-        attempt = 0
-        while True:
-            tmp = self._tmp_path(image_id, 'download')
-            writer = None
-            try:
-                if tee is not None and image.get('size'):
-                    writer = tee(image['size'])
-                self._download_once(context, image, tmp, writer,
-                                    max_virtual_size)
-                return tmp, writer
-            except BaseException as e:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                if writer is not None:
-                    _abort_quietly(writer)
-                if isinstance(e, OSError) and e.errno in (errno.ENOSPC,
-                                                          errno.EDQUOT):
-                    raise self._cache_error(image_id, e)
-                if not isinstance(e, glance.RETRIABLE + (_ShortRead,)):
-                    raise
-                if attempt >= len(delays):
-                    raise exception.ImageDownloadFailed(
-                        image_id=image_id,
-                        reason=_('gave up after %(n)d attempts: %(err)s') %
-                        {'n': attempt + 1, 'err': e})
-                LOG.warning('Download of image %s failed (%s); starting it '
-                            'again in %.0fs', image_id, e, delays[attempt])
-                time.sleep(delays[attempt])
-                attempt += 1
-
-    def _download_once(self, context, image, tmp, writer, max_virtual_size):
-        image_id = image['id']
-        expected_size = image.get('size')
-        promise = expected_hash(image)
-        if promise is None:
-            LOG.warning('Image %s has no hash in Glance; only its size is '
-                        'verified', image_id)
-        progress = ProgressLog('Download of image %s' % image_id,
-                               expected_size,
-                               self.conf.glance.progress_interval)
-        started = time.monotonic()
-        stream = _rechunk(self.glance.open_data(context, image_id))
-        wrapper = image_format.inspect_stream(stream)
-        chunks = iter(wrapper)
-        hasher = _HashThread(promise[0] if promise else None)
-        written = 0
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-        try:
-            with os.fdopen(fd, 'wb') as f:
-                for chunk in chunks:
-                    hasher.update(chunk)
-                    if _is_zero(chunk):
-                        f.seek(len(chunk), os.SEEK_CUR)  # keep it sparse
-                    else:
-                        f.write(chunk)
-                        if writer is not None:
-                            writer.write(written, chunk)
-                    written += len(chunk)
-                    progress(written)
-                    if max_virtual_size is not None:
-                        _check_virtual_size(image_id, wrapper, written,
-                                            max_virtual_size)
-                    if chunks is not stream and _is_raw(wrapper):
-                        # Raw has nothing more to inspect: stop paying.
-                        chunks = stream
-                f.truncate(written)
-                f.flush()
-                os.fsync(f.fileno())
-            digest = hasher.hexdigest()
+            raise cache_error(self.base_dir, image_id, e)
         finally:
-            hasher.close()
-            wrapper.close()
-        if expected_size is not None and written < expected_size:
-            raise _ShortRead('got %d of %d bytes' % (written, expected_size))
-        if expected_size is not None and written > expected_size:
-            raise exception.ImageUnacceptable(
-                image_id=image_id,
-                reason=_('Glance sent %(got)d bytes, more than its size of '
-                         '%(size)d') % {'got': written, 'size': expected_size})
-        if promise and digest != promise[1]:
-            raise exception.ImageUnacceptable(
-                image_id=image_id,
-                reason=_("its data does not match Glance's %s hash") %
-                promise[2])
-        checked = image_format.check_image(image_id, wrapper,
-                                           image['disk_format'], self.conf)
-        if max_virtual_size is not None and \
-                checked.virtual_size > max_virtual_size:
-            raise exception.ImageTooLarge(image_id=image_id,
-                                          virtual_size=checked.virtual_size,
-                                          size_bytes=max_virtual_size)
-        elapsed = time.monotonic() - started
-        LOG.info('Downloaded image %s: %d bytes in %.1fs (%.1f MB/s)',
-                 image_id, written, elapsed,
-                 written / units.Mi / max(elapsed, 1e-6))
+            for name in (tmp, downloaded):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name)
 
-    def _cache_error(self, image_id, error):
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            return exception.CacheFull(path=self.base_dir, image_id=image_id,
-                                       reason=os.strerror(error.errno))
-        return exception.ImageDownloadFailed(
-            image_id=image_id, reason=_('cannot write %(path)s: %(err)s') %
-            {'path': self.base_dir, 'err': error})
+    def record(self, image_id, size):
+        """Record that this host uses the RBD base of ``image_id``."""
+        path = self._record_path(image_id)
+        try:
+            with open(path, 'w') as f:
+                f.write('%d\n' % size)
+        except OSError as e:
+            raise cache_error(self.base_dir, image_id, e)
+
+    def forget(self, image_id):
+        """Drop the record of ``image_id``'s RBD base (it is gone)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._record_path(image_id))
+
+    def touch(self, image_id):
+        """Record a use of ``image_id``'s base file or RBD base record."""
+        for path in (self.base_image_path(image_id),
+                     self._record_path(image_id)):
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(path)
 
     # -- listing and cleanup ------------------------------------------------
 
     def _entries(self):
-        """``(image_id, os.stat_result)`` of every base file."""
-        try:
-            names = os.listdir(self.base_dir)
-        except FileNotFoundError:
-            return []
+        """Every base file and RBD base record, oldest first."""
         entries = []
-        for name in names:
+        for where, directory in ((FILE, self.base_dir),
+                                 (RBD, self.record_dir)):
             try:
-                if str(uuid.UUID(name)) != name:
-                    continue
-                entries.append((name, os.stat(os.path.join(self.base_dir,
-                                                           name))))
-            except (ValueError, FileNotFoundError):
+                names = os.listdir(directory)
+            except FileNotFoundError:
                 continue
-        return entries
+            for name in names:
+                path = os.path.join(directory, name)
+                try:
+                    if str(uuid.UUID(name)) != name:
+                        continue
+                    st = os.stat(path)
+                    size = st.st_size
+                    if where == RBD:
+                        with open(path) as f:
+                            size = int(f.read().strip() or 0)
+                except (ValueError, OSError):
+                    continue
+                used = st.st_blocks * 512 if where == FILE else 0
+                entries.append(_Entry(name, where, path, size, used,
+                                      st.st_mtime))
+        return sorted(entries, key=lambda e: e.mtime)
 
     def list(self):
-        return [{'image_id': image_id,
-                 'size_bytes': st.st_size,
+        return [{'image_id': e.image_id, 'size_bytes': e.size,
                  'last_used': datetime.datetime.fromtimestamp(
-                     st.st_mtime, datetime.timezone.utc).isoformat()}
-                for image_id, st in sorted(self._entries())]
+                     e.mtime, datetime.timezone.utc).isoformat(),
+                 'where': e.where}
+                for e in sorted(self._entries(),
+                                key=lambda e: (e.image_id, e.where))]
 
     def usage(self):
-        used = sum(st.st_blocks * 512 for _id, st in self._entries())
+        used = sum(e.used_bytes for e in self._entries())
         try:
             vfs = os.statvfs(self.base_dir)
             free = vfs.f_bavail * vfs.f_frsize
@@ -468,42 +318,50 @@ class ImageCache:
         return {'path': self.base_dir, 'used_bytes': used,
                 'free_bytes': free}
 
-    def _remove_unless_used(self, image_id):
+    def _remove_unless_used(self, entry):
         with self._users_lock:
-            if self._users.get(image_id):
+            if self._users.get(entry.image_id):
                 return False
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.base_image_path(image_id))
+                os.unlink(entry.path)
             return True
 
-    def clean(self, now=None):
-        """Remove base files unused for too long, then evict LRU to fit.
+    def purge(self, image_id):
+        """Remove ``image_id``'s base file and record, unless in use.
 
-        :returns: the image ids removed.
+        :returns: ``[{'image_id', 'where'}]`` of what was removed.
+        """
+        self.base_image_path(image_id)  # validates the id
+        return [{'image_id': e.image_id, 'where': e.where}
+                for e in self._entries()
+                if e.image_id == image_id and self._remove_unless_used(e)]
+
+    def clean(self, now=None):
+        """Remove entries unused for too long, then evict LRU files to fit.
+
+        :returns: ``[{'image_id', 'where'}]`` of what was removed.
         """
         now = time.time() if now is None else now
         min_age = self.conf.image_cache.remove_unused_base_images_min_age
         max_bytes = self.conf.image_cache.max_size_gb * units.Gi
-        removed = []
-        entries = sorted(self._entries(), key=lambda e: e[1].st_mtime)
-        kept = []
-        for image_id, st in entries:
-            if min_age and now - st.st_mtime >= min_age and \
-                    self._remove_unless_used(image_id):
-                LOG.info('Removed base image %s, unused for %ds', image_id,
-                         now - st.st_mtime)
-                removed.append(image_id)
+        removed, kept = [], []
+        for entry in self._entries():
+            if min_age and now - entry.mtime >= min_age and \
+                    self._remove_unless_used(entry):
+                LOG.info('Removed cached image %s (%s), unused for %ds',
+                         entry.image_id, entry.where, now - entry.mtime)
+                removed.append({'image_id': entry.image_id,
+                                'where': entry.where})
             else:
-                kept.append((image_id, st))
-        if max_bytes:
-            used = sum(st.st_blocks * 512 for _id, st in kept)
-            for image_id, st in kept:
-                if used <= max_bytes:
-                    break
-                if self._remove_unless_used(image_id):
-                    LOG.info('Evicted base image %s to keep the cache under '
-                             '%.1f GiB', image_id,
-                             self.conf.image_cache.max_size_gb)
-                    used -= st.st_blocks * 512
-                    removed.append(image_id)
+                kept.append(entry)
+        used = sum(e.used_bytes for e in kept)
+        for entry in kept:
+            if not max_bytes or used <= max_bytes:
+                break
+            if entry.where == FILE and self._remove_unless_used(entry):
+                LOG.info('Evicted base file %s to keep the cache under '
+                         '%.1f GiB', entry.image_id,
+                         self.conf.image_cache.max_size_gb)
+                used -= entry.used_bytes
+                removed.append({'image_id': entry.image_id, 'where': FILE})
         return removed

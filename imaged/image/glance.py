@@ -1,9 +1,16 @@
 """Reading image records and data from Glance (API v2).
 
-Only this module talks to Glance. Requests go through a keystoneauth session
-built from ``[glance]``; a caller's token from the RPC context is used when
-there is one, else the service's own credentials (or none, for a no-auth
-Glance reached through ``endpoint_override``).
+Only this module talks to Glance, and every error it lets out is one of
+:mod:`imaged.exception`'s. Requests go through one keystoneauth session
+built from ``[glance]``, with one of two identities:
+
+* on a caller's behalf (the RPC context carries a token): the caller's token,
+  plus a service token of imaged's own user (``[service_user]``), so that a
+  token which expires during a long call is still accepted;
+* imaged's own business (no caller's token, the service-only locations API,
+  copying an image between stores): imaged's service user from ``[glance]``
+  alone (or no credentials, for a no-auth Glance reached through
+  ``endpoint_override``).
 """
 
 import time
@@ -12,11 +19,14 @@ from glanceclient import client as glance_client
 from glanceclient import exc as glance_exc
 from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import loading as ks_loading
+from keystoneauth1 import noauth
+from keystoneauth1 import service_token
 from keystoneauth1 import session as ks_session
 from keystoneauth1 import token_endpoint
 from oslo_log import log as logging
 import requests
 
+from imaged.conf import service_user as service_user_conf
 from imaged import exception
 from imaged.i18n import _
 
@@ -26,22 +36,88 @@ GROUP = 'glance'
 
 # Worth another try: the service or the network may come back.
 RETRIABLE = (glance_exc.CommunicationError,
+             glance_exc.InvalidEndpoint,  # glanceclient's ConnectTimeout
              glance_exc.HTTPInternalServerError,
              glance_exc.HTTPBadGateway,
              glance_exc.HTTPServiceUnavailable,
              ks_exc.ConnectFailure,
              ks_exc.ConnectionError,
              ks_exc.RequestTimeout,
+             ks_exc.HttpServerError,  # from Keystone, fetching a token
              requests.exceptions.ConnectionError,
              requests.exceptions.ChunkedEncodingError,
              requests.exceptions.Timeout,
              ConnectionError,
              TimeoutError)
 
+# Answers of copy_to_store().
+COPY_STARTED = 'started'
+COPY_BUSY = 'busy'
+COPY_REFUSED = 'refused'
+
 
 def backoff_delays(retries, first=1.0, ceiling=30.0):
     """Sleep lengths between ``retries + 1`` attempts: 1, 2, 4... seconds."""
     return [min(first * 2 ** i, ceiling) for i in range(retries)]
+
+
+def _retriable(error):
+    # An HTTP status glanceclient has no class for (504, 429...) is worth
+    # another try; a 501 is not.
+    return (isinstance(error, RETRIABLE) or
+            type(error) is glance_exc.HTTPException)
+
+
+def _typed(error, image_id, what):
+    """The :mod:`imaged.exception` for a Glance or Keystone error, or None."""
+    if isinstance(error, glance_exc.HTTPNotFound):
+        return exception.ImageNotFound(image_id=image_id)
+    if isinstance(error, (glance_exc.HTTPForbidden,
+                          glance_exc.HTTPUnauthorized)):
+        return exception.ImageNotAuthorized(image_id=image_id)
+    if isinstance(error, glance_exc.HTTPException):
+        return exception.GlanceRequestFailed(
+            what=what, image_id=image_id,
+            reason=_('Glance answered %(code)s: %(err)s') %
+            {'code': getattr(error, 'code', '?'), 'err': error})
+    if isinstance(error, ks_exc.CatalogException):
+        return exception.BackendUnavailable(
+            backend='Glance',
+            reason=_('no image endpoint in the service catalog (%(err)s); '
+                     'set [glance] endpoint_override or valid_interfaces') %
+            {'err': error})
+    if isinstance(error, (ks_exc.AuthorizationFailure, ks_exc.HttpError,
+                          ks_exc.AuthPluginException,
+                          ks_exc.MissingAuthMethods)):
+        return exception.BackendUnavailable(
+            backend='Keystone',
+            reason=_('imaged could not authenticate for %(what)s of image '
+                     '%(id)s; check the credentials in [glance] and '
+                     '[service_user]: %(err)s') %
+            {'what': what, 'id': image_id, 'err': error})
+    if isinstance(error, (ks_exc.ClientException, glance_exc.BaseException,
+                          glance_exc.ClientException,
+                          requests.RequestException) + RETRIABLE):
+        return exception.BackendUnavailable(
+            backend='Glance',
+            reason=_('%(what)s of image %(id)s failed: %(err)s') %
+            {'what': what, 'id': image_id, 'err': error})
+    return None
+
+
+def _typed_body(image_id, body):
+    """``body``'s chunks; a broken body that is not worth a retry is typed.
+
+    Retriable errors pass as they are: the download loop retries them.
+    """
+    try:
+        yield from body
+    except RETRIABLE:
+        raise
+    except (requests.RequestException, glance_exc.BaseException,
+            ks_exc.ClientException) as e:
+        raise exception.ImageDownloadFailed(image_id=image_id,
+                                            reason=str(e)) from e
 
 
 class GlanceAPI:
@@ -55,19 +131,29 @@ class GlanceAPI:
         for scheme in ('http://', 'https://'):
             self._session.session.mount(scheme, pool)
         self._auth = ks_loading.load_auth_from_conf_options(conf, GROUP)
+        self._service_token_auth = self._load_service_token_auth()
         self._endpoint = None
+
+    def _load_service_token_auth(self):
+        """The plugin whose token goes with a caller's, or None."""
+        if not self.conf.service_user.send_service_user_token:
+            return None
+        auth = ks_loading.load_auth_from_conf_options(
+            self.conf, service_user_conf.SERVICE_USER_GROUP)
+        if auth is None:
+            auth = self._auth  # imaged's own service user
+        if auth is None or isinstance(auth, noauth.NoAuth):
+            LOG.info('No credentials in [service_user] or [glance]: calls '
+                     'on a caller\'s behalf carry its token alone')
+            return None
+        return auth
 
     def endpoint(self):
         """Glance's URL, from ``endpoint_override`` or the catalog."""
         if self._endpoint is None:
             adapter = ks_loading.load_adapter_from_conf_options(
                 self.conf, GROUP, session=self._session, auth=self._auth)
-            try:
-                endpoint = adapter.get_endpoint()
-            except ks_exc.ClientException as e:
-                raise exception.BackendUnavailable(
-                    backend='Glance',
-                    reason=_('cannot find its endpoint: %s') % e)
+            endpoint = adapter.get_endpoint()
             if not endpoint:
                 raise exception.BackendUnavailable(
                     backend='Glance',
@@ -76,26 +162,36 @@ class GlanceAPI:
             self._endpoint = endpoint.rstrip('/')
         return self._endpoint
 
-    def _client(self, context):
+    def auth_for(self, context):
+        """The keystoneauth plugin a request on ``context``'s behalf uses."""
+        token = getattr(context, 'auth_token', None)
+        if not token:
+            return self._auth
+        user_auth = token_endpoint.Token(self.endpoint(), token)
+        if self._service_token_auth is None:
+            return user_auth
+        return service_token.ServiceTokenAuthWrapper(
+            user_auth=user_auth, service_auth=self._service_token_auth)
+
+    def _client(self, context, as_service=False):
         endpoint = self.endpoint()
-        auth = self._auth
-        if context is not None and context.auth_token:
-            auth = token_endpoint.Token(endpoint, context.auth_token)
+        auth = self._auth if as_service else self.auth_for(context)
         return glance_client.Client(
             '2', session=self._session, auth=auth, endpoint_override=endpoint,
             global_request_id=getattr(context, 'global_id', None))
 
-    def _with_retries(self, image_id, what, func):
+    def _retrying(self, image_id, what, func):
+        """``func()``, again after retriable errors; others raised as-is."""
         delays = backoff_delays(self.conf.glance.num_retries)
         attempt = 0
         while True:
             try:
                 return func()
-            except glance_exc.HTTPNotFound:
-                raise exception.ImageNotFound(image_id=image_id)
-            except (glance_exc.HTTPForbidden, glance_exc.HTTPUnauthorized):
-                raise exception.ImageNotAuthorized(image_id=image_id)
-            except RETRIABLE as e:
+            except exception.ImagedException:
+                raise
+            except Exception as e:
+                if not _retriable(e):
+                    raise
                 if attempt >= len(delays):
                     raise exception.BackendUnavailable(
                         backend='Glance',
@@ -108,17 +204,34 @@ class GlanceAPI:
                 time.sleep(delays[attempt])
                 attempt += 1
 
-    def show(self, context, image_id):
-        """The image record as a plain dict."""
+    def _call(self, image_id, what, func):
+        """``func()`` with retries; every error typed."""
+        try:
+            return self._retrying(image_id, what, func)
+        except exception.ImagedException:
+            raise
+        except Exception as e:
+            typed = _typed(e, image_id, what)
+            if typed is None:
+                raise
+            raise typed from e
+
+    def show(self, context, image_id, as_service=False):
+        """The image record as a plain dict.
+
+        :param as_service: read it as imaged's own user, not the caller.
+        """
         def get():
-            return dict(self._client(context).images.get(image_id))
-        return self._with_retries(image_id, 'Reading the record', get)
+            client = self._client(context, as_service=as_service)
+            return dict(client.images.get(image_id))
+        return self._call(image_id, 'Reading the record', get)
 
     def open_data(self, context, image_id):
         """An iterator over the image's bytes (one HTTP GET).
 
-        Errors while iterating are raised as they come; callers retry the
-        whole download.
+        Errors while iterating are raised as they come, those worth a retry
+        as they are (callers retry the whole download), the others as
+        :class:`~imaged.exception.ImageDownloadFailed`.
         """
         def get():
             body = self._client(context).images.data(image_id,
@@ -126,8 +239,85 @@ class GlanceAPI:
             if body is None:
                 raise exception.ImageUnacceptable(
                     image_id=image_id, reason=_('Glance holds no data for it'))
-            return body
-        return self._with_retries(image_id, 'Opening the download', get)
+            return _typed_body(image_id, body)
+        return self._call(image_id, 'Opening the download', get)
+
+    def image_locations(self, context, image_id):
+        """Every location of the image, from the service-only locations API.
+
+        ``GET /v2/images/{id}/locations`` (Glance API 2.17) is asked with
+        imaged's own credentials, never the caller's token.
+
+        :returns: ``(locations, None)``, each location a dict with ``url``
+            and ``metadata``; or ``(None, why)`` when Glance does not tell,
+            ``why`` saying what the operator would configure.
+        """
+        def get():
+            client = self._client(context, as_service=True)
+            found = client.images.get_image_locations(image_id)
+            return [dict(loc) for loc in found if isinstance(loc, dict)]
+        what = 'Reading the locations'
+        try:
+            return self._retrying(image_id, what, get), None
+        except glance_exc.HTTPForbidden:
+            return None, _('Glance forbids its locations API to imaged\'s '
+                           'user: give the user in [glance] the role of '
+                           'Glance\'s fetch_image_location policy '
+                           '("service" by default)')
+        except glance_exc.HTTPUnauthorized:
+            return None, _('Glance refused imaged\'s own credentials: set '
+                           '[glance] auth_type and the service user\'s '
+                           'credentials')
+        except glance_exc.HTTPNotFound:
+            return None, _('the image is not visible to imaged\'s own user '
+                           '(private images of other projects need the '
+                           '"admin" role in Glance) or Glance has no '
+                           'locations API')
+        except glance_exc.HTTPNotImplemented:
+            return None, _('Glance has no locations API (it needs API '
+                           'version 2.17, Glance 2024.2 or later)')
+        except exception.ImagedException as e:
+            return None, str(e)
+        except Exception as e:
+            typed = _typed(e, image_id, what)
+            if typed is None:
+                raise
+            return None, str(typed)
+
+    def copy_to_store(self, image_id, store, context=None):
+        """Ask Glance to copy the image into ``store``, as imaged's own user.
+
+        The ``copy-image`` import method; Glance copies in the background.
+
+        :returns: ``(COPY_STARTED, None)`` when Glance accepted;
+            ``(COPY_BUSY, detail)`` for a 409, an import of the image
+            already running (or a store Glance does not know);
+            ``(COPY_REFUSED, why)`` for any other answer.
+        """
+        def post():
+            client = self._client(context, as_service=True)
+            client.images.image_import(image_id, 'copy-image',
+                                       stores=[store])
+        what = 'Copying to store %s' % store
+        try:
+            self._retrying(image_id, what, post)
+            return COPY_STARTED, None
+        except glance_exc.HTTPConflict as e:
+            return COPY_BUSY, str(e)
+        except glance_exc.HTTPForbidden as e:
+            return COPY_REFUSED, _(
+                'imaged\'s user may not copy images (Glance\'s copy_image '
+                'policy, "admin" by default): %s') % e
+        except glance_exc.HTTPNotFound as e:
+            return COPY_REFUSED, _(
+                'the image is not visible to imaged\'s own user: %s') % e
+        except exception.ImagedException as e:
+            return COPY_REFUSED, str(e)
+        except Exception as e:
+            typed = _typed(e, image_id, what)
+            if typed is None:
+                raise
+            return COPY_REFUSED, str(typed)
 
     def open_response(self, context, image_id, read_timeout=None):
         """The streaming HTTP response of the image's data (one GET).
@@ -146,7 +336,7 @@ class GlanceAPI:
                 raise exception.ImageUnacceptable(
                     image_id=image_id, reason=_('Glance holds no data for it'))
             return resp
-        return self._with_retries(image_id, 'Opening the download', get)
+        return self._call(image_id, 'Opening the download', get)
 
     def check_health(self):
         """Problems reaching Glance, as strings (empty when it answers)."""

@@ -8,6 +8,7 @@ aligned 4 MiB blocks (one RADOS object each), several in flight at once.
 import errno
 import os
 import threading
+import time
 
 from oslo_utils import units
 
@@ -53,15 +54,23 @@ class BlockWriter:
     order, for the parts of the image that hold data; gaps read as zeros.
     ``close`` writes the last block and waits for every write.
 
+    Every wait for librbd is bounded by ``timeout``: a stalled OSD may never
+    complete an aio write, and then ``BackendUnavailable`` is raised (and
+    :attr:`stalled` is set: the image must not be closed by a thread that
+    cannot wait).
+
     :param image: an open, writable ``rbd.Image`` named ``name`` in ``pool``.
     :param size: the image's size; nothing is written past it.
     :param concurrency: writes kept in flight.
+    :param timeout: seconds a write may take to complete.
     """
 
-    def __init__(self, image, size, concurrency, name, pool):
+    def __init__(self, image, size, concurrency, name, pool, timeout=60):
         self.image = image
         self.size = size
         self.name, self.pool = name, pool
+        self.timeout = timeout
+        self.stalled = False
         self._concurrency = concurrency
         self._slots = threading.BoundedSemaphore(concurrency)
         self._failures = []
@@ -105,7 +114,7 @@ class BlockWriter:
         data = block.data
         if not isinstance(data, bytearray):
             data = bytes(data)  # the short last block: librbd wants bytes
-        self._slots.acquire()
+        self._acquire(time.monotonic() + self.timeout)
         block.hold()
         try:
             self.image.aio_write(data, offset, lambda completion: (
@@ -134,9 +143,24 @@ class BlockWriter:
             self._failures.append(-errno.EFBIG)
             return
         self._check()
-        self._slots.acquire()
-        self.image.aio_write(bytes(buf[:length]), block, self._on_complete)
+        self._acquire(time.monotonic() + self.timeout)
+        try:
+            self.image.aio_write(bytes(buf[:length]), block,
+                                 self._on_complete)
+        except BaseException:
+            self._slots.release()
+            raise
         self.bytes_written += length
+
+    def _acquire(self, deadline):
+        if not self._slots.acquire(
+                timeout=max(0.0, deadline - time.monotonic())):
+            self.stalled = True
+            raise exception.BackendUnavailable(
+                backend='Ceph',
+                reason=_('writes to %(name)s in pool %(pool)s did not '
+                         'complete within %(t)ss') %
+                {'name': self.name, 'pool': self.pool, 't': self.timeout})
 
     def _check(self):
         if self._failures:
@@ -146,11 +170,16 @@ class BlockWriter:
                 reason=_('write failed: %s') % os.strerror(err))
 
     def drain(self):
-        """Wait until no write is in flight."""
-        for _i in range(self._concurrency):
-            self._slots.acquire()
-        for _i in range(self._concurrency):
-            self._slots.release()
+        """Wait until no write is in flight (at most ``timeout``)."""
+        deadline = time.monotonic() + self.timeout
+        got = 0
+        try:
+            for _i in range(self._concurrency):
+                self._acquire(deadline)
+                got += 1
+        finally:
+            for _i in range(got):
+                self._slots.release()
 
     def close(self):
         """Write what is left and wait for all writes; raise if any failed."""
@@ -159,4 +188,12 @@ class BlockWriter:
         finally:
             self.drain()
         self._check()
-        self.image.flush()
+        flushed = threading.Event()
+        self.image.aio_flush(lambda completion: flushed.set())
+        if not flushed.wait(self.timeout):
+            self.stalled = True
+            raise exception.BackendUnavailable(
+                backend='Ceph',
+                reason=_('flushing %(name)s in pool %(pool)s did not '
+                         'complete within %(t)ss') %
+                {'name': self.name, 'pool': self.pool, 't': self.timeout})

@@ -13,7 +13,7 @@ def make_rados_module():
     mod = types.SimpleNamespace()
     mod.Error = type('Error', (_Error,), {})
     for name in ('ObjectNotFound', 'TimedOut', 'ConnectionShutdown',
-                 'PermissionError'):
+                 'PermissionError', 'ObjectBusy', 'ObjectExists'):
         setattr(mod, name, type(name, (mod.Error,), {}))
     mod.Rados = FakeRados
     FakeRados.module = mod
@@ -25,7 +25,7 @@ def make_rbd_module(cluster):
     mod.Error = type('Error', (_Error,), {})
     for name in ('ImageNotFound', 'ImageExists', 'ImageBusy',
                  'ImageHasSnapshots', 'NoSpace', 'DiskQuotaExceeded',
-                 'PermissionError', 'Timeout'):
+                 'PermissionError', 'Timeout', 'InvalidArgument'):
         setattr(mod, name, type(name, (mod.Error,), {}))
     mod.RBD = lambda: FakeRBD(mod, cluster)
     mod.Image = lambda ioctx, name, snapshot=None, read_only=False: \
@@ -43,6 +43,7 @@ class FakeDisk:
         self.parent = parent  # (pool, image, snapshot)
         self.parent_disk = parent_disk
         self.busy = 0  # remove() fails with ImageBusy this many times
+        self.watchers = 0  # open images: remove() fails while any
 
     def read(self, offset, length):
         if self.parent_disk is not None:
@@ -65,6 +66,9 @@ class FakeCluster:
         self.reachable = True
         self.osds_up = 1
         self.writes = []  # (pool, name, offset, length)
+        self.objects = {}  # (pool, object name) -> {lock name: (cookie,
+        #                    expiry)}: rados objects holding locks
+        self.connections = []  # every FakeRados made
         self.rados = make_rados_module()
         self.rbd = make_rbd_module(self)
         FakeRados.cluster = self
@@ -73,17 +77,52 @@ class FakeCluster:
         disk = FakeDisk(len(data))
         disk.blocks[0] = bytes(data)
         disk.snapshots[snapshot] = len(data)
+        disk.protected.add(snapshot)  # Glance protects what it shares
         self.pools[pool][name] = disk
         return 'rbd://%s/%s/%s/%s' % (self.fsid, pool, name, snapshot)
 
 
 class FakeIoctx:
-    def __init__(self, pool):
+    def __init__(self, pool, cluster=None, rados=None):
         self.pool = pool
+        self.cluster, self.rados = cluster, rados
         self.closed = False
 
     def close(self):
         self.closed = True
+
+    def _check(self):
+        assert not self.closed, 'use of a closed ioctx'
+        assert not self.rados.is_shut_down, 'use of a shut down connection'
+        if not self.cluster.reachable:
+            raise FakeRados.module.TimedOut('osd op timed out')
+
+    def lock_exclusive(self, key, name, cookie, desc='', duration=None,
+                       flags=0):
+        import time
+        self._check()
+        locks = self.cluster.objects.setdefault((self.pool, key), {})
+        held = locks.get(name)
+        if held and (held[1] is None or held[1] > time.monotonic()):
+            if held[0] == cookie:
+                raise FakeRados.module.ObjectExists(key)
+            raise FakeRados.module.ObjectBusy(key)
+        locks[name] = (cookie, None if duration is None else
+                       time.monotonic() + duration)
+
+    def unlock(self, key, name, cookie):
+        self._check()
+        locks = self.cluster.objects.get((self.pool, key))
+        if locks is None:
+            raise FakeRados.module.ObjectNotFound(key)
+        if locks.get(name, (None,))[0] != cookie:
+            raise FakeRados.module.ObjectNotFound('%s: not locked' % key)
+        del locks[name]
+
+    def remove_object(self, key):
+        self._check()
+        if self.cluster.objects.pop((self.pool, key), None) is None:
+            raise FakeRados.module.ObjectNotFound(key)
 
 
 class FakeRados:
@@ -92,13 +131,15 @@ class FakeRados:
 
     def __init__(self, rados_id=None, conffile=None, conf=None):
         self.conf = conf
+        self.is_shut_down = False
+        self.cluster.connections.append(self)
 
     def connect(self, timeout=0):
         if not self.cluster.reachable:
             raise self.module.TimedOut('connect timed out')
 
     def shutdown(self):
-        pass
+        self.is_shut_down = True
 
     def get_fsid(self):
         return self.cluster.fsid
@@ -113,7 +154,8 @@ class FakeRados:
             raise self.module.TimedOut('timed out')
         if pool not in self.cluster.pools:
             raise self.module.ObjectNotFound(pool)
-        return FakeIoctx(pool)
+        assert not self.is_shut_down, 'use of a shut down connection'
+        return FakeIoctx(pool, self.cluster, self)
 
     def mon_command(self, cmd, inbuf, timeout=0):
         return 0, ('{"num_up_osds": %d}' % self.cluster.osds_up).encode(), ''
@@ -124,8 +166,8 @@ class FakeRBD:
         self.mod, self.cluster = mod, cluster
 
     def _pool(self, ioctx):
-        # librados crashes the process on a closed ioctx.
-        assert not ioctx.closed, 'use of a closed ioctx'
+        # librados crashes the process on a closed ioctx or connection.
+        ioctx._check()
         return self.cluster.pools[ioctx.pool]
 
     def create(self, ioctx, name, size, old_format=False):
@@ -135,7 +177,15 @@ class FakeRBD:
         pool[name] = FakeDisk(size)
 
     def clone(self, p_ioctx, p_name, p_snap, c_ioctx, c_name):
-        parent = self._pool(p_ioctx)[p_name]
+        try:
+            parent = self._pool(p_ioctx)[p_name]
+        except KeyError:
+            raise self.mod.ImageNotFound(p_name)
+        if p_snap not in parent.snapshots:
+            raise self.mod.ImageNotFound('%s@%s' % (p_name, p_snap))
+        if p_snap not in parent.protected:  # clone v1
+            raise self.mod.InvalidArgument('%s@%s is not protected' %
+                                           (p_name, p_snap))
         pool = self._pool(c_ioctx)
         if c_name in pool:
             raise self.mod.ImageExists(c_name)
@@ -145,6 +195,8 @@ class FakeRBD:
 
     def rename(self, ioctx, src, dest):
         pool = self._pool(ioctx)
+        if src not in pool:
+            raise self.mod.ImageNotFound(src)
         if dest in pool:
             raise self.mod.ImageExists(dest)
         pool[dest] = pool.pop(src)
@@ -153,6 +205,8 @@ class FakeRBD:
         pool = self._pool(ioctx)
         if name not in pool:
             raise self.mod.ImageNotFound(name)
+        if pool[name].watchers:
+            raise self.mod.ImageBusy('%s has watchers' % name)
         if pool[name].busy:
             pool[name].busy -= 1
             raise self.mod.ImageBusy(name)
@@ -175,6 +229,8 @@ class _Completion:
 class FakeImage:
     def __init__(self, mod, cluster, pool, name, snapshot, read_only):
         self.mod, self.cluster, self.pool_name = mod, cluster, pool
+        if not cluster.reachable:
+            raise mod.Timeout('osd op timed out')
         try:
             self.disk = cluster.pools[pool][name]
         except KeyError:
@@ -182,6 +238,9 @@ class FakeImage:
         if snapshot is not None and snapshot not in self.disk.snapshots:
             raise mod.ImageNotFound('%s@%s' % (name, snapshot))
         self.name, self.snapshot, self.read_only = name, snapshot, read_only
+        self.closed = False
+        if not read_only:
+            self.disk.watchers += 1
 
     def __enter__(self):
         return self
@@ -191,7 +250,14 @@ class FakeImage:
         return False
 
     def close(self):
+        if not self.closed and not self.read_only:
+            self.disk.watchers -= 1
         self.closed = True
+
+    def set_snap(self, name):
+        if name not in self.disk.snapshots:
+            raise self.mod.ImageNotFound(name)
+        self.snapshot = name
 
     def size(self):
         if self.snapshot:
@@ -207,10 +273,17 @@ class FakeImage:
         return self.disk.parent
 
     def metadata_set(self, key, value):
+        assert not self.read_only, 'metadata_set on a read-only image'
         self.disk.metadata[key] = value
 
     def metadata_get(self, key):
-        return self.disk.metadata[key]
+        try:
+            return self.disk.metadata[key]
+        except KeyError:
+            raise KeyError('no metadata %s for image %s' % (key, self.name))
+
+    def metadata_list(self):
+        return list(self.disk.metadata.items())
 
     def aio_write(self, data, offset, oncomplete):
         self.disk.blocks[offset] = bytes(data)
@@ -220,6 +293,9 @@ class FakeImage:
 
     def flush(self):
         pass
+
+    def aio_flush(self, oncomplete):
+        oncomplete(_Completion(0))
 
     def create_snap(self, name):
         self.disk.snapshots[name] = self.disk.size
@@ -286,5 +362,39 @@ class FakeGlance:
         return iter([data[i:i + self.chunk_size]
                      for i in range(0, len(data), self.chunk_size)])
 
+    def image_locations(self, context, image_id):
+        # As a Glance with its secure defaults, asked by a user without
+        # the service role.
+        return None, 'the fake Glance has no locations API'
+
+    def open_response(self, context, image_id, read_timeout=None):
+        return FakeResponse(self.open_data(context, image_id))
+
     def check_health(self):
         return []
+
+
+class FakeResponse:
+    """A streaming HTTP response (for ``body.ImageBody``) over an iterator
+    of chunks; an error the iterator raises comes out of ``readinto``."""
+
+    def __init__(self, chunks):
+        self.headers = {}
+        self.raw = self
+        self.closed = False
+        self._chunks = iter(chunks)
+        self._pending = b''
+
+    def readinto(self, buf):
+        while not self._pending:
+            try:
+                self._pending = next(self._chunks)
+            except StopIteration:
+                return 0
+        n = min(len(buf), len(self._pending))
+        buf[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def close(self):
+        self.closed = True

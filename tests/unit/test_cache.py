@@ -9,6 +9,8 @@ import requests
 from imaged import context
 from imaged import exception
 from imaged.image import cache as image_cache
+from imaged.image import fetch
+from imaged import rootdisk
 from tests import base
 from tests.unit import fakes
 
@@ -23,14 +25,21 @@ class ImageCacheTest(base.TestCase):
         self.useFixture(base.fixtures.MonkeyPatch('time.sleep',
                                                   lambda s: None))
         self.glance = fakes.FakeGlance()
-        self.cache = image_cache.ImageCache(self.conf, self.glance)
+        self.cache = image_cache.ImageCache(self.conf)
         self.cache.prepare()
+        self.fetcher = fetch.Fetcher(self.conf, self.glance, self.cache, None)
         self.ctxt = context.get_admin_context()
 
     def fetch(self, image_id=IMAGE):
-        with self.cache.base_image(self.ctxt,
-                                   self.glance.show(None, image_id)) as base:
-            return base
+        """The base file's path, and whether it was downloaded now."""
+        before = self.glance.downloads
+        image = self.glance.show(None, image_id)
+        with self.cache.in_use(image_id), self.cache.lock(image_id):
+            if self.cache.lookup(image_id) is None:
+                self.fetcher.fill(self.ctxt, image, None, None, True,
+                                  rootdisk._Timings())
+        return (self.cache.base_image_path(image_id),
+                self.glance.downloads > before)
 
     def assertNothingCached(self):
         self.assertEqual([], self.cache.list())
@@ -39,24 +48,24 @@ class ImageCacheTest(base.TestCase):
     def test_download_is_verified_sparse_and_renamed_in(self):
         data = b'x' * 1000 + bytes(3 << 20) + b'y'
         self.glance.add(IMAGE, data)
-        base = self.fetch()
-        self.assertTrue(base.downloaded)
-        self.assertEqual(os.path.join(self.cache.base_dir, IMAGE), base.path)
-        with open(base.path, 'rb') as f:
+        path, downloaded = self.fetch()
+        self.assertTrue(downloaded)
+        self.assertEqual(os.path.join(self.cache.base_dir, IMAGE), path)
+        with open(path, 'rb') as f:
             self.assertEqual(data, f.read())
-        self.assertLess(os.stat(base.path).st_blocks * 512, len(data))
+        self.assertLess(os.stat(path).st_blocks * 512, len(data))
         self.assertEqual([], os.listdir(self.cache.tmp_dir))
 
     def test_second_use_does_not_download_again(self):
         self.glance.add(IMAGE, b'abc')
-        self.assertTrue(self.fetch().downloaded)
-        self.assertFalse(self.fetch().downloaded)
+        self.assertTrue(self.fetch()[1])
+        self.assertFalse(self.fetch()[1])
         self.assertEqual(1, self.glance.downloads)
 
     def test_md5_checksum_is_used_without_os_hash(self):
         self.glance.add(IMAGE, b'abc', os_hash_algo=None, os_hash_value=None,
                         checksum='900150983cd24fb0d6963f7d28e17f72')
-        self.assertTrue(self.fetch().downloaded)
+        self.assertTrue(self.fetch()[1])
 
     def test_hash_mismatch_leaves_nothing(self):
         self.glance.add(IMAGE, b'abc', os_hash_value='0' * 128)
@@ -75,7 +84,7 @@ class ImageCacheTest(base.TestCase):
     def test_dropped_connection_is_retried(self):
         self.glance.add(IMAGE, b'abc')
         self.glance.failures = [requests.exceptions.ConnectionError('reset')]
-        self.assertTrue(self.fetch().downloaded)
+        self.assertTrue(self.fetch()[1])
         self.assertEqual(2, self.glance.downloads)
 
     def test_stream_failing_midway_leaves_nothing(self):
@@ -112,14 +121,14 @@ class ImageCacheTest(base.TestCase):
         self.glance.open_data = slow_open
         results = []
         threads = [threading.Thread(target=lambda: results.append(
-            self.fetch().downloaded)) for _i in range(8)]
+            self.fetch()[0])) for _i in range(8)]
         for t in threads:
             t.start()
         gate.set()
         for t in threads:
             t.join(10)
         self.assertEqual(1, self.glance.downloads)
-        self.assertEqual([True] + [False] * 7, sorted(results, reverse=True))
+        self.assertEqual([self.cache.base_image_path(IMAGE)] * 8, results)
 
     def test_prepare_removes_leftover_temporary_files(self):
         leftover = os.path.join(self.cache.tmp_dir, IMAGE + '.download.x')
@@ -147,10 +156,12 @@ class ImageCacheTest(base.TestCase):
         self.fetch(OTHER)
         self.flags(remove_unused_base_images_min_age=60, group='image_cache')
         later = time.time() + 120
-        with self.cache.base_image(self.ctxt, self.glance.show(None, OTHER)):
-            self.assertEqual([IMAGE], self.cache.clean(now=later))
+        with self.cache.in_use(OTHER):
+            self.assertEqual([{'image_id': IMAGE, 'where': 'file'}],
+                             self.cache.clean(now=later))
         self.assertEqual([OTHER], [e['image_id'] for e in self.cache.list()])
-        self.assertEqual([OTHER], self.cache.clean(now=later))
+        self.assertEqual([{'image_id': OTHER, 'where': 'file'}],
+                         self.cache.clean(now=later))
 
     def test_clean_evicts_least_recently_used_to_fit(self):
         self.glance.add(IMAGE, b'a' * 8192)
@@ -161,7 +172,8 @@ class ImageCacheTest(base.TestCase):
         os.utime(self.cache.base_image_path(IMAGE), (old, old))
         self.flags(remove_unused_base_images_min_age=0,
                    max_size_gb=10000 / 1024 ** 3, group='image_cache')
-        self.assertEqual([IMAGE], self.cache.clean())
+        self.assertEqual([{'image_id': IMAGE, 'where': 'file'}],
+                         self.cache.clean())
         self.assertEqual([OTHER], [e['image_id'] for e in self.cache.list()])
 
     def test_usage_counts_allocated_bytes(self):

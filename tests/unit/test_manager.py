@@ -47,7 +47,7 @@ class RPCTestCase(FakeTransportTestCase):
         storage = rbd_storage.RBDDriver(
             self.conf, 'test-host', rados_module=self.cluster.rados,
             rbd_module=self.cluster.rbd)
-        cache = image_cache.ImageCache(self.conf, self.glance)
+        cache = image_cache.ImageCache(self.conf)
         disks = rootdisk.RootDisks(self.conf, self.glance, storage, cache)
         self.manager = imaged_manager.ImageAgentManager(
             self.conf, 'test-host', disks, storage, cache, self.glance)

@@ -4,6 +4,7 @@ from oslo_utils import units
 
 from imaged import exception
 from imaged.storage import location
+from imaged.storage import partial
 from imaged.storage import rbd as rbd_storage
 from tests import base
 from tests.unit import fakes
@@ -19,21 +20,34 @@ class RBDDriverTest(base.TestCase):
             rbd_module=self.cluster.rbd)
         self.vms = self.cluster.pools['vms']
 
+    def spec(self, name, size=0, snapshot=None):
+        return partial.PartialSpec(name, size, snapshot, {})
+
+    def import_file(self, path, name, size):
+        new = self.driver.partials.new(self.spec(name, size),
+                                       os.path.getsize(path))
+        try:
+            partial.fill_from_file(new, path)
+        except BaseException:
+            new.abort()
+            raise
+        new.commit(os.path.getsize(path))
+
     def test_import_writes_only_data_and_grows_to_size(self):
         path = os.path.join(self.tempdir, 'base')
         with open(path, 'wb') as f:
             f.truncate(64 * units.Mi)
             f.seek(8 * units.Mi + 3)
             f.write(b'data')
-        self.driver.import_file(path, 'i_disk', units.Gi)
+        self.import_file(path, 'i_disk', units.Gi)
         disk = self.vms['i_disk']
         self.assertEqual(units.Gi, disk.size)
         [(pool, part, offset, length)] = self.cluster.writes
         self.assertEqual(('vms', 8 * units.Mi, 4 * units.Mi),
                          (pool, offset, length))
         self.assertTrue(part.startswith('i_disk.'))
-        self.assertEqual(rbd_storage.host_tag('test-host'),
-                         rbd_storage.partial_owner_tag(part))
+        self.assertEqual(partial.host_tag('test-host'),
+                         partial.partial_owner_tag(part))
         self.assertEqual(b'data', disk.read(8 * units.Mi + 3, 4))
         self.assertEqual('test-host', disk.metadata['imaged.host'])
         self.assertEqual(['i_disk'], list(self.vms))
@@ -47,28 +61,30 @@ class RBDDriverTest(base.TestCase):
             oncomplete(fakes._Completion(-5))
         self.useFixture(base.fixtures.MonkeyPatch(
             'tests.unit.fakes.FakeImage.aio_write', failing_write))
-        self.assertRaises(exception.StorageError, self.driver.import_file,
+        self.assertRaises(exception.StorageError, self.import_file,
                           path, 'i_disk', units.Gi)
         self.assertEqual({}, self.vms)
 
     def test_clone_is_renamed_only_when_complete(self):
         url = self.cluster.add_glance_image('img', b'x' * 512)
         loc = location.parse_rbd_location(url)
-        self.driver.clone(loc, 'i_disk', units.Gi)
+        self.driver.partials.clone(
+            loc, self.driver.disks.partial_spec('i_disk', units.Gi, 'img'))
         self.assertEqual(['i_disk'], list(self.vms))
-        info = self.driver.disk_info('i_disk')
-        self.assertEqual({'size_bytes': units.Gi, 'parent': url}, info)
+        info = self.driver.disks.info('i_disk')
+        self.assertEqual({'size_bytes': units.Gi, 'parent': url,
+                          'image_id': 'img'}, info)
 
     def test_agents_sharing_a_pool_use_distinct_partial_names(self):
         other = rbd_storage.RBDDriver(
             self.conf, 'other-host', rados_module=self.cluster.rados,
             rbd_module=self.cluster.rbd)
-        mine = self.driver.import_writer('img_base', 10)
-        theirs = other.import_writer('img_base', 10)
+        spec = self.spec('img_base', snapshot='snap')
+        mine = self.driver.partials.new(spec, 10)
+        theirs = other.partials.new(spec, 10)
         self.assertNotEqual(mine.part, theirs.part)
-        theirs.finish(10, snapshot='snap')
-        self.assertRaises(exception.DiskExists, mine.finish, 10,
-                          snapshot='snap')
+        theirs.commit(10)
+        self.assertRaises(exception.DiskExists, mine.commit, 10)
         self.assertEqual(['img_base'], list(self.vms))
 
     def test_probe_location(self):
@@ -87,8 +103,8 @@ class RBDDriverTest(base.TestCase):
         self.assertIn('not an rbd://', reason('file:///x'))
 
     def test_remove_partial_disks_spares_other_hosts(self):
-        mine = rbd_storage.partial_name('a_disk', 'test-host')
-        theirs = rbd_storage.partial_name('b_disk', 'other-host')
+        mine = partial.partial_name('a_disk', 'test-host')
+        theirs = partial.partial_name('b_disk', 'other-host')
         self.vms.update({mine: fakes.FakeDisk(1), theirs: fakes.FakeDisk(1),
                          'c_disk': fakes.FakeDisk(1),
                          'd_disk.imaged-part': fakes.FakeDisk(1)})
@@ -97,7 +113,7 @@ class RBDDriverTest(base.TestCase):
                          sorted(self.vms))
 
     def test_partial_disks_still_watched_are_left_for_later(self):
-        mine = rbd_storage.partial_name('a_disk', 'test-host')
+        mine = partial.partial_name('a_disk', 'test-host')
         self.vms[mine] = fakes.FakeDisk(1)
         self.vms[mine].busy = 1
         self.assertEqual(([], [mine]), self.driver.remove_partial_disks())
@@ -108,14 +124,14 @@ class RBDDriverTest(base.TestCase):
                                                   lambda s: None))
         self.vms['i_disk'] = fakes.FakeDisk(1)
         self.vms['i_disk'].busy = 2
-        self.assertTrue(self.driver.remove('i_disk'))
-        self.assertFalse(self.driver.remove('i_disk'))
+        self.assertTrue(self.driver.disks.remove('i_disk'))
+        self.assertFalse(self.driver.disks.remove('i_disk'))
 
     def test_remove_gives_up_when_busy_too_long(self):
         self.flags(delete_busy_timeout=0, group='rbd')
         self.vms['i_disk'] = fakes.FakeDisk(1)
         self.vms['i_disk'].busy = 100
-        self.assertRaises(exception.RootDiskBusy, self.driver.remove,
+        self.assertRaises(exception.RootDiskBusy, self.driver.disks.remove,
                           'i_disk')
         self.assertIn('i_disk', self.vms)
 
@@ -125,7 +141,6 @@ class RBDDriverTest(base.TestCase):
         self.assertEqual((fakes.FSID, ['Ceph has no OSD up']),
                          self.driver.status())
         self.cluster.reachable = False
-        self.driver._drop_cluster()
         fsid, problems = self.driver.status()
         self.assertIsNone(fsid)
         self.assertIn('Ceph is unavailable', problems[0])
@@ -133,18 +148,18 @@ class RBDDriverTest(base.TestCase):
     def test_unreachable_cluster_is_backend_unavailable(self):
         self.cluster.reachable = False
         self.assertRaises(exception.BackendUnavailable,
-                          self.driver.disk_info, 'i_disk')
+                          self.driver.disks.info, 'i_disk')
 
     def test_cleanup_spares_partial_disks_being_made(self):
         path = os.path.join(self.tempdir, 'base')
         with open(path, 'wb') as f:
             f.write(b'x' * 100)
-        writer = self.driver.import_writer('i_disk', 100)
-        old = rbd_storage.partial_name('old_disk', 'test-host')
+        writer = self.driver.partials.new(self.spec('i_disk'), 100)
+        old = partial.partial_name('old_disk', 'test-host')
         self.vms[old] = fakes.FakeDisk(1)
         self.assertEqual(([old], []), self.driver.remove_partial_disks())
-        writer.write_file(path)
-        writer.finish(100)
+        partial.fill_from_file(writer, path)
+        writer.commit(100)
         self.assertEqual(['i_disk'], list(self.vms))
 
     def test_ceph_timeouts_while_importing_are_backend_unavailable(self):
@@ -153,16 +168,16 @@ class RBDDriverTest(base.TestCase):
         self.useFixture(base.fixtures.MonkeyPatch(
             'tests.unit.fakes.FakeRBD.create', timing_out))
         self.assertRaises(exception.BackendUnavailable,
-                          self.driver.import_writer, 'i_disk', 100)
+                          self.driver.partials.new, self.spec('i_disk'), 100)
 
     def test_other_ceph_errors_while_importing_are_storage_errors(self):
-        writer = self.driver.import_writer('i_disk', 100)
+        writer = self.driver.partials.new(
+            self.spec('i_disk', snapshot='snap'), 100)
 
         def failing_snap(image, name):
             raise self.cluster.rbd.Error('boom')
         self.useFixture(base.fixtures.MonkeyPatch(
             'tests.unit.fakes.FakeImage.create_snap', failing_snap))
-        e = self.assertRaises(exception.StorageError, writer.finish, 100,
-                              snapshot='snap')
+        e = self.assertRaises(exception.StorageError, writer.commit, 100)
         self.assertIn('boom', str(e))
         self.assertEqual({}, self.vms)

@@ -50,17 +50,21 @@ class _Completion:
 
 
 class _Image:
-    def __init__(self, fail_at=None):
+    def __init__(self, fail_at=None, stall=False):
         self.writes = []
         self.fail_at = fail_at
+        self.stall = stall  # completions never come, as with a stopped OSD
         self.flushed = False
 
     def aio_write(self, data, offset, oncomplete):
         self.writes.append((offset, data))
-        oncomplete(_Completion(-5 if offset == self.fail_at else 0))
+        if not self.stall:
+            oncomplete(_Completion(-5 if offset == self.fail_at else 0))
 
-    def flush(self):
-        self.flushed = True
+    def aio_flush(self, oncomplete):
+        if not self.stall:
+            self.flushed = True
+            oncomplete(_Completion(0))
 
 
 class BlockWriterTest(base.TestCase):
@@ -105,3 +109,32 @@ class BlockWriterTest(base.TestCase):
         writer = rbd_import.BlockWriter(_Image(), self.BLOCK, 2, 'd', 'p')
         writer.write(self.BLOCK, b'x')
         self.assertRaises(exception.StorageError, writer.close)
+
+
+class StalledWritesTest(base.TestCase):
+    BLOCK = rbd_import.BLOCK
+
+    def test_writes_that_never_complete_are_backend_unavailable(self):
+        image = _Image(stall=True)
+        writer = rbd_import.BlockWriter(image, 8 * self.BLOCK, 2, 'd', 'p',
+                                        timeout=0.2)
+        e = self.assertRaises(
+            exception.BackendUnavailable, self._write_all, writer, 8)
+        self.assertIn('did not complete', str(e))
+        self.assertTrue(writer.stalled)
+        self.assertEqual(2, len(image.writes))  # the slots, no more
+        self.assertRaises(exception.BackendUnavailable, writer.drain)
+
+    def test_a_flush_that_never_completes_is_backend_unavailable(self):
+        image = _Image()
+        writer = rbd_import.BlockWriter(image, self.BLOCK, 2, 'd', 'p',
+                                        timeout=0.2)
+        writer.write(0, b'x')
+        image.stall = True
+        self.assertRaises(exception.BackendUnavailable, writer.close)
+        self.assertTrue(writer.stalled)
+
+    def _write_all(self, writer, blocks):
+        for i in range(blocks):
+            writer.write(i * self.BLOCK, b'x' * self.BLOCK)
+        writer.close()

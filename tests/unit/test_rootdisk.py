@@ -1,4 +1,5 @@
 import os
+import time
 from unittest import mock
 
 from oslo_utils import units
@@ -30,7 +31,7 @@ class RootDisksTest(base.TestCase):
             self.conf, 'test-host', rados_module=self.cluster.rados,
             rbd_module=self.cluster.rbd)
         self.glance = fakes.FakeGlance()
-        self.cache = image_cache.ImageCache(self.conf, self.glance)
+        self.cache = image_cache.ImageCache(self.conf)
         self.cache.prepare()
         self.disks = rootdisk.RootDisks(self.conf, self.glance, self.storage,
                                         self.cache)
@@ -52,6 +53,8 @@ class RootDisksTest(base.TestCase):
     def test_cloneable_image_is_cloned(self):
         url, _image = self.add_cloneable()
         result = self.create()
+        self.assertEqual(['glance', 'clone'],
+                         [step.split()[0] for step in result.pop('timings')])
         self.assertEqual({'instance_uuid': INSTANCE, 'image_id': IMAGE,
                           'pool': 'vms', 'name': INSTANCE + '_disk',
                           'size_bytes': units.Gi, 'strategy': 'clone',
@@ -149,13 +152,6 @@ class RootDisksTest(base.TestCase):
         self.assertEqual({}, self.vms)
         self.disks.delete(INSTANCE)  # a missing disk is not an error
 
-    def test_candidate_locations(self):
-        self.assertEqual(['a', 'b'], rootdisk.candidate_locations(
-            {'locations': [{'url': 'a'}, {'url': 'b'}], 'direct_url': 'c'}))
-        self.assertEqual(['c'], rootdisk.candidate_locations(
-            {'locations': [], 'direct_url': 'c'}))
-        self.assertEqual([], rootdisk.candidate_locations({}))
-
     def test_hash_mismatch_leaves_no_disk_and_no_base(self):
         self.glance.add(IMAGE, b'boot', os_hash_value='0' * 128)
         self.assertRaises(exception.ImageUnacceptable, self.create)
@@ -164,7 +160,7 @@ class RootDisksTest(base.TestCase):
 
     def test_raw_download_streams_into_ceph_without_a_second_pass(self):
         self.glance.add(IMAGE, b'boot' * 1000)
-        with mock.patch.object(self.storage, 'import_file') as imp:
+        with mock.patch.object(self.disks.fetcher, 'fill_from_file') as imp:
             self.create()
         imp.assert_not_called()
         self.assertEqual(b'boot' * 1000,
@@ -178,40 +174,59 @@ class RBDBaseImagesTest(RootDisksTest):
         self.glance.add(IMAGE, b'boot')
         first = self.create()
         self.assertEqual(self.download_parent, first['parent'])
-        os.unlink(self.cache.base_image_path(IMAGE))
+        self.cache.purge(IMAGE)
         second = self.disks.create(self.ctxt, INSTANCE.replace('5f', '6f'),
                                    IMAGE, 1)
         self.assertEqual(('download', self.download_parent),
                          (second['strategy'], second['parent']))
         self.assertEqual(1, self.glance.downloads)
 
-    def test_base_is_removed_once_uncached_and_unused(self):
+    def test_base_is_removed_once_unused_for_the_min_age_and_unclones(self):
+        self.flags(rbd_base_min_age=600, group='image_cache')
         self.glance.add(IMAGE, b'boot')
         self.create()
-        self.assertEqual([], self.disks.clean_rbd_bases())  # still cached
-        os.unlink(self.cache.base_image_path(IMAGE))
-        self.assertEqual([], self.disks.clean_rbd_bases())  # still cloned
+        later = time.time() + 700
+        self.assertEqual([], self.disks.clean_rbd_bases(now=later))  # cloned
         self.disks.delete(INSTANCE)
-        self.assertEqual([IMAGE], self.disks.clean_rbd_bases())
+        self.assertEqual([], self.disks.clean_rbd_bases())  # used just now
+        self.assertEqual([IMAGE], self.disks.clean_rbd_bases(now=later))
         self.assertEqual({}, self.vms)
+        # This host's record of it goes with it.
+        self.assertEqual([], self.disks.list_cached_images())
 
-    def test_non_raw_base_is_imported_after_conversion(self):
+    def test_non_raw_base_is_converted_straight_into_ceph(self):
         self.glance.add(IMAGE, b'\0' * 512, disk_format='vhd')
         checked = image_format.CheckedImage('vhd', 512)
+        targets = []
 
-        def convert(image_id, source, dest, disk_format, conf, **kw):
-            with open(dest, 'wb') as f:
-                f.write(b'converted')
-        spy = mock.patch.object(self.storage, 'import_file',
-                                wraps=self.storage.import_file)
+        def convert(image_id, source, disk_format, pool, name, conf):
+            self.assertTrue(os.path.exists(source))  # the checked download
+            targets.append((pool, name))
+            self.vms[name].blocks[0] = b'converted'
         with mock.patch.object(image_format, 'check_image',
                                return_value=checked), \
-                mock.patch.object(image_format, 'convert_to_raw', convert), \
-                spy as import_file:
+                mock.patch.object(image_format, 'convert_to_raw') as to_raw, \
+                mock.patch.object(image_format, 'convert_into_rbd', convert):
             self.create()
-        import_file.assert_called_once()
+        to_raw.assert_not_called()  # no raw file, no second pass
+        [(pool, part)] = targets
+        self.assertEqual('vms', pool)
+        self.assertTrue(part.startswith(IMAGE + '_base.'))
         self.assertEqual(b'converted',
                          self.vms[INSTANCE + '_disk'].read(0, 9))
+        self.assertEqual([], os.listdir(self.cache.tmp_dir))
+
+    def test_failed_conversion_into_ceph_leaves_nothing(self):
+        self.glance.add(IMAGE, b'\0' * 512, disk_format='vhd')
+        checked = image_format.CheckedImage('vhd', 512)
+        error = exception.ImageUnacceptable(image_id=IMAGE, reason='boom')
+        with mock.patch.object(image_format, 'check_image',
+                               return_value=checked), \
+                mock.patch.object(image_format, 'convert_into_rbd',
+                                  side_effect=error):
+            self.assertRaises(exception.ImageUnacceptable, self.create)
+        self.assertEqual([], sorted(self.vms))
+        self.assertEqual([], os.listdir(self.cache.tmp_dir))
 
 
 class PerDiskImportTest(RootDisksTest):

@@ -5,7 +5,9 @@ from unittest import mock
 from imaged import context
 from imaged import exception
 from imaged.image import cache as image_cache
+from imaged.image import fetch
 from imaged.image import format as image_format
+from imaged import rootdisk
 from tests import base
 from tests.unit import fakes
 from tests.unit import images
@@ -19,15 +21,14 @@ class ConvertedCacheTest(images.ImageFilesMixin, base.TestCase):
     def setUp(self):
         super().setUp()
         self.glance = fakes.FakeGlance()
-        self.cache = image_cache.ImageCache(self.conf, self.glance)
+        self.cache = image_cache.ImageCache(self.conf)
         self.cache.prepare()
+        self.fetcher = fetch.Fetcher(self.conf, self.glance, self.cache, None)
 
     def _fetch(self, name, disk_format):
         with open(self.images[name], 'rb') as f:
             self.glance.add(IMAGE, f.read(), disk_format=disk_format)
-        with self.cache.base_image(context.get_admin_context(),
-                                   self.glance.show(None, IMAGE)) as base:
-            return base
+        return self._enter()
 
     def test_qcow2_is_converted_and_only_raw_kept(self):
         def fake_convert(image_id, source, dest, disk_format, conf, **kw):
@@ -36,7 +37,7 @@ class ConvertedCacheTest(images.ImageFilesMixin, base.TestCase):
                 f.truncate(10 * 1024 * 1024)
         with mock.patch.object(image_format, 'convert_to_raw', fake_convert):
             base = self._fetch('qcow2', 'qcow2')
-        self.assertEqual(10 * 1024 * 1024, base.size_bytes)
+        self.assertEqual(10 * 1024 * 1024, base)
         self.assertEqual([], os.listdir(self.cache.tmp_dir))
 
     def test_backing_file_never_reaches_qemu_img(self):
@@ -69,7 +70,8 @@ class ConvertedCacheTest(images.ImageFilesMixin, base.TestCase):
         self.assertEqual([], self.cache.list())
         self.assertEqual([], os.listdir(self.cache.tmp_dir))
 
-    def _enter(self, **kwargs):
-        with self.cache.base_image(context.get_admin_context(),
-                                   self.glance.show(None, IMAGE), **kwargs):
-            pass
+    def _enter(self, max_virtual_size=None):
+        """The size of the base file the image becomes."""
+        return self.fetcher.fill(
+            context.get_admin_context(), self.glance.show(None, IMAGE), None,
+            max_virtual_size, True, rootdisk._Timings())

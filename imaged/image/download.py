@@ -1,0 +1,250 @@
+"""The download stream: Glance's bytes, read once, checked, into sinks.
+
+:func:`stream` reads an iterable of blocks once (an
+:class:`imaged.image.body.ImageBody`: 4 MiB reusable buffers, no copy) and
+pushes each block through the hasher (on a thread of its own: hashlib
+releases the GIL) and, until the stream is known to be raw, the format
+inspector, into the sinks the caller hands it. A sink has
+``write(offset, data)``, ``commit(size)`` and ``abort()``, and may have
+``write_block(block)`` to keep a block past the call without copying it
+(it holds and releases it, as the hash thread does); blocks of all zeros
+are never written (a new file or RBD image reads as zeros), and only the
+caller commits or aborts.
+
+:func:`attempts` is the retry loop around it: each attempt starts with
+fresh sinks, because a failed attempt's bytes were never verified.
+"""
+
+import collections
+import hashlib
+import itertools
+import queue
+import threading
+import time
+
+from oslo_log import log as logging
+from oslo_utils import units
+
+from imaged import exception
+from imaged.i18n import _
+from imaged.image import body as image_body
+from imaged.image import format as image_format
+from imaged.image import glance
+
+LOG = logging.getLogger(__name__)
+
+_ZERO_PIECE = bytes(units.Mi)
+
+Downloaded = collections.namedtuple('Downloaded',
+                                    ['size', 'format', 'virtual_size'])
+
+
+class ShortRead(IOError):
+    """Glance's answer ended before the image did: worth a retry."""
+
+
+def expected_hash(image):
+    """``(hasher, hex digest, algorithm)`` Glance promises, or None."""
+    algo, value = image.get('os_hash_algo'), image.get('os_hash_value')
+    if algo and value and algo in hashlib.algorithms_available:
+        return hashlib.new(algo), value, algo
+    if image.get('checksum'):
+        return hashlib.md5(usedforsecurity=False), image['checksum'], 'md5'
+    return None
+
+
+def _detected(wrapper):
+    """The inspector's verdict so far, or None while it is ambiguous."""
+    try:
+        return wrapper.format
+    except Exception:  # ambiguous or conflicting: decided at the end
+        return None
+
+
+def _write_pieces(sink, block, piece=units.Mi):
+    """Write the MiBs of ``block`` that hold data: files stay sparse."""
+    data = memoryview(block.data)
+    for start in range(0, block.length, piece):
+        part = data[start:start + piece]
+        if bytes(part) != _ZERO_PIECE[:len(part)]:
+            sink.write(block.offset + start, part)
+
+
+class _HashThread:
+    """Hashes chunks on another thread, beside the network and Ceph work."""
+
+    def __init__(self, hasher):
+        self.hasher = hasher
+        self._queue = queue.Queue(maxsize=8)
+        self._thread = None
+        if hasher is not None:
+            self._thread = threading.Thread(target=self._run, daemon=True,
+                                            name='image-hash')
+            self._thread.start()
+
+    def _run(self):
+        while (block := self._queue.get()) is not None:
+            try:
+                self.hasher.update(block.data)
+            finally:
+                block.release()
+
+    def update(self, block):
+        """Hash ``block`` later; it is held until then."""
+        if self._thread is not None:
+            self._queue.put(block.hold())
+
+    def close(self):
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def hexdigest(self):
+        if self.hasher is None:
+            return None
+        self.close()
+        return self.hasher.hexdigest()
+
+
+class ProgressLog:
+    """Logs bytes done, percent and MB/s every few seconds."""
+
+    def __init__(self, what, total, interval):
+        self.what, self.total, self.interval = what, total, interval
+        self.start = self._last = time.monotonic()
+
+    def __call__(self, done):
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            return
+        self._last = now
+        rate = done / units.Mi / max(now - self.start, 1e-6)
+        if self.total:
+            LOG.info('%s: %d of %d bytes (%.0f%%), %.1f MB/s', self.what,
+                     done, self.total, 100.0 * done / self.total, rate)
+        else:
+            LOG.info('%s: %d bytes, %.1f MB/s', self.what, done, rate)
+
+
+def _too_large(image_id, virtual_size, max_virtual_size):
+    if max_virtual_size is not None and virtual_size > max_virtual_size:
+        raise exception.ImageTooLarge(image_id=image_id,
+                                      virtual_size=virtual_size,
+                                      size_bytes=max_virtual_size)
+
+
+def stream(image, blocks, sinks, conf, max_virtual_size=None):
+    """Read ``blocks`` of ``image`` once into ``sinks``, checking them.
+
+    :param max_virtual_size: stop as soon as the image is known to be
+        larger (for qcow2, from its header) with ``ImageTooLarge``.
+    :returns: :class:`Downloaded` once every check passed; the sinks hold
+        the image's bytes but are neither committed nor aborted.
+    :raises ShortRead: the stream ended early (worth another attempt).
+    """
+    image_id = image['id']
+    expected_size = image.get('size')
+    promise = expected_hash(image)
+    if promise is None:
+        LOG.warning('Image %s has no hash in Glance; only its size is '
+                    'verified', image_id)
+    progress = ProgressLog('Download of image %s' % image_id, expected_size,
+                           conf.glance.progress_interval)
+    started = time.monotonic()
+    current = []
+
+    def source():  # the inspector sees bytes; the loop keeps the block
+        for block in image_body.as_blocks(blocks):
+            current[:] = [block]
+            yield block.data
+    source = source()
+    wrapper = image_format.inspect_stream(source)
+    hasher = _HashThread(promise[0] if promise else None)
+    reader, size = wrapper, 0
+    try:
+        while (chunk := next(reader, None)) is not None:
+            block = current[0]
+            hasher.update(block)
+            end = size + len(chunk)
+            if expected_size is not None and end > expected_size:
+                raise exception.ImageUnacceptable(
+                    image_id=image_id,
+                    reason=_('Glance sent more than its size of %d bytes') %
+                    expected_size)
+            detected = _detected(wrapper) if reader is wrapper else None
+            if reader is not wrapper or str(detected) == 'raw':
+                # A raw image is as large as its bytes.
+                _too_large(image_id, end, max_virtual_size)
+                reader = source  # nothing more to inspect: stop paying
+            elif detected is not None:
+                _too_large(image_id, detected.virtual_size, max_virtual_size)
+            if not block.is_zero():
+                for sink in sinks:
+                    write_block = getattr(sink, 'write_block', None)
+                    if write_block is not None:
+                        write_block(block)
+                    else:
+                        _write_pieces(sink, block)
+            size = end
+            progress(size)
+        digest = hasher.hexdigest()
+    finally:
+        hasher.close()
+        wrapper.close()
+    if expected_size is not None and size < expected_size:
+        raise ShortRead('got %d of %d bytes' % (size, expected_size))
+    if promise and digest != promise[1]:
+        raise exception.ImageUnacceptable(
+            image_id=image_id,
+            reason=_("its data does not match Glance's %s hash") % promise[2])
+    checked = image_format.check_image(image_id, wrapper, image['disk_format'],
+                                       conf)
+    virtual_size = size if str(checked.format) in ('raw', 'iso') else \
+        checked.virtual_size
+    _too_large(image_id, virtual_size, max_virtual_size)
+    elapsed = time.monotonic() - started
+    LOG.info('Downloaded image %s: %d bytes in %.1fs (%.1f MB/s)', image_id,
+             size, elapsed, size / units.Mi / max(elapsed, 1e-6))
+    return Downloaded(size, checked.format, virtual_size)
+
+
+# Worth another attempt from the first byte.
+RETRIABLE = glance.RETRIABLE + (ShortRead, exception.ImageDownloadInterrupted)
+
+
+class _Attempt:
+    def __init__(self, image_id, number, last):
+        self.image_id, self.number, self.last = image_id, number, last
+        self.error = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None or not isinstance(exc, RETRIABLE):
+            return False
+        if self.last:
+            raise exception.ImageDownloadFailed(
+                image_id=self.image_id,
+                reason=_('gave up after %(n)d attempts: %(err)s') %
+                {'n': self.number + 1, 'err': exc}) from exc
+        self.error = exc
+        return True
+
+
+def attempts(image_id, retries):
+    """Yield attempts (context managers) until one ends without error.
+
+    An attempt swallows an error worth retrying (a dropped connection, a
+    short read, a 5xx) and the next one starts after a backoff; after the
+    last one it becomes ``ImageDownloadFailed``. Other errors pass.
+    """
+    delays = glance.backoff_delays(retries)
+    for number in itertools.count():
+        attempt = _Attempt(image_id, number, number >= len(delays))
+        yield attempt
+        if attempt.error is None:
+            return
+        LOG.warning('Download of image %s failed (%s); starting it again in '
+                    '%.0fs', image_id, attempt.error, delays[number])
+        time.sleep(delays[number])

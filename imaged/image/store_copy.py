@@ -1,0 +1,127 @@
+"""Having Glance copy an image into our cluster's store, with a bounded wait.
+
+Glance multistore copies an active image into another store with the
+``copy-image`` import method, in the background. The image record tells how
+it goes: a store being filled is listed in ``os_glance_importing_to_stores``,
+a finished one in ``stores``, a failed one in ``os_glance_failed_import``.
+Several hosts may ask at once: Glance answers all but the first with a 409
+while the first one's copy runs, and they all wait for that copy.
+"""
+
+import collections
+import time
+
+from oslo_concurrency import lockutils
+from oslo_log import log as logging
+
+from imaged import exception
+from imaged.image import glance
+
+LOG = logging.getLogger(__name__)
+
+# Outcomes of StoreCopier.copy().
+COPIED = 'copied'
+FAILED = 'failed'
+TIMED_OUT = 'timed out'
+REFUSED = 'refused'
+
+# Requests for one copy, ours after a 409 included: a 409 that outlives the
+# import it stood for (or names a store Glance does not know) ends the wait.
+MAX_REQUESTS = 3
+
+CopyResult = collections.namedtuple('CopyResult', ['outcome', 'reason'])
+
+
+def _store_list(record, key):
+    value = record.get(key) or ''
+    if isinstance(value, (list, tuple)):
+        return set(value)
+    return {name.strip() for name in str(value).split(',') if name.strip()}
+
+
+def store_state(record, store):
+    """Where ``store`` stands in the record: present/importing/failed/absent.
+    """
+    if store in _store_list(record, 'stores'):
+        return 'present'
+    if store in _store_list(record, 'os_glance_importing_to_stores'):
+        return 'importing'
+    if store in _store_list(record, 'os_glance_failed_import'):
+        return 'failed'
+    return 'absent'
+
+
+class StoreCopier:
+    """Copies images into ``[glance] rbd_store_name`` and waits, bounded."""
+
+    def __init__(self, conf, glance_api, clock=time.monotonic,
+                 sleep=time.sleep):
+        self.conf = conf
+        self.glance = glance_api
+        self._clock = clock
+        self._sleep = sleep
+        # One waiter per image on this host; other hosts meet in Glance.
+        self._locks = lockutils.Semaphores()
+
+    def copy(self, context, image_id, store):
+        """Have Glance copy the image into ``store`` and wait for it.
+
+        :returns: a :class:`CopyResult`; ``COPIED`` once ``store`` is among
+            the image's stores, else why not (never raises for Glance's
+            answers: the caller downloads instead).
+        """
+        with lockutils.lock('copy-%s' % image_id, semaphores=self._locks):
+            try:
+                return self._copy(context, image_id, store)
+            except exception.ImagedException as e:
+                return CopyResult(REFUSED, str(e))
+
+    def _read(self, context, image_id):
+        return self.glance.show(context, image_id, as_service=True)
+
+    def _copy(self, context, image_id, store):
+        deadline = self._clock() + self.conf.glance.copy_timeout
+        state = store_state(self._read(context, image_id), store)
+        # A failure already on the record is an older attempt's until Glance
+        # clears it when it starts the copy asked for now.
+        failure_is_news = state != 'failed'
+        requests = 0
+        started = False  # Glance accepted our request: wait, never re-ask
+        while True:
+            if state == 'present':
+                return CopyResult(COPIED, None)
+            if state == 'failed' and failure_is_news:
+                return CopyResult(FAILED, 'Glance lists store %s in '
+                                  'os_glance_failed_import' % store)
+            if not started and (state == 'absent' or
+                                (state == 'failed' and requests == 0)):
+                if requests >= MAX_REQUESTS:
+                    return CopyResult(REFUSED, 'Glance still answers 409 '
+                                      'with no copy into %s under way' %
+                                      store)
+                answer, detail = self.glance.copy_to_store(
+                    image_id, store, context=context)
+                requests += 1
+                if answer == glance.COPY_REFUSED:
+                    # "already present" is a 400: another host won the race.
+                    if store_state(self._read(context, image_id),
+                                   store) == 'present':
+                        return CopyResult(COPIED, None)
+                    return CopyResult(REFUSED, detail)
+                if answer == glance.COPY_STARTED:
+                    started = True
+                    LOG.info('Asked Glance to copy image %s into store %s',
+                             image_id, store)
+                else:
+                    LOG.info('Glance is busy importing image %s (%s); '
+                             'waiting for the copy into store %s', image_id,
+                             detail, store)
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                return CopyResult(TIMED_OUT, 'store %s did not list the '
+                                  'image within %ss' %
+                                  (store, self.conf.glance.copy_timeout))
+            self._sleep(min(self.conf.glance.copy_poll_interval, remaining))
+            state = store_state(self._read(context, image_id), store)
+            if state != 'failed':
+                failure_is_news = True

@@ -1,0 +1,242 @@
+"""The notifications imaged sends, through oslo.messaging's Notifier.
+
+Configured by ``[oslo_messaging_notifications]`` as in every OpenStack
+service: with the default ``driver = noop`` nothing is sent. Every payload is
+a plain dict with a ``version``; the README lists each event and its keys,
+and a unit test holds the README's samples to what this module sends.
+
+Sending never raises into the caller's work: oslo.messaging logs a failed
+send, and imaged bounds the broker retries (``retry``, 3 by default here
+instead of oslo.messaging's "forever"), so a dead broker cannot hang a call.
+"""
+
+import time
+
+import oslo_messaging as messaging
+from oslo_log import log as logging
+from oslo_utils import units
+
+from imaged import rpc
+
+LOG = logging.getLogger(__name__)
+
+PAYLOAD_VERSION = '1.0'
+PUBLISHER = 'imaged'
+NOTIFY_RETRY = 3
+
+
+def _mb_per_s(nbytes, seconds):
+    return round(nbytes / units.Mi / max(seconds, 1e-6), 1)
+
+
+def _error(error):
+    # The first line only: remote errors carry the agent's traceback.
+    return {'error_class': type(error).__name__.removesuffix('_Remote'),
+            'error_message': str(error).split('\n', 1)[0]}
+
+
+def _notifier_from_conf(conf):
+    # Registers [oslo_messaging_notifications] too.
+    transport = messaging.get_notification_transport(conf)
+    retry = conf.oslo_messaging_notifications.retry
+    return messaging.Notifier(
+        transport, serializer=rpc.RequestContextSerializer(),
+        retry=retry if retry >= 0 else NOTIFY_RETRY)
+
+
+class Notifications:
+    """One agent's notifier, publisher ``imaged.<host>``.
+
+    :param notifier: an ``oslo_messaging.Notifier``; by default one built
+        from ``conf`` on the notification transport.
+    """
+
+    def __init__(self, conf, host, notifier=None):
+        if notifier is None:
+            notifier = _notifier_from_conf(conf)
+        # No driver, or only noop: off (oslo's is_enabled() misses the
+        # first).
+        drivers = set(conf.oslo_messaging_notifications.driver)
+        self._enabled = bool(drivers - {'noop'})
+        self._notifier = notifier.prepare(
+            publisher_id='%s.%s' % (PUBLISHER, host))
+        self.host = host
+        self.progress_interval = conf.glance.progress_interval
+
+    def is_enabled(self):
+        return self._enabled
+
+    def _send(self, ctxt, event_type, payload, priority='info'):
+        if not self._enabled:
+            return
+        payload = dict(payload, version=PAYLOAD_VERSION)
+        getattr(self._notifier, priority)(ctxt or {}, event_type, payload)
+
+    # -- root disks (sent by the manager) ------------------------------------
+
+    def create_start(self, ctxt, instance_uuid, image_id, size_bytes):
+        self._send(ctxt, 'root_disk.create.start',
+                   {'instance_uuid': instance_uuid, 'image_id': image_id,
+                    'size_bytes': size_bytes})
+
+    def create_end(self, ctxt, disk):
+        """``disk`` is create_root_disk's result."""
+        self._send(ctxt, 'root_disk.create.end',
+                   {'instance_uuid': disk['instance_uuid'],
+                    'image_id': disk['image_id'],
+                    'size_bytes': disk['size_bytes'],
+                    'strategy': disk['strategy'],
+                    'parent': disk['parent'],
+                    'timings': list(disk.get('timings') or [])})
+
+    def create_error(self, ctxt, instance_uuid, image_id, size_bytes, error):
+        self._send(ctxt, 'root_disk.create.error',
+                   dict(_error(error), instance_uuid=instance_uuid,
+                        image_id=image_id, size_bytes=size_bytes),
+                   priority='error')
+
+    def delete_end(self, ctxt, instance_uuid):
+        self._send(ctxt, 'root_disk.delete.end',
+                   {'instance_uuid': instance_uuid})
+
+    # -- downloads (sent by the download code) -------------------------------
+
+    def fetch_start(self, image_id, total_bytes):
+        """A download from Glance begins; ``total_bytes`` may be None."""
+        self._send(None, 'image.fetch.start',
+                   {'image_id': image_id, 'total_bytes': total_bytes})
+
+    def fetch_progress(self, image_id, nbytes, total_bytes, seconds):
+        self._send(None, 'image.fetch.progress',
+                   {'image_id': image_id, 'bytes': nbytes,
+                    'total_bytes': total_bytes,
+                    'seconds': round(seconds, 3),
+                    'mb_per_s': _mb_per_s(nbytes, seconds)})
+
+    def fetch_end(self, image_id, nbytes, seconds, retries):
+        self._send(None, 'image.fetch.end',
+                   {'image_id': image_id, 'bytes': nbytes,
+                    'seconds': round(seconds, 3),
+                    'mb_per_s': _mb_per_s(nbytes, seconds),
+                    'retries': retries})
+
+    def fetch_error(self, image_id, nbytes, seconds, retries, error):
+        self._send(None, 'image.fetch.error',
+                   dict(_error(error), image_id=image_id, bytes=nbytes,
+                        seconds=round(seconds, 3),
+                        mb_per_s=_mb_per_s(nbytes, seconds),
+                        retries=retries),
+                   priority='error')
+
+    def fetching(self, image_id, total_bytes):
+        """A download's notifications, as one context manager.
+
+        Sends ``image.fetch.start`` on entry and ``image.fetch.end`` or
+        ``image.fetch.error`` on exit; wrap each attempt's body with
+        ``report.count(blocks)`` to count bytes, retries and send
+        ``image.fetch.progress``::
+
+            with notifications.fetching(image_id, size) as report:
+                for attempt in download.attempts(...):
+                    with attempt:
+                        download.stream(image, report.count(body), ...)
+        """
+        return FetchReport(self, image_id, total_bytes)
+
+    def fetch_progress_reporter(self, image_id, total_bytes):
+        """A callable ``report(bytes_so_far)`` that sends
+        ``image.fetch.progress`` at most every ``[glance] progress_interval``
+        seconds; call it as often as convenient."""
+        return _ProgressReporter(self, image_id, total_bytes)
+
+    # -- the cache (sent by the cache and the purge) --------------------------
+
+    def evict(self, image_id, where, reason):
+        """A base was removed: ``where`` file|rbd, ``reason`` age|size|
+        deleted."""
+        self._send(None, 'image_cache.evict',
+                   {'image_id': image_id, 'where': where, 'reason': reason})
+
+    # -- cache_images (sent by the precache) ----------------------------------
+
+    def cache_images_start(self, ctxt, total):
+        self._send(ctxt, 'cache_images.start',
+                   {'host': self.host, 'total': total})
+
+    def cache_images_progress(self, ctxt, index, total, image_id, status,
+                              images_cached, images_failed):
+        self._send(ctxt, 'cache_images.progress',
+                   {'host': self.host, 'index': index, 'total': total,
+                    'image_id': image_id, 'status': status,
+                    'images_cached': list(images_cached),
+                    'images_failed': list(images_failed)})
+
+    def cache_images_end(self, ctxt, total, images_cached, images_failed):
+        self._send(ctxt, 'cache_images.end',
+                   {'host': self.host, 'total': total,
+                    'images_cached': list(images_cached),
+                    'images_failed': list(images_failed)})
+
+
+class _ProgressReporter:
+
+    def __init__(self, notifications, image_id, total_bytes):
+        self.notifications = notifications
+        self.image_id, self.total_bytes = image_id, total_bytes
+        self.interval = notifications.progress_interval
+        self.start = self._last = time.monotonic()
+
+    def __call__(self, nbytes):
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            return
+        self._last = now
+        self.notifications.fetch_progress(self.image_id, nbytes,
+                                          self.total_bytes, now - self.start)
+
+
+class FetchReport:
+    """What :meth:`Notifications.fetching` returns; with ``notifications``
+    None it only counts."""
+
+    def __init__(self, notifications, image_id, total_bytes):
+        self.notifications = notifications
+        self.image_id, self.total_bytes = image_id, total_bytes
+        self.bytes = 0
+        self.retries = -1  # count() is called once per attempt
+        self._progress = None
+
+    def __enter__(self):
+        self.start = time.monotonic()
+        if self.notifications is not None:
+            self.notifications.fetch_start(self.image_id, self.total_bytes)
+        return self
+
+    def count(self, blocks):
+        """``blocks``, unchanged, counted as this attempt's bytes."""
+        self.retries += 1
+        self.bytes = 0
+        if self.notifications is not None:
+            self._progress = self.notifications.fetch_progress_reporter(
+                self.image_id, self.total_bytes)
+        return self._counted(blocks)
+
+    def _counted(self, blocks):
+        for block in blocks:
+            self.bytes += len(block)
+            if self._progress is not None:
+                self._progress(self.bytes)
+            yield block
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.notifications is None:
+            return False
+        seconds = time.monotonic() - self.start
+        retries = max(self.retries, 0)
+        if exc is None:
+            self.notifications.fetch_end(self.image_id, self.bytes, seconds,
+                                         retries)
+        else:
+            self.notifications.fetch_error(self.image_id, self.bytes,
+                                           seconds, retries, exc)
+        return False

@@ -1,0 +1,223 @@
+"""The Ceph connection every storage operation shares.
+
+librados forbids shutting a connection down while I/O contexts, images or
+aio writes still use it. So operations take a *lease* on the connection
+for as long as they use it; an error that says the cluster is unreachable
+only retires the connection (the next operation connects afresh), and a
+retired connection is shut down once its last lease is returned. Nothing
+else ever shuts a connection down.
+
+This is the only module that connects to Ceph; the ``rados`` and ``rbd``
+modules are injectable so unit tests can pass small fakes.
+"""
+
+import contextlib
+import errno
+import json
+import threading
+
+from oslo_log import log as logging
+
+from imaged import exception
+from imaged.i18n import _
+
+LOG = logging.getLogger(__name__)
+
+# What librados reports when monitors or OSDs do not answer in time.
+_UNREACHABLE_ERRNOS = (errno.ETIMEDOUT, errno.ESHUTDOWN, errno.ENOTCONN,
+                       errno.EINTR)
+
+
+class Lease:
+    """One connected cluster handle and the number of operations using it."""
+
+    def __init__(self, conn, cluster):
+        self.conn = conn
+        self.cluster = cluster
+        self.users = 0
+        self.retired = False
+
+
+class CephConnection:
+    """Leases on one Ceph connection; typed errors for everything Ceph."""
+
+    def __init__(self, conf, rados_module, rbd_module):
+        self.conf = conf
+        self.rados = rados_module
+        self.rbd = rbd_module
+        self._current = None
+        self._lock = threading.Lock()
+        self._connect_lock = threading.Lock()
+        self._fsid = None
+
+    @property
+    def pool(self):
+        return self.conf.rbd.pool
+
+    def _connect(self):
+        timeout = str(self.conf.rbd.connect_timeout)
+        extra = {'client_mount_timeout': timeout,
+                 'rados_mon_op_timeout': timeout,
+                 'rados_osd_op_timeout': timeout,
+                 # Imports write whole 4 MiB objects once: a write-back
+                 # cache would only copy them and hold memory.
+                 'rbd_cache': 'false'}
+        if self.conf.rbd.keyring:
+            extra['keyring'] = self.conf.rbd.keyring
+        cluster = self.rados.Rados(rados_id=self.conf.rbd.user,
+                                   conffile=self.conf.rbd.ceph_conf,
+                                   conf=extra)
+        try:
+            cluster.connect(timeout=self.conf.rbd.connect_timeout)
+        except self.rados.Error as e:
+            _shutdown_quietly(cluster)
+            raise exception.BackendUnavailable(
+                backend='Ceph', reason=_('cannot connect with %(conf)s: '
+                                         '%(err)s') %
+                {'conf': self.conf.rbd.ceph_conf, 'err': e})
+        return cluster
+
+    def acquire(self):
+        """A :class:`Lease`; return it with ``release``."""
+        # One thread connects at a time; connect() is bounded by
+        # connect_timeout, so so is this wait.
+        with self._connect_lock:
+            with self._lock:
+                lease = self._current
+                if lease is not None:
+                    lease.users += 1
+                    return lease
+            lease = Lease(self, self._connect())
+            with self._lock:
+                self._current = lease
+                lease.users += 1
+                return lease
+
+    def release(self, lease, error=None):
+        """Return a lease; ``error`` saying Ceph is unreachable retires it."""
+        if isinstance(error, exception.BackendUnavailable):
+            self._retire(lease)
+        with self._lock:
+            lease.users -= 1
+            done = lease.retired and lease.users == 0
+        if done:
+            _shutdown_in_background(lease.cluster)
+
+    def _retire(self, lease):
+        with self._lock:
+            if self._current is lease:
+                self._current = None
+            if lease.retired:
+                return
+            lease.retired = True
+        LOG.warning('Ceph connection retired after an error; the next '
+                    'operation connects afresh')
+
+    @contextlib.contextmanager
+    def lease(self):
+        """The connected cluster handle, for as long as the block runs."""
+        lease = self.acquire()
+        error = None
+        try:
+            yield lease.cluster
+        except BaseException as e:
+            error = e
+            raise
+        finally:
+            self.release(lease, error)
+
+    def open_ioctx(self, cluster, pool):
+        """``cluster.open_ioctx(pool)`` with typed errors."""
+        with self.typed_errors(pool, pool):
+            try:
+                return cluster.open_ioctx(pool)
+            except self.rados.ObjectNotFound:
+                raise exception.BackendUnavailable(
+                    backend='Ceph', reason=_('pool %s does not exist') % pool)
+
+    @contextlib.contextmanager
+    def ioctx(self, pool=None, name=None):
+        """An I/O context on ``pool``; Ceph errors become typed errors."""
+        pool = pool or self.pool
+        with self.lease() as cluster:
+            ioctx = self.open_ioctx(cluster, pool)
+            try:
+                with self.typed_errors(name or pool, pool):
+                    yield ioctx
+            finally:
+                ioctx.close()
+
+    def is_unreachable(self, error):
+        return isinstance(error, (self.rados.TimedOut, self.rbd.Timeout,
+                                  self.rados.ConnectionShutdown)) or \
+            getattr(error, 'errno', None) in _UNREACHABLE_ERRNOS
+
+    @contextlib.contextmanager
+    def typed_errors(self, name, pool=None):
+        """Ceph errors inside become imaged's typed errors."""
+        pool = pool or self.pool
+        try:
+            yield
+        except self.rbd.ImageExists:
+            raise exception.DiskExists(name=name, pool=pool)
+        except (self.rados.Error, self.rbd.Error) as e:
+            if self.is_unreachable(e):
+                raise exception.BackendUnavailable(
+                    backend='Ceph', reason=_('operation on %(name)s in pool '
+                                             '%(pool)s failed: %(err)s') %
+                    {'name': name, 'pool': pool, 'err': e})
+            if isinstance(e, (self.rbd.NoSpace, self.rbd.DiskQuotaExceeded)):
+                reason = _('no space: %s') % e
+            elif isinstance(e, self.rbd.PermissionError):
+                reason = _('permission denied: %s') % e
+            else:
+                reason = str(e)
+            raise exception.StorageError(name=name, pool=pool, reason=reason)
+
+    def fsid(self):
+        if self._fsid is None:
+            with self.lease() as cluster:
+                with self.typed_errors('the cluster'):
+                    self._fsid = cluster.get_fsid()
+        return self._fsid
+
+    def status(self):
+        """``(fsid or None, problems)``: can root disks be made now?"""
+        try:
+            fsid = self.fsid()
+            with self.lease() as cluster:
+                try:
+                    if not cluster.pool_exists(self.pool):
+                        return fsid, [_('Ceph pool %s does not exist') %
+                                      self.pool]
+                    ret, out, err = cluster.mon_command(
+                        json.dumps({'prefix': 'osd stat', 'format': 'json'}),
+                        b'', timeout=self.conf.rbd.connect_timeout)
+                except self.rados.Error as e:
+                    raise exception.BackendUnavailable(
+                        backend='Ceph',
+                        reason=_('monitors do not answer: %s') % e)
+        except exception.BackendUnavailable as e:
+            return None, [str(e)]
+        if ret != 0:
+            return fsid, [_('Ceph monitors refused "osd stat": %s') % err]
+        stat = json.loads(out)
+        up = stat.get('num_up_osds', stat.get('osdmap', {}).get('num_up_osds'))
+        if not up:
+            return fsid, [_('Ceph has no OSD up')]
+        return fsid, []
+
+
+def _shutdown_quietly(cluster):
+    try:
+        cluster.shutdown()
+    except Exception:  # already broken; nothing more to release
+        LOG.debug('Ignoring error shutting down a Ceph connection',
+                  exc_info=True)
+
+
+def _shutdown_in_background(cluster):
+    # shutdown() of a connection to a stalled cluster can block; nobody
+    # waits for it.
+    threading.Thread(target=_shutdown_quietly, args=(cluster,),
+                     name='ceph-shutdown', daemon=True).start()

@@ -1,0 +1,85 @@
+"""Root disks ``<instance_uuid>_disk`` in ``[rbd] pool``."""
+
+import time
+
+from oslo_log import log as logging
+
+from imaged import exception
+from imaged.storage import location as rbd_location
+from imaged.storage import partial
+
+LOG = logging.getLogger(__name__)
+
+# RBD image metadata of a root disk: the Glance image it was made from.
+IMAGE_ID_KEY = 'imaged.image_id'
+
+
+def disk_name(instance_uuid):
+    return '%s_disk' % instance_uuid
+
+
+class RootDiskStore:
+    """Inspects and removes root disks; new ones come from the writer."""
+
+    def __init__(self, conn, writer):
+        self.conn = conn
+        self.writer = writer
+
+    @property
+    def pool(self):
+        return self.conn.pool
+
+    def partial_spec(self, name, size_bytes, image_id):
+        """What a new disk ``name`` from ``image_id`` becomes."""
+        return partial.PartialSpec(name=name, min_size=size_bytes,
+                                   snapshot=None,
+                                   metadata={IMAGE_ID_KEY: image_id})
+
+    def info(self, name):
+        """``{'size_bytes', 'parent', 'image_id'}`` of a disk, or None.
+
+        ``image_id`` is None for a disk made before imaged recorded it.
+        """
+        rbd = self.conn.rbd
+        with self.conn.ioctx(name=name) as ioctx:
+            try:
+                with rbd.Image(ioctx, name, read_only=True) as image:
+                    size = image.size()
+                    try:
+                        pool, parent, snap = image.parent_info()
+                        parent_url = rbd_location.format_rbd_location(
+                            self.conn.fsid(), pool, parent, snap)
+                    except rbd.ImageNotFound:
+                        parent_url = None
+                    try:
+                        image_id = image.metadata_get(IMAGE_ID_KEY)
+                    except (KeyError, rbd.ImageNotFound):
+                        image_id = None
+            except rbd.ImageNotFound:
+                return None
+        return {'size_bytes': size, 'parent': parent_url,
+                'image_id': image_id}
+
+    def remove(self, name):
+        """Remove a disk, retrying while it is open.
+
+        :returns: whether a finished disk was there.
+        """
+        rbd = self.conn.rbd
+        deadline = time.monotonic() + self.conn.conf.rbd.delete_busy_timeout
+        delay = 0.5
+        with self.conn.ioctx(name=name) as ioctx:
+            while True:
+                try:
+                    rbd.RBD().remove(ioctx, name)
+                    return True
+                except rbd.ImageNotFound:
+                    return False
+                except (rbd.ImageBusy, rbd.ImageHasSnapshots) as e:
+                    if time.monotonic() + delay > deadline:
+                        raise exception.RootDiskBusy(
+                            name=name, pool=self.pool, reason=str(e))
+                    LOG.debug('Disk %s/%s busy (%s); retrying', self.pool,
+                              name, e)
+                    time.sleep(delay)
+                    delay = min(delay * 2, 5)

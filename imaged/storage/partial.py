@@ -1,0 +1,304 @@
+"""New RBD images, written under a partial name and renamed when complete.
+
+A root disk or a base image is always made under a unique temporary name
+``<name>.<host tag>-<token>.imaged-part`` and renamed to its final name only
+once it is complete, so a crash at any point can leave a partial image, but
+never one that looks finished. Partial names carry a tag of the host that
+made them (and the host's name in their metadata, for operators); each agent
+sweeps only its own leftovers, at start-up and every 30 seconds.
+"""
+
+import collections
+import hashlib
+import os
+import threading
+import uuid
+
+from oslo_log import log as logging
+
+from imaged import exception
+from imaged.storage import rbd_import
+
+LOG = logging.getLogger(__name__)
+
+PARTIAL_SUFFIX = '.imaged-part'
+OWNER_KEY = 'imaged.host'
+
+# What a new image becomes: its final name, the size it grows to at least,
+# an optional protected snapshot, and the metadata it carries.
+PartialSpec = collections.namedtuple(
+    'PartialSpec', ['name', 'min_size', 'snapshot', 'metadata'])
+
+
+def host_tag(host):
+    """A short, name-safe tag of a host, carried in its partial names."""
+    return hashlib.sha256(host.encode('utf-8')).hexdigest()[:8]
+
+
+def partial_name(name, host):
+    """A unique temporary name for ``name`` being made by ``host``.
+
+    Unique, so that agents sharing a pool never step on each other's work
+    (two hosts may make the same image's base at once); tagged with the
+    host, so that each agent cleans up only what it left itself.
+    """
+    return '%s.%s-%s%s' % (name, host_tag(host), uuid.uuid4().hex[:8],
+                           PARTIAL_SUFFIX)
+
+
+def partial_owner_tag(part):
+    """The host tag of a partial name, or None if it is not one."""
+    if not part.endswith(PARTIAL_SUFFIX):
+        return None
+    tag_and_token = part[:-len(PARTIAL_SUFFIX)].rsplit('.', 1)[-1]
+    tag, _sep, token = tag_and_token.partition('-')
+    return tag if len(tag) == 8 and token else None
+
+
+def remove_image(rbd, ioctx, name):
+    """Remove an image and its snapshots (unprotecting them first)."""
+    try:
+        rbd.RBD().remove(ioctx, name)
+    except rbd.ImageHasSnapshots:
+        with rbd.Image(ioctx, name) as image:
+            for snap in list(image.list_snaps()):
+                if image.is_protected_snap(snap['name']):
+                    image.unprotect_snap(snap['name'])
+                image.remove_snap(snap['name'])
+        rbd.RBD().remove(ioctx, name)
+
+
+class PartialImage:
+    """A download sink: a new image filled under its partial name.
+
+    ``write(offset, data)`` takes pieces at increasing offsets (gaps read as
+    zeros); ``commit(size)`` gives it its final size, metadata and snapshot
+    and renames it; ``abort()`` removes it. Nothing under the final name
+    exists until ``commit`` succeeded.
+    """
+
+    def __init__(self, writer, spec, size):
+        self.writer, self.spec, self.size = writer, spec, size
+        self.conn = writer.conn
+        self.part = partial_name(spec.name, writer.host)
+        self.finished = False
+        self._lease = self.ioctx = self._image = self._blocks = None
+        self._error = None
+        writer.mark_in_progress(self.part, True)
+        try:
+            self._open()
+        except BaseException as e:
+            self._error = e
+            self.abort()
+            raise
+
+    def _open(self):
+        conn, name = self.conn, self.spec.name
+        self._lease = conn.acquire()
+        self.ioctx = conn.open_ioctx(self._lease.cluster, conn.pool)
+        with conn.typed_errors(name):
+            conn.rbd.RBD().create(self.ioctx, self.part, self.size,
+                                  old_format=False)
+            self._image = conn.rbd.Image(self.ioctx, self.part)
+            self._image.metadata_set(OWNER_KEY, self.writer.host)
+            self._blocks = rbd_import.BlockWriter(
+                self._image, self.size, conn.conf.rbd.import_concurrency,
+                name, conn.pool, timeout=3 * conn.conf.rbd.connect_timeout)
+
+    def write(self, offset, data):
+        try:
+            with self.conn.typed_errors(self.spec.name):
+                self._blocks.write(offset, data)
+        except BaseException as e:
+            self._error = e
+            raise
+
+    def write_block(self, block):
+        """:meth:`write` of a download's block, held (not copied) until
+        librbd has written it."""
+        try:
+            with self.conn.typed_errors(self.spec.name):
+                self._blocks.write_block(block)
+        except BaseException as e:
+            self._error = e
+            raise
+
+    def commit(self, size):
+        """Make it the finished image, ``max(size, min_size)`` bytes."""
+        conn, spec = self.conn, self.spec
+        final_size = max(size, spec.min_size or 0)
+        try:
+            with conn.typed_errors(spec.name):
+                self._blocks.close()
+                if final_size != self.size:
+                    self._image.resize(final_size)
+                for key, value in sorted((spec.metadata or {}).items()):
+                    self._image.metadata_set(key, value)
+                if spec.snapshot:
+                    self._image.create_snap(spec.snapshot)
+                    self._image.protect_snap(spec.snapshot)
+                image, self._image = self._image, None
+                image.close()
+                conn.rbd.RBD().rename(self.ioctx, self.part, spec.name)
+        except BaseException as e:
+            self._error = e
+            self.abort()
+            raise
+        self.finished = True
+        self._close()
+
+    def abort(self):
+        """Remove the partial image; a no-op once committed or aborted.
+
+        After a stall, librbd may still hold writes in flight and closing
+        the image would wait for them: a thread of its own cleans up, and
+        the sweep removes what it could not.
+        """
+        if self.finished:
+            return
+        self.finished = True
+        if self._blocks is not None and self._blocks.stalled:
+            self._clean_up_later()
+        else:
+            self._clean_up()
+
+    def _clean_up_later(self):
+        LOG.warning('Ceph stalled writing %s/%s; it is removed once Ceph '
+                    'answers again', self.conn.pool, self.part)
+        threading.Thread(target=self._clean_up, args=(True,), daemon=True,
+                         name='abort-' + self.part).start()
+
+    def _clean_up(self, patient=False):
+        while self._blocks is not None:
+            try:
+                self._blocks.drain()
+                break
+            except exception.BackendUnavailable as e:
+                self._error = e
+                if not patient:
+                    self._clean_up_later()
+                    return
+        try:
+            if self._image is not None:
+                image, self._image = self._image, None
+                image.close()
+            if self.ioctx is not None:
+                self.writer.remove_quietly(self.ioctx, self.part)
+        finally:
+            self._close()
+
+    def _close(self):
+        ioctx, self.ioctx = self.ioctx, None
+        try:
+            if ioctx is not None:
+                ioctx.close()
+        finally:
+            lease, self._lease = self._lease, None
+            if lease is not None:
+                self.conn.release(lease, self._error)
+            self.writer.mark_in_progress(self.part, False)
+
+
+def fill_from_file(partial, path, progress=None):
+    """Write the chunks of a raw file holding data into ``partial``.
+
+    The seam where a checked local file becomes an RBD image.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for offset, chunk in rbd_import.data_chunks(
+                fd, min(partial.size, os.fstat(fd).st_size)):
+            partial.write(offset, chunk)
+            if progress:
+                progress(offset + len(chunk))
+    finally:
+        os.close(fd)
+
+
+class PartialWriter:
+    """Makes new images in ``[rbd] pool`` for ``host``; sweeps leftovers."""
+
+    def __init__(self, conn, host):
+        self.conn = conn
+        self.host = host
+        # Partial images this process is making right now: never leftovers.
+        self._in_progress = set()
+        self._in_progress_lock = threading.Lock()
+
+    def mark_in_progress(self, part, busy):
+        with self._in_progress_lock:
+            if busy:
+                self._in_progress.add(part)
+            else:
+                self._in_progress.discard(part)
+
+    def new(self, spec, size):
+        """A :class:`PartialImage` of ``size`` bytes that becomes ``spec``."""
+        return PartialImage(self, spec, size)
+
+    def clone(self, loc, spec):
+        """Clone snapshot ``loc`` into the finished image ``spec.name``."""
+        conn, name = self.conn, spec.name
+        part = partial_name(name, self.host)
+        self.mark_in_progress(part, True)
+        try:
+            with conn.ioctx(loc.pool, loc.image) as parent_ioctx, \
+                    conn.ioctx(name=name) as ioctx:
+                with conn.typed_errors(name):
+                    conn.rbd.RBD().clone(parent_ioctx, loc.image,
+                                         loc.snapshot, ioctx, part)
+                try:
+                    with conn.typed_errors(name):
+                        with conn.rbd.Image(ioctx, part) as image:
+                            image.metadata_set(OWNER_KEY, self.host)
+                            for key, value in sorted(
+                                    (spec.metadata or {}).items()):
+                                image.metadata_set(key, value)
+                            if image.size() < spec.min_size:
+                                image.resize(spec.min_size)
+                        conn.rbd.RBD().rename(ioctx, part, name)
+                except BaseException:
+                    self.remove_quietly(ioctx, part)
+                    raise
+        finally:
+            self.mark_in_progress(part, False)
+
+    def remove_quietly(self, ioctx, part):
+        try:
+            remove_image(self.conn.rbd, ioctx, part)
+        except self.conn.rbd.ImageNotFound:
+            pass
+        except Exception:
+            LOG.warning('Could not remove partial image %s/%s; it is '
+                        'removed by the next sweep', self.conn.pool, part,
+                        exc_info=True)
+
+    def sweep(self):
+        """Remove partial images this host left behind (a crash, a kill).
+
+        :returns: ``(removed, left)``: names removed, and names that could
+            not be removed yet (a dead client's watch lingers for ~30 s).
+        """
+        conn = self.conn
+        removed, left = [], []
+        mine = host_tag(self.host)
+        with conn.ioctx() as ioctx:
+            for name in conn.rbd.RBD().list(ioctx):
+                if partial_owner_tag(name) != mine or \
+                        name in self._in_progress:
+                    continue
+                try:
+                    remove_image(conn.rbd, ioctx, name)
+                    removed.append(name)
+                except conn.rbd.ImageNotFound:
+                    pass
+                except (conn.rbd.Error, conn.rados.Error) as e:
+                    if conn.is_unreachable(e):
+                        raise
+                    LOG.debug('Partial image %s/%s not removable yet: %s',
+                              conn.pool, name, e)
+                    left.append(name)
+        if removed:
+            LOG.info('Removed partial images left by an earlier run: %s',
+                     ', '.join(removed))
+        return removed, left

@@ -1,0 +1,365 @@
+"""Fleet operations on the real stack: precache, notifications, purge.
+
+Agents are real ``imaged`` processes with their own host names; they send
+notifications on the real RabbitMQ, on a topic of this test run only, and a
+real oslo.messaging notification listener receives them.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import uuid
+
+import fixtures
+import kombu
+import oslo_messaging as messaging
+from oslo_utils import units
+import testtools
+
+from imaged import context
+from imaged import rpcapi
+from tests.functional import base
+from tests.unit import test_notifications
+
+CLIENT = os.path.join(os.path.dirname(sys.executable), 'imaged-client')
+# Glance does not tell "never there" from "deleted": either is a 404.
+READY = ('cached', 'existing')
+
+
+class Listener:
+    """Collects the notifications sent on one topic, on the real broker."""
+
+    def __init__(self, topic):
+        self.topic = topic
+        self.messages = []
+        self._lock = threading.Lock()
+        transport = messaging.get_notification_transport(base.CONF)
+        self.listener = messaging.get_notification_listener(
+            transport, [messaging.Target(topic=topic)], [self])
+        self.listener.start()
+
+    def _keep(self, ctxt, publisher_id, event_type, payload, metadata,
+              priority):
+        with self._lock:
+            self.messages.append({'publisher_id': publisher_id,
+                                  'event_type': event_type,
+                                  'priority': priority,
+                                  'payload': payload})
+
+    def info(self, ctxt, publisher_id, event_type, payload, metadata):
+        self._keep(ctxt, publisher_id, event_type, payload, metadata, 'INFO')
+
+    def error(self, ctxt, publisher_id, event_type, payload, metadata):
+        self._keep(ctxt, publisher_id, event_type, payload, metadata,
+                   'ERROR')
+
+    def events(self, **match):
+        with self._lock:
+            return [m for m in self.messages
+                    if all(m['payload'].get(k) == v for k, v in
+                           match.items())]
+
+    def wait_for(self, event_type, timeout=60, **match):
+        def found():
+            return [m for m in self.events(**match)
+                    if m['event_type'] == event_type]
+        return base.wait_for(found, timeout, what=event_type)
+
+    def stop(self):
+        self.listener.stop()
+        self.listener.wait()
+        # The listener's queues are this run's alone: leave none behind.
+        url = base.stack()['TRANSPORT_URL'].replace('rabbit://', 'amqp://')
+        with kombu.Connection(url) as conn:
+            channel = conn.channel()
+            for priority in ('info', 'error'):
+                channel.queue_delete('%s.%s' % (self.topic, priority))
+
+
+class FleetTestCase(testtools.TestCase):
+    """Starts the class's agents; all send notifications to ``listener``."""
+
+    agents = ()  # (name, extra options)
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        base.configure_client()
+        cls.workdir = tempfile.mkdtemp(prefix='imaged-fleet-')
+        cls.topic = 'imaged-fleet-%s' % uuid.uuid4().hex[:8]
+        cls.listener = Listener(cls.topic)
+        cls.api = rpcapi.ImageAgentAPI(base.CONF)
+        cls.ctxt = context.RequestContext(user_id='tester',
+                                          project_id='functional')
+        cls.daemons = {}
+        try:
+            for name, options in cls.agents:
+                cls.daemons[name] = cls.start_agent(name, options)
+            cls.ceph = base.Ceph()
+        except Exception:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def start_agent(cls, name, options=None, host=None):
+        host = host or 'fleet-%s-%s' % (name, uuid.uuid4().hex[:6])
+        workdir = os.path.join(cls.workdir, name)
+        os.makedirs(workdir, exist_ok=True)
+        settings = {'oslo_messaging_notifications': {
+            'driver': 'messagingv2', 'topics': cls.topic}}
+        for group, values in (options or {}).items():
+            settings.setdefault(group, {}).update(values)
+        daemon = base.Daemon(workdir, host, settings).start()
+        try:
+            base.FunctionalTestCase.wait_until_serving(cls.api, cls.ctxt,
+                                                       host, daemon)
+        except Exception:
+            daemon.kill()
+            raise
+        return daemon
+
+    @classmethod
+    def tearDownClass(cls):
+        for daemon in cls.daemons.values():
+            daemon.stop()
+        if getattr(cls, 'ceph', None) is not None:
+            cls.ceph.close()
+        cls.listener.stop()
+        shutil.rmtree(cls.workdir, ignore_errors=True)
+        super().tearDownClass()
+
+    def setUp(self):
+        super().setUp()
+        self.useFixture(fixtures.Timeout(600, gentle=True))
+        self.glance = base.Glance(self)
+
+    def host(self, name):
+        return self.daemons[name].host
+
+    def base_url(self, image_id):
+        env = base.stack()
+        return 'rbd://%s/%s/%s_base/snap' % (env['CEPH_FSID'],
+                                             env['CEPH_VMS_POOL'], image_id)
+
+    def forget_base(self, image_id):
+        """Leave no base image behind (clones are removed first)."""
+        self.addCleanup(self.ceph.remove, '%s_base' % image_id)
+
+    def create_root_disk(self, name, image_id, size_gb=1):
+        instance_uuid = str(uuid.uuid4())
+        self.addCleanup(self.ceph.remove, '%s_disk' % instance_uuid)
+        return self.api.create_root_disk(self.ctxt, self.host(name),
+                                         instance_uuid, image_id, size_gb)
+
+    def cached(self, name):
+        return {e['image_id'] for e in
+                self.api.list_cached_images(self.ctxt, self.host(name))}
+
+
+class PrecacheTest(FleetTestCase):
+
+    agents = (('a', None), ('b', None))
+
+    def images(self):
+        """A raw image in Glance's Ceph store and a qcow2 in its file
+        store: one cloneable, one to download."""
+        from tests.functional import test_root_disks
+        self.data = os.urandom(2 * units.Mi)
+        cloneable = self.glance.create(os.urandom(units.Mi), backend='ceph')
+        download = self.glance.create(
+            test_root_disks.qcow2_holding(self.data), disk_format='qcow2',
+            backend='local')
+        self.forget_base(download['id'])
+        return cloneable['id'], download['id']
+
+    def test_precache_two_agents_then_root_disks_need_no_download(self):
+        cloneable, download = self.images()
+        answers = {}
+
+        def precache(name):
+            answers[name] = self.api.cache_images(
+                self.ctxt, self.host(name), [cloneable, download])
+        threads = [threading.Thread(target=precache, args=(name,))
+                   for name in ('a', 'b')]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(600)
+        for name in ('a', 'b'):
+            self.assertEqual('existing', answers[name][cloneable])
+            self.assertIn(answers[name][download], READY)
+        # The pool is shared: the first agent downloads, the other finds
+        # the base image there.
+        self.assertEqual(1, self.glance.downloads(download))
+        for name in ('a', 'b'):
+            clone = self.create_root_disk(name, cloneable)
+            self.assertEqual('clone', clone['strategy'])
+            disk = self.create_root_disk(name, download)
+            self.assertEqual(self.base_url(download), disk['parent'])
+            self.assertEqual(self.data,
+                             self.ceph.read(disk['name'], 0, len(self.data)))
+        self.assertEqual(1, self.glance.downloads(download))
+        self.assertEqual(0, self.glance.downloads(cloneable))
+
+    def test_the_fan_out_tool_reports_a_stopped_agent_skipped(self):
+        cloneable, download = self.images()
+        stopped = self.start_agent('stopped')
+        self.addCleanup(stopped.kill)
+        stopped.stop()
+        config = os.path.join(self.workdir, 'client.conf')
+        with open(config, 'w') as f:
+            f.write('[DEFAULT]\ntransport_url = %s\n' %
+                    base.stack()['TRANSPORT_URL'])
+        proc = subprocess.run(
+            [CLIENT, '--config-file', config, 'precache', '--hosts',
+             ','.join([self.host('a'), stopped.host, self.host('b')]),
+             '--concurrency', '2', '--timeout', '10', cloneable, download],
+            capture_output=True, text=True, timeout=600)
+        self.assertEqual(1, proc.returncode, proc.stderr)
+        lines = {a['host']: a for a in
+                 map(json.loads, proc.stdout.splitlines())}
+        self.assertEqual({self.host('a'), self.host('b'), stopped.host},
+                         set(lines))
+        self.assertEqual(('skipped', 'MessagingTimeout'),
+                         (lines[stopped.host]['result'],
+                          lines[stopped.host]['error']['class']))
+        for name in ('a', 'b'):
+            self.assertEqual('ok', lines[self.host(name)]['result'])
+            self.assertEqual('existing',
+                             lines[self.host(name)]['images'][cloneable])
+        self.assertIn('skipped', proc.stderr)  # the table
+        self.assertEqual(1, self.glance.downloads(download))
+
+
+class NotificationsTest(FleetTestCase):
+
+    agents = (('a', None),)
+
+    def assertDocumented(self, message):
+        sample = test_notifications.readme_samples()[message['event_type']]
+        shape = test_notifications.shape
+        self.assertEqual((sample['priority'], shape(sample['payload'])),
+                         (message['priority'], shape(message['payload'])),
+                         message['event_type'])
+        self.assertEqual('imaged.%s' % self.host('a'),
+                         message['publisher_id'])
+
+    def test_root_disk_events_reach_a_listener(self):
+        image = self.glance.create(os.urandom(units.Mi), backend='ceph')
+        disk = self.create_root_disk('a', image['id'])
+        self.api.delete_root_disk(self.ctxt, self.host('a'),
+                                  disk['instance_uuid'])
+        missing = str(uuid.uuid4())
+        self.assertRaises(Exception, self.create_root_disk, 'a', missing)
+        for event_type, match in (
+                ('root_disk.create.start', {'image_id': image['id']}),
+                ('root_disk.create.end', {'image_id': image['id']}),
+                ('root_disk.delete.end',
+                 {'instance_uuid': disk['instance_uuid']}),
+                ('root_disk.create.error', {'image_id': missing})):
+            [message] = self.listener.wait_for(event_type, **match)
+            self.assertDocumented(message)
+        [end] = self.listener.events(image_id=image['id'])[-1:]
+        self.assertEqual(('clone', image['direct_url']),
+                         (end['payload']['strategy'],
+                          end['payload']['parent']))
+
+    def test_cache_images_and_fetch_events_reach_a_listener(self):
+        image = self.glance.create(os.urandom(3 * units.Mi), backend='local')
+        self.forget_base(image['id'])
+        answer = self.api.cache_images(self.ctxt, self.host('a'),
+                                       [image['id']])
+        self.assertEqual({image['id']: 'cached'}, answer)
+        host = self.host('a')
+        for event_type, match in (
+                ('cache_images.start', {'host': host, 'total': 1}),
+                ('cache_images.progress', {'image_id': image['id']}),
+                ('cache_images.end', {'images_cached': [image['id']]}),
+                ('image.fetch.start', {'image_id': image['id']}),
+                ('image.fetch.end', {'image_id': image['id']})):
+            [message] = self.listener.wait_for(event_type, **match)
+            self.assertDocumented(message)
+        [end] = self.listener.wait_for('image.fetch.end',
+                                       image_id=image['id'])
+        self.assertEqual((3 * units.Mi, 0), (end['payload']['bytes'],
+                                             end['payload']['retries']))
+
+
+def _dead_port():
+    """A loopback port nothing listens on (bound, then closed)."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+SHORT_CLEANUP = {'image_cache': {'manager_interval': '2',
+                                 'glance_check_interval': '1',
+                                 'remove_unused_base_images_min_age': '0'}}
+
+
+class PurgeTest(FleetTestCase):
+
+    agents = (('a', SHORT_CLEANUP),)
+
+    def cache(self, name, image):
+        self.forget_base(image['id'])
+        answer = self.api.cache_images(self.ctxt, self.host(name),
+                                       [image['id']])
+        self.assertIn(answer[image['id']], READY)
+        self.assertIn(image['id'], self.cached(name))
+
+    def in_pool(self, image_id):
+        return '%s_base' % image_id in self.ceph.names()
+
+    def test_an_image_deleted_in_glance_goes_within_a_cleanup_interval(self):
+        doomed = self.glance.create(os.urandom(units.Mi), backend='local')
+        kept = self.glance.create(os.urandom(units.Mi), backend='local')
+        for image in (doomed, kept):
+            self.cache('a', image)
+        disk = self.create_root_disk('a', doomed['id'])
+        self.glance.delete(doomed['id'])
+        # The file goes at once; the base image stays while cloned.
+        base.wait_for(lambda: not any(
+            e['image_id'] == doomed['id'] and e.get('where') == 'file'
+            for e in self.api.list_cached_images(self.ctxt, self.host('a'))),
+            30, what='the base file of the deleted image to go')
+        self.assertTrue(self.in_pool(doomed['id']))
+        self.api.delete_root_disk(self.ctxt, self.host('a'),
+                                  disk['instance_uuid'])
+        base.wait_for(lambda: doomed['id'] not in self.cached('a') and
+                      not self.in_pool(doomed['id']), 30,
+                      what='the deleted image to leave cache and pool')
+        self.assertIn(kept['id'], self.cached('a'))
+        self.assertTrue(self.in_pool(kept['id']))
+        evictions = self.listener.events(image_id=doomed['id'],
+                                         reason='deleted')
+        self.assertEqual({'file', 'rbd'},
+                         {m['payload']['where'] for m in evictions
+                          if m['event_type'] == 'image_cache.evict'})
+
+    def test_an_image_whose_glance_is_unreachable_stays(self):
+        # Not deleted in Glance: an agent that treated "cannot ask" as
+        # "gone" would still remove it, and no other agent sharing the
+        # pool has a reason to.
+        image = self.glance.create(os.urandom(units.Mi), backend='local')
+        self.daemons['blind'] = daemon = self.start_agent('blind')
+        self.cache('blind', image)
+        daemon.stop()
+        # Same host and state, but its Glance is now a dead port.
+        options = dict(SHORT_CLEANUP, glance={
+            'endpoint_override': 'http://127.0.0.1:%d' % _dead_port(),
+            'num_retries': '0', 'timeout': '2'})
+        self.daemons['blind'] = blind = self.start_agent(
+            'blind', options, host=daemon.host)
+        base.wait_for(lambda: blind.log().count(
+            'Cannot ask Glance whether cached images were deleted') >= 3,
+            60, what='three cleanup runs that could not reach Glance')
+        self.assertIn(image['id'], self.cached('blind'))
+        self.assertTrue(self.in_pool(image['id']))
+        self.assertEqual([], self.listener.events(image_id=image['id'],
+                                                  reason='deleted'))

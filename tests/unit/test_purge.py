@@ -1,0 +1,197 @@
+"""Purge of images deleted in Glance: only a clear answer deletes."""
+
+from unittest import mock
+
+from imaged import exception
+from imaged import manager as imaged_manager
+from imaged import purge
+from tests import base
+
+A = '0b1e2f4a-1d2c-4e5f-8a9b-0c1d2e3f4a01'
+B = '0b1e2f4a-1d2c-4e5f-8a9b-0c1d2e3f4a02'
+C = '0b1e2f4a-1d2c-4e5f-8a9b-0c1d2e3f4a03'
+
+
+class FakeGlance:
+    """``show`` answers from a dict: a record, or an exception to raise."""
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.asked = []
+
+    def show(self, context, image_id):
+        self.asked.append((image_id, context.is_admin, context.auth_token))
+        answer = self.answers.get(image_id, {'status': 'active'})
+        if isinstance(answer, Exception):
+            raise answer
+        return dict(answer, id=image_id)
+
+
+class FakeRootDisks:
+    """``purge_image`` as the pool provides it; RBD bases with clones stay
+    until ``clones`` says otherwise."""
+
+    def __init__(self):
+        self.files = set()
+        self.rbd = set()
+        self.clones = set()
+        self.purged = []
+
+    def purge_image(self, image_id, reason):
+        self.purged.append((image_id, reason))
+        removed = []
+        if image_id in self.files:
+            self.files.discard(image_id)
+            removed.append({'image_id': image_id, 'where': 'file'})
+        if image_id in self.rbd and image_id not in self.clones:
+            self.rbd.discard(image_id)
+            removed.append({'image_id': image_id, 'where': 'rbd'})
+        return removed
+
+    def cached(self):
+        return sorted(self.files | self.rbd)
+
+
+class PurgeTest(base.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.flags(glance_check_interval=100, group='image_cache')
+        self.now = 1000.0
+        self.glance = FakeGlance({})
+        self.disks = FakeRootDisks()
+        self.notifications = mock.Mock()
+        self.purge = purge.DeletedImagePurge(
+            self.conf, self.glance, self.disks, self.notifications,
+            clock=lambda: self.now)
+
+    def cache(self, *image_ids, rbd=True):
+        self.disks.files.update(image_ids)
+        if rbd:
+            self.disks.rbd.update(image_ids)
+
+    def run_purge(self):
+        return self.purge.run(self.disks.cached())
+
+    def evictions(self):
+        return [c.args for c in self.notifications.evict.call_args_list]
+
+    def test_404_removes_file_and_rbd_base_with_notifications(self):
+        self.cache(A, B)
+        self.glance.answers[A] = exception.ImageNotFound(image_id=A)
+        removed = self.run_purge()
+        self.assertEqual([{'image_id': A, 'where': 'file'},
+                          {'image_id': A, 'where': 'rbd'}], removed)
+        self.assertEqual([B], self.disks.cached())
+        self.assertEqual([(A, 'file', 'deleted'), (A, 'rbd', 'deleted')],
+                         self.evictions())
+
+    def test_gone_statuses_remove_others_keep(self):
+        self.cache(A, B, C)
+        for status in ('active', 'queued', 'importing', 'deactivated'):
+            self.glance.answers[A] = {'status': status}
+            self.now += 100
+            self.run_purge()
+            self.assertEqual([A, B, C], self.disks.cached(), status)
+        self.glance.answers.update({A: {'status': 'deleted'},
+                                    B: {'status': 'killed'},
+                                    C: {'status': 'pending_delete'}})
+        self.now += 100
+        self.run_purge()
+        self.assertEqual([], self.disks.cached())
+
+    def test_glance_unreachable_keeps_everything_and_asks_no_more(self):
+        self.cache(A, B, C)
+        self.glance.answers[A] = exception.BackendUnavailable(
+            backend='Glance', reason='connection refused')
+        self.glance.answers[B] = exception.ImageNotFound(image_id=B)
+        self.assertEqual([], self.run_purge())
+        self.assertEqual([A, B, C], self.disks.cached())
+        self.assertEqual([A], [i for i, _a, _t in self.glance.asked])
+        self.assertEqual([], self.disks.purged)
+        # Back again: it asks at once, not an interval later.
+        del self.glance.answers[A]
+        self.run_purge()
+        self.assertEqual([A, C], self.disks.cached())
+
+    def test_forbidden_keeps_the_image_and_goes_on(self):
+        self.cache(A, B)
+        self.glance.answers[A] = exception.ImageNotAuthorized(image_id=A)
+        self.glance.answers[B] = exception.ImageNotFound(image_id=B)
+        self.run_purge()
+        self.assertEqual([A], self.disks.cached())
+
+    def test_an_unexpected_glance_error_keeps_everything(self):
+        self.cache(A)
+        self.glance.answers[A] = exception.ImageDownloadFailed(
+            image_id=A, reason='HTTP 500')
+        self.run_purge()
+        self.assertEqual([A], self.disks.cached())
+
+    def test_each_image_is_asked_about_once_per_interval(self):
+        self.cache(A)
+        self.run_purge()
+        self.now += 99
+        self.run_purge()
+        self.assertEqual(1, len(self.glance.asked))
+        self.now += 1
+        self.run_purge()
+        self.assertEqual(2, len(self.glance.asked))
+
+    def test_uses_imaged_own_credentials(self):
+        self.cache(A)
+        self.run_purge()
+        self.assertEqual([(A, True, None)], self.glance.asked)
+
+    def test_an_rbd_base_with_clones_goes_once_unused(self):
+        self.cache(A)
+        self.disks.clones.add(A)
+        self.glance.answers[A] = exception.ImageNotFound(image_id=A)
+        self.assertEqual([{'image_id': A, 'where': 'file'}], self.run_purge())
+        self.assertEqual([A], self.disks.cached())
+        # Next runs retry the removal without asking Glance again.
+        self.assertEqual([], self.run_purge())
+        self.disks.clones.clear()
+        self.assertEqual([{'image_id': A, 'where': 'rbd'}], self.run_purge())
+        self.assertEqual([], self.disks.cached())
+        self.assertEqual(1, len(self.glance.asked))
+
+    def test_a_failed_removal_is_retried_next_run(self):
+        self.cache(A)
+        self.glance.answers[A] = exception.ImageNotFound(image_id=A)
+        with mock.patch.object(self.disks, 'purge_image', side_effect=(
+                exception.BackendUnavailable(backend='Ceph',
+                                             reason='timeout'))):
+            self.assertEqual([], self.run_purge())
+        self.assertEqual([A], self.disks.cached())
+        self.run_purge()
+        self.assertEqual([], self.disks.cached())
+
+    def test_zero_interval_turns_the_check_off(self):
+        self.flags(glance_check_interval=0, group='image_cache')
+        self.cache(A)
+        self.glance.answers[A] = exception.ImageNotFound(image_id=A)
+        self.run_purge()
+        self.assertEqual([], self.glance.asked)
+        self.assertEqual([A], self.disks.cached())
+
+
+class CleanupTaskTest(base.TestCase):
+
+    def test_the_cleanup_task_purges_what_is_cached(self):
+        cache = mock.Mock()
+        cache.clean.return_value = []
+        cache.list.return_value = [{'image_id': A, 'where': 'file'},
+                                   {'image_id': A, 'where': 'rbd'},
+                                   {'image_id': B, 'where': 'rbd'}]
+        disks = FakeRootDisks()
+        disks.clean_rbd_bases = mock.Mock(return_value=[])
+        disks.files.update([A])
+        disks.rbd.update([A, B])
+        glance = FakeGlance({A: exception.ImageNotFound(image_id=A)})
+        manager = imaged_manager.ImageAgentManager(
+            self.conf, 'test-host', disks, mock.Mock(), cache, glance,
+            notifications=mock.Mock())
+        manager._clean_image_cache(None)
+        self.assertEqual([(A, 'deleted')], disks.purged)
+        self.assertEqual([A, B], sorted(i for i, _a, _t in glance.asked))

@@ -12,6 +12,7 @@ import testtools
 
 from imaged import exception
 from imaged.image import format as image_format
+from imaged.storage import partial
 from imaged.storage import rbd as rbd_storage
 from tests.functional import base
 
@@ -56,13 +57,15 @@ class ConvertIntoRBDTest(testtools.TestCase):
         size, data_at = 64 * MiB, (0, 20 * MiB, 63 * MiB)
         path, expected = self.qcow2(size, data_at)
         name = 'func-format-%d_base' % os.getpid()
-        writer = self.driver.import_writer(name, size)
+        # The partial image the download path makes, held open as it is.
+        writer = self.driver.partials.new(
+            partial.PartialSpec(name, size, None, {}), size)
         self.addCleanup(self.ceph.remove, name)
         self.addCleanup(writer.abort)
         image_format.convert_into_rbd('img-1', path, 'qcow2',
                                       self.driver.pool, writer.part,
                                       self.conf)
-        writer.finish(size)
+        writer.commit(size)
         self.assertEqual(size, self.ceph.size(name))
         self.assertEqual(expected, self.ceph.read(name, 0, size))
         # Only the 4 MiB objects holding data were written.

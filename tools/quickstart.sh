@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One command from a fresh Debian 12 machine (as root) to imaged serving RPC:
-# installs what is needed, starts the local stack (Ceph, RabbitMQ, Glance),
-# starts imaged against it, uploads two small demo images and creates a root
-# disk from each over RPC (one by clone, one by download), and prints what
-# happened. Run again, it reuses what is up. Stop with tools/quickstart.sh stop.
+# installs what is needed, starts the local stack (Ceph, RabbitMQ, Keystone,
+# Glance), starts imaged against it (Glance with its Keystone service user),
+# uploads two small demo images as the stack's demo user and creates a root
+# disk from each over RPC (one from the Ceph store, one by download), and
+# prints what happened. Run again, it reuses what is up. Stop with tools/quickstart.sh stop.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -42,7 +43,7 @@ if [ "${1:-}" = stop ]; then
     exit 0
 fi
 
-say "Local stack: Ceph, RabbitMQ, Glance (tools/stack.sh)"
+say "Local stack: Ceph, RabbitMQ, Keystone, Glance (tools/stack.sh)"
 tools/stack.sh start
 say "Environment: .venv (tools/venv.sh)"
 tools/venv.sh
@@ -63,9 +64,16 @@ user = $CEPH_IMAGED_USER
 keyring = $CEPH_IMAGED_KEYRING
 pool = $CEPH_VMS_POOL
 
+# imaged's Keystone service user; Glance from the catalog.
 [glance]
-auth_type = none
-endpoint_override = $GLANCE_URL
+auth_type = password
+auth_url = $OS_AUTH_URL
+username = $IMAGED_USER
+password = $IMAGED_PASSWORD
+project_name = $IMAGED_PROJECT
+user_domain_name = $OS_USER_DOMAIN_NAME
+project_domain_name = $OS_PROJECT_DOMAIN_NAME
+region_name = $OS_REGION_NAME
 CONF
 if ! cmp -s "$CONF_FILE.new" "$CONF_FILE" 2>/dev/null; then
     mv "$CONF_FILE.new" "$CONF_FILE"
@@ -95,22 +103,34 @@ done
 say "imaged-client capabilities"
 echo "$caps"
 
-say "Demo images in Glance ($GLANCE_URL)"
+say "Demo images in Glance ($GLANCE_URL), as user $DEMO_USER"
+# glanceclient as the stack's demo user (Glance from Keystone's catalog).
+GLANCE_PY='
+import os
+from glanceclient import client
+from keystoneauth1.identity import v3
+from keystoneauth1 import session
+e = os.environ
+auth = v3.Password(auth_url=e["OS_AUTH_URL"], username=e["DEMO_USER"],
+                   password=e["DEMO_PASSWORD"], project_name=e["DEMO_PROJECT"],
+                   user_domain_name=e["OS_USER_DOMAIN_NAME"],
+                   project_domain_name=e["OS_PROJECT_DOMAIN_NAME"])
+c = client.Client("2", session=session.Session(auth=auth, timeout=60),
+                  region_name=e["OS_REGION_NAME"])
+'
 demo_image() {  # name backend disk_format file
     local id
     id=$(cat "$QS/$1.id" 2>/dev/null || true)
-    if [ -n "$id" ] && "$ROOT/.venv/bin/python" - "$id" <<'PY' 2>/dev/null
-import os, sys
-from glanceclient import client
-c = client.Client('2', endpoint=os.environ['GLANCE_URL'])
+    if [ -n "$id" ] && "$ROOT/.venv/bin/python" - "$id" <<PY 2>/dev/null
+$GLANCE_PY
+import sys
 sys.exit(0 if c.images.get(sys.argv[1])['status'] == 'active' else 1)
 PY
     then echo "$1: $id (reused)"; return; fi
-    id=$(GLANCE_URL=$GLANCE_URL "$ROOT/.venv/bin/python" - "$@" <<'PY'
-import os, sys
-from glanceclient import client
+    id=$("$ROOT/.venv/bin/python" - "$@" <<PY
+$GLANCE_PY
+import sys
 name, backend, disk_format, path = sys.argv[1:5]
-c = client.Client('2', endpoint=os.environ['GLANCE_URL'])
 image = c.images.create(name=name, disk_format=disk_format,
                         container_format='bare')
 with open(path, 'rb') as f:
@@ -121,7 +141,8 @@ PY
     echo "$id" > "$QS/$1.id"
     echo "$1: $id (uploaded to the $2 store)"
 }
-export GLANCE_URL
+export OS_AUTH_URL DEMO_USER DEMO_PASSWORD DEMO_PROJECT OS_USER_DOMAIN_NAME \
+    OS_PROJECT_DOMAIN_NAME OS_REGION_NAME
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 head -c 16M /dev/urandom > "$work/demo.raw"
@@ -133,7 +154,7 @@ say "create-root-disk over RPC"
 for demo in raw qcow2; do
     uuid_file=$QS/demo-$demo.instance
     [ -s "$uuid_file" ] || cat /proc/sys/kernel/random/uuid > "$uuid_file"
-    echo "--- from imaged-demo-$demo ($( [ $demo = raw ] && echo 'Ceph store: clone' || echo 'file store: download'))"
+    echo "--- from imaged-demo-$demo ($( [ $demo = raw ] && echo 'Ceph store' || echo 'file store: download'))"
     client create-root-disk "$(cat "$uuid_file")" "$(cat "$QS/imaged-demo-$demo.id")" 1
 done
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from nothing: installs the Debian packages and the
-# environments, starts the local stack (Ceph, RabbitMQ, Glance), then runs
+# environments, starts the local stack (Ceph, RabbitMQ, Keystone, Glance), then runs
 #   1. the unit tests (fakes; well under a minute),
 #   2. the functional tests (real imaged processes on the real stack),
 #   3. the scenario suite (tempest-like, against an agent started for it,

@@ -39,7 +39,8 @@ FILE_STORE=$(awk -F' *= *' '
 [ -n "$FILE_STORE" ] || { echo "no [local] filesystem_store_datadir in $GLANCE_CONF" >&2; exit 1; }
 
 mkdir -p "$OUT"
-STACK="$ROOT/tools/stack.sh"
+# (this stack's directory, whatever the environment of the test runner)
+STACK="IMAGED_STACK_DIR=$STACK_DIR $ROOT/tools/stack.sh"
 
 write() {  # write FILE: stdin -> FILE, atomically, only if it changed
     cat >"$1.new"
@@ -63,9 +64,16 @@ user = $CEPH_IMAGED_USER
 keyring = $CEPH_IMAGED_KEYRING
 pool = $CEPH_VMS_POOL
 
+# imaged's service user; Glance from Keystone's catalog.
 [glance]
-auth_type = none
-endpoint_override = $GLANCE_URL
+auth_type = password
+auth_url = $OS_AUTH_URL
+username = $IMAGED_USER
+password = $IMAGED_PASSWORD
+project_name = $IMAGED_PROJECT
+user_domain_name = $OS_USER_DOMAIN_NAME
+project_domain_name = $OS_PROJECT_DOMAIN_NAME
+region_name = $OS_REGION_NAME
 timeout = 30
 EOF
 
@@ -82,9 +90,17 @@ long_rpc_timeout = 300
 host = $HOST
 max_root_disk_gb = 16384
 
+# The tests' user (the stack's demo user); its token goes to the agent.
+# Glance from Keystone's catalog.
 [glance]
-auth_type = none
-endpoint_override = $GLANCE_URL
+auth_type = password
+auth_url = $OS_AUTH_URL
+username = $DEMO_USER
+password = $DEMO_PASSWORD
+project_name = $DEMO_PROJECT
+user_domain_name = $OS_USER_DOMAIN_NAME
+project_domain_name = $OS_PROJECT_DOMAIN_NAME
+region_name = $OS_REGION_NAME
 clone_store = ceph
 download_store = local
 access_log = $GLANCE_ACCESS_LOG
@@ -99,8 +115,8 @@ pool = $CEPH_VMS_POOL
 enabled = true
 imaged_command = $ROOT/.venv/bin/imaged
 daemon_config_file = $OUT/imaged.conf
-daemon_stop_command = $ROOT/tools/scenario-daemon.sh stop
-daemon_start_command = $ROOT/tools/scenario-daemon.sh start
+daemon_stop_command = IMAGED_STACK_DIR=$STACK_DIR $ROOT/tools/scenario-daemon.sh stop
+daemon_start_command = IMAGED_STACK_DIR=$STACK_DIR $ROOT/tools/scenario-daemon.sh start
 glance_stop_command = $STACK stop glance
 glance_start_command = $STACK start glance
 rabbitmq_stop_command = $STACK stop rabbitmq

@@ -1,9 +1,12 @@
 """Functional tests: real imaged processes against the real local stack.
 
-The stack (Ceph, RabbitMQ, Glance) is started by ``tools/stack.sh start``;
-its facts are read from ``$IMAGED_STACK_DIR/stack.env``. Each test class
-starts its own imaged daemon, with its own host name, state directory and
-configuration, and calls it only through :class:`imaged.rpcapi.ImageAgentAPI`.
+The stack (Ceph, RabbitMQ, Keystone, Glance) is started by
+``tools/stack.sh start``; its facts are read from
+``$IMAGED_STACK_DIR/stack.env``. Each test class starts its own imaged
+daemon, with its own host name, state directory and configuration (Glance
+with imaged's service user), and calls it only through
+:class:`imaged.rpcapi.ImageAgentAPI`, as the stack's demo user: its images
+are the demo project's, its token goes to the agent in the RPC context.
 """
 
 import io
@@ -18,7 +21,9 @@ import time
 import uuid
 
 import fixtures
-from glanceclient import client as glance_client
+from glanceclient import client as glance_client_module
+from keystoneauth1.identity import v3 as ks_v3
+from keystoneauth1 import session as ks_session
 import oslo_messaging as messaging
 import testtools
 
@@ -60,6 +65,58 @@ def stack():
     return STACK
 
 
+_SESSIONS = {}
+
+
+def keystone_session(who='DEMO'):
+    """A keystoneauth session of a stack user: ``DEMO`` (the tests' user,
+    member of the demo project) or ``IMAGED`` (the agent's service user).
+
+    One per user and process; keystoneauth renews the token before it
+    expires.
+    """
+    if who not in _SESSIONS:
+        env = stack()
+        auth = ks_v3.Password(
+            auth_url=env['OS_AUTH_URL'],
+            username=env['%s_USER' % who],
+            password=env['%s_PASSWORD' % who],
+            project_name=env['%s_PROJECT' % who],
+            user_domain_name=env['OS_USER_DOMAIN_NAME'],
+            project_domain_name=env['OS_PROJECT_DOMAIN_NAME'])
+        _SESSIONS[who] = ks_session.Session(auth=auth, timeout=30)
+    return _SESSIONS[who]
+
+
+def glance_client(who='DEMO'):
+    """glanceclient as a stack user, Glance found in Keystone's catalog."""
+    return glance_client_module.Client(
+        '2', session=keystone_session(who), interface='public',
+        region_name=stack()['OS_REGION_NAME'])
+
+
+def user_context(user_id='tester'):
+    """What a caller sends over RPC: the demo user's (current) token."""
+    sess = keystone_session('DEMO')
+    return context.RequestContext(
+        user_id=user_id, project_id=sess.get_project_id(),
+        auth_token=sess.get_token())
+
+
+def glance_options(env=None):
+    """imaged's ``[glance]`` for the stack: its service user (password)."""
+    env = env or stack()
+    return {'auth_type': 'password',
+            'auth_url': env['OS_AUTH_URL'],
+            'username': env['IMAGED_USER'],
+            'password': env['IMAGED_PASSWORD'],
+            'project_name': env['IMAGED_PROJECT'],
+            'user_domain_name': env['OS_USER_DOMAIN_NAME'],
+            'project_domain_name': env['OS_PROJECT_DOMAIN_NAME'],
+            'region_name': env['OS_REGION_NAME'],
+            'endpoint_override': env['GLANCE_URL']}
+
+
 def wait_for(predicate, timeout, interval=0.2, what='condition'):
     deadline = time.monotonic() + timeout
     while True:
@@ -95,11 +152,9 @@ class Daemon:
                     'keyring': env['CEPH_IMAGED_KEYRING'],
                     'pool': env['CEPH_VMS_POOL'],
                     'connect_timeout': '5'},
-            'glance': {'auth_type': 'none',
-                       'endpoint_override': env['GLANCE_URL'],
-                       'num_retries': '1',
-                       'timeout': '20',
-                       'progress_interval': '1'},
+            'glance': dict(glance_options(env),
+                           num_retries='1', timeout='20',
+                           progress_interval='1'),
             'image_cache': {'manager_interval': '3600'},
         }
         for group, values in (options or {}).items():
@@ -154,7 +209,7 @@ class Glance:
 
     def __init__(self, test):
         self.test = test
-        self.client = glance_client.Client('2', endpoint=stack()['GLANCE_URL'])
+        self.client = glance_client()
 
     def create(self, data, disk_format='raw', backend='ceph',
                container_format='bare', **props):
@@ -243,8 +298,7 @@ class FunctionalTestCase(testtools.TestCase):
         cls.daemon = Daemon(cls.workdir, cls.host, cls.daemon_options)
         cls.daemon.start()
         cls.api = rpcapi.ImageAgentAPI(CONF)
-        cls.ctxt = context.RequestContext(user_id='tester',
-                                          project_id='functional')
+        cls.ctxt = user_context()
         try:
             cls.wait_until_serving(cls.api, cls.ctxt, cls.host, cls.daemon)
         except Exception:
@@ -277,6 +331,7 @@ class FunctionalTestCase(testtools.TestCase):
     def setUp(self):
         super().setUp()
         self.useFixture(fixtures.Timeout(600, gentle=True))
+        self.ctxt = user_context()
         self.glance = Glance(self)
 
     def new_instance(self):

@@ -11,7 +11,6 @@ import uuid
 from oslo_utils import units
 import testtools
 
-from imaged import context
 from imaged import exception
 from imaged import rpcapi
 from tests.functional import base
@@ -23,7 +22,7 @@ class DaemonLifeTest(testtools.TestCase):
         super().setUp()
         base.configure_client()
         self.api = rpcapi.ImageAgentAPI(base.CONF)
-        self.ctxt = context.RequestContext()
+        self.ctxt = base.user_context()
         self.workdir = tempfile.mkdtemp(prefix='imaged-life-')
         self.addCleanup(shutil.rmtree, self.workdir, ignore_errors=True)
 

@@ -6,7 +6,6 @@ import shutil
 import threading
 import time
 
-from imaged import context
 from imaged import rpcapi
 from tests.functional import base
 from tools.bench.machine import alive, children, proc_status_bytes
@@ -26,8 +25,11 @@ class Agent:
             'DEFAULT': {'debug': 'false'},
             'glance': {'num_retries': '3'}})
         self.api = rpcapi.ImageAgentAPI(base.CONF)
-        self.ctxt = context.RequestContext(user_id='bench',
-                                           project_id='bench')
+
+    @property
+    def ctxt(self):
+        """The caller's context: the stack's demo user's current token."""
+        return base.user_context('bench')
 
     def start(self):
         self.daemon.start()

@@ -14,10 +14,11 @@ class GlanceImages:
     """Images the benchmark uploads; every one is deleted at the end."""
 
     def __init__(self, stack, run_id):
-        from glanceclient import client as glance_client
+        from tests.functional import base
         self.url = stack['GLANCE_URL']
         self.access_log = stack['GLANCE_ACCESS_LOG']
-        self.client = glance_client.Client('2', endpoint=self.url)
+        # As the stack's demo user (the images are the demo project's).
+        self.client = base.glance_client()
         self.run_id = run_id
         self.ids = set()       # not deleted yet
         self.created = set()   # ever

@@ -61,7 +61,8 @@ def stack_services(stack_dir):
     """``{pid file: (pid, start time)}`` of the stack's services: changes
     when the fault-injection suite (or anyone) restarts one of them."""
     services = {}
-    for pattern in ('ceph/run/*.pid', 'glance/run/*.pid', 'rabbitmq/*.pid'):
+    for pattern in ('ceph/run/*.pid', 'glance/run/*.pid', 'keystone/run/*.pid',
+                    'rabbitmq/*.pid'):
         for path in glob.glob(os.path.join(stack_dir, pattern)):
             try:
                 with open(path) as f:

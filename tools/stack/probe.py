@@ -8,7 +8,8 @@ and exits 1, so stack.sh never hangs.
 
   probe.py ceph --conf C [--mon] [--mgr] [--osd ID] [--pools a,b]
   probe.py amqp --host H --port P
-  probe.py http --url U
+  probe.py http --url U [--keystone AUTH_URL --user U --password P --project P]
+  probe.py token --keystone AUTH_URL --user U --password P --project P
 """
 
 import argparse
@@ -246,10 +247,49 @@ def cmd_amqp(a):
     return 0 if ok else 1
 
 
+# ----------------------------------------------------------------- keystone
+def get_token(auth_url, user, password, project, domain="Default"):
+    """A project-scoped token (POST /v3/auth/tokens), or raises."""
+    body = {"auth": {
+        "identity": {"methods": ["password"], "password": {"user": {
+            "name": user, "password": password,
+            "domain": {"name": domain}}}},
+        "scope": {"project": {"name": project, "domain": {"name": domain}}},
+    }}
+    req = urllib.request.Request(
+        auth_url.rstrip("/") + "/auth/tokens", method="POST",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        r.read()
+        token = r.headers.get("X-Subject-Token")
+        if r.status != 201 or not token:
+            raise RuntimeError("Keystone answered %s without a token"
+                               % r.status)
+        return token
+
+
+def _keystone_args(a):
+    return (a.keystone, a.user, a.password, a.project)
+
+
+def cmd_token(a):
+    box = {}
+
+    def check():
+        box["token"] = get_token(*_keystone_args(a))
+    ok = _poll(a.timeout, 0.2, check)
+    if ok:
+        print(box["token"])
+    return 0 if ok else 1
+
+
 # --------------------------------------------------------------------- http
-def http_check(url):
+def http_check(url, token=None):
+    headers = {"X-Auth-Token": token} if token else {}
+    req = urllib.request.Request(url, headers=headers)
     try:
-        with urllib.request.urlopen(url, timeout=5) as r:
+        with urllib.request.urlopen(req, timeout=5) as r:
             r.read()
             return None if r.status == 200 else "HTTP %s" % r.status
     except urllib.error.HTTPError as e:
@@ -257,7 +297,17 @@ def http_check(url):
 
 
 def cmd_http(a):
-    ok = _poll(a.timeout, 0.2, lambda: http_check(a.url))
+    box = {}
+
+    def check():
+        if a.keystone and "token" not in box:
+            box["token"] = get_token(*_keystone_args(a))
+        why = http_check(a.url, box.get("token"))
+        if why == "HTTP 401":
+            # (a short-lived token may have expired meanwhile)
+            box.pop("token", None)
+        return why
+    ok = _poll(a.timeout, 0.2, check)
     return 0 if ok else 1
 
 
@@ -292,6 +342,18 @@ def main():
     c.add_argument("--url", required=True)
     c.add_argument("--timeout", type=float, default=60)
     c.set_defaults(func=cmd_http)
+    c.add_argument("--keystone", help="send a token of this Keystone (v3 "
+                   "URL) for --user/--password/--project")
+
+    c = sub.add_parser("token")
+    c.add_argument("--keystone", required=True, help="v3 auth URL")
+    c.add_argument("--timeout", type=float, default=60)
+    c.set_defaults(func=cmd_token)
+
+    for p in (sub.choices["http"], sub.choices["token"]):
+        p.add_argument("--user")
+        p.add_argument("--password")
+        p.add_argument("--project")
 
     for p in sub.choices.values():
         p.add_argument("--watch-pid", type=int, action="append", default=[],

@@ -124,7 +124,9 @@ An image without a container format is accepted.
         'convert_address_space_mb',
         default=1024,
         min=64,
-        help='Address space limit, in MiB, of ``qemu-img`` processes.'),
+        help='Address space limit, in MiB, of ``qemu-img`` processes '
+             '(2048 MiB more when it writes into Ceph, for the threads of '
+             'librbd).'),
     cfg.IntOpt(
         'convert_timeout',
         default=1800,

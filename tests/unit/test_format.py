@@ -145,6 +145,9 @@ class ConvertIntoRBDTest(base.TestCase):
             r':client_mount_timeout=7:rados_mon_op_timeout=7'
             r':rados_osd_op_timeout=7', args[-1])
         self.assertEqual(3600, kwargs['prlimit'].cpu_time)
+        # Room for librbd's threads beside the usual limit.
+        self.assertEqual((1024 + 2048) * 1024 * 1024,
+                         kwargs['prlimit'].address_space)
         self.assertEqual(1800, kwargs['timeout'])
 
     def test_no_keyring_option_without_a_keyring(self):

@@ -61,6 +61,13 @@ class ImageDownloadFailed(ImagedException):
     msg_fmt = _("Download of image %(image_id)s failed: %(reason)s")
 
 
+class ImageDownloadInterrupted(ImageDownloadFailed):
+    """Worth another attempt: the connection dropped, stalled or ended
+    short."""
+    msg_fmt = _("Download of image %(image_id)s was interrupted: "
+                "%(reason)s")
+
+
 class BackendUnavailable(ImagedException):
     msg_fmt = _("%(backend)s is unavailable: %(reason)s")
 

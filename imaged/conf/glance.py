@@ -88,6 +88,37 @@ Related options:
 * ``rbd_store_name``
 * ``copy_poll_interval``
 """),
+    # -- the download body (imaged.image.body) --------------------------------
+    cfg.IntOpt(
+        'download_stall_timeout',
+        default=60,
+        min=1,
+        help="""
+Seconds a download may go without receiving a byte.
+
+A Glance (or a network) that stops sending in the middle of an image fails
+the attempt after this long, and the download starts again as with any
+other interrupted download (``num_retries``).
+
+Related options:
+
+* ``num_retries``, ``download_timeout``
+"""),
+    cfg.IntOpt(
+        'download_timeout',
+        default=3600,
+        min=1,
+        help="""
+Seconds a whole image download may take, all its attempts included.
+
+Bounds a download that trickles in too slowly to ever finish. Past it the
+download fails and is not retried. Raise it for very large images on slow
+links.
+
+Related options:
+
+* ``download_stall_timeout``
+"""),
 ]
 
 _DEFAULT_SERVICE_TYPE = 'image'

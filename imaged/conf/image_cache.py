@@ -125,7 +125,24 @@ downloaded. An image without a container format is accepted.
         'convert_address_space_mb',
         default=1024,
         min=64,
-        help='Address space limit, in MiB, of ``qemu-img`` processes.'),
+        help='Address space limit, in MiB, of ``qemu-img`` processes '
+             '(2048 MiB more when it writes into Ceph, for the threads of '
+             'librbd).'),
+    cfg.IntOpt(
+        'convert_timeout',
+        default=1800,
+        min=1,
+        help="""
+Wall-clock seconds a ``qemu-img`` process may run before it is killed.
+
+Bounds a conversion that waits rather than computes (a stalled Ceph cluster
+or disk), which ``convert_cpu_time`` does not. The image is then refused,
+and nothing of the conversion is kept.
+
+Related options:
+
+* ``convert_cpu_time``, ``convert_address_space_mb``
+"""),
 ]
 
 

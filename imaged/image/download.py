@@ -1,11 +1,15 @@
 """The download stream: Glance's bytes, read once, checked, into sinks.
 
-:func:`stream` reads an iterable of blocks once and pushes each block
-through the hasher (on a thread of its own: hashlib releases the GIL) and,
-until the stream is known to be raw, the format inspector, into the sinks
-the caller hands it. A sink has ``write(offset, data)``, ``commit(size)``
-and ``abort()``; blocks of all zeros are never written (a new file or RBD
-image reads as zeros), and only the caller commits or aborts.
+:func:`stream` reads an iterable of blocks once (an
+:class:`imaged.image.body.ImageBody`: 4 MiB reusable buffers, no copy) and
+pushes each block through the hasher (on a thread of its own: hashlib
+releases the GIL) and, until the stream is known to be raw, the format
+inspector, into the sinks the caller hands it. A sink has
+``write(offset, data)``, ``commit(size)`` and ``abort()``, and may have
+``write_block(block)`` to keep a block past the call without copying it
+(it holds and releases it, as the hash thread does); blocks of all zeros
+are never written (a new file or RBD image reads as zeros), and only the
+caller commits or aborts.
 
 :func:`attempts` is the retry loop around it: each attempt starts with
 fresh sinks, because a failed attempt's bytes were never verified.
@@ -23,13 +27,13 @@ from oslo_utils import units
 
 from imaged import exception
 from imaged.i18n import _
+from imaged.image import body as image_body
 from imaged.image import format as image_format
 from imaged.image import glance
 
 LOG = logging.getLogger(__name__)
 
-CHUNK = units.Mi
-_ZERO_CHUNK = bytes(CHUNK)
+_ZERO_PIECE = bytes(units.Mi)
 
 Downloaded = collections.namedtuple('Downloaded',
                                     ['size', 'format', 'virtual_size'])
@@ -49,31 +53,21 @@ def expected_hash(image):
     return None
 
 
-def _is_zero(chunk):
-    if len(chunk) == len(_ZERO_CHUNK):
-        return chunk == _ZERO_CHUNK
-    return not chunk.strip(b'\0')
-
-
-def _rechunk(pieces, size=CHUNK):
-    """Join the small pieces an HTTP body arrives in into ~1 MiB chunks."""
-    buf, length = [], 0
-    for piece in pieces:
-        buf.append(piece)
-        length += len(piece)
-        if length >= size:
-            yield b''.join(buf)
-            buf, length = [], 0
-    if buf:
-        yield b''.join(buf)
-
-
 def _detected(wrapper):
     """The inspector's verdict so far, or None while it is ambiguous."""
     try:
         return wrapper.format
     except Exception:  # ambiguous or conflicting: decided at the end
         return None
+
+
+def _write_pieces(sink, block, piece=units.Mi):
+    """Write the MiBs of ``block`` that hold data: files stay sparse."""
+    data = memoryview(block.data)
+    for start in range(0, block.length, piece):
+        part = data[start:start + piece]
+        if bytes(part) != _ZERO_PIECE[:len(part)]:
+            sink.write(block.offset + start, part)
 
 
 class _HashThread:
@@ -89,12 +83,16 @@ class _HashThread:
             self._thread.start()
 
     def _run(self):
-        while (chunk := self._queue.get()) is not None:
-            self.hasher.update(chunk)
+        while (block := self._queue.get()) is not None:
+            try:
+                self.hasher.update(block.data)
+            finally:
+                block.release()
 
-    def update(self, chunk):
+    def update(self, block):
+        """Hash ``block`` later; it is held until then."""
         if self._thread is not None:
-            self._queue.put(chunk)
+            self._queue.put(block.hold())
 
     def close(self):
         if self._thread is not None and self._thread.is_alive():
@@ -153,13 +151,20 @@ def stream(image, blocks, sinks, conf, max_virtual_size=None):
     progress = ProgressLog('Download of image %s' % image_id, expected_size,
                            conf.glance.progress_interval)
     started = time.monotonic()
-    source = _rechunk(blocks)
+    current = []
+
+    def source():  # the inspector sees bytes; the loop keeps the block
+        for block in image_body.as_blocks(blocks):
+            current[:] = [block]
+            yield block.data
+    source = source()
     wrapper = image_format.inspect_stream(source)
     hasher = _HashThread(promise[0] if promise else None)
     reader, size = wrapper, 0
     try:
         while (chunk := next(reader, None)) is not None:
-            hasher.update(chunk)
+            block = current[0]
+            hasher.update(block)
             end = size + len(chunk)
             if expected_size is not None and end > expected_size:
                 raise exception.ImageUnacceptable(
@@ -173,9 +178,13 @@ def stream(image, blocks, sinks, conf, max_virtual_size=None):
                 reader = source  # nothing more to inspect: stop paying
             elif detected is not None:
                 _too_large(image_id, detected.virtual_size, max_virtual_size)
-            if not _is_zero(chunk):
+            if not block.is_zero():
                 for sink in sinks:
-                    sink.write(size, chunk)
+                    write_block = getattr(sink, 'write_block', None)
+                    if write_block is not None:
+                        write_block(block)
+                    else:
+                        _write_pieces(sink, block)
             size = end
             progress(size)
         digest = hasher.hexdigest()
@@ -199,6 +208,10 @@ def stream(image, blocks, sinks, conf, max_virtual_size=None):
     return Downloaded(size, checked.format, virtual_size)
 
 
+# Worth another attempt from the first byte.
+RETRIABLE = glance.RETRIABLE + (ShortRead, exception.ImageDownloadInterrupted)
+
+
 class _Attempt:
     def __init__(self, image_id, number, last):
         self.image_id, self.number, self.last = image_id, number, last
@@ -208,7 +221,7 @@ class _Attempt:
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if exc is None or not isinstance(exc, glance.RETRIABLE + (ShortRead,)):
+        if exc is None or not isinstance(exc, RETRIABLE):
             return False
         if self.last:
             raise exception.ImageDownloadFailed(

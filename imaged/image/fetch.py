@@ -1,21 +1,25 @@
 """Getting an image's bytes into a new RBD image (a base or a root disk).
 
 Raw images stream from Glance straight into the new image (and into a
-local base file only when the caller keeps one); other formats are
-downloaded to a file, checked, converted to a raw base file, and that file
-fills the new image. The caller holds the cache's lock on the image, so an
-image is downloaded once per host at a time.
+local base file only when the caller keeps one). Other formats are
+downloaded to a file and checked; then qemu-img converts them straight into
+the new image when no local base file is kept (one pass, no raw copy), or
+into a raw base file that then fills the new image. The caller holds the
+cache's lock on the image, so an image is downloaded once per host at a
+time.
 """
 
 import contextlib
 import os
 import threading
+import time
 
 from oslo_log import log as logging
 from oslo_utils import units
 
 from imaged import exception
 from imaged.i18n import _
+from imaged.image import body as image_body
 from imaged.image import download
 from imaged.image import format as image_format
 from imaged import malloc
@@ -69,6 +73,9 @@ class Fetcher:
             if not keep_file:
                 self.cache.record(image_id, got.size)
             return got.size
+        if path is None and spec is not None and not keep_file:
+            return self._convert_into(context, image, spec,
+                                      max_virtual_size, timings)
         if path is None:
             got, downloaded = self._download_file(context, image,
                                                   max_virtual_size)
@@ -96,10 +103,41 @@ class Fetcher:
         return imaged_notifications.FetchReport(
             self.notifications, image['id'], image.get('size'))
 
+    def _convert_into(self, context, image, spec, max_virtual_size,
+                      timings):
+        """Download and check a non-raw image, then convert it straight
+        into the new image ``spec``; no raw file is ever written."""
+        image_id = image['id']
+        got, downloaded = self._download_file(context, image,
+                                              max_virtual_size)
+        timings.step('download')
+        try:
+            new = self.writer.new(spec, got.virtual_size)
+            try:
+                image_format.convert_into_rbd(
+                    image_id, downloaded, image['disk_format'],
+                    self.writer.conn.pool, new.part, self.conf)
+                new.commit(got.virtual_size)
+            except BaseException:
+                _abort_quietly(new)
+                raise
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(downloaded)
+        timings.step('convert')
+        self.cache.record(image_id, got.virtual_size)
+        return got.virtual_size
+
+    def _body(self, context, image, deadline):
+        return image_body.ImageBody.open(
+            self.glance, context, image['id'], self.conf,
+            size=image.get('size'), deadline=deadline)
+
     def _stream(self, context, image, spec, max_virtual_size, keep_file):
         """Stream a raw image into ``spec`` (and the base file)."""
         image_id = image['id']
         size = image.get('size') or max_virtual_size or self.max_size()
+        deadline = time.monotonic() + self.conf.glance.download_timeout
         with self._download_slot(image_id), self._fetching(image) as report:
             for attempt in download.attempts(image_id,
                                              self.conf.glance.num_retries):
@@ -111,10 +149,10 @@ class Fetcher:
                             sinks.append(self.cache.base_file_sink(image_id))
                         if spec is not None:
                             sinks.append(self.writer.new(spec, size))
-                        got = download.stream(
-                            image, report.count(
-                                self.glance.open_data(context, image_id)),
-                            sinks, self.conf, max_virtual_size)
+                        with self._body(context, image, deadline) as blocks:
+                            got = download.stream(
+                                image, report.count(blocks), sinks,
+                                self.conf, max_virtual_size)
                         for sink in sinks:  # the base file first
                             sink.commit(got.size)
                         return got
@@ -126,6 +164,7 @@ class Fetcher:
     def _download_file(self, context, image, max_virtual_size):
         """Download an image that needs converting into a temporary file."""
         image_id = image['id']
+        deadline = time.monotonic() + self.conf.glance.download_timeout
         with self._download_slot(image_id), self._fetching(image) as report:
             for attempt in download.attempts(image_id,
                                              self.conf.glance.num_retries):
@@ -133,10 +172,10 @@ class Fetcher:
                     report.attempt()
                     sink = self.cache.download_sink(image_id)
                     try:
-                        got = download.stream(
-                            image, report.count(
-                                self.glance.open_data(context, image_id)),
-                            [sink], self.conf, max_virtual_size)
+                        with self._body(context, image, deadline) as blocks:
+                            got = download.stream(
+                                image, report.count(blocks), [sink],
+                                self.conf, max_virtual_size)
                         sink.commit(got.size)
                         return got, sink.dest
                     except BaseException:

@@ -4,11 +4,15 @@ Every downloaded image goes through oslo.utils' format inspector while it
 streams in: the detected format must be the one Glance declares, and the
 inspector's safety checks (backing files, qcow2 data files, VMDK extents
 naming host files, ...) must pass. ``qemu-img`` only ever runs on files that
-passed, with their format given explicitly, under CPU and memory limits.
+passed, with their format given explicitly, under CPU, memory and wall-clock
+limits; it converts into a local raw file, or straight into a new RBD image.
 """
 
 import collections
+import contextlib
 import os
+import re
+import subprocess
 
 from oslo_concurrency import processutils
 from oslo_log import log as logging
@@ -19,6 +23,13 @@ from imaged import exception
 from imaged.i18n import _
 
 LOG = logging.getLogger(__name__)
+
+QEMU_IMG = 'qemu-img'
+
+# What librados/librbd's threads reserve (stacks) in a qemu-img writing into
+# Ceph, on top of [image_cache] convert_address_space_mb: with 1 GiB in all,
+# 4 of 5 conversions failed to start a thread here; with 2 GiB, none.
+RBD_CLIENT_ADDRESS_SPACE_MB = 2048
 
 # Glance disk_format -> the format name qemu-img reads it as.
 QEMU_FORMATS = {
@@ -91,23 +102,114 @@ def check_image(image_id, wrapper, disk_format, conf):
                         virtual_size=inspector.virtual_size)
 
 
+def qemu_limits(conf, extra_mb=0):
+    """The CPU and address-space limits every ``qemu-img`` runs under."""
+    return processutils.ProcessLimits(
+        cpu_time=conf.image_cache.convert_cpu_time,
+        address_space=(conf.image_cache.convert_address_space_mb +
+                       extra_mb) * units.Mi)
+
+
+def run_qemu_img(image_id, args, conf, extra_mb=0):
+    """Run ``qemu-img args`` under the process limits and a wall-clock limit.
+
+    :returns: ``(stdout, stderr)``.
+    :raises ImageUnacceptable: it did not finish within
+        ``[image_cache] convert_timeout`` seconds; it is killed first.
+    :raises processutils.ProcessExecutionError: it failed.
+    """
+    timeout = conf.image_cache.convert_timeout
+    started = []
+    try:
+        return processutils.execute(QEMU_IMG, *args,
+                                    prlimit=qemu_limits(conf, extra_mb),
+                                    timeout=timeout,
+                                    on_execute=started.append)
+    except subprocess.TimeoutExpired:
+        for process in started:  # processutils leaves it running
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            process.communicate()
+        LOG.warning('Killed qemu-img %s for image %s after %ds',
+                    args[0], image_id, timeout)
+        raise exception.ImageUnacceptable(
+            image_id=image_id,
+            reason=_('qemu-img %(what)s did not finish within %(n)d seconds '
+                     '([image_cache] convert_timeout)') %
+            {'what': args[0], 'n': timeout})
+
+
 def convert_to_raw(image_id, source, dest, disk_format, conf,
                    cache_dir=None):
     """Write a raw (sparse) copy of a checked image with qemu-img."""
-    limits = processutils.ProcessLimits(
-        cpu_time=conf.image_cache.convert_cpu_time,
-        address_space=conf.image_cache.convert_address_space_mb * units.Mi)
     try:
-        processutils.execute(
-            'qemu-img', 'convert', '-f', QEMU_FORMATS[disk_format],
-            '-O', 'raw', source, dest, prlimit=limits)
+        run_qemu_img(image_id, ['convert', '-f', QEMU_FORMATS[disk_format],
+                                '-O', 'raw', source, dest], conf)
     except processutils.ProcessExecutionError as e:
         if 'No space left on device' in (e.stderr or ''):
             raise exception.CacheFull(path=cache_dir or os.path.dirname(dest),
                                       image_id=image_id,
                                       reason=_('qemu-img convert: no space'))
-        raise exception.ImageUnacceptable(
-            image_id=image_id,
-            reason=_('qemu-img could not convert it from %(fmt)s to raw: '
-                     '%(err)s') % {'fmt': disk_format,
-                                   'err': (e.stderr or str(e)).strip()})
+        raise _not_converted(image_id, disk_format, e)
+
+
+def rbd_filename(pool, name, conf):
+    """qemu's ``rbd:`` name of image ``name`` in ``pool``, as imaged's user.
+
+    Ceph's timeouts go along, so a stalled cluster fails the write instead
+    of hanging it.
+    """
+    timeout = str(conf.rbd.connect_timeout)
+    options = [('id', conf.rbd.user), ('conf', conf.rbd.ceph_conf)]
+    if conf.rbd.keyring:
+        options.append(('keyring', conf.rbd.keyring))
+    options += [('client_mount_timeout', timeout),
+                ('rados_mon_op_timeout', timeout),
+                ('rados_osd_op_timeout', timeout)]
+    return 'rbd:%s/%s%s' % (_rbd_escape(pool), _rbd_escape(name), ''.join(
+        ':%s=%s' % (key, _rbd_escape(value)) for key, value in options))
+
+
+def _rbd_escape(value):
+    # qemu splits an rbd: name at ':', '/' and '@' unless backslashed.
+    return re.sub(r'([\\:/@])', r'\\\1', str(value))
+
+
+def convert_into_rbd(image_id, source, disk_format, pool, name, conf):
+    """Write a checked image as raw into the existing RBD image ``name``.
+
+    ``name`` must be a new image (it reads as zeros) at least as large as
+    the image's virtual size: qemu-img writes only the parts holding data,
+    straight into Ceph, in one pass. On failure ``name`` holds part of the
+    image; the caller removes it.
+
+    :raises ImageUnacceptable: qemu-img could not read the image, or it
+        ran out of time or CPU.
+    :raises StorageError: qemu-img could not write into Ceph.
+    """
+    try:
+        run_qemu_img(image_id, [
+            'convert', '-f', QEMU_FORMATS[disk_format], '-O', 'raw',
+            # The target exists and reads as zeros: skip writing zeros.
+            '-n', '--target-is-zero',
+            # No write-back cache to copy into; several writes in flight.
+            '-t', 'none', '-W', source, rbd_filename(pool, name, conf)],
+            conf, extra_mb=RBD_CLIENT_ADDRESS_SPACE_MB)
+    except processutils.ProcessExecutionError as e:
+        stderr = e.stderr or ''
+        # qemu-img names the rbd: target when it cannot open or write it.
+        if 'error while writing' in stderr or 'rbd:' in stderr:
+            raise exception.StorageError(
+                name=name, pool=pool,
+                reason=_('qemu-img could not write image %(id)s into it: '
+                         '%(err)s') % {'id': image_id,
+                                       'err': (e.stderr or str(e)).strip()})
+        raise _not_converted(image_id, disk_format, e)
+
+
+def _not_converted(image_id, disk_format, error):
+    return exception.ImageUnacceptable(
+        image_id=image_id,
+        reason=_('qemu-img could not convert it from %(fmt)s to raw: '
+                 '%(err)s') % {'fmt': disk_format,
+                               'err': (error.stderr or str(error)).strip()})

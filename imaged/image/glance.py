@@ -319,6 +319,25 @@ class GlanceAPI:
                 raise
             return COPY_REFUSED, str(typed)
 
+    def open_response(self, context, image_id, read_timeout=None):
+        """The streaming HTTP response of the image's data (one GET).
+
+        For :mod:`imaged.image.body`, which reads and closes it. A read
+        waits at most ``read_timeout`` seconds (default: the session's).
+        """
+        def get():
+            kwargs = {}
+            if read_timeout is not None:
+                kwargs['timeout'] = (self._session.timeout, read_timeout)
+            resp, _body = self._client(context).http_client.get(
+                '/v2/images/%s/file' % image_id, **kwargs)
+            if resp.status_code == 204:
+                resp.close()
+                raise exception.ImageUnacceptable(
+                    image_id=image_id, reason=_('Glance holds no data for it'))
+            return resp
+        return self._call(image_id, 'Opening the download', get)
+
     def check_health(self):
         """Problems reaching Glance, as strings (empty when it answers)."""
         try:

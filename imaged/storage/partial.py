@@ -113,6 +113,16 @@ class PartialImage:
             self._error = e
             raise
 
+    def write_block(self, block):
+        """:meth:`write` of a download's block, held (not copied) until
+        librbd has written it."""
+        try:
+            with self.conn.typed_errors(self.spec.name):
+                self._blocks.write_block(block)
+        except BaseException as e:
+            self._error = e
+            raise
+
     def commit(self, size):
         """Make it the finished image, ``max(size, min_size)`` bytes."""
         conn, spec = self.conn, self.spec

@@ -367,5 +367,34 @@ class FakeGlance:
         # the service role.
         return None, 'the fake Glance has no locations API'
 
+    def open_response(self, context, image_id, read_timeout=None):
+        return FakeResponse(self.open_data(context, image_id))
+
     def check_health(self):
         return []
+
+
+class FakeResponse:
+    """A streaming HTTP response (for ``body.ImageBody``) over an iterator
+    of chunks; an error the iterator raises comes out of ``readinto``."""
+
+    def __init__(self, chunks):
+        self.headers = {}
+        self.raw = self
+        self.closed = False
+        self._chunks = iter(chunks)
+        self._pending = b''
+
+    def readinto(self, buf):
+        while not self._pending:
+            try:
+                self._pending = next(self._chunks)
+            except StopIteration:
+                return 0
+        n = min(len(buf), len(self._pending))
+        buf[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def close(self):
+        self.closed = True

@@ -1,3 +1,4 @@
+import subprocess
 from unittest import mock
 
 from oslo_concurrency import processutils
@@ -90,3 +91,82 @@ class ConvertToRawTest(base.TestCase):
                                   image_format.convert_to_raw, 'img-1',
                                   '/src', '/dst', 'qcow2', self.conf)
         self.assertIn('boom', str(e))
+
+
+class QemuImgLimitsTest(base.TestCase):
+
+    def test_every_run_has_a_wall_clock_limit(self):
+        self.flags(convert_timeout=77, group='image_cache')
+        with mock.patch.object(processutils, 'execute') as execute:
+            image_format.convert_to_raw('img-1', '/src', '/dst', 'qcow2',
+                                        self.conf)
+        self.assertEqual(77, execute.call_args.kwargs['timeout'])
+
+    def test_a_run_past_its_time_is_killed_and_refused(self):
+        process = mock.Mock()
+
+        def hang(*args, on_execute, **kwargs):
+            on_execute(process)
+            raise subprocess.TimeoutExpired(args, kwargs['timeout'])
+        with mock.patch.object(processutils, 'execute', side_effect=hang):
+            e = self.assertRaises(exception.ImageUnacceptable,
+                                  image_format.convert_to_raw, 'img-1',
+                                  '/src', '/dst', 'qcow2', self.conf)
+        process.kill.assert_called_once_with()
+        process.communicate.assert_called_once_with()
+        self.assertIn('img-1', str(e))
+        self.assertIn('convert_timeout', str(e))
+
+
+class ConvertIntoRBDTest(base.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.flags(user='imaged', ceph_conf='/etc/ceph/ceph.conf',
+                   keyring='/etc/ceph/x:y.keyring', connect_timeout=7,
+                   group='rbd')
+
+    def convert(self, error=None):
+        with mock.patch.object(processutils, 'execute',
+                               side_effect=error) as execute:
+            image_format.convert_into_rbd('img-1', '/src', 'qcow2', 'vms',
+                                          'img-1_base.part', self.conf)
+        return execute.call_args
+
+    def test_writes_only_data_into_the_existing_image(self):
+        args, kwargs = self.convert()
+        self.assertEqual(
+            ('qemu-img', 'convert', '-f', 'qcow2', '-O', 'raw', '-n',
+             '--target-is-zero', '-t', 'none', '-W', '/src'), args[:-1])
+        self.assertEqual(
+            r'rbd:vms/img-1_base.part:id=imaged'
+            r':conf=\/etc\/ceph\/ceph.conf'
+            r':keyring=\/etc\/ceph\/x\:y.keyring'
+            r':client_mount_timeout=7:rados_mon_op_timeout=7'
+            r':rados_osd_op_timeout=7', args[-1])
+        self.assertEqual(3600, kwargs['prlimit'].cpu_time)
+        # Room for librbd's threads beside the usual limit.
+        self.assertEqual((1024 + 2048) * 1024 * 1024,
+                         kwargs['prlimit'].address_space)
+        self.assertEqual(1800, kwargs['timeout'])
+
+    def test_no_keyring_option_without_a_keyring(self):
+        self.flags(keyring=None, group='rbd')
+        args, _kwargs = self.convert()
+        self.assertNotIn('keyring', args[-1])
+
+    def test_a_failed_write_is_a_storage_error(self):
+        error = processutils.ProcessExecutionError(
+            stderr='qemu-img: error while writing at byte 0: Input/output '
+                   'error')
+        e = self.assertRaises(exception.StorageError, self.convert, error)
+        self.assertIn('img-1_base.part', str(e))
+        self.assertIn('vms', str(e))
+
+    def test_an_unreadable_image_is_unacceptable(self):
+        error = processutils.ProcessExecutionError(
+            stderr="qemu-img: Could not open '/src': Image is not in qcow2 "
+                   "format")
+        e = self.assertRaises(exception.ImageUnacceptable, self.convert,
+                              error)
+        self.assertIn('img-1', str(e))

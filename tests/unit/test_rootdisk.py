@@ -1,3 +1,4 @@
+import os
 import time
 from unittest import mock
 
@@ -193,23 +194,39 @@ class RBDBaseImagesTest(RootDisksTest):
         # This host's record of it goes with it.
         self.assertEqual([], self.disks.list_cached_images())
 
-    def test_non_raw_base_is_imported_after_conversion(self):
+    def test_non_raw_base_is_converted_straight_into_ceph(self):
         self.glance.add(IMAGE, b'\0' * 512, disk_format='vhd')
         checked = image_format.CheckedImage('vhd', 512)
+        targets = []
 
-        def convert(image_id, source, dest, disk_format, conf, **kw):
-            with open(dest, 'wb') as f:
-                f.write(b'converted')
-        spy = mock.patch.object(self.disks.fetcher, 'fill_from_file',
-                                wraps=self.disks.fetcher.fill_from_file)
+        def convert(image_id, source, disk_format, pool, name, conf):
+            self.assertTrue(os.path.exists(source))  # the checked download
+            targets.append((pool, name))
+            self.vms[name].blocks[0] = b'converted'
         with mock.patch.object(image_format, 'check_image',
                                return_value=checked), \
-                mock.patch.object(image_format, 'convert_to_raw', convert), \
-                spy as import_file:
+                mock.patch.object(image_format, 'convert_to_raw') as to_raw, \
+                mock.patch.object(image_format, 'convert_into_rbd', convert):
             self.create()
-        import_file.assert_called_once()
+        to_raw.assert_not_called()  # no raw file, no second pass
+        [(pool, part)] = targets
+        self.assertEqual('vms', pool)
+        self.assertTrue(part.startswith(IMAGE + '_base.'))
         self.assertEqual(b'converted',
                          self.vms[INSTANCE + '_disk'].read(0, 9))
+        self.assertEqual([], os.listdir(self.cache.tmp_dir))
+
+    def test_failed_conversion_into_ceph_leaves_nothing(self):
+        self.glance.add(IMAGE, b'\0' * 512, disk_format='vhd')
+        checked = image_format.CheckedImage('vhd', 512)
+        error = exception.ImageUnacceptable(image_id=IMAGE, reason='boom')
+        with mock.patch.object(image_format, 'check_image',
+                               return_value=checked), \
+                mock.patch.object(image_format, 'convert_into_rbd',
+                                  side_effect=error):
+            self.assertRaises(exception.ImageUnacceptable, self.create)
+        self.assertEqual([], sorted(self.vms))
+        self.assertEqual([], os.listdir(self.cache.tmp_dir))
 
 
 class PerDiskImportTest(RootDisksTest):

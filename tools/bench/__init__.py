@@ -7,7 +7,7 @@ oslo.messaging): absolute times drift on a shared machine, ratios hold.
 Every figure is the median of ``--repetitions`` samples; a sample that fails
 is retried once, and the retry is reported.
 
-    .venv/bin/python -m tools.bench            # full: about 15 minutes
+    .venv/bin/python -m tools.bench            # full: 25 minutes or more
     .venv/bin/python -m tools.bench --quick    # tiny sizes, under a minute
 
 Prints a table, writes the raw figures as JSON (``--json``) and a plot of
@@ -21,6 +21,7 @@ The modules, by concern: ``config`` and ``sizes`` (what a run measures),
 ``machine`` (/proc), ``ceph``, ``glance``, ``agent`` (imaged, over RPC),
 ``baselines``, ``figures``, ``harness`` (samples, retries, cleanup),
 ``sections/`` (one module per figure section), ``table`` and ``plot``;
+``profile`` records a flame graph of one download (py-spy);
 ``__main__`` parses the options and writes the report.
 """
 

@@ -1,9 +1,11 @@
 """The baselines that are more than one client call: the naive way to make
-a disk (download, convert, ``rbd import``) and a trivial oslo.messaging
-server in a child process.
+a disk (download, convert, ``rbd import``), the three parts of a download's
+floor (Glance alone, SHA-512 alone, ``rbd import`` alone) and a trivial
+oslo.messaging server in a child process.
 """
 
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
@@ -18,7 +20,7 @@ import oslo_messaging as messaging
 from imaged import rpc
 from tests.functional import base
 from tools.bench.config import REPO
-from tools.bench.sizes import GiB
+from tools.bench.sizes import GiB, MiB
 
 
 def naive_create(bench, made, image_id, size_gb, disk_format='raw'):
@@ -40,6 +42,42 @@ def naive_create(bench, made, image_id, size_gb, disk_format='raw'):
         return time.monotonic() - started
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def glance_alone(bench, image_id, size):
+    """Seconds for Glance to send the image, read and dropped, unverified.
+    """
+    started = time.monotonic()
+    got = bench.glance.read_all(image_id)
+    seconds = time.monotonic() - started
+    if got != size:
+        raise RuntimeError('Glance sent %d of %d bytes of image %s' % (
+            got, size, image_id))
+    return seconds
+
+
+def sha512_alone(data):
+    """Seconds of SHA-512 (Glance's ``os_hash_algo``) over the bytes of
+    ``data()``, only the hashing counted."""
+    hasher, spent = hashlib.sha512(), 0.0
+    buf = bytearray(4 * MiB)
+    with contextlib.closing(data()) as stream:
+        while n := stream.readinto(buf):
+            view = memoryview(buf)[:n]
+            started = time.perf_counter()
+            hasher.update(view)
+            spent += time.perf_counter() - started
+            view.release()
+    return spent
+
+
+def import_alone(bench, made, path, size_gb):
+    """Seconds of ``rbd import`` (and resize) of the same bytes from a local
+    file (in the page cache, as the naive way's download is)."""
+    name = made.baseline_name()
+    started = time.monotonic()
+    bench.ceph.import_file(path, name, size_gb * GiB)
+    return time.monotonic() - started
 
 
 class EchoServer:

@@ -25,7 +25,8 @@ class Config:
 
 
 FULL = Config(repetitions=3, clone_sizes=(64 * MiB, GiB, 4 * GiB),
-              download_sizes=(256 * MiB, GiB), sparse=(4 * GiB, 256 * MiB),
+              download_sizes=(256 * MiB, GiB, 4 * GiB),
+              sparse=(4 * GiB, 256 * MiB),
               qcow2=(GiB, 256 * MiB), dedup_calls=16, dedup_size=256 * MiB,
               rpc_calls=200, memory_sizes=(GiB, 4 * GiB), call_timeout=900)
 QUICK = Config(repetitions=1, clone_sizes=(4 * MiB, 32 * MiB),

@@ -27,6 +27,8 @@ class Figure:
     samples: list = dataclasses.field(default_factory=list)
     baseline_samples: list = dataclasses.field(default_factory=list)
     notes: list = dataclasses.field(default_factory=list)
+    # Samples of the parts a baseline is made of (the floor's three).
+    parts: dict = dataclasses.field(default_factory=dict)
 
     def _summary(self, samples, how):
         samples = [s for s in samples if s is not None]

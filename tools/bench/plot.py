@@ -47,7 +47,7 @@ def draw_plot(report, path):
     times.set_ylabel('median')
     times.set_title('time against image size')
     times.legend(fontsize=7)
-    memory.axhline(200, color='red', linestyle=':', label='target')
+    memory.axhline(150, color='red', linestyle=':', label='target')
     memory.set_ylabel('MiB')
     memory.set_title("worker's peak RSS, first disk by download")
     memory.legend(fontsize=7)

@@ -1,4 +1,6 @@
-"""Section 1: a disk cloned from Glance's Ceph store, against librbd."""
+"""Section 1: a disk cloned from Glance's Ceph store, against what it
+cannot do without: one ``GET /v2/images/{id}`` and librbd's clone + resize.
+"""
 
 import time
 
@@ -18,7 +20,8 @@ def measure(bench):
                                         backend='ceph'), timed=False)
         fig = bench.figure(
             1, 'clone-%d' % size, 'clone, %s' % size_text(size), 's',
-            'librbd clone + resize', Target('<=', 2.0, '<= 2x'))
+            'librbd clone + resize + Glance GET image',
+            Target('<=', 1.5, '<= 1.5x'))
         try:
             if size == bench.config.clone_sizes[0]:  # unmeasured
                 bench.attempt('clone warm-up', lambda: sample(
@@ -52,9 +55,10 @@ def sample(bench, image, size, rep, what):
         def by_librbd():
             name = made.baseline_name()
             started = time.monotonic()
+            bench.glance.client.images.get(image['id'])
             bench.ceph.clone(image['id'], name, size_gb * GiB)
             out['librbd'] = time.monotonic() - started
         alternate(rep, by_imaged, by_librbd)
-    log('%s: imaged %.3fs, librbd %.3fs', what, out['imaged'],
+    log('%s: imaged %.3fs, baseline %.3fs', what, out['imaged'],
         out['librbd'])
     return out

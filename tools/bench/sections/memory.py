@@ -10,7 +10,7 @@ from tools.bench.sizes import MiB, disk_gb, size_text
 def rss_figures(bench, size):
     """The worker's and the parent's figure for a download of ``size``."""
     text = size_text(size)
-    target = Target('<', 200, '< 200 MiB', on='value')
+    target = Target('<', 150, '< 150 MiB', on='value')
     return (bench.figure(7, 'memory-%d' % size,
                          'worker peak RSS, %s download' % text, 'MiB',
                          'worker RSS before', target),

@@ -4,6 +4,7 @@ converts with qemu-img)."""
 import os
 import subprocess
 
+from tools.bench.figures import Target
 from tools.bench.image_data import ImageData
 from tools.bench.image_data import ImageFile
 from tools.bench.sections import download
@@ -22,7 +23,8 @@ def measure(bench):
     fig = bench.figure(
         4, 'qcow2', 'qcow2 %s (%s data), first disk' % (
             size_text(size), size_text(data)), 's',
-        'naive: download, qemu-img convert, rbd import')
+        'naive: download, qemu-img convert, rbd import',
+        Target('<=', 1 / 1.5, '<= 0.67x (1.5x faster)'))
     for rep in range(bench.config.repetitions):
         out = bench.attempt('qcow2 rep %d' % (rep + 1), lambda: (
             download.sample(bench, 'qcow2', lambda: ImageFile(qcow2), size,

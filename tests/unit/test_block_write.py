@@ -1,0 +1,104 @@
+"""Blocks of a download written to librbd without a copy, held until their
+aio write completes."""
+
+from imaged import exception
+from imaged.image import body
+from imaged.storage import rbd_import
+from tests import base
+
+BLOCK = rbd_import.BLOCK
+
+
+class _Completion:
+    def __init__(self, ret):
+        self.ret = ret
+
+    def get_return_value(self):
+        return self.ret
+
+
+class _Image:
+    """Completes writes only when the test says so, as librbd may later."""
+
+    def __init__(self):
+        self.writes, self.pending = [], []
+        self.flushed = False
+
+    def aio_write(self, data, offset, oncomplete):
+        self.writes.append((offset, data))
+        self.pending.append(oncomplete)
+
+    def complete_all(self, ret=0):
+        pending, self.pending = self.pending, []
+        for oncomplete in pending:
+            oncomplete(_Completion(ret))
+
+    def flush(self):
+        self.flushed = True
+
+    def aio_flush(self, oncomplete):
+        self.flushed = True
+        oncomplete(_Completion(0))
+
+
+class WriteBlockTest(base.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.freed = []
+
+    def block(self, offset, length, fill=b'x'):
+        buffer = bytearray(fill * BLOCK)
+        return body.Block(buffer, offset, length, self.freed.append)
+
+    def test_a_whole_block_goes_to_librbd_as_it_is(self):
+        image = _Image()
+        writer = rbd_import.BlockWriter(image, 2 * BLOCK, 4, 'd', 'p')
+        block = self.block(BLOCK, BLOCK)
+        writer.write_block(block)
+        self.assertIs(block.buffer, image.writes[0][1])
+        self.assertEqual(BLOCK, image.writes[0][0])
+
+    def test_the_buffer_is_held_until_the_write_completes(self):
+        image = _Image()
+        writer = rbd_import.BlockWriter(image, 2 * BLOCK, 4, 'd', 'p')
+        block = self.block(0, BLOCK)
+        writer.write_block(block)
+        block.release()  # the download loop moves on
+        self.assertEqual([], self.freed)
+        image.complete_all()
+        self.assertEqual([block.buffer], self.freed)
+        writer.close()
+        self.assertTrue(image.flushed)
+
+    def test_the_short_last_block_is_written_to_the_image_end(self):
+        image = _Image()
+        writer = rbd_import.BlockWriter(image, BLOCK + 10, 4, 'd', 'p')
+        writer.write_block(self.block(BLOCK, 10))
+        self.assertEqual([(BLOCK, b'x' * 10)], image.writes)
+
+    def test_unaligned_blocks_are_gathered_as_pieces(self):
+        image = _Image()
+        writer = rbd_import.BlockWriter(image, 2 * BLOCK, 4, 'd', 'p')
+        block = self.block(0, 1 << 20)
+        writer.write_block(block)
+        self.assertEqual([], image.writes)  # gathered, copied
+        writer.write_block(self.block(BLOCK, BLOCK, b'y'))
+        self.assertEqual([0, BLOCK], [o for o, _d in image.writes])
+        self.assertEqual(b'x' * (1 << 20) + bytes(BLOCK - (1 << 20)),
+                         bytes(image.writes[0][1]))
+
+    def test_a_failed_write_releases_its_block_and_fails_the_close(self):
+        image = _Image()
+        writer = rbd_import.BlockWriter(image, 2 * BLOCK, 4, 'd', 'p')
+        block = self.block(0, BLOCK)
+        writer.write_block(block)
+        block.release()
+        image.complete_all(-5)
+        self.assertEqual([block.buffer], self.freed)
+        self.assertRaises(exception.StorageError, writer.close)
+
+    def test_a_block_past_the_image_end_fails(self):
+        writer = rbd_import.BlockWriter(_Image(), BLOCK, 4, 'd', 'p')
+        writer.write_block(self.block(BLOCK, BLOCK))
+        self.assertRaises(exception.StorageError, writer.close)

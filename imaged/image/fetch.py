@@ -93,6 +93,7 @@ class Fetcher:
             raise exception.Timeout(
                 what=_('a free download slot for image %s') % image_id,
                 seconds=timeout)
+        LOG.info('Downloading image %s', image_id)
         try:
             yield
         finally:

@@ -16,6 +16,8 @@ from imaged import exception
 from imaged.i18n import _
 
 BLOCK = 4 * units.Mi
+# Write errors that mean Ceph did not answer, not that it refused.
+_UNREACHABLE_ERRNOS = (errno.ETIMEDOUT, errno.ESHUTDOWN, errno.ENOTCONN)
 _ZEROS = bytes(BLOCK)
 
 
@@ -165,6 +167,12 @@ class BlockWriter:
     def _check(self):
         if self._failures:
             err = -self._failures[0]
+            if err in _UNREACHABLE_ERRNOS:
+                raise exception.BackendUnavailable(
+                    backend='Ceph',
+                    reason=_('writing %(name)s in pool %(pool)s: %(err)s') %
+                    {'name': self.name, 'pool': self.pool,
+                     'err': os.strerror(err)})
             raise exception.StorageError(
                 name=self.name, pool=self.pool,
                 reason=_('write failed: %s') % os.strerror(err))

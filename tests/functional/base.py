@@ -275,9 +275,18 @@ class Ceph:
                 return image.size()
 
     def remove(self, name, pool=None):
+        """Remove an image, and first its snapshots (a base image's)."""
         with self.cluster.open_ioctx(pool or self.pool) as ioctx:
             try:
-                self.rbd.RBD().remove(ioctx, name)
+                try:
+                    self.rbd.RBD().remove(ioctx, name)
+                except self.rbd.ImageHasSnapshots:
+                    with self.rbd.Image(ioctx, name) as image:
+                        for snap in list(image.list_snaps()):
+                            if image.is_protected_snap(snap['name']):
+                                image.unprotect_snap(snap['name'])
+                            image.remove_snap(snap['name'])
+                    self.rbd.RBD().remove(ioctx, name)
             except self.rbd.ImageNotFound:
                 pass
 

@@ -93,7 +93,7 @@ class DaemonLifeTest(testtools.TestCase):
                 result['error'] = e
         caller = threading.Thread(target=create)
         caller.start()
-        base.wait_for(lambda: 'Acquired lock "image-%s"' % image['id']
+        base.wait_for(lambda: 'Downloading image %s' % image['id']
                       in daemon.log() or 'disk' in result, 60,
                       what='the download to start')
         time.sleep(0.2)

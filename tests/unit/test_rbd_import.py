@@ -59,7 +59,8 @@ class _Image:
     def aio_write(self, data, offset, oncomplete):
         self.writes.append((offset, data))
         if not self.stall:
-            oncomplete(_Completion(-5 if offset == self.fail_at else 0))
+            oncomplete(_Completion(getattr(self, 'errno', -5)
+                                   if offset == self.fail_at else 0))
 
     def aio_flush(self, oncomplete):
         if not self.stall:
@@ -138,3 +139,13 @@ class StalledWritesTest(base.TestCase):
         for i in range(blocks):
             writer.write(i * self.BLOCK, b'x' * self.BLOCK)
         writer.close()
+
+
+class TimedOutWritesTest(base.TestCase):
+
+    def test_a_write_that_timed_out_is_backend_unavailable(self):
+        image = _Image(fail_at=0)
+        image.errno = -110
+        writer = rbd_import.BlockWriter(image, rbd_import.BLOCK, 2, 'd', 'p')
+        writer.write(0, b'x')
+        self.assertRaises(exception.BackendUnavailable, writer.close)

@@ -77,8 +77,23 @@ class CacheFullTest(fault_base.FaultTestCase):
         self.assertEqual(self.cache_dir, caps['cache']['path'])
 
     def test_download_larger_than_the_cache_is_cache_full(self):
+        # Only a kept local copy fills the cache: with rbd_base_images (the
+        # default) a raw image streams into Ceph and keeps no local bytes.
+        self.stop_agent(self.agent)
+        self.agent = self.start_agent(
+            {'image_cache': {'base_dir': self.cache_dir,
+                             'rbd_base_images': False}},
+            workdir=self.workdir())
         self.assertCacheFullLeavesNothing(
             images.random_bytes(CACHE_SIZE + 32 * units.Mi), 'raw')
+
+    def test_raw_image_larger_than_the_cache_streams_into_ceph(self):
+        data = images.random_bytes(CACHE_SIZE + 32 * units.Mi)
+        image = self.upload(data)
+        disk = self.create_on(self.agent, image['id'])
+        self.assertDiskHolds(disk['name'], data)
+        self.assertEqual([], self.agent.base_files())
+        self.assertCleanCache(self.agent, image['id'])
 
     def test_conversion_larger_than_the_cache_is_cache_full(self):
         # A few hundred KiB of qcow2 that expands to 96 MiB of data.

@@ -138,32 +138,34 @@ class Fetcher:
         """Stream a raw image into ``spec`` (and the base file)."""
         image_id = image['id']
         size = image.get('size') or max_virtual_size or self.max_size()
-        deadline = time.monotonic() + self.conf.glance.download_timeout
-        with self._download_slot(image_id), self._fetching(image) as report:
-            for attempt in download.attempts(image_id,
-                                             self.conf.glance.num_retries):
-                with attempt:
-                    report.attempt()
-                    sinks = []
-                    try:
-                        if keep_file or spec is None:
-                            sinks.append(self.cache.base_file_sink(image_id))
-                        if spec is not None:
-                            sinks.append(self.writer.new(spec, size))
-                        with self._body(context, image, deadline) as blocks:
-                            got = download.stream(
-                                image, report.count(blocks), sinks,
-                                self.conf, max_virtual_size)
-                        for sink in sinks:  # the base file first
-                            sink.commit(got.size)
-                        return got
-                    except BaseException:
-                        for sink in sinks:
-                            _abort_quietly(sink)
-                        raise
+
+        def sinks():
+            made = []
+            try:
+                if keep_file or spec is None:
+                    made.append(self.cache.base_file_sink(image_id))
+                if spec is not None:
+                    made.append(self.writer.new(spec, size))
+            except BaseException:
+                for sink in made:
+                    _abort_quietly(sink)
+                raise
+            return made  # the base file first: it commits first
+        return self._download(context, image, sinks, max_virtual_size)[0]
 
     def _download_file(self, context, image, max_virtual_size):
         """Download an image that needs converting into a temporary file."""
+        got, [sink] = self._download(
+            context, image,
+            lambda: [self.cache.download_sink(image['id'])],
+            max_virtual_size)
+        return got, sink.dest
+
+    def _download(self, context, image, new_sinks, max_virtual_size):
+        """One download of ``image`` into fresh sinks for each attempt.
+
+        :returns: ``(what the stream found, the committed sinks)``.
+        """
         image_id = image['id']
         deadline = time.monotonic() + self.conf.glance.download_timeout
         with self._download_slot(image_id), self._fetching(image) as report:
@@ -171,16 +173,18 @@ class Fetcher:
                                              self.conf.glance.num_retries):
                 with attempt:
                     report.attempt()
-                    sink = self.cache.download_sink(image_id)
+                    sinks = new_sinks()
                     try:
                         with self._body(context, image, deadline) as blocks:
                             got = download.stream(
-                                image, report.count(blocks), [sink],
+                                image, report.count(blocks), sinks,
                                 self.conf, max_virtual_size)
-                        sink.commit(got.size)
-                        return got, sink.dest
+                        for sink in sinks:
+                            sink.commit(got.size)
+                        return got, sinks
                     except BaseException:
-                        _abort_quietly(sink)
+                        for sink in sinks:
+                            _abort_quietly(sink)
                         raise
 
     def fill_from_file(self, image, path, spec, max_virtual_size, timings):

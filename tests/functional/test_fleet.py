@@ -357,7 +357,7 @@ class PurgeTest(FleetTestCase):
 
     def test_an_image_deleted_in_glance_goes_within_a_cleanup_interval(self):
         from tests.functional import test_root_disks
-        # qcow2: a local base file and a base image in the pool.
+        # qcow2: converted straight into a base image in the pool.
         doomed = self.glance.create(
             test_root_disks.qcow2_holding(os.urandom(units.Mi)),
             disk_format='qcow2', backend='local')
@@ -366,11 +366,11 @@ class PurgeTest(FleetTestCase):
             self.cache('a', image)
         disk = self.create_root_disk('a', doomed['id'])
         self.glance.delete(doomed['id'])
-        # The file goes at once; the base image stays while cloned.
-        base.wait_for(lambda: not any(
-            e['image_id'] == doomed['id'] and e.get('where') == 'file'
-            for e in self.api.list_cached_images(self.ctxt, self.host('a'))),
-            30, what='the base file of the deleted image to go')
+        # The base image stays while a disk is cloned from it: the purge
+        # gets to it at each check, and leaves it until the clone is gone.
+        base.wait_for(lambda: 'Purging cached image %s' % doomed['id']
+                      in self.daemons['a'].log(),
+                      30, what='the purge of the deleted image')
         self.assertTrue(self.in_pool(doomed['id']))
         self.api.delete_root_disk(self.ctxt, self.host('a'),
                                   disk['instance_uuid'])
@@ -381,7 +381,9 @@ class PurgeTest(FleetTestCase):
         self.assertTrue(self.in_pool(kept['id']))
         evictions = self.listener.events(image_id=doomed['id'],
                                          reason='deleted')
-        self.assertEqual({'file', 'rbd'},
+        # A qcow2 image is converted straight into its base image in Ceph
+        # and keeps no local file: only the base image is evicted.
+        self.assertEqual({'rbd'},
                          {m['payload']['where'] for m in evictions
                           if m['event_type'] == 'image_cache.evict'})
 

@@ -75,8 +75,8 @@ class RootDiskTest(base.FunctionalTestCase):
         self.assertEqual(data, self.ceph.read(disk['name'], 0, len(data)))
         entries = {e['where']: e for e in self.api.list_cached_images(
             self.ctxt, self.host) if e['image_id'] == image['id']}
-        # The converted base file, and the base image made from it.
-        self.assertEqual({'file': 8 * units.Mi, 'rbd': 8 * units.Mi},
+        # Converted straight into the base image: no local file is kept.
+        self.assertEqual({'rbd': 8 * units.Mi},
                          {w: e['size_bytes'] for w, e in entries.items()})
 
     def test_qcow2_in_ceph_store_is_downloaded_not_cloned(self):

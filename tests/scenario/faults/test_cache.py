@@ -76,14 +76,18 @@ class CacheFullTest(fault_base.FaultTestCase):
         caps = self.api.get_capabilities(self.ctxt, self.agent.host)
         self.assertEqual(self.cache_dir, caps['cache']['path'])
 
-    def test_download_larger_than_the_cache_is_cache_full(self):
+    def _restart_keeping_local_copies(self):
         # Only a kept local copy fills the cache: with rbd_base_images (the
-        # default) a raw image streams into Ceph and keeps no local bytes.
+        # default) a raw image streams into Ceph and a qcow2 is converted
+        # straight into it, so neither keeps its bytes on this host.
         self.stop_agent(self.agent)
         self.agent = self.start_agent(
             {'image_cache': {'base_dir': self.cache_dir,
                              'rbd_base_images': False}},
             workdir=self.workdir())
+
+    def test_download_larger_than_the_cache_is_cache_full(self):
+        self._restart_keeping_local_copies()
         self.assertCacheFullLeavesNothing(
             images.random_bytes(CACHE_SIZE + 32 * units.Mi), 'raw')
 
@@ -95,10 +99,24 @@ class CacheFullTest(fault_base.FaultTestCase):
         self.assertEqual([], self.agent.base_files())
         self.assertCleanCache(self.agent, image['id'])
 
-    def test_conversion_larger_than_the_cache_is_cache_full(self):
-        # A few hundred KiB of qcow2 that expands to 96 MiB of data.
+    @staticmethod
+    def _qcow2_expanding_past_the_cache():
+        """A few hundred KiB of qcow2 that expands to 96 MiB of data."""
         pattern = b'imaged scenario: this block is not zero. ' * 100
         data = (pattern * (96 * units.Mi // len(pattern) + 1))[:96 * units.Mi]
-        qcow2 = images.qcow2_holding(data, 96 * units.Mi, compressed=True)
+        return data, images.qcow2_holding(data, 96 * units.Mi,
+                                          compressed=True)
+
+    def test_conversion_larger_than_the_cache_is_cache_full(self):
+        self._restart_keeping_local_copies()
+        _data, qcow2 = self._qcow2_expanding_past_the_cache()
         self.assertLess(len(qcow2), 16 * units.Mi)
         self.assertCacheFullLeavesNothing(qcow2, 'qcow2')
+
+    def test_conversion_larger_than_the_cache_goes_straight_into_ceph(self):
+        data, qcow2 = self._qcow2_expanding_past_the_cache()
+        image = self.upload(qcow2, disk_format='qcow2')
+        disk = self.create_on(self.agent, image['id'])
+        self.assertDiskHolds(disk['name'], data)
+        self.assertEqual([], self.agent.base_files())
+        self.assertCleanCache(self.agent, image['id'])

@@ -7,6 +7,12 @@ only retires the connection (the next operation connects afresh), and a
 retired connection is shut down once its last lease is returned. Nothing
 else ever shuts a connection down.
 
+A connection is trusted once an OSD has answered it: librados can hand out
+a connection, made while an OSD was down, whose operations keep timing out
+after the OSD is back. So the first operation on a new connection reads
+one small object first (bounded by ``rados_osd_op_timeout``); if that times
+out, the connection is retired and the operation gets a fresh one.
+
 This is the only module that connects to Ceph; the ``rados`` and ``rbd``
 modules are injectable so unit tests can pass small fakes.
 """
@@ -26,6 +32,9 @@ LOG = logging.getLogger(__name__)
 # What librados reports when monitors or OSDs do not answer in time.
 _UNREACHABLE_ERRNOS = (errno.ETIMEDOUT, errno.ESHUTDOWN, errno.ENOTCONN,
                        errno.EINTR)
+# Read (stat) by the first operation on a new connection; every RBD pool
+# has it once it holds an image, and ENOENT is an OSD's answer too.
+PROBE_OBJECT = 'rbd_directory'
 
 
 class Lease:
@@ -36,6 +45,7 @@ class Lease:
         self.cluster = cluster
         self.users = 0
         self.retired = False
+        self.proven = False  # an OSD has answered an operation on it
 
 
 class CephConnection:
@@ -79,6 +89,23 @@ class CephConnection:
 
     def acquire(self):
         """A :class:`Lease`; return it with ``release``."""
+        lease = self._acquire()
+        if lease.proven:
+            return lease
+        try:
+            error = self._probe(lease)
+        except BaseException as e:
+            self.release(lease, e)
+            raise
+        if error is None:
+            return lease
+        LOG.warning('A Ceph connection does not reach the OSDs (%s); '
+                    'connecting afresh', error)
+        self.release(lease, exception.BackendUnavailable(
+            backend='Ceph', reason=str(error)))
+        return self._acquire()  # probed at its next use
+
+    def _acquire(self):
         # One thread connects at a time; connect() is bounded by
         # connect_timeout, so so is this wait.
         with self._connect_lock:
@@ -92,6 +119,24 @@ class CephConnection:
                 self._current = lease
                 lease.users += 1
                 return lease
+
+    def _probe(self, lease):
+        """None if an OSD answers a read on this connection, else the error
+        that says Ceph is unreachable."""
+        try:
+            ioctx = lease.cluster.open_ioctx(self.pool)
+        except self.rados.Error as e:
+            return e if self.is_unreachable(e) else None
+        try:
+            ioctx.stat(PROBE_OBJECT)
+        except self.rados.ObjectNotFound:
+            pass  # the answer came from an OSD all the same
+        except self.rados.Error as e:
+            return e if self.is_unreachable(e) else None
+        finally:
+            ioctx.close()
+        lease.proven = True
+        return None
 
     def release(self, lease, error=None):
         """Return a lease; ``error`` saying Ceph is unreachable retires it."""

@@ -28,8 +28,12 @@ def make_rbd_module(cluster):
                  'PermissionError', 'Timeout', 'InvalidArgument'):
         setattr(mod, name, type(name, (mod.Error,), {}))
     mod.RBD = lambda: FakeRBD(mod, cluster)
-    mod.Image = lambda ioctx, name, snapshot=None, read_only=False: \
-        FakeImage(mod, cluster, ioctx.pool, name, snapshot, read_only)
+
+    def image(ioctx, name, snapshot=None, read_only=False):
+        if ioctx.rados.deaf or cluster.osds_down:
+            raise mod.Timeout('osd op timed out')
+        return FakeImage(mod, cluster, ioctx.pool, name, snapshot, read_only)
+    mod.Image = image
     return mod
 
 
@@ -64,6 +68,7 @@ class FakeCluster:
         self.fsid = fsid
         self.pools = {p: {} for p in pools}
         self.reachable = True
+        self.osds_down = False  # monitors answer, OSD operations time out
         self.osds_up = 1
         self.writes = []  # (pool, name, offset, length)
         self.objects = {}  # (pool, object name) -> {lock name: (cookie,
@@ -94,8 +99,15 @@ class FakeIoctx:
     def _check(self):
         assert not self.closed, 'use of a closed ioctx'
         assert not self.rados.is_shut_down, 'use of a shut down connection'
-        if not self.cluster.reachable:
+        if not self.cluster.reachable or self.cluster.osds_down or \
+                self.rados.deaf:
             raise FakeRados.module.TimedOut('osd op timed out')
+
+    def stat(self, key):
+        self._check()
+        if (self.pool, key) not in self.cluster.objects:
+            raise FakeRados.module.ObjectNotFound(key)
+        return 0, 0
 
     def lock_exclusive(self, key, name, cookie, desc='', duration=None,
                        flags=0):
@@ -132,6 +144,9 @@ class FakeRados:
     def __init__(self, rados_id=None, conffile=None, conf=None):
         self.conf = conf
         self.is_shut_down = False
+        # Made while the OSDs were down, a real connection may never reach
+        # them again: its OSD operations time out for ever.
+        self.deaf = self.cluster.osds_down
         self.cluster.connections.append(self)
 
     def connect(self, timeout=0):

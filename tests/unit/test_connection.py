@@ -38,6 +38,33 @@ class CephConnectionTest(base.TestCase):
         self.assertTrue(first.is_shut_down)
         self.assertFalse(self.cluster.connections[1].is_shut_down)
 
+    def test_a_connection_made_while_the_osds_were_down_is_replaced(self):
+        with self.conn.ioctx():  # the first connection, trusted
+            pass
+        self.cluster.osds_down = True
+        self.assertRaises(exception.BackendUnavailable, self._open_image)
+        # The health check connects afresh: the monitors answer it, so
+        # nothing retires that connection, but it never reaches an OSD.
+        self.assertEqual((fakes.FSID, []), self.conn.status())
+        deaf = self.cluster.connections[-1]
+        self.assertTrue(deaf.deaf)
+        self.assertFalse(deaf.is_shut_down)
+        self.cluster.osds_down = False
+        # The first operation after the outage gets a connection that
+        # reaches the OSDs, not the one that never will.
+        self._open_image()
+        self.assertTrue(deaf.is_shut_down)
+        self.assertFalse(self.cluster.connections[-1].deaf)
+        connections = len(self.cluster.connections)
+        self._open_image()
+        self.assertEqual(connections, len(self.cluster.connections))
+
+    def _open_image(self):
+        self.cluster.pools['vms']['probe-disk'] = fakes.FakeDisk(1)
+        with self.conn.ioctx() as ioctx:
+            with self.cluster.rbd.Image(ioctx, 'probe-disk'):
+                pass
+
     def test_other_errors_keep_the_connection(self):
         self.assertRaises(exception.StorageError, self._fail_with,
                           self.cluster.rbd.Error('boom'))

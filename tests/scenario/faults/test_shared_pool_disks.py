@@ -111,17 +111,25 @@ class CachedImagesListingTest(fault_base.PoolFaultTestCase):
         qcow2_data = images.random_bytes(2 * units.Mi)
         qcow2 = self.upload(images.qcow2_holding(qcow2_data, 8 * units.Mi),
                             disk_format='qcow2')
-        agent = self.start_agent()
+        # A host keeps a local base file only without RBD bases (a qcow2
+        # image is otherwise converted straight into its base image): the
+        # same host, first without, then with them.
+        agent = self.start_agent({'image_cache': {'rbd_base_images': False}})
+        self.create_on(agent, qcow2['id'])
+        self.stop_agent(agent)
+        agent = self.start_agent(workdir=agent.workdir, host=agent.host)
         for image in (raw, qcow2):
             self.create_on(agent, image['id'])
         listed = self.api.list_cached_images(self.ctxt, agent.host)
         self.addDetail('listed', content.text_content(repr(listed)))
         where = {(e['image_id'], e['where']): e for e in listed}
-        # A qcow2 image is converted into a local raw file, then imported
-        # into its RBD base; a raw one streams into its RBD base only.
+        # The qcow2 image's local raw file, and the RBD base made from it;
+        # the raw image streamed into its RBD base only.
         self.assertEqual(
             {(qcow2['id'], 'file'), (qcow2['id'], 'rbd'), (raw['id'], 'rbd')},
             {key for key in where if key[0] in (raw['id'], qcow2['id'])})
+        self.assertEqual(8 * units.Mi,
+                         where[qcow2['id'], 'file']['size_bytes'])
         self.assertEqual(8 * units.Mi, where[qcow2['id'], 'rbd']['size_bytes'])
         self.assertEqual(len(raw_data), where[raw['id'], 'rbd']['size_bytes'])
         for entry in where.values():

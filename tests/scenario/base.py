@@ -86,7 +86,8 @@ class Ceph:
         import rados
         import rbd
         self.rados, self.rbd = rados, rbd
-        extra = {'client_mount_timeout': '30'}
+        # A stuck PG must fail a test's Ceph call, never hang the suite.
+        extra = {'client_mount_timeout': '30', 'rados_osd_op_timeout': '120'}
         if conf.ceph.keyring:
             extra['keyring'] = conf.ceph.keyring
         self.cluster = rados.Rados(rados_id=conf.ceph.user,

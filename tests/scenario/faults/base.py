@@ -578,8 +578,9 @@ class PoolFaultTestCase(FaultTestCase):
                       self.conf.ceph.ceph_conf)
         return pids
 
-    def ceph_cli(self, *args):
-        """The ``ceph`` command as the tests' Ceph user; its JSON output."""
+    def ceph_cli(self, *args, parse=True):
+        """The ``ceph`` command as the tests' Ceph user; its JSON output
+        (its text with ``parse=False``: some commands print no JSON)."""
         command = ['ceph', '-c', self.conf.ceph.ceph_conf,
                    '--connect-timeout', '20']
         if self.conf.ceph.user:
@@ -590,6 +591,8 @@ class PoolFaultTestCase(FaultTestCase):
                               capture_output=True, text=True, timeout=60)
         if done.returncode:
             self.fail('%s failed: %s' % (' '.join(args), done.stderr))
+        if not parse:
+            return done.stdout
         return json.loads(done.stdout or 'null')
 
     def unstick_laggy_pgs(self, patience=20):
@@ -608,9 +611,17 @@ class PoolFaultTestCase(FaultTestCase):
         self.addDetail('laggy-pgs', content.text_content(repr(
             [pg.get('pgid') for pg in stuck or []])))
         for osd in self.ceph_cli('osd', 'ls'):
-            self.ceph_cli('osd', 'down', str(osd))
+            self.ceph_cli('osd', 'down', str(osd), parse=False)
         base.wait_for(lambda: not laggy(), 60, interval=2,
                       what='laggy PGs to clear after re-peering')
+
+    def repeer_osds(self):
+        """Mark the OSDs down so they re-peer at once: after a SIGSTOP a
+        lone OSD's PGs may turn ``laggy`` only some seconds later and then
+        delay every op for ever, the test's own cleanup included."""
+        for osd in self.ceph_cli('osd', 'ls'):
+            self.ceph_cli('osd', 'down', str(osd), parse=False)
+        self.unstick_laggy_pgs()
 
     @contextlib.contextmanager
     def osd_paused(self, longest=120):
@@ -643,7 +654,7 @@ class PoolFaultTestCase(FaultTestCase):
             yield pids
         finally:
             resume()
-            self.unstick_laggy_pgs()
+            self.repeer_osds()
             self.addDetail('osd-paused-%.0f' % started, content.text_content(
                 'ceph-osd %s stopped for %.1fs' % (
                     pids, time.monotonic() - started)))

@@ -16,6 +16,7 @@ tools/venv.sh
 
 passed=0 failed=0
 summary=()
+failures=()
 # run_stage NAME COMMAND...: runs it, counts stestr's Passed/Failed lines.
 run_stage() {
     local name=$1; shift
@@ -27,6 +28,9 @@ run_stage() {
     set -e
     p=$(awk '/^ - Passed: [0-9]+$/ {s += $3} END {print s + 0}' "$log")
     f=$(awk '/^ - Failed: [0-9]+$/ {s += $3} END {print s + 0}' "$log")
+    # stestr prints "{N} test.id [time] ... FAILED" for each failure.
+    while read -r t; do failures+=("$name: $t"); done < <(
+        sed -n 's/^{[0-9]*} \([^ ]*\) .*\.\.\. FAILED$/\1/p' "$log")
     rm -f "$log"
     p=${p:-0} f=${f:-0}
     if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi  # failed outside a test
@@ -52,5 +56,9 @@ fi
 
 echo
 printf '%s\n' "${summary[@]}"
+if [ ${#failures[@]} -gt 0 ]; then
+    echo "failed tests:"
+    printf '  %s\n' "${failures[@]}"
+fi
 echo "total: $passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

@@ -228,6 +228,18 @@ class LocationsAPITest(GlanceTestCase):
         self.assertIn('2.17', why)
         self.assertEqual([], self.http.headers_of('GET', self.path))
 
+    def test_record_and_locations_cost_one_request_each(self):
+        # What the clone path asks on every call: no schema, no /versions
+        # once Glance said it has the locations API.
+        self.http.answer('GET', self.path, (200, []))
+        for _i in range(3):
+            self.assertEqual(
+                IMAGE, self.glance_api.show(self.user_context(), IMAGE)['id'])
+            self.assertEqual(([], None), self.locations())
+        paths = [urllib.parse.urlsplit(r.url).path for r in self.http.sent]
+        self.assertEqual(['/v2/images/%s' % IMAGE, '/versions', self.path] +
+                         ['/v2/images/%s' % IMAGE, self.path] * 2, paths)
+
     def test_503_retried_then_not_cloneable(self):
         self.http.answer('GET', self.path, (503, 'busy'))
         found, why = self.locations()

@@ -64,7 +64,8 @@ def main(argv=None):
     if args.imaged_tree:
         os.environ['PYTHONPATH'] = os.pathsep.join(
             [tree] + [p for p in [os.environ.get('PYTHONPATH')] if p])
-    # SIGTERM ends the run as Ctrl-C does: the cleanup still runs.
+    # SIGTERM ends the run as Ctrl-C does: the cleanup still runs, and
+    # what was measured until then is reported.
     signal.signal(signal.SIGTERM, lambda *_a: sys.exit(143))
     run_id = uuid.uuid4().hex[:8]
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(
@@ -75,10 +76,16 @@ def main(argv=None):
     for path in (args.json, args.plot):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     workdir = tempfile.mkdtemp(prefix='imaged-bench-', dir='/var/tmp')
-    bench, left = None, []
+    bench, left, interrupted = None, [], None
     try:
         bench = Bench(config, workdir, run_id)
         bench.run(args.only.split(','))
+    except (KeyboardInterrupt, SystemExit) as e:
+        interrupted = 130 if isinstance(e, KeyboardInterrupt) else e.code
+        log('interrupted: cleaning up, then the figures measured so far')
+        if bench is None:
+            return interrupted
+        bench.errors.append({'what': 'run', 'error': 'interrupted'})
     except Exception as e:
         log('the benchmark could not run: %s', describe(e))
         traceback.print_exc()
@@ -119,6 +126,8 @@ def main(argv=None):
     print(table(report, figures))
     print('\nraw figures: %s%s' % (
         args.json, '; plot: %s' % args.plot if plotted else ''))
+    if interrupted is not None:
+        return interrupted
     return 1 if bench.errors else 0
 
 

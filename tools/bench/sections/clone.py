@@ -46,6 +46,7 @@ def sample(bench, image, size, rep, what):
     with bench.disks() as made:
         def by_imaged():
             out['imaged'], result, _mem = made.create(image['id'], size_gb)
+            out['steps'] = ', '.join(result.get('timings', []))
             if result['strategy'] != 'clone':
                 raise RuntimeError(
                     "imaged made a %s, not a clone, of image %s in "
@@ -59,6 +60,6 @@ def sample(bench, image, size, rep, what):
             bench.ceph.clone(image['id'], name, size_gb * GiB)
             out['librbd'] = time.monotonic() - started
         alternate(rep, by_imaged, by_librbd)
-    log('%s: imaged %.3fs, baseline %.3fs', what, out['imaged'],
-        out['librbd'])
+    log('%s: imaged %.3fs (%s), baseline %.3fs', what, out['imaged'],
+        out['steps'], out['librbd'])
     return out

@@ -227,30 +227,53 @@ class CephConnection:
         return self._fsid
 
     def status(self):
-        """``(fsid or None, problems)``: can root disks be made now?"""
+        """``(fsid or None, problems)``: can root disks be made now?
+
+        The monitors are asked whether an OSD is up, and then an OSD is
+        asked for a small object: a paused or partitioned OSD still counts
+        as up for the monitors until it is reported down.
+        """
         try:
             fsid = self.fsid()
-            with self.lease() as cluster:
-                try:
-                    if not cluster.pool_exists(self.pool):
-                        return fsid, [_('Ceph pool %s does not exist') %
-                                      self.pool]
-                    ret, out, err = cluster.mon_command(
-                        json.dumps({'prefix': 'osd stat', 'format': 'json'}),
-                        b'', timeout=self.conf.rbd.connect_timeout)
-                except self.rados.Error as e:
-                    raise exception.BackendUnavailable(
-                        backend='Ceph',
-                        reason=_('monitors do not answer: %s') % e)
+            lease = self._acquire()
         except exception.BackendUnavailable as e:
             return None, [str(e)]
+        error = None
+        try:
+            problem = self._cluster_problem(lease.cluster)
+            if problem is None:
+                error = self._probe(lease)
+                if error is not None:
+                    problem = _('Ceph OSDs do not answer within %(t)ss: '
+                                '%(err)s') % {
+                        't': self.conf.rbd.connect_timeout, 'err': error}
+                    error = exception.BackendUnavailable(
+                        backend='Ceph', reason=problem)
+        except exception.BackendUnavailable as e:
+            error = e
+            return None, [str(e)]
+        finally:
+            self.release(lease, error)
+        return fsid, [problem] if problem else []
+
+    def _cluster_problem(self, cluster):
+        """What the monitors say stops I/O in the pool, or None."""
+        try:
+            if not cluster.pool_exists(self.pool):
+                return _('Ceph pool %s does not exist') % self.pool
+            ret, out, err = cluster.mon_command(
+                json.dumps({'prefix': 'osd stat', 'format': 'json'}),
+                b'', timeout=self.conf.rbd.connect_timeout)
+        except self.rados.Error as e:
+            raise exception.BackendUnavailable(
+                backend='Ceph', reason=_('monitors do not answer: %s') % e)
         if ret != 0:
-            return fsid, [_('Ceph monitors refused "osd stat": %s') % err]
+            return _('Ceph monitors refused "osd stat": %s') % err
         stat = json.loads(out)
         up = stat.get('num_up_osds', stat.get('osdmap', {}).get('num_up_osds'))
         if not up:
-            return fsid, [_('Ceph has no OSD up')]
-        return fsid, []
+            return _('Ceph has no OSD up')
+        return None
 
 
 def _shutdown_quietly(cluster):

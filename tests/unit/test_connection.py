@@ -43,9 +43,9 @@ class CephConnectionTest(base.TestCase):
             pass
         self.cluster.osds_down = True
         self.assertRaises(exception.BackendUnavailable, self._open_image)
-        # The health check connects afresh: the monitors answer it, so
-        # nothing retires that connection, but it never reaches an OSD.
-        self.assertEqual((fakes.FSID, []), self.conn.status())
+        # An operation connects afresh: the monitors answer, so nothing
+        # retires that connection at once, but it never reaches an OSD.
+        self.conn.fsid()
         deaf = self.cluster.connections[-1]
         self.assertTrue(deaf.deaf)
         self.assertFalse(deaf.is_shut_down)
@@ -58,6 +58,20 @@ class CephConnectionTest(base.TestCase):
         connections = len(self.cluster.connections)
         self._open_image()
         self.assertEqual(connections, len(self.cluster.connections))
+
+    def test_health_check_asks_an_osd_not_only_the_monitors(self):
+        self.assertEqual((fakes.FSID, []), self.conn.status())
+        # The monitors still count the OSD as up (it is paused, say).
+        self.cluster.osds_down = True
+        fsid, problems = self.conn.status()
+        self.assertEqual(fakes.FSID, fsid)
+        [problem] = problems
+        self.assertIn('Ceph OSDs do not answer within', problem)
+        # The connection that could not reach them is not kept.
+        self.assertTrue(self.cluster.connections[0].is_shut_down)
+        self.cluster.osds_down = False
+        self.assertEqual((fakes.FSID, []), self.conn.status())
+        self.assertFalse(self.cluster.connections[-1].is_shut_down)
 
     def _open_image(self):
         self.cluster.pools['vms']['probe-disk'] = fakes.FakeDisk(1)

@@ -615,6 +615,31 @@ class PoolFaultTestCase(FaultTestCase):
         base.wait_for(lambda: not laggy(), 60, interval=2,
                       what='laggy PGs to clear after re-peering')
 
+    def wait_ceph_serves(self, agent, patience=120):
+        """After an outage: every PG active and clean, and ``agent``
+        seeing no problem (its health check asks an OSD, with its own short
+        timeout). The tests' own Ceph calls wait up to two minutes, so one
+        answering proves little: a re-peered OSD boots again for a while.
+        """
+        def pgs_clean():
+            summary = (self.ceph_cli('pg', 'stat') or {}).get(
+                'pg_summary', {})
+            states = {s['name'] for s in summary.get('num_pg_by_state', [])}
+            return states == {'active+clean'}
+        base.wait_for(pgs_clean, patience, interval=1,
+                      what='every PG to be active+clean')
+        problems = []
+
+        def agent_sees_it():
+            problems[:] = self.api.get_capabilities(
+                self.ctxt, agent.host)['problems']
+            return not problems
+        try:
+            base.wait_for(agent_sees_it, patience, interval=1,
+                          what='agent %s to see Ceph serve' % agent.host)
+        except AssertionError as e:
+            raise AssertionError('%s; its problems: %s' % (e, problems))
+
     def repeer_osds(self):
         """Mark the OSDs down so they re-peer at once: after a SIGSTOP a
         lone OSD's PGs may turn ``laggy`` only some seconds later and then

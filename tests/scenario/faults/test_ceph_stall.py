@@ -100,8 +100,7 @@ class CephStallTest(fault_base.PoolFaultTestCase):
         # What succeeded holds the image; once Ceph serves again (its PGs
         # active, a read of ours answered), everything works again.
         self.unstick_laggy_pgs()
-        base.wait_for(lambda: self.ceph.names() is not None, 60,
-                      what='Ceph to serve the tests again')
+        self.wait_ceph_serves(agent)
         proxy.heal()
         expected = datas + [clone_data]
         for call, data in zip(calls, expected):
@@ -119,6 +118,9 @@ class CephStallTest(fault_base.PoolFaultTestCase):
             *[image['id'] for image in downloads + [stopped_image]])
         self.assertStopsWithin(agent, GRACEFUL + EXIT_SLACK)
         self.restart_agent(agent)  # the disks are deleted through it
+
+    def test_osd_stopped_longer_than_connect_timeout_under_load(self):
+        self._outage_under_load(self.osd_paused, wait_in_outage=False)
 
     def test_osd_killed_under_load_then_started_again(self):
         self._outage_under_load(self.osd_killed, wait_in_outage=True)

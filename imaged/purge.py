@@ -2,9 +2,11 @@
 
 The cleanup task hands over what is cached; each image is asked about at
 most every ``[image_cache] glance_check_interval`` seconds, with imaged's
-own credentials. Only a clear answer deletes: 404, or a record whose status
-says the image is gone. Glance unreachable, slow, failing or refusing (403)
-means "keep everything", and the rest of that run asks nothing more.
+own credentials. Only a clear answer deletes: a record whose status says
+the image is gone, or a 404 when imaged's user may see every image (Glance
+gives the same 404 for a private image of another project). Glance
+unreachable, slow, failing or refusing (403) means "keep everything", and
+the rest of that run asks nothing more.
 """
 
 import time
@@ -34,6 +36,7 @@ class DeletedImagePurge:
         # Deleted in Glance but still cached (an RBD base with clones):
         # removed at each run, without asking again, until it is gone.
         self._deleted = set()
+        self._warned_blind = False
 
     def _is_deleted(self, ctxt, image_id):
         """True/False from a clear answer; raises BackendUnavailable or
@@ -41,7 +44,17 @@ class DeletedImagePurge:
         try:
             image = self.glance.show(ctxt, image_id)
         except exception.ImageNotFound:
-            return True
+            if self.glance.sees_every_image():
+                return True
+            # Glance hides other projects' private images from non-admin
+            # users with the same 404 it gives for deleted ones.
+            if not self._warned_blind:
+                LOG.warning('Glance does not show imaged\'s own user every '
+                            'image (no "admin" role): a 404 for a cached '
+                            'image may be a private image of a project, so '
+                            'nothing is purged on a 404')
+                self._warned_blind = True
+            return False
         return image.get('status') in GONE_STATUSES
 
     def run(self, cached_image_ids, base_image_ids=()):

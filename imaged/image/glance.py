@@ -357,6 +357,27 @@ class GlanceAPI:
             return resp
         return self._call(image_id, 'Opening the download', get)
 
+    def sees_every_image(self):
+        """Whether Glance shows imaged's own user every image, so that a
+        404 for it means the image is gone, not private to a project.
+
+        Glance shows other projects' private images only to an admin
+        context: the ``admin`` role in imaged's token, or a Glance without
+        Keystone (its unauthenticated contexts are admin).
+
+        :raises: BackendUnavailable when Keystone cannot tell.
+        """
+        if self._auth is None or isinstance(self._auth, noauth.NoAuth):
+            return True
+        try:
+            access = self._auth.get_access(self._session)
+        except (ks_exc.ClientException, requests.RequestException) as e:
+            raise exception.BackendUnavailable(
+                backend='Keystone',
+                reason=_('cannot read the roles of imaged\'s user: %s') % e)
+        roles = getattr(access, 'role_names', None) or []
+        return 'admin' in [role.lower() for role in roles]
+
     def check_health(self):
         """Problems reaching Glance, as strings (empty when it answers)."""
         try:

@@ -248,6 +248,44 @@ class LocationsAPITest(GlanceTestCase):
         self.assertEqual([1.0, 2.0], self.sleeps)
 
 
+class FakeAccess(FakeIdentity):
+    """A token whose roles are known, as keystoneauth's identity plugins
+    tell them (``get_access(session).role_names``)."""
+
+    def __init__(self, roles=None, error=None):
+        super().__init__('imaged-token')
+        self.roles, self.error = roles, error
+
+    def get_access(self, session):
+        if self.error is not None:
+            raise self.error
+        return type('Access', (), {'role_names': self.roles})()
+
+
+class SeesEveryImageTest(GlanceTestCase):
+    """Whether a 404 for imaged's user means the image is gone."""
+
+    def test_admin_role_sees_every_image(self):
+        api = self.api(glance_auth=FakeAccess(['service', 'Admin']))
+        self.assertTrue(api.sees_every_image())
+
+    def test_service_role_alone_does_not(self):
+        api = self.api(glance_auth=FakeAccess(['service', 'reader']))
+        self.assertFalse(api.sees_every_image())
+
+    def test_glance_without_keystone_shows_everything(self):
+        self.flags(group='glance', auth_type='none',
+                   endpoint_override=ENDPOINT)
+        self.assertTrue(self.api().sees_every_image())
+
+    def test_keystone_unreachable_is_typed(self):
+        api = self.api(glance_auth=FakeAccess(
+            error=ks_exc.ConnectFailure('refused')))
+        error = self.assertRaises(exception.BackendUnavailable,
+                                  api.sees_every_image)
+        self.assertIn('roles of imaged', str(error))
+
+
 class CopyToStoreTest(GlanceTestCase):
 
     path = '/v2/images/%s/import' % IMAGE

@@ -18,6 +18,10 @@ class FakeGlance:
     def __init__(self, answers):
         self.answers = answers
         self.asked = []
+        self.admin = True  # imaged's user sees every image
+
+    def sees_every_image(self):
+        return self.admin
 
     def show(self, context, image_id):
         self.asked.append((image_id, context.is_admin, context.auth_token))
@@ -85,6 +89,18 @@ class PurgeTest(base.TestCase):
         self.assertEqual([B], self.disks.cached())
         self.assertEqual([(A, 'file', 'deleted'), (A, 'rbd', 'deleted')],
                          self.evictions())
+
+    def test_404_removes_nothing_when_imaged_cannot_see_every_image(self):
+        # Without the admin role, a private image of another project is a
+        # 404 too: only a record that says "deleted" purges then.
+        self.glance.admin = False
+        self.cache(A, B)
+        self.glance.answers[A] = exception.ImageNotFound(image_id=A)
+        self.glance.answers[B] = {'status': 'deleted'}
+        removed = self.run_purge()
+        self.assertEqual([{'image_id': B, 'where': 'file'},
+                          {'image_id': B, 'where': 'rbd'}], removed)
+        self.assertEqual([A], self.disks.cached())
 
     def test_gone_statuses_remove_others_keep(self):
         self.cache(A, B, C)

@@ -274,11 +274,13 @@ class ImageCache:
 
     # -- listing and cleanup ------------------------------------------------
 
-    def _entries(self):
+    def _entries(self, wheres=(FILE, RBD)):
         """Every base file and RBD base record, oldest first."""
         entries = []
         for where, directory in ((FILE, self.base_dir),
                                  (RBD, self.record_dir)):
+            if where not in wheres:
+                continue
             try:
                 names = os.listdir(directory)
             except FileNotFoundError:
@@ -309,7 +311,8 @@ class ImageCache:
                                 key=lambda e: (e.image_id, e.where))]
 
     def usage(self):
-        used = sum(e.used_bytes for e in self._entries())
+        # Only base files take room here; RBD base records are not read.
+        used = sum(e.used_bytes for e in self._entries(wheres=(FILE,)))
         try:
             vfs = os.statvfs(self.base_dir)
             free = vfs.f_bavail * vfs.f_frsize

@@ -97,10 +97,10 @@ class BlockWriter:
 
         A whole block at a 4 MiB boundary (or the image's last, shorter
         one) goes to librbd as it is, and stays held until its write
-        completes: librbd copies it by default, but with
-        ``rbd_disable_zero_copy_writes = false`` it reads the caller's
-        buffer after ``aio_write`` returns, until the completion (measured
-        on Ceph 16.2). Anything else is gathered by :meth:`write`.
+        completes: imaged's connections set
+        ``rbd_disable_zero_copy_writes = false``, so librbd reads the
+        caller's buffer after ``aio_write`` returns, until the completion,
+        instead of copying it. Anything else is gathered by :meth:`write`.
         """
         offset, length = block.offset, block.length
         if self._block is not None and offset >= self._block + BLOCK:
@@ -119,15 +119,18 @@ class BlockWriter:
         self._acquire(time.monotonic() + self.timeout)
         block.hold()
         try:
+            # The callback keeps ``data`` alive until the write completes:
+            # the rbd binding does not, and librbd may read it until then.
             self.image.aio_write(data, offset, lambda completion: (
-                self._on_complete(completion, block)))
+                self._on_complete(completion, block, data)))
         except BaseException:
             block.release()
             self._slots.release()
             raise
         self.bytes_written += length
 
-    def _on_complete(self, completion, block=None):
+    def _on_complete(self, completion, block=None, _data=None):
+        """A write completed; ``_data`` was kept alive until now."""
         ret = completion.get_return_value()
         if ret < 0:
             self._failures.append(ret)
@@ -146,9 +149,11 @@ class BlockWriter:
             return
         self._check()
         self._acquire(time.monotonic() + self.timeout)
+        data = bytes(buf[:length])
         try:
-            self.image.aio_write(bytes(buf[:length]), block,
-                                 self._on_complete)
+            # Held by the callback until the write completes, as above.
+            self.image.aio_write(data, block, lambda completion: (
+                self._on_complete(completion, None, data)))
         except BaseException:
             self._slots.release()
             raise

@@ -137,7 +137,8 @@ class ConvertIntoRBDTest(base.TestCase):
         args, kwargs = self.convert()
         self.assertEqual(
             ('qemu-img', 'convert', '-f', 'qcow2', '-O', 'raw', '-n',
-             '--target-is-zero', '-t', 'none', '-W', '/src'), args[:-1])
+             '--target-is-zero', '-t', 'none', '-W', '-m', '16', '/src'),
+            args[:-1])
         self.assertEqual(
             r'rbd:vms/img-1_base.part:id=imaged'
             r':conf=\/etc\/ceph\/ceph.conf'

@@ -71,11 +71,7 @@ class CephConnection:
                  'rados_osd_op_timeout': timeout,
                  # Imports write whole 4 MiB objects once: a write-back
                  # cache would only copy them and hold memory.
-                 'rbd_cache': 'false',
-                 # Nor does librbd copy each write's buffer: every writer
-                 # keeps its buffer untouched until the write completes
-                 # (rbd_import.BlockWriter holds each block until then).
-                 'rbd_disable_zero_copy_writes': 'false'}
+                 'rbd_cache': 'false'}
         if self.conf.rbd.keyring:
             extra['keyring'] = self.conf.rbd.keyring
         cluster = self.rados.Rados(rados_id=self.conf.rbd.user,

@@ -97,10 +97,12 @@ class BlockWriter:
 
         A whole block at a 4 MiB boundary (or the image's last, shorter
         one) goes to librbd as it is, and stays held until its write
-        completes: imaged's connections set
-        ``rbd_disable_zero_copy_writes = false``, so librbd reads the
-        caller's buffer after ``aio_write`` returns, until the completion,
-        instead of copying it. Anything else is gathered by :meth:`write`.
+        completes. librbd copies it by default; with
+        ``rbd_disable_zero_copy_writes = false`` it would read the buffer
+        until the completion instead, but then, with the OSD killed, writes
+        in flight did not complete within the op timeout (measured on Ceph
+        16.2), so imaged leaves the copy on. Anything else is gathered by
+        :meth:`write`.
         """
         offset, length = block.offset, block.length
         if self._block is not None and offset >= self._block + BLOCK:
@@ -120,7 +122,8 @@ class BlockWriter:
         block.hold()
         try:
             # The callback keeps ``data`` alive until the write completes:
-            # the rbd binding does not, and librbd may read it until then.
+            # the rbd binding does not, and a zero-copy librbd reads it
+            # until then.
             self.image.aio_write(data, offset, lambda completion: (
                 self._on_complete(completion, block, data)))
         except BaseException:

@@ -67,9 +67,9 @@ class RootDiskTest(base.FunctionalTestCase):
         self.assertEqual(1, self.glance.downloads(image['id']))
 
     def test_every_byte_arrives_with_writes_in_flight(self):
-        # Many whole 4 MiB blocks written at once (librbd reads imaged's
-        # buffers until each write completes: none may be reused early),
-        # then a short last one.
+        # Many whole 4 MiB blocks written at once from imaged's reused
+        # buffers (none may be reused before its write completes), then a
+        # short last one.
         data = os.urandom(37 * units.Mi + 12345)
         image = self.glance.create(data, backend='local')
         disk = self.create_root_disk(image['id'])

@@ -213,6 +213,12 @@ class RefusalTest(base.ScenarioTestCase):
             image = self.upload(images.random_bytes(units.Mi), store=store)
             base.glance_call(self.glance.client.images.deactivate,
                              image['id'])
+            # Glance deletes a deactivated image's record but leaves its
+            # data in the store: active again before the upload's cleanup
+            # deletes it.
+            self.addCleanup(base.glance_call,
+                            self.glance.client.images.reactivate,
+                            image['id'])
             instance_uuid = self.new_instance()
             self.assertRaises(exception.ImageUnacceptable,
                               self.create_root_disk, image['id'], 1,

@@ -16,6 +16,7 @@ import oslo_messaging as messaging
 from oslo_log import log as logging
 from oslo_utils import units
 
+from imaged import context
 from imaged import rpc
 
 LOG = logging.getLogger(__name__)
@@ -23,6 +24,19 @@ LOG = logging.getLogger(__name__)
 PAYLOAD_VERSION = '1.0'
 PUBLISHER = 'imaged'
 NOTIFY_RETRY = 3
+
+
+def _safe_context(ctxt):
+    """A context with no token or credential in it, for the bus.
+
+    oslo.messaging's Notifier redacts a RequestContext too; imaged does not
+    depend on it, whatever context it was given.
+    """
+    if isinstance(ctxt, context.RequestContext):
+        return ctxt.redacted_copy()
+    if isinstance(ctxt, dict):
+        return context.RequestContext.from_dict(ctxt).redacted_copy()
+    return context.RequestContext(overwrite=False)
 
 
 def _mb_per_s(nbytes, seconds):
@@ -70,7 +84,8 @@ class Notifications:
         if not self._enabled:
             return
         payload = dict(payload, version=PAYLOAD_VERSION)
-        getattr(self._notifier, priority)(ctxt or {}, event_type, payload)
+        getattr(self._notifier, priority)(_safe_context(ctxt), event_type,
+                                          payload)
 
     # -- root disks (sent by the manager) ------------------------------------
 

@@ -88,6 +88,10 @@ class RootDisks:
             info = self.storage.disks.info(name)
             if info is not None:
                 self._check_existing(name, info, image_id, size_bytes)
+                if getattr(context, 'auth_token', None):
+                    # A caller gets no disk of an image it cannot see.
+                    self.glance.show(context, image_id)
+                    timings.step('glance')
                 LOG.info('Root disk %s/%s already exists', self.storage.pool,
                          name)
                 return self._result(instance_uuid, image_id, name, info,

@@ -6,6 +6,7 @@ Uses :class:`imaged.rpcapi.ImageAgentAPI` exactly as other services do;
 
 import argparse
 import json
+import os
 import sys
 
 from oslo_config import cfg
@@ -28,8 +29,11 @@ def _parser():
     parser.add_argument('--host',
                         help="The agent's [DEFAULT] host (every command "
                              "but precache).")
-    parser.add_argument('--auth-token',
-                        help='Keystone token passed to the agent for Glance.')
+    parser.add_argument('--auth-token-file', metavar='PATH',
+                        help='File holding the Keystone token passed to the '
+                             'agent for Glance ("-": standard input). '
+                             'Default: $OS_AUTH_TOKEN. Never on the command '
+                             'line, where every user sees it in ps.')
     sub = parser.add_subparsers(dest='command', required=True)
     create = sub.add_parser('create-root-disk',
                             help='Create <instance>_disk from an image.')
@@ -97,6 +101,19 @@ def run(api, ctxt, args):
     return api.get_capabilities(ctxt, args.host)
 
 
+def _auth_token(path):
+    """The caller's token: from ``path`` ("-": stdin), else $OS_AUTH_TOKEN.
+    """
+    if path == '-':
+        token = sys.stdin.readline()
+    elif path:
+        with open(path, encoding='ascii') as f:
+            token = f.readline()
+    else:
+        token = os.environ.get('OS_AUTH_TOKEN', '')
+    return token.strip() or None
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     # oslo.config takes --config-file/--config-dir; argparse the rest.
@@ -113,7 +130,11 @@ def main(argv=None):
     args = parser.parse_args(rest)
     _check_args(parser, args)
     CONF(known, project='imaged')
-    ctxt = imaged_context.RequestContext(auth_token=args.auth_token)
+    try:
+        token = _auth_token(args.auth_token_file)
+    except OSError as e:
+        parser.error('cannot read --auth-token-file: %s' % e)
+    ctxt = imaged_context.RequestContext(auth_token=token)
     try:
         api = rpcapi.ImageAgentAPI(CONF)
         if args.command == 'precache':

@@ -88,6 +88,28 @@ Related options:
 * ``rbd_store_name``
 * ``copy_poll_interval``
 """),
+    cfg.ListOpt(
+        'rbd_store_pools',
+        default=['images'],
+        help="""
+Pools of Glance's RBD stores in this agent's Ceph cluster: the only pools
+imaged clones images from.
+
+Used when Glance does not describe its stores (``GET /v2/info/stores/detail``
+needs Glance 2025.1 with multiple stores, and the admin or service role).
+When it does, the pools of its RBD stores in this cluster are used instead.
+An image whose location points anywhere else in this cluster (imaged's own
+pool above all: another instance's disk) is refused as unacceptable, never
+cloned or downloaded.
+
+Possible values:
+
+* A list of pool names; never ``[rbd] pool``, which is always refused.
+
+Related options:
+
+* ``[rbd] pool``
+"""),
     # -- the download body (imaged.image.body) --------------------------------
     cfg.IntOpt(
         'download_stall_timeout',

@@ -304,9 +304,12 @@ class GlanceAPI:
             return None, str(typed)
 
     def copy_to_store(self, image_id, store, context=None):
-        """Ask Glance to copy the image into ``store``, as imaged's own user.
+        """Ask Glance to copy the image into ``store`` for the caller.
 
         The ``copy-image`` import method; Glance copies in the background.
+        Asked with the caller's token (and imaged's service token) when
+        ``context`` has one, so Glance's ``copy_image`` policy judges the
+        caller; imaged's own user asks only for calls without a token.
 
         :returns: ``(COPY_STARTED, None)`` when Glance accepted;
             ``(COPY_BUSY, detail)`` for a 409, an import of the image
@@ -314,7 +317,7 @@ class GlanceAPI:
             ``(COPY_REFUSED, why)`` for any other answer.
         """
         def post():
-            client = self._client(context, as_service=True)
+            client = self._client(context)
             client.images.image_import(image_id, 'copy-image',
                                        stores=[store])
         what = 'Copying to store %s' % store
@@ -325,11 +328,11 @@ class GlanceAPI:
             return COPY_BUSY, str(e)
         except glance_exc.HTTPForbidden as e:
             return COPY_REFUSED, _(
-                'imaged\'s user may not copy images (Glance\'s copy_image '
-                'policy, "admin" by default): %s') % e
+                'Glance\'s copy_image policy ("admin" by default) refuses '
+                'the caller: %s') % e
         except glance_exc.HTTPNotFound as e:
             return COPY_REFUSED, _(
-                'the image is not visible to imaged\'s own user: %s') % e
+                'the image is not visible to the caller: %s') % e
         except exception.ImagedException as e:
             return COPY_REFUSED, str(e)
         except Exception as e:
@@ -337,6 +340,50 @@ class GlanceAPI:
             if typed is None:
                 raise
             return COPY_REFUSED, str(typed)
+
+    def rbd_stores(self):
+        """Glance's RBD stores, from ``GET /v2/info/stores/detail``.
+
+        Asked as imaged's own user (the ``stores_info_detail`` policy wants
+        the admin or service role; Glance 2025.1 and later show a store's
+        fsid).
+
+        :returns: ``[{'id', 'pool', 'fsid'}]`` (``fsid`` may be None), or
+            None when Glance does not describe its stores (no multiple
+            stores, an older Glance, a policy that refuses imaged).
+        :raises: BackendUnavailable when Glance cannot be reached.
+        """
+        def get():
+            client = self._client(None, as_service=True)
+            _resp, body = client.http_client.get('/v2/info/stores/detail')
+            return body
+        what = 'Reading the stores'
+        try:
+            body = self._retrying(None, what, get)
+        except (glance_exc.HTTPForbidden, glance_exc.HTTPUnauthorized,
+                glance_exc.HTTPNotFound, glance_exc.HTTPNotImplemented,
+                glance_exc.HTTPBadRequest) as e:
+            LOG.debug('Glance does not describe its stores to imaged: %s', e)
+            return None
+        except exception.ImagedException:
+            raise
+        except (glance_exc.BaseException, glance_exc.ClientException,
+                ks_exc.ClientException, requests.RequestException) as e:
+            raise exception.BackendUnavailable(
+                backend='Glance',
+                reason=_('reading its stores failed: %s') % e) from e
+        stores = body.get('stores') if isinstance(body, dict) else None
+        if not isinstance(stores, list):
+            return None
+        found = []
+        for store in stores:
+            if not isinstance(store, dict) or store.get('type') != 'rbd':
+                continue
+            props = store.get('properties') or {}
+            if props.get('pool'):
+                found.append({'id': store.get('id'), 'pool': props['pool'],
+                              'fsid': props.get('fsid') or None})
+        return found
 
     def open_response(self, context, image_id, read_timeout=None):
         """The streaming HTTP response of the image's data (one GET).

@@ -10,18 +10,30 @@ first that answers:
 3. with ``[glance] rbd_store_name`` set and no location cloneable: a copy of
    the image into that store (``copy-image``), then its locations again.
 
-Each candidate is probed by the storage driver (``probe_location(url)``:
-in our cluster, opens read-only). Every step taken lands in the call's
-timings; a location is logged only through :func:`imaged.redact.location`.
+A candidate is cloneable when it is an ``rbd://`` URL of our cluster, in a
+pool of one of Glance's RBD stores (:class:`GlancePools`), and its snapshot
+opens read-only. A location anywhere else in our cluster (imaged's own pool:
+another instance's disk) makes the whole image unacceptable, before anything
+is opened: cloning it would hand one tenant another's data. Only "not an
+rbd:// URL", "another cluster" and Ceph's "not found" mean "not cloneable";
+a Ceph that does not answer the probe is a typed error, never a reason to
+download an image Glance keeps in our cluster.
+
+Every step taken lands in the call's timings; a location is logged only
+through :func:`imaged.redact.location`.
 """
 
 import collections
 import threading
+import time
 
 from oslo_log import log as logging
 
+from imaged import exception
+from imaged.i18n import _
 from imaged.image import store_copy
 from imaged import redact
+from imaged.storage import location as rbd_location
 
 LOG = logging.getLogger(__name__)
 
@@ -29,6 +41,9 @@ NOT_CLONEABLE = (None, None)
 
 # Images whose "cannot clone" reason was logged at info already.
 _LOGGED_IMAGES = 4096
+
+# How long Glance's description of its stores is trusted.
+STORES_TTL = 300.0
 
 
 def record_urls(image):
@@ -45,14 +60,55 @@ def _urls(locations):
             if isinstance(loc, dict) and loc.get('url')]
 
 
+class GlancePools:
+    """The pools imaged may clone from: those of Glance's RBD stores in our
+    cluster, never ``[rbd] pool``.
+
+    Glance's ``GET /v2/info/stores/detail`` names them (asked at most every
+    ``STORES_TTL`` seconds); a Glance that does not describe its stores
+    leaves ``[glance] rbd_store_pools``.
+    """
+
+    def __init__(self, conf, glance_api, clock=time.monotonic):
+        self.conf = conf
+        self.glance = glance_api
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._stores = None
+        self._read_at = None
+
+    def _glance_stores(self):
+        with self._lock:
+            now = self._clock()
+            if self._read_at is None or now - self._read_at > STORES_TTL:
+                self._stores = self.glance.rbd_stores()
+                self._read_at = now
+            return self._stores
+
+    def allowed(self, fsid):
+        """The set of pool names in cluster ``fsid`` Glance keeps images in.
+        """
+        stores = self._glance_stores()
+        if stores is None:
+            pools = set(self.conf.glance.rbd_store_pools)
+        else:
+            # A store that shows no fsid (an older glance_store) is taken
+            # to be in our cluster: its pool is Glance's all the same.
+            pools = {s['pool'] for s in stores
+                     if s['fsid'] in (None, fsid)}
+        pools.discard(self.conf.rbd.pool)
+        return pools
+
+
 class CloneableLocations:
     """Finds a cloneable location of an image, asking Glance as needed."""
 
-    def __init__(self, conf, glance_api, storage, copier=None):
+    def __init__(self, conf, glance_api, storage, copier=None, pools=None):
         self.conf = conf
         self.glance = glance_api
         self.storage = storage
         self.copier = copier or store_copy.StoreCopier(conf, glance_api)
+        self.pools = pools or GlancePools(conf, glance_api)
         self._logged = collections.OrderedDict()
         self._logged_lock = threading.Lock()
 
@@ -67,6 +123,7 @@ class CloneableLocations:
         if image.get('disk_format') != 'raw':
             LOG.debug('Image %s is %s, not raw: not cloneable', image_id,
                       image.get('disk_format'))
+            self._ours(image_id, record_urls(image))  # refuses foreign pools
             return NOT_CLONEABLE
         shown = record_urls(image)
         found = self._probe(image_id, shown)
@@ -128,13 +185,54 @@ class CloneableLocations:
         return found
 
     def _probe(self, image_id, urls):
-        for url in urls:
-            location, size, reason = self.storage.probe_location(url)
-            if location is not None:
-                return location, size
-            LOG.debug('Location %s of image %s is not cloneable: %s',
-                      redact.location(url), image_id, reason)
+        """The first cloneable ``(location, size)`` among ``urls``, or None.
+
+        :raises ImageUnacceptable: a URL points into our cluster outside
+            Glance's pools (checked for every URL before any is opened).
+        """
+        ours = self._ours(image_id, urls)
+        for loc in ours:
+            size = self.storage.snapshot_size(loc)
+            if size is not None:
+                return loc, size
+            LOG.debug('Location %s of image %s is not cloneable: no such '
+                      'image or snapshot', redact.location(
+                          rbd_location.format_rbd_location(*loc)), image_id)
         return None
+
+    def _ours(self, image_id, urls):
+        """The ``urls`` in our cluster, parsed, once all are known to be in
+        Glance's pools.
+        """
+        ours = []
+        for url in urls:
+            try:
+                loc = rbd_location.parse_rbd_location(url)
+            except rbd_location.NotAnRBDLocation as e:
+                LOG.debug('Location %s of image %s is not cloneable: %s',
+                          redact.location(url), image_id, e)
+                continue
+            if not self.storage.in_cluster(loc):
+                LOG.debug('Location %s of image %s is not cloneable: in '
+                          'another Ceph cluster', redact.location(url),
+                          image_id)
+                continue
+            ours.append(loc)
+        if not ours:
+            return ours
+        allowed = self.pools.allowed(ours[0].fsid)
+        for loc in ours:
+            if loc.pool not in allowed:
+                LOG.warning('Image %s has a location in pool %s of our Ceph '
+                            'cluster, which is not a pool of Glance\'s '
+                            '(%s): refused', image_id, loc.pool,
+                            ', '.join(sorted(allowed)) or 'none')
+                raise exception.ImageUnacceptable(
+                    image_id=image_id,
+                    reason=_('its location is in Ceph pool %(pool)s, which '
+                             'is not one of Glance\'s stores') %
+                    {'pool': loc.pool})
+        return ours
 
     def _log_once(self, image_id, msg, *args):
         """Log at info the first time for an image, at debug after."""

@@ -77,7 +77,8 @@ class StoreCopier:
                 return CopyResult(REFUSED, str(e))
 
     def _read(self, context, image_id):
-        return self.glance.show(context, image_id, as_service=True)
+        # The caller read this record already: watch the copy with its rights.
+        return self.glance.show(context, image_id)
 
     def _copy(self, context, image_id, store):
         deadline = self._clock() + self.conf.glance.copy_timeout

@@ -8,12 +8,21 @@ images (:mod:`imaged.storage.bases`), ``disks`` the root disks
 librados and librbd; both are injectable so unit tests can pass fakes.
 """
 
+import time
+
+from oslo_log import log as logging
+
 from imaged import exception
 from imaged.storage import bases
 from imaged.storage import connection
 from imaged.storage import disks
-from imaged.storage import location as rbd_location
 from imaged.storage import partial
+
+LOG = logging.getLogger(__name__)
+
+# A snapshot probe that times out is asked again, after 0.5 s, then 1 s.
+PROBE_ATTEMPTS = 3
+PROBE_RETRY_DELAY = 0.5
 
 
 class RBDDriver:
@@ -47,28 +56,45 @@ class RBDDriver:
         """Sweep the partial images this host left; see ``partial``."""
         return self.partials.sweep()
 
-    def probe_location(self, url):
-        """Whether we can clone ``url``.
+    def in_cluster(self, loc):
+        """Whether the parsed ``rbd://`` location is in our cluster."""
+        return loc.fsid == self.fsid()
 
-        :returns: ``(RBDLocation, snapshot size, None)`` when we can, else
-            ``(None, None, the reason why not)``.
+    def snapshot_size(self, loc):
+        """The size of the snapshot ``loc`` names, or None if it is not
+        there (no such pool, image or snapshot).
+
+        A Ceph that does not answer is asked again, then the error is
+        raised: only Ceph's own "not found" means "not cloneable".
+
+        :raises: BackendUnavailable after ``PROBE_ATTEMPTS`` attempts that
+            timed out; StorageError for any other Ceph error (permission
+            denied on Glance's pool, above all).
         """
-        try:
-            loc = rbd_location.parse_rbd_location(url)
-        except rbd_location.NotAnRBDLocation as e:
-            return None, None, str(e)
-        fsid = self.fsid()
-        if loc.fsid != fsid:
-            return None, None, 'is in cluster %s, not ours (%s)' % (
-                loc.fsid, fsid)
-        try:
-            return loc, self._snapshot_size(loc), None
-        except exception.ImagedException as e:
-            return None, None, 'cannot be opened read-only: %s' % e
+        for attempt in range(1, PROBE_ATTEMPTS + 1):
+            try:
+                return self._snapshot_size(loc)
+            except exception.BackendUnavailable as e:
+                if attempt == PROBE_ATTEMPTS:
+                    raise
+                LOG.warning('Probing snapshot %s/%s@%s failed (%s); '
+                            'asking Ceph again', loc.pool, loc.image,
+                            loc.snapshot, e)
+                time.sleep(PROBE_RETRY_DELAY * attempt)
 
     def _snapshot_size(self, loc):
-        rbd = self.conn.rbd
-        with self.conn.ioctx(loc.pool, loc.image) as ioctx:
-            with rbd.Image(ioctx, loc.image, snapshot=loc.snapshot,
-                           read_only=True) as image:
-                return image.size()
+        rados, rbd = self.conn.rados, self.conn.rbd
+        with self.conn.lease() as cluster:
+            with self.conn.typed_errors(loc.image, loc.pool):
+                try:
+                    ioctx = cluster.open_ioctx(loc.pool)
+                except rados.ObjectNotFound:
+                    return None
+                try:
+                    with rbd.Image(ioctx, loc.image, snapshot=loc.snapshot,
+                                   read_only=True) as image:
+                        return image.size()
+                except rbd.ImageNotFound:
+                    return None
+                finally:
+                    ioctx.close()

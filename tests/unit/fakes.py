@@ -385,6 +385,10 @@ class FakeGlance:
     def open_response(self, context, image_id, read_timeout=None):
         return FakeResponse(self.open_data(context, image_id))
 
+    def rbd_stores(self):
+        # One RBD store, in the images pool of the fake cluster.
+        return [{'id': 'ceph', 'pool': 'images', 'fsid': FSID}]
+
     def check_health(self):
         return []
 

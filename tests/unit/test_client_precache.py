@@ -24,11 +24,13 @@ class FakeAPI:
         self.answers = answers or {}
         self.barrier = barrier
         self.calls = []
+        self.tokens = []
         self.in_flight = self.most_in_flight = 0
         self._lock = threading.Lock()
 
     def cache_images(self, ctxt, host, image_ids):
         with self._lock:
+            self.tokens.append(getattr(ctxt, 'auth_token', None))
             self.calls.append((host, list(image_ids)))
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
@@ -157,6 +159,31 @@ class MainTest(base.TestCase):
         self.assertEqual([('h1', [A, B]), ('h2', [A, B])],
                          sorted(self.api.calls))
         self.assertEqual(2, len(out.splitlines()))
+
+    def test_token_comes_from_a_file_or_the_environment_never_argv(self):
+        self.useFixture(base.fixtures.EnvironmentVariable('OS_AUTH_TOKEN'))
+        self.main('precache', '--hosts', 'h1', A)
+        self.useFixture(base.fixtures.EnvironmentVariable(
+            'OS_AUTH_TOKEN', 'env-token'))
+        self.main('precache', '--hosts', 'h1', A)
+        path = os.path.join(self.useFixture(
+            base.fixtures.TempDir()).path, 'token')
+        with open(path, 'w') as f:
+            f.write('file-token\n')
+        self.main('--auth-token-file', path, 'precache', '--hosts', 'h1', A)
+        with mock.patch('sys.stdin', io.StringIO('stdin-token\n')):
+            self.main('--auth-token-file', '-', 'precache', '--hosts', 'h1',
+                      A)
+        self.assertEqual([None, 'env-token', 'file-token', 'stdin-token'],
+                         self.api.tokens)
+        code, _out, _err = self.main('--auth-token', 'secret', 'precache',
+                                     '--hosts', 'h1', A)
+        self.assertEqual(2, code)
+        code, _out, err = self.main('--auth-token-file', '/nonexistent',
+                                    'precache', '--hosts', 'h1', A)
+        self.assertEqual(2, code)
+        self.assertIn('auth-token-file', err)
+        self.assertEqual(4, len(self.api.calls))
 
     def test_bad_arguments_exit_2_before_any_call(self):
         for argv in (('precache', A),

@@ -294,7 +294,8 @@ class CopyToStoreTest(GlanceTestCase):
         super().setUp()
         self.glance_api = self.api(glance_auth=FakeIdentity('imaged-token'))
 
-    def test_copy_image_request(self):
+    def test_copy_image_request_carries_the_caller_s_token(self):
+        # Glance's copy_image policy judges the caller, not imaged's admin.
         self.http.answer('POST', self.path, (202, ''))
         answer = self.glance_api.copy_to_store(IMAGE, 'ceph',
                                                self.user_context())
@@ -304,7 +305,15 @@ class CopyToStoreTest(GlanceTestCase):
                           'stores': ['ceph'],
                           'all_stores_must_succeed': False},
                          json.loads(request.body))
+        self.assertEqual('user-token', request.headers['X-Auth-Token'])
+        self.assertEqual('imaged-token', request.headers['X-Service-Token'])
+
+    def test_copy_without_a_caller_token_is_imaged_s(self):
+        self.http.answer('POST', self.path, (202, ''))
+        self.glance_api.copy_to_store(IMAGE, 'ceph', None)
+        request = [r for r in self.http.sent if r.method == 'POST'][0]
         self.assertEqual('imaged-token', request.headers['X-Auth-Token'])
+        self.assertNotIn('X-Service-Token', request.headers)
 
     def test_409_is_busy(self):
         self.http.answer('POST', self.path, (409, 'Image has active task'))
@@ -324,6 +333,46 @@ class CopyToStoreTest(GlanceTestCase):
         answer, detail = self.glance_api.copy_to_store(IMAGE, 'ceph')
         self.assertEqual(glance.COPY_REFUSED, answer)
         self.assertIn('already present', detail)
+
+
+class RBDStoresTest(GlanceTestCase):
+    """Glance's RBD stores, from GET /v2/info/stores/detail."""
+
+    path = '/v2/info/stores/detail'
+
+    def setUp(self):
+        super().setUp()
+        self.sleeps = []
+        self.useFixture(fixtures.MonkeyPatch('time.sleep',
+                                             self.sleeps.append))
+        self.glance_api = self.api(glance_auth=FakeIdentity('imaged-token'))
+
+    def test_rbd_stores_with_pool_and_fsid(self):
+        self.http.answer('GET', self.path, (200, {'stores': [
+            {'id': 'local', 'type': 'file',
+             'properties': {'data_dir': '/x'}},
+            {'id': 'ceph', 'type': 'rbd', 'default': True,
+             'properties': {'pool': 'images', 'fsid': 'f-1',
+                            'chunk_size': 8}},
+            {'id': 'old', 'type': 'rbd', 'properties': {'pool': 'img2',
+                                                        'fsid': None}},
+        ]}))
+        self.assertEqual(
+            [{'id': 'ceph', 'pool': 'images', 'fsid': 'f-1'},
+             {'id': 'old', 'pool': 'img2', 'fsid': None}],
+            self.glance_api.rbd_stores())
+        sent = self.http.headers_of('GET', self.path)[0]
+        self.assertEqual('imaged-token', sent['X-Auth-Token'])
+
+    def test_glance_that_does_not_tell_is_none(self):
+        for status in (403, 404, 501):
+            self.http.answer('GET', self.path, (status, 'no'))
+            self.assertIsNone(self.glance_api.rbd_stores())
+
+    def test_glance_unreachable_is_typed(self):
+        self.http.answer('GET', self.path, (503, 'busy'))
+        self.assertRaises(exception.BackendUnavailable,
+                          self.glance_api.rbd_stores)
 
 
 class ErrorTypingTest(GlanceTestCase):

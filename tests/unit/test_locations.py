@@ -4,6 +4,7 @@ import logging
 
 import fixtures
 
+from imaged import exception
 from imaged.image import glance
 from imaged.image import locations
 from imaged.image import store_copy
@@ -21,17 +22,22 @@ SWIFT = 'swift+https://tenant:s3cr3t-key@swift.test/v1/glance/%s' % IMAGE
 
 
 class FakeStorage:
-    """probe_location() over the snapshots of one cluster."""
+    """in_cluster() and snapshot_size() over the snapshots of one cluster."""
 
     def __init__(self, *cloneable):
         self.cloneable = set(cloneable)
-        self.probed = []
+        self.probed = []  # URLs whose snapshot was opened
+        self.error = None  # raised by snapshot_size()
 
-    def probe_location(self, url):
+    def in_cluster(self, loc):
+        return loc.fsid == FSID
+
+    def snapshot_size(self, loc):
+        url = rbd_location.format_rbd_location(*loc)
         self.probed.append(url)
-        if url in self.cloneable:
-            return rbd_location.parse_rbd_location(url), 4096, None
-        return None, None, 'not in our cluster'
+        if self.error is not None:
+            raise self.error
+        return 4096 if url in self.cloneable else None
 
 
 class FakeGlance:
@@ -45,6 +51,14 @@ class FakeGlance:
         self.copy_lands = copy_lands
         self.copy_store = copy_store
         self.calls = []
+        # Glance's RBD stores (GET /v2/info/stores/detail), or None.
+        self.stores = [{'id': 'ceph', 'pool': 'images', 'fsid': FSID},
+                       {'id': 'ceph2', 'pool': 'glance-ceph', 'fsid': FSID}]
+        self.stores_read = 0
+
+    def rbd_stores(self):
+        self.stores_read += 1
+        return self.stores
 
     def show(self, context, image_id, as_service=False):
         self.calls.append('show')
@@ -153,7 +167,103 @@ class LocationsTest(base.TestCase):
     def test_other_cluster_is_not_cloneable(self):
         api = FakeGlance(self.raw(), api=[ELSEWHERE])
         self.assertEqual((None, None), self.cloneable(api))
-        self.assertEqual([ELSEWHERE], self.storage.probed)
+        self.assertEqual([], self.storage.probed)  # never opened
+        self.assertEqual(0, api.stores_read)
+
+    def assert_refused(self, api, pool):
+        e = self.assertRaises(exception.ImageUnacceptable, self.cloneable,
+                              api)
+        self.assertIn('Ceph pool %s' % pool, str(e))
+        self.assertIn(IMAGE, str(e))
+        self.assertEqual([], self.storage.probed)  # nothing opened
+        self.assertNotIn('copy ceph', api.calls)
+        self.assertIn('WARNING Image %s has a location in pool %s' %
+                      (IMAGE, pool), self.log.output)
+
+    def test_location_in_our_own_pool_is_refused(self):
+        # Another instance's disk, snapshotted: never someone's root disk.
+        disk = 'rbd://%s/vms/other-instance_disk/snap' % FSID
+        self.storage.cloneable.add(disk)
+        self.flags(rbd_store_name='ceph', group='glance')
+        self.assert_refused(FakeGlance(self.raw(), api=[disk]), 'vms')
+
+    def test_location_in_a_pool_glance_does_not_name_is_refused(self):
+        volume = 'rbd://%s/volumes/volume-1/snap' % FSID
+        self.storage.cloneable.add(volume)
+        # Even beside a good location: the record is not to be trusted.
+        self.assert_refused(
+            FakeGlance(self.raw(locations=[{'url': OURS}, {'url': volume}])),
+            'volumes')
+
+    def test_record_of_a_non_raw_image_is_checked_too(self):
+        disk = 'rbd://%s/vms/other-instance_disk/snap' % FSID
+        self.assert_refused(
+            FakeGlance(self.raw(disk_format='qcow2', direct_url=disk)),
+            'vms')
+
+    def test_stores_of_another_cluster_do_not_count(self):
+        api = FakeGlance(self.raw(), api=[COPY])
+        api.stores = [{'id': 'ceph', 'pool': 'images', 'fsid': FSID},
+                      {'id': 'far', 'pool': 'glance-ceph', 'fsid': 'other'}]
+        self.assert_refused(api, 'glance-ceph')
+
+    def test_store_without_fsid_counts_as_ours(self):
+        api = FakeGlance(self.raw(), api=[COPY])
+        api.stores = [{'id': 'ceph', 'pool': 'glance-ceph', 'fsid': None}]
+        location, _size = self.cloneable(api)
+        self.assertEqual('glance-ceph', location.pool)
+
+    def test_without_stores_detail_the_configured_pools(self):
+        api = FakeGlance(self.raw(), api=[COPY])
+        api.stores = None  # no multistore, an older Glance, a 403
+        self.assert_refused(api, 'glance-ceph')  # default: images only
+        self.flags(rbd_store_pools=['images', 'glance-ceph'], group='glance')
+        location, _size = self.cloneable(api)
+        self.assertEqual('glance-ceph', location.pool)
+
+    def test_our_own_pool_is_never_glance_s(self):
+        disk = 'rbd://%s/vms/other-instance_disk/snap' % FSID
+        api = FakeGlance(self.raw(), api=[disk])
+        api.stores = None
+        self.flags(rbd_store_pools=['images', 'vms'], group='glance')
+        self.assert_refused(api, 'vms')
+        api.stores = [{'id': 'bad', 'pool': 'vms', 'fsid': FSID}]
+        self.assert_refused(api, 'vms')
+
+    def test_stores_are_asked_at_most_every_ttl(self):
+        api = FakeGlance(self.raw(), api=[OURS])
+        clock = [0.0]
+        self.cloneable(api)
+        pools = locations.GlancePools(self.conf, api, clock=lambda: clock[0])
+        for when in (0.0, 10.0, locations.STORES_TTL):
+            clock[0] = when
+            self.assertEqual({'images', 'glance-ceph'}, pools.allowed(FSID))
+        self.assertEqual(2, api.stores_read)  # one for cloneable() above
+        clock[0] = locations.STORES_TTL + 1
+        pools.allowed(FSID)
+        self.assertEqual(3, api.stores_read)
+
+    def test_missing_snapshot_tries_the_next_location(self):
+        gone = 'rbd://%s/images/%s/gone' % (FSID, IMAGE)
+        api = FakeGlance(self.raw(locations=[{'url': gone},
+                                             {'url': OURS}]))
+        location, _size = self.cloneable(api)
+        self.assertEqual('snap', location.snapshot)
+        self.assertEqual([gone, OURS], self.storage.probed)
+
+    def test_missing_snapshot_everywhere_is_not_cloneable(self):
+        gone = 'rbd://%s/images/%s/gone' % (FSID, IMAGE)
+        api = FakeGlance(self.raw(), api=[gone])
+        self.assertEqual((None, None), self.cloneable(api))
+
+    def test_ceph_error_while_probing_is_typed_not_a_download(self):
+        self.flags(rbd_store_name='ceph', group='glance')
+        self.storage.error = exception.BackendUnavailable(
+            backend='Ceph', reason='osd op timed out')
+        api = FakeGlance(self.raw(), api=[OURS])
+        self.assertRaises(exception.BackendUnavailable, self.cloneable, api)
+        self.assertNotIn('copy ceph', api.calls)
+        self.assertNotIn('rbd_store_name', self.log.output)
 
     def test_copy_image_then_clone_of_the_copy(self):
         self.flags(rbd_store_name='ceph', group='glance')

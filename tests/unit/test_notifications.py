@@ -8,8 +8,10 @@ from unittest import mock
 from oslo_messaging.notify import _impl_test as notify_test
 from oslo_utils import units
 
+from imaged import context
 from imaged import exception
 from imaged import notifications
+from imaged import rpc
 from tests import base
 from tests.unit import test_cache_images
 
@@ -136,6 +138,22 @@ class NotificationsTest(test_cache_images.AgentTestCase):
         for ctxt, _m, _p, _r in notify_test.NOTIFICATIONS:
             self.assertNotIn('secret-token', json.dumps(ctxt))
             self.assertEqual('u', ctxt.get('user'))
+
+
+class SafeContextTest(base.TestCase):
+    """No token reaches the bus, whatever context imaged is given."""
+
+    def test_every_context_type_is_sent_without_secrets(self):
+        secrets = {'auth_token': 'secret-token',
+                   'service_token': 'secret-service-token'}
+        for ctxt in (context.RequestContext(user_id='u', **secrets),
+                     dict(secrets, user='u', user_id='u'), None, {}):
+            safe = notifications._safe_context(ctxt)
+            sent = json.dumps(rpc.RequestContextSerializer()
+                              .serialize_context(safe))
+            self.assertNotIn('secret', sent, ctxt)
+            if ctxt:
+                self.assertEqual('u', safe.user_id)
 
 
 class NotifierTestCase(base.TestCase):

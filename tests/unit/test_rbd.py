@@ -87,20 +87,52 @@ class RBDDriverTest(base.TestCase):
         self.assertRaises(exception.DiskExists, mine.commit, 10)
         self.assertEqual(['img_base'], list(self.vms))
 
-    def test_probe_location(self):
-        good = self.cluster.add_glance_image('img', b'x' * 10)
-        loc, size, reason = self.driver.probe_location(good)
-        self.assertEqual((('images', 'img', 'snap'), 10, None),
-                         (tuple(loc)[1:], size, reason))
+    def test_snapshot_size_and_cluster(self):
+        good = location.parse_rbd_location(
+            self.cluster.add_glance_image('img', b'x' * 10))
+        self.assertTrue(self.driver.in_cluster(good))
+        self.assertFalse(self.driver.in_cluster(good._replace(fsid='other')))
+        self.assertEqual(10, self.driver.snapshot_size(good))
 
-        def reason(url):
-            loc, size, reason = self.driver.probe_location(url)
-            self.assertEqual((None, None), (loc, size))
-            return reason
-        self.assertIn('not ours', reason(good.replace(fakes.FSID, 'other')))
-        self.assertIn('cannot be opened',
-                      reason(good.replace('/img/', '/nope/')))
-        self.assertIn('not an rbd://', reason('file:///x'))
+    def test_snapshot_size_not_found_means_none(self):
+        good = location.parse_rbd_location(
+            self.cluster.add_glance_image('img', b'x' * 10))
+        for missing in (good._replace(pool='no-such-pool'),
+                        good._replace(image='nope'),
+                        good._replace(snapshot='nope')):
+            self.assertIsNone(self.driver.snapshot_size(missing))
+
+    def test_snapshot_size_timeouts_are_retried_then_typed(self):
+        good = location.parse_rbd_location(
+            self.cluster.add_glance_image('img', b'x' * 10))
+        self.driver.fsid()
+        sleeps = []
+        self.useFixture(base.fixtures.MonkeyPatch(
+            'imaged.storage.rbd.time.sleep', sleeps.append))
+        self.cluster.osds_down = True
+        self.assertRaises(exception.BackendUnavailable,
+                          self.driver.snapshot_size, good)
+        self.assertEqual(rbd_storage.PROBE_ATTEMPTS - 1, len(sleeps))
+
+        def back_up(seconds):
+            self.cluster.osds_down = False
+        self.useFixture(base.fixtures.MonkeyPatch(
+            'imaged.storage.rbd.time.sleep', back_up))
+        self.cluster.osds_down = True
+        self.assertEqual(10, self.driver.snapshot_size(good))
+
+    def test_snapshot_size_permission_denied_is_typed(self):
+        good = location.parse_rbd_location(
+            self.cluster.add_glance_image('img', b'x' * 10))
+
+        def refuse(*args, **kwargs):
+            raise self.cluster.rbd.PermissionError('EPERM')
+        self.useFixture(base.fixtures.MonkeyPatch(
+            'tests.unit.fakes.FakeImage.__init__', refuse))
+        e = self.assertRaises(exception.StorageError,
+                              self.driver.snapshot_size, good)
+        self.assertIn('permission denied', str(e))
+        self.assertIn('images', str(e))
 
     def test_remove_partial_disks_spares_other_hosts(self):
         mine = partial.partial_name('a_disk', 'test-host')

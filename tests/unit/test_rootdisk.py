@@ -128,6 +128,29 @@ class RootDisksTest(base.TestCase):
         self.assertEqual(('existing', 2 * units.Gi),
                          (result['strategy'], result['size_bytes']))
 
+    def test_existing_disk_needs_a_caller_who_sees_the_image(self):
+        self.add_cloneable()
+        self.create()
+        caller = context.RequestContext(auth_token='user-token')
+        result = self.disks.create(caller, INSTANCE, IMAGE, 1)
+        self.assertEqual('existing', result['strategy'])
+        del self.glance.images[IMAGE]  # as Glance's 404 for another project
+        self.assertRaises(exception.ImageNotFound, self.disks.create,
+                          caller, INSTANCE, IMAGE, 1)
+        # imaged's own calls (no token) are not asked again.
+        self.assertEqual('existing', self.create()['strategy'])
+
+    def test_location_in_our_own_pool_is_refused_and_nothing_made(self):
+        # Another instance's disk, snapshotted, as an image's location.
+        self.vms['victim_disk'] = fakes.FakeDisk(4)
+        self.vms['victim_disk'].snapshots['snap'] = 4
+        url = 'rbd://%s/vms/victim_disk/snap' % fakes.FSID
+        self.glance.add(IMAGE, b'boot', locations=[{'url': url}])
+        e = self.assertRaises(exception.ImageUnacceptable, self.create)
+        self.assertIn('pool vms', str(e))
+        self.assertEqual([], self.instance_disks())
+        self.assertEqual(0, self.glance.downloads)
+
     def test_existing_smaller_disk_is_refused(self):
         self.add_cloneable()
         self.create(size_gb=1)

@@ -34,7 +34,7 @@ class ScriptedGlance:
         return item
 
     def show(self, context, image_id, as_service=False):
-        assert as_service, 'copies are watched as imaged, not the caller'
+        assert not as_service, 'copies are watched as the caller'
         self.reads += 1
         return dict(self._next(self.records), id=image_id)
 

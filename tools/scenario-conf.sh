@@ -89,6 +89,7 @@ long_rpc_timeout = 300
 [target]
 host = $HOST
 max_root_disk_gb = 16384
+agent_logs = $OUT/imaged.log
 
 # The tests' user (the stack's demo user); its token goes to the agent.
 # Glance from Keystone's catalog.

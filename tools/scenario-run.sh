@@ -5,6 +5,7 @@
 #   1. writes the suite's config (tools/scenario-conf.sh),
 #   2. starts the agent under test (tools/scenario-daemon.sh start),
 #   3. runs the scenarios in parallel, then the fault tests one at a time,
+#      then the post-run check of the agent's log (tests/scenario/postrun),
 #   4. stops the agent and removes its state, even when tests fail.
 #
 # Usage: tools/scenario-run.sh [STESTR-FILTER...]
@@ -21,7 +22,8 @@ trap 'tools/scenario-daemon.sh purge' EXIT
 
 SCENARIOS=(.venv/bin/stestr --test-path ./tests/scenario)
 FAULTS=(.venv/bin/stestr --test-path ./tests/scenario/faults --top-dir ./)
-NOT_FAULTS=(--exclude-regex '^tests\.scenario\.faults\.')
+POSTRUN=(.venv/bin/stestr --test-path ./tests/scenario/postrun --top-dir ./)
+NOT_FAULTS=(--exclude-regex '^tests\.scenario\.(faults|postrun)\.')
 rc=0
 times=()
 started=$SECONDS
@@ -34,6 +36,10 @@ started=$SECONDS
 if [ -n "$("${FAULTS[@]}" list "$@" 2>/dev/null)" ]; then
     "${FAULTS[@]}" run --concurrency 1 "$@" || rc=$?
     times+=("faults $((SECONDS - started))s")
+fi
+# Last, once every test has called the agent: its log holds no secret.
+if [ -n "$("${POSTRUN[@]}" list "$@" 2>/dev/null)" ]; then
+    "${POSTRUN[@]}" run "$@" || rc=$?
 fi
 echo "scenario suite: ${times[*]:-no test selected}; exit $rc"
 exit $rc

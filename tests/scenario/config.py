@@ -36,6 +36,15 @@ fault tests, through ``[fault_injection] daemon_*_command``).
         min=1,
         help='``[DEFAULT] max_root_disk_gb`` of the agent under test; the '
              'bad-input tests ask for one GiB more and expect a refusal.'),
+    cfg.ListOpt(
+        'agent_logs',
+        default=[],
+        help="""
+Log files of the agent under test (and of the agents the fault tests start,
+``*`` patterns allowed), read after the whole suite by
+``tests/scenario/postrun``: no token, password or credential may appear in
+them. Empty: that check is skipped and says why.
+"""),
     cfg.IntOpt(
         'call_timeout',
         default=300,

@@ -1,0 +1,60 @@
+"""After the whole suite: the agent's log holds no secret (issue 15).
+
+Run last (``tools/scenario-run.sh``), once every scenario and fault test has
+called the agent with the tests' tokens: its log, written at debug level,
+must name no Keystone token, no password of the tests' user or of the
+agent's own users, and no credential-bearing URL.
+"""
+
+import configparser
+import glob
+import re
+
+import testtools
+
+from tests.scenario import config
+
+# A Keystone fernet token (what the tests' tokens are on the local stack)
+# and a URL with a password in it.
+FERNET = re.compile(r'gAAAAA[A-Za-z0-9_=-]{100,}')
+URL_CREDENTIAL = re.compile(r'\b[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@')
+
+
+def _passwords(*paths):
+    """The passwords in these configuration files (those readable)."""
+    found = []
+    for path in paths:
+        parser = configparser.ConfigParser(interpolation=None)
+        if path and parser.read(path):
+            found += [value for section in parser.sections()
+                      for key, value in parser.items(section)
+                      if 'password' in key and value]
+    return found
+
+
+class AgentLogTest(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.conf = config.load(config.config_path())
+        self.paths = sorted({path for pattern in self.conf.target.agent_logs
+                             for path in glob.glob(pattern)})
+        if not self.conf.target.agent_logs:
+            self.skipTest('[target] agent_logs is not set: the agent\'s log '
+                          'cannot be read from here')
+
+    def test_no_token_password_or_credential_in_the_agent_log(self):
+        self.assertNotEqual([], self.paths, 'no log matches [target] '
+                            'agent_logs %s' % self.conf.target.agent_logs)
+        # The tests' user's, and the agent's own users'.
+        secrets = _passwords(config.config_path(),
+                             self.conf.fault_injection.daemon_config_file)
+        self.assertNotEqual([], secrets)
+        for path in self.paths:
+            with open(path, errors='replace') as f:
+                for number, line in enumerate(f, 1):
+                    where = '%s:%d' % (path, number)
+                    self.assertIsNone(FERNET.search(line), where)
+                    self.assertIsNone(URL_CREDENTIAL.search(line), where)
+                    for secret in secrets:
+                        self.assertNotIn(secret, line, where)

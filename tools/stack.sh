@@ -57,10 +57,12 @@ fi
 
 # Debian packages we need.  gcc/python3-dev: pip builds uWSGI from source;
 # systemd: the tests check the unit file with systemd-analyze;
-# qemu-block-extra: qemu-img's rbd driver (imaged's download helper).
+# qemu-block-extra: qemu-img's rbd driver (imaged's download helper);
+# fdisk (sfdisk), gdisk (sgdisk), xorriso: the unit tests make MBR and GPT
+# disks and ISOs with them, as qemu-img makes the other formats.
 APT_PACKAGES=(ceph-mon ceph-osd ceph-mgr ceph-common python3-rados python3-rbd
               rabbitmq-server qemu-utils qemu-block-extra python3-venv python3-dev
-              gcc curl procps iproute2 systemd)
+              gcc curl procps iproute2 systemd fdisk gdisk xorriso)
 
 # ============================================================== install =====
 apt_missing() {

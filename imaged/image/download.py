@@ -4,7 +4,9 @@
 :class:`imaged.image.body.ImageBody`: 4 MiB reusable buffers, no copy) and
 pushes each block through the hasher (on a thread of its own: hashlib
 releases the GIL) and, until the stream is known to be raw, the format
-inspector, into the sinks the caller hands it. A sink has
+inspectors (:class:`imaged.image.format.StreamInspector`: in pieces they
+can handle while they look for their regions), into the sinks the caller
+hands it. A sink has
 ``write(offset, data)``, ``commit(size)`` and ``abort()``, and may have
 ``write_block(block)`` to keep a block past the call without copying it
 (it holds and releases it, as the hash thread does); blocks of all zeros
@@ -53,10 +55,10 @@ def expected_hash(image):
     return None
 
 
-def _detected(wrapper):
+def _detected(inspector):
     """The inspector's verdict so far, or None while it is ambiguous."""
     try:
-        return wrapper.format
+        return inspector.format
     except Exception:  # ambiguous or conflicting: decided at the end
         return None
 
@@ -151,31 +153,29 @@ def stream(image, blocks, sinks, conf, max_virtual_size=None):
     progress = ProgressLog('Download of image %s' % image_id, expected_size,
                            conf.glance.progress_interval)
     started = time.monotonic()
-    current = []
-
-    def source():  # the inspector sees bytes; the loop keeps the block
-        for block in image_body.as_blocks(blocks):
-            current[:] = [block]
-            yield block.data
-    source = source()
-    wrapper = image_format.inspect_stream(source)
+    inspector = image_format.StreamInspector()
     hasher = _HashThread(promise[0] if promise else None)
-    reader, size = wrapper, 0
+    inspecting, size = True, 0
     try:
-        while (chunk := next(reader, None)) is not None:
-            block = current[0]
+        for block in image_body.as_blocks(blocks):
             hasher.update(block)
-            end = size + len(chunk)
+            end = size + block.length
             if expected_size is not None and end > expected_size:
                 raise exception.ImageUnacceptable(
                     image_id=image_id,
                     reason=_('Glance sent more than its size of %d bytes') %
                     expected_size)
-            detected = _detected(wrapper) if reader is wrapper else None
-            if reader is not wrapper or str(detected) == 'raw':
+            detected = None
+            if inspecting:
+                inspector.feed(block.data)
+                detected = _detected(inspector)
+                # Raw only once every other inspector has read all it
+                # needs (an ISO's signature is at 32 KiB): nothing later
+                # can change the verdict, so stop paying for inspection.
+                inspecting = str(detected) != 'raw'
+            if not inspecting:
                 # A raw image is as large as its bytes.
                 _too_large(image_id, end, max_virtual_size)
-                reader = source  # nothing more to inspect: stop paying
             elif detected is not None:
                 _too_large(image_id, detected.virtual_size, max_virtual_size)
             if not block.is_zero():
@@ -190,15 +190,15 @@ def stream(image, blocks, sinks, conf, max_virtual_size=None):
         digest = hasher.hexdigest()
     finally:
         hasher.close()
-        wrapper.close()
+        inspector.close()
     if expected_size is not None and size < expected_size:
         raise ShortRead('got %d of %d bytes' % (size, expected_size))
     if promise and digest != promise[1]:
         raise exception.ImageUnacceptable(
             image_id=image_id,
             reason=_("its data does not match Glance's %s hash") % promise[2])
-    checked = image_format.check_image(image_id, wrapper, image['disk_format'],
-                                       conf)
+    checked = image_format.check_image(image_id, inspector,
+                                       image['disk_format'], conf)
     virtual_size = size if str(checked.format) in ('raw', 'iso') else \
         checked.virtual_size
     _too_large(image_id, virtual_size, max_virtual_size)

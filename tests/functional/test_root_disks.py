@@ -13,17 +13,23 @@ from imaged import exception
 from tests.functional import base
 
 
-def qcow2_holding(data):
-    """A qcow2 image whose guest-visible first bytes are ``data``."""
+def image_holding(data, fmt):
+    """An 8 MiB ``qemu-img convert -O fmt`` image (its default options)
+    whose guest-visible first bytes are ``data``."""
     with tempfile.TemporaryDirectory() as tmp:
-        raw, qcow2 = os.path.join(tmp, 'raw'), os.path.join(tmp, 'qcow2')
+        raw, image = os.path.join(tmp, 'raw'), os.path.join(tmp, fmt)
         with open(raw, 'wb') as f:
             f.write(data)
             f.truncate(8 * units.Mi)
-        subprocess.run(['qemu-img', 'convert', '-f', 'raw', '-O', 'qcow2',
-                        raw, qcow2], check=True, capture_output=True)
-        with open(qcow2, 'rb') as f:
+        subprocess.run(['qemu-img', 'convert', '-f', 'raw', '-O', fmt,
+                        raw, image], check=True, capture_output=True)
+        with open(image, 'rb') as f:
             return f.read()
+
+
+def qcow2_holding(data):
+    """A qcow2 image whose guest-visible first bytes are ``data``."""
+    return image_holding(data, 'qcow2')
 
 
 class RootDiskTest(base.FunctionalTestCase):
@@ -88,6 +94,17 @@ class RootDiskTest(base.FunctionalTestCase):
         # Converted straight into the base image: no local file is kept.
         self.assertEqual({'rbd': 8 * units.Mi},
                          {w: e['size_bytes'] for w, e in entries.items()})
+
+    def test_vhdx_image_made_by_qemu_img_is_converted(self):
+        # qemu-img's VHDX has its metadata table at 3 MiB and the virtual
+        # size just past it: in the first 4 MiB block the download reads.
+        data = os.urandom(2 * units.Mi) + b'vhdx'
+        image = self.glance.create(image_holding(data, 'vhdx'),
+                                   disk_format='vhdx', backend='local')
+        disk = self.create_root_disk(image['id'])
+        self.assertEqual('download', disk['strategy'])
+        self.assertEqual(data + bytes(8 * units.Mi - len(data)),
+                         self.ceph.read(disk['name'], 0, 8 * units.Mi))
 
     def test_qcow2_in_ceph_store_is_downloaded_not_cloned(self):
         data = os.urandom(units.Mi)

@@ -63,7 +63,11 @@ class StreamTest(base.TestCase):
                                '_process_chunk', autospec=True,
                                side_effect=real) as spy:
             self.stream(data, [RecordingSink()])
-        self.assertLess(spy.call_count, 4)
+        fed = [len(call.args[1]) for call in spy.call_args_list]
+        # Only the first block (1 MiB from byte strings) is inspected: in
+        # 64 KiB pieces up to VHDX's header (192-256 KiB), the last
+        # inspector's region, then the rest of it at once.
+        self.assertEqual([64 * 1024] * 4 + [MiB - 256 * 1024], fed)
 
     def test_hash_mismatch_is_unacceptable(self):
         e = self.assertRaises(exception.ImageUnacceptable, self.stream,

@@ -12,12 +12,11 @@ from tests.unit import images
 class CheckImageTest(images.ImageFilesMixin, base.TestCase):
 
     def check(self, name, disk_format):
-        wrapper = image_format.inspect_stream(
-            images.chunks_of(self.images[name]))
-        for _chunk in wrapper:
-            pass
-        wrapper.close()
-        return image_format.check_image('img-1', wrapper, disk_format,
+        inspector = image_format.StreamInspector()
+        for chunk in images.chunks_of(self.images[name]):
+            inspector.feed(chunk)
+        inspector.close()
+        return image_format.check_image('img-1', inspector, disk_format,
                                         self.conf)
 
     def assertRefused(self, name, disk_format, reason):

@@ -13,7 +13,7 @@ def make_rados_module():
     mod = types.SimpleNamespace()
     mod.Error = type('Error', (_Error,), {})
     for name in ('ObjectNotFound', 'TimedOut', 'ConnectionShutdown',
-                 'PermissionError', 'ObjectBusy', 'ObjectExists'):
+                 'PermissionError', 'ObjectBusy', 'ObjectExists', 'NoData'):
         setattr(mod, name, type(name, (mod.Error,), {}))
     mod.Rados = FakeRados
     FakeRados.module = mod
@@ -71,12 +71,23 @@ class FakeCluster:
         self.osds_down = False  # monitors answer, OSD operations time out
         self.osds_up = 1
         self.writes = []  # (pool, name, offset, length)
-        self.objects = {}  # (pool, object name) -> {lock name: (cookie,
-        #                    expiry)}: rados objects holding locks
+        self.objects = {}  # (pool, object name) -> {lock name: (kind,
+        #                    {cookie: expiry})}: rados objects with locks
+        self.xattrs = {}  # (pool, object name, xattr) -> bytes
+        self.watches = {}  # (pool, object name) -> [FakeWatch]
+        self.notifies = 0
+        self.lock_ops = 0
         self.connections = []  # every FakeRados made
         self.rados = make_rados_module()
         self.rbd = make_rbd_module(self)
         FakeRados.cluster = self
+
+    def held_locks(self):
+        """``(pool, object, lock name)`` of every lock still held."""
+        return sorted((key[0], key[1], name)
+                      for key, locks in self.objects.items()
+                      for name, (_kind, held) in locks.items()
+                      if FakeIoctx._live(held))
 
     def add_glance_image(self, name, data, snapshot='snap', pool='images'):
         disk = FakeDisk(len(data))
@@ -109,32 +120,100 @@ class FakeIoctx:
             raise FakeRados.module.ObjectNotFound(key)
         return 0, 0
 
-    def lock_exclusive(self, key, name, cookie, desc='', duration=None,
-                       flags=0):
+    def _locks(self, key):
+        return self.cluster.objects.setdefault((self.pool, key), {})
+
+    @staticmethod
+    def _live(held):
+        import time
+        now = time.monotonic()
+        return {c: e for c, e in held.items() if e is None or e > now}
+
+    def _take(self, key, name, cookie, duration, flags, exclusive):
         import time
         self._check()
-        locks = self.cluster.objects.setdefault((self.pool, key), {})
-        held = locks.get(name)
-        if held and (held[1] is None or held[1] > time.monotonic()):
-            if held[0] == cookie:
-                raise FakeRados.module.ObjectExists(key)
+        locks = self._locks(key)
+        kind, held = locks.get(name, (None, {}))
+        held = self._live(held)
+        renew = flags & 1
+        if cookie in held and not renew:
+            raise FakeRados.module.ObjectExists(key)
+        others = set(held) - {cookie}
+        if others and (exclusive or kind == 'exclusive'):
             raise FakeRados.module.ObjectBusy(key)
-        locks[name] = (cookie, None if duration is None else
-                       time.monotonic() + duration)
+        held[cookie] = None if duration is None else \
+            time.monotonic() + duration
+        locks[name] = ('exclusive' if exclusive else 'shared', held)
+        self.cluster.lock_ops += 1
+
+    def lock_exclusive(self, key, name, cookie, desc='', duration=None,
+                       flags=0):
+        self._take(key, name, cookie, duration, flags, True)
+
+    def lock_shared(self, key, name, cookie, tag, desc='', duration=None,
+                    flags=0):
+        self._take(key, name, cookie, duration, flags, False)
 
     def unlock(self, key, name, cookie):
         self._check()
         locks = self.cluster.objects.get((self.pool, key))
         if locks is None:
             raise FakeRados.module.ObjectNotFound(key)
-        if locks.get(name, (None,))[0] != cookie:
+        kind, held = locks.get(name, (None, {}))
+        if cookie not in self._live(held):
             raise FakeRados.module.ObjectNotFound('%s: not locked' % key)
-        del locks[name]
+        del held[cookie]
+
+    def holders(self, key, name):
+        """Test helper: the live cookies holding lock ``name``."""
+        return set(self._live(self._locks(key).get(name, (None, {}))[1]))
+
+    def set_xattr(self, key, xattr, value):
+        self._check()
+        self._locks(key)
+        self.cluster.xattrs[(self.pool, key, xattr)] = bytes(value)
+
+    def get_xattr(self, key, xattr):
+        self._check()
+        if (self.pool, key) not in self.cluster.objects:
+            raise FakeRados.module.ObjectNotFound(key)
+        try:
+            return self.cluster.xattrs[(self.pool, key, xattr)]
+        except KeyError:
+            raise FakeRados.module.NoData(xattr)
+
+    def watch(self, key, callback, error_callback=None, timeout=None):
+        self._check()
+        if (self.pool, key) not in self.cluster.objects:
+            raise FakeRados.module.ObjectNotFound(key)
+        watches = self.cluster.watches.setdefault((self.pool, key), [])
+        watch = FakeWatch(watches, callback)
+        watches.append(watch)
+        return watch
+
+    def notify(self, key, msg='', timeout_ms=5000):
+        self._check()
+        self.cluster.notifies += 1
+        for watch in list(self.cluster.watches.get((self.pool, key), [])):
+            watch.callback(1, 2, 3, msg.encode())
+        return True
 
     def remove_object(self, key):
         self._check()
         if self.cluster.objects.pop((self.pool, key), None) is None:
             raise FakeRados.module.ObjectNotFound(key)
+        for xattr in [k for k in self.cluster.xattrs
+                      if k[:2] == (self.pool, key)]:
+            del self.cluster.xattrs[xattr]
+
+
+class FakeWatch:
+    def __init__(self, watches, callback):
+        self.watches, self.callback = watches, callback
+
+    def close(self):
+        if self in self.watches:
+            self.watches.remove(self)
 
 
 class FakeRados:

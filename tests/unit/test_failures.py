@@ -130,8 +130,7 @@ class InjectedFailuresTest(base.TestCase):
         self.assertEqual([], [n for n, d in vms.items() if d.watchers],
                          where)
         if 'unlock' not in where:  # else its lease runs out by itself
-            self.assertEqual([], [k for k, locks in cluster.objects.items()
-                                  if locks], where)
+            self.assertEqual([], cluster.held_locks(), where)
         self.assertEqual([], os.listdir(cache.tmp_dir), where)
         lease = storage.conn._current
         self.assertTrue(lease is None or lease.users == 0, where)

@@ -1,0 +1,185 @@
+"""Cluster-wide locks: rados locks with a lease, and waking their waiters.
+
+Every host sharing a pool coordinates through small rados objects in it
+(``imaged.lock.*``). A :class:`RadosLock` is one rados lock on such an
+object, exclusive or shared (rados refuses an exclusive lock while shared
+ones are held, and shared ones while an exclusive one is held), taken with
+a lease of ``duration`` seconds: a holder that dies loses it when the lease
+runs out, and a live holder renews it in the background while it holds it.
+A :class:`ChangeWatch` wakes a waiter as soon as a holder notifies the
+object (rados watch/notify), instead of sleep-polling; waiters still look
+again after a bounded wait, so a notification lost with a dead holder only
+costs them the lease.
+"""
+
+import threading
+import time
+import uuid
+
+from oslo_log import log as logging
+
+from imaged import exception
+
+LOG = logging.getLogger(__name__)
+
+# librados' LIBRADOS_LOCK_FLAG_MAY_RENEW: take the lock, or renew ours.
+LOCK_FLAG_MAY_RENEW = 1
+# Tag every shared holder of a lock uses (rados wants one tag per lock).
+SHARED_TAG = 'imaged'
+# A notification waits this long for its watchers' acknowledgements: a
+# dead watcher must not hold up the notifier.
+NOTIFY_TIMEOUT_MS = 500
+
+
+class RadosLock:
+    """One rados lock on ``key``, leased and renewed while held.
+
+    :param ioctx: an I/O context the caller keeps open while the lock may
+        be held (the renewal uses it).
+    :param shared: a shared lock (else exclusive).
+    """
+
+    def __init__(self, conn, ioctx, key, name, desc, duration,
+                 shared=False):
+        self.conn, self.ioctx = conn, ioctx
+        self.key, self.name, self.desc = key, name, desc
+        self.duration, self.shared = duration, shared
+        self.cookie = uuid.uuid4().hex
+        self.held = False
+        self.lost = False  # the lease ran out while we held it
+        self._stop = threading.Event()
+        self._renewer = None
+
+    def _lock(self, flags=0):
+        if self.shared:
+            self.ioctx.lock_shared(self.key, self.name, self.cookie,
+                                   SHARED_TAG, desc=self.desc,
+                                   duration=self.duration, flags=flags)
+        else:
+            self.ioctx.lock_exclusive(self.key, self.name, self.cookie,
+                                      desc=self.desc, duration=self.duration,
+                                      flags=flags)
+
+    def try_acquire(self):
+        """Take the lock if nobody holds it against us: True if taken."""
+        rados = self.conn.rados
+        with self.conn.typed_errors(self.key):
+            try:
+                self._lock()
+            except (rados.ObjectBusy, rados.ObjectExists):
+                return False
+        self.held = True
+        self._start_renewal()
+        return True
+
+    def acquire(self, timeout, what, wake=None):
+        """Take the lock, waiting at most ``timeout`` seconds.
+
+        :param wake: a :class:`ChangeWatch` on ``key`` whose notifications
+            end a wait early; without it, waits back off from 50 ms to 1 s.
+        :raises Timeout: naming ``what``.
+        """
+        deadline = time.monotonic() + max(timeout, 0)
+        delay = 0.05
+        while not self.try_acquire():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise exception.Timeout(what=what, seconds=round(timeout, 1))
+            if wake is not None:
+                wake.wait(min(remaining, self.duration / 2.0))
+            else:
+                time.sleep(min(delay, remaining))
+                delay = min(delay * 2, 1.0)
+
+    def _start_renewal(self):
+        self._stop.clear()
+        self._renewer = threading.Thread(
+            target=self._renew, name='renew-%s' % self.key, daemon=True)
+        self._renewer.start()
+
+    def _renew(self):
+        rados = self.conn.rados
+        while not self._stop.wait(self.duration / 3.0):
+            try:
+                self._lock(LOCK_FLAG_MAY_RENEW)
+            except (rados.ObjectBusy, rados.ObjectExists):
+                # Our lease ran out and someone else holds the lock now.
+                self.lost = True
+                LOG.warning('Lost the lease of %s on %s/%s', self.name,
+                            self.conn.pool, self.key)
+                return
+            except rados.Error as e:
+                # The lease still runs; try again before it ends.
+                LOG.warning('Could not renew %s on %s/%s: %s', self.name,
+                            self.conn.pool, self.key, e)
+
+    def release(self):
+        """Release the lock (its lease runs out by itself if that fails)."""
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+            self._renewer = None
+        if not self.held:
+            return
+        self.held = False
+        rados = self.conn.rados
+        try:
+            self.ioctx.unlock(self.key, self.name, self.cookie)
+        except rados.ObjectNotFound:  # removed, or the lease ran out
+            pass
+        except rados.Error as e:
+            LOG.warning('Could not release %s on %s/%s: %s', self.name,
+                        self.conn.pool, self.key, e)
+
+
+class ChangeWatch:
+    """Wakes :meth:`wait` when someone calls :func:`notify` on ``key``.
+
+    Made before the waiter looks at what it waits for, so no notification
+    in between is missed; the object is created if need be.
+    """
+
+    def __init__(self, conn, ioctx, key):
+        self.conn, self.ioctx, self.key = conn, ioctx, key
+        self._event = threading.Event()
+        with conn.typed_errors(key):
+            try:
+                self._watch = ioctx.watch(key, self._notified, self._broken)
+            except conn.rados.ObjectNotFound:
+                ioctx.set_xattr(key, 'imaged.lock', b'1')
+                self._watch = ioctx.watch(key, self._notified, self._broken)
+
+    def _notified(self, notify_id, notifier_id, watch_id, data):
+        self._event.set()
+
+    def _broken(self, error):
+        self._event.set()  # the object went, or the connection: look again
+
+    def wait(self, timeout):
+        """Wait for a notification, at most ``timeout`` seconds."""
+        woke = self._event.wait(max(timeout, 0))
+        self._event.clear()
+        return woke
+
+    def close(self):
+        try:
+            self._watch.close()
+        except self.conn.rados.Error as e:
+            LOG.debug('Closing the watch on %s: %s', self.key, e)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def notify(conn, ioctx, key, message=''):
+    """Wake every :class:`ChangeWatch` on ``key``; best effort."""
+    try:
+        ioctx.notify(key, message, NOTIFY_TIMEOUT_MS)
+    except conn.rados.Error as e:
+        LOG.debug('Notifying %s: %s (its waiters look again when their '
+                  'wait ends)', key, e)
+

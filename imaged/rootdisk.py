@@ -32,6 +32,11 @@ from imaged.storage import location as rbd_location
 LOG = logging.getLogger(__name__)
 
 
+def _deadline(context):
+    """The call's deadline (``remaining()``), if its caller gave one."""
+    return getattr(context, 'deadline', None)
+
+
 class _Timings:
     def __init__(self):
         self.steps = []
@@ -146,31 +151,24 @@ class RootDisks:
 
     def _use_base(self, context, image, max_size, timings, spec=None):
         """Clone (or, without ``spec``, just find) the complete base,
-        making it first if needed.
+        making it first if no host of the pool has it.
 
         :returns: ``(made now, disk info or None)``.
         """
         image_id = image['id']
-        bases = self.storage.bases
-        made = False
-        for _attempt in range(3):  # a cleanup may win a race, not three
-            with bases.lock(image_id):
-                base, base_size = bases.prepare(image_id)
-                if base is not None:
-                    if not made:
-                        timings.step('base hit')
-                    bases.record_use(image_id)
-                    info = None
-                    if spec is not None:
-                        info = self._clone(image, base, base_size, spec,
-                                           timings)
-                    self.cache.record(image_id, base_size)
-                    return made, info
+
+        def build():
             self._make_base(context, image, max_size, timings)
-            made = True
-        raise exception.StorageError(
-            name=image_id, pool=self.storage.pool,
-            reason=_('its base image was removed each time it was made'))
+        with self.storage.bases.use(image_id, build,
+                                    _deadline(context)) as found:
+            base, base_size, made = found
+            if not made:
+                timings.step('base hit')
+            info = None
+            if spec is not None:
+                info = self._clone(image, base, base_size, spec, timings)
+        self.cache.record(image_id, base_size)
+        return made, info
 
     def _download(self, context, image, spec, timings):
         """A disk from a base in Ceph, else from the local base file."""
@@ -189,18 +187,12 @@ class RootDisks:
         return {'size_bytes': spec.min_size, 'parent': None}
 
     def _make_base(self, context, image, max_size, timings):
-        """Make the base (outside the Ceph lock: it may take minutes)."""
+        """Make the base: this host is the pool's one builder of it now."""
         image_id = image['id']
-        bases = self.storage.bases
         with self.cache.in_use(image_id), self.cache.lock(image_id):
-            if bases.location(image_id)[0] is not None:
-                return  # made meanwhile by another call of this host
-            try:
-                self.fetcher.fill(context, image, bases.partial_spec(image_id),
-                                  max_size, False, timings)
-            except exception.DiskExists:
-                LOG.info('Base image of %s was made by another agent',
-                         image_id)
+            self.fetcher.fill(context, image,
+                              self.storage.bases.partial_spec(image_id),
+                              max_size, False, timings)
 
     # -- the cache, for the fleet ---------------------------------------------
 
@@ -258,9 +250,15 @@ class RootDisks:
         bases = self.storage.bases
         removed = []
         for image_id in bases.unused(min_age, now):
-            with bases.lock(image_id):
-                if bases.remove_if_unused(image_id, min_age, now):
-                    removed.append(image_id)
+            try:
+                with bases.lock(image_id, timeout=0) as held:
+                    if held and bases.remove_if_unused(image_id, min_age,
+                                                       now):
+                        removed.append(image_id)
+            except exception.ImagedException as e:
+                # One base that cannot go now never stops the others.
+                LOG.warning('Cannot remove the base image of %s now: %s',
+                            image_id, e)
         present = set(bases.image_ids())
         for entry in self.cache.list():
             if entry['where'] == 'rbd' and entry['image_id'] not in present:

@@ -8,18 +8,42 @@ only one that knows those names and owns the whole life of a base:
   time, ``imaged.complete = true``) and renamed when complete;
 * complete only with its snapshot present and protected and that flag set;
   only a complete base is cloned;
-* every clone records the host's last use (``imaged.used.<host>``);
-* checked, repaired, cloned and removed only under a Ceph-side lock (a
-  rados exclusive lock with a lease, on ``imaged.lock.<image_id>``), so a
-  host never removes a base another host is about to clone;
+* a host records its last use of a base (``imaged.used.<host>``) at most
+  once per ``rbd_base_min_age / 4`` (at most an hour), not at every clone;
 * removed only when ours, without clones, and unused by every host for the
   minimum age; removal clears the flag first, so a kill half-way leaves a
   base that any host knows to remove and rebuild. Images without imaged's
   metadata are never touched.
+
+The protocol, on the rados object ``imaged.lock.<image_id>`` in the pool
+(every lock there is leased for ``[rbd] base_lock_duration`` seconds and
+renewed while held, so a dead holder's lock runs out by itself):
+
+``imaged-base``, shared
+    held by every call that checks a complete base and clones it: clones of
+    a complete base never wait for each other.
+``imaged-base``, exclusive
+    held to repair or remove a base: never while a clone is being made, and
+    no clone starts while it is held.
+``imaged-build``, exclusive
+    held by the one host, anywhere in the pool, that makes a missing base.
+    Its xattr ``imaged.build`` names the build (id, host, start). Every
+    other call that needs the base watches the object and waits: the
+    builder notifies it when the base is complete or the build failed. A
+    failed build leaves its typed error in the xattr ``imaged.build_error``,
+    and the calls that waited for that build get that error instead of
+    downloading again. A builder that dies loses its lease and the first
+    waiter to look again takes over.
+
+So an image is downloaded once per pool, however many hosts need it at
+once; and a cleanup never removes a base between a host's check and its
+clone.
 """
 
 import contextlib
 import datetime
+import json
+import threading
 import time
 import uuid
 
@@ -28,6 +52,7 @@ from oslo_log import log as logging
 from imaged import exception
 from imaged.i18n import _
 from imaged.storage import location as rbd_location
+from imaged.storage import locks
 from imaged.storage import partial
 
 LOG = logging.getLogger(__name__)
@@ -35,6 +60,11 @@ LOG = logging.getLogger(__name__)
 SNAPSHOT = 'snap'
 _SUFFIX = '_base'
 LOCK_NAME = 'imaged-base'
+BUILD_LOCK_NAME = 'imaged-build'
+BUILD_XATTR = 'imaged.build'
+BUILD_ERROR_XATTR = 'imaged.build_error'
+# Last use is written at most this often per host and base.
+MAX_USE_RECORD_INTERVAL = 3600
 
 # RBD image metadata of a base image.
 IMAGE_ID_KEY = 'imaged.image_id'
@@ -87,54 +117,178 @@ class BaseImageStore:
         self.conn = conn
         self.writer = writer
         self.host = host
+        self._used = {}  # image id -> when this host last recorded its use
+        self._used_lock = threading.Lock()
 
     @property
     def pool(self):
         return self.conn.pool
 
-    # -- the lock -----------------------------------------------------------
+    # -- the locks ------------------------------------------------------------
+
+    def _lock(self, ioctx, image_id, name=LOCK_NAME, shared=False):
+        duration = self.conn.conf.rbd.base_lock_duration
+        return locks.RadosLock(self.conn, ioctx, lock_object(image_id), name,
+                               self.host, duration, shared=shared)
+
+    def _what(self, image_id):
+        return _('the lock on the base image of %(id)s in pool %(pool)s') % {
+            'id': image_id, 'pool': self.pool}
 
     @contextlib.contextmanager
-    def lock(self, image_id):
-        """Held while a base is checked, repaired, cloned or removed.
+    def lock(self, image_id, timeout=None):
+        """Held (exclusive) while a base is repaired or removed; no clone is
+        made meanwhile.
 
-        :raises Timeout: after ``[rbd] base_lock_timeout`` seconds.
+        :param timeout: seconds to wait for it (default ``[rbd]
+            base_lock_timeout``); 0: only if nobody holds it.
+        :returns: (as the block's value) whether it is held: False only
+            with ``timeout=0`` and the lock taken.
+        :raises Timeout: after ``timeout`` seconds.
         """
-        rados, opts = self.conn.rados, self.conn.conf.rbd
-        key, cookie = lock_object(image_id), uuid.uuid4().hex
-        deadline = time.monotonic() + opts.base_lock_timeout
-        delay = 0.05
-        with self.conn.ioctx(name=key) as ioctx:
-            while True:
-                try:
-                    ioctx.lock_exclusive(key, LOCK_NAME, cookie,
-                                         desc=self.host,
-                                         duration=opts.base_lock_duration)
-                    break
-                except (rados.ObjectBusy, rados.ObjectExists):
-                    if time.monotonic() + delay > deadline:
-                        raise exception.Timeout(
-                            what=_('the lock on the base image of %(id)s in '
-                                   'pool %(pool)s') %
-                            {'id': image_id, 'pool': self.pool},
-                            seconds=opts.base_lock_timeout)
-                    time.sleep(delay)
-                    delay = min(delay * 2, 1.0)
+        if timeout is None:
+            timeout = self.conn.conf.rbd.base_lock_timeout
+        with self.conn.ioctx(name=lock_object(image_id)) as ioctx:
+            lock = self._lock(ioctx, image_id)
             try:
-                yield
+                if timeout == 0:
+                    held = lock.try_acquire()
+                else:
+                    lock.acquire(timeout, self._what(image_id))
+                    held = True
+                yield held
             finally:
+                lock.release()
+
+    @contextlib.contextmanager
+    def use(self, image_id, build, deadline=None):
+        """The complete base of ``image_id``, made first if no host has it.
+
+        While the block runs the base is locked shared: it is never removed
+        meanwhile, and other calls clone it too.
+
+        :param build: makes the base (``partial_spec`` into a partial image,
+            committed); called by one host of the pool at a time.
+        :param deadline: has ``remaining()``: how long this call may wait
+            (default ``[rbd] base_lock_timeout`` for each wait).
+        :returns: (as the block's value) ``(location, size, made)``, made
+            being whether this call built it.
+        :raises: the typed error of the build this call waited for;
+            ForeignBaseImage; Timeout.
+        """
+        opts = self.conn.conf.rbd
+        key = lock_object(image_id)
+        made, waited_for = False, None
+
+        def remaining():
+            if deadline is None:
+                return opts.base_lock_timeout
+            left = deadline.remaining()
+            if left <= 0:
+                raise exception.Timeout(what=self._what(image_id),
+                                        seconds=0)
+            return left
+
+        with self.conn.ioctx(name=key) as ioctx, \
+                locks.ChangeWatch(self.conn, ioctx, key) as watch:
+            while True:
+                clone_lock = self._lock(ioctx, image_id, shared=True)
+                clone_lock.acquire(min(opts.base_lock_timeout, remaining()),
+                                   self._what(image_id), wake=watch)
                 try:
-                    ioctx.unlock(key, LOCK_NAME, cookie)
-                except rados.ObjectNotFound:  # removed with its base
-                    pass
-                except rados.Error as e:  # the lease runs out by itself
-                    LOG.warning('Could not release the lock on %s: %s', key,
-                                e)
+                    base, size = self._complete(ioctx, image_id)
+                    if base is not None:
+                        self._record_use(image_id)
+                        yield base, size, made
+                        return
+                finally:
+                    clone_lock.release()
+                self._raise_failure_of(ioctx, key, waited_for)
+                builder = self._lock(ioctx, image_id, name=BUILD_LOCK_NAME)
+                if builder.try_acquire():
+                    try:
+                        made = self._build(ioctx, image_id, build) or made
+                    finally:
+                        builder.release()
+                    continue
+                waited_for = self._read_json(ioctx, key, BUILD_XATTR).get(
+                    'id', waited_for)
+                LOG.debug('Waiting for the base image of %s, built by %s',
+                          image_id, self._read_json(
+                              ioctx, key, BUILD_XATTR).get('host', '?'))
+                watch.wait(min(remaining(), opts.base_lock_duration / 2.0))
+
+    def _build(self, ioctx, image_id, build):
+        """With the build lock held: make the base, tell the waiters.
+
+        :returns: whether this call made it.
+        """
+        key = lock_object(image_id)
+        with self.lock(image_id):  # a broken one goes, or is repaired
+            base, _size = self.prepare(image_id)
+        if base is not None:
+            locks.notify(self.conn, ioctx, key)
+            return False
+        build_id = uuid.uuid4().hex
+        with self.conn.typed_errors(key):
+            ioctx.set_xattr(key, BUILD_XATTR, json.dumps(
+                {'id': build_id, 'host': self.host,
+                 'at': _iso(time.time())}).encode())
+        try:
+            build()
+        except exception.DiskExists:
+            LOG.info('Base image of %s was made by another agent', image_id)
+        except exception.ImagedException as e:
+            self._record_failure(ioctx, key, build_id, e)
+            raise
+        finally:
+            locks.notify(self.conn, ioctx, key)
+        return True
+
+    def _record_failure(self, ioctx, key, build_id, error):
+        record = {'build': build_id, 'class': type(error).__name__,
+                  'message': str(error), 'kwargs': error.kwargs}
+        try:
+            ioctx.set_xattr(key, BUILD_ERROR_XATTR,
+                            json.dumps(record, default=str).encode())
+        except self.conn.rados.Error as e:
+            LOG.warning('Could not record the failed build of %s: %s; its '
+                        'waiters build again', key, e)
+
+    def _raise_failure_of(self, ioctx, key, build_id):
+        """Raise the typed error of build ``build_id`` if it failed."""
+        if build_id is None:
+            return
+        record = self._read_json(ioctx, key, BUILD_ERROR_XATTR)
+        if record.get('build') != build_id:
+            return
+        cls = getattr(exception, str(record.get('class')), None)
+        if not (isinstance(cls, type) and
+                issubclass(cls, exception.ImagedException)):
+            cls = exception.ImageDownloadFailed
+        kwargs = record.get('kwargs')
+        raise cls(record.get('message'),
+                  **(kwargs if isinstance(kwargs, dict) else {}))
+
+    def _read_json(self, ioctx, key, xattr):
+        rados = self.conn.rados
+        try:
+            with self.conn.typed_errors(key):
+                try:
+                    value = ioctx.get_xattr(key, xattr)
+                except (rados.NoData, rados.ObjectNotFound):
+                    return {}
+            found = json.loads(value)
+        except (ValueError, TypeError):
+            return {}
+        return found if isinstance(found, dict) else {}
 
     # -- state --------------------------------------------------------------
 
-    def _state(self, ioctx, image_id):
+    def _state(self, ioctx, image_id, children=True):
+        """What the base looks like; its clones counted if ``children``."""
         rbd = self.conn.rbd
+        count_children = children
         try:
             with rbd.Image(ioctx, base_name(image_id),
                            read_only=True) as image:
@@ -147,7 +301,8 @@ class BaseImageStore:
                 size = image.size()
                 if SNAPSHOT in snaps:
                     image.set_snap(SNAPSHOT)
-                    children = len(list(image.list_children()))
+                    if count_children:
+                        children = len(list(image.list_children()))
                     size = image.size()
         except rbd.ImageNotFound:
             return _State(MISSING)
@@ -163,7 +318,18 @@ class BaseImageStore:
     def location(self, image_id):
         """``(location, size)`` of a complete base's snapshot, or Nones."""
         with self.conn.ioctx(name=base_name(image_id)) as ioctx:
-            state = self._state(ioctx, image_id)
+            return self._complete(ioctx, image_id)
+
+    def _complete(self, ioctx, image_id):
+        """``(location, size)`` of a complete base, else Nones.
+
+        :raises ForeignBaseImage: the name is taken by an image not ours.
+        """
+        name = base_name(image_id)
+        with self.conn.typed_errors(name):
+            state = self._state(ioctx, image_id, children=False)
+        if state.kind == FOREIGN:
+            raise exception.ForeignBaseImage(name=name, pool=self.pool)
         if state.kind != COMPLETE:
             return None, None
         return self._location(image_id), state.size
@@ -212,12 +378,27 @@ class BaseImageStore:
             image.metadata_set(IMAGE_ID_KEY, image_id)
             image.metadata_set(COMPLETE_KEY, 'true')
 
-    def record_use(self, image_id):
-        """With the lock held: note that this host uses the base now."""
+    def _record_use(self, image_id):
+        """With the base locked: note that this host uses it, at most once
+        per interval (half a cleanup's patience never runs out unseen)."""
+        interval = min(MAX_USE_RECORD_INTERVAL,
+                       self.conn.conf.image_cache.rbd_base_min_age / 4.0)
+        now = time.monotonic()
+        with self._used_lock:
+            last = self._used.get(image_id)
+            if last is not None and now - last < interval:
+                return
+            self._used[image_id] = now
         name = base_name(image_id)
-        with self.conn.ioctx(name=name) as ioctx:
-            with self.conn.rbd.Image(ioctx, name) as image:
-                image.metadata_set(USED_PREFIX + self.host, _iso(time.time()))
+        try:
+            with self.conn.ioctx(name=name) as ioctx:
+                with self.conn.rbd.Image(ioctx, name) as image:
+                    image.metadata_set(USED_PREFIX + self.host,
+                                       _iso(time.time()))
+        except BaseException:
+            with self._used_lock:
+                self._used.pop(image_id, None)
+            raise
 
     # -- listing and removal ----------------------------------------------
 

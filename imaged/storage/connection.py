@@ -7,6 +7,15 @@ only retires the connection (the next operation connects afresh), and a
 retired connection is shut down once its last lease is returned. Nothing
 else ever shuts a connection down.
 
+A retired connection is shut down by a thread of its own, after a grace
+period (``[rbd] connect_timeout``: librbd may still finish operations that
+timed out on our side, and their callbacks, after its call returned), and
+never while another connection is being made or shut down: librados cannot
+run ``rados_connect`` and ``rados_shutdown`` at the same time in one process
+(Ceph's own CLI stopped shutting down after timeouts for that reason, Ceph
+tracker 44526); when they raced, the worker died of SIGABRT in librados
+("std::system_error: Invalid argument", a destroyed mutex).
+
 A connection is trusted once an OSD has answered it: librados can hand out
 a connection, made while an OSD was down, whose operations keep timing out
 after the OSD is back. So the first operation on a new connection reads
@@ -21,6 +30,7 @@ import contextlib
 import errno
 import json
 import threading
+import time
 
 from oslo_log import log as logging
 
@@ -58,7 +68,14 @@ class CephConnection:
         self._current = None
         self._lock = threading.Lock()
         self._connect_lock = threading.Lock()
+        # Held while librados makes or shuts down a connection: those must
+        # never run at once.
+        self._lifecycle_lock = threading.Lock()
         self._fsid = None
+
+    def shutdown_grace(self):
+        """Seconds a retired connection lives on after its last lease."""
+        return self.conf.rbd.connect_timeout
 
     @property
     def pool(self):
@@ -74,18 +91,29 @@ class CephConnection:
                  'rbd_cache': 'false'}
         if self.conf.rbd.keyring:
             extra['keyring'] = self.conf.rbd.keyring
-        cluster = self.rados.Rados(rados_id=self.conf.rbd.user,
-                                   conffile=self.conf.rbd.ceph_conf,
-                                   conf=extra)
-        try:
-            cluster.connect(timeout=self.conf.rbd.connect_timeout)
-        except self.rados.Error as e:
-            _shutdown_quietly(cluster)
+        # A retired connection still shutting down: wait for it (bounded
+        # like connect() itself; a shutdown that hangs means Ceph does not
+        # answer, and this call gets a typed error, not a crash).
+        if not self._lifecycle_lock.acquire(
+                timeout=self.conf.rbd.connect_timeout):
             raise exception.BackendUnavailable(
-                backend='Ceph', reason=_('cannot connect with %(conf)s: '
-                                         '%(err)s') %
-                {'conf': self.conf.rbd.ceph_conf, 'err': e})
-        return cluster
+                backend='Ceph', reason=_('a previous connection is still '
+                                         'shutting down'))
+        try:
+            cluster = self.rados.Rados(rados_id=self.conf.rbd.user,
+                                       conffile=self.conf.rbd.ceph_conf,
+                                       conf=extra)
+            try:
+                cluster.connect(timeout=self.conf.rbd.connect_timeout)
+            except self.rados.Error as e:
+                _shutdown_quietly(cluster)
+                raise exception.BackendUnavailable(
+                    backend='Ceph', reason=_('cannot connect with %(conf)s: '
+                                             '%(err)s') %
+                    {'conf': self.conf.rbd.ceph_conf, 'err': e})
+            return cluster
+        finally:
+            self._lifecycle_lock.release()
 
     def acquire(self):
         """A :class:`Lease`; return it with ``release``."""
@@ -146,7 +174,8 @@ class CephConnection:
             lease.users -= 1
             done = lease.retired and lease.users == 0
         if done:
-            _shutdown_in_background(lease.cluster)
+            _shutdown_in_background(lease.cluster, self._lifecycle_lock,
+                                    self.shutdown_grace())
 
     def _retire(self, lease):
         with self._lock:
@@ -284,8 +313,15 @@ def _shutdown_quietly(cluster):
                   exc_info=True)
 
 
-def _shutdown_in_background(cluster):
+def _shutdown_later(cluster, lock, grace):
+    time.sleep(grace)
+    with lock:
+        _shutdown_quietly(cluster)
+
+
+def _shutdown_in_background(cluster, lock, grace):
     # shutdown() of a connection to a stalled cluster can block; nobody
-    # waits for it.
-    threading.Thread(target=_shutdown_quietly, args=(cluster,),
+    # waits for it. ``lock`` keeps it apart from connect() and from other
+    # shutdowns.
+    threading.Thread(target=_shutdown_later, args=(cluster, lock, grace),
                      name='ceph-shutdown', daemon=True).start()

@@ -142,6 +142,13 @@ class ChangeWatch:
     def __init__(self, conn, ioctx, key):
         self.conn, self.ioctx, self.key = conn, ioctx, key
         self._event = threading.Event()
+        self._lost = False
+        self._watch = None
+        self._start()
+
+    def _start(self):
+        conn, ioctx, key = self.conn, self.ioctx, self.key
+        self._lost = False
         with conn.typed_errors(key):
             try:
                 self._watch = ioctx.watch(key, self._notified, self._broken)
@@ -153,17 +160,26 @@ class ChangeWatch:
         self._event.set()
 
     def _broken(self, error):
-        self._event.set()  # the object went, or the connection: look again
+        # The object was removed (with its base), or the session broke:
+        # look again now, and watch anew before the next wait.
+        self._lost = True
+        self._event.set()
 
     def wait(self, timeout):
         """Wait for a notification, at most ``timeout`` seconds."""
+        if self._lost:
+            self.close()
+            self._start()
         woke = self._event.wait(max(timeout, 0))
         self._event.clear()
         return woke
 
     def close(self):
+        watch, self._watch = self._watch, None
+        if watch is None:
+            return
         try:
-            self._watch.close()
+            watch.close()
         except self.conn.rados.Error as e:
             LOG.debug('Closing the watch on %s: %s', self.key, e)
 
@@ -182,4 +198,3 @@ def notify(conn, ioctx, key, message=''):
     except conn.rados.Error as e:
         LOG.debug('Notifying %s: %s (its waiters look again when their '
                   'wait ends)', key, e)
-

@@ -23,6 +23,7 @@ LOG = logging.getLogger(__name__)
 # A snapshot probe that times out is asked again, after 0.5 s, then 1 s.
 PROBE_ATTEMPTS = 3
 PROBE_RETRY_DELAY = 0.5
+_pause = time.sleep  # tests replace it
 
 
 class RBDDriver:
@@ -80,7 +81,7 @@ class RBDDriver:
                 LOG.warning('Probing snapshot %s/%s@%s failed (%s); '
                             'asking Ceph again', loc.pool, loc.image,
                             loc.snapshot, e)
-                time.sleep(PROBE_RETRY_DELAY * attempt)
+                _pause(PROBE_RETRY_DELAY * attempt)
 
     def _snapshot_size(self, loc):
         rados, rbd = self.conn.rados, self.conn.rbd

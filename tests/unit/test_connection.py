@@ -1,5 +1,7 @@
 """The shared Ceph connection is never shut down while in use."""
 
+import threading
+
 from imaged import exception
 from imaged.storage import connection
 from tests import base
@@ -13,7 +15,8 @@ class CephConnectionTest(base.TestCase):
         # Shut down at once, so the tests can see it.
         self.useFixture(base.fixtures.MonkeyPatch(
             'imaged.storage.connection._shutdown_in_background',
-            connection._shutdown_quietly))
+            lambda cluster, lock, grace: connection._shutdown_quietly(
+                cluster)))
         self.cluster = fakes.FakeCluster()
         self.conn = connection.CephConnection(
             self.conf, self.cluster.rados, self.cluster.rbd)
@@ -109,6 +112,70 @@ class CephConnectionTest(base.TestCase):
         new.commit(10)
         self.assertTrue(first.is_shut_down)
         self.assertIn('x_disk', self.cluster.pools['vms'])
+
+    def _fail_with(self, error):
+        with self.conn.ioctx():
+            raise error
+
+
+class ShutdownNeverRacesConnectTest(base.TestCase):
+    """librados aborts the process (std::system_error: Invalid argument)
+    when rados_shutdown and rados_connect run at once."""
+
+    def setUp(self):
+        super().setUp()
+        self.cluster = fakes.FakeCluster()
+        self.conn = connection.CephConnection(
+            self.conf, self.cluster.rados, self.cluster.rbd)
+        self.conn.shutdown_grace = lambda: 0
+        self.running = []  # 'connect' / 'shutdown' calls in progress
+        self.overlaps = []
+        self.in_shutdown = threading.Event()
+        self.finish_shutdown = threading.Event()
+        test = self
+        real_connect = fakes.FakeRados.connect
+
+        def connect(rados, timeout=0):
+            test._enter('connect')
+            try:
+                return real_connect(rados, timeout)
+            finally:
+                test.running.remove('connect')
+
+        def shutdown(rados):
+            test._enter('shutdown')
+            test.in_shutdown.set()
+            test.finish_shutdown.wait(5)
+            rados.is_shut_down = True
+            test.running.remove('shutdown')
+        self.useFixture(base.fixtures.MonkeyPatch(
+            'tests.unit.fakes.FakeRados.connect', connect))
+        self.useFixture(base.fixtures.MonkeyPatch(
+            'tests.unit.fakes.FakeRados.shutdown', shutdown))
+
+    def _enter(self, what):
+        if self.running:
+            self.overlaps.append((list(self.running), what))
+        self.running.append(what)
+
+    def test_a_new_connection_waits_for_the_retired_one_to_shut_down(self):
+        self.assertRaises(exception.BackendUnavailable, self._fail_with,
+                          self.cluster.rados.TimedOut('osd'))
+        self.assertTrue(self.in_shutdown.wait(5))
+        opened = threading.Event()
+
+        def operation():
+            with self.conn.ioctx():
+                opened.set()
+        thread = threading.Thread(target=operation)
+        thread.start()
+        self.assertFalse(opened.wait(0.3))  # connect() waits
+        self.finish_shutdown.set()
+        self.assertTrue(opened.wait(5))
+        thread.join(5)
+        self.assertEqual([], self.overlaps)
+        self.assertTrue(self.cluster.connections[0].is_shut_down)
+        self.assertFalse(self.cluster.connections[1].is_shut_down)
 
     def _fail_with(self, error):
         with self.conn.ioctx():

@@ -108,7 +108,7 @@ class RBDDriverTest(base.TestCase):
         self.driver.fsid()
         sleeps = []
         self.useFixture(base.fixtures.MonkeyPatch(
-            'imaged.storage.rbd.time.sleep', sleeps.append))
+            'imaged.storage.rbd._pause', sleeps.append))
         self.cluster.osds_down = True
         self.assertRaises(exception.BackendUnavailable,
                           self.driver.snapshot_size, good)
@@ -117,7 +117,7 @@ class RBDDriverTest(base.TestCase):
         def back_up(seconds):
             self.cluster.osds_down = False
         self.useFixture(base.fixtures.MonkeyPatch(
-            'imaged.storage.rbd.time.sleep', back_up))
+            'imaged.storage.rbd._pause', back_up))
         self.cluster.osds_down = True
         self.assertEqual(10, self.driver.snapshot_size(good))
 

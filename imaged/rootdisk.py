@@ -235,8 +235,9 @@ class RootDisks:
         removed = [e for e in self.cache.purge(image_id)
                    if e['where'] == 'file']
         bases = self.storage.bases
-        with bases.lock(image_id):
-            if bases.remove_if_unused(image_id, None):
+        # A base being cloned now stays: the next purge run tries again.
+        with bases.lock(image_id, timeout=0) as held:
+            if held and bases.remove_if_unused(image_id, None):
                 removed.append({'image_id': image_id, 'where': 'rbd'})
         return removed
 

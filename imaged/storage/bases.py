@@ -178,7 +178,7 @@ class BaseImageStore:
         """
         opts = self.conn.conf.rbd
         key = lock_object(image_id)
-        made, waited_for = False, None
+        made = False
 
         def remaining():
             if deadline is None:
@@ -191,6 +191,9 @@ class BaseImageStore:
 
         with self.conn.ioctx(name=key) as ioctx, \
                 locks.ChangeWatch(self.conn, ioctx, key) as watch:
+            # The failure of any build but one that had failed before this
+            # call arrived is this call's too: it came while the build ran.
+            before = self._failed_build(ioctx, key)
             while True:
                 clone_lock = self._lock(ioctx, image_id, shared=True)
                 clone_lock.acquire(min(opts.base_lock_timeout, remaining()),
@@ -203,7 +206,9 @@ class BaseImageStore:
                         return
                 finally:
                     clone_lock.release()
-                self._raise_failure_of(ioctx, key, waited_for)
+                failed = self._failed_build(ioctx, key)
+                if failed is not None and failed != before:
+                    self._raise_failure_of(ioctx, key, failed)
                 builder = self._lock(ioctx, image_id, name=BUILD_LOCK_NAME)
                 if builder.try_acquire():
                     try:
@@ -211,11 +216,9 @@ class BaseImageStore:
                     finally:
                         builder.release()
                     continue
-                waited_for = self._read_json(ioctx, key, BUILD_XATTR).get(
-                    'id', waited_for)
                 LOG.debug('Waiting for the base image of %s, built by %s',
-                          image_id, self._read_json(
-                              ioctx, key, BUILD_XATTR).get('host', '?'))
+                          image_id, self._read_json(ioctx, key, BUILD_XATTR)
+                          .get('host', 'another call'))
                 watch.wait(min(remaining(), opts.base_lock_duration / 2.0))
 
     def _build(self, ioctx, image_id, build):
@@ -224,16 +227,16 @@ class BaseImageStore:
         :returns: whether this call made it.
         """
         key = lock_object(image_id)
-        with self.lock(image_id):  # a broken one goes, or is repaired
-            base, _size = self.prepare(image_id)
-        if base is not None:
-            locks.notify(self.conn, ioctx, key)
-            return False
         build_id = uuid.uuid4().hex
         with self.conn.typed_errors(key):
             ioctx.set_xattr(key, BUILD_XATTR, json.dumps(
                 {'id': build_id, 'host': self.host,
                  'at': _iso(time.time())}).encode())
+        with self.lock(image_id):  # a broken one goes, or is repaired
+            base, _size = self.prepare(image_id)
+        if base is not None:
+            locks.notify(self.conn, ioctx, key)
+            return False
         try:
             build()
         except exception.DiskExists:
@@ -255,10 +258,16 @@ class BaseImageStore:
             LOG.warning('Could not record the failed build of %s: %s; its '
                         'waiters build again', key, e)
 
+    def _failed_build(self, ioctx, key):
+        """The id of the last build, if it failed; else None."""
+        build_id = self._read_json(ioctx, key, BUILD_XATTR).get('id')
+        record = self._read_json(ioctx, key, BUILD_ERROR_XATTR)
+        if build_id is not None and record.get('build') == build_id:
+            return build_id
+        return None
+
     def _raise_failure_of(self, ioctx, key, build_id):
-        """Raise the typed error of build ``build_id`` if it failed."""
-        if build_id is None:
-            return
+        """Raise the typed error that build ``build_id`` failed with."""
         record = self._read_json(ioctx, key, BUILD_ERROR_XATTR)
         if record.get('build') != build_id:
             return

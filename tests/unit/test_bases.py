@@ -235,3 +235,159 @@ class DiskRecordTest(base.TestCase):
         self.flags(max_size_gb=1.0 * len(DATA) / 2 ** 31,
                    rbd_base_images=False, group='image_cache')
         self._refused()
+
+
+class PoolProtocolTest(base.TestCase):
+    """One build per pool, shared clones, leases (issue 14)."""
+
+    def setUp(self):
+        super().setUp()
+        self.flags(rbd_base_min_age=600, group='image_cache')
+        self.flags(base_lock_timeout=5, base_lock_duration=5, group='rbd')
+        self.cluster = fakes.FakeCluster()
+        self.glance = fakes.FakeGlance()
+        self.vms = self.cluster.pools['vms']
+        self.hosts = [Host(self, 'host-%d' % i) for i in range(4)]
+        self.gate = threading.Event()
+        self.downloading = threading.Event()
+        real_open = self.glance.open_data
+
+        def slow_open(ctxt, image_id):
+            chunks = real_open(ctxt, image_id)
+            self.downloading.set()
+
+            def gated():
+                self.gate.wait(10)
+                yield from chunks
+            return gated()
+        self.glance.open_data = slow_open
+
+    def storm(self, callers_per_host=3):
+        """Every host creates at once; ``{n: result or error}``."""
+        results, threads = {}, []
+
+        def create(host, n):
+            try:
+                results[n] = host.create(n)
+            except Exception as e:
+                results[n] = e
+        n = 0
+        for host in self.hosts:
+            for _ in range(callers_per_host):
+                n += 1
+                threads.append(threading.Thread(target=create,
+                                                args=(host, n)))
+        for thread in threads:
+            thread.start()
+        self.assertTrue(self.downloading.wait(10))
+        # Every caller watches the base's lock object: all wait for the
+        # one build now.
+        watchers = self.cluster.watches.setdefault(
+            ('vms', bases.lock_object(IMAGE)), [])
+        deadline = time.monotonic() + 20
+        while len(watchers) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertEqual(n, len(watchers))
+        self.gate.set()
+        for thread in threads:
+            thread.join(30)
+        return results
+
+    def test_a_new_image_is_downloaded_once_for_the_whole_pool(self):
+        self.glance.add(IMAGE, DATA)
+        results = self.storm()
+        self.assertEqual(12, len(results))
+        for n, result in results.items():
+            self.assertIsInstance(result, dict, result)
+            self.assertEqual('download', result['strategy'])
+            self.assertEqual(DATA, self.vms[result['name']].read(
+                0, len(DATA)))
+        self.assertEqual(1, self.glance.downloads)
+        self.assertEqual([], self.cluster.held_locks())
+        self.assertGreater(self.cluster.notifies, 0)
+
+    def test_the_waiters_get_the_builder_s_typed_error(self):
+        self.glance.add(IMAGE, DATA, os_hash_value='0' * 128)
+        results = self.storm()
+        self.assertEqual(12, len(results))
+        for result in results.values():
+            self.assertIsInstance(result, exception.ImageUnacceptable)
+            self.assertIn('hash', str(result))
+        self.assertEqual(1, self.glance.downloads)
+        self.assertEqual([], [n for n in self.vms if n.endswith('_disk')])
+
+    def test_a_dead_builder_s_lease_runs_out_and_a_waiter_takes_over(self):
+        self.glance.add(IMAGE, DATA)
+        self.gate.set()
+        key = bases.lock_object(IMAGE)
+        with self.hosts[1].storage.conn.ioctx() as ioctx:
+            # A builder that died a moment ago: its lease runs 1 s more.
+            ioctx.lock_exclusive(key, bases.BUILD_LOCK_NAME, 'dead',
+                                 duration=1)
+            ioctx.set_xattr(key, bases.BUILD_XATTR, b'{"id": "dead"}')
+        started = time.monotonic()
+        result = self.hosts[0].create(1)
+        self.assertEqual('download', result['strategy'])
+        self.assertGreaterEqual(time.monotonic() - started, 0.9)
+        self.assertEqual(1, self.glance.downloads)
+
+    def test_clones_never_wait_for_each_other(self):
+        self.glance.add(IMAGE, DATA)
+        self.gate.set()
+        self.hosts[0].create(1)
+        key = bases.lock_object(IMAGE)
+        with self.hosts[1].storage.conn.ioctx() as ioctx:
+            # Another host's clone in progress holds the lock shared.
+            ioctx.lock_shared(key, bases.LOCK_NAME, 'other-clone',
+                              'imaged', duration=30)
+            started = time.monotonic()
+            self.assertEqual('download', self.hosts[2].create(2)['strategy'])
+            self.assertLess(time.monotonic() - started, 1.0)
+            # ... and keeps a cleanup out.
+            self.hosts[0].disks.delete(instance(1))
+            self.hosts[2].disks.delete(instance(2))
+            self.assertEqual([], self.hosts[3].disks.purge_image(
+                IMAGE, 'test'))
+            self.assertIn(BASE, self.vms)
+
+    def test_last_use_is_written_at_most_once_per_interval(self):
+        self.glance.add(IMAGE, DATA)
+        self.gate.set()
+        host = self.hosts[0]
+        host.create(1)
+        key = bases.USED_PREFIX + 'host-0'
+        first = self.vms[BASE].metadata[key]
+        host.create(2)
+        host.create(3)
+        self.assertEqual(first, self.vms[BASE].metadata[key])
+        self.flags(rbd_base_min_age=0, group='image_cache')
+        host.create(4)
+        self.assertNotEqual(first, self.vms[BASE].metadata[key])
+
+    def test_an_expired_deadline_waits_for_nothing(self):
+        self.glance.add(IMAGE, DATA)
+        gone = type('Deadline', (), {'remaining': lambda self: 0})()
+        store = self.hosts[0].storage.bases
+        e = self.assertRaises(exception.Timeout, store.use(
+            IMAGE, lambda: None, gone).__enter__)
+        self.assertIn(IMAGE, str(e))
+        self.assertEqual(0, self.glance.downloads)
+
+    def test_cleanup_skips_a_busy_base_and_goes_on(self):
+        other = 'c3d4e5f6-a7b8-4c9d-8e0f-112233445566'
+        self.glance.add(IMAGE, DATA)
+        self.glance.add(other, DATA)
+        self.gate.set()
+        host = self.hosts[0]
+        host.create(1)
+        host.create(2, other)
+        host.disks.delete(instance(1))
+        host.disks.delete(instance(2))
+        with host.storage.conn.ioctx() as ioctx:
+            ioctx.lock_exclusive(bases.lock_object(IMAGE), bases.LOCK_NAME,
+                                 'busy', duration=30)
+            started = time.monotonic()
+            removed = host.disks.clean_rbd_bases(now=time.time() + 10 ** 6)
+        self.assertLess(time.monotonic() - started, 1.0)  # did not wait
+        self.assertEqual([other], removed)
+        self.assertIn(BASE, self.vms)

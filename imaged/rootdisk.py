@@ -63,14 +63,22 @@ class RootDisks:
         self._instance_locks = lockutils.Semaphores()
 
     @contextlib.contextmanager
-    def _instance_lock(self, name):
+    def _instance_lock(self, context, name):
+        """This host's lock on disk ``name``, then the pool's."""
+        timeout = self.conf.long_rpc_timeout
+        deadline = _deadline(context)
+        if deadline is not None:
+            timeout = min(timeout, max(deadline.remaining(), 0))
+        started = time.monotonic()
         lock = self._instance_locks.get(name)
-        if not lock.acquire(timeout=self.conf.long_rpc_timeout):
+        if not lock.acquire(timeout=timeout):
             raise exception.RootDiskBusy(
                 name=name, pool=self.storage.pool,
                 reason=_('another call for it is still running'))
         try:
-            yield
+            left = max(timeout - (time.monotonic() - started), 0)
+            with self.storage.disks.lock(name, left):
+                yield
         finally:
             lock.release()
 
@@ -88,7 +96,7 @@ class RootDisks:
     def create(self, context, instance_uuid, image_id, size_gb):
         name = rbd_disks.disk_name(instance_uuid)
         size_bytes = size_gb * units.Gi
-        with self._instance_lock(name):
+        with self._instance_lock(context, name):
             timings = _Timings()
             info = self.storage.disks.info(name)
             if info is not None:
@@ -266,11 +274,12 @@ class RootDisks:
                 self.cache.forget(entry['image_id'])
         return removed
 
-    def delete(self, instance_uuid):
+    def delete(self, instance_uuid, context=None):
         name = rbd_disks.disk_name(instance_uuid)
-        with self._instance_lock(name):
+        with self._instance_lock(context, name):
             if self.storage.disks.remove(name):
                 LOG.info('Deleted root disk %s/%s', self.storage.pool, name)
             else:
                 LOG.info('Root disk %s/%s was already gone',
                          self.storage.pool, name)
+            self.storage.disks.forget_lock(name)

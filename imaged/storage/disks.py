@@ -1,17 +1,28 @@
-"""Root disks ``<instance_uuid>_disk`` in ``[rbd] pool``."""
+"""Root disks ``<instance_uuid>_disk`` in ``[rbd] pool``.
 
+A disk's name is global to the pool, and any host may be asked to create or
+delete it: creates and deletes of one disk hold a cluster-wide lock (a rados
+exclusive lock with a lease on ``imaged.lock.<name>``), so two creates on
+two hosts make one disk (the second finds it ``existing``) and a delete
+never runs beside a create that would make the disk again after it.
+"""
+
+import contextlib
 import time
 
 from oslo_log import log as logging
 
 from imaged import exception
+from imaged.i18n import _
 from imaged.storage import location as rbd_location
+from imaged.storage import locks
 from imaged.storage import partial
 
 LOG = logging.getLogger(__name__)
 
 # RBD image metadata of a root disk: the Glance image it was made from.
 IMAGE_ID_KEY = 'imaged.image_id'
+LOCK_NAME = 'imaged-disk'
 
 
 def disk_name(instance_uuid):
@@ -28,6 +39,42 @@ class RootDiskStore:
     @property
     def pool(self):
         return self.conn.pool
+
+    @staticmethod
+    def lock_object(name):
+        return 'imaged.lock.' + name
+
+    @contextlib.contextmanager
+    def lock(self, name, timeout):
+        """Held, pool-wide, while disk ``name`` is created or deleted.
+
+        :raises RootDiskBusy: another call, on any host, held it for
+            ``timeout`` seconds.
+        """
+        key = self.lock_object(name)
+        with self.conn.ioctx(name=key) as ioctx:
+            lock = locks.RadosLock(
+                self.conn, ioctx, key, LOCK_NAME, self.writer.host,
+                self.conn.conf.rbd.base_lock_duration)
+            try:
+                lock.acquire(timeout, key)
+            except exception.Timeout:
+                raise exception.RootDiskBusy(
+                    name=name, pool=self.pool,
+                    reason=_('another call for it, on this host or '
+                             'another, is still running'))
+            try:
+                yield
+            finally:
+                lock.release()
+
+    def forget_lock(self, name):
+        """With the lock held, once the disk is gone: remove its object."""
+        with self.conn.ioctx(name=name) as ioctx:
+            try:
+                ioctx.remove_object(self.lock_object(name))
+            except self.conn.rados.ObjectNotFound:
+                pass
 
     def partial_spec(self, name, size_bytes, image_id):
         """What a new disk ``name`` from ``image_id`` becomes."""

@@ -391,3 +391,62 @@ class PoolProtocolTest(base.TestCase):
         self.assertLess(time.monotonic() - started, 1.0)  # did not wait
         self.assertEqual([other], removed)
         self.assertIn(BASE, self.vms)
+
+
+class InstanceDiskRaceTest(base.TestCase):
+    """Two hosts asked for the same instance's disk (issue 14)."""
+
+    def setUp(self):
+        super().setUp()
+        self.cluster = fakes.FakeCluster()
+        self.glance = fakes.FakeGlance()
+        self.glance.add(IMAGE, DATA)
+        self.vms = self.cluster.pools['vms']
+        self.a = Host(self, 'host-a')
+        self.b = Host(self, 'host-b')
+        self.name = instance(1) + '_disk'
+
+    def hold(self, host):
+        """Host ``host`` in the middle of a call for the disk."""
+        held, release = threading.Event(), threading.Event()
+
+        def run():
+            with host.storage.disks.lock(self.name, 5):
+                held.set()
+                release.wait(10)
+        thread = threading.Thread(target=run)
+        thread.start()
+        self.assertTrue(held.wait(5))
+        self.addCleanup(thread.join, 10)
+        self.addCleanup(release.set)
+        return release
+
+    def test_two_hosts_creating_one_disk_make_one(self):
+        results = []
+        threads = [threading.Thread(target=lambda h=h: results.append(
+            h.create(1))) for h in (self.a, self.b)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        self.assertEqual(['download', 'existing'],
+                         sorted(r['strategy'] for r in results))
+        self.assertEqual([self.name],
+                         [n for n in self.vms if n.endswith('_disk')])
+
+    def test_a_delete_waits_for_another_host_s_create(self):
+        release = self.hold(self.a)
+        self.flags(long_rpc_timeout=1)
+        e = self.assertRaises(exception.RootDiskBusy,
+                              self.b.disks.delete, instance(1))
+        self.assertIn(self.name, str(e))
+        self.assertRaises(exception.RootDiskBusy, self.b.create, 1)
+        self.assertNotIn(self.name, self.vms)
+        release.set()
+        self.flags(long_rpc_timeout=30)
+        self.b.create(1)
+        self.a.disks.delete(instance(1))
+        self.assertEqual([], [n for n in self.vms if n.endswith('_disk')])
+        self.assertEqual([], self.cluster.held_locks())
+        self.assertNotIn(('vms', 'imaged.lock.' + self.name),
+                         self.cluster.objects)

@@ -20,6 +20,9 @@ from imaged import version
 LOG = logging.getLogger(__name__)
 
 HEALTH_TTL = 2.0
+# Another host's partial image older than this (or than [glance]
+# download_timeout) and open nowhere was abandoned by a host that died.
+ABANDONED_PARTIAL_AGE = 3600
 # One cache_images call names at most this many images.
 MAX_PRECACHE_IMAGES = 256
 
@@ -231,6 +234,7 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
 
     @periodic_task.periodic_task(spacing=600)
     def _clean_image_cache(self, context):
+        # This host's base files, on every host.
         removed = self.cache.clean()
         if removed:
             LOG.info('Image cache cleanup removed %d base files',
@@ -239,25 +243,45 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
             if entry['where'] == 'file':  # 'rbd' entries are only records
                 self.notifications.evict(entry['image_id'], 'file',
                                          entry.get('reason', 'age'))
+        # What the pool shares, by one host at a time.
+        interval = self.conf.image_cache.manager_interval
+        try:
+            pool_wide = self.storage.holds_cleanup_role(interval)
+        except exception.ImagedException as e:
+            LOG.warning('Cannot tell which host cleans the pool now: %s', e)
+            pool_wide = False
+        if pool_wide:
+            self._clean_pool()
+        try:
+            self.root_disks.forget_removed_bases()
+            cached = [entry['image_id'] for entry in
+                      self.root_disks.list_cached_images()
+                      if pool_wide or entry['where'] == 'file']
+            bases = self.storage.bases.image_ids() if pool_wide else ()
+        except exception.ImagedException as e:
+            LOG.warning('Cannot list the cached images now: %s', e)
+            return
+        self.purge.run(cached, bases)
+
+    def _clean_pool(self):
+        """The pool-wide part of the cleanup: unused bases, other hosts'
+        abandoned partial images."""
         try:
             for image_id in self.root_disks.clean_rbd_bases():
                 self.notifications.evict(image_id, 'rbd', 'age')
         except exception.ImagedException as e:
             LOG.warning('Cannot clean base images in Ceph now: %s', e)
         try:
-            cached = [entry['image_id'] for entry in
-                      self.root_disks.list_cached_images()]
-            bases = self.storage.bases.image_ids()
+            self.storage.partials.sweep_abandoned(
+                max(self.conf.glance.download_timeout, ABANDONED_PARTIAL_AGE))
         except exception.ImagedException as e:
-            LOG.warning('Cannot list the cached images now: %s', e)
-            return
-        self.purge.run(cached, bases)
+            LOG.warning('Cannot clean abandoned partial images now: %s', e)
 
     @periodic_task.periodic_task(spacing=30, run_immediately=True)
     def _remove_partial_disks(self, context):
-        # Right after start-up, and then now and then: a partial image that
-        # could not be removed when its call failed (Ceph down, a lingering
-        # watch) must not stay. Listing the pool is one small read.
+        # Right after start-up (the pool is listed once), and then the
+        # partial images this process could not remove when its call
+        # failed (Ceph down, a lingering watch): they must not stay.
         try:
             self.storage.remove_partial_disks()
         except exception.ImagedException as e:

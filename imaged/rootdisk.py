@@ -264,15 +264,20 @@ class RootDisks:
                     if held and bases.remove_if_unused(image_id, min_age,
                                                        now):
                         removed.append(image_id)
+                        self.cache.forget(image_id)
             except exception.ImagedException as e:
                 # One base that cannot go now never stops the others.
                 LOG.warning('Cannot remove the base image of %s now: %s',
                             image_id, e)
-        present = set(bases.image_ids())
+        return removed
+
+    def forget_removed_bases(self):
+        """Drop this host's records of base images no longer in the pool
+        (one listing of the pool, no image opened)."""
+        present = set(self.storage.bases.image_ids())
         for entry in self.cache.list():
             if entry['where'] == 'rbd' and entry['image_id'] not in present:
                 self.cache.forget(entry['image_id'])
-        return removed
 
     def delete(self, instance_uuid, context=None):
         name = rbd_disks.disk_name(instance_uuid)

@@ -198,3 +198,38 @@ def notify(conn, ioctx, key, message=''):
     except conn.rados.Error as e:
         LOG.debug('Notifying %s: %s (its waiters look again when their '
                   'wait ends)', key, e)
+
+
+class PoolRole:
+    """A role that one host of the pool holds at a time, by lease.
+
+    :meth:`held` is asked before each run of the role's work: it takes the
+    role if nobody holds it, renews it if we do, and says no if another
+    host does. A holder that stops asking (it died) loses the role after
+    ``duration`` seconds, and the next host to ask takes it.
+    """
+
+    def __init__(self, conn, key, host, duration):
+        self.conn, self.key, self.host = conn, key, host
+        self.duration = duration
+        self.cookie = uuid.uuid4().hex  # this process's, for its lifetime
+        self._held = False
+
+    def held(self):
+        rados = self.conn.rados
+        with self.conn.ioctx(name=self.key) as ioctx:
+            with self.conn.typed_errors(self.key):
+                try:
+                    ioctx.lock_exclusive(self.key, 'imaged-role', self.cookie,
+                                         desc=self.host,
+                                         duration=self.duration,
+                                         flags=LOCK_FLAG_MAY_RENEW)
+                except (rados.ObjectBusy, rados.ObjectExists):
+                    held = False
+                else:
+                    held = True
+        if held != self._held:
+            LOG.info('This host %s the pool\'s %s role', 'now holds' if held
+                     else 'does not hold', self.key)
+            self._held = held
+        return held

@@ -1,17 +1,21 @@
 """New RBD images, written under a partial name and renamed when complete.
 
 A root disk or a base image is always made under a unique temporary name
-``<name>.<host tag>-<token>.imaged-part`` and renamed to its final name only
-once it is complete, so a crash at any point can leave a partial image, but
-never one that looks finished. Partial names carry a tag of the host that
-made them (and the host's name in their metadata, for operators); each agent
-sweeps only its own leftovers, at start-up and every 30 seconds.
+``<name>.<host tag>-<token>-<unix time, hex>.imaged-part`` and renamed to
+its final name only once it is complete, so a crash at any point can leave a
+partial image, but never one that looks finished. Partial names carry a tag
+of the host that made them and when (and the host's name in their metadata,
+for operators). Each agent sweeps its own leftovers at start-up, and later
+only those it knows it left (a removal that failed); the partials of a host
+that died are removed by the pool's cleanup host (one at a time, see
+``manager``) once older than a bound, unless something still has them open.
 """
 
 import collections
 import hashlib
 import os
 import threading
+import time
 import uuid
 
 from oslo_log import log as logging
@@ -35,24 +39,43 @@ def host_tag(host):
     return hashlib.sha256(host.encode('utf-8')).hexdigest()[:8]
 
 
-def partial_name(name, host):
+def partial_name(name, host, now=None):
     """A unique temporary name for ``name`` being made by ``host``.
 
     Unique, so that agents sharing a pool never step on each other's work
     (two hosts may make the same image's base at once); tagged with the
-    host, so that each agent cleans up only what it left itself.
+    host and the time, so that each agent cleans up what it left itself and
+    a dead host's leftovers can go after a while.
     """
-    return '%s.%s-%s%s' % (name, host_tag(host), uuid.uuid4().hex[:8],
-                           PARTIAL_SUFFIX)
+    now = time.time() if now is None else now
+    return '%s.%s-%s-%x%s' % (name, host_tag(host), uuid.uuid4().hex[:8],
+                              int(now), PARTIAL_SUFFIX)
+
+
+def _partial_fields(part):
+    if not part.endswith(PARTIAL_SUFFIX):
+        return None, None
+    fields = part[:-len(PARTIAL_SUFFIX)].rsplit('.', 1)[-1].split('-')
+    if len(fields) < 2 or len(fields[0]) != 8 or not fields[1]:
+        return None, None
+    made_at = None
+    if len(fields) == 3:
+        try:
+            made_at = int(fields[2], 16)
+        except ValueError:
+            pass
+    return fields[0], made_at
 
 
 def partial_owner_tag(part):
     """The host tag of a partial name, or None if it is not one."""
-    if not part.endswith(PARTIAL_SUFFIX):
-        return None
-    tag_and_token = part[:-len(PARTIAL_SUFFIX)].rsplit('.', 1)[-1]
-    tag, _sep, token = tag_and_token.partition('-')
-    return tag if len(tag) == 8 and token else None
+    return _partial_fields(part)[0]
+
+
+def partial_made_at(part):
+    """When a partial was started (unix time), or None if its name does not
+    say (made before names carried it)."""
+    return _partial_fields(part)[1]
 
 
 def remove_image(rbd, ioctx, name):
@@ -224,6 +247,9 @@ class PartialWriter:
         # Partial images this process is making right now: never leftovers.
         self._in_progress = set()
         self._in_progress_lock = threading.Lock()
+        # None until the first sweep; then the names this process knows it
+        # left behind (a removal that failed), the only ones swept again.
+        self._leftovers = None
 
     def mark_in_progress(self, part, busy):
         with self._in_progress_lock:
@@ -272,33 +298,82 @@ class PartialWriter:
             LOG.warning('Could not remove partial image %s/%s; it is '
                         'removed by the next sweep', self.conn.pool, part,
                         exc_info=True)
+            self._left(part)
+
+    def _left(self, part):
+        with self._in_progress_lock:
+            if self._leftovers is not None:
+                self._leftovers.add(part)
 
     def sweep(self):
         """Remove partial images this host left behind (a crash, a kill).
+
+        The first sweep lists the pool (a crash before this process
+        started); later ones only retry the names this process knows it
+        left, so an agent does not list the whole pool every 30 seconds.
 
         :returns: ``(removed, left)``: names removed, and names that could
             not be removed yet (a dead client's watch lingers for ~30 s).
         """
         conn = self.conn
-        removed, left = [], []
+        with self._in_progress_lock:
+            known = None if self._leftovers is None else set(self._leftovers)
+        if known is not None and not known:
+            return [], []
         mine = host_tag(self.host)
         with conn.ioctx() as ioctx:
-            for name in conn.rbd.RBD().list(ioctx):
-                if partial_owner_tag(name) != mine or \
-                        name in self._in_progress:
-                    continue
-                try:
-                    remove_image(conn.rbd, ioctx, name)
-                    removed.append(name)
-                except conn.rbd.ImageNotFound:
-                    pass
-                except (conn.rbd.Error, conn.rados.Error) as e:
-                    if conn.is_unreachable(e):
-                        raise
-                    LOG.debug('Partial image %s/%s not removable yet: %s',
-                              conn.pool, name, e)
-                    left.append(name)
+            if known is None:
+                known = [name for name in conn.rbd.RBD().list(ioctx)
+                         if partial_owner_tag(name) == mine]
+            removed, left = self._remove_all(ioctx, sorted(known))
+        with self._in_progress_lock:
+            self._leftovers = set(left)
         if removed:
             LOG.info('Removed partial images left by an earlier run: %s',
                      ', '.join(removed))
+        return removed, left
+
+    def sweep_abandoned(self, max_age, now=None):
+        """Remove other hosts' partial images older than ``max_age`` s.
+
+        For the pool's one cleanup host: a host that died never sweeps its
+        own. A partial that something still has open (a live host still
+        writing it) cannot be removed and stays; a name that does not say
+        when it was made is left alone.
+
+        :returns: the names removed.
+        """
+        now = time.time() if now is None else now
+        conn = self.conn
+        mine = host_tag(self.host)
+        with conn.ioctx() as ioctx:
+            old = []
+            for name in conn.rbd.RBD().list(ioctx):
+                tag, made_at = _partial_fields(name)
+                if tag is not None and tag != mine and \
+                        made_at is not None and now - made_at > max_age:
+                    old.append(name)
+            removed, _left = self._remove_all(ioctx, old)
+        if removed:
+            LOG.info('Removed partial images abandoned by other hosts: %s',
+                     ', '.join(removed))
+        return removed
+
+    def _remove_all(self, ioctx, names):
+        conn = self.conn
+        removed, left = [], []
+        for name in names:
+            if name in self._in_progress:
+                continue
+            try:
+                remove_image(conn.rbd, ioctx, name)
+                removed.append(name)
+            except conn.rbd.ImageNotFound:
+                pass
+            except (conn.rbd.Error, conn.rados.Error) as e:
+                if conn.is_unreachable(e):
+                    raise
+                LOG.debug('Partial image %s/%s not removable yet: %s',
+                          conn.pool, name, e)
+                left.append(name)
         return removed, left

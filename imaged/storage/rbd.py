@@ -16,9 +16,13 @@ from imaged import exception
 from imaged.storage import bases
 from imaged.storage import connection
 from imaged.storage import disks
+from imaged.storage import locks
 from imaged.storage import partial
 
 LOG = logging.getLogger(__name__)
+
+# The object whose lock says which host does the pool-wide cleanup.
+CLEANUP_ROLE_OBJECT = 'imaged.cleanup'
 
 # A snapshot probe that times out is asked again, after 0.5 s, then 1 s.
 PROBE_ATTEMPTS = 3
@@ -41,6 +45,7 @@ class RBDDriver:
         self.partials = partial.PartialWriter(self.conn, host)
         self.bases = bases.BaseImageStore(self.conn, self.partials, host)
         self.disks = disks.RootDiskStore(self.conn, self.partials)
+        self._cleanup_role = None
 
     @property
     def pool(self):
@@ -56,6 +61,19 @@ class RBDDriver:
     def remove_partial_disks(self):
         """Sweep the partial images this host left; see ``partial``."""
         return self.partials.sweep()
+
+    def holds_cleanup_role(self, interval):
+        """Whether this host does the pool-wide cleanup now (one host of
+        the pool at a time; see ``locks.PoolRole``).
+
+        :param interval: seconds between the cleanup runs: the role lasts
+            two of them, so a live holder keeps it and a dead one's moves.
+        """
+        if self._cleanup_role is None:
+            self._cleanup_role = locks.PoolRole(
+                self.conn, CLEANUP_ROLE_OBJECT, self.host, 0)
+        self._cleanup_role.duration = int(2 * interval + 30)
+        return self._cleanup_role.held()
 
     def in_cluster(self, loc):
         """Whether the parsed ``rbd://`` location is in our cluster."""

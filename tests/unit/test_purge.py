@@ -52,6 +52,9 @@ class FakeRootDisks:
             removed.append({'image_id': image_id, 'where': 'rbd'})
         return removed
 
+    def forget_removed_bases(self):
+        pass
+
     def cached(self):
         return sorted(self.files | self.rbd)
 
@@ -222,6 +225,7 @@ class CleanupTaskTest(base.TestCase):
         glance = FakeGlance({A: exception.ImageNotFound(image_id=A)})
         notifications = mock.Mock()
         storage = mock.Mock()
+        storage.holds_cleanup_role.return_value = True
         storage.bases.image_ids.return_value = [A, B]
         manager = imaged_manager.ImageAgentManager(
             self.conf, 'test-host', disks, storage, cache, glance,
@@ -233,3 +237,51 @@ class CleanupTaskTest(base.TestCase):
                           (A, 'file', 'deleted'), (A, 'rbd', 'deleted')],
                          [c.args for c in
                           notifications.evict.call_args_list])
+
+    def test_only_the_cleanup_host_touches_what_the_pool_shares(self):
+        cache = mock.Mock()
+        cache.clean.return_value = []
+        disks = FakeRootDisks()
+        disks.clean_rbd_bases = mock.Mock(return_value=[C])
+        disks.files.update([A])
+        disks.rbd.update([B])
+        disks.list_cached_images = lambda: (
+            [{'image_id': i, 'where': 'file'} for i in disks.files] +
+            [{'image_id': i, 'where': 'rbd'} for i in disks.rbd])
+        glance = FakeGlance({A: exception.ImageNotFound(image_id=A),
+                             B: exception.ImageNotFound(image_id=B)})
+        storage = mock.Mock()
+        storage.holds_cleanup_role.return_value = False  # another host's
+        manager = imaged_manager.ImageAgentManager(
+            self.conf, 'test-host', disks, storage, cache, glance,
+            notifications=mock.Mock())
+        manager._clean_image_cache(None)
+        disks.clean_rbd_bases.assert_not_called()
+        storage.partials.sweep_abandoned.assert_not_called()
+        storage.bases.image_ids.assert_not_called()
+        # Its own base file of a deleted image still goes; the base in
+        # the pool is the cleanup host's to remove.
+        self.assertEqual([A], [i for i, _a, _t in glance.asked])
+        self.assertEqual([(A, 'deleted')], disks.purged)
+
+
+class CleanupRoleTest(base.TestCase):
+
+    def test_one_host_at_a_time_and_the_role_moves_when_it_dies(self):
+        from imaged.storage import rbd as rbd_storage
+        from tests.unit import fakes
+        cluster = fakes.FakeCluster()
+        a, b = (rbd_storage.RBDDriver(self.conf, host,
+                                      rados_module=cluster.rados,
+                                      rbd_module=cluster.rbd)
+                for host in ('host-a', 'host-b'))
+        self.assertTrue(a.holds_cleanup_role(600))
+        self.assertFalse(b.holds_cleanup_role(600))
+        self.assertTrue(a.holds_cleanup_role(600))  # renewed, kept
+        # host-a dies: nobody renews its lease, which runs out.
+        _kind, held = cluster.objects[('vms', 'imaged.cleanup')][
+            'imaged-role']
+        for cookie in held:
+            held[cookie] = 0
+        self.assertTrue(b.holds_cleanup_role(600))
+        self.assertFalse(a.holds_cleanup_role(600))

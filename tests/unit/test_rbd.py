@@ -144,6 +144,39 @@ class RBDDriverTest(base.TestCase):
         self.assertEqual(sorted([theirs, 'c_disk', 'd_disk.imaged-part']),
                          sorted(self.vms))
 
+    def test_later_sweeps_do_not_list_the_pool(self):
+        self.assertEqual(([], []), self.driver.remove_partial_disks())
+        listed = []
+        real_list = fakes.FakeRBD.list
+        self.useFixture(base.fixtures.MonkeyPatch(
+            'tests.unit.fakes.FakeRBD.list',
+            lambda rbd, ioctx: listed.append(1) or real_list(rbd, ioctx)))
+        # A leftover of a crash before this process: the start-up sweep's.
+        self.vms[partial.partial_name('a_disk', 'test-host')] = \
+            fakes.FakeDisk(1)
+        self.assertEqual(([], []), self.driver.remove_partial_disks())
+        self.assertEqual([], listed)
+
+    def test_abandoned_partials_of_other_hosts_go_after_the_bound(self):
+        now = 1_000_000
+        dead = partial.partial_name('a_disk', 'dead-host', now=now - 7200)
+        young = partial.partial_name('b_disk', 'live-host', now=now - 60)
+        open_one = partial.partial_name('c_disk', 'slow-host',
+                                        now=now - 7200)
+        mine = partial.partial_name('d_disk', 'test-host', now=now - 7200)
+        undated = 'e_disk.%s-0123abcd.imaged-part' % partial.host_tag('x')
+        for name in (dead, young, open_one, mine, undated):
+            self.vms[name] = fakes.FakeDisk(1)
+        self.vms[open_one].busy = 100  # its host still writes it
+        self.assertEqual([dead], self.driver.partials.sweep_abandoned(
+            3600, now=now))
+        self.assertEqual(sorted([young, open_one, mine, undated]),
+                         sorted(self.vms))
+        self.assertEqual(now - 7200, partial.partial_made_at(dead))
+        self.assertIsNone(partial.partial_made_at(undated))
+        self.assertEqual(partial.host_tag('x'),
+                         partial.partial_owner_tag(undated))
+
     def test_partial_disks_still_watched_are_left_for_later(self):
         mine = partial.partial_name('a_disk', 'test-host')
         self.vms[mine] = fakes.FakeDisk(1)

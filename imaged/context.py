@@ -1,5 +1,6 @@
 """The request context carried over RPC."""
 
+import math
 import re
 
 from oslo_context import context
@@ -16,10 +17,42 @@ _STRING_FIELDS = ('user', 'user_id', 'project', 'project_id', 'domain',
 _HEADER_FIELDS = ('auth_token', 'request_id', 'global_request_id')
 _PRINTABLE = re.compile(r'^[\x21-\x7e]*$')
 _NO_CONTROL = re.compile(r'^[^\x00-\x1f\x7f]*$')
+# How long the caller waits for the answer, in seconds from when it sent
+# the call; an agent that does not know the field ignores it.
+CALL_TIMEOUT = 'imaged_call_timeout'
+MAX_CALL_TIMEOUT = 7 * 86400
 
 
 class RequestContext(context.RequestContext):
-    """oslo.context's context; ``auth_token``, when set, is used for Glance."""
+    """oslo.context's context; ``auth_token``, when set, is used for Glance.
+
+    ``call_timeout`` is how long the caller waits (``None``: not said);
+    the agent attaches the call's :class:`imaged.deadline.Deadline` as
+    ``deadline``.
+    """
+
+    FROM_DICT_EXTRA_KEYS = [CALL_TIMEOUT]
+
+    def __init__(self, imaged_call_timeout=None, **kwargs):
+        super().__init__(**kwargs)
+        self.call_timeout = imaged_call_timeout
+        self.deadline = None
+
+    def to_dict(self):
+        values = super().to_dict()
+        if self.call_timeout is not None:
+            values[CALL_TIMEOUT] = self.call_timeout
+        return values
+
+
+def with_call_timeout(ctxt, seconds):
+    """``ctxt`` as sent over RPC, saying that its caller waits ``seconds``.
+
+    ``ctxt`` may be any oslo.context context or a dict; it is not changed.
+    """
+    values = ctxt.to_dict() if hasattr(ctxt, 'to_dict') else dict(ctxt or {})
+    values[CALL_TIMEOUT] = min(seconds, MAX_CALL_TIMEOUT)
+    return values
 
 
 def get_admin_context():
@@ -29,8 +62,9 @@ def get_admin_context():
 def from_dict(values):
     """Rebuild a caller's context, refusing fields that could do harm.
 
-    :raises InvalidInput: naming the field, for a non-string identifier or
-        a token that is not printable ASCII (it becomes an HTTP header).
+    :raises InvalidInput: naming the field, for a non-string identifier, a
+        token that is not printable ASCII (it becomes an HTTP header) or a
+        call timeout that is not a number of seconds in 0..7 days.
     """
     values = values or {}
     if not isinstance(values, dict):
@@ -51,4 +85,17 @@ def from_dict(values):
                 reason=_('must be printable text of at most 8192 '
                          'characters') + (
                     _(', without spaces') if field in _HEADER_FIELDS else ''))
+    _check_call_timeout(values.get(CALL_TIMEOUT))
     return RequestContext.from_dict(values)
+
+
+def _check_call_timeout(value):
+    if value is None:
+        return
+    if type(value) not in (int, float) or not math.isfinite(value) or \
+            not 0 < value <= MAX_CALL_TIMEOUT:
+        raise exception.InvalidInput(
+            argument='context %s' % CALL_TIMEOUT,
+            reason=_('must be a number of seconds above 0 and at most '
+                     '%(max)d, not %(value)s') %
+            {'max': MAX_CALL_TIMEOUT, 'value': str(value)[:40]})

@@ -115,6 +115,11 @@ class Timeout(ImagedException):
     msg_fmt = _("Gave up waiting for %(what)s after %(seconds)s seconds.")
 
 
+class AgentBusy(ImagedException):
+    msg_fmt = _("The image agent on host %(host)s takes no more long calls "
+                "now: %(reason)s")
+
+
 class InternalError(ImagedException):
     msg_fmt = _("%(operation)s failed unexpectedly: %(reason)s")
 

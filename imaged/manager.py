@@ -1,6 +1,14 @@
-"""The RPC endpoint: validates every argument, then delegates."""
+"""The RPC endpoint: validates every argument, then delegates.
 
+Long calls (``create_root_disk``, ``cache_images``) pass through
+:class:`LongCalls`: a few at once, a bounded queue behind them, each wait
+bounded by the call's deadline; short calls never wait there.
+"""
+
+import collections
+import contextlib
 import functools
+import threading
 import time
 import uuid
 
@@ -9,6 +17,7 @@ from oslo_log import log as logging
 from oslo_service import periodic_task
 from oslo_utils import units
 
+from imaged import deadline
 from imaged import exception
 from imaged.i18n import _
 from imaged import notifications as imaged_notifications
@@ -117,6 +126,123 @@ def remote_errors(func):
     return wrapper
 
 
+class _Turn:
+    """A long call's place in the queue."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.admitted = False
+
+
+class LongCalls:
+    """Admits long calls: ``max_running`` at once, ``max_queued`` waiting.
+
+    Waiting calls are admitted in the order they came. A waiting call holds
+    its oslo.messaging executor thread, so the executor has a thread for
+    each running and waiting long call and some more for short calls
+    (``imaged.rpc.executor_threads``): a long call never keeps a short one
+    waiting.
+    """
+
+    def __init__(self, host, max_running, max_queued):
+        self.host = host
+        self.max_running = max_running
+        self.max_queued = max_queued
+        self._lock = threading.Lock()
+        self._running = 0
+        self._queue = collections.deque()
+        self._closed = False
+        self._refused = 0
+        self._expired = 0
+
+    @property
+    def capacity(self):
+        """Executor threads that long calls can hold at once."""
+        return self.max_running + self.max_queued
+
+    def stats(self):
+        with self._lock:
+            return {'long_running': self._running,
+                    'long_queued': len(self._queue),
+                    'max_concurrent_long_calls': self.max_running,
+                    'max_queued_long_calls': self.max_queued,
+                    'long_refused': self._refused,
+                    'long_expired': self._expired}
+
+    @contextlib.contextmanager
+    def admitted(self, call_deadline):
+        """Held while one long call works.
+
+        :raises AgentBusy: the queue is full, or the agent is stopping.
+        :raises Timeout: ``call_deadline`` passed before the call could
+            start; it did nothing.
+        """
+        self._enter(call_deadline)
+        try:
+            yield
+        finally:
+            self._leave()
+
+    def _timeout(self, call_deadline):
+        return exception.Timeout(
+            what=_('a place among the long calls on host %s') % self.host,
+            seconds=round(call_deadline.elapsed(), 1))
+
+    def _busy(self, reason):
+        return exception.AgentBusy(host=self.host, reason=reason)
+
+    def _enter(self, call_deadline):
+        with self._lock:
+            if self._closed:
+                raise self._busy(_('it is stopping'))
+            if call_deadline.expired():
+                self._expired += 1
+                raise self._timeout(call_deadline)
+            if self._running < self.max_running and not self._queue:
+                self._running += 1
+                return
+            if len(self._queue) >= self.max_queued:
+                self._refused += 1
+                raise self._busy(
+                    _('%(running)d long calls running and %(queued)d '
+                      'waiting, its limits') %
+                    {'running': self._running, 'queued': len(self._queue)})
+            turn = _Turn()
+            self._queue.append(turn)
+            LOG.debug('Long call waits: %d running, %d waiting',
+                      self._running, len(self._queue))
+        turn.event.wait(call_deadline.cap(None))
+        with self._lock:
+            if not turn.admitted:
+                if self._closed:
+                    raise self._busy(_('it is stopping'))
+                self._queue.remove(turn)
+                self._expired += 1
+                raise self._timeout(call_deadline)
+        if call_deadline.expired():  # admitted just as its caller gave up
+            self._leave()
+            with self._lock:
+                self._expired += 1
+            raise self._timeout(call_deadline)
+
+    def _leave(self):
+        with self._lock:
+            if self._queue:
+                # The place goes to the next call: the count stays.
+                turn = self._queue.popleft()
+                turn.admitted = True
+                turn.event.set()
+            else:
+                self._running -= 1
+
+    def close(self):
+        """Refuse new long calls and those waiting (the agent stops)."""
+        with self._lock:
+            self._closed = True
+            while self._queue:
+                self._queue.popleft().event.set()
+
+
 class ImageAgentManager(periodic_task.PeriodicTasks):
     """Serves ``imaged.rpcapi.ImageAgentAPI`` on one compute host."""
 
@@ -137,6 +263,8 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
         self.purge = purge.DeletedImagePurge(conf, glance_api, root_disks,
                                              self.notifications)
         self._healthy = None  # (valid until, fsid) of the last good check
+        self.long_calls = LongCalls(host, conf.max_concurrent_long_calls,
+                                    conf.max_queued_long_calls)
         self._periodic_spacing = dict(
             self._periodic_spacing,
             _clean_image_cache=conf.image_cache.manager_interval)
@@ -153,12 +281,20 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
         # which runs right away: removing one that a killed process still
         # watches can take half a minute, and must not delay serving.
 
+    def _start_deadline(self, context):
+        """Attach the call's deadline to its context, as it arrives."""
+        context.deadline = deadline.Deadline.for_call(
+            getattr(context, 'call_timeout', None),
+            self.conf.long_rpc_timeout)
+        LOG.debug('Call deadline: %r', context.deadline)
+
     # -- RPC API 1.0 ----------------------------------------------------------
 
     @messaging.expose
     @remote_errors
     def create_root_disk(self, context, instance_uuid=None, image_id=None,
                          size_gb=None, **unexpected):
+        self._start_deadline(context)
         _reject_unexpected('create_root_disk', unexpected)
         for argument, value in (('instance_uuid', instance_uuid),
                                 ('image_id', image_id), ('size_gb', size_gb)):
@@ -170,8 +306,9 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
         self.notifications.create_start(context, instance_uuid, image_id,
                                         size_bytes)
         try:
-            disk = self.root_disks.create(context, instance_uuid, image_id,
-                                          size_gb)
+            with self.long_calls.admitted(context.deadline):
+                disk = self.root_disks.create(context, instance_uuid,
+                                              image_id, size_gb)
         except Exception as e:
             self.notifications.create_error(context, instance_uuid,
                                             image_id, size_bytes, e)
@@ -182,6 +319,7 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
     @messaging.expose
     @remote_errors
     def delete_root_disk(self, context, instance_uuid=None, **unexpected):
+        self._start_deadline(context)
         _reject_unexpected('delete_root_disk', unexpected)
         _require('instance_uuid', instance_uuid)
         instance_uuid = validate_uuid('instance_uuid', instance_uuid)
@@ -205,6 +343,7 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
                 'fsid': fsid,
                 'pool': self.storage.pool,
                 'cache': self.cache.usage(),
+                'calls': self.long_calls.stats(),
                 'problems': problems}
 
     # -- RPC API 1.1 ----------------------------------------------------------
@@ -212,9 +351,12 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
     @messaging.expose
     @remote_errors
     def cache_images(self, context, image_ids=None, **unexpected):
+        self._start_deadline(context)
         _reject_unexpected('cache_images', unexpected)
         _require('image_ids', image_ids)
-        return self.precache.run(context, validate_image_ids(image_ids))
+        image_ids = validate_image_ids(image_ids)
+        with self.long_calls.admitted(context.deadline):
+            return self.precache.run(context, image_ids)
 
     def _health(self):
         """``(fsid, problems)``; a healthy answer is reused for a moment.

@@ -1,10 +1,16 @@
 """Transport, serializer and the RPC server/client factories."""
 
 import oslo_messaging as messaging
+from oslo_log import log as logging
+from oslo_messaging import opts as messaging_opts
 
 from imaged import context
 
+LOG = logging.getLogger(__name__)
+
 TOPIC = 'imaged'
+# Executor threads kept for short calls, however many long calls wait.
+SHORT_CALL_THREADS = 16
 
 # Errors raised by the agent are rebuilt as the same classes by callers.
 ALLOWED_EXMODS = ['imaged.exception']
@@ -42,15 +48,34 @@ def cleanup():
         _TRANSPORT = None
 
 
-messaging.set_transport_defaults(control_exchange='imaged')
-
-
 def get_server(conf, target, endpoints):
+    """The RPC server; start it with ``executor_threads``' count."""
     return messaging.get_rpc_server(
         get_transport(conf), target, endpoints,
         serializer=RequestContextSerializer(),
         # Only methods marked @messaging.expose can be called remotely.
         access_policy=messaging.ExplicitRPCAccessPolicy)
+
+
+def executor_threads(conf, long_calls):
+    """Threads of the server's executor: one for each of ``long_calls``
+    (running or queued) and ``SHORT_CALL_THREADS`` more.
+
+    That is the default of ``executor_thread_pool_size`` (registered by
+    ``get_server``); a smaller value set by the operator is raised to it.
+    """
+    needed = long_calls + SHORT_CALL_THREADS
+    messaging_opts.set_defaults(conf, executor_thread_pool_size=needed)
+    configured = conf.executor_thread_pool_size
+    if configured >= needed:
+        return configured
+    LOG.warning('executor_thread_pool_size = %(configured)d would let long '
+                'calls take every thread: using %(needed)d (max_concurrent_'
+                'long_calls + max_queued_long_calls + %(short)d for short '
+                'calls)',
+                {'configured': configured, 'needed': needed,
+                 'short': SHORT_CALL_THREADS})
+    return needed
 
 
 def get_client(conf, target, version_cap=None):

@@ -5,11 +5,17 @@ API version history:
 * 1.0 - Initial version: create_root_disk, delete_root_disk,
         list_cached_images, get_capabilities.
 * 1.1 - cache_images.
+
+Every call's context says how long this client waits for the answer
+(``imaged_call_timeout``, seconds): the agent gives up past that time
+instead of making a disk nobody waits for. An agent that does not know the
+field ignores it; no RPC version is needed.
 """
 
 import oslo_messaging as messaging
 
 from imaged import conf as imaged_conf
+from imaged import context
 from imaged import exception
 from imaged import rpc
 
@@ -32,6 +38,13 @@ class ImageAgentAPI:
         self.client = rpc.get_client(
             conf, target, version_cap=conf.upgrade_levels.imaged)
 
+    def _call(self, ctxt, host, method, long_call=False, version='1.0',
+              **kwargs):
+        client = self._prepare(host, long_call=long_call, version=version)
+        waits = client.timeout or self.conf.rpc_response_timeout
+        return client.call(context.with_call_timeout(ctxt, waits), method,
+                           **kwargs)
+
     def _prepare(self, host, long_call=False, version='1.0'):
         if not self.client.can_send_version(version):
             raise exception.RPCVersionCapped(
@@ -51,23 +64,23 @@ class ImageAgentAPI:
         :returns: dict with ``instance_uuid, image_id, pool, name,
                   size_bytes, strategy, parent``.
         """
-        return self._prepare(host, long_call=True).call(
-            ctxt, 'create_root_disk', instance_uuid=instance_uuid,
-            image_id=image_id, size_gb=size_gb)
+        return self._call(ctxt, host, 'create_root_disk', long_call=True,
+                          instance_uuid=instance_uuid, image_id=image_id,
+                          size_gb=size_gb)
 
     def delete_root_disk(self, ctxt, host, instance_uuid):
         """Delete an instance's root disk; a missing disk is not an error."""
-        return self._prepare(host, long_call=True).call(
-            ctxt, 'delete_root_disk', instance_uuid=instance_uuid)
+        return self._call(ctxt, host, 'delete_root_disk', long_call=True,
+                          instance_uuid=instance_uuid)
 
     def list_cached_images(self, ctxt, host):
         """List the base cache: ``image_id, size_bytes, last_used, where``.
         """
-        return self._prepare(host).call(ctxt, 'list_cached_images')
+        return self._call(ctxt, host, 'list_cached_images')
 
     def get_capabilities(self, ctxt, host):
         """Describe the agent, its backend and cache, and any problems."""
-        return self._prepare(host).call(ctxt, 'get_capabilities')
+        return self._call(ctxt, host, 'get_capabilities')
 
     def cache_images(self, ctxt, host, image_ids):
         """Prepare images so that later root disks from them are clones.
@@ -80,5 +93,5 @@ class ImageAgentAPI:
                   ``error`` or ``unsupported``.
         :raises RPCVersionCapped: ``[upgrade_levels] imaged`` is below 1.1.
         """
-        return self._prepare(host, long_call=True, version='1.1').call(
-            ctxt, 'cache_images', image_ids=image_ids)
+        return self._call(ctxt, host, 'cache_images', long_call=True,
+                          version='1.1', image_ids=image_ids)

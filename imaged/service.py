@@ -24,12 +24,16 @@ class ImagedService(service.Service):
         self.manager.init_host()
         target = messaging.Target(topic=rpc.TOPIC, server=self.manager.host)
         self.rpcserver = rpc.get_server(self.conf, target, [self.manager])
-        self.rpcserver.start()
+        long_calls = self.manager.long_calls
+        threads = rpc.executor_threads(self.conf, long_calls.capacity)
+        self.rpcserver.start(override_pool_size=threads)
         self.tg.add_dynamic_timer(self._periodic_tasks,
                                   initial_delay=None,
                                   periodic_interval_max=60)
-        LOG.info('imaged serving topic %s as %s', rpc.TOPIC,
-                 self.manager.host)
+        LOG.info('imaged serving topic %s as %s: %d executor threads, at '
+                 'most %d long calls running and %d waiting', rpc.TOPIC,
+                 self.manager.host, threads, long_calls.max_running,
+                 long_calls.max_queued)
 
     def _periodic_tasks(self, raise_on_error=False):
         ctxt = imaged_context.get_admin_context()
@@ -37,11 +41,13 @@ class ImagedService(service.Service):
                                                raise_on_error=raise_on_error)
 
     def stop(self, graceful=True):
-        # Stop taking new calls, then let the ones in flight finish; the
+        # Stop taking new calls, answer the long calls still queued (their
+        # callers can go elsewhere), then let the ones in flight finish; the
         # launcher bounds the wait with graceful_shutdown_timeout.
         if self.rpcserver is not None:
             LOG.info('Stopping: no new calls; waiting for calls in flight')
             self.rpcserver.stop()
+            self.manager.long_calls.close()
             self.rpcserver.wait()
             self.rpcserver = None
         super().stop(graceful=graceful)

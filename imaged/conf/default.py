@@ -42,9 +42,60 @@ A download of a large image can take many minutes; the caller also watches
 the server's heartbeats (``rpc_response_timeout``), so a dead agent is still
 noticed quickly.
 
+On the caller's side (``imaged.rpcapi``), how long it waits; it sends that
+time with each call. On the agent's side, how long a caller that says
+nothing (an older client, a raw oslo.messaging client) is taken to wait:
+a long call still queued or working past that time gives up and answers
+``Timeout``.
+
 Related options:
 
 * ``rpc_response_timeout`` (oslo.messaging): the heartbeat interval check.
+* ``max_concurrent_long_calls``, ``max_queued_long_calls``.
+"""),
+    cfg.IntOpt(
+        'max_concurrent_long_calls',
+        default=32,
+        min=1,
+        help="""
+Most long RPC calls (``create_root_disk``, ``cache_images``) this agent
+works on at once.
+
+Further long calls wait in a queue, in the order they came, until one
+finishes or until their caller would stop waiting (they then answer
+``Timeout`` without having started). Short calls (``get_capabilities``,
+``list_cached_images``, ``delete_root_disk``) never wait here, so they are
+answered while long calls wait for locks and downloads.
+
+Related options:
+
+* ``max_queued_long_calls``: the length of the queue.
+* ``executor_thread_pool_size`` (oslo.messaging): defaults to this plus
+  ``max_queued_long_calls`` plus 16 threads kept for short calls, and is
+  raised to that if set lower.
+* ``[image_cache] max_concurrent_downloads`` bounds the downloads among
+  them.
+"""),
+    cfg.IntOpt(
+        'max_queued_long_calls',
+        default=256,
+        min=0,
+        help="""
+Most long RPC calls that wait for one of the ``max_concurrent_long_calls``
+places.
+
+A long call beyond it is refused at once with ``AgentBusy`` naming this host,
+so that its caller can choose another host or try again later; a waiting
+call holds one oslo.messaging executor thread.
+
+Possible values:
+
+* 0: a long call is refused whenever ``max_concurrent_long_calls`` are
+  running.
+
+Related options:
+
+* ``max_concurrent_long_calls``, ``executor_thread_pool_size``.
 """),
     cfg.IntOpt(
         'max_root_disk_gb',

@@ -1,7 +1,10 @@
 """The RPC API end to end over oslo.messaging's in-memory transport."""
 
+import threading
+import time
 from unittest import mock
 
+import fixtures
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -11,6 +14,7 @@ from oslo_utils import units
 
 from imaged.cmd import imaged as imaged_cmd
 from imaged import context
+from imaged import deadline
 from imaged import exception
 from imaged.image import cache as image_cache
 from imaged import manager as imaged_manager
@@ -40,8 +44,11 @@ class FakeTransportTestCase(base.TestCase):
 class RPCTestCase(FakeTransportTestCase):
     """Runs a real ImagedService on ``fake:/`` with fake Ceph and Glance."""
 
+    options = {}  # [DEFAULT] options the service starts with
+
     def setUp(self):
         super().setUp()
+        self.flags(**self.options)
         self.cluster = fakes.FakeCluster()
         self.glance = fakes.FakeGlance()
         storage = rbd_storage.RBDDriver(
@@ -89,12 +96,16 @@ class RPCAPITest(RPCTestCase):
     def test_get_capabilities(self):
         caps = self.api.get_capabilities(self.ctxt, 'test-host')
         self.assertEqual({'version', 'host', 'backend', 'fsid', 'pool',
-                          'cache', 'problems'}, set(caps))
+                          'cache', 'calls', 'problems'}, set(caps))
         self.assertEqual(('test-host', 'rbd', fakes.FSID, 'vms', []),
                          (caps['host'], caps['backend'], caps['fsid'],
                           caps['pool'], caps['problems']))
         self.assertEqual({'path', 'used_bytes', 'free_bytes'},
                          set(caps['cache']))
+        self.assertEqual({'long_running': 0, 'long_queued': 0,
+                          'max_concurrent_long_calls': 32,
+                          'max_queued_long_calls': 256, 'long_refused': 0,
+                          'long_expired': 0}, caps['calls'])
 
     def test_get_capabilities_reports_unreachable_ceph(self):
         self.cluster.reachable = False
@@ -246,7 +257,262 @@ class HostileContextTest(RPCTestCase):
                                   'get_capabilities')
             self.assertIn(field, str(e))
 
+    def test_bad_call_timeouts_get_invalid_input(self):
+        client = self.api.client.prepare(server='test-host', timeout=10)
+        for bad in (0, -5, 'soon', True, [10], float('nan'), float('inf'),
+                    context.MAX_CALL_TIMEOUT + 1):
+            e = self.assertRaises(exception.InvalidInput, client.call,
+                                  {context.CALL_TIMEOUT: bad},
+                                  'get_capabilities')
+            self.assertIn('imaged_call_timeout', str(e))
+
+    def test_call_timeouts_in_range_are_accepted(self):
+        client = self.api.client.prepare(server='test-host', timeout=10)
+        for good in (0.5, 1, 1800, context.MAX_CALL_TIMEOUT):
+            client.call({context.CALL_TIMEOUT: good}, 'get_capabilities')
+
     def test_only_the_api_can_be_called(self):
         for name in ('init_host', 'run_periodic_tasks', 'conf', 'root_disks',
                      'add_periodic_task'):
             self.assertRaises(messaging.NoSuchMethod, self.call, name)
+
+
+class LongCallsTest(base.TestCase):
+    """The admission of long calls, on its own."""
+
+    def setUp(self):
+        super().setUp()
+        self.calls = imaged_manager.LongCalls('h1', max_running=1,
+                                              max_queued=2)
+        self.order = []
+
+    def enter(self, name, seconds=10, release=None):
+        """Runs a long call in a thread; it ends when ``release`` is set."""
+        outcome = {}
+
+        def run():
+            try:
+                with self.calls.admitted(deadline.Deadline(seconds)):
+                    self.order.append(name)
+                    if release is not None:
+                        release.wait(10)
+            except Exception as e:
+                outcome['error'] = e
+        thread = threading.Thread(target=run)
+        thread.start()
+        self.addCleanup(thread.join, 10)
+        return thread, outcome
+
+    def wait_for(self, **stats):
+        end = time.monotonic() + 5
+        while not stats.items() <= self.calls.stats().items():
+            self.assertLess(time.monotonic(), end, self.calls.stats())
+            time.sleep(0.01)
+
+    def test_beyond_its_queue_a_long_call_is_refused_at_once(self):
+        release = threading.Event()
+        self.addCleanup(release.set)
+        self.enter('a', release=release)
+        self.wait_for(long_running=1)
+        self.enter('b')
+        self.enter('c')
+        self.wait_for(long_queued=2)
+        thread, outcome = self.enter('d')
+        thread.join(5)
+        e = outcome['error']
+        self.assertIsInstance(e, exception.AgentBusy)
+        self.assertEqual('h1', e.kwargs['host'])
+        self.assertIn('1 long calls running and 2 waiting', str(e))
+        self.assertEqual(1, self.calls.stats()['long_refused'])
+        self.assertNotIn('d', self.order)
+
+    def test_waiting_calls_start_in_the_order_they_came(self):
+        release = threading.Event()
+        self.enter('a', release=release)
+        self.wait_for(long_running=1)
+        self.enter('b')
+        self.wait_for(long_queued=1)
+        self.enter('c')
+        self.wait_for(long_queued=2)
+        release.set()
+        self.wait_for(long_running=0, long_queued=0)
+        self.assertEqual(['a', 'b', 'c'], self.order)
+
+    def test_a_call_whose_deadline_passes_while_queued_never_starts(self):
+        release = threading.Event()
+        self.addCleanup(release.set)
+        self.enter('a', release=release)
+        self.wait_for(long_running=1)
+        started = time.monotonic()
+        thread, outcome = self.enter('b', seconds=0.3)
+        thread.join(5)
+        self.assertGreaterEqual(time.monotonic() - started, 0.3)
+        self.assertIsInstance(outcome['error'], exception.Timeout)
+        self.assertIn('long calls on host h1', str(outcome['error']))
+        self.assertEqual(['a'], self.order)
+        self.assertEqual((1, 0, 1), (
+            self.calls.stats()['long_running'],
+            self.calls.stats()['long_queued'],
+            self.calls.stats()['long_expired']))
+        release.set()
+        self.wait_for(long_running=0)
+
+    def test_a_call_past_its_deadline_on_arrival_never_starts(self):
+        thread, outcome = self.enter('a', seconds=0)
+        thread.join(5)
+        self.assertIsInstance(outcome['error'], exception.Timeout)
+        self.assertEqual([], self.order)
+        self.assertEqual(0, self.calls.stats()['long_running'])
+
+    def test_stopping_answers_the_waiting_calls(self):
+        release = threading.Event()
+        self.enter('a', release=release)
+        self.wait_for(long_running=1)
+        thread, outcome = self.enter('b')
+        self.wait_for(long_queued=1)
+        self.calls.close()
+        thread.join(5)
+        self.assertIsInstance(outcome['error'], exception.AgentBusy)
+        self.assertIn('stopping', str(outcome['error']))
+        release.set()
+        self.wait_for(long_running=0, long_queued=0)
+        self.assertEqual(['a'], self.order)
+        thread, outcome = self.enter('c')
+        thread.join(5)
+        self.assertIsInstance(outcome['error'], exception.AgentBusy)
+
+
+class BusyAgentTest(RPCTestCase):
+    """Long calls held up never keep short calls waiting."""
+
+    options = {'max_concurrent_long_calls': 1, 'max_queued_long_calls': 1}
+
+    def setUp(self):
+        super().setUp()
+        self.release = threading.Event()
+        self.addCleanup(self.release.set)
+        self.started = []
+        self.deadlines = []
+
+        def create(ctxt, instance_uuid, image_id, size_gb):
+            self.started.append(instance_uuid)
+            self.deadlines.append(ctxt.deadline)
+            self.release.wait(20)
+            return {'instance_uuid': instance_uuid, 'image_id': image_id,
+                    'pool': 'vms', 'name': instance_uuid + '_disk',
+                    'size_bytes': units.Gi, 'strategy': 'clone',
+                    'parent': None, 'timings': []}
+        self.useFixture(fixtures.MockPatchObject(
+            self.manager.root_disks, 'create', side_effect=create))
+
+    def create(self, instance_uuid, ctxt=None):
+        outcome = {}
+
+        def run():
+            try:
+                if ctxt is None:
+                    outcome['disk'] = self.api.create_root_disk(
+                        self.ctxt, 'test-host', instance_uuid, IMAGE, 1)
+                else:
+                    outcome['disk'] = self.api.client.prepare(
+                        server='test-host', timeout=30).call(
+                            ctxt, 'create_root_disk',
+                            instance_uuid=instance_uuid, image_id=IMAGE,
+                            size_gb=1)
+            except Exception as e:
+                outcome['error'] = e
+        thread = threading.Thread(target=run)
+        thread.start()
+        self.addCleanup(thread.join, 30)
+        return thread, outcome
+
+    def calls(self):
+        return self.manager.long_calls.stats()
+
+    def wait_for(self, **stats):
+        end = time.monotonic() + 10
+        while not stats.items() <= self.calls().items():
+            self.assertLess(time.monotonic(), end, self.calls())
+            time.sleep(0.01)
+
+    def test_short_calls_answer_while_long_calls_wait_and_overflow(self):
+        first, _ = self.create(INSTANCE)
+        self.wait_for(long_running=1)
+        second, queued = self.create(IMAGE)
+        self.wait_for(long_queued=1)
+        started = time.monotonic()
+        e = self.assertRaises(exception.AgentBusy, self.api.create_root_disk,
+                              self.ctxt, 'test-host', IMAGE.replace('0', '1'),
+                              IMAGE, 1)
+        self.assertIn('test-host', str(e))
+        caps = self.api.get_capabilities(self.ctxt, 'test-host')
+        self.assertEqual((1, 1, 1), (caps['calls']['long_running'],
+                                     caps['calls']['long_queued'],
+                                     caps['calls']['long_refused']))
+        self.assertEqual([], self.api.list_cached_images(self.ctxt,
+                                                         'test-host'))
+        self.assertIsNone(self.api.delete_root_disk(
+            self.ctxt, 'test-host', IMAGE.replace('0', '2')))
+        self.assertLess(time.monotonic() - started, 5)
+        self.release.set()
+        second.join(10)
+        self.assertEqual(IMAGE, queued['disk']['instance_uuid'])
+        self.assertEqual([INSTANCE, IMAGE], self.started)
+
+    def test_a_queued_call_past_its_callers_wait_answers_timeout(self):
+        self.create(INSTANCE)
+        self.wait_for(long_running=1)
+        ctxt = context.with_call_timeout(self.ctxt, 1)
+        thread, outcome = self.create(IMAGE, ctxt=ctxt)
+        thread.join(10)
+        self.assertIsInstance(outcome['error'], exception.Timeout)
+        self.assertEqual([INSTANCE], self.started)
+        self.assertEqual(1, self.calls()['long_expired'])
+
+    def test_the_deadline_comes_from_the_time_the_client_waits(self):
+        self.flags(long_rpc_timeout=100)
+        self.release.set()
+        self.api.create_root_disk(self.ctxt, 'test-host', INSTANCE, IMAGE, 1)
+        self.assertTrue(90 < self.deadlines[-1].remaining() <= 95,
+                        self.deadlines[-1])
+
+    def test_a_raw_client_is_taken_to_wait_long_rpc_timeout(self):
+        self.flags(long_rpc_timeout=200)
+        self.release.set()
+        thread, _ = self.create(INSTANCE, ctxt={})
+        thread.join(10)
+        self.assertTrue(190 < self.deadlines[-1].remaining() <= 195,
+                        self.deadlines[-1])
+
+    def test_cache_images_waits_its_turn_too(self):
+        self.create(INSTANCE)
+        self.wait_for(long_running=1)
+        self.useFixture(fixtures.MockPatchObject(
+            self.manager.precache, 'run', return_value={IMAGE: 'existing'}))
+        result = {}
+        thread = threading.Thread(target=lambda: result.update(
+            self.api.cache_images(self.ctxt, 'test-host', [IMAGE])))
+        thread.start()
+        self.wait_for(long_queued=1)
+        self.assertEqual({}, result)
+        self.release.set()
+        thread.join(10)
+        self.assertEqual({IMAGE: 'existing'}, result)
+
+
+class ExecutorThreadsTest(RPCTestCase):
+
+    def test_threads_for_every_long_call_and_short_calls_by_default(self):
+        self.assertEqual(50 + rpc.SHORT_CALL_THREADS,
+                         rpc.executor_threads(self.conf, 50))
+
+    def test_too_few_threads_set_by_the_operator_are_raised(self):
+        self.flags(executor_thread_pool_size=8)
+        with self.assertLogs('imaged.rpc', level='WARNING') as logs:
+            self.assertEqual(50 + rpc.SHORT_CALL_THREADS,
+                             rpc.executor_threads(self.conf, 50))
+        self.assertIn('executor_thread_pool_size = 8', logs.output[0])
+
+    def test_more_threads_set_by_the_operator_are_kept(self):
+        self.flags(executor_thread_pool_size=500)
+        self.assertEqual(500, rpc.executor_threads(self.conf, 50))

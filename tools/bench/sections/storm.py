@@ -316,8 +316,8 @@ def measure(bench):
                                           % (latency_text(pooled[key]),
                                              latency_text(pooled['librbd'])))
             figures['new'].notes.append(
-                'one create alone: %s' % ', '.join(
-                    '%.2f s' % s for s in pooled['alone']))
+                'one create alone %s s' % ' / '.join(
+                    '%.2f' % s for s in pooled['alone']))
     finally:
         if clone_image:
             with contextlib.suppress(Exception):

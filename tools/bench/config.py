@@ -22,6 +22,9 @@ class Config:
     rpc_calls: int
     memory_sizes: tuple
     call_timeout: int        # seconds a create_root_disk call may take
+    storm_agents: int = 6    # agents (hosts) on one pool in the storm
+    storm_callers: tuple = (8, 16)  # callers per agent, released together
+    storm_size: int = 256 * MiB
 
 
 FULL = Config(repetitions=3, clone_sizes=(64 * MiB, GiB, 4 * GiB),
@@ -33,4 +36,5 @@ QUICK = Config(repetitions=1, clone_sizes=(4 * MiB, 32 * MiB),
                download_sizes=(8 * MiB, 32 * MiB), sparse=(64 * MiB, 8 * MiB),
                qcow2=(32 * MiB, 8 * MiB), dedup_calls=16, dedup_size=8 * MiB,
                rpc_calls=50, memory_sizes=(8 * MiB, 32 * MiB),
-               call_timeout=120)
+               call_timeout=120, storm_agents=2, storm_callers=(4,),
+               storm_size=8 * MiB)

@@ -27,13 +27,14 @@ from tools.bench.sections import memory
 from tools.bench.sections import qcow2
 from tools.bench.sections import rpc
 from tools.bench.sections import sparse
+from tools.bench.sections import storm
 from tools.bench.sizes import GiB, size_text
 
 # Each section, in the order a run measures them.
 MEASURES = {'rpc': rpc.measure, 'clone': clone.measure,
             'download': download.measure, 'sparse': sparse.measure,
             'qcow2': qcow2.measure, 'dedup': dedup.measure,
-            'memory': memory.measure}
+            'memory': memory.measure, 'storm': storm.measure}
 SECTIONS = tuple(MEASURES)
 
 

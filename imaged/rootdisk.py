@@ -21,6 +21,7 @@ from oslo_concurrency import lockutils
 from oslo_log import log as logging
 from oslo_utils import units
 
+from imaged import deadline as call_deadline
 from imaged import exception
 from imaged.i18n import _
 from imaged.image import fetch
@@ -30,11 +31,6 @@ from imaged.storage import disks as rbd_disks
 from imaged.storage import location as rbd_location
 
 LOG = logging.getLogger(__name__)
-
-
-def _deadline(context):
-    """The call's deadline (``remaining()``), if its caller gave one."""
-    return getattr(context, 'deadline', None)
 
 
 class _Timings:
@@ -65,10 +61,7 @@ class RootDisks:
     @contextlib.contextmanager
     def _instance_lock(self, context, name):
         """This host's lock on disk ``name``, then the pool's."""
-        timeout = self.conf.long_rpc_timeout
-        deadline = _deadline(context)
-        if deadline is not None:
-            timeout = min(timeout, max(deadline.remaining(), 0))
+        timeout = call_deadline.of(context).cap(self.conf.long_rpc_timeout)
         started = time.monotonic()
         lock = self._instance_locks.get(name)
         if not lock.acquire(timeout=timeout):
@@ -119,6 +112,7 @@ class RootDisks:
                 context, image, timings)
             if location is not None:
                 strategy = 'clone'
+                call_deadline.of(context).check(_('the root disk %s') % name)
                 info = self._clone(image, location, parent_size, spec,
                                    timings)
             else:
@@ -167,13 +161,14 @@ class RootDisks:
 
         def build():
             self._make_base(context, image, max_size, timings)
-        with self.storage.bases.use(image_id, build,
-                                    _deadline(context)) as found:
+        deadline = call_deadline.of(context)
+        with self.storage.bases.use(image_id, build, deadline) as found:
             base, base_size, made = found
             if not made:
                 timings.step('base hit')
             info = None
             if spec is not None:
+                deadline.check(_('the root disk %s') % spec.name)
                 info = self._clone(image, base, base_size, spec, timings)
         self.cache.record(image_id, base_size)
         return made, info

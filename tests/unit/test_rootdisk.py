@@ -151,6 +151,16 @@ class RootDisksTest(base.TestCase):
         self.assertEqual([], self.instance_disks())
         self.assertEqual(0, self.glance.downloads)
 
+    def test_a_call_past_its_deadline_makes_no_disk(self):
+        from imaged import deadline
+        self.add_cloneable()
+        late = context.get_admin_context()
+        late.deadline = deadline.Deadline(0)
+        e = self.assertRaises(exception.Timeout, self.disks.create, late,
+                              INSTANCE, IMAGE, 1)
+        self.assertIn(INSTANCE, str(e))
+        self.assertEqual([], self.instance_disks())
+
     def test_existing_smaller_disk_is_refused(self):
         self.add_cloneable()
         self.create(size_gb=1)

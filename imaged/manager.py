@@ -386,12 +386,7 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
                 self.notifications.evict(entry['image_id'], 'file',
                                          entry.get('reason', 'age'))
         # What the pool shares, by one host at a time.
-        interval = self.conf.image_cache.manager_interval
-        try:
-            pool_wide = self.storage.holds_cleanup_role(interval)
-        except exception.ImagedException as e:
-            LOG.warning('Cannot tell which host cleans the pool now: %s', e)
-            pool_wide = False
+        pool_wide = self._does_pool_cleanup()
         if pool_wide:
             self._clean_pool()
         try:
@@ -404,6 +399,17 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
             LOG.warning('Cannot list the cached images now: %s', e)
             return
         self.purge.run(cached, bases)
+
+    def _does_pool_cleanup(self):
+        policy = self.conf.image_cache.pool_cleanup
+        if policy != 'elect':
+            return policy == 'always'
+        try:
+            return self.storage.holds_cleanup_role(
+                self.conf.image_cache.manager_interval)
+        except exception.ImagedException as e:
+            LOG.warning('Cannot tell which host cleans the pool now: %s', e)
+            return False
 
     def _clean_pool(self):
         """The pool-wide part of the cleanup: unused bases, other hosts'

@@ -51,5 +51,8 @@ class ImagedService(service.Service):
             self.rpcserver.wait()
             self.rpcserver = None
         super().stop(graceful=graceful)
+        # The pool's cleanup role goes to another host now, not when its
+        # lease runs out.
+        self.manager.storage.release_cleanup_role()
         rpc.cleanup()
         LOG.info('imaged stopped')

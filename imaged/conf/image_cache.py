@@ -56,6 +56,25 @@ Seconds between runs of the cache cleanup task.
 Related options:
 
 * ``remove_unused_base_images_min_age``, ``max_size_gb``
+* ``pool_cleanup``
+"""),
+    cfg.StrOpt(
+        'pool_cleanup',
+        default='elect',
+        choices=[('elect', 'one host of the pool at a time, by lease'),
+                 ('always', 'this host at every run'),
+                 ('never', 'never this host')],
+        help="""
+Which hosts do the pool-wide part of the cleanup task: removing base images
+no host used for ``rbd_base_min_age``, purging the base images of images
+deleted in Glance, and removing the partial images of hosts that died.
+
+With ``elect`` the hosts of a pool elect one (a rados lock with a lease of
+two ``manager_interval`` plus 30 seconds, renewed at each run; it moves to
+another host when its holder stops), so the pool's cost does not grow with
+the number of hosts. ``always`` does it at every run whatever the others do
+(a dedicated cleanup host, or a test); ``never`` leaves it to others. Each
+host always cleans its own base files and its own partial images.
 """),
     cfg.IntOpt(
         'remove_unused_base_images_min_age',

@@ -233,3 +233,16 @@ class PoolRole:
                      else 'does not hold', self.key)
             self._held = held
         return held
+
+    def release(self):
+        """Give the role up (a clean stop): another host takes it at once."""
+        if not self._held:
+            return
+        self._held = False
+        rados = self.conn.rados
+        try:
+            with self.conn.ioctx(name=self.key) as ioctx:
+                ioctx.unlock(self.key, 'imaged-role', self.cookie)
+        except (rados.Error, exception.ImagedException) as e:
+            LOG.warning('Could not give up the pool\'s %s role (it runs out '
+                        'by itself): %s', self.key, e)

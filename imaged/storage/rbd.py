@@ -75,6 +75,10 @@ class RBDDriver:
         self._cleanup_role.duration = int(2 * interval + 30)
         return self._cleanup_role.held()
 
+    def release_cleanup_role(self):
+        if self._cleanup_role is not None:
+            self._cleanup_role.release()
+
     def in_cluster(self, loc):
         """Whether the parsed ``rbd://`` location is in our cluster."""
         return loc.fsid == self.fsid()

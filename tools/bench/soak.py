@@ -77,6 +77,13 @@ def parse_args(argv):
                         help="the agents' [rbd] base_lock_duration, also "
                         'the youngest age at which a base is removed '
                         '(default 20; imaged: 60)')
+    parser.add_argument('--pool-cleanup', default='always',
+                        choices=('always', 'elect'),
+                        help="the agents' [image_cache] pool_cleanup: "
+                             "always (every agent cleans the pool, racing "
+                             "the others' clones; a role held by another "
+                             "agent of the pool, such as the quick start's, "
+                             "does not matter) or elect (one at a time)")
     parser.add_argument('--sweep-timeout', type=float, default=120,
                         help='seconds to wait, at the end, for the '
                         "agents' cleanup to remove the bases")
@@ -157,7 +164,8 @@ class Soak:
         self.fleet = Fleet(workdir, 'soak-%s' % run_id, args.agents, {
             'image_cache': {'manager_interval': '2',
                             'remove_unused_base_images_min_age': '1',
-                            'rbd_base_min_age': '0'},
+                            'rbd_base_min_age': '0',
+                            'pool_cleanup': args.pool_cleanup},
             'rbd': {'base_lock_duration': str(args.base_lock_duration)}})
         self.workdir = workdir
         self.images = []

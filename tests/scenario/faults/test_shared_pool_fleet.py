@@ -107,8 +107,11 @@ class FleetTest(fault_base.PoolFaultTestCase):
             proxy = self.glance_proxy()
             agents.append(self.start_agent({
                 'glance': {'endpoint_override': proxy.endpoint},
+                # Every host cleans the pool (not one elected): the
+                # cleanup races every other host's clones.
                 'image_cache': {'manager_interval': '1',
-                                'rbd_base_min_age': '0'}}))
+                                'rbd_base_min_age': '0',
+                                'pool_cleanup': 'always'}}))
             proxies.append(proxy)
         self.addCleanup(self._remove_instances)
         processes = [agent.pids() for agent in agents]

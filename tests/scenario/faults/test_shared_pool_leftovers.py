@@ -157,7 +157,8 @@ class ForeignImagesCleanupTest(fault_base.PoolFaultTestCase):
         self.plant_image(ours, data, snapshot=SNAPSHOT, protect=True,
                          metadata=made_by(ours_id))
         self.start_agent({'image_cache': {'manager_interval': '1',
-                                          'rbd_base_min_age': '0'}})
+                                          'rbd_base_min_age': '0',
+                                          'pool_cleanup': 'always'}})
         base.wait_for(lambda: ours not in self.ceph.names(), 60,
                       interval=1, what='the cleanup to remove %s' % ours)
         for name, metadata in foreign.items():

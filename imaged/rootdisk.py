@@ -178,7 +178,9 @@ class RootDisks:
         image_id = image['id']
         if self.conf.image_cache.rbd_base_images:
             try:
-                return self._use_base(context, image, spec.min_size,
+                # The base serves every later disk, whatever its size: the
+                # build is bounded by the largest disk, each clone by its own.
+                return self._use_base(context, image, self.fetcher.max_size(),
                                       timings, spec)[1]
             except exception.ForeignBaseImage as e:
                 LOG.warning('Image %s gets no base image in Ceph: %s; its '

@@ -65,6 +65,10 @@ BUILD_XATTR = 'imaged.build'
 BUILD_ERROR_XATTR = 'imaged.build_error'
 # Last use is written at most this often per host and base.
 MAX_USE_RECORD_INTERVAL = 3600
+# A build refused for the image itself answers the calls of the next
+# seconds too (a boot storm's stragglers), instead of each downloading it.
+REFUSALS = ('ImageUnacceptable',)
+REFUSAL_TTL = 60
 
 # RBD image metadata of a base image.
 IMAGE_ID_KEY = 'imaged.image_id'
@@ -193,7 +197,10 @@ class BaseImageStore:
                 locks.ChangeWatch(self.conn, ioctx, key) as watch:
             # The failure of any build but one that had failed before this
             # call arrived is this call's too: it came while the build ran.
+            # So is a recent failure that was the image's own fault.
             before = self._failed_build(ioctx, key)
+            if before is not None and self._recent_refusal(ioctx, key):
+                self._raise_failure_of(ioctx, key, before)
             while True:
                 clone_lock = self._lock(ioctx, image_id, shared=True)
                 clone_lock.acquire(min(opts.base_lock_timeout, remaining()),
@@ -248,9 +255,21 @@ class BaseImageStore:
             locks.notify(self.conn, ioctx, key)
         return True
 
+    def _recent_refusal(self, ioctx, key):
+        """Whether the last build failed, less than ``REFUSAL_TTL`` seconds
+        ago, for the image itself (not Glance, Ceph or this host): a caller
+        that comes just after gets the same answer, not another download.
+        """
+        record = self._read_json(ioctx, key, BUILD_ERROR_XATTR)
+        at = record.get('at')
+        return record.get('class') in REFUSALS and \
+            isinstance(at, (int, float)) and \
+            0 <= time.time() - at < REFUSAL_TTL
+
     def _record_failure(self, ioctx, key, build_id, error):
         record = {'build': build_id, 'class': type(error).__name__,
-                  'message': str(error), 'kwargs': error.kwargs}
+                  'message': str(error), 'kwargs': error.kwargs,
+                  'at': time.time()}
         try:
             ioctx.set_xattr(key, BUILD_ERROR_XATTR,
                             json.dumps(record, default=str).encode())

@@ -315,6 +315,15 @@ class PoolProtocolTest(base.TestCase):
             self.assertIn('hash', str(result))
         self.assertEqual(1, self.glance.downloads)
         self.assertEqual([], [n for n in self.vms if n.endswith('_disk')])
+        # A straggler gets the same refusal, for a while, without a download.
+        self.assertRaises(exception.ImageUnacceptable, self.hosts[0].create,
+                          99)
+        self.assertEqual(1, self.glance.downloads)
+        self.useFixture(base.fixtures.MonkeyPatch(
+            'imaged.storage.bases.REFUSAL_TTL', 0))
+        self.assertRaises(exception.ImageUnacceptable, self.hosts[0].create,
+                          99)
+        self.assertEqual(2, self.glance.downloads)  # then it tries again
 
     def test_a_dead_builder_s_lease_runs_out_and_a_waiter_takes_over(self):
         self.glance.add(IMAGE, DATA)

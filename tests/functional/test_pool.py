@@ -6,6 +6,7 @@ their callers together and count Glance's downloads in its access log.
 
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -178,37 +179,38 @@ class OneDownloadPerPoolTest(PoolTestCase):
 
 class BuilderKilledTest(PoolTestCase):
 
-    def test_a_waiter_takes_over_from_a_builder_killed_mid_download(self):
-        data = os.urandom(160 * units.Mi)
+    def test_a_waiter_takes_over_from_a_builder_that_stalls_then_dies(self):
+        data = os.urandom(96 * units.Mi)
         image = self.glance.create(data, backend='local')
         self.forget_base(image['id'])
         builder, waiter = self.daemons[0], self.daemons[1]
         doomed = threading.Thread(target=lambda: self.assertRaises(
             Exception, self.api.create_root_disk, self.ctxt, builder.host,
-            self.new_instance(), image['id'], 1))
+            self.new_instance(), image['id'], 1), daemon=True)
         doomed.start()
         base.wait_for(lambda: 'Downloading image %s' % image['id'] in
-                      builder.log(), 60, interval=0.05,
+                      builder.log(), 60, interval=0.02,
                       what='the download to start')
-        results = []
-        waiting = threading.Thread(target=lambda: results.append(
-            self.api.create_root_disk(self.ctxt, waiter.host,
-                                      self.new_instance(), image['id'], 1)))
-        waiting.start()
-        time.sleep(1)  # it waits for the builder now
-        builder.kill()
-        waiting.join(300)
-        doomed.join(60)
-        self.assertEqual('download', results[0]['strategy'])
+        # Stalled mid-download, lease renewals and all (then killed).
+        os.killpg(builder.process.pid, signal.SIGSTOP)
+        self.addCleanup(builder.kill)
+        started = time.monotonic()
+        disk = self.api.create_root_disk(self.ctxt, waiter.host,
+                                         self.new_instance(), image['id'], 1)
+        self.assertEqual('download', disk['strategy'])
+        self.assertNotIn('base hit', ' '.join(disk['timings']))  # it built
+        self.assertIn('Downloading image %s' % image['id'], waiter.log())
+        # It waited for the stalled builder's lease, no longer.
+        self.assertLess(time.monotonic() - started, 120)
         self.assertEqual(data[-units.Mi:], self.ceph.read(
-            results[0]['name'], len(data) - units.Mi, units.Mi))
-        self.assertEqual(2, self.glance.downloads(image['id']))
-        # The killed builder's partial image goes with its next start.
+            disk['name'], len(data) - units.Mi, units.Mi))
+        builder.kill()
+        # The dead builder's partial image goes with its next start.
         self.daemons[0] = self.start_agent(0, host=builder.host)
         base.wait_for(lambda: not [n for n in self.ceph.names()
                                    if n.startswith(image['id']) and
                                    n.endswith('.imaged-part')],
-                      90, interval=1, what="the killed builder's partial")
+                      90, interval=1, what="the dead builder's partial")
 
 
 def _qcow2_with_backing_file(test):

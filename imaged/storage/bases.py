@@ -65,6 +65,9 @@ BUILD_XATTR = 'imaged.build'
 BUILD_ERROR_XATTR = 'imaged.build_error'
 # Last use is written at most this often per host and base.
 MAX_USE_RECORD_INTERVAL = 3600
+# Builds one call makes before it gives up (a cleanup may win a race with
+# a new base, not three).
+MAX_BUILDS = 3
 # A build refused for the image itself answers the calls of the next
 # seconds too (a boot storm's stragglers), instead of each downloading it.
 REFUSALS = ('ImageUnacceptable',)
@@ -194,17 +197,23 @@ class BaseImageStore:
             return left
 
         with self.conn.ioctx(name=key) as ioctx, \
-                locks.ChangeWatch(self.conn, ioctx, key) as watch:
-            # The failure of any build but one that had failed before this
-            # call arrived is this call's too: it came while the build ran.
-            # So is a recent failure that was the image's own fault.
-            before = self._failed_build(ioctx, key)
-            if before is not None and self._recent_refusal(ioctx, key):
-                self._raise_failure_of(ioctx, key, before)
+                contextlib.ExitStack() as stack:
+            # Watched only once this call has to wait: a clone of a
+            # complete base costs a shared lock and a look, nothing more.
+            watch, before, first_miss = None, None, True
+
+            def watching():
+                return stack.enter_context(
+                    locks.ChangeWatch(self.conn, ioctx, key))
+            builds = 0
             while True:
+                remaining()  # past the call's deadline: Timeout
                 clone_lock = self._lock(ioctx, image_id, shared=True)
-                clone_lock.acquire(min(opts.base_lock_timeout, remaining()),
-                                   self._what(image_id), wake=watch)
+                if not clone_lock.try_acquire():  # a removal or repair
+                    watch = watch or watching()
+                    clone_lock.acquire(
+                        min(opts.base_lock_timeout, remaining()),
+                        self._what(image_id), wake=watch)
                 try:
                     base, size = self._complete(ioctx, image_id)
                     if base is not None:
@@ -213,11 +222,31 @@ class BaseImageStore:
                         return
                 finally:
                     clone_lock.release()
-                failed = self._failed_build(ioctx, key)
-                if failed is not None and failed != before:
-                    self._raise_failure_of(ioctx, key, failed)
+                if watch is None:
+                    watch = watching()
+                    continue  # a build may have ended before we watched
+                if first_miss:
+                    # The failure of any build but one that had failed
+                    # before this call came is this call's too: it came
+                    # while that build ran. So is a recent failure that
+                    # was the image's own fault.
+                    first_miss = False
+                    before = self._failed_build(ioctx, key)
+                    if before is not None and \
+                            self._recent_refusal(ioctx, key):
+                        self._raise_failure_of(ioctx, key, before)
+                else:
+                    failed = self._failed_build(ioctx, key)
+                    if failed is not None and failed != before:
+                        self._raise_failure_of(ioctx, key, failed)
+                if builds == MAX_BUILDS:
+                    raise exception.StorageError(
+                        name=base_name(image_id), pool=self.pool,
+                        reason=_('its base image was gone each time it was '
+                                 'made'))
                 builder = self._lock(ioctx, image_id, name=BUILD_LOCK_NAME)
                 if builder.try_acquire():
+                    builds += 1
                     try:
                         made = self._build(ioctx, image_id, build) or made
                     finally:

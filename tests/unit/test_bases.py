@@ -382,6 +382,15 @@ class PoolProtocolTest(base.TestCase):
         self.assertIn(IMAGE, str(e))
         self.assertEqual(0, self.glance.downloads)
 
+    def test_a_base_gone_after_each_build_is_a_typed_error(self):
+        builds = []
+        store = self.hosts[0].storage.bases
+        e = self.assertRaises(exception.StorageError, store.use(
+            IMAGE, lambda: builds.append(1)).__enter__)
+        self.assertIn(BASE, str(e))
+        self.assertEqual(bases.MAX_BUILDS, len(builds))
+        self.assertEqual([], self.cluster.held_locks())
+
     def test_cleanup_skips_a_busy_base_and_goes_on(self):
         other = 'c3d4e5f6-a7b8-4c9d-8e0f-112233445566'
         self.glance.add(IMAGE, DATA)

@@ -5,7 +5,8 @@
 #   2. the functional tests (real imaged processes on the real stack),
 #   3. the scenario suite (tempest-like, against an agent started for it,
 #      then the fault-injection tests one at a time),
-#   4. the benchmark harness in its quick configuration (so it cannot rot).
+#   4. the benchmark harness in its quick configuration (so it cannot rot),
+#   5. a one-minute soak of three agents with an OSD restart.
 # Run as root on Debian 12. Extra arguments are a stestr filter for 1-3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +51,18 @@ if [ $# -eq 0 ]; then
         summary+=("bench --quick: ran ($((SECONDS - bench_start))s)")
     else
         summary+=("bench --quick: FAILED")
+        failed=$((failed + 1))
+    fi
+    # A short soak of a fleet (issue 14): 3 agents, an OSD restart; no lost
+    # call, no worker death, every disk right, nothing leaked.
+    soak_start=$SECONDS
+    if .venv/bin/python -m tools.bench.soak --minutes 1 --agents 3 \
+            --json bench-results/soak.json; then
+        summary+=("soak: passed ($((SECONDS - soak_start))s)")
+        passed=$((passed + 1))
+    else
+        summary+=("soak: FAILED ($((SECONDS - soak_start))s)")
+        failures+=("soak: tools.bench.soak --minutes 1 --agents 3")
         failed=$((failed + 1))
     fi
 fi

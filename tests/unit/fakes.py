@@ -77,6 +77,9 @@ class FakeCluster:
         self.watches = {}  # (pool, object name) -> [FakeWatch]
         self.notifies = 0
         self.lock_ops = 0
+        # Operations that reach the cluster: ioctx calls (locks, xattrs,
+        # watches, stats), RBD calls (list, create, clone...), image opens.
+        self.ops = 0
         self.connections = []  # every FakeRados made
         self.rados = make_rados_module()
         self.rbd = make_rbd_module(self)
@@ -108,6 +111,7 @@ class FakeIoctx:
         self.closed = True
 
     def _check(self):
+        self.cluster.ops += 1
         assert not self.closed, 'use of a closed ioctx'
         assert not self.rados.is_shut_down, 'use of a shut down connection'
         if not self.cluster.reachable or self.cluster.osds_down or \
@@ -260,6 +264,7 @@ class FakeRBD:
         self.mod, self.cluster = mod, cluster
 
     def _pool(self, ioctx):
+        self.cluster.ops += 1
         # librados crashes the process on a closed ioctx or connection.
         ioctx._check()
         return self.cluster.pools[ioctx.pool]
@@ -332,6 +337,7 @@ class FakeImage:
         if snapshot is not None and snapshot not in self.disk.snapshots:
             raise mod.ImageNotFound('%s@%s' % (name, snapshot))
         self.name, self.snapshot, self.read_only = name, snapshot, read_only
+        cluster.ops += 1  # the open
         self.closed = False
         if not read_only:
             self.disk.watchers += 1
@@ -367,6 +373,7 @@ class FakeImage:
         return self.disk.parent
 
     def metadata_set(self, key, value):
+        self.cluster.ops += 1
         assert not self.read_only, 'metadata_set on a read-only image'
         self.disk.metadata[key] = value
 
@@ -377,6 +384,7 @@ class FakeImage:
             raise KeyError('no metadata %s for image %s' % (key, self.name))
 
     def metadata_list(self):
+        self.cluster.ops += 1
         return list(self.disk.metadata.items())
 
     def aio_write(self, data, offset, oncomplete):
@@ -411,9 +419,11 @@ class FakeImage:
         del self.disk.snapshots[name]
 
     def list_snaps(self):
+        self.cluster.ops += 1
         return [{'name': n, 'size': s} for n, s in self.disk.snapshots.items()]
 
     def list_children(self):
+        self.cluster.ops += 1
         return [(pool, name)
                 for pool, disks in self.cluster.pools.items()
                 for name, disk in disks.items()

@@ -1,0 +1,97 @@
+"""What a fleet's bookkeeping costs Ceph (issue 14), counted in the fakes.
+
+8 agents share a pool with 200 base images; every operation that reaches
+the cluster is counted (ioctx calls, RBD calls, image opens, metadata and
+snapshot reads). The figures the README gives come from this test's log
+line (``stestr run test_bookkeeping``, then ``stestr last --subunit |
+subunit2pyunit`` or a debugger).
+"""
+
+import datetime
+import logging
+
+import fixtures
+
+from imaged.image import cache as image_cache
+from imaged import manager as imaged_manager
+from imaged import rootdisk
+from imaged.storage import bases
+from imaged.storage import rbd as rbd_storage
+from tests import base
+from tests.unit import fakes
+
+HOSTS = 8
+BASES = 200
+LOG = logging.getLogger(__name__)
+
+
+class BookkeepingCostTest(base.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.log = self.useFixture(fixtures.FakeLogger(
+            name=__name__, level=logging.INFO))
+        self.flags(glance_check_interval=0, group='image_cache')
+        self.cluster = fakes.FakeCluster()
+        self.glance = fakes.FakeGlance()
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        for n in range(BASES):
+            image_id = '0b1e2f4a-1d2c-4e5f-8a9b-%012d' % n
+            disk = fakes.FakeDisk(4096)
+            disk.snapshots[bases.SNAPSHOT] = 4096
+            disk.protected.add(bases.SNAPSHOT)
+            disk.metadata.update({bases.IMAGE_ID_KEY: image_id,
+                                  bases.MADE_BY_KEY: 'host-0',
+                                  bases.MADE_AT_KEY: now,
+                                  bases.COMPLETE_KEY: 'true'})
+            self.cluster.pools['vms'][bases.base_name(image_id)] = disk
+        self.managers = []
+        for n in range(HOSTS):
+            self.flags(base_dir='%s/%d' % (self.tempdir, n),
+                       group='image_cache')
+            storage = rbd_storage.RBDDriver(
+                self.conf, 'host-%d' % n, rados_module=self.cluster.rados,
+                rbd_module=self.cluster.rbd)
+            cache = image_cache.ImageCache(self.conf)
+            cache.prepare()
+            disks = rootdisk.RootDisks(self.conf, self.glance, storage,
+                                       cache)
+            self.managers.append(imaged_manager.ImageAgentManager(
+                self.conf, 'host-%d' % n, disks, storage, cache,
+                self.glance, notifications=_Silent()))
+
+    def count(self, func):
+        before = self.cluster.ops
+        func()
+        return self.cluster.ops - before
+
+    def test_ceph_operations_per_cleanup_interval(self):
+        # Start-up: every host sweeps its own partials once.
+        for manager in self.managers:
+            manager._remove_partial_disks(None)
+        # Then 20 sweeps a host (10 minutes at the 30 s spacing).
+        sweeps = self.count(lambda: [m._remove_partial_disks(None)
+                                     for m in self.managers
+                                     for _ in range(20)])
+        per_host = [self.count(lambda m=m: m._clean_image_cache(None))
+                    for m in self.managers]
+        cleaner, others = per_host[0], per_host[1:]
+        LOG.info('%d hosts, %d bases: one cleanup interval costs %d Ceph '
+                 'operations (cleanup host %d, each other host %s); 20 '
+                 'partial sweeps a host after start-up: %d',
+                 HOSTS, BASES, sum(per_host), cleaner, sorted(set(others)),
+                 sweeps)
+        self.assertEqual(0, sweeps)
+        # The cleanup host looks at each base; the others at none.
+        self.assertLessEqual(cleaner, 8 * BASES)
+        self.assertGreaterEqual(cleaner, BASES)
+        for cost in others:
+            self.assertLessEqual(cost, 10)
+        # Only one host holds the role.
+        self.assertEqual(1, sum(1 for m in self.managers
+                                if m.storage._cleanup_role._held))
+
+
+class _Silent:
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None

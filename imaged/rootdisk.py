@@ -151,7 +151,8 @@ class RootDisks:
 
     # -- base images in Ceph --------------------------------------------------
 
-    def _use_base(self, context, image, max_size, timings, spec=None):
+    def _use_base(self, context, image, max_size, timings, spec=None,
+                  retried=False):
         """Clone (or, without ``spec``, just find) the complete base,
         making it first if no host of the pool has it.
 
@@ -162,14 +163,29 @@ class RootDisks:
         def build():
             self._make_base(context, image, max_size, timings)
         deadline = call_deadline.of(context)
-        with self.storage.bases.use(image_id, build, deadline) as found:
-            base, base_size, made = found
-            if not made:
-                timings.step('base hit')
-            info = None
-            if spec is not None:
-                deadline.check(_('the root disk %s') % spec.name)
-                info = self._clone(image, base, base_size, spec, timings)
+        try:
+            found_base = self.storage.bases.use(image_id, build, deadline)
+            with found_base as found:
+                base, base_size, made = found
+                if not made:
+                    timings.step('base hit')
+                info = None
+                if spec is not None:
+                    deadline.check(_('the root disk %s') % spec.name)
+                    info = self._clone(image, base, base_size, spec,
+                                       timings)
+        except exception.ImageTooLarge as e:
+            # Another call's build, for a smaller disk, refused the image:
+            # it may fit this one. Then this call builds it itself.
+            if retried or \
+                    e.kwargs.get('size_bytes', max_size) >= max_size or \
+                    e.kwargs.get('virtual_size', max_size + 1) > max_size:
+                raise
+            LOG.info('Image %s was too large for another call\'s disk (%s '
+                     'bytes); building its base for this one', image_id,
+                     e.kwargs.get('size_bytes'))
+            return self._use_base(context, image, max_size, timings, spec,
+                                  retried=True)
         self.cache.record(image_id, base_size)
         return made, info
 
@@ -178,9 +194,7 @@ class RootDisks:
         image_id = image['id']
         if self.conf.image_cache.rbd_base_images:
             try:
-                # The base serves every later disk, whatever its size: the
-                # build is bounded by the largest disk, each clone by its own.
-                return self._use_base(context, image, self.fetcher.max_size(),
+                return self._use_base(context, image, spec.min_size,
                                       timings, spec)[1]
             except exception.ForeignBaseImage as e:
                 LOG.warning('Image %s gets no base image in Ceph: %s; its '

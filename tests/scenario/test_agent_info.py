@@ -14,7 +14,10 @@ class CapabilitiesTest(base.ScenarioTestCase):
     def test_capabilities_describe_a_healthy_agent_and_its_cluster(self):
         caps = self.api.get_capabilities(self.ctxt, self.host)
         self.assertEqual({'version', 'host', 'backend', 'fsid', 'pool',
-                          'cache', 'problems'}, set(caps))
+                          'cache', 'problems', 'calls'}, set(caps))
+        self.assertLessEqual({'long_running', 'long_queued',
+                              'max_concurrent_long_calls',
+                              'max_queued_long_calls'}, set(caps['calls']))
         self.assertEqual((self.host, 'rbd', self.ceph.fsid(),
                           self.conf.ceph.pool),
                          (caps['host'], caps['backend'], caps['fsid'],

@@ -382,6 +382,17 @@ class PoolProtocolTest(base.TestCase):
         self.assertIn(IMAGE, str(e))
         self.assertEqual(0, self.glance.downloads)
 
+    def test_too_large_for_one_disk_is_built_for_a_larger_one(self):
+        self.gate.set()
+        self.glance.add(IMAGE, b'x' * 15, size=None)
+        self.flags(max_root_disk_gb=4)
+        self.useFixture(base.fixtures.MonkeyPatch('oslo_utils.units.Gi', 10))
+        self.assertRaises(exception.ImageTooLarge, self.hosts[0].create, 1)
+        result = self.hosts[1].disks.create(
+            context.get_admin_context(), instance(2), IMAGE, 2)
+        self.assertEqual('download', result['strategy'])
+        self.assertEqual(2, self.glance.downloads)
+
     def test_a_base_gone_after_each_build_is_a_typed_error(self):
         builds = []
         store = self.hosts[0].storage.bases

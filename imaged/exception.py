@@ -51,6 +51,11 @@ class ImageUnacceptable(ImagedException):
     msg_fmt = _("Image %(image_id)s is unacceptable: %(reason)s")
 
 
+class ImageDataMismatch(ImageUnacceptable):
+    """The bytes received are not the image Glance describes (hash or size):
+    maybe damaged on the way, so never remembered as the image's fault."""
+
+
 class ImageTooLarge(ImagedException):
     msg_fmt = _("Image %(image_id)s has a virtual size of %(virtual_size)d "
                 "bytes, larger than the requested root disk of "

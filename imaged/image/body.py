@@ -213,7 +213,7 @@ class ImageBody:
                 got += n
                 if self.size is not None and \
                         self.bytes_read + got > self.size:
-                    raise exception.ImageUnacceptable(
+                    raise exception.ImageDataMismatch(
                         image_id=self.image_id,
                         reason=_('Glance sent more bytes than its size of '
                                  '%d') % self.size)

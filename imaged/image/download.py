@@ -161,7 +161,7 @@ def stream(image, blocks, sinks, conf, max_virtual_size=None):
             hasher.update(block)
             end = size + block.length
             if expected_size is not None and end > expected_size:
-                raise exception.ImageUnacceptable(
+                raise exception.ImageDataMismatch(
                     image_id=image_id,
                     reason=_('Glance sent more than its size of %d bytes') %
                     expected_size)
@@ -194,7 +194,7 @@ def stream(image, blocks, sinks, conf, max_virtual_size=None):
     if expected_size is not None and size < expected_size:
         raise ShortRead('got %d of %d bytes' % (size, expected_size))
     if promise and digest != promise[1]:
-        raise exception.ImageUnacceptable(
+        raise exception.ImageDataMismatch(
             image_id=image_id,
             reason=_("its data does not match Glance's %s hash") % promise[2])
     checked = image_format.check_image(image_id, inspector,

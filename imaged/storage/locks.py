@@ -156,10 +156,13 @@ class ChangeWatch:
                 ioctx.set_xattr(key, 'imaged.lock', b'1')
                 self._watch = ioctx.watch(key, self._notified, self._broken)
 
-    def _notified(self, notify_id, notifier_id, watch_id, data):
+    # librados calls these on its own threads: they take whatever it
+    # passes (the error callback gets the watch id and the error) and
+    # never raise, which would end the process.
+    def _notified(self, *args):
         self._event.set()
 
-    def _broken(self, error):
+    def _broken(self, *args):
         # The object was removed (with its base), or the session broke:
         # look again now, and watch anew before the next wait.
         self._lost = True

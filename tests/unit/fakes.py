@@ -191,7 +191,7 @@ class FakeIoctx:
         if (self.pool, key) not in self.cluster.objects:
             raise FakeRados.module.ObjectNotFound(key)
         watches = self.cluster.watches.setdefault((self.pool, key), [])
-        watch = FakeWatch(watches, callback)
+        watch = FakeWatch(watches, callback, error_callback)
         watches.append(watch)
         return watch
 
@@ -212,8 +212,13 @@ class FakeIoctx:
 
 
 class FakeWatch:
-    def __init__(self, watches, callback):
+    def __init__(self, watches, callback, error_callback=None):
         self.watches, self.callback = watches, callback
+        self.error_callback = error_callback
+
+    def break_(self, error=-107):
+        """As librados does when the watch session breaks."""
+        self.error_callback(12345, error)
 
     def close(self):
         if self in self.watches:

@@ -132,6 +132,12 @@ class RadosLock:
                         self.conn.pool, self.key, e)
 
 
+# Watches whose close failed: kept for the process's life (see
+# ChangeWatch.close); a few objects per Ceph outage.
+_UNCLOSED = []
+_UNCLOSED_LOCK = threading.Lock()
+
+
 class ChangeWatch:
     """Wakes :meth:`wait` when someone calls :func:`notify` on ``key``.
 
@@ -184,7 +190,14 @@ class ChangeWatch:
         try:
             watch.close()
         except self.conn.rados.Error as e:
-            LOG.debug('Closing the watch on %s: %s', self.key, e)
+            # librados cancelled the watch already and only waited for the
+            # OSD's answer; but the binding's Watch would unwatch again when
+            # freed, on librados memory that is gone (the worker died of
+            # SIGSEGV when an OSD was down). So it is never freed.
+            LOG.warning('Closing the watch on %s: %s; keeping it', self.key,
+                        e)
+            with _UNCLOSED_LOCK:
+                _UNCLOSED.append(watch)
 
     def __enter__(self):
         return self

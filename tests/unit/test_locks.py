@@ -33,3 +33,17 @@ class ChangeWatchTest(base.TestCase):
         with self.conn.ioctx() as ioctx:
             with locks.ChangeWatch(self.conn, ioctx, 'new-obj'):
                 self.assertIn(('vms', 'new-obj'), self.cluster.objects)
+
+    def test_a_watch_whose_close_failed_is_never_freed(self):
+        # Freed, the binding's Watch unwatches again on memory librados
+        # released: the worker died of SIGSEGV.
+        with self.conn.ioctx() as ioctx:
+            watch = locks.ChangeWatch(self.conn, ioctx, 'obj')
+            [registered] = self.cluster.watches[('vms', 'obj')]
+
+            def timed_out():
+                raise self.cluster.rados.TimedOut('unwatch error')
+            registered.close = timed_out
+            watch.close()
+            self.assertIn(registered, locks._UNCLOSED)
+        locks._UNCLOSED.remove(registered)

@@ -296,6 +296,8 @@ class BaseImageStore:
             0 <= time.time() - at < REFUSAL_TTL
 
     def _record_failure(self, ioctx, key, build_id, error):
+        if self.conn.seems_unreachable():
+            return  # the waiters take over when the lease runs out
         record = {'build': build_id, 'class': type(error).__name__,
                   'message': str(error), 'kwargs': error.kwargs,
                   'at': time.time()}

@@ -72,6 +72,7 @@ class CephConnection:
         # never run at once.
         self._lifecycle_lock = threading.Lock()
         self._fsid = None
+        self._unreachable = False
 
     def shutdown_grace(self):
         """Seconds a retired connection lives on after its last lease."""
@@ -164,6 +165,7 @@ class CephConnection:
         finally:
             ioctx.close()
         lease.proven = True
+        self._unreachable = False
         return None
 
     def release(self, lease, error=None):
@@ -177,8 +179,16 @@ class CephConnection:
             _shutdown_in_background(lease.cluster, self._lifecycle_lock,
                                     self.shutdown_grace())
 
+    def seems_unreachable(self):
+        """Whether the last word from Ceph was "unreachable": cleanup that
+        can wait (releasing a leased lock, closing a watch, a notification)
+        is then skipped instead of waiting out another operation timeout.
+        """
+        return self._unreachable
+
     def _retire(self, lease):
         with self._lock:
+            self._unreachable = True
             if self._current is lease:
                 self._current = None
             if lease.retired:

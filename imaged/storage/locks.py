@@ -114,8 +114,16 @@ class RadosLock:
                             self.conn.pool, self.key, e)
 
     def release(self):
-        """Release the lock (its lease runs out by itself if that fails)."""
+        """Release the lock (its lease runs out by itself if that fails, or
+        if Ceph does not answer now: then nothing waits for it)."""
         self._stop.set()
+        if self.conn.seems_unreachable():
+            self._renewer = None
+            if self.held:
+                self.held = False
+                LOG.debug('Leaving %s on %s to its lease: Ceph does not '
+                          'answer', self.name, self.key)
+            return
         if self._renewer is not None:
             self._renewer.join()
             self._renewer = None
@@ -187,6 +195,12 @@ class ChangeWatch:
         watch, self._watch = self._watch, None
         if watch is None:
             return
+        if self.conn.seems_unreachable():
+            # An unwatch would wait out the operation timeout; the watch
+            # goes with the connection, once it is shut down.
+            with _UNCLOSED_LOCK:
+                _UNCLOSED.append(watch)
+            return
         try:
             watch.close()
         except self.conn.rados.Error as e:
@@ -209,6 +223,8 @@ class ChangeWatch:
 
 def notify(conn, ioctx, key, message=''):
     """Wake every :class:`ChangeWatch` on ``key``; best effort."""
+    if conn.seems_unreachable():
+        return  # the waiters look again when their wait ends
     try:
         ioctx.notify(key, message, NOTIFY_TIMEOUT_MS)
     except conn.rados.Error as e:

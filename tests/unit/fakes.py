@@ -85,6 +85,13 @@ class FakeCluster:
         self.rbd = make_rbd_module(self)
         FakeRados.cluster = self
 
+    def expire_locks(self):
+        """Every lock's lease runs out now."""
+        for locks in self.objects.values():
+            for _kind, held in locks.values():
+                for cookie in held:
+                    held[cookie] = 0
+
     def held_locks(self):
         """``(pool, object, lock name)`` of every lock still held."""
         return sorted((key[0], key[1], name)

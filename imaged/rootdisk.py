@@ -5,13 +5,13 @@ Strategies, fastest first:
 * ``existing``: the instance's disk is already there (an idempotent retry).
 * ``clone``: Glance keeps the image as an RBD snapshot in our cluster, so the
   disk is a copy-on-write clone of it (Nova's direct_fetch path).
-* ``download``: anything else is downloaded once, checked and converted to
-  raw, into a base image in Ceph that the disk is a clone of (with
-  ``[image_cache] rbd_base_images``), else into a local base file that is
-  imported into each disk.
+* ``download``: anything else comes from the image cache
+  (:mod:`imaged.imagecache.manager`), which downloads it once, checked and
+  converted to raw: a clone of its base image in Ceph (with ``[image_cache]
+  rbd_base_images``), else an import of its local base file.
 
-This module chooses; ``image.fetch`` moves the bytes (``image.download``
-streams them into sinks); ``storage`` writes them.
+This module chooses; the image cache keeps the bytes; ``storage`` writes
+them.
 """
 
 import contextlib
@@ -24,7 +24,6 @@ from oslo_utils import units
 from imaged import deadline as call_deadline
 from imaged import exception
 from imaged.i18n import _
-from imaged.image import fetch
 from imaged.image import locations as image_locations
 from imaged.image import record
 from imaged.storage import disks as rbd_disks
@@ -47,13 +46,11 @@ class _Timings:
 class RootDisks:
     """Creates and deletes root disks; the manager validates arguments."""
 
-    def __init__(self, conf, glance_api, storage, cache, notifications=None):
+    def __init__(self, conf, glance_api, storage, image_cache):
         self.conf = conf
         self.glance = glance_api
         self.storage = storage
-        self.cache = cache
-        self.fetcher = fetch.Fetcher(conf, glance_api, cache,
-                                     storage.partials, notifications)
+        self.image_cache = image_cache
         self.locations = image_locations.CloneableLocations(
             conf, glance_api, storage)
         self._instance_locks = lockutils.Semaphores()
@@ -82,10 +79,6 @@ class RootDisks:
                 'size_bytes': info['size_bytes'], 'strategy': strategy,
                 'parent': info['parent'], 'timings': timings.steps}
 
-    def _keeps_file(self, image):
-        return not self.conf.image_cache.rbd_base_images or \
-            image.get('disk_format') not in ('raw', 'iso')
-
     def create(self, context, instance_uuid, image_id, size_gb):
         name = rbd_disks.disk_name(instance_uuid)
         size_bytes = size_gb * units.Gi
@@ -105,9 +98,9 @@ class RootDisks:
             image = self.glance.show(context, image_id)
             timings.step('glance')
             record.check(image, size_bytes, self.conf,
-                         self._keeps_file(image))
-            spec = self.storage.disks.partial_spec(name, size_bytes,
-                                                   image_id)
+                         self.image_cache.needs_local_room(image))
+            spec = self.storage.disks.final_image(name, size_bytes,
+                                                  image_id)
             location, parent_size = self.locations.cloneable(
                 context, image, timings)
             if location is not None:
@@ -149,71 +142,25 @@ class RootDisks:
         return {'size_bytes': spec.min_size,
                 'parent': rbd_location.format_rbd_location(*location)}
 
-    # -- base images in Ceph --------------------------------------------------
-
-    def _use_base(self, context, image, max_size, timings, spec=None,
-                  retried=False):
-        """Clone (or, without ``spec``, just find) the complete base,
-        making it first if no host of the pool has it.
-
-        :returns: ``(made now, disk info or None)``.
-        """
-        image_id = image['id']
-
-        def build():
-            self._make_base(context, image, max_size, timings)
-        deadline = call_deadline.of(context)
-        try:
-            found_base = self.storage.bases.use(image_id, build, deadline)
-            with found_base as found:
-                base, base_size, made = found
-                if not made:
-                    timings.step('base hit')
-                info = None
-                if spec is not None:
-                    deadline.check(_('the root disk %s') % spec.name)
-                    info = self._clone(image, base, base_size, spec,
-                                       timings)
-        except exception.ImageTooLarge as e:
-            # Another call's build, for a smaller disk, refused the image:
-            # it may fit this one. Then this call builds it itself.
-            if retried or \
-                    e.kwargs.get('size_bytes', max_size) >= max_size or \
-                    e.kwargs.get('virtual_size', max_size + 1) > max_size:
-                raise
-            LOG.info('Image %s was too large for another call\'s disk (%s '
-                     'bytes); building its base for this one', image_id,
-                     e.kwargs.get('size_bytes'))
-            return self._use_base(context, image, max_size, timings, spec,
-                                  retried=True)
-        self.cache.record(image_id, base_size)
-        return made, info
-
     def _download(self, context, image, spec, timings):
-        """A disk from a base in Ceph, else from the local base file."""
-        image_id = image['id']
+        """A disk from the image cache: a clone of the image's base in
+        Ceph, else an import of its local base file."""
+        image_cache = self.image_cache
         if self.conf.image_cache.rbd_base_images:
+            def clone(base, base_size):
+                call_deadline.of(context).check(
+                    _('the root disk %s') % spec.name)
+                return self._clone(image, base, base_size, spec, timings)
             try:
-                return self._use_base(context, image, spec.min_size,
-                                      timings, spec)[1]
+                return image_cache.with_base(context, image, spec.min_size,
+                                             timings, clone)[1]
             except exception.ForeignBaseImage as e:
                 LOG.warning('Image %s gets no base image in Ceph: %s; its '
                             'disks are imported from a local base file',
-                            image_id, e)
-        with self.cache.in_use(image_id), self.cache.lock(image_id):
-            self.fetcher.fill(context, image, spec, spec.min_size, True,
-                              timings)
+                            image['id'], e)
+        image_cache.with_local_file(context, image, spec.min_size, timings,
+                                    disk=spec)
         return {'size_bytes': spec.min_size, 'parent': None}
-
-    def _make_base(self, context, image, max_size, timings):
-        """Make the base: this host is the pool's one builder of it now."""
-        image_id = image['id']
-        with self.cache.in_use(image_id), self.cache.lock(image_id):
-            self.fetcher.fill(context, image,
-                              self.storage.bases.partial_spec(image_id),
-                              max_size, False, timings)
-
-    # -- the cache, for the fleet ---------------------------------------------
 
     def cache_image(self, context, image_id):
         """Make sure a later root disk from ``image_id`` needs no download.
@@ -221,74 +168,14 @@ class RootDisks:
         :returns: ``'cached'`` if it was downloaded now, else ``'existing'``.
         """
         image = self.glance.show(context, image_id)
-        max_size = self.fetcher.max_size()
-        record.check(image, max_size, self.conf, self._keeps_file(image))
+        image_cache = self.image_cache
+        record.check(image, image_cache.max_size(), self.conf,
+                     image_cache.needs_local_room(image))
         timings = _Timings()
         location, _size = self.locations.cloneable(context, image, timings)
         if location is not None:
             return 'existing'
-        if self.conf.image_cache.rbd_base_images:
-            try:
-                made, _info = self._use_base(context, image, max_size,
-                                             timings)
-                return 'cached' if made else 'existing'
-            except exception.ForeignBaseImage as e:
-                LOG.warning('Image %s gets no base image in Ceph: %s',
-                            image_id, e)
-        with self.cache.in_use(image_id), self.cache.lock(image_id):
-            if self.cache.lookup(image_id) is not None:
-                return 'existing'
-            self.fetcher.fill(context, image, None, max_size, True, timings)
-            return 'cached'
-
-    def list_cached_images(self):
-        """This host's base files and the RBD bases it uses."""
-        return self.cache.list()
-
-    def purge_image(self, image_id, reason):
-        """Remove ``image_id``'s base file now, its RBD base if unused.
-
-        :returns: ``[{'image_id', 'where'}]`` of what was removed.
-        """
-        LOG.info('Purging cached image %s: %s', image_id, reason)
-        removed = [e for e in self.cache.purge(image_id)
-                   if e['where'] == 'file']
-        bases = self.storage.bases
-        # A base being cloned now stays: the next purge run tries again.
-        with bases.lock(image_id, timeout=0) as held:
-            if held and bases.remove_if_unused(image_id, None):
-                removed.append({'image_id': image_id, 'where': 'rbd'})
-        return removed
-
-    def clean_rbd_bases(self, now=None):
-        """Remove our base images no host used for the minimum age.
-
-        :returns: the image ids whose base image was removed.
-        """
-        min_age = max(self.conf.image_cache.rbd_base_min_age,
-                      self.conf.rbd.base_lock_duration)
-        bases = self.storage.bases
-        removed = []
-        for image_id in bases.unused(min_age, now):
-            try:
-                with bases.lock(image_id, timeout=0) as held:
-                    if held and bases.remove_if_unused(image_id, min_age,
-                                                       now):
-                        removed.append(image_id)
-                        self.cache.forget(image_id)
-            except exception.ImagedException as e:
-                # One base that cannot go now never stops the others.
-                LOG.warning('Cannot remove the base image of %s now: %s',
-                            image_id, e)
-        return removed
-
-    def forget_removed_bases(self):
-        """Drop this host's records of base images no longer in the pool
-        (one listing of the pool, no image opened)."""
-        present = set(self.storage.bases.image_ids())
-        for entry in self.cache.list():
-            if entry['where'] == 'rbd' and entry['image_id'] not in present:
-                self.cache.forget(entry['image_id'])
+        return image_cache.prepare(context, image, timings)
 
     def delete(self, instance_uuid, context=None):
         name = rbd_disks.disk_name(instance_uuid)

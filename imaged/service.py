@@ -30,6 +30,10 @@ class ImagedService(service.Service):
         self.tg.add_dynamic_timer(self._periodic_tasks,
                                   initial_delay=None,
                                   periodic_interval_max=60)
+        interval = self.conf.image_cache.manager_interval
+        self.tg.add_timer_args(interval, self.manager.clean_image_cache,
+                               initial_delay=interval,
+                               stop_on_exception=False)
         LOG.info('imaged serving topic %s as %s: %d executor threads, at '
                  'most %d long calls running and %d waiting', rpc.TOPIC,
                  self.manager.host, threads, long_calls.max_running,

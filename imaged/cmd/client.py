@@ -1,7 +1,8 @@
 """``imaged-client``: call imaged agents over RPC and print JSON.
 
 Uses :class:`imaged.rpcapi.ImageAgentAPI` exactly as other services do;
-``precache`` fans ``cache_images`` out to many hosts (imaged.cmd.precache).
+``precache`` fans ``cache_images`` out to many hosts
+(:mod:`imaged.cmd.fleet_precache`).
 """
 
 import argparse
@@ -13,11 +14,11 @@ from oslo_config import cfg
 import oslo_messaging as messaging
 
 from imaged import conf as imaged_conf
-from imaged.cmd import precache
+from imaged.cmd import fleet_precache
 from imaged import context as imaged_context
 from imaged import exception
-from imaged import manager
 from imaged import rpcapi
+from imaged import validate
 
 CONF = imaged_conf.CONF
 
@@ -71,8 +72,8 @@ def _check_args(parser, args):
     if args.timeout is not None and args.timeout < 1:
         parser.error('--timeout must be at least 1')
     try:
-        args.hosts = precache.read_hosts(args.hosts, args.hosts_file)
-        args.image_ids = manager.validate_image_ids(
+        args.hosts = fleet_precache.read_hosts(args.hosts, args.hosts_file)
+        args.image_ids = validate.validate_image_ids(
             [i.lower() for i in args.image_ids])
     except OSError as e:
         parser.error('cannot read --hosts-file: %s' % e)
@@ -85,8 +86,8 @@ def _check_args(parser, args):
 def _precache(api, ctxt, args):
     if args.timeout is not None:
         CONF.set_override('rpc_response_timeout', args.timeout)
-    return precache.run(api, ctxt, args.hosts, args.image_ids,
-                        args.concurrency, sys.stdout, sys.stderr)
+    return fleet_precache.run(api, ctxt, args.hosts, args.image_ids,
+                              args.concurrency, sys.stdout, sys.stderr)
 
 
 def run(api, ctxt, args):

@@ -8,8 +8,9 @@ from oslo_log import log as logging
 from oslo_service import service
 
 from imaged import conf as imaged_conf
-from imaged.image import cache as image_cache
 from imaged.image import glance
+from imaged.imagecache import files as base_files
+from imaged.imagecache import manager as imagecache_manager
 from imaged import malloc
 from imaged import manager as imaged_manager
 from imaged import notifications
@@ -33,12 +34,12 @@ def build_manager(conf=CONF):
     host = conf.host
     glance_api = glance.GlanceAPI(conf)
     storage = rbd_storage.RBDDriver(conf, host)
-    cache = image_cache.ImageCache(conf)
     notifier = notifications.Notifications(conf, host)
-    root_disks = rootdisk.RootDisks(conf, glance_api, storage, cache,
-                                    notifier)
+    image_cache = imagecache_manager.ImageCacheManager(
+        conf, glance_api, storage, base_files.BaseFiles(conf), notifier)
+    root_disks = rootdisk.RootDisks(conf, glance_api, storage, image_cache)
     return imaged_manager.ImageAgentManager(conf, host, root_disks, storage,
-                                            cache, glance_api, notifier)
+                                            image_cache, glance_api, notifier)
 
 
 def main(argv=None):

@@ -3,7 +3,6 @@
 from oslo_config import cfg
 
 from imaged.conf import default
-from imaged.conf import fleet
 from imaged.conf import glance
 from imaged.conf import image_cache
 from imaged.conf import rbd
@@ -12,6 +11,6 @@ from imaged.conf import upgrade_levels
 
 CONF = cfg.CONF
 
-for _module in (default, fleet, glance, image_cache, rbd, service_user,
+for _module in (default, glance, image_cache, rbd, service_user,
                 upgrade_levels):
     _module.register_opts(CONF)

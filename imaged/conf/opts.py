@@ -1,7 +1,6 @@
 """Entry point for oslo-config-generator (``oslo.config.opts``)."""
 
 from imaged.conf import default
-from imaged.conf import fleet
 from imaged.conf import glance
 from imaged.conf import image_cache
 from imaged.conf import rbd
@@ -13,7 +12,7 @@ def list_opts():
     # Several modules may add options to one group: merge them by name,
     # keeping the OptGroup (with its help) where a module gives one.
     groups = {}
-    for module in (default, fleet, glance, image_cache, rbd, service_user,
+    for module in (default, glance, image_cache, rbd, service_user,
                    upgrade_levels):
         for group, opts in module.list_opts().items():
             name = getattr(group, 'name', group)

@@ -6,12 +6,9 @@ pushes each block through the hasher (on a thread of its own: hashlib
 releases the GIL) and, until the stream is known to be raw, the format
 inspectors (:class:`imaged.image.format.StreamInspector`: in pieces they
 can handle while they look for their regions), into the sinks the caller
-hands it. A sink has
-``write(offset, data)``, ``commit(size)`` and ``abort()``, and may have
-``write_block(block)`` to keep a block past the call without copying it
-(it holds and releases it, as the hash thread does); blocks of all zeros
-are never written (a new file or RBD image reads as zeros), and only the
-caller commits or aborts.
+hands it (:class:`Sink`: a local file, a partial RBD image); blocks of all
+zeros are never written (a new file or RBD image reads as zeros), and only
+the caller commits or aborts.
 
 :func:`attempts` is the retry loop around it: each attempt starts with
 fresh sinks, because a failed attempt's bytes were never verified.
@@ -23,6 +20,7 @@ import itertools
 import queue
 import threading
 import time
+import typing
 
 from oslo_log import log as logging
 from oslo_utils import units
@@ -39,6 +37,36 @@ _ZERO_PIECE = bytes(units.Mi)
 
 Downloaded = collections.namedtuple('Downloaded',
                                     ['size', 'format', 'virtual_size'])
+
+
+class Sink(typing.Protocol):
+    """Where a download's bytes go: written, then committed or aborted.
+
+    Implemented by ``imagecache.files.FileSink`` (a local file renamed into
+    place) and ``storage.partial.PartialImage`` (an RBD image renamed into
+    place). Nothing under the final name exists until ``commit`` returned.
+    A sink may also have ``write_block(block)`` to keep a block past the
+    call without copying it (it holds and releases it, as the hash thread
+    does).
+    """
+
+    def write(self, offset: int, data) -> None:
+        """Write ``data`` at ``offset``; offsets only grow."""
+
+    def commit(self, size: int) -> None:
+        """Give it its final ``size`` and its final name."""
+
+    def abort(self) -> None:
+        """Remove what was written; safe to call twice."""
+
+
+def abort_quietly(sink):
+    """Abort a sink without hiding the error that made us abort."""
+    try:
+        sink.abort()
+    except Exception:
+        LOG.warning('Could not abort a partial copy; it is removed by the '
+                    'next sweep', exc_info=True)
 
 
 class ShortRead(IOError):

@@ -42,6 +42,12 @@ QEMU_FORMATS = {
     'iso': 'raw',
 }
 
+
+def is_raw(disk_format):
+    """Whether Glance's ``disk_format`` is read as raw (raw, iso)."""
+    return QEMU_FORMATS.get(disk_format) == 'raw'
+
+
 # Detected formats that are what a declared format really is: a raw disk
 # with a GPT partition table is still raw.
 _SAME_AS_DECLARED = {

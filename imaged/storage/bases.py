@@ -174,7 +174,7 @@ class BaseImageStore:
         While the block runs the base is locked shared: it is never removed
         meanwhile, and other calls clone it too.
 
-        :param build: makes the base (``partial_spec`` into a partial image,
+        :param build: makes the base (``final_image`` into a partial image,
             committed); called by one host of the pool at a time.
         :param deadline: has ``remaining()``: how long this call may wait
             (default ``[rbd] base_lock_timeout`` for each wait).
@@ -397,9 +397,9 @@ class BaseImageStore:
         return rbd_location.RBDLocation(self.conn.fsid(), self.pool,
                                         base_name(image_id), SNAPSHOT)
 
-    def partial_spec(self, image_id):
+    def final_image(self, image_id):
         """What a new base of ``image_id`` becomes once complete."""
-        return partial.PartialSpec(
+        return partial.FinalImage(
             name=base_name(image_id), min_size=0, snapshot=SNAPSHOT,
             metadata={IMAGE_ID_KEY: image_id, MADE_BY_KEY: self.host,
                       MADE_AT_KEY: _iso(time.time()), COMPLETE_KEY: 'true'})

@@ -76,11 +76,11 @@ class RootDiskStore:
             except self.conn.rados.ObjectNotFound:
                 pass
 
-    def partial_spec(self, name, size_bytes, image_id):
+    def final_image(self, name, size_bytes, image_id):
         """What a new disk ``name`` from ``image_id`` becomes."""
-        return partial.PartialSpec(name=name, min_size=size_bytes,
-                                   snapshot=None,
-                                   metadata={IMAGE_ID_KEY: image_id})
+        return partial.FinalImage(name=name, min_size=size_bytes,
+                                  snapshot=None,
+                                  metadata={IMAGE_ID_KEY: image_id})
 
     def info(self, name):
         """``{'size_bytes', 'parent', 'image_id'}`` of a disk, or None.

@@ -30,8 +30,8 @@ OWNER_KEY = 'imaged.host'
 
 # What a new image becomes: its final name, the size it grows to at least,
 # an optional protected snapshot, and the metadata it carries.
-PartialSpec = collections.namedtuple(
-    'PartialSpec', ['name', 'min_size', 'snapshot', 'metadata'])
+FinalImage = collections.namedtuple(
+    'FinalImage', ['name', 'min_size', 'snapshot', 'metadata'])
 
 
 def host_tag(host):
@@ -127,6 +127,12 @@ class PartialImage:
             self._blocks = rbd_import.BlockWriter(
                 self._image, self.size, conn.conf.rbd.import_concurrency,
                 name, conn.pool, timeout=3 * conn.conf.rbd.connect_timeout)
+
+    @property
+    def target(self):
+        """``(pool, name)``: where another writer of its bytes (qemu-img)
+        writes them, before ``commit``."""
+        return self.conn.pool, self.part
 
     def write(self, offset, data):
         try:

@@ -59,7 +59,7 @@ class ConvertIntoRBDTest(testtools.TestCase):
         name = 'func-format-%d_base' % os.getpid()
         # The partial image the download path makes, held open as it is.
         writer = self.driver.partials.new(
-            partial.PartialSpec(name, size, None, {}), size)
+            partial.FinalImage(name, size, None, {}), size)
         self.addCleanup(self.ceph.remove, name)
         self.addCleanup(writer.abort)
         image_format.convert_into_rbd('img-1', path, 'qcow2',

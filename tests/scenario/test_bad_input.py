@@ -38,6 +38,7 @@ BAD_SIZES = [0, -1, -2 ** 63, 2 ** 63, 10 ** 100, 1.5, 1.0, float('inf'),
 NOT_API = ['init_host', 'run_periodic_tasks', 'add_periodic_task', 'conf',
            'cache', 'storage', 'glance', 'root_disks', 'host', 'target',
            '__init__', '_clean_image_cache', '_remove_partial_disks',
+           'clean_image_cache', 'image_cache', 'long_calls', 'precache',
            'create_root_disks', 'delete_everything']
 
 

@@ -5,12 +5,12 @@ import time
 
 from imaged import context
 from imaged import exception
-from imaged.image import cache as image_cache
-from imaged import rootdisk
+from imaged.imagecache import files as image_cache
 from imaged.storage import bases
 from imaged.storage import rbd as rbd_storage
 from tests import base
 from tests.unit import fakes
+from tests.unit import parts
 
 IMAGE = '0b1e2f4a-1d2c-4e5f-8a9b-0c1d2e3f4a5b'
 DATA = b'boot' * 1000
@@ -30,10 +30,12 @@ class Host:
         self.storage = rbd_storage.RBDDriver(
             test.conf, name, rados_module=test.cluster.rados,
             rbd_module=test.cluster.rbd)
-        self.cache = image_cache.ImageCache(test.conf)
+        self.cache = image_cache.BaseFiles(test.conf)
         self.cache.prepare()
-        self.disks = rootdisk.RootDisks(test.conf, test.glance,
-                                        self.storage, self.cache)
+        self.disks = parts.root_disks(test.conf, test.glance, self.storage,
+                                      self.cache)
+        self.image_cache = self.disks.image_cache
+        self.eviction = self.image_cache.eviction
 
     def create(self, n, image_id=IMAGE):
         return self.disks.create(context.get_admin_context(), instance(n),
@@ -130,36 +132,36 @@ class BaseImagesTest(base.TestCase):
         self.assertEqual(({'snap': len(DATA)}, {'owner': 'someone else'}),
                          (foreign.snapshots, foreign.metadata))
         later = time.time() + 10 ** 6
-        self.assertEqual([], self.b.disks.clean_rbd_bases(now=later))
+        self.assertEqual([], self.b.eviction.clean_rbd_bases(now=later))
         self.assertEqual(['file'], [  # the local file, never the foreign one
-            e['where'] for e in self.a.disks.purge_image(IMAGE, 'test')])
+            e['where'] for e in self.a.image_cache.purge_image(IMAGE, 'test')])
         self.assertIs(foreign, self.vms[BASE])
 
     def test_cleanup_spares_a_base_another_host_used_recently(self):
         self.a.create(1)
         self.a.disks.delete(instance(1))
         soon = time.time() + 300
-        self.assertEqual([], self.b.disks.clean_rbd_bases(now=soon))
+        self.assertEqual([], self.b.eviction.clean_rbd_bases(now=soon))
         self.b.create(2)  # host b uses it too
         self.b.disks.delete(instance(2))
         later = time.time() + 700
-        self.assertEqual([], self.a.disks.clean_rbd_bases(now=soon + 200))
-        self.assertEqual([IMAGE], self.a.disks.clean_rbd_bases(now=later))
+        self.assertEqual([], self.a.eviction.clean_rbd_bases(now=soon + 200))
+        self.assertEqual([IMAGE], self.a.eviction.clean_rbd_bases(now=later))
         self.assertNotIn(BASE, self.vms)
         self.assertEqual([], self.cluster.held_locks())
 
     def test_cleanup_never_removes_a_cloned_base(self):
         self.a.create(1)
         later = time.time() + 10 ** 6
-        self.assertEqual([], self.b.disks.clean_rbd_bases(now=later))
-        self.assertEqual([], self.b.disks.purge_image(IMAGE, 'test'))
+        self.assertEqual([], self.b.eviction.clean_rbd_bases(now=later))
+        self.assertEqual([], self.b.image_cache.purge_image(IMAGE, 'test'))
         self.assertIn(BASE, self.vms)
 
     def test_purge_removes_an_unused_base_whatever_its_age(self):
         self.a.create(1)
         self.a.disks.delete(instance(1))
         self.assertEqual([{'image_id': IMAGE, 'where': 'rbd'}],
-                         self.b.disks.purge_image(IMAGE, 'test'))
+                         self.b.image_cache.purge_image(IMAGE, 'test'))
         self.assertNotIn(BASE, self.vms)
 
     def test_a_clone_waits_for_the_lock_held_by_another_host(self):
@@ -365,7 +367,7 @@ class PoolProtocolTest(base.TestCase):
             # ... and keeps a cleanup out.
             self.hosts[0].disks.delete(instance(1))
             self.hosts[2].disks.delete(instance(2))
-            self.assertEqual([], self.hosts[3].disks.purge_image(
+            self.assertEqual([], self.hosts[3].image_cache.purge_image(
                 IMAGE, 'test'))
             self.assertIn(BASE, self.vms)
 
@@ -426,7 +428,7 @@ class PoolProtocolTest(base.TestCase):
             ioctx.lock_exclusive(bases.lock_object(IMAGE), bases.LOCK_NAME,
                                  'busy', duration=30)
             started = time.monotonic()
-            removed = host.disks.clean_rbd_bases(now=time.time() + 10 ** 6)
+            removed = host.eviction.clean_rbd_bases(now=time.time() + 10 ** 6)
         self.assertLess(time.monotonic() - started, 1.0)  # did not wait
         self.assertEqual([other], removed)
         self.assertIn(BASE, self.vms)

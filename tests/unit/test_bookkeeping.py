@@ -12,13 +12,13 @@ import logging
 
 import fixtures
 
-from imaged.image import cache as image_cache
+from imaged.imagecache import files as image_cache
 from imaged import manager as imaged_manager
-from imaged import rootdisk
 from imaged.storage import bases
 from imaged.storage import rbd as rbd_storage
 from tests import base
 from tests.unit import fakes
+from tests.unit import parts
 
 HOSTS = 8
 BASES = 200
@@ -52,12 +52,12 @@ class BookkeepingCostTest(base.TestCase):
             storage = rbd_storage.RBDDriver(
                 self.conf, 'host-%d' % n, rados_module=self.cluster.rados,
                 rbd_module=self.cluster.rbd)
-            cache = image_cache.ImageCache(self.conf)
+            cache = image_cache.BaseFiles(self.conf)
             cache.prepare()
-            disks = rootdisk.RootDisks(self.conf, self.glance, storage,
-                                       cache)
+            disks = parts.root_disks(self.conf, self.glance, storage, cache,
+                                     _Silent())
             self.managers.append(imaged_manager.ImageAgentManager(
-                self.conf, 'host-%d' % n, disks, storage, cache,
+                self.conf, 'host-%d' % n, disks, storage, disks.image_cache,
                 self.glance, notifications=_Silent()))
 
     def count(self, func):
@@ -73,7 +73,7 @@ class BookkeepingCostTest(base.TestCase):
         sweeps = self.count(lambda: [m._remove_partial_disks(None)
                                      for m in self.managers
                                      for _ in range(20)])
-        per_host = [self.count(lambda m=m: m._clean_image_cache(None))
+        per_host = [self.count(lambda m=m: m.clean_image_cache(None))
                     for m in self.managers]
         cleaner, others = per_host[0], per_host[1:]
         LOG.info('%d hosts, %d bases: one cleanup interval costs %d Ceph '

@@ -52,7 +52,7 @@ class AgentTestCase(test_manager.RPCTestCase):
         self.addCleanup(notify_test.reset)
         # The service is up: re-read the notification options in place.
         self.manager.notifications.__init__(self.conf, 'test-host')
-        self.manager.root_disks.fetcher.notifications = \
+        self.manager.image_cache.fetcher.notifications = \
             self.manager.notifications
         self.root_disks = self.manager.root_disks
         self.cache_image = FakeCacheImage()

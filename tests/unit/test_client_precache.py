@@ -9,7 +9,7 @@ from unittest import mock
 import oslo_messaging as messaging
 
 from imaged.cmd import client
-from imaged.cmd import precache
+from imaged.cmd import fleet_precache as precache
 from imaged import exception
 from tests import base
 

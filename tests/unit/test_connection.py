@@ -103,7 +103,7 @@ class CephConnectionTest(base.TestCase):
     def test_partial_image_holds_its_lease_until_done(self):
         from imaged.storage import partial
         writer = partial.PartialWriter(self.conn, 'test-host')
-        new = writer.new(partial.PartialSpec('x_disk', 0, None, {}), 10)
+        new = writer.new(partial.FinalImage('x_disk', 0, None, {}), 10)
         self.assertRaises(exception.BackendUnavailable, self._fail_with,
                           self.cluster.rados.TimedOut('osd'))
         first = self.cluster.connections[0]

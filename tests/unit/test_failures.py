@@ -15,13 +15,13 @@ import requests
 
 from imaged import context
 from imaged import exception
-from imaged.image import cache as image_cache
+from imaged.imagecache import files as image_cache
 from imaged import manager as imaged_manager
-from imaged import rootdisk
 from imaged.storage import partial
 from imaged.storage import rbd as rbd_storage
 from tests import base
 from tests.unit import fakes
+from tests.unit import parts
 
 INSTANCE = '5f0c1d2e-3a4b-4c5d-9e6f-7a8b9c0d1e2f'
 IMAGE = '0b1e2f4a-1d2c-4e5f-8a9b-0c1d2e3f4a5b'
@@ -111,11 +111,11 @@ class InjectedFailuresTest(base.TestCase):
         storage = rbd_storage.RBDDriver(self.conf, 'test-host',
                                         rados_module=cluster.rados,
                                         rbd_module=cluster.rbd)
-        cache = image_cache.ImageCache(self.conf)
+        cache = image_cache.BaseFiles(self.conf)
         cache.prepare()
-        disks = rootdisk.RootDisks(self.conf, glance, storage, cache)
+        disks = parts.root_disks(self.conf, glance, storage, cache)
         manager = imaged_manager.ImageAgentManager(
-            self.conf, 'test-host', disks, storage, cache, glance)
+            self.conf, 'test-host', disks, storage, disks.image_cache, glance)
         return cluster, storage, cache, manager
 
     def _create(self, manager):

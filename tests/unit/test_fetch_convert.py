@@ -4,10 +4,11 @@ from unittest import mock
 
 from imaged import context
 from imaged import exception
-from imaged.image import cache as image_cache
-from imaged.image import fetch
 from imaged.image import format as image_format
+from imaged.imagecache import files as image_cache
+from imaged.imagecache import manager as imagecache_manager
 from imaged import rootdisk
+from imaged.storage import rbd as rbd_storage
 from tests import base
 from tests.unit import fakes
 from tests.unit import images
@@ -21,9 +22,14 @@ class ConvertedCacheTest(images.ImageFilesMixin, base.TestCase):
     def setUp(self):
         super().setUp()
         self.glance = fakes.FakeGlance()
-        self.cache = image_cache.ImageCache(self.conf)
+        self.cache = image_cache.BaseFiles(self.conf)
         self.cache.prepare()
-        self.fetcher = fetch.Fetcher(self.conf, self.glance, self.cache, None)
+        cluster = fakes.FakeCluster()
+        storage = rbd_storage.RBDDriver(
+            self.conf, 'test-host', rados_module=cluster.rados,
+            rbd_module=cluster.rbd)
+        self.image_cache = imagecache_manager.ImageCacheManager(
+            self.conf, self.glance, storage, self.cache)
 
     def _fetch(self, name, disk_format):
         with open(self.images[name], 'rb') as f:
@@ -72,6 +78,7 @@ class ConvertedCacheTest(images.ImageFilesMixin, base.TestCase):
 
     def _enter(self, max_virtual_size=None):
         """The size of the base file the image becomes."""
-        return self.fetcher.fill(
-            context.get_admin_context(), self.glance.show(None, IMAGE), None,
-            max_virtual_size, True, rootdisk._Timings())
+        self.image_cache.with_local_file(
+            context.get_admin_context(), self.glance.show(None, IMAGE),
+            max_virtual_size, rootdisk._Timings())
+        return os.path.getsize(self.cache.lookup(IMAGE))

@@ -14,17 +14,16 @@ from oslo_utils import units
 
 from imaged.cmd import imaged as imaged_cmd
 from imaged import context
-from imaged import deadline
 from imaged import exception
-from imaged.image import cache as image_cache
+from imaged.imagecache import files as image_cache
 from imaged import manager as imaged_manager
-from imaged import rootdisk
 from imaged import rpc
 from imaged import rpcapi
 from imaged import service as imaged_service
 from imaged.storage import rbd as rbd_storage
 from tests import base
 from tests.unit import fakes
+from tests.unit import parts
 
 INSTANCE = '5f0c1d2e-3a4b-4c5d-9e6f-7a8b9c0d1e2f'
 IMAGE = '0b1e2f4a-1d2c-4e5f-8a9b-0c1d2e3f4a5b'
@@ -54,10 +53,11 @@ class RPCTestCase(FakeTransportTestCase):
         storage = rbd_storage.RBDDriver(
             self.conf, 'test-host', rados_module=self.cluster.rados,
             rbd_module=self.cluster.rbd)
-        cache = image_cache.ImageCache(self.conf)
-        disks = rootdisk.RootDisks(self.conf, self.glance, storage, cache)
+        cache = image_cache.BaseFiles(self.conf)
+        disks = parts.root_disks(self.conf, self.glance, storage, cache)
         self.manager = imaged_manager.ImageAgentManager(
-            self.conf, 'test-host', disks, storage, cache, self.glance)
+            self.conf, 'test-host', disks, storage, disks.image_cache,
+            self.glance)
         self.service = imaged_service.ImagedService(self.conf, self.manager)
         self.service.start()
         self.addCleanup(self.service.stop)
@@ -275,111 +275,6 @@ class HostileContextTest(RPCTestCase):
         for name in ('init_host', 'run_periodic_tasks', 'conf', 'root_disks',
                      'add_periodic_task'):
             self.assertRaises(messaging.NoSuchMethod, self.call, name)
-
-
-class LongCallsTest(base.TestCase):
-    """The admission of long calls, on its own."""
-
-    def setUp(self):
-        super().setUp()
-        self.calls = imaged_manager.LongCalls('h1', max_running=1,
-                                              max_queued=2)
-        self.order = []
-
-    def enter(self, name, seconds=10, release=None):
-        """Runs a long call in a thread; it ends when ``release`` is set."""
-        outcome = {}
-
-        def run():
-            try:
-                with self.calls.admitted(deadline.Deadline(seconds)):
-                    self.order.append(name)
-                    if release is not None:
-                        release.wait(10)
-            except Exception as e:
-                outcome['error'] = e
-        thread = threading.Thread(target=run)
-        thread.start()
-        self.addCleanup(thread.join, 10)
-        return thread, outcome
-
-    def wait_for(self, **stats):
-        end = time.monotonic() + 5
-        while not stats.items() <= self.calls.stats().items():
-            self.assertLess(time.monotonic(), end, self.calls.stats())
-            time.sleep(0.01)
-
-    def test_beyond_its_queue_a_long_call_is_refused_at_once(self):
-        release = threading.Event()
-        self.addCleanup(release.set)
-        self.enter('a', release=release)
-        self.wait_for(long_running=1)
-        self.enter('b')
-        self.enter('c')
-        self.wait_for(long_queued=2)
-        thread, outcome = self.enter('d')
-        thread.join(5)
-        e = outcome['error']
-        self.assertIsInstance(e, exception.AgentBusy)
-        self.assertEqual('h1', e.kwargs['host'])
-        self.assertIn('1 long calls running and 2 waiting', str(e))
-        self.assertEqual(1, self.calls.stats()['long_refused'])
-        self.assertNotIn('d', self.order)
-
-    def test_waiting_calls_start_in_the_order_they_came(self):
-        release = threading.Event()
-        self.enter('a', release=release)
-        self.wait_for(long_running=1)
-        self.enter('b')
-        self.wait_for(long_queued=1)
-        self.enter('c')
-        self.wait_for(long_queued=2)
-        release.set()
-        self.wait_for(long_running=0, long_queued=0)
-        self.assertEqual(['a', 'b', 'c'], self.order)
-
-    def test_a_call_whose_deadline_passes_while_queued_never_starts(self):
-        release = threading.Event()
-        self.addCleanup(release.set)
-        self.enter('a', release=release)
-        self.wait_for(long_running=1)
-        started = time.monotonic()
-        thread, outcome = self.enter('b', seconds=0.3)
-        thread.join(5)
-        self.assertGreaterEqual(time.monotonic() - started, 0.3)
-        self.assertIsInstance(outcome['error'], exception.Timeout)
-        self.assertIn('long calls on host h1', str(outcome['error']))
-        self.assertEqual(['a'], self.order)
-        self.assertEqual((1, 0, 1), (
-            self.calls.stats()['long_running'],
-            self.calls.stats()['long_queued'],
-            self.calls.stats()['long_expired']))
-        release.set()
-        self.wait_for(long_running=0)
-
-    def test_a_call_past_its_deadline_on_arrival_never_starts(self):
-        thread, outcome = self.enter('a', seconds=0)
-        thread.join(5)
-        self.assertIsInstance(outcome['error'], exception.Timeout)
-        self.assertEqual([], self.order)
-        self.assertEqual(0, self.calls.stats()['long_running'])
-
-    def test_stopping_answers_the_waiting_calls(self):
-        release = threading.Event()
-        self.enter('a', release=release)
-        self.wait_for(long_running=1)
-        thread, outcome = self.enter('b')
-        self.wait_for(long_queued=1)
-        self.calls.close()
-        thread.join(5)
-        self.assertIsInstance(outcome['error'], exception.AgentBusy)
-        self.assertIn('stopping', str(outcome['error']))
-        release.set()
-        self.wait_for(long_running=0, long_queued=0)
-        self.assertEqual(['a'], self.order)
-        thread, outcome = self.enter('c')
-        thread.join(5)
-        self.assertIsInstance(outcome['error'], exception.AgentBusy)
 
 
 class BusyAgentTest(RPCTestCase):

@@ -3,8 +3,7 @@
 from unittest import mock
 
 from imaged import exception
-from imaged import manager as imaged_manager
-from imaged import purge
+from imaged.imagecache import eviction as purge
 from tests import base
 
 A = '0b1e2f4a-1d2c-4e5f-8a9b-0c1d2e3f4a01'
@@ -52,9 +51,6 @@ class FakeRootDisks:
             removed.append({'image_id': image_id, 'where': 'rbd'})
         return removed
 
-    def forget_removed_bases(self):
-        pass
-
     def cached(self):
         return sorted(self.files | self.rbd)
 
@@ -68,8 +64,8 @@ class PurgeTest(base.TestCase):
         self.glance = FakeGlance({})
         self.disks = FakeRootDisks()
         self.notifications = mock.Mock()
-        self.purge = purge.DeletedImagePurge(
-            self.conf, self.glance, self.disks, self.notifications,
+        self.purge = purge.DeletedImages(
+            self.conf, self.glance, self.disks.purge_image, self.notifications,
             clock=lambda: self.now)
 
     def cache(self, *image_ids, rbd=True):
@@ -191,7 +187,7 @@ class PurgeTest(base.TestCase):
     def test_a_failed_removal_is_retried_next_run(self):
         self.cache(A)
         self.glance.answers[A] = exception.ImageNotFound(image_id=A)
-        with mock.patch.object(self.disks, 'purge_image', side_effect=(
+        with mock.patch.object(self.purge, 'purge_image', side_effect=(
                 exception.BackendUnavailable(backend='Ceph',
                                              reason='timeout'))):
             self.assertEqual([], self.run_purge())
@@ -210,27 +206,33 @@ class PurgeTest(base.TestCase):
 
 class CleanupTaskTest(base.TestCase):
 
-    def test_the_cleanup_task_evicts_and_purges_with_notifications(self):
-        cache = mock.Mock()
-        cache.clean.return_value = [
-            {'image_id': C, 'where': 'file', 'reason': 'size'},
-            {'image_id': C, 'where': 'rbd', 'reason': 'age'}]  # a record
-        disks = FakeRootDisks()
-        disks.clean_rbd_bases = mock.Mock(return_value=[C])
-        disks.files.update([A])
-        disks.rbd.update([A, B])
-        disks.list_cached_images = lambda: (
+    def eviction(self, disks, glance, storage, notifications):
+        """The cleanup run over fakes: ``disks`` holds the cached copies."""
+        files = mock.Mock()
+        files.list = lambda: (
             [{'image_id': i, 'where': 'file'} for i in disks.files] +
             [{'image_id': i, 'where': 'rbd'} for i in disks.rbd])
+        run = purge.Eviction(self.conf, glance, storage, files,
+                             notifications)
+        run.clean_rbd_bases = mock.Mock(return_value=[C])
+        run.forget_removed_bases = mock.Mock()
+        run.deleted.purge_image = disks.purge_image
+        return run
+
+    def test_the_cleanup_task_evicts_and_purges_with_notifications(self):
+        disks = FakeRootDisks()
+        disks.files.update([A])
+        disks.rbd.update([A, B])
         glance = FakeGlance({A: exception.ImageNotFound(image_id=A)})
         notifications = mock.Mock()
         storage = mock.Mock()
         storage.holds_cleanup_role.return_value = True
         storage.bases.image_ids.return_value = [A, B]
-        manager = imaged_manager.ImageAgentManager(
-            self.conf, 'test-host', disks, storage, cache, glance,
-            notifications=notifications)
-        manager._clean_image_cache(None)
+        run = self.eviction(disks, glance, storage, notifications)
+        # An RBD base's record ageing out is no eviction: only files are.
+        run.clean_files = mock.Mock(return_value=[
+            {'image_id': C, 'where': 'file', 'reason': 'size'}])
+        run.run()
         self.assertEqual([(A, 'deleted')], disks.purged)
         self.assertEqual([A, B], sorted(i for i, _a, _t in glance.asked))
         self.assertEqual([(C, 'file', 'size'), (C, 'rbd', 'age'),
@@ -239,24 +241,17 @@ class CleanupTaskTest(base.TestCase):
                           notifications.evict.call_args_list])
 
     def test_only_the_cleanup_host_touches_what_the_pool_shares(self):
-        cache = mock.Mock()
-        cache.clean.return_value = []
         disks = FakeRootDisks()
-        disks.clean_rbd_bases = mock.Mock(return_value=[C])
         disks.files.update([A])
         disks.rbd.update([B])
-        disks.list_cached_images = lambda: (
-            [{'image_id': i, 'where': 'file'} for i in disks.files] +
-            [{'image_id': i, 'where': 'rbd'} for i in disks.rbd])
         glance = FakeGlance({A: exception.ImageNotFound(image_id=A),
                              B: exception.ImageNotFound(image_id=B)})
         storage = mock.Mock()
         storage.holds_cleanup_role.return_value = False  # another host's
-        manager = imaged_manager.ImageAgentManager(
-            self.conf, 'test-host', disks, storage, cache, glance,
-            notifications=mock.Mock())
-        manager._clean_image_cache(None)
-        disks.clean_rbd_bases.assert_not_called()
+        run = self.eviction(disks, glance, storage, mock.Mock())
+        run.clean_files = mock.Mock(return_value=[])
+        run.run()
+        run.clean_rbd_bases.assert_not_called()
         storage.partials.sweep_abandoned.assert_not_called()
         storage.bases.image_ids.assert_not_called()
         # Its own base file of a deleted image still goes; the base in

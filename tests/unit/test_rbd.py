@@ -21,7 +21,7 @@ class RBDDriverTest(base.TestCase):
         self.vms = self.cluster.pools['vms']
 
     def spec(self, name, size=0, snapshot=None):
-        return partial.PartialSpec(name, size, snapshot, {})
+        return partial.FinalImage(name, size, snapshot, {})
 
     def import_file(self, path, name, size):
         new = self.driver.partials.new(self.spec(name, size),
@@ -69,7 +69,7 @@ class RBDDriverTest(base.TestCase):
         url = self.cluster.add_glance_image('img', b'x' * 512)
         loc = location.parse_rbd_location(url)
         self.driver.partials.clone(
-            loc, self.driver.disks.partial_spec('i_disk', units.Gi, 'img'))
+            loc, self.driver.disks.final_image('i_disk', units.Gi, 'img'))
         self.assertEqual(['i_disk'], list(self.vms))
         info = self.driver.disks.info('i_disk')
         self.assertEqual({'size_bytes': units.Gi, 'parent': url,

@@ -6,12 +6,12 @@ from oslo_utils import units
 
 from imaged import context
 from imaged import exception
-from imaged.image import cache as image_cache
+from imaged.imagecache import files as image_cache
 from imaged.image import format as image_format
-from imaged import rootdisk
 from imaged.storage import rbd as rbd_storage
 from tests import base
 from tests.unit import fakes
+from tests.unit import parts
 
 INSTANCE = '5f0c1d2e-3a4b-4c5d-9e6f-7a8b9c0d1e2f'
 IMAGE = '0b1e2f4a-1d2c-4e5f-8a9b-0c1d2e3f4a5b'
@@ -31,10 +31,11 @@ class RootDisksTest(base.TestCase):
             self.conf, 'test-host', rados_module=self.cluster.rados,
             rbd_module=self.cluster.rbd)
         self.glance = fakes.FakeGlance()
-        self.cache = image_cache.ImageCache(self.conf)
+        self.cache = image_cache.BaseFiles(self.conf)
         self.cache.prepare()
-        self.disks = rootdisk.RootDisks(self.conf, self.glance, self.storage,
-                                        self.cache)
+        self.disks = parts.root_disks(self.conf, self.glance, self.storage,
+                                      self.cache)
+        self.eviction = self.disks.image_cache.eviction
         self.vms = self.cluster.pools['vms']
         self.ctxt = context.get_admin_context()
 
@@ -193,7 +194,7 @@ class RootDisksTest(base.TestCase):
 
     def test_raw_download_streams_into_ceph_without_a_second_pass(self):
         self.glance.add(IMAGE, b'boot' * 1000)
-        with mock.patch.object(self.disks.fetcher, 'fill_from_file') as imp:
+        with mock.patch.object(self.disks.image_cache, '_import') as imp:
             self.create()
         imp.assert_not_called()
         self.assertEqual(b'boot' * 1000,
@@ -207,7 +208,7 @@ class RBDBaseImagesTest(RootDisksTest):
         self.glance.add(IMAGE, b'boot')
         first = self.create()
         self.assertEqual(self.download_parent, first['parent'])
-        self.cache.purge(IMAGE)
+        self.disks.image_cache.purge_image(IMAGE, 'test')
         second = self.disks.create(self.ctxt, INSTANCE.replace('5f', '6f'),
                                    IMAGE, 1)
         self.assertEqual(('download', self.download_parent),
@@ -219,13 +220,14 @@ class RBDBaseImagesTest(RootDisksTest):
         self.glance.add(IMAGE, b'boot')
         self.create()
         later = time.time() + 700
-        self.assertEqual([], self.disks.clean_rbd_bases(now=later))  # cloned
+        # Cloned:
+        self.assertEqual([], self.eviction.clean_rbd_bases(now=later))
         self.disks.delete(INSTANCE)
-        self.assertEqual([], self.disks.clean_rbd_bases())  # used just now
-        self.assertEqual([IMAGE], self.disks.clean_rbd_bases(now=later))
+        self.assertEqual([], self.eviction.clean_rbd_bases())  # used just now
+        self.assertEqual([IMAGE], self.eviction.clean_rbd_bases(now=later))
         self.assertEqual({}, self.vms)
         # This host's record of it goes with it.
-        self.assertEqual([], self.disks.list_cached_images())
+        self.assertEqual([], self.disks.image_cache.list())
 
     def test_non_raw_base_is_converted_straight_into_ceph(self):
         self.glance.add(IMAGE, b'\0' * 512, disk_format='vhd')

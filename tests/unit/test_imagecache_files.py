@@ -8,9 +8,10 @@ import requests
 
 from imaged import context
 from imaged import exception
-from imaged.image import cache as image_cache
-from imaged.image import fetch
+from imaged.imagecache import files as image_cache
+from imaged.imagecache import manager as imagecache_manager
 from imaged import rootdisk
+from imaged.storage import rbd as rbd_storage
 from tests import base
 from tests.unit import fakes
 
@@ -25,19 +26,22 @@ class ImageCacheTest(base.TestCase):
         self.useFixture(base.fixtures.MonkeyPatch('time.sleep',
                                                   lambda s: None))
         self.glance = fakes.FakeGlance()
-        self.cache = image_cache.ImageCache(self.conf)
+        self.cache = image_cache.BaseFiles(self.conf)
         self.cache.prepare()
-        self.fetcher = fetch.Fetcher(self.conf, self.glance, self.cache, None)
+        cluster = fakes.FakeCluster()
+        storage = rbd_storage.RBDDriver(
+            self.conf, 'test-host', rados_module=cluster.rados,
+            rbd_module=cluster.rbd)
+        self.image_cache = imagecache_manager.ImageCacheManager(
+            self.conf, self.glance, storage, self.cache)
         self.ctxt = context.get_admin_context()
 
     def fetch(self, image_id=IMAGE):
         """The base file's path, and whether it was downloaded now."""
         before = self.glance.downloads
         image = self.glance.show(None, image_id)
-        with self.cache.in_use(image_id), self.cache.lock(image_id):
-            if self.cache.lookup(image_id) is None:
-                self.fetcher.fill(self.ctxt, image, None, None, True,
-                                  rootdisk._Timings())
+        self.image_cache.with_local_file(self.ctxt, image, None,
+                                         rootdisk._Timings())
         return (self.cache.base_image_path(image_id),
                 self.glance.downloads > before)
 
@@ -159,11 +163,11 @@ class ImageCacheTest(base.TestCase):
         with self.cache.in_use(OTHER):
             self.assertEqual([{'image_id': IMAGE, 'where': 'file',
                                'reason': 'age'}],
-                             self.cache.clean(now=later))
+                             self.image_cache.eviction.clean_files(now=later))
         self.assertEqual([OTHER], [e['image_id'] for e in self.cache.list()])
         self.assertEqual([{'image_id': OTHER, 'where': 'file',
                            'reason': 'age'}],
-                         self.cache.clean(now=later))
+                         self.image_cache.eviction.clean_files(now=later))
 
     def test_clean_evicts_least_recently_used_to_fit(self):
         self.glance.add(IMAGE, b'a' * 8192)
@@ -176,7 +180,7 @@ class ImageCacheTest(base.TestCase):
                    max_size_gb=10000 / 1024 ** 3, group='image_cache')
         self.assertEqual([{'image_id': IMAGE, 'where': 'file',
                            'reason': 'size'}],
-                         self.cache.clean())
+                         self.image_cache.eviction.clean_files())
         self.assertEqual([OTHER], [e['image_id'] for e in self.cache.list()])
 
     def test_usage_counts_allocated_bytes(self):

@@ -1,4 +1,4 @@
-"""The local image cache: checked raw base files, and records of RBD bases.
+"""This host's image files: checked raw base files, records of RBD bases.
 
 A base file ``<base_dir>/<image_id>`` only ever appears by an atomic rename,
 after its bytes matched Glance's hash, passed the format checks and were
@@ -23,7 +23,6 @@ import uuid
 
 from oslo_concurrency import lockutils
 from oslo_log import log as logging
-from oslo_utils import units
 
 from imaged import exception
 from imaged.i18n import _
@@ -107,8 +106,13 @@ class FileSink:
             os.unlink(self.path)
 
 
-class ImageCache:
-    """Base files and RBD base records of this host, keyed by image id."""
+class BaseFiles:
+    """Base files and RBD base records of this host, keyed by image id.
+
+    What to keep and what to evict is the image cache manager's call
+    (:mod:`imaged.imagecache.eviction`); this class only keeps the files
+    right.
+    """
 
     def __init__(self, conf):
         self.conf = conf
@@ -265,16 +269,9 @@ class ImageCache:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._record_path(image_id))
 
-    def touch(self, image_id):
-        """Record a use of ``image_id``'s base file or RBD base record."""
-        for path in (self.base_image_path(image_id),
-                     self._record_path(image_id)):
-            with contextlib.suppress(FileNotFoundError):
-                os.utime(path)
-
     # -- listing and cleanup ------------------------------------------------
 
-    def _entries(self, wheres=(FILE, RBD)):
+    def entries(self, wheres=(FILE, RBD)):
         """Every base file and RBD base record, oldest first."""
         entries = []
         for where, directory in ((FILE, self.base_dir),
@@ -307,12 +304,12 @@ class ImageCache:
                  'last_used': datetime.datetime.fromtimestamp(
                      e.mtime, datetime.timezone.utc).isoformat(),
                  'where': e.where}
-                for e in sorted(self._entries(),
+                for e in sorted(self.entries(),
                                 key=lambda e: (e.image_id, e.where))]
 
     def usage(self):
         # Only base files take room here; RBD base records are not read.
-        used = sum(e.used_bytes for e in self._entries(wheres=(FILE,)))
+        used = sum(e.used_bytes for e in self.entries(wheres=(FILE,)))
         try:
             vfs = os.statvfs(self.base_dir)
             free = vfs.f_bavail * vfs.f_frsize
@@ -321,52 +318,11 @@ class ImageCache:
         return {'path': self.base_dir, 'used_bytes': used,
                 'free_bytes': free}
 
-    def _remove_unless_used(self, entry):
+    def remove_unless_used(self, entry):
+        """Remove ``entry`` unless a call uses its image now."""
         with self._users_lock:
             if self._users.get(entry.image_id):
                 return False
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry.path)
             return True
-
-    def purge(self, image_id):
-        """Remove ``image_id``'s base file and record, unless in use.
-
-        :returns: ``[{'image_id', 'where'}]`` of what was removed.
-        """
-        self.base_image_path(image_id)  # validates the id
-        return [{'image_id': e.image_id, 'where': e.where}
-                for e in self._entries()
-                if e.image_id == image_id and self._remove_unless_used(e)]
-
-    def clean(self, now=None):
-        """Remove entries unused for too long, then evict LRU files to fit.
-
-        :returns: ``[{'image_id', 'where', 'reason': 'age' | 'size'}]`` of
-            what was removed.
-        """
-        now = time.time() if now is None else now
-        min_age = self.conf.image_cache.remove_unused_base_images_min_age
-        max_bytes = self.conf.image_cache.max_size_gb * units.Gi
-        removed, kept = [], []
-        for entry in self._entries():
-            if min_age and now - entry.mtime >= min_age and \
-                    self._remove_unless_used(entry):
-                LOG.info('Removed cached image %s (%s), unused for %ds',
-                         entry.image_id, entry.where, now - entry.mtime)
-                removed.append({'image_id': entry.image_id,
-                                'where': entry.where, 'reason': 'age'})
-            else:
-                kept.append(entry)
-        used = sum(e.used_bytes for e in kept)
-        for entry in kept:
-            if not max_bytes or used <= max_bytes:
-                break
-            if entry.where == FILE and self._remove_unless_used(entry):
-                LOG.info('Evicted base file %s to keep the cache under '
-                         '%.1f GiB', entry.image_id,
-                         self.conf.image_cache.max_size_gb)
-                used -= entry.used_bytes
-                removed.append({'image_id': entry.image_id, 'where': FILE,
-                                'reason': 'size'})
-        return removed

@@ -1,0 +1,134 @@
+"""The long-call gate: a few long calls at once, a bounded queue behind.
+
+Long calls (``create_root_disk``, ``cache_images``) pass through
+:class:`LongCalls`: each wait is bounded by the call's deadline, a full
+queue answers ``AgentBusy`` at once; short calls never wait here.
+"""
+
+import collections
+import contextlib
+import threading
+
+from oslo_log import log as logging
+
+from imaged import exception
+from imaged.i18n import _
+
+LOG = logging.getLogger(__name__)
+
+
+class _Turn:
+    """A long call's place in the queue."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.admitted = False
+
+
+class LongCalls:
+    """Admits long calls: ``max_running`` at once, ``max_queued`` waiting.
+
+    Waiting calls are admitted in the order they came. A waiting call holds
+    its oslo.messaging executor thread, so the executor has a thread for
+    each running and waiting long call and some more for short calls
+    (``imaged.rpc.executor_threads``): a long call never keeps a short one
+    waiting.
+    """
+
+    def __init__(self, host, max_running, max_queued):
+        self.host = host
+        self.max_running = max_running
+        self.max_queued = max_queued
+        self._lock = threading.Lock()
+        self._running = 0
+        self._queue = collections.deque()
+        self._closed = False
+        self._refused = 0
+        self._expired = 0
+
+    @property
+    def capacity(self):
+        """Executor threads that long calls can hold at once."""
+        return self.max_running + self.max_queued
+
+    def stats(self):
+        with self._lock:
+            return {'long_running': self._running,
+                    'long_queued': len(self._queue),
+                    'max_concurrent_long_calls': self.max_running,
+                    'max_queued_long_calls': self.max_queued,
+                    'long_refused': self._refused,
+                    'long_expired': self._expired}
+
+    @contextlib.contextmanager
+    def admitted(self, call_deadline):
+        """Held while one long call works.
+
+        :raises AgentBusy: the queue is full, or the agent is stopping.
+        :raises Timeout: ``call_deadline`` passed before the call could
+            start; it did nothing.
+        """
+        self._enter(call_deadline)
+        try:
+            yield
+        finally:
+            self._leave()
+
+    def _timeout(self, call_deadline):
+        return exception.Timeout(
+            what=_('a place among the long calls on host %s') % self.host,
+            seconds=round(call_deadline.elapsed(), 1))
+
+    def _busy(self, reason):
+        return exception.AgentBusy(host=self.host, reason=reason)
+
+    def _enter(self, call_deadline):
+        with self._lock:
+            if self._closed:
+                raise self._busy(_('it is stopping'))
+            if call_deadline.expired():
+                self._expired += 1
+                raise self._timeout(call_deadline)
+            if self._running < self.max_running and not self._queue:
+                self._running += 1
+                return
+            if len(self._queue) >= self.max_queued:
+                self._refused += 1
+                raise self._busy(
+                    _('%(running)d long calls running and %(queued)d '
+                      'waiting, its limits') %
+                    {'running': self._running, 'queued': len(self._queue)})
+            turn = _Turn()
+            self._queue.append(turn)
+            LOG.debug('Long call waits: %d running, %d waiting',
+                      self._running, len(self._queue))
+        turn.event.wait(call_deadline.cap(None))
+        with self._lock:
+            if not turn.admitted:
+                if self._closed:
+                    raise self._busy(_('it is stopping'))
+                self._queue.remove(turn)
+                self._expired += 1
+                raise self._timeout(call_deadline)
+        if call_deadline.expired():  # admitted just as its caller gave up
+            self._leave()
+            with self._lock:
+                self._expired += 1
+            raise self._timeout(call_deadline)
+
+    def _leave(self):
+        with self._lock:
+            if self._queue:
+                # The place goes to the next call: the count stays.
+                turn = self._queue.popleft()
+                turn.admitted = True
+                turn.event.set()
+            else:
+                self._running -= 1
+
+    def close(self):
+        """Refuse new long calls and those waiting (the agent stops)."""
+        with self._lock:
+            self._closed = True
+            while self._queue:
+                self._queue.popleft().event.set()

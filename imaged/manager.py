@@ -89,7 +89,7 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
     def init_host(self):
         """Start-up: clean the cache's and the pool's leftovers."""
         self.image_cache.files.prepare()
-        fsid, problems = self.storage.status()
+        _fsid, problems = self.storage.status()
         problems += self.glance.check_health()
         for problem in problems:
             LOG.warning('Not ready to make root disks: %s (retrying in the '

@@ -77,9 +77,6 @@ class Notifications:
         self.host = host
         self.progress_interval = conf.glance.progress_interval
 
-    def is_enabled(self):
-        return self._enabled
-
     def _send(self, ctxt, event_type, payload, priority='info'):
         if not self._enabled:
             return
@@ -143,22 +140,6 @@ class Notifications:
                         retries=retries),
                    priority='error')
 
-    def fetching(self, image_id, total_bytes):
-        """A download's notifications, as one context manager.
-
-        Sends ``image.fetch.start`` on entry and ``image.fetch.end`` or
-        ``image.fetch.error`` on exit; call ``report.attempt()`` as each
-        attempt begins and pass its body through ``report.count(blocks)``
-        to count retries and bytes and send ``image.fetch.progress``::
-
-            with notifications.fetching(image_id, size) as report:
-                for attempt in download.attempts(...):
-                    with attempt:
-                        report.attempt()
-                        download.stream(image, report.count(body), ...)
-        """
-        return FetchReport(self, image_id, total_bytes)
-
     def fetch_progress_reporter(self, image_id, total_bytes):
         """A callable ``report(bytes_so_far)`` that sends
         ``image.fetch.progress`` at most every ``[glance] progress_interval``
@@ -212,8 +193,20 @@ class _ProgressReporter:
 
 
 class FetchReport:
-    """What :meth:`Notifications.fetching` returns; with ``notifications``
-    None it only counts."""
+    """A download's notifications, as one context manager; with
+    ``notifications`` None it only counts.
+
+    Sends ``image.fetch.start`` on entry and ``image.fetch.end`` or
+    ``image.fetch.error`` on exit; call ``report.attempt()`` as each
+    attempt begins and pass its body through ``report.count(blocks)`` to
+    count retries and bytes and send ``image.fetch.progress``::
+
+        with FetchReport(notifications, image_id, size) as report:
+            for attempt in download.attempts(...):
+                with attempt:
+                    report.attempt()
+                    download.stream(image, report.count(body), ...)
+    """
 
     def __init__(self, notifications, image_id, total_bytes):
         self.notifications = notifications

@@ -106,21 +106,6 @@ def _typed(error, image_id, what):
     return None
 
 
-def _typed_body(image_id, body):
-    """``body``'s chunks; a broken body that is not worth a retry is typed.
-
-    Retriable errors pass as they are: the download loop retries them.
-    """
-    try:
-        yield from body
-    except RETRIABLE:
-        raise
-    except (requests.RequestException, glance_exc.BaseException,
-            ks_exc.ClientException) as e:
-        raise exception.ImageDownloadFailed(image_id=image_id,
-                                            reason=str(e)) from e
-
-
 class GlanceAPI:
     """The few Glance calls imaged needs, with typed errors and retries."""
 
@@ -236,22 +221,6 @@ class GlanceAPI:
             body.pop('self', None)
             return body
         return self._call(image_id, 'Reading the record', get)
-
-    def open_data(self, context, image_id):
-        """An iterator over the image's bytes (one HTTP GET).
-
-        Errors while iterating are raised as they come, those worth a retry
-        as they are (callers retry the whole download), the others as
-        :class:`~imaged.exception.ImageDownloadFailed`.
-        """
-        def get():
-            body = self._client(context).images.data(image_id,
-                                                     do_checksum=False)
-            if body is None:
-                raise exception.ImageUnacceptable(
-                    image_id=image_id, reason=_('Glance holds no data for it'))
-            return _typed_body(image_id, body)
-        return self._call(image_id, 'Opening the download', get)
 
     def image_locations(self, context, image_id):
         """Every location of the image, from the service-only locations API.

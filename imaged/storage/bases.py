@@ -468,20 +468,6 @@ class BaseImageStore:
                     for name in self.conn.rbd.RBD().list(ioctx)
                     if name.endswith(_SUFFIX)]
 
-    def list(self):
-        """``{'image_id', 'size_bytes', 'last_used', 'where'}`` of our
-        complete bases (last use by any host)."""
-        entries = []
-        with self.conn.ioctx() as ioctx:
-            for image_id in self.image_ids():
-                state = self._state(ioctx, image_id)
-                if state.kind == COMPLETE:
-                    entries.append({'image_id': image_id,
-                                    'size_bytes': state.size,
-                                    'last_used': _iso(state.last_used()),
-                                    'where': 'rbd'})
-        return entries
-
     def remove_if_unused(self, image_id, min_age, now=None):
         """With the lock held: remove our base if no clone and no host used
         it for ``min_age`` seconds (None: whatever its age).

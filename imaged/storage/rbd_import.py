@@ -93,7 +93,7 @@ class BlockWriter:
             view = view[n:]
 
     def write_block(self, block):
-        """Write an :class:`imaged.image.body.Block` without copying it.
+        """Write an :class:`imaged.image.body.Block` with no copy in Python.
 
         A whole block at a 4 MiB boundary (or the image's last, shorter
         one) goes to librbd as it is, and stays held until its write
@@ -122,8 +122,9 @@ class BlockWriter:
         block.hold()
         try:
             # The callback keeps ``data`` alive until the write completes:
-            # the rbd binding does not, and a zero-copy librbd reads it
-            # until then.
+            # the rbd binding does not (librbd copies it by default; with
+            # an operator's rbd_disable_zero_copy_writes = false it reads
+            # it until then).
             self.image.aio_write(data, offset, lambda completion: (
                 self._on_complete(completion, block, data)))
         except BaseException:

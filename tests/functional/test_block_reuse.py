@@ -1,6 +1,7 @@
 """Reused download buffers written by librbd on the real Ceph.
 
-With ``rbd_disable_zero_copy_writes = false`` librbd reads the caller's
+imaged leaves librbd's copy on, but an operator's ceph.conf may say
+``rbd_disable_zero_copy_writes = false``: then librbd reads the caller's
 buffer after ``aio_write`` returns, until the write completes; a buffer
 refilled too early would land in the image. Two buffers for 64 MiB make the
 body refill each one as soon as it is released.
@@ -62,7 +63,7 @@ class BufferReuseTest(testtools.TestCase):
         rbd.RBD().create(self.ioctx, self.name, SIZE)
         self.addCleanup(rbd.RBD().remove, self.ioctx, self.name)
 
-    def test_zero_copy_writes_of_reused_buffers_land_intact(self):
+    def test_reused_buffers_land_intact_when_librbd_reads_them_late(self):
         response = requests.get(self.url, stream=True, timeout=(5, 30))
         self.addCleanup(response.close)
         with rbd.Image(self.ioctx, self.name) as image:

@@ -440,11 +440,11 @@ class ErrorTypingTest(GlanceTestCase):
     def test_errors_opening_the_download_are_typed(self):
         self.http.answer('GET', self.path + '/file', (409, 'odd'))
         self.assertRaises(exception.GlanceRequestFailed,
-                          self.glance_api.open_data, None, IMAGE)
+                          self.glance_api.open_response, None, IMAGE)
         self.http.answer('GET', self.path + '/file',
                          ks_exc.AuthorizationFailure('bad'))
         self.assertRaises(exception.BackendUnavailable,
-                          self.glance_api.open_data, None, IMAGE)
+                          self.glance_api.open_response, None, IMAGE)
 
     def test_catalog_without_glance(self):
         self.flags(endpoint_override=None, group='glance')
@@ -452,54 +452,3 @@ class ErrorTypingTest(GlanceTestCase):
         e = self.assertRaises(exception.BackendUnavailable, api.show, None,
                               IMAGE)
         self.assertIn('endpoint', str(e))
-
-
-class BrokenBody(requests.adapters.BaseAdapter):
-    """Serves a download whose body breaks with ``error`` after one chunk."""
-
-    def __init__(self, error):
-        super().__init__()
-        self.error = error
-
-    def send(self, request, **kwargs):
-        error = self.error
-
-        class Raw:
-            def __init__(self):
-                self.chunks = [b'x' * 10]
-
-            def stream(self, *args, **kwargs):
-                yield from self.chunks
-                raise error
-
-        resp = requests.Response()
-        resp.status_code = 200
-        resp.request = request
-        resp.url = request.url
-        resp.headers['Content-Type'] = 'application/octet-stream'
-        resp.raw = Raw()
-        return resp
-
-    def close(self):
-        pass
-
-
-class DownloadBodyTest(GlanceTestCase):
-
-    def body(self, error):
-        api = self.api()
-        api._session.session.mount(ENDPOINT + '/v2/images/%s/file' % IMAGE,
-                                   BrokenBody(error))
-        return api.open_data(None, IMAGE)
-
-    def test_broken_body_not_worth_a_retry_is_typed(self):
-        body = self.body(requests.exceptions.ContentDecodingError('gzip?'))
-        self.assertEqual(b'x' * 10, next(body))
-        e = self.assertRaises(exception.ImageDownloadFailed, next, body)
-        self.assertIn(IMAGE, str(e))
-
-    def test_retriable_break_stays_retriable(self):
-        body = self.body(requests.exceptions.ChunkedEncodingError('cut'))
-        next(body)
-        self.assertRaises(requests.exceptions.ChunkedEncodingError,
-                          next, body)

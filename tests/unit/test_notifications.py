@@ -225,10 +225,13 @@ class NotifierAPITest(NotifierTestCase):
             self.conf.clear_override('driver', group=group)
             if driver:
                 self.flags(driver=driver, group=group)
-            n = notifications.Notifications(self.conf, 'compute-1')
-            self.assertFalse(n.is_enabled())
+            notifier = mock.Mock()
+            n = notifications.Notifications(self.conf, 'compute-1',
+                                            notifier=notifier)
             n.fetch_start(IMAGE, 1)
             n.evict(IMAGE, 'file', 'age')
+            n.create_error(None, IMAGE, IMAGE, 1, ValueError('x'))
+            self.assertEqual([], notifier.prepare.return_value.mock_calls)
         self.assertEqual([], notify_test.NOTIFICATIONS)
 
     def test_a_broken_driver_never_reaches_the_caller(self):
@@ -297,7 +300,7 @@ class ReadmeSamplesTest(test_cache_images.AgentTestCase):
 class FetchReportTest(NotifierTestCase):
 
     def test_a_download_with_one_retry(self):
-        with self.notifier.fetching(IMAGE, 6) as report:
+        with notifications.FetchReport(self.notifier, IMAGE, 6) as report:
             report.attempt()
             self.assertEqual([b'ab'], list(report.count([b'ab'])))
             report.attempt()
@@ -317,7 +320,8 @@ class FetchReportTest(NotifierTestCase):
                                                 reason='reset')
 
         def fetch():
-            with self.notifier.fetching(IMAGE, None) as report:
+            with notifications.FetchReport(self.notifier, IMAGE,
+                                           None) as report:
                 report.attempt()
                 list(report.count(broken()))
         self.assertRaises(exception.ImageDownloadFailed, fetch)

@@ -21,11 +21,14 @@ glance_opts = [
         default=3,
         min=0,
         help="""
-How many times a failed Glance request or image download is retried.
+How many times an interrupted image download starts again.
 
-Connection errors, timeouts and 5xx answers are retried with exponential
-backoff (1, 2, 4... seconds, at most 30); a download starts again from the
-first byte into a fresh temporary file.
+A download that broke mid-way (connection dropped, short read, stall)
+starts again from the first byte into fresh sinks, after 1, 2, 4...
+seconds (at most 30). Single requests to Glance (records, locations, the
+start of a download) are retried by keystoneauth instead: see
+``connect_retries``, ``status_code_retries`` and ``retriable_status_codes``
+in this group.
 """),
     cfg.IntOpt(
         'progress_interval',
@@ -148,8 +151,15 @@ _DEFAULT_SERVICE_TYPE = 'image'
 
 def _adapter_opts():
     opts = ks_loading.get_adapter_conf_options(include_deprecated=False)
+    # Every request to Glance is retried by keystoneauth with these: a
+    # connection that fails or times out, and the statuses of a Glance
+    # that is briefly unwell (exponential delays from 0.5 s when the
+    # delays are unset).
     cfg.set_defaults(opts, service_type=_DEFAULT_SERVICE_TYPE,
-                     valid_interfaces=['internal', 'public'])
+                     valid_interfaces=['internal', 'public'],
+                     connect_retries=3, status_code_retries=3,
+                     retriable_status_codes=['500', '502', '503', '504',
+                                             '429'])
     return opts
 
 

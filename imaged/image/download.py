@@ -16,7 +16,6 @@ fresh sinks, because a failed attempt's bytes were never verified.
 
 import collections
 import hashlib
-import itertools
 import queue
 import threading
 import time
@@ -24,6 +23,7 @@ import typing
 
 from oslo_log import log as logging
 from oslo_utils import units
+import tenacity
 
 from imaged import exception
 from imaged.i18n import _
@@ -240,39 +240,39 @@ def stream(image, blocks, sinks, conf, max_virtual_size=None):
 RETRIABLE = glance.RETRIABLE + (ShortRead, exception.ImageDownloadInterrupted)
 
 
-class _Attempt:
-    def __init__(self, image_id, number, last):
-        self.image_id, self.number, self.last = image_id, number, last
-        self.error = None
+def _gave_up(image_id):
+    def callback(retry_state):
+        error = retry_state.outcome.exception()
+        raise exception.ImageDownloadFailed(
+            image_id=image_id,
+            reason=_('gave up after %(n)d attempts: %(err)s') %
+            {'n': retry_state.attempt_number, 'err': error}) from error
+    return callback
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, exc_type, exc, tb):
-        if exc is None or not isinstance(exc, RETRIABLE):
-            return False
-        if self.last:
-            raise exception.ImageDownloadFailed(
-                image_id=self.image_id,
-                reason=_('gave up after %(n)d attempts: %(err)s') %
-                {'n': self.number + 1, 'err': exc}) from exc
-        self.error = exc
-        return True
+def _before_sleep(image_id):
+    def callback(retry_state):
+        LOG.warning('Download of image %s failed (%s); starting it again in '
+                    '%.0fs', image_id, retry_state.outcome.exception(),
+                    retry_state.next_action.sleep)
+    return callback
 
 
 def attempts(image_id, retries):
-    """Yield attempts (context managers) until one ends without error.
+    """Attempts (context managers) until one ends without error.
 
     An attempt swallows an error worth retrying (a dropped connection, a
-    short read, a 5xx) and the next one starts after a backoff; after the
-    last one it becomes ``ImageDownloadFailed``. Other errors pass.
+    short read, a 5xx) and the next one starts after 1, 2, 4... seconds (at
+    most 30); after ``retries`` retries it becomes ``ImageDownloadFailed``.
+    Other errors pass at once::
+
+        for attempt in attempts(image_id, retries):
+            with attempt:
+                ...
     """
-    delays = glance.backoff_delays(retries)
-    for number in itertools.count():
-        attempt = _Attempt(image_id, number, number >= len(delays))
-        yield attempt
-        if attempt.error is None:
-            return
-        LOG.warning('Download of image %s failed (%s); starting it again in '
-                    '%.0fs', image_id, attempt.error, delays[number])
-        time.sleep(delays[number])
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(RETRIABLE),
+        stop=tenacity.stop_after_attempt(retries + 1),
+        wait=tenacity.wait_exponential(multiplier=1, max=30),
+        before_sleep=_before_sleep(image_id),
+        retry_error_callback=_gave_up(image_id))

@@ -13,7 +13,6 @@ built from ``[glance]``, with one of two identities:
   ``endpoint_override``).
 """
 
-import time
 
 from glanceclient import client as glance_client
 from glanceclient.common import utils as glance_utils
@@ -57,11 +56,6 @@ COPY_BUSY = 'busy'
 COPY_REFUSED = 'refused'
 
 
-def backoff_delays(retries, first=1.0, ceiling=30.0):
-    """Sleep lengths between ``retries + 1`` attempts: 1, 2, 4... seconds."""
-    return [min(first * 2 ** i, ceiling) for i in range(retries)]
-
-
 def _retriable(error):
     # An HTTP status glanceclient has no class for (504, 429...) is worth
     # another try; a 501 is not.
@@ -69,8 +63,17 @@ def _retriable(error):
             type(error) is glance_exc.HTTPException)
 
 
-def _typed(error, image_id, what):
-    """The :mod:`imaged.exception` for a Glance or Keystone error, or None."""
+def _typed(error, image_id, what, attempts=1):
+    """The :mod:`imaged.exception` for a Glance or Keystone error, or None.
+
+    :param attempts: how many times keystoneauth sent the request.
+    """
+    if _retriable(error):
+        return exception.BackendUnavailable(
+            backend='Glance',
+            reason=_('%(what)s of image %(id)s failed after %(n)d attempts: '
+                     '%(err)s') %
+            {'what': what, 'id': image_id, 'n': attempts, 'err': error})
     if isinstance(error, glance_exc.HTTPNotFound):
         return exception.ImageNotFound(image_id=image_id)
     if isinstance(error, (glance_exc.HTTPForbidden,
@@ -163,42 +166,33 @@ class GlanceAPI:
     def _client(self, context, as_service=False):
         endpoint = self.endpoint()
         auth = self._auth if as_service else self.auth_for(context)
+        opts = self.conf.glance
         return glance_client.Client(
             '2', session=self._session, auth=auth, endpoint_override=endpoint,
-            global_request_id=getattr(context, 'global_id', None))
+            global_request_id=getattr(context, 'global_id', None),
+            connect_retries=opts.connect_retries,
+            connect_retry_delay=opts.connect_retry_delay,
+            status_code_retries=opts.status_code_retries,
+            status_code_retry_delay=opts.status_code_retry_delay,
+            retriable_status_codes=[
+                int(code) for code in opts.retriable_status_codes or ()])
 
-    def _retrying(self, image_id, what, func):
-        """``func()``, again after retriable errors; others raised as-is."""
-        delays = backoff_delays(self.conf.glance.num_retries)
-        attempt = 0
-        while True:
-            try:
-                return func()
-            except exception.ImagedException:
-                raise
-            except Exception as e:
-                if not _retriable(e):
-                    raise
-                if attempt >= len(delays):
-                    raise exception.BackendUnavailable(
-                        backend='Glance',
-                        reason=_('%(what)s of image %(id)s failed after '
-                                 '%(n)d attempts: %(err)s') %
-                        {'what': what, 'id': image_id, 'n': attempt + 1,
-                         'err': e})
-                LOG.warning('%s of image %s failed (%s); retrying in %.0fs',
-                            what, image_id, e, delays[attempt])
-                time.sleep(delays[attempt])
-                attempt += 1
+    def _typed(self, error, image_id, what):
+        """``_typed``, counting keystoneauth's attempts at the request."""
+        opts = self.conf.glance
+        retries = opts.status_code_retries \
+            if isinstance(error, glance_exc.HTTPException) \
+            else opts.connect_retries
+        return _typed(error, image_id, what, 1 + (retries or 0))
 
     def _call(self, image_id, what, func):
-        """``func()`` with retries; every error typed."""
+        """``func()``, every error typed (keystoneauth retried it)."""
         try:
-            return self._retrying(image_id, what, func)
+            return func()
         except exception.ImagedException:
             raise
         except Exception as e:
-            typed = _typed(e, image_id, what)
+            typed = self._typed(e, image_id, what)
             if typed is None:
                 raise
             raise typed from e
@@ -246,7 +240,7 @@ class GlanceAPI:
                     if isinstance(loc, dict)]
         what = 'Reading the locations'
         try:
-            return self._retrying(image_id, what, get), None
+            return get(), None
         except glance_exc.HTTPForbidden:
             return None, _('Glance forbids its locations API to imaged\'s '
                            'user: give the user in [glance] the role of '
@@ -267,7 +261,7 @@ class GlanceAPI:
         except exception.ImagedException as e:
             return None, str(e)
         except Exception as e:
-            typed = _typed(e, image_id, what)
+            typed = self._typed(e, image_id, what)
             if typed is None:
                 raise
             return None, str(typed)
@@ -291,7 +285,7 @@ class GlanceAPI:
                                        stores=[store])
         what = 'Copying to store %s' % store
         try:
-            self._retrying(image_id, what, post)
+            post()
             return COPY_STARTED, None
         except glance_exc.HTTPConflict as e:
             return COPY_BUSY, str(e)
@@ -305,7 +299,7 @@ class GlanceAPI:
         except exception.ImagedException as e:
             return COPY_REFUSED, str(e)
         except Exception as e:
-            typed = _typed(e, image_id, what)
+            typed = self._typed(e, image_id, what)
             if typed is None:
                 raise
             return COPY_REFUSED, str(typed)
@@ -322,13 +316,9 @@ class GlanceAPI:
             stores, an older Glance, a policy that refuses imaged).
         :raises: BackendUnavailable when Glance cannot be reached.
         """
-        def get():
+        try:
             client = self._client(None, as_service=True)
             _resp, body = client.http_client.get('/v2/info/stores/detail')
-            return body
-        what = 'Reading the stores'
-        try:
-            body = self._retrying(None, what, get)
         except (glance_exc.HTTPForbidden, glance_exc.HTTPUnauthorized,
                 glance_exc.HTTPNotFound, glance_exc.HTTPNotImplemented,
                 glance_exc.HTTPBadRequest) as e:

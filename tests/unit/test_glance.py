@@ -94,10 +94,11 @@ class GlanceTestCase(base.TestCase):
 
     def setUp(self):
         super().setUp()
-        self.flags(num_retries=2, group='glance')
+        self.flags(connect_retries=2, status_code_retries=2, group='glance')
         self.sleeps = []
+        # keystoneauth retries every request and sleeps between tries.
         self.useFixture(fixtures.MonkeyPatch(
-            'imaged.image.glance.time.sleep', self.sleeps.append))
+            'keystoneauth1.session.time.sleep', self.sleeps.append))
         self.http = FakeGlanceHTTP()
 
     def api(self, glance_auth=None, service_user_auth=None):
@@ -245,7 +246,7 @@ class LocationsAPITest(GlanceTestCase):
         found, why = self.locations()
         self.assertIsNone(found)
         self.assertIn('3 attempts', why)
-        self.assertEqual([1.0, 2.0], self.sleeps)
+        self.assertEqual([0.5, 1.0], self.sleeps)
 
 
 class FakeAccess(FakeIdentity):
@@ -409,7 +410,7 @@ class ErrorTypingTest(GlanceTestCase):
             self.sleeps.clear()
             e = self.show_raises(exception.BackendUnavailable,
                                  (status, 'later'))
-            self.assertEqual([1.0, 2.0], self.sleeps)
+            self.assertEqual([0.5, 1.0], self.sleeps)
             self.assertIn(IMAGE, str(e))
 
     def test_retry_then_success(self):
@@ -424,7 +425,7 @@ class ErrorTypingTest(GlanceTestCase):
                       requests.exceptions.ReadTimeout('slow')):
             self.sleeps.clear()
             self.show_raises(exception.BackendUnavailable, error)
-            self.assertEqual([1.0, 2.0], self.sleeps)
+            self.assertEqual([0.5, 1.0], self.sleeps)
 
     def test_keystone_errors_are_typed(self):
         errors = {ks_exc.AuthorizationFailure('bad password'): 'Keystone',

@@ -134,7 +134,7 @@ class RootDisks:
     def _clone(self, image, location, parent_size, spec, timings):
         """Clone a snapshot into the disk; returns the disk's info."""
         if parent_size > spec.min_size:
-            raise exception.ImageTooLarge(image_id=image['id'],
+            raise exception.ImageTooLarge(image_id=image.id,
                                           virtual_size=parent_size,
                                           size_bytes=spec.min_size)
         self.storage.partials.clone(location, spec)
@@ -157,7 +157,7 @@ class RootDisks:
             except exception.ForeignBaseImage as e:
                 LOG.warning('Image %s gets no base image in Ceph: %s; its '
                             'disks are imported from a local base file',
-                            image['id'], e)
+                            image.id, e)
         image_cache.with_local_file(context, image, spec.min_size, timings,
                                     disk=spec)
         return {'size_bytes': spec.min_size, 'parent': None}

@@ -75,11 +75,11 @@ class ShortRead(IOError):
 
 def expected_hash(image):
     """``(hasher, hex digest, algorithm)`` Glance promises, or None."""
-    algo, value = image.get('os_hash_algo'), image.get('os_hash_value')
+    algo, value = image.os_hash_algo, image.os_hash_value
     if algo and value and algo in hashlib.algorithms_available:
         return hashlib.new(algo), value, algo
-    if image.get('checksum'):
-        return hashlib.md5(usedforsecurity=False), image['checksum'], 'md5'
+    if image.checksum:
+        return hashlib.md5(usedforsecurity=False), image.checksum, 'md5'
     return None
 
 
@@ -172,8 +172,8 @@ def stream(image, blocks, sinks, conf, max_virtual_size=None):
         the image's bytes but are neither committed nor aborted.
     :raises ShortRead: the stream ended early (worth another attempt).
     """
-    image_id = image['id']
-    expected_size = image.get('size')
+    image_id = image.id
+    expected_size = image.size
     promise = expected_hash(image)
     if promise is None:
         LOG.warning('Image %s has no hash in Glance; only its size is '
@@ -226,7 +226,7 @@ def stream(image, blocks, sinks, conf, max_virtual_size=None):
             image_id=image_id,
             reason=_("its data does not match Glance's %s hash") % promise[2])
     checked = image_format.check_image(image_id, inspector,
-                                       image['disk_format'], conf)
+                                       image.disk_format, conf)
     virtual_size = size if str(checked.format) in ('raw', 'iso') else \
         checked.virtual_size
     _too_large(image_id, virtual_size, max_virtual_size)

@@ -51,12 +51,12 @@ class Fetcher:
 
     def _fetching(self, image):
         return imaged_notifications.FetchReport(
-            self.notifications, image['id'], image.get('size'))
+            self.notifications, image.id, image.size)
 
     def _body(self, context, image, deadline):
         return image_body.ImageBody.open(
-            self.glance, context, image['id'], self.conf,
-            size=image.get('size'), deadline=deadline)
+            self.glance, context, image.id, self.conf, size=image.size,
+            deadline=deadline)
 
     def stream(self, context, image, sink_makers, max_virtual_size):
         """Stream a raw image into new sinks, one per ``sink_makers``.
@@ -66,7 +66,7 @@ class Fetcher:
             order.
         :returns: what the stream found (``download.Downloaded``).
         """
-        size = image.get('size') or max_virtual_size
+        size = image.size or max_virtual_size
 
         def sinks():
             made = []
@@ -93,7 +93,7 @@ class Fetcher:
 
         :returns: ``(what the stream found, the committed sinks)``.
         """
-        image_id = image['id']
+        image_id = image.id
         deadline = time.monotonic() + self.conf.glance.download_timeout
         with self._download_slot(image_id), self._fetching(image) as report:
             for attempt in download.attempts(image_id,

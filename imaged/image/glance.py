@@ -29,6 +29,7 @@ import requests
 from imaged.conf import service_user as service_user_conf
 from imaged import exception
 from imaged.i18n import _
+from imaged.image import record as image_record
 
 LOG = logging.getLogger(__name__)
 
@@ -198,7 +199,7 @@ class GlanceAPI:
             raise typed from e
 
     def show(self, context, image_id, as_service=False):
-        """The image record as a plain dict.
+        """The image record, an :class:`imaged.image.record.ImageRecord`.
 
         :param as_service: read it as imaged's own user, not the caller.
         """
@@ -212,8 +213,7 @@ class GlanceAPI:
                 raise exception.GlanceRequestFailed(
                     what='Reading the record', image_id=image_id,
                     reason=_('Glance sent no JSON object'))
-            body.pop('self', None)
-            return body
+            return image_record.ImageRecord.from_glance(body, image_id)
         return self._call(image_id, 'Reading the record', get)
 
     def image_locations(self, context, image_id):

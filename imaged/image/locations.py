@@ -46,15 +46,6 @@ _LOGGED_IMAGES = 4096
 STORES_TTL = 300.0
 
 
-def record_urls(image):
-    """The locations the record shows: ``locations``, else ``direct_url``."""
-    urls = [loc.get('url') for loc in image.get('locations') or []
-            if isinstance(loc, dict) and loc.get('url')]
-    if not urls and image.get('direct_url'):
-        urls = [image['direct_url']]
-    return urls
-
-
 def _urls(locations):
     return [loc.get('url') for loc in locations or []
             if isinstance(loc, dict) and loc.get('url')]
@@ -119,17 +110,17 @@ class CloneableLocations:
             proves the caller may read the image).
         :param timings: has ``step(name)``; gets one step per Glance call.
         """
-        image_id = image['id']
-        if image.get('disk_format') != 'raw':
+        image_id = image.id
+        if image.disk_format != 'raw':
             LOG.debug('Image %s is %s, not raw: not cloneable', image_id,
-                      image.get('disk_format'))
-            self._ours(image_id, record_urls(image))  # refuses foreign pools
+                      image.disk_format)
+            self._ours(image_id, image.shown_urls())  # refuses foreign pools
             return NOT_CLONEABLE
-        shown = record_urls(image)
+        shown = image.shown_urls()
         found = self._probe(image_id, shown)
         if found is not None:
             return found
-        if image.get('locations'):
+        if image.location_urls:
             # Glance shows every location in the record: none is ours.
             read_again = self._record_reader(context, image_id)
         else:
@@ -149,7 +140,7 @@ class CloneableLocations:
 
     def _record_reader(self, context, image_id):
         def read():
-            return record_urls(self.glance.show(context, image_id))
+            return self.glance.show(context, image_id).shown_urls()
         return read
 
     def _api_reader(self, context, image_id):
@@ -158,7 +149,7 @@ class CloneableLocations:
         return read
 
     def _copy_and_probe(self, context, image, read_again, timings):
-        image_id = image['id']
+        image_id = image.id
         store = self.conf.glance.rbd_store_name
         if not store:
             return NOT_CLONEABLE

@@ -32,21 +32,14 @@ MAX_REQUESTS = 3
 CopyResult = collections.namedtuple('CopyResult', ['outcome', 'reason'])
 
 
-def _store_list(record, key):
-    value = record.get(key) or ''
-    if isinstance(value, (list, tuple)):
-        return set(value)
-    return {name.strip() for name in str(value).split(',') if name.strip()}
-
-
 def store_state(record, store):
     """Where ``store`` stands in the record: present/importing/failed/absent.
     """
-    if store in _store_list(record, 'stores'):
+    if store in record.stores:
         return 'present'
-    if store in _store_list(record, 'os_glance_importing_to_stores'):
+    if store in record.importing_to_stores:
         return 'importing'
-    if store in _store_list(record, 'os_glance_failed_import'):
+    if store in record.failed_import_stores:
         return 'failed'
     return 'absent'
 

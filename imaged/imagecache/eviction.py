@@ -78,7 +78,7 @@ class DeletedImages:
                             'nothing is purged on a 404')
                 self._warned_blind = True
             return False
-        return image.get('status') in GONE_STATUSES
+        return image.status in GONE_STATUSES
 
     def run(self, cached_image_ids, base_image_ids=()):
         """Ask about the images due; purge the deleted ones.

@@ -230,15 +230,15 @@ class BaseFiles:
 
     def install_converted(self, image, downloaded):
         """Convert a checked download to a raw base file; returns its path."""
-        image_id = image['id']
+        image_id = image.id
         tmp = self._tmp_path(image_id, 'raw')
         started = time.monotonic()
         try:
             image_format.convert_to_raw(image_id, downloaded, tmp,
-                                        image['disk_format'], self.conf,
+                                        image.disk_format, self.conf,
                                         cache_dir=self.base_dir)
             LOG.info('Converted image %s from %s to raw in %.1fs', image_id,
-                     image['disk_format'], time.monotonic() - started)
+                     image.disk_format, time.monotonic() - started)
             path = self.base_image_path(image_id)
             fd = os.open(tmp, os.O_RDONLY)
             try:

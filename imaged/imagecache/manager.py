@@ -64,7 +64,7 @@ class ImageCacheManager:
         """Whether ``image``'s bytes pass through the local cache directory
         (a base file, or a download to convert): then they must fit it."""
         return not self.conf.image_cache.rbd_base_images or \
-            image.get('disk_format') not in ('raw', 'iso')
+            image.disk_format not in ('raw', 'iso')
 
     # -- base images in Ceph --------------------------------------------------
 
@@ -79,7 +79,7 @@ class ImageCacheManager:
         :returns: ``(made now, what use returned)``.
         :raises ForeignBaseImage: the pool holds a base imaged did not make.
         """
-        image_id = image['id']
+        image_id = image.id
         deadline = call_deadline.of(context)
         try:
             with self.storage.bases.use(
@@ -107,14 +107,14 @@ class ImageCacheManager:
 
     def _build_base(self, context, image, max_size, timings):
         """This host is the pool's one builder of the base now."""
-        image_id = image['id']
+        image_id = image.id
         final = self.storage.bases.final_image(image_id)
         with self.files.in_use(image_id), self.files.lock(image_id):
             path = self.files.lookup(image_id)
             if path is not None:
                 timings.step('cache hit')
                 self._import(image_id, path, final, max_size, timings)
-            elif image_format.is_raw(image['disk_format']):
+            elif image_format.is_raw(image.disk_format):
                 self.fetcher.stream(
                     context, image,
                     [lambda size: self.storage.partials.new(final, size)],
@@ -126,7 +126,7 @@ class ImageCacheManager:
     def _convert_into(self, context, image, final, max_size, timings):
         """Download and check a non-raw image, then convert it straight
         into the new image ``final``; no raw file is ever written."""
-        image_id = image['id']
+        image_id = image.id
         got, downloaded = self.fetcher.download_file(
             context, image, lambda: self.files.download_sink(image_id),
             max_size)
@@ -134,7 +134,7 @@ class ImageCacheManager:
         try:
             new = self.storage.partials.new(final, got.virtual_size)
             _commit_or_abort(new, lambda: image_format.convert_into_rbd(
-                image_id, downloaded, image['disk_format'], *new.target,
+                image_id, downloaded, image.disk_format, *new.target,
                 self.conf), got.virtual_size)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -150,13 +150,13 @@ class ImageCacheManager:
         A raw image's first disk is written during the download itself.
         :returns: True if the file was downloaded now.
         """
-        image_id = image['id']
+        image_id = image.id
         with self.files.in_use(image_id), self.files.lock(image_id):
             path = self.files.lookup(image_id)
             downloaded_now = path is None
             if path is not None:
                 timings.step('cache hit')
-            elif image_format.is_raw(image['disk_format']):
+            elif image_format.is_raw(image.disk_format):
                 # The base file first: it commits first.
                 makers = [lambda _size: self.files.base_file_sink(image_id)]
                 if disk is not None:
@@ -205,7 +205,7 @@ class ImageCacheManager:
                 return 'cached' if made else 'existing'
             except exception.ForeignBaseImage as e:
                 LOG.warning('Image %s gets no base image in Ceph: %s',
-                            image['id'], e)
+                            image.id, e)
         made = self.with_local_file(context, image, max_size, timings)
         return 'cached' if made else 'existing'
 

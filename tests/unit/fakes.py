@@ -466,9 +466,11 @@ class FakeGlance:
 
     def show(self, context, image_id):
         from imaged import exception
+        from imaged.image import record as image_record
         if image_id not in self.images:
             raise exception.ImageNotFound(image_id=image_id)
-        return dict(self.images[image_id])
+        return image_record.ImageRecord.from_glance(self.images[image_id],
+                                                    image_id)
 
     def open_data(self, context, image_id):
         self.downloads += 1

@@ -5,6 +5,7 @@ from oslo_utils.imageutils import format_inspector
 
 from imaged import exception
 from imaged.image import download
+from imaged.image import record as image_record
 from tests import base
 
 IMAGE = '0b1e2f4a-1d2c-4e5f-8a9b-0c1d2e3f4a5b'
@@ -31,7 +32,7 @@ def record(data, **kw):
              'os_hash_algo': 'sha512',
              'os_hash_value': hashlib.sha512(data).hexdigest()}
     image.update(kw)
-    return image
+    return image_record.ImageRecord.from_glance(image, IMAGE)
 
 
 def pieces(data, size=64 * 1024):

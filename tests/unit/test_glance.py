@@ -235,7 +235,7 @@ class LocationsAPITest(GlanceTestCase):
         self.http.answer('GET', self.path, (200, []))
         for _i in range(3):
             self.assertEqual(
-                IMAGE, self.glance_api.show(self.user_context(), IMAGE)['id'])
+                IMAGE, self.glance_api.show(self.user_context(), IMAGE).id)
             self.assertEqual(([], None), self.locations())
         paths = [urllib.parse.urlsplit(r.url).path for r in self.http.sent]
         self.assertEqual(['/v2/images/%s' % IMAGE, '/versions', self.path] +
@@ -417,7 +417,7 @@ class ErrorTypingTest(GlanceTestCase):
         self.http.answer('GET', self.path, (503, 'later'),
                          (200, {'id': IMAGE, 'status': 'active'}))
         self.assertEqual('active',
-                         self.glance_api.show(None, IMAGE)['status'])
+                         self.glance_api.show(None, IMAGE).status)
 
     def test_connection_failures_are_retried_then_typed(self):
         for error in (ks_exc.ConnectFailure('refused'),

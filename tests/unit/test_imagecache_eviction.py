@@ -3,6 +3,7 @@
 from unittest import mock
 
 from imaged import exception
+from imaged.image import record as image_record
 from imaged.imagecache import eviction as purge
 from tests import base
 
@@ -27,7 +28,7 @@ class FakeGlance:
         answer = self.answers.get(image_id, {'status': 'active'})
         if isinstance(answer, Exception):
             raise answer
-        return dict(answer, id=image_id)
+        return image_record.ImageRecord.from_glance(answer, image_id)
 
 
 class FakeRootDisks:

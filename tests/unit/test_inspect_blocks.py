@@ -16,6 +16,7 @@ from imaged import exception
 from imaged.image import body
 from imaged.image import download
 from imaged.image import format as image_format
+from imaged.image import record as image_record
 from tests import base
 from tests.unit import fakes
 from tests.unit import images
@@ -81,9 +82,10 @@ class InspectInBlocksTest(base.TestCase):
         """``download.stream`` over ImageBody's blocks of ``block_size``:
         ``(Downloaded, the inspector check_image was given, sink)``."""
         data = self.data[name]
-        image = {'id': 'img-1', 'disk_format': disk_format,
-                 'size': len(data), 'os_hash_algo': 'sha512',
-                 'os_hash_value': hashlib.sha512(data).hexdigest()}
+        image = image_record.ImageRecord(
+            id='img-1', disk_format=disk_format, size=len(data),
+            os_hash_algo='sha512',
+            os_hash_value=hashlib.sha512(data).hexdigest())
         response = fakes.FakeResponse([memoryview(data)])
         blocks = body.ImageBody('img-1', response, self.conf,
                                 size=len(data), block_size=block_size)

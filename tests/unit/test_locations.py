@@ -7,6 +7,7 @@ import fixtures
 from imaged import exception
 from imaged.image import glance
 from imaged.image import locations
+from imaged.image import record as image_record
 from imaged.image import store_copy
 from imaged.storage import location as rbd_location
 from tests import base
@@ -62,7 +63,7 @@ class FakeGlance:
 
     def show(self, context, image_id, as_service=False):
         self.calls.append('show')
-        return dict(self.record)
+        return image_record.ImageRecord.from_glance(self.record, image_id)
 
     def image_locations(self, context, image_id):
         self.calls.append('locations api')
@@ -341,11 +342,15 @@ class LocationsTest(base.TestCase):
 
 class RecordURLsTest(base.TestCase):
 
+    @staticmethod
+    def record_urls(body):
+        return image_record.ImageRecord.from_glance(body, IMAGE).shown_urls()
+
     def test_locations_else_direct_url(self):
-        self.assertEqual(['a', 'b'], locations.record_urls(
+        self.assertEqual(['a', 'b'], self.record_urls(
             {'locations': [{'url': 'a'}, {'url': 'b'}], 'direct_url': 'c'}))
-        self.assertEqual(['c'], locations.record_urls(
+        self.assertEqual(['c'], self.record_urls(
             {'locations': [], 'direct_url': 'c'}))
-        self.assertEqual([], locations.record_urls(
+        self.assertEqual([], self.record_urls(
             {'locations': [{'url': ''}, 'junk', {}]}))
-        self.assertEqual([], locations.record_urls({}))
+        self.assertEqual([], self.record_urls({}))

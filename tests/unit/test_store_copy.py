@@ -2,6 +2,7 @@
 
 from imaged import exception
 from imaged.image import glance
+from imaged.image import record as image_record
 from imaged.image import store_copy
 from tests import base
 
@@ -36,7 +37,8 @@ class ScriptedGlance:
     def show(self, context, image_id, as_service=False):
         assert not as_service, 'copies are watched as the caller'
         self.reads += 1
-        return dict(self._next(self.records), id=image_id)
+        return image_record.ImageRecord.from_glance(self._next(self.records),
+                                                    image_id)
 
     def copy_to_store(self, image_id, store, context=None):
         self.requests.append((image_id, store))
@@ -157,14 +159,19 @@ class StoreCopierTest(base.TestCase):
 
 class StoreStateTest(base.TestCase):
 
+    @staticmethod
+    def store_state(body, store):
+        return store_copy.store_state(
+            image_record.ImageRecord.from_glance(body, IMAGE), store)
+
     def test_states(self):
-        self.assertEqual('present', store_copy.store_state(PRESENT, STORE))
+        self.assertEqual('present', self.store_state(PRESENT, STORE))
         self.assertEqual('importing',
-                         store_copy.store_state(IMPORTING, STORE))
-        self.assertEqual('failed', store_copy.store_state(FAILED, STORE))
-        self.assertEqual('absent', store_copy.store_state(ABSENT, STORE))
-        self.assertEqual('absent', store_copy.store_state({}, STORE))
+                         self.store_state(IMPORTING, STORE))
+        self.assertEqual('failed', self.store_state(FAILED, STORE))
+        self.assertEqual('absent', self.store_state(ABSENT, STORE))
+        self.assertEqual('absent', self.store_state({}, STORE))
         self.assertEqual('absent',
-                         store_copy.store_state({'stores': 'ceph2'}, STORE))
-        self.assertEqual('present', store_copy.store_state(
+                         self.store_state({'stores': 'ceph2'}, STORE))
+        self.assertEqual('present', self.store_state(
             {'stores': ' file , ceph '}, STORE))

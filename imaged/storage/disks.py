@@ -8,9 +8,9 @@ never runs beside a create that would make the disk again after it.
 """
 
 import contextlib
-import time
 
 from oslo_log import log as logging
+import tenacity
 
 from imaged import exception
 from imaged.i18n import _
@@ -113,20 +113,26 @@ class RootDiskStore:
         :returns: whether a finished disk was there.
         """
         rbd = self.conn.rbd
-        deadline = time.monotonic() + self.conn.conf.rbd.delete_busy_timeout
-        delay = 0.5
+
+        def busy(retry_state):
+            raise exception.RootDiskBusy(
+                name=name, pool=self.pool,
+                reason=str(retry_state.outcome.exception()))
+
+        def again(retry_state):
+            LOG.debug('Disk %s/%s busy (%s); retrying', self.pool, name,
+                      retry_state.outcome.exception())
         with self.conn.ioctx(name=name) as ioctx:
-            while True:
-                try:
-                    rbd.RBD().remove(ioctx, name)
-                    return True
-                except rbd.ImageNotFound:
-                    return False
-                except (rbd.ImageBusy, rbd.ImageHasSnapshots) as e:
-                    if time.monotonic() + delay > deadline:
-                        raise exception.RootDiskBusy(
-                            name=name, pool=self.pool, reason=str(e))
-                    LOG.debug('Disk %s/%s busy (%s); retrying', self.pool,
-                              name, e)
-                    time.sleep(delay)
-                    delay = min(delay * 2, 5)
+            for attempt in tenacity.Retrying(
+                    retry=tenacity.retry_if_exception_type(
+                        (rbd.ImageBusy, rbd.ImageHasSnapshots)),
+                    stop=tenacity.stop_before_delay(
+                        self.conn.conf.rbd.delete_busy_timeout),
+                    wait=tenacity.wait_exponential(multiplier=0.5, max=5),
+                    before_sleep=again, retry_error_callback=busy):
+                with attempt:
+                    try:
+                        rbd.RBD().remove(ioctx, name)
+                        return True
+                    except rbd.ImageNotFound:
+                        return False

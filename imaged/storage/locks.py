@@ -17,6 +17,7 @@ import time
 import uuid
 
 from oslo_log import log as logging
+import tenacity
 
 from imaged import exception
 
@@ -79,17 +80,26 @@ class RadosLock:
             end a wait early; without it, waits back off from 50 ms to 1 s.
         :raises Timeout: naming ``what``.
         """
-        deadline = time.monotonic() + max(timeout, 0)
-        delay = 0.05
-        while not self.try_acquire():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise exception.Timeout(what=what, seconds=round(timeout, 1))
-            if wake is not None:
-                wake.wait(min(remaining, self.duration / 2.0))
-            else:
-                time.sleep(min(delay, remaining))
-                delay = min(delay * 2, 1.0)
+        timeout = max(timeout, 0)
+        if wake is not None:
+            # A notification ends the wait; a lease that ran out does not
+            # notify, so look again at least every half lease.
+            wait = tenacity.wait_fixed(self.duration / 2.0)
+            sleep = wake.wait
+        else:
+            wait = tenacity.wait_exponential(multiplier=0.05, max=1.0)
+            sleep = time.sleep
+
+        def until_deadline(retry_state):
+            left = timeout - retry_state.seconds_since_start
+            return max(min(wait(retry_state), left), 0)
+
+        def timed_out(retry_state):
+            raise exception.Timeout(what=what, seconds=round(timeout, 1))
+        tenacity.Retrying(
+            retry=tenacity.retry_if_result(lambda taken: not taken),
+            stop=tenacity.stop_after_delay(timeout), wait=until_deadline,
+            sleep=sleep, retry_error_callback=timed_out)(self.try_acquire)
 
     def _start_renewal(self):
         self._stop.clear()

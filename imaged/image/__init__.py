@@ -1,1 +1,2 @@
-"""Glance access, image checks and conversion, and the base image cache."""
+"""The image source: Glance's record, locations and bytes; format checks
+and conversion."""

@@ -1,0 +1,2 @@
+"""The image cache manager: bases in Ceph and local base files, made once,
+evicted and purged."""

@@ -73,10 +73,19 @@ class CephConnection:
         self._lifecycle_lock = threading.Lock()
         self._fsid = None
         self._unreachable = False
+        # When an OSD last answered after a failure (None: not since).
+        self._reachable_since = None
+        # Retired connections nobody uses, not yet shut down (see _park).
+        self._retired = []
 
     def shutdown_grace(self):
         """Seconds a retired connection lives on after its last lease."""
         return self.conf.rbd.connect_timeout
+
+    def retired_quiet(self):
+        """Seconds Ceph must have answered again before a retired
+        connection is shut down."""
+        return max(6 * self.conf.rbd.connect_timeout, 60)
 
     @property
     def pool(self):
@@ -118,6 +127,7 @@ class CephConnection:
 
     def acquire(self):
         """A :class:`Lease`; return it with ``release``."""
+        self._reap_if_due()
         lease = self._acquire()
         if lease.proven:
             return lease
@@ -165,7 +175,11 @@ class CephConnection:
         finally:
             ioctx.close()
         lease.proven = True
-        self._unreachable = False
+        with self._lock:
+            self._unreachable = False
+            if self._reachable_since is None:
+                self._reachable_since = time.monotonic()
+        self._reap_if_due()
         return None
 
     def release(self, lease, error=None):
@@ -176,7 +190,32 @@ class CephConnection:
             lease.users -= 1
             done = lease.retired and lease.users == 0
         if done:
-            _shutdown_in_background(lease.cluster, self._lifecycle_lock,
+            self._park(lease.cluster)
+
+    # A retired connection can still carry librbd state with operations in
+    # flight: an image's header watch re-registering after an OSD came
+    # back, a write that timed out. Shutting the connection down then
+    # aborts the process inside librbd ("AsyncOpTracker::~AsyncOpTracker:
+    # FAILED ceph_assert(m_pending_ops == 0)", from a librados thread; seen
+    # in the soak ~20 s after an OSD restart). So a retired connection is
+    # kept while Ceph does not answer, and shut down only once Ceph has
+    # answered again for retired_quiet() seconds: by then what was in
+    # flight has finished. A few idle connections per outage is the cost.
+
+    def _park(self, cluster):
+        with self._lock:
+            self._retired.append(cluster)
+        self._reap_if_due()
+
+    def _reap_if_due(self):
+        with self._lock:
+            since = self._reachable_since
+            if not self._retired or since is None or \
+                    time.monotonic() - since < self.retired_quiet():
+                return
+            clusters, self._retired = self._retired, []
+        for cluster in clusters:
+            _shutdown_in_background(cluster, self._lifecycle_lock,
                                     self.shutdown_grace())
 
     def seems_unreachable(self):
@@ -189,6 +228,7 @@ class CephConnection:
     def _retire(self, lease):
         with self._lock:
             self._unreachable = True
+            self._reachable_since = None
             if self._current is lease:
                 self._current = None
             if lease.retired:

@@ -20,6 +20,8 @@ class CephConnectionTest(base.TestCase):
         self.cluster = fakes.FakeCluster()
         self.conn = connection.CephConnection(
             self.conf, self.cluster.rados, self.cluster.rbd)
+        # Ceph answering again is enough: no quiet time to wait out.
+        self.conn.retired_quiet = lambda: 0
 
     def test_operations_share_one_connection(self):
         with self.conn.ioctx():
@@ -56,11 +58,12 @@ class CephConnectionTest(base.TestCase):
         # The first operation after the outage gets a connection that
         # reaches the OSDs, not the one that never will.
         self._open_image()
-        self.assertTrue(deaf.is_shut_down)
         self.assertFalse(self.cluster.connections[-1].deaf)
         connections = len(self.cluster.connections)
         self._open_image()
         self.assertEqual(connections, len(self.cluster.connections))
+        # An OSD answered on the new one: the deaf one is shut down.
+        self.assertTrue(deaf.is_shut_down)
 
     def test_health_check_asks_an_osd_not_only_the_monitors(self):
         self.assertEqual((fakes.FSID, []), self.conn.status())
@@ -70,10 +73,12 @@ class CephConnectionTest(base.TestCase):
         self.assertEqual(fakes.FSID, fsid)
         [problem] = problems
         self.assertIn('Ceph OSDs do not answer within', problem)
-        # The connection that could not reach them is not kept.
-        self.assertTrue(self.cluster.connections[0].is_shut_down)
+        # The connection that could not reach them is retired, and shut
+        # down only once an OSD answers again (see test_retired...).
+        self.assertFalse(self.cluster.connections[0].is_shut_down)
         self.cluster.osds_down = False
         self.assertEqual((fakes.FSID, []), self.conn.status())
+        self.assertTrue(self.cluster.connections[0].is_shut_down)
         self.assertFalse(self.cluster.connections[-1].is_shut_down)
 
     def _open_image(self):
@@ -110,8 +115,37 @@ class CephConnectionTest(base.TestCase):
         self.assertFalse(first.is_shut_down)
         new.write(0, b'data')
         new.commit(10)
-        self.assertTrue(first.is_shut_down)
         self.assertIn('x_disk', self.cluster.pools['vms'])
+        with self.conn.ioctx():  # a new connection; an OSD answers on it
+            pass
+        self.assertTrue(first.is_shut_down)
+
+    def test_retired_connections_stay_while_ceph_does_not_answer(self):
+        # librbd aborts the process when a connection that still carries
+        # operations in flight is shut down; those end once Ceph answers.
+        self.conn.retired_quiet = lambda: 60
+        clock = [1000.0]
+        self.useFixture(base.fixtures.MonkeyPatch(
+            'imaged.storage.connection.time.monotonic', lambda: clock[0]))
+        self.assertRaises(exception.BackendUnavailable, self._fail_with,
+                          self.cluster.rados.TimedOut('osd'))
+        first = self.cluster.connections[0]
+        self.cluster.osds_down = True
+        for _ in range(3):
+            clock[0] += 100
+            self.assertRaises(exception.BackendUnavailable,
+                              self._open_image)
+        self.assertFalse(first.is_shut_down)
+        self.assertFalse(any(c.is_shut_down
+                             for c in self.cluster.connections))
+        self.cluster.osds_down = False
+        self._open_image()
+        self._open_image()  # an OSD answered; not yet for a minute
+        self.assertFalse(first.is_shut_down)
+        clock[0] += 61
+        self._open_image()
+        self.assertTrue(first.is_shut_down)
+        self.assertFalse(self.cluster.connections[-1].is_shut_down)
 
     def _fail_with(self, error):
         with self.conn.ioctx():
@@ -128,6 +162,7 @@ class ShutdownNeverRacesConnectTest(base.TestCase):
         self.conn = connection.CephConnection(
             self.conf, self.cluster.rados, self.cluster.rbd)
         self.conn.shutdown_grace = lambda: 0
+        self.conn.retired_quiet = lambda: 0
         self.running = []  # 'connect' / 'shutdown' calls in progress
         self.overlaps = []
         self.in_shutdown = threading.Event()
@@ -161,7 +196,14 @@ class ShutdownNeverRacesConnectTest(base.TestCase):
     def test_a_new_connection_waits_for_the_retired_one_to_shut_down(self):
         self.assertRaises(exception.BackendUnavailable, self._fail_with,
                           self.cluster.rados.TimedOut('osd'))
+        # Ceph answers on a new connection: the retired one shuts down.
+        with self.conn.ioctx():
+            pass
         self.assertTrue(self.in_shutdown.wait(5))
+        # Another failure: the next operation must connect afresh while
+        # the first shutdown still runs.
+        self.assertRaises(exception.BackendUnavailable, self._fail_with,
+                          self.cluster.rados.TimedOut('osd'))
         opened = threading.Event()
 
         def operation():
@@ -175,7 +217,7 @@ class ShutdownNeverRacesConnectTest(base.TestCase):
         thread.join(5)
         self.assertEqual([], self.overlaps)
         self.assertTrue(self.cluster.connections[0].is_shut_down)
-        self.assertFalse(self.cluster.connections[1].is_shut_down)
+        self.assertFalse(self.cluster.connections[-1].is_shut_down)
 
     def _fail_with(self, error):
         with self.conn.ioctx():

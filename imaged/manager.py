@@ -5,6 +5,7 @@ long-call gate (:mod:`imaged.calls`); the periodic cleanup is the image
 cache manager's (:mod:`imaged.imagecache`).
 """
 
+import contextlib
 import functools
 import time
 
@@ -18,7 +19,6 @@ from imaged import deadline
 from imaged import exception
 from imaged.i18n import _
 from imaged.imagecache import precache
-from imaged import notifications as imaged_notifications
 from imaged import rpcapi
 from imaged import validate
 from imaged import version
@@ -48,11 +48,12 @@ def remote_errors(func):
     traceback here and reaches the caller as ``InternalError``.
     """
     @functools.wraps(func)
-    def wrapper(*args, **kwargs):
+    def wrapper(manager, *args, **kwargs):
         try:
-            return func(*args, **kwargs)
+            return func(manager, *args, **kwargs)
         except exception.ImagedException as e:
             LOG.info('%s refused: %s', func.__name__, e)
+            manager.metrics.failed(func.__name__, e)
             raise messaging.ExpectedException()
         except Exception as e:
             LOG.exception('%s failed unexpectedly', func.__name__)
@@ -60,7 +61,8 @@ def remote_errors(func):
                 raise exception.InternalError(
                     operation=func.__name__,
                     reason='%s: %s' % (type(e).__name__, e)) from e
-            except exception.InternalError:
+            except exception.InternalError as typed:
+                manager.metrics.failed(func.__name__, typed)
                 raise messaging.ExpectedException()
     return wrapper
 
@@ -78,11 +80,14 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
         self.storage = storage
         self.image_cache = image_cache
         self.glance = glance_api
-        self.notifications = notifications or \
-            imaged_notifications.Notifications(conf, host)
+        # One notifier (and one set of metrics) for the whole agent.
+        self.notifications = notifications or image_cache.notifications
         self.precache = precache.Precache(conf, root_disks,
                                           self.notifications)
         self._healthy = None  # (valid until, fsid) of the last good check
+        self._backends_up = {'ceph': False, 'glance': False}
+        self.metrics = self.notifications.metrics
+        self.metrics.watch_state(self._metrics_state)
         self.long_calls = calls.LongCalls(
             host, conf.max_concurrent_long_calls, conf.max_queued_long_calls)
 
@@ -123,8 +128,9 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
         size_bytes = size_gb * units.Gi
         self.notifications.create_start(context, instance_uuid, image_id,
                                         size_bytes)
+        started = time.monotonic()
         try:
-            with self.long_calls.admitted(context.deadline):
+            with self._long_call(context):
                 disk = self.root_disks.create(context, instance_uuid,
                                               image_id, size_gb)
         except Exception as e:
@@ -132,6 +138,7 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
                                             image_id, size_bytes, e)
             raise
         self.notifications.create_end(context, disk)
+        self.metrics.created(disk['strategy'], time.monotonic() - started)
         return disk
 
     @messaging.expose
@@ -173,8 +180,22 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
         _reject_unexpected('cache_images', unexpected)
         _require('image_ids', image_ids)
         image_ids = validate.validate_image_ids(image_ids)
-        with self.long_calls.admitted(context.deadline):
+        with self._long_call(context):
             return self.precache.run(context, image_ids)
+
+    @contextlib.contextmanager
+    def _long_call(self, context):
+        """The long-call gate, its wait measured."""
+        queued = time.monotonic()
+        with self.long_calls.admitted(context.deadline):
+            self.metrics.waited('long_call', time.monotonic() - queued)
+            yield
+
+    def _metrics_state(self):
+        self._health()
+        return {'calls': self.long_calls.stats(),
+                'cache_bytes': self.image_cache.usage()['used_bytes'],
+                'backends': dict(self._backends_up)}
 
     def _health(self):
         """``(fsid, problems)``; a healthy answer is reused for a moment.
@@ -186,7 +207,10 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
         if self._healthy is not None and now < self._healthy[0]:
             return self._healthy[1], []
         fsid, problems = self.storage.status()
-        problems += self.glance.check_health()
+        glance_problems = self.glance.check_health()
+        self._backends_up = {'ceph': not problems,
+                             'glance': not glance_problems}
+        problems += glance_problems
         self._healthy = None if problems else (now + HEALTH_TTL, fsid)
         return fsid, problems
 

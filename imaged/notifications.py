@@ -17,6 +17,7 @@ from oslo_log import log as logging
 from oslo_utils import units
 
 from imaged import context
+from imaged import metrics as imaged_metrics
 from imaged import rpc
 
 LOG = logging.getLogger(__name__)
@@ -65,7 +66,9 @@ class Notifications:
         from ``conf`` on the notification transport.
     """
 
-    def __init__(self, conf, host, notifier=None):
+    def __init__(self, conf, host, notifier=None, metrics=None):
+        # The same events count in the agent's metrics, sent or not.
+        self.metrics = metrics or imaged_metrics.Metrics()
         if notifier is None:
             notifier = _notifier_from_conf(conf)
         # No driver, or only noop: off (oslo's is_enabled() misses the
@@ -126,6 +129,7 @@ class Notifications:
                     'mb_per_s': _mb_per_s(nbytes, seconds)})
 
     def fetch_end(self, image_id, nbytes, seconds, retries):
+        self.metrics.downloaded(nbytes, seconds)
         self._send(None, 'image.fetch.end',
                    {'image_id': image_id, 'bytes': nbytes,
                     'seconds': round(seconds, 3),
@@ -133,6 +137,7 @@ class Notifications:
                     'retries': retries})
 
     def fetch_error(self, image_id, nbytes, seconds, retries, error):
+        self.metrics.downloaded(nbytes, seconds, error)
         self._send(None, 'image.fetch.error',
                    dict(_error(error), image_id=image_id, bytes=nbytes,
                         seconds=round(seconds, 3),
@@ -151,6 +156,7 @@ class Notifications:
     def evict(self, image_id, where, reason):
         """A base was removed: ``where`` file|rbd, ``reason`` age|size|
         deleted."""
+        self.metrics.evicted(where, reason)
         self._send(None, 'image_cache.evict',
                    {'image_id': image_id, 'where': where, 'reason': reason})
 

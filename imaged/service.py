@@ -34,6 +34,9 @@ class ImagedService(service.Service):
         self.tg.add_timer_args(interval, self.manager.clean_image_cache,
                                initial_delay=interval,
                                stop_on_exception=False)
+        if self.conf.metrics.enabled:
+            self.manager.metrics.serve(self.conf.metrics.host,
+                                       self.conf.metrics.port)
         LOG.info('imaged serving topic %s as %s: %d executor threads, at '
                  'most %d long calls running and %d waiting', rpc.TOPIC,
                  self.manager.host, threads, long_calls.max_running,
@@ -55,6 +58,7 @@ class ImagedService(service.Service):
             self.rpcserver.wait()
             self.rpcserver = None
         super().stop(graceful=graceful)
+        self.manager.metrics.stop()
         # The pool's cleanup role goes to another host now, not when its
         # lease runs out.
         self.manager.storage.release_cleanup_role()

@@ -38,10 +38,14 @@ class Fetcher:
     @contextlib.contextmanager
     def _download_slot(self, image_id):
         timeout = self.conf.long_rpc_timeout
+        queued = time.monotonic()
         if not self._download_slots.acquire(timeout=timeout):
             raise exception.Timeout(
                 what=_('a free download slot for image %s') % image_id,
                 seconds=timeout)
+        if self.notifications is not None:
+            self.notifications.metrics.waited('download_slot',
+                                              time.monotonic() - queued)
         LOG.info('Downloading image %s', image_id)
         try:
             yield

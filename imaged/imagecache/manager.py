@@ -52,6 +52,8 @@ class ImageCacheManager:
         self.files = files
         notifications = notifications or \
             imaged_notifications.Notifications(conf, storage.host)
+        self.notifications = notifications
+        self.metrics = notifications.metrics
         self.fetcher = fetch.Fetcher(conf, glance_api, notifications)
         self.eviction = eviction.Eviction(conf, glance_api, storage, files,
                                           notifications)
@@ -89,6 +91,7 @@ class ImageCacheManager:
                     deadline) as (base, base_size, made):
                 if not made:
                     timings.step('base hit')
+                self.metrics.base_used(made)
                 used = None if use is None else use(base, base_size)
         except exception.ImageTooLarge as e:
             # Another call's build, for a smaller disk, refused the image:

@@ -14,6 +14,7 @@ import fixtures
 
 from imaged.imagecache import files as image_cache
 from imaged import manager as imaged_manager
+from imaged import metrics
 from imaged.storage import bases
 from imaged.storage import rbd as rbd_storage
 from tests import base
@@ -93,5 +94,10 @@ class BookkeepingCostTest(base.TestCase):
 
 
 class _Silent:
+    """Notifications that send nothing; the metrics are real."""
+
+    def __init__(self):
+        self.metrics = metrics.Metrics()
+
     def __getattr__(self, name):
         return lambda *args, **kwargs: None

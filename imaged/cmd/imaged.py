@@ -41,14 +41,24 @@ def build_manager(conf=CONF):
                                             cache, glance_api, notifier)
 
 
+def launch(conf, server):
+    """One worker process serving ``server``; SIGHUP reloads it in place
+    (``imaged.service.InPlaceReload``)."""
+    launcher = service.launch(conf, server, workers=1,
+                              restart_method='mutate')
+    imaged_service.InPlaceReload(conf, server).install(launcher)
+    return launcher
+
+
 def main(argv=None):
+    early_sighup = imaged_service.EarlySighup().hold()
     malloc.limit_arenas()
     parse_args(sys.argv if argv is None else argv)
     LOG.info('Starting imaged %s', version.version_string())
     CONF.log_opt_values(LOG, py_logging.INFO)
     server = imaged_service.ImagedService(CONF, build_manager())
-    launcher = service.launch(CONF, server, workers=1,
-                              restart_method='mutate')
+    launcher = launch(CONF, server)
+    early_sighup.release()
     return launcher.wait()
 
 

@@ -134,6 +134,16 @@ class _Turn:
         self.admitted = False
 
 
+class _Call:
+    """A long call the agent holds: what it is, since when."""
+
+    def __init__(self, method, ids, clock=time.monotonic):
+        self.method = method
+        self.ids = ids
+        self.since = clock()
+        self.running = False
+
+
 class LongCalls:
     """Admits long calls: ``max_running`` at once, ``max_queued`` waiting.
 
@@ -154,6 +164,7 @@ class LongCalls:
         self._closed = False
         self._refused = 0
         self._expired = 0
+        self._calls = []  # _Call of each call running or waiting
 
     @property
     def capacity(self):
@@ -169,19 +180,39 @@ class LongCalls:
                     'long_refused': self._refused,
                     'long_expired': self._expired}
 
+    def in_flight(self, clock=time.monotonic):
+        """The long calls running and waiting, oldest first: what a Guru
+        Meditation Report shows (``imaged.reports``)."""
+        with self._lock:
+            calls = list(self._calls)
+        now = clock()
+        return [dict(call.ids, method=call.method,
+                     state='running' if call.running else 'queued',
+                     age=round(now - call.since, 1)) for call in calls]
+
     @contextlib.contextmanager
-    def admitted(self, call_deadline):
+    def admitted(self, call_deadline, method='?', **ids):
         """Held while one long call works.
 
+        :param method: the RPC method, and ``ids`` (``instance_uuid``,
+            ``image_ids``...) what it works on, for :meth:`in_flight`.
         :raises AgentBusy: the queue is full, or the agent is stopping.
         :raises Timeout: ``call_deadline`` passed before the call could
             start; it did nothing.
         """
-        self._enter(call_deadline)
+        call = _Call(method, ids)
+        with self._lock:
+            self._calls.append(call)
         try:
-            yield
+            self._enter(call_deadline)
+            call.running = True
+            try:
+                yield
+            finally:
+                self._leave()
         finally:
-            self._leave()
+            with self._lock:
+                self._calls.remove(call)
 
     def _timeout(self, call_deadline):
         return exception.Timeout(
@@ -306,7 +337,10 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
         self.notifications.create_start(context, instance_uuid, image_id,
                                         size_bytes)
         try:
-            with self.long_calls.admitted(context.deadline):
+            with self.long_calls.admitted(context.deadline,
+                                          'create_root_disk',
+                                          instance_uuid=instance_uuid,
+                                          image_id=image_id):
                 disk = self.root_disks.create(context, instance_uuid,
                                               image_id, size_gb)
         except Exception as e:
@@ -355,7 +389,8 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
         _reject_unexpected('cache_images', unexpected)
         _require('image_ids', image_ids)
         image_ids = validate_image_ids(image_ids)
-        with self.long_calls.admitted(context.deadline):
+        with self.long_calls.admitted(context.deadline, 'cache_images',
+                                      image_ids=image_ids):
             return self.precache.run(context, image_ids)
 
     def _health(self):

@@ -13,6 +13,7 @@ from imaged.image import glance
 from imaged import malloc
 from imaged import manager as imaged_manager
 from imaged import notifications
+from imaged import reports
 from imaged import rootdisk
 from imaged import service as imaged_service
 from imaged.storage import rbd as rbd_storage
@@ -24,6 +25,7 @@ LOG = logging.getLogger(__name__)
 
 def parse_args(argv, conf=CONF):
     logging.register_options(conf)
+    reports.register_opts(conf)
     lockutils.set_defaults(lock_path='$state_path/lock')
     conf(argv[1:], project='imaged', version=version.version_string())
     logging.setup(conf, 'imaged')
@@ -58,6 +60,7 @@ def main(argv=None):
     CONF.log_opt_values(LOG, py_logging.INFO)
     server = imaged_service.ImagedService(CONF, build_manager())
     launcher = launch(CONF, server)
+    reports.setup(CONF, launcher, server.manager.long_calls)
     early_sighup.release()
     return launcher.wait()
 

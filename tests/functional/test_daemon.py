@@ -194,3 +194,47 @@ class DaemonLifeTest(testtools.TestCase):
         self.assertNotIn('error', result)
         self.assertEqual('download', result['disk']['strategy'])
         self.assertIn('%s_disk' % instance, ceph.names())
+
+    def test_sigusr2_writes_a_report_and_the_agent_goes_on(self):
+        class _Test:
+            addCleanup = self.addCleanup
+        glance = base.Glance(_Test())
+        image = glance.create(os.urandom(units.Mi) * 256, backend='local')
+        daemon, _caps = self.start({'glance': {'progress_interval': '1'}})
+        ceph = base.Ceph()
+        self.addCleanup(ceph.close)
+        instance = str(uuid.uuid4())
+        self.addCleanup(ceph.remove, '%s_disk' % instance)
+        result = {}
+
+        def create():
+            try:
+                result['disk'] = self.api.create_root_disk(
+                    self.ctxt, daemon.host, instance, image['id'], 1)
+            except Exception as e:
+                result['error'] = e
+        caller = threading.Thread(target=create)
+        caller.start()
+        base.wait_for(lambda: 'Downloading image %s' % image['id']
+                      in daemon.log() or result, 120,
+                      what='the download to start')
+        daemon.signal(signal.SIGUSR2)
+        base.wait_for(lambda: 'Guru Meditation Report of worker'
+                      in daemon.log(), 120, what='the report')
+        report = daemon.log().split('Guru Meditation Report of worker')[1]
+        for section in ('Package', 'Threads', 'Configuration',
+                        'Calls in flight'):
+            self.assertIn(section, report)
+        self.assertIn('in create_root_disk', report)  # a thread's stack
+        self.assertIn('product = imaged', report)
+        self.assertNotIn(base.stack()['IMAGED_PASSWORD'], report)
+        self.assertRegex(report, r'create_root_disk +running .*'
+                         'image_id=%s instance_uuid=%s' % (image['id'],
+                                                          instance))
+        caller.join(300)
+        self.assertNotIn('error', result)
+        self.assertEqual('download', result['disk']['strategy'])
+        # Still serving, in the same worker.
+        self.assertEqual(daemon.host, self.api.get_capabilities(
+            self.ctxt, daemon.host)['host'])
+        self.assert_worker_never_restarted(daemon)

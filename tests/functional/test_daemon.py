@@ -229,8 +229,8 @@ class DaemonLifeTest(testtools.TestCase):
         self.assertIn('product = imaged', report)
         self.assertNotIn(base.stack()['IMAGED_PASSWORD'], report)
         self.assertRegex(report, r'create_root_disk +running .*'
-                         'image_id=%s instance_uuid=%s' % (image['id'],
-                                                          instance))
+                         'image_id=%s instance_uuid=%s' %
+                         (image['id'], instance))
         caller.join(300)
         self.assertNotIn('error', result)
         self.assertEqual('download', result['disk']['strategy'])

@@ -8,6 +8,7 @@ queue answers ``AgentBusy`` at once; short calls never wait here.
 import collections
 import contextlib
 import threading
+import time
 
 from oslo_log import log as logging
 
@@ -23,6 +24,16 @@ class _Turn:
     def __init__(self):
         self.event = threading.Event()
         self.admitted = False
+
+
+class _Call:
+    """A long call the agent holds: what it is, since when."""
+
+    def __init__(self, method, ids, clock=time.monotonic):
+        self.method = method
+        self.ids = ids
+        self.since = clock()
+        self.running = False
 
 
 class LongCalls:
@@ -45,6 +56,7 @@ class LongCalls:
         self._closed = False
         self._refused = 0
         self._expired = 0
+        self._calls = []  # _Call of each call running or waiting
 
     @property
     def capacity(self):
@@ -60,19 +72,39 @@ class LongCalls:
                     'long_refused': self._refused,
                     'long_expired': self._expired}
 
+    def in_flight(self, clock=time.monotonic):
+        """The long calls running and waiting, oldest first: what a Guru
+        Meditation Report shows (``imaged.reports``)."""
+        with self._lock:
+            calls = list(self._calls)
+        now = clock()
+        return [dict(call.ids, method=call.method,
+                     state='running' if call.running else 'queued',
+                     age=round(now - call.since, 1)) for call in calls]
+
     @contextlib.contextmanager
-    def admitted(self, call_deadline):
+    def admitted(self, call_deadline, method='?', **ids):
         """Held while one long call works.
 
+        :param method: the RPC method, and ``ids`` (``instance_uuid``,
+            ``image_ids``...) what it works on, for :meth:`in_flight`.
         :raises AgentBusy: the queue is full, or the agent is stopping.
         :raises Timeout: ``call_deadline`` passed before the call could
             start; it did nothing.
         """
-        self._enter(call_deadline)
+        call = _Call(method, ids)
+        with self._lock:
+            self._calls.append(call)
         try:
-            yield
+            self._enter(call_deadline)
+            call.running = True
+            try:
+                yield
+            finally:
+                self._leave()
         finally:
-            self._leave()
+            with self._lock:
+                self._calls.remove(call)
 
     def _timeout(self, call_deadline):
         return exception.Timeout(

@@ -130,7 +130,9 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
                                         size_bytes)
         started = time.monotonic()
         try:
-            with self._long_call(context):
+            with self._long_call(context, 'create_root_disk',
+                                 instance_uuid=instance_uuid,
+                                 image_id=image_id):
                 disk = self.root_disks.create(context, instance_uuid,
                                               image_id, size_gb)
         except Exception as e:
@@ -180,14 +182,14 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
         _reject_unexpected('cache_images', unexpected)
         _require('image_ids', image_ids)
         image_ids = validate.validate_image_ids(image_ids)
-        with self._long_call(context):
+        with self._long_call(context, 'cache_images', image_ids=image_ids):
             return self.precache.run(context, image_ids)
 
     @contextlib.contextmanager
-    def _long_call(self, context):
+    def _long_call(self, context, method, **ids):
         """The long-call gate, its wait measured."""
         queued = time.monotonic()
-        with self.long_calls.admitted(context.deadline):
+        with self.long_calls.admitted(context.deadline, method, **ids):
             self.metrics.waited('long_call', time.monotonic() - queued)
             yield
 

@@ -1,4 +1,8 @@
-"""The oslo.service Service that owns the RPC server and periodic work."""
+"""The oslo.service Service that owns the RPC server and periodic work,
+and the reload (SIGHUP) of its worker."""
+
+import signal
+import threading
 
 import oslo_messaging as messaging
 from oslo_log import log as logging
@@ -42,6 +46,11 @@ class ImagedService(service.Service):
                  self.manager.host, threads, long_calls.max_running,
                  long_calls.max_queued)
 
+    def reset(self):
+        # Called after a reload: every mutable option is read where it is
+        # used, so the new values apply from the next call on.
+        pass
+
     def _periodic_tasks(self, raise_on_error=False):
         ctxt = imaged_context.get_admin_context()
         return self.manager.run_periodic_tasks(ctxt,
@@ -64,3 +73,101 @@ class ImagedService(service.Service):
         self.manager.storage.release_cleanup_role()
         rpc.cleanup()
         LOG.info('imaged stopped')
+
+
+class InPlaceReload:
+    """SIGHUP in the worker: re-read the mutable options and keep serving.
+
+    oslo.service's threading launcher (cotyledon) re-reads the files in the
+    parent and forwards SIGHUP to the worker, whose service wrapper has no
+    ``reload``: cotyledon's default then stops the worker (waiting for the
+    calls in flight, up to ``graceful_shutdown_timeout``, then killing
+    them) and forks a new one. A reload took as long as the longest call,
+    and calls sent while the worker restarted were never answered (their
+    callers waited for their whole timeout). Here the worker re-reads the
+    files itself, in place, as oslo.service's eventlet backend did: the RPC
+    server and the calls in flight are not touched.
+
+    The worker's own SIGHUP handler asks for the reload, so no signal is
+    dropped (cotyledon drops a SIGHUP that comes while it is still handing
+    over the previous one); one thread applies the requests in turn, each
+    reading the files after the signal that asked for it.
+    """
+
+    def __init__(self, conf, server):
+        self.conf = conf
+        self.server = server
+        self._requested = threading.Event()
+        self._thread = None
+
+    def install(self, launcher):
+        """Hook into the workers ``launcher`` (``service.launch``) forks."""
+        # oslo.service does not expose its cotyledon ServiceManager; its
+        # hooks are the way to reach the worker's service wrapper.
+        launcher._manager.register_hooks(on_new_worker=self.on_new_worker)
+
+    def on_new_worker(self, service_id, worker_id, wrapper):
+        """Runs in the new worker's main thread, before it serves."""
+        wrapper.reload = self.request
+        cotyledon_handler = signal.getsignal(signal.SIGHUP)
+
+        def on_sighup(signo, frame):
+            self.request()
+            if callable(cotyledon_handler):
+                cotyledon_handler(signo, frame)
+        signal.signal(signal.SIGHUP, on_sighup)
+        self._thread = threading.Thread(target=self._apply_requests,
+                                        name='imaged-reload', daemon=True)
+        self._thread.start()
+
+    def request(self):
+        self._requested.set()
+
+    def _apply_requests(self):
+        while True:
+            self._requested.wait()
+            self._requested.clear()
+            self.reload()
+
+    def reload(self):
+        """Re-read the configuration files; log what changed."""
+        try:
+            changed = self.conf.mutate_config_files()
+        except Exception:
+            LOG.exception('Reload (SIGHUP) failed: the configuration in use '
+                          'is unchanged')
+            return
+        self.server.reset()
+        if changed:
+            LOG.info('Reload (SIGHUP) applied: %s changed',
+                     ', '.join('%s.%s' % (group or 'DEFAULT', name)
+                               for group, name in sorted(
+                                   changed, key=lambda k: (k[0] or '', k[1]))))
+        else:
+            LOG.info('Reload (SIGHUP) applied: no mutable option changed')
+        return changed
+
+
+class EarlySighup:
+    """Holds a SIGHUP that comes before the launcher handles them.
+
+    Until ``service.launch`` installs its handlers, SIGHUP has its default
+    action, which ends the process: a reload sent while the agent starts
+    would kill it. :meth:`hold` (first thing in ``main``) records such a
+    signal instead, :meth:`release` (once launched) sends it again.
+    """
+
+    def __init__(self):
+        self.pending = False
+
+    def hold(self):
+        signal.signal(signal.SIGHUP, self._record)
+        return self
+
+    def _record(self, signo, frame):
+        self.pending = True
+
+    def release(self, kill=None):
+        if self.pending:
+            LOG.info('A SIGHUP came while starting: reloading now')
+            (kill or signal.raise_signal)(signal.SIGHUP)

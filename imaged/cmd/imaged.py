@@ -14,6 +14,7 @@ from imaged.imagecache import manager as imagecache_manager
 from imaged import malloc
 from imaged import manager as imaged_manager
 from imaged import notifications
+from imaged import reports
 from imaged import rootdisk
 from imaged import service as imaged_service
 from imaged.storage import rbd as rbd_storage
@@ -25,6 +26,7 @@ LOG = logging.getLogger(__name__)
 
 def parse_args(argv, conf=CONF):
     logging.register_options(conf)
+    reports.register_opts(conf)
     lockutils.set_defaults(lock_path='$state_path/lock')
     conf(argv[1:], project='imaged', version=version.version_string())
     logging.setup(conf, 'imaged')
@@ -42,14 +44,25 @@ def build_manager(conf=CONF):
                                             image_cache, glance_api, notifier)
 
 
+def launch(conf, server):
+    """One worker process serving ``server``; SIGHUP reloads it in place
+    (``imaged.service.InPlaceReload``)."""
+    launcher = service.launch(conf, server, workers=1,
+                              restart_method='mutate')
+    imaged_service.InPlaceReload(conf, server).install(launcher)
+    return launcher
+
+
 def main(argv=None):
+    early_sighup = imaged_service.EarlySighup().hold()
     malloc.limit_arenas()
     parse_args(sys.argv if argv is None else argv)
     LOG.info('Starting imaged %s', version.version_string())
     CONF.log_opt_values(LOG, py_logging.INFO)
     server = imaged_service.ImagedService(CONF, build_manager())
-    launcher = service.launch(CONF, server, workers=1,
-                              restart_method='mutate')
+    launcher = launch(CONF, server)
+    reports.setup(CONF, launcher, server.manager.long_calls)
+    early_sighup.release()
     return launcher.wait()
 
 

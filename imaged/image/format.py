@@ -12,6 +12,7 @@ import collections
 import contextlib
 import os
 import re
+import signal
 import subprocess
 
 from oslo_concurrency import processutils
@@ -201,6 +202,14 @@ def qemu_limits(conf, extra_mb=0):
                        extra_mb) * units.Mi)
 
 
+def ignore_agent_signals():
+    """In qemu-img, before it runs: the agent's parent sends SIGHUP
+    (reload) and SIGUSR2 (report) to its whole process group, and either
+    would end a conversion; ignored signals stay ignored across exec."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+
 def run_qemu_img(image_id, args, conf, extra_mb=0):
     """Run ``qemu-img args`` under the process limits and a wall-clock limit.
 
@@ -215,6 +224,7 @@ def run_qemu_img(image_id, args, conf, extra_mb=0):
         return processutils.execute(QEMU_IMG, *args,
                                     prlimit=qemu_limits(conf, extra_mb),
                                     timeout=timeout,
+                                    preexec_fn=ignore_agent_signals,
                                     on_execute=started.append)
     except subprocess.TimeoutExpired:
         for process in started:  # processutils leaves it running

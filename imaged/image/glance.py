@@ -384,6 +384,46 @@ class GlanceAPI:
         roles = getattr(access, 'role_names', None) or []
         return 'admin' in [role.lower() for role in roles]
 
+    def api_versions(self):
+        """The API versions Glance offers (``GET /versions``), e.g.
+        ``['2.17', '2.16', ...]``.
+
+        :raises BackendUnavailable: Glance does not answer.
+        """
+        try:
+            url = self.endpoint()
+            resp = self._session.get(url + '/versions', authenticated=False,
+                                     raise_exc=False, timeout=10)
+        except (ks_exc.ClientException, requests.RequestException) as e:
+            raise exception.BackendUnavailable(
+                backend='Glance', reason=_('%(url)s is unreachable: %(err)s')
+                % {'url': self._endpoint, 'err': e})
+        # Glance answers /versions with 300 Multiple Choices.
+        if resp.status_code >= 400:
+            raise exception.BackendUnavailable(
+                backend='Glance', reason=_('%(url)s/versions answered '
+                                           '%(code)s') %
+                {'url': url, 'code': resp.status_code})
+        versions = resp.json().get('versions', [])
+        return [v.get('id', '').lstrip('v') for v in versions]
+
+    def user_roles(self):
+        """The roles in imaged's own token (``[glance]`` credentials), or
+        None without Keystone.
+
+        :raises BackendUnavailable: Keystone cannot tell.
+        """
+        if self._auth is None or isinstance(self._auth, noauth.NoAuth):
+            return None
+        try:
+            access = self._auth.get_access(self._session)
+        except (ks_exc.ClientException, requests.RequestException) as e:
+            raise exception.BackendUnavailable(
+                backend='Keystone',
+                reason=_('cannot read the roles of imaged\'s user: %s') % e)
+        return sorted(role.lower() for role in
+                      getattr(access, 'role_names', None) or [])
+
     def check_health(self):
         """Problems reaching Glance, as strings (empty when it answers)."""
         try:

@@ -335,6 +335,26 @@ class CephConnection:
             self.release(lease, error)
         return fsid, [problem] if problem else []
 
+    def min_compat_client(self):
+        """The cluster's ``require_min_compat_client`` (``osd dump``),
+        e.g. ``'mimic'``.
+
+        :raises BackendUnavailable: the monitors do not answer or refuse.
+        """
+        with self.lease() as cluster:
+            try:
+                ret, out, err = cluster.mon_command(
+                    json.dumps({'prefix': 'osd dump', 'format': 'json'}),
+                    b'', timeout=self.conf.rbd.connect_timeout)
+            except self.rados.Error as e:
+                raise exception.BackendUnavailable(
+                    backend='Ceph', reason=_('monitors do not answer: %s') % e)
+        if ret != 0:
+            raise exception.BackendUnavailable(
+                backend='Ceph', reason=_('monitors refused "osd dump": %s')
+                % err)
+        return json.loads(out).get('require_min_compat_client', '')
+
     def _cluster_problem(self, cluster):
         """What the monitors say stops I/O in the pool, or None."""
         try:

@@ -52,26 +52,117 @@ class DaemonLifeTest(testtools.TestCase):
                               daemon.host, str(uuid.uuid4()))
         self.assertIn('Ceph', str(e))
 
+    def set_max_root_disk_gb(self, daemon, value):
+        with open(daemon.config_file) as f:
+            lines = [line for line in f
+                     if not line.startswith('max_root_disk_gb')]
+        with open(daemon.config_file, 'w') as f:
+            for line in lines:
+                f.write(line)
+                if line.strip() == '[DEFAULT]':
+                    f.write('max_root_disk_gb = %d\n' % value)
+
+    def reloads_applied(self, daemon):
+        return daemon.log().count('Reload (SIGHUP) applied: '
+                                  'DEFAULT.max_root_disk_gb changed')
+
+    def largest_size(self, daemon):
+        """The worker's max_root_disk_gb, from its answer to a size no
+        agent takes (refused before any long-call queue or Glance)."""
+        client = self.api.client.prepare(server=daemon.host, timeout=60)
+        e = self.assertRaises(
+            exception.InvalidInput, client.call, self.ctxt,
+            'create_root_disk', instance_uuid=str(uuid.uuid4()),
+            image_id=str(uuid.uuid4()), size_gb=10 ** 6)
+        return int(str(e).split('1..')[1].split()[0].rstrip('.'))
+
+    def assert_worker_never_restarted(self, daemon):
+        log = daemon.log()
+        self.assertNotIn('exited with status', log)
+        self.assertNotIn('killed by signal', log)
+        self.assertIsNone(daemon.process.poll())
+
     def test_sighup_rereads_mutable_options(self):
         daemon, _caps = self.start()
-        with open(daemon.config_file, 'a') as f:
-            f.write('\n[DEFAULT]\nmax_root_disk_gb = 3\n')
+        self.set_max_root_disk_gb(daemon, 3)
         daemon.signal(signal.SIGHUP)
-        instance = str(uuid.uuid4())
+        # The worker says when it applied the reload: no guessing how long.
+        base.wait_for(lambda: self.reloads_applied(daemon) == 1, 120,
+                      what='the worker to log the reload')
+        e = self.assertRaises(exception.InvalidInput,
+                              self.api.create_root_disk, self.ctxt,
+                              daemon.host, str(uuid.uuid4()),
+                              str(uuid.uuid4()), 5)
+        self.assertIn('1..3', str(e))
+        self.assert_worker_never_restarted(daemon)
 
-        def refused_as_too_big():
-            try:
-                self.api.create_root_disk(self.ctxt, daemon.host, instance,
-                                          str(uuid.uuid4()), 5)
-            except exception.InvalidInput as e:
-                return '1..3' in str(e)
-            except exception.ImageNotFound:
-                return False
-            except Exception:  # the worker is restarting
-                return False
-        base.wait_for(refused_as_too_big, 60, interval=1,
-                      what='the new max_root_disk_gb to apply')
+    def test_calls_sent_during_reloads_are_answered(self):
+        # The race: a reload used to restart the worker; a call sent while
+        # it restarted was never answered (its caller waited its whole
+        # timeout). Every call sent right behind a SIGHUP gets its answer,
+        # from the old or the new configuration.
+        daemon, _caps = self.start()
+        for i, value in enumerate((101, 102, 103, 104, 105), 1):
+            self.set_max_root_disk_gb(daemon, value)
+            daemon.signal(signal.SIGHUP)
+            self.assertIn(self.largest_size(daemon), (value - 1, value)
+                          if i > 1 else (16384, value))
+            base.wait_for(lambda: self.reloads_applied(daemon) == i, 120,
+                          what='reload %d to be logged' % i)
+            self.assertEqual(value, self.largest_size(daemon))
+        self.assert_worker_never_restarted(daemon)
+
+    def test_sighup_before_the_worker_serves_applies(self):
+        # Sent once the configuration is read, while the launcher forks the
+        # worker: the new value is what the worker serves with.
+        host = 'life-%s' % uuid.uuid4().hex[:8]
+        daemon = base.Daemon(self.workdir, host).start()
+        self.addCleanup(daemon.kill)
+        base.wait_for(lambda: 'Starting imaged' in daemon.log(), 120,
+                      what='imaged to read its configuration')
+        self.set_max_root_disk_gb(daemon, 7)
+        daemon.signal(signal.SIGHUP)
+        base.FunctionalTestCase.wait_until_serving(self.api, self.ctxt,
+                                                   host, daemon)
+        self.assertEqual(7, self.largest_size(daemon))
         self.assertIsNone(daemon.process.poll())
+
+    def test_sighup_with_a_long_call_in_flight(self):
+        # A reload no longer waits for the calls in flight (it used to
+        # stop the worker, for up to graceful_shutdown_timeout, then kill
+        # what still ran): it applies at once and the call goes on.
+        class _Test:
+            addCleanup = self.addCleanup
+        glance = base.Glance(_Test())
+        image = glance.create(os.urandom(units.Mi) * 256, backend='local')
+        daemon, _caps = self.start({'glance': {'progress_interval': '1'}})
+        ceph = base.Ceph()
+        self.addCleanup(ceph.close)
+        instance = str(uuid.uuid4())
+        self.addCleanup(ceph.remove, '%s_disk' % instance)
+        result = {}
+
+        def create():
+            try:
+                result['disk'] = self.api.create_root_disk(
+                    self.ctxt, daemon.host, instance, image['id'], 1)
+            except Exception as e:
+                result['error'] = e
+        caller = threading.Thread(target=create)
+        caller.start()
+        base.wait_for(lambda: 'Downloading image %s' % image['id']
+                      in daemon.log() or result, 120,
+                      what='the download to start')
+        self.set_max_root_disk_gb(daemon, 4)
+        daemon.signal(signal.SIGHUP)
+        base.wait_for(lambda: self.reloads_applied(daemon) == 1, 120,
+                      what='the worker to log the reload')
+        self.assertEqual(4, self.largest_size(daemon))
+        caller.join(300)
+        self.assertFalse(caller.is_alive())
+        self.assertNotIn('error', result)
+        self.assertEqual('download', result['disk']['strategy'])
+        self.assert_worker_never_restarted(daemon)
 
     def test_sigterm_lets_the_call_in_flight_finish(self):
         class _Test:
@@ -103,3 +194,47 @@ class DaemonLifeTest(testtools.TestCase):
         self.assertNotIn('error', result)
         self.assertEqual('download', result['disk']['strategy'])
         self.assertIn('%s_disk' % instance, ceph.names())
+
+    def test_sigusr2_writes_a_report_and_the_agent_goes_on(self):
+        class _Test:
+            addCleanup = self.addCleanup
+        glance = base.Glance(_Test())
+        image = glance.create(os.urandom(units.Mi) * 256, backend='local')
+        daemon, _caps = self.start({'glance': {'progress_interval': '1'}})
+        ceph = base.Ceph()
+        self.addCleanup(ceph.close)
+        instance = str(uuid.uuid4())
+        self.addCleanup(ceph.remove, '%s_disk' % instance)
+        result = {}
+
+        def create():
+            try:
+                result['disk'] = self.api.create_root_disk(
+                    self.ctxt, daemon.host, instance, image['id'], 1)
+            except Exception as e:
+                result['error'] = e
+        caller = threading.Thread(target=create)
+        caller.start()
+        base.wait_for(lambda: 'Downloading image %s' % image['id']
+                      in daemon.log() or result, 120,
+                      what='the download to start')
+        daemon.signal(signal.SIGUSR2)
+        base.wait_for(lambda: 'Guru Meditation Report of worker'
+                      in daemon.log(), 120, what='the report')
+        report = daemon.log().split('Guru Meditation Report of worker')[1]
+        for section in ('Package', 'Threads', 'Configuration',
+                        'Calls in flight'):
+            self.assertIn(section, report)
+        self.assertIn('in create_root_disk', report)  # a thread's stack
+        self.assertIn('product = imaged', report)
+        self.assertNotIn(base.stack()['IMAGED_PASSWORD'], report)
+        self.assertRegex(report, r'create_root_disk +running .*'
+                         'image_id=%s instance_uuid=%s' %
+                         (image['id'], instance))
+        caller.join(300)
+        self.assertNotIn('error', result)
+        self.assertEqual('download', result['disk']['strategy'])
+        # Still serving, in the same worker.
+        self.assertEqual(daemon.host, self.api.get_capabilities(
+            self.ctxt, daemon.host)['host'])
+        self.assert_worker_never_restarted(daemon)

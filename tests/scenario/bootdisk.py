@@ -281,7 +281,9 @@ class Boot:
 
     def __init__(self, qemu, drive, console_path, memory_mb=256):
         self.console_path = console_path
+        # QEMU dies with the test process, whatever kills it.
         self.command = [
+            'setpriv', '--pdeathsig', 'KILL', '--',
             qemu, '-accel', 'tcg', '-machine', 'pc', '-m', str(memory_mb),
             '-smp', '1', '-nodefaults', '-no-user-config', '-nographic',
             '-no-reboot', '-serial', 'file:%s' % console_path,

@@ -14,7 +14,9 @@ starting with :data:`CONSOLE_TAG`), writes :data:`GUEST_MARKER` at each of
 :data:`MARKER_OFFSETS` of its disk, syncs and powers off.
 
 The built disk is kept under a cache directory, named after what went into
-it, so that later runs reuse it; parallel tests build it once.
+it, so that later runs reuse it; parallel tests build it once. Two builds
+from the same packages are the same bytes (fixed times, volume id and disk
+id), and a build takes seconds, bounded: every command has a timeout.
 """
 
 import contextlib
@@ -92,7 +94,7 @@ LABEL linux
 """
 
 SYSLINUX_MBR = '/usr/lib/syslinux/mbr/mbr.bin'
-FIXED_MTIME = 1700000000  # every file in the image, so builds compare
+FIXED_MTIME = 1700000000  # of every file in the image
 
 
 class BuildError(Exception):
@@ -100,7 +102,10 @@ class BuildError(Exception):
 
 
 def _run(*args, timeout=COMMAND_TIMEOUT, **kwargs):
-    env = dict(os.environ, MTOOLS_SKIP_CHECK='1', LC_ALL='C')
+    # SOURCE_DATE_EPOCH: mtools (and so syslinux) stamp files with it, so
+    # that two builds of the same inputs are the same bytes.
+    env = dict(os.environ, MTOOLS_SKIP_CHECK='1', LC_ALL='C',
+               SOURCE_DATE_EPOCH=str(FIXED_MTIME))
     try:
         return subprocess.run(args, check=True, capture_output=True,
                               timeout=timeout, env=env, text=True, **kwargs)

@@ -112,6 +112,10 @@ user = admin
 keyring = $CEPH_ADMIN_KEYRING
 pool = $CEPH_VMS_POOL
 
+[boot]
+enabled = true
+image_cache_dir = $STACK_DIR/scenario/bootdisk
+
 [fault_injection]
 enabled = true
 imaged_command = $ROOT/.venv/bin/imaged

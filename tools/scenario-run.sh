@@ -24,6 +24,9 @@ SCENARIOS=(.venv/bin/stestr --test-path ./tests/scenario)
 FAULTS=(.venv/bin/stestr --test-path ./tests/scenario/faults --top-dir ./)
 POSTRUN=(.venv/bin/stestr --test-path ./tests/scenario/postrun --top-dir ./)
 NOT_FAULTS=(--exclude-regex '^tests\.scenario\.(faults|postrun)\.')
+# "stestr list" needs a repository: in a fresh clone it fails, and every
+# part below would be skipped as if the filters selected nothing.
+[ -d .stestr ] || .venv/bin/stestr init >/dev/null
 rc=0
 times=()
 started=$SECONDS

@@ -63,11 +63,18 @@ fi
 APT_PACKAGES=(ceph-mon ceph-osd ceph-mgr ceph-common python3-rados python3-rbd
               rabbitmq-server qemu-utils qemu-block-extra python3-venv python3-dev
               gcc curl procps iproute2 systemd fdisk gdisk xorriso)
+# The scenario suite's boot test (tests/scenario/bootdisk.py) builds a disk
+# with busybox, syslinux on FAT (dosfstools, mtools) and a kernel taken from
+# its .deb (apt-get download, never installed), and boots it in QEMU; these
+# come without their recommends (qemu-system-x86's would add a GTK GUI).
+APT_PACKAGES_NO_RECOMMENDS=(qemu-system-x86 busybox-static syslinux
+                            syslinux-common dosfstools mtools)
 
 # ============================================================== install =====
-apt_missing() {
+apt_missing() {  # apt_missing [PACKAGE..]: default all of ours
     local p
-    for p in "${APT_PACKAGES[@]}"; do
+    [ $# -gt 0 ] || set -- "${APT_PACKAGES[@]}" "${APT_PACKAGES_NO_RECOMMENDS[@]}"
+    for p in "$@"; do
         dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' ||
             echo "$p"
     done
@@ -83,8 +90,16 @@ install_apt() {
     apt-get -o DPkg::Lock::Timeout=600 update -q >&2 ||
         die "apt-get update failed"
     # With recommends: ceph-mgr's modules and the like come that way.
-    apt-get -o DPkg::Lock::Timeout=600 install -y -q $missing >&2 ||
-        die "apt-get install failed"
+    missing=$(apt_missing "${APT_PACKAGES[@]}")
+    if [ -n "$missing" ]; then
+        apt-get -o DPkg::Lock::Timeout=600 install -y -q $missing >&2 ||
+            die "apt-get install failed"
+    fi
+    missing=$(apt_missing "${APT_PACKAGES_NO_RECOMMENDS[@]}")
+    if [ -n "$missing" ]; then
+        apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends \
+            $missing >&2 || die "apt-get install failed"
+    fi
     missing=$(apt_missing)
     [ -z "$missing" ] || die "still missing after apt-get install: $missing"
 }

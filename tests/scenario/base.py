@@ -99,9 +99,10 @@ class Ceph:
         return self.cluster.get_fsid()
 
     @contextlib.contextmanager
-    def _image(self, name, pool=None):
+    def _image(self, name, pool=None, snapshot=None):
         with self.cluster.open_ioctx(pool or self.pool) as ioctx:
-            with self.rbd.Image(ioctx, name, read_only=True) as image:
+            with self.rbd.Image(ioctx, name, snapshot=snapshot,
+                                read_only=True) as image:
                 yield image
 
     def names(self, pool=None):
@@ -112,12 +113,12 @@ class Ceph:
         """Names in the pool that contain any of ``words``."""
         return sorted(n for n in self.names() if any(w in n for w in words))
 
-    def size(self, name):
-        with self._image(name) as image:
+    def size(self, name, pool=None, snapshot=None):
+        with self._image(name, pool, snapshot) as image:
             return image.size()
 
-    def read(self, name, offset, length):
-        with self._image(name) as image:
+    def read(self, name, offset, length, pool=None, snapshot=None):
+        with self._image(name, pool, snapshot) as image:
             return image.read(offset, length)
 
     def parent(self, name):

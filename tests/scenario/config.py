@@ -3,9 +3,9 @@
 It names the deployment under test: how to reach the imaged agent (the
 oslo.messaging options of ``[DEFAULT]`` and ``[oslo_messaging_*]``, read by
 imaged's own client code), which agent (``[target]``), Glance (``[glance]``,
-keystoneauth options as in imaged's own ``[glance]``), Ceph
-(``[ceph]``) and, for a deployment the tests may disturb, how to stop and
-start its parts (``[fault_injection]``).
+keystoneauth options as in imaged's own ``[glance]``), Ceph (``[ceph]``),
+how to boot a VM from a disk (``[boot]``) and, for a deployment the tests
+may disturb, how to stop and start its parts (``[fault_injection]``).
 
 The file is ``$IMAGED_SCENARIO_CONFIG``, else the one
 ``tools/scenario-conf.sh`` writes for the local stack.
@@ -114,6 +114,49 @@ Unset: ``client.admin``.
         help='``[rbd] pool`` of the agent under test.'),
 ]
 
+boot_opts = [
+    cfg.BoolOpt(
+        'enabled',
+        default=False,
+        help="""
+Run the boot tests (``tests/scenario/test_boot.py``): build a small bootable
+disk image from Debian packages, make root disks of it through the agent and
+boot each with QEMU (TCG) from the disk's own boot loader, attached through
+QEMU's RBD driver as ``[ceph] user``, which must be able to write to
+``[ceph] pool``. The machine the tests run on needs ``qemu-system-x86_64``
+with the RBD block driver (Debian: qemu-system-x86, qemu-block-extra),
+busybox-static, syslinux, syslinux-common, dosfstools, mtools, fdisk, and
+``apt-get download`` of a ``linux-image-cloud-amd64`` kernel (the host's
+kernel is not changed). When False, they are skipped and say why.
+
+Related options:
+
+* ``image_cache_dir``: where the built image is kept.
+"""),
+    cfg.StrOpt(
+        'image_cache_dir',
+        default='',
+        help="""
+Directory, writable by the tests, where the built boot image is kept, so
+that later runs reuse it (a new one is built when its kernel, busybox,
+syslinux or recipe changed). Required when ``enabled``.
+"""),
+    cfg.StrOpt(
+        'qemu_command',
+        default='qemu-system-x86_64',
+        help='The QEMU system emulator the boot tests run.'),
+    cfg.IntOpt(
+        'boot_timeout',
+        default=240,
+        min=10,
+        help="""
+Seconds a boot may take, from QEMU's start until the guest has powered off;
+a boot still running then fails its test, and QEMU is ended. Under TCG on
+an idle machine the guest powers off within seconds; the default leaves
+room for a busy one.
+"""),
+]
+
 fault_injection_opts = [
     cfg.BoolOpt(
         'enabled',
@@ -186,6 +229,7 @@ def register_opts(conf):
     ks_loading.register_adapter_conf_options(conf, 'glance')
     conf.set_default('service_type', 'image', group='glance')
     conf.register_opts(ceph_opts, group='ceph')
+    conf.register_opts(boot_opts, group='boot')
     conf.register_opts(fault_injection_opts, group='fault_injection')
 
 
@@ -196,6 +240,7 @@ def list_opts():
              ks_loading.get_auth_common_conf_options() +
              ks_loading.get_adapter_conf_options()),
             ('ceph', ceph_opts),
+            ('boot', boot_opts),
             ('fault_injection', fault_injection_opts)]
 
 

@@ -1,0 +1,61 @@
+"""Prometheus metrics of a real agent, scraped over HTTP."""
+
+import os
+import socket
+import urllib.request
+
+from tests.functional import base
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+PORT = _free_port()
+
+
+class MetricsTest(base.FunctionalTestCase):
+
+    daemon_options = {'metrics': {'enabled': 'true', 'host': '127.0.0.1',
+                                  'port': str(PORT)}}
+
+    def scrape(self):
+        url = 'http://127.0.0.1:%d/metrics' % PORT
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            self.assertEqual(200, resp.status)
+            text = resp.read().decode()
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith('#'):
+                name, value = line.rsplit(' ', 1)
+                values[name] = float(value)
+        return values
+
+    def test_a_clone_and_a_download_show_in_the_scrape(self):
+        before = self.scrape()
+        data = os.urandom(2 << 20)
+        cloned = self.glance.create(data, backend='ceph')
+        downloaded = self.glance.create(data, backend='local')
+        self.assertEqual('clone',
+                         self.create_root_disk(cloned['id'])['strategy'])
+        self.assertEqual('download',
+                         self.create_root_disk(downloaded['id'])['strategy'])
+        after = self.scrape()
+
+        def moved(name):
+            return after.get(name, 0) - before.get(name, 0)
+        self.assertEqual(1, moved('imaged_root_disk_creates_total'
+                                  '{result="ok",strategy="clone"}'))
+        self.assertEqual(1, moved('imaged_root_disk_creates_total'
+                                  '{result="ok",strategy="download"}'))
+        self.assertEqual(1, moved('imaged_root_disk_create_seconds_count'
+                                  '{strategy="download"}'))
+        self.assertEqual(1, moved('imaged_downloads_total{result="ok"}'))
+        self.assertEqual(len(data), moved('imaged_download_bytes_total'))
+        self.assertEqual(1, moved('imaged_base_builds_total'))
+        self.assertEqual(1, after['imaged_backend_up{backend="ceph"}'])
+        self.assertEqual(1, after['imaged_backend_up{backend="glance"}'])
+        self.assertIn('imaged_long_calls{state="waiting"}', after)
+        self.assertIn('Serving Prometheus metrics', self.daemon.log())

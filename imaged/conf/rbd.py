@@ -19,9 +19,11 @@ rbd_opts = [
         help="""
 Ceph (cephx) user imaged connects as, without the ``client.`` prefix.
 
-It needs ``profile rbd`` on ``[rbd] pool`` and ``profile rbd-read-only`` on
-Glance's pool to clone from Glance's snapshots. Unset means librados' default
-user (``client.admin``).
+It needs ``profile rbd`` on ``[rbd] pool``, and on Glance's pool to write
+snapshots there (``snapshot_root_disk``, strategy ``clone``) and to remove a
+deleted image's trash entry with its last clone; ``profile rbd-read-only``
+there is enough to clone from Glance's snapshots. Unset means librados'
+default user (``client.admin``).
 """),
     cfg.StrOpt(
         'keyring',

@@ -1,0 +1,43 @@
+"""Images that can be deleted: root disks are clones of format 2."""
+
+import os
+
+from oslo_utils import units
+
+from tests.functional import base
+
+
+class DeletableImageTest(base.FunctionalTestCase):
+
+    def test_glance_deletes_an_image_that_has_three_root_disks(self):
+        data = os.urandom(units.Mi) + bytes(3 * units.Mi) + b'tail'
+        image = self.glance.create(data, backend='ceph')
+        images_pool = base.stack()['CEPH_IMAGES_POOL']
+        disks = [self.create_root_disk(image['id']) for _ in range(3)]
+        self.assertEqual({'clone'}, {d['strategy'] for d in disks})
+
+        # 204: Glance moves the image, whose snapshot has clones of
+        # format 2, to the RBD trash (409 "in use" with format 1).
+        resp = base.keystone_session('DEMO').delete(
+            '%s/v2/images/%s' % (base.stack()['GLANCE_URL'], image['id']))
+        self.assertEqual(204, resp.status_code, resp.text)
+        self.assertNotIn(image['id'], self.ceph.names(images_pool))
+        self.assertEqual([image['id']], [
+            n for n in self.ceph.trash(images_pool) if n == image['id']])
+
+        for disk in disks:
+            self.assertEqual(data[:units.Mi],
+                             self.ceph.read(disk['name'], 0, units.Mi))
+            self.assertEqual(b'tail', self.ceph.read(
+                disk['name'], len(data) - 4, 4))
+        for disk in disks[:2]:
+            self.api.delete_root_disk(self.ctxt, self.host,
+                                      disk['instance_uuid'])
+            self.assertIn(image['id'], self.ceph.trash(images_pool))
+        self.api.delete_root_disk(self.ctxt, self.host,
+                                  disks[2]['instance_uuid'])
+        self.assertNotIn(image['id'], self.ceph.trash(images_pool))
+
+    def test_capabilities_list_no_problem_on_a_mimic_cluster(self):
+        caps = self.api.get_capabilities(self.ctxt, self.host)
+        self.assertEqual([], caps['problems'])

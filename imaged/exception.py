@@ -111,6 +111,10 @@ class DiskExists(StorageError):
     msg_fmt = _("%(name)s already exists in pool %(pool)s.")
 
 
+class RootDiskNotFound(ImagedException):
+    msg_fmt = _("Root disk %(name)s does not exist in pool %(pool)s.")
+
+
 class DiskImageMismatch(ImagedException):
     msg_fmt = _("Root disk %(name)s in pool %(pool)s was made from image "
                 "%(existing_image_id)s, not from image %(image_id)s.")

@@ -176,6 +176,18 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
         with self.long_calls.admitted(context.deadline):
             return self.precache.run(context, image_ids)
 
+    # -- RPC API 1.2 ----------------------------------------------------------
+
+    @messaging.expose
+    @remote_errors
+    def flatten_root_disk(self, context, instance_uuid=None, **unexpected):
+        self._start_deadline(context)
+        _reject_unexpected('flatten_root_disk', unexpected)
+        _require('instance_uuid', instance_uuid)
+        instance_uuid = validate.validate_uuid('instance_uuid', instance_uuid)
+        with self.long_calls.admitted(context.deadline):
+            return self.root_disks.flatten(context, instance_uuid)
+
     def _health(self):
         """``(fsid, problems)``; a healthy answer is reused for a moment.
 

@@ -10,11 +10,16 @@ Strategies, fastest first:
   converted to raw: a clone of its base image in Ceph (with ``[image_cache]
   rbd_base_images``), else an import of its local base file.
 
+A disk made by cloning is flattened (``[rbd] flatten_root_disks``) when
+asked, or when its chain of clones would be longer than ``[rbd]
+max_clone_depth``; ``flatten`` does it for an existing disk.
+
 This module chooses; the image cache keeps the bytes; ``storage`` writes
 them.
 """
 
 import contextlib
+import threading
 import time
 
 from oslo_concurrency import lockutils
@@ -54,6 +59,9 @@ class RootDisks:
         self.locations = image_locations.CloneableLocations(
             conf, glance_api, storage)
         self._instance_locks = lockutils.Semaphores()
+        self._parent_depths = {}  # parent location -> its chain's length
+        self._flattening = set()  # disks flattened in the background
+        self._flattening_lock = threading.Lock()
 
     @contextlib.contextmanager
     def _instance_lock(self, context, name):
@@ -111,6 +119,7 @@ class RootDisks:
             else:
                 strategy = 'download'
                 info = self._download(context, image, spec, timings)
+            info = self._shorten_chain(context, name, info, timings)
             LOG.info('Created root disk %s/%s for instance %s from image %s '
                      'by %s: %s', self.storage.pool, name, instance_uuid,
                      image_id, strategy, ', '.join(timings.steps))
@@ -161,6 +170,65 @@ class RootDisks:
         image_cache.with_local_file(context, image, spec.min_size, timings,
                                     disk=spec)
         return {'size_bytes': spec.min_size, 'parent': None}
+
+    def _flatten_wait(self, context):
+        return call_deadline.of(context).cap(self.conf.long_rpc_timeout)
+
+    def _shorten_chain(self, context, name, info, timings):
+        """Flatten a new clone if asked to, or if its chain is too long."""
+        parent = info['parent']
+        if parent is None:
+            return info
+        flattener = self.storage.flattener
+        depth = self._parent_depths.get(parent)
+        if depth is None:
+            depth = self._parent_depths[parent] = flattener.depth(name) - 1
+        policy = self.conf.rbd.flatten_root_disks
+        if policy == 'on_create' or depth + 1 > self.conf.rbd.max_clone_depth:
+            if policy != 'on_create':
+                LOG.info('Flattening %s: a chain of %d clones is longer than '
+                         '[rbd] max_clone_depth', name, depth + 1)
+            flattener.flatten(name, wait=self._flatten_wait(context))
+            timings.step('flatten')
+            return dict(info, parent=None)
+        if policy == 'background':
+            self._flatten_later(name)
+        return info
+
+    def _flatten_later(self, name):
+        with self._flattening_lock:
+            if name in self._flattening:
+                return
+            self._flattening.add(name)
+
+        def run():
+            try:
+                self.storage.flattener.flatten(
+                    name, wait=self.conf.long_rpc_timeout)
+            except Exception as e:  # the disk is fine as a clone
+                LOG.warning('Background flatten of %s/%s failed: %s',
+                            self.storage.pool, name, e)
+            finally:
+                with self._flattening_lock:
+                    self._flattening.discard(name)
+        threading.Thread(target=run, name='flatten-' + name,
+                         daemon=True).start()
+
+    def flatten(self, context, instance_uuid):
+        """Make the disk independent of its image; idempotent."""
+        name = rbd_disks.disk_name(instance_uuid)
+        with self._instance_lock(context, name):
+            disks = self.storage.disks
+            if disks.info(name) is None:
+                raise exception.RootDiskNotFound(name=name,
+                                                 pool=self.storage.pool)
+            parent = disks.parent(name)
+            seconds = self.storage.flattener.flatten(
+                name, wait=self._flatten_wait(context))
+            if parent is not None:
+                self.storage.trash.remove_if_unused(*parent)
+        return {'instance_uuid': instance_uuid, 'parent': None,
+                'seconds': round(seconds, 3)}
 
     def cache_image(self, context, image_id):
         """Make sure a later root disk from ``image_id`` needs no download.

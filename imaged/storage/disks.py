@@ -116,13 +116,13 @@ class RootDiskStore:
 
         :returns: whether a finished disk was there.
         """
-        parent = self._parent(name)
+        parent = self.parent(name)
         removed = self._remove(name)
         if removed and parent is not None:
             self.trash.remove_if_unused(*parent)
         return removed
 
-    def _parent(self, name):
+    def parent(self, name):
         """``(pool, image id)`` of the disk's parent, or None."""
         rbd = self.conn.rbd
         with self.conn.ioctx(name=name) as ioctx:

@@ -16,6 +16,7 @@ from imaged import exception
 from imaged.storage import bases
 from imaged.storage import connection
 from imaged.storage import disks
+from imaged.storage import flatten
 from imaged.storage import locks
 from imaged.storage import partial
 from imaged.storage import trash
@@ -45,6 +46,7 @@ class RBDDriver:
         self.conn = connection.CephConnection(conf, rados_module, rbd_module)
         self.partials = partial.PartialWriter(self.conn, host)
         self.trash = trash.Trash(self.conn)
+        self.flattener = flatten.Flattener(self.conn)
         self.bases = bases.BaseImageStore(self.conn, self.partials, host,
                                           self.trash)
         self.disks = disks.RootDiskStore(self.conn, self.partials,

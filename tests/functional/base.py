@@ -274,6 +274,12 @@ class Ceph:
             with self.rbd.Image(ioctx, name, read_only=True) as image:
                 return image.size()
 
+    def write(self, name, offset, data, pool=None):
+        """Write as a guest would."""
+        with self.cluster.open_ioctx(pool or self.pool) as ioctx:
+            with self.rbd.Image(ioctx, name) as image:
+                image.write(data, offset)
+
     def trash(self, pool=None):
         """Names of the images in the pool's RBD trash."""
         with self.cluster.open_ioctx(pool or self.pool) as ioctx:

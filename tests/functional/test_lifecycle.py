@@ -1,4 +1,4 @@
-"""Images that can be deleted: root disks are clones of format 2."""
+"""Images that can be deleted (clones of format 2), flattened disks."""
 
 import os
 
@@ -41,3 +41,29 @@ class DeletableImageTest(base.FunctionalTestCase):
     def test_capabilities_list_no_problem_on_a_mimic_cluster(self):
         caps = self.api.get_capabilities(self.ctxt, self.host)
         self.assertEqual([], caps['problems'])
+
+
+class FlattenTest(base.FunctionalTestCase):
+
+    def test_a_flattened_disk_has_no_parent_and_the_same_bytes(self):
+        data = os.urandom(units.Mi)
+        image = self.glance.create(data, backend='ceph')
+        disk = self.create_root_disk(image['id'])
+        self.assertEqual('clone', disk['strategy'])
+        name = disk['name']
+        self.ceph.write(name, 512 * units.Mi, b'guest at 512 MiB')
+        self.ceph.write(name, 0, b'guest at 0')
+        before = [self.ceph.read(name, 0, units.Mi),
+                  self.ceph.read(name, 512 * units.Mi, units.Mi)]
+        result = self.api.flatten_root_disk(self.ctxt, self.host,
+                                            disk['instance_uuid'])
+        self.assertEqual((disk['instance_uuid'], None),
+                         (result['instance_uuid'], result['parent']))
+        self.assertIsNone(self.ceph.parent(name))
+        self.assertEqual(before, [self.ceph.read(name, 0, units.Mi),
+                                  self.ceph.read(name, 512 * units.Mi,
+                                                 units.Mi)])
+        self.assertEqual(b'guest at 0' + data[10:units.Mi], before[0])
+        again = self.api.flatten_root_disk(self.ctxt, self.host,
+                                           disk['instance_uuid'])
+        self.assertEqual(0.0, again['seconds'])

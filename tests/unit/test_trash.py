@@ -8,7 +8,7 @@ IMAGE, BASE, DATA = test_bases.IMAGE, test_bases.BASE, test_bases.DATA
 instance = test_bases.instance
 
 
-class TrashedBaseTest(test_bases.BaseImagesTest):
+class TrashedBaseTest(test_bases.PoolTestCase):
 
     def trash(self, pool='vms'):
         return [name for name, _disk in self.cluster.trash[pool].values()]

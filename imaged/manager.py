@@ -19,7 +19,9 @@ from imaged import exception
 from imaged.i18n import _
 from imaged.imagecache import precache
 from imaged import notifications as imaged_notifications
+from imaged import rootdisk
 from imaged import rpcapi
+from imaged import snapshot
 from imaged import validate
 from imaged import version
 
@@ -82,6 +84,8 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
             imaged_notifications.Notifications(conf, host)
         self.precache = precache.Precache(conf, root_disks,
                                           self.notifications)
+        self.snapshots = snapshot.Snapshots(
+            conf, glance_api, storage, root_disks, root_disks.locations.pools)
         self._healthy = None  # (valid until, fsid) of the last good check
         self.long_calls = calls.LongCalls(
             host, conf.max_concurrent_long_calls, conf.max_queued_long_calls)
@@ -187,6 +191,29 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
         instance_uuid = validate.validate_uuid('instance_uuid', instance_uuid)
         with self.long_calls.admitted(context.deadline):
             return self.root_disks.flatten(context, instance_uuid)
+
+    @messaging.expose
+    @remote_errors
+    def snapshot_root_disk(self, context, instance_uuid=None, image_id=None,
+                           **unexpected):
+        self._start_deadline(context)
+        _reject_unexpected('snapshot_root_disk', unexpected)
+        for argument, value in (('instance_uuid', instance_uuid),
+                                ('image_id', image_id)):
+            _require(argument, value)
+        instance_uuid = validate.validate_uuid('instance_uuid', instance_uuid)
+        image_id = validate.validate_uuid('image_id', image_id)
+        self.notifications.snapshot_start(context, instance_uuid, image_id)
+        try:
+            with self.long_calls.admitted(context.deadline):
+                result = self.snapshots.snapshot(
+                    context, instance_uuid, image_id, rootdisk.Timings())
+        except Exception as e:
+            self.notifications.snapshot_error(context, instance_uuid,
+                                              image_id, e)
+            raise
+        self.notifications.snapshot_end(context, result)
+        return result
 
     def _health(self):
         """``(fsid, problems)``; a healthy answer is reused for a moment.

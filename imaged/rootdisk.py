@@ -37,7 +37,7 @@ from imaged.storage import location as rbd_location
 LOG = logging.getLogger(__name__)
 
 
-class _Timings:
+class Timings:
     def __init__(self):
         self.steps = []
         self._start = time.monotonic()
@@ -80,6 +80,11 @@ class RootDisks:
         finally:
             lock.release()
 
+    def instance_lock(self, context, name):
+        """Held while disk ``name`` is created, deleted, flattened or
+        snapshotted (this host's lock, then the pool's)."""
+        return self._instance_lock(context, name)
+
     def _result(self, instance_uuid, image_id, name, info, strategy,
                 timings):
         return {'instance_uuid': instance_uuid, 'image_id': image_id,
@@ -91,7 +96,7 @@ class RootDisks:
         name = rbd_disks.disk_name(instance_uuid)
         size_bytes = size_gb * units.Gi
         with self._instance_lock(context, name):
-            timings = _Timings()
+            timings = Timings()
             info = self.storage.disks.info(name)
             if info is not None:
                 self._check_existing(name, info, image_id, size_bytes)
@@ -239,7 +244,7 @@ class RootDisks:
         image_cache = self.image_cache
         record.check(image, image_cache.max_size(), self.conf,
                      image_cache.needs_local_room(image))
-        timings = _Timings()
+        timings = Timings()
         location, _size = self.locations.cloneable(context, image, timings)
         if location is not None:
             return 'existing'

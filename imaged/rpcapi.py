@@ -109,3 +109,20 @@ class ImageAgentAPI:
         """
         return self._call(ctxt, host, 'flatten_root_disk', long_call=True,
                           version='1.2', instance_uuid=instance_uuid)
+
+    def snapshot_root_disk(self, ctxt, host, instance_uuid, image_id):
+        """Make the queued Glance image ``image_id`` hold the instance's
+        root disk, and wait until it is active.
+
+        New in 1.2. The caller created the image (raw, bare) and paused or
+        quiesced the guest. Safe to retry after any failure.
+
+        :returns: ``{image_id, instance_uuid, strategy, size_bytes,
+                  timings}``, strategy ``clone`` or ``upload``.
+        :raises RootDiskNotFound, ImageNotWritable,
+                SnapshotFormatUnsupported, LocationRefused.
+        :raises RPCVersionCapped: ``[upgrade_levels] imaged`` is below 1.2.
+        """
+        return self._call(ctxt, host, 'snapshot_root_disk', long_call=True,
+                          version='1.2', instance_uuid=instance_uuid,
+                          image_id=image_id)

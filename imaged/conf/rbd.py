@@ -112,6 +112,22 @@ Related options:
 
 * ``concurrent_flatten_operations``, ``max_clone_depth``
 """),
+    cfg.StrOpt(
+        'snapshot_strategy',
+        default='auto',
+        choices=[('auto', 'clone when Glance has an RBD store in this '
+                          'cluster, else upload'),
+                 ('upload', 'always upload the bytes to Glance')],
+        help="""
+How ``snapshot_root_disk`` gives a disk's bytes to Glance.
+
+``auto``: when Glance has an RBD store in this agent's cluster, the disk is
+copied inside Ceph into Glance's pool (clone, flatten, protected snapshot
+``snap``) and registered with Glance's ``POST /v2/images/{id}/locations``
+(Glance 2024.2 or later; imaged's Ceph user needs ``profile rbd`` on
+Glance's pool); otherwise uploaded. ``upload``: always ``PUT
+/v2/images/{id}/file`` (e.g. when imaged may not write into Glance's pool).
+"""),
     cfg.IntOpt(
         'max_clone_depth',
         default=5,

@@ -19,6 +19,7 @@ from imaged.storage import disks
 from imaged.storage import flatten
 from imaged.storage import locks
 from imaged.storage import partial
+from imaged.storage import snapshots
 from imaged.storage import trash
 
 LOG = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ class RBDDriver:
         self.partials = partial.PartialWriter(self.conn, host)
         self.trash = trash.Trash(self.conn)
         self.flattener = flatten.Flattener(self.conn)
+        self.snapshots = snapshots.SnapshotStore(self.conn, host,
+                                                 self.flattener)
         self.bases = bases.BaseImageStore(self.conn, self.partials, host,
                                           self.trash)
         self.disks = disks.RootDiskStore(self.conn, self.partials,

@@ -491,6 +491,9 @@ class FakeImage:
         self.cluster.ops += 1
         return list(self.disk.metadata.items())
 
+    def read(self, offset, length):
+        return self.disk.read(offset, min(length, self.size() - offset))
+
     def aio_write(self, data, offset, oncomplete):
         self.disk.blocks[offset] = bytes(data)
         self.cluster.writes.append((self.pool_name, self.name, offset,
@@ -567,6 +570,13 @@ class FakeGlance:
         self.images[image_id] = record
         self.data[image_id] = data
         return record
+
+    def add_location(self, context, image_id, url):
+        self.images[image_id].update(status='active', locations=[url])
+
+    def upload(self, context, image_id, data, size):
+        self.data[image_id] = b''.join(iter(lambda: data.read(65536), b''))
+        self.images[image_id].update(status='active', size=size)
 
     def show(self, context, image_id):
         from imaged import exception

@@ -111,6 +111,25 @@ class DiskExists(StorageError):
     msg_fmt = _("%(name)s already exists in pool %(pool)s.")
 
 
+class RootDiskNotFound(ImagedException):
+    msg_fmt = _("Root disk %(name)s does not exist in pool %(pool)s.")
+
+
+class ImageNotWritable(ImagedException):
+    msg_fmt = _("Image %(image_id)s cannot take a snapshot: %(reason)s")
+
+
+class SnapshotFormatUnsupported(ImageNotWritable):
+    msg_fmt = _("Image %(image_id)s has disk_format %(disk_format)s and "
+                "container_format %(container_format)s; imaged writes "
+                "snapshots as raw, bare images only.")
+
+
+class LocationRefused(ImagedException):
+    msg_fmt = _("Glance refused location %(url)s for image %(image_id)s: "
+                "%(reason)s")
+
+
 class DiskImageMismatch(ImagedException):
     msg_fmt = _("Root disk %(name)s in pool %(pool)s was made from image "
                 "%(existing_image_id)s, not from image %(image_id)s.")

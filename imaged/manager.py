@@ -19,7 +19,9 @@ from imaged import deadline
 from imaged import exception
 from imaged.i18n import _
 from imaged.imagecache import precache
+from imaged import rootdisk
 from imaged import rpcapi
+from imaged import snapshot
 from imaged import validate
 from imaged import version
 
@@ -84,6 +86,8 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
         self.notifications = notifications or image_cache.notifications
         self.precache = precache.Precache(conf, root_disks,
                                           self.notifications)
+        self.snapshots = snapshot.Snapshots(
+            conf, glance_api, storage, root_disks, root_disks.locations.pools)
         self._healthy = None  # (valid until, fsid) of the last good check
         self._backends_up = {'ceph': False, 'glance': False}
         self.metrics = self.notifications.metrics
@@ -184,6 +188,44 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
         image_ids = validate.validate_image_ids(image_ids)
         with self._long_call(context, 'cache_images', image_ids=image_ids):
             return self.precache.run(context, image_ids)
+
+    # -- RPC API 1.2 ----------------------------------------------------------
+
+    @messaging.expose
+    @remote_errors
+    def flatten_root_disk(self, context, instance_uuid=None, **unexpected):
+        self._start_deadline(context)
+        _reject_unexpected('flatten_root_disk', unexpected)
+        _require('instance_uuid', instance_uuid)
+        instance_uuid = validate.validate_uuid('instance_uuid', instance_uuid)
+        with self._long_call(context, 'flatten_root_disk',
+                             instance_uuid=instance_uuid):
+            return self.root_disks.flatten(context, instance_uuid)
+
+    @messaging.expose
+    @remote_errors
+    def snapshot_root_disk(self, context, instance_uuid=None, image_id=None,
+                           **unexpected):
+        self._start_deadline(context)
+        _reject_unexpected('snapshot_root_disk', unexpected)
+        for argument, value in (('instance_uuid', instance_uuid),
+                                ('image_id', image_id)):
+            _require(argument, value)
+        instance_uuid = validate.validate_uuid('instance_uuid', instance_uuid)
+        image_id = validate.validate_uuid('image_id', image_id)
+        self.notifications.snapshot_start(context, instance_uuid, image_id)
+        try:
+            with self._long_call(context, 'snapshot_root_disk',
+                                 instance_uuid=instance_uuid,
+                                 image_id=image_id):
+                result = self.snapshots.snapshot(
+                    context, instance_uuid, image_id, rootdisk.Timings())
+        except Exception as e:
+            self.notifications.snapshot_error(context, instance_uuid,
+                                              image_id, e)
+            raise
+        self.notifications.snapshot_end(context, result)
+        return result
 
     @contextlib.contextmanager
     def _long_call(self, context, method, **ids):

@@ -110,6 +110,24 @@ class Notifications:
                         image_id=image_id, size_bytes=size_bytes),
                    priority='error')
 
+    def snapshot_start(self, ctxt, instance_uuid, image_id):
+        self._send(ctxt, 'root_disk.snapshot.start',
+                   {'instance_uuid': instance_uuid, 'image_id': image_id})
+
+    def snapshot_end(self, ctxt, result):
+        """``result`` is snapshot_root_disk's result."""
+        self._send(ctxt, 'root_disk.snapshot.end',
+                   {'instance_uuid': result['instance_uuid'],
+                    'image_id': result['image_id'],
+                    'strategy': result['strategy'],
+                    'size_bytes': result['size_bytes'],
+                    'timings': list(result.get('timings') or [])})
+
+    def snapshot_error(self, ctxt, instance_uuid, image_id, error):
+        self._send(ctxt, 'root_disk.snapshot.error',
+                   dict(_error(error), instance_uuid=instance_uuid,
+                        image_id=image_id), priority='error')
+
     def delete_end(self, ctxt, instance_uuid):
         self._send(ctxt, 'root_disk.delete.end',
                    {'instance_uuid': instance_uuid})

@@ -10,11 +10,16 @@ Strategies, fastest first:
   converted to raw: a clone of its base image in Ceph (with ``[image_cache]
   rbd_base_images``), else an import of its local base file.
 
+A disk made by cloning is flattened (``[rbd] flatten_root_disks``) when
+asked, or when its chain of clones would be longer than ``[rbd]
+max_clone_depth``; ``flatten`` does it for an existing disk.
+
 This module chooses; the image cache keeps the bytes; ``storage`` writes
 them.
 """
 
 import contextlib
+import threading
 import time
 
 from oslo_concurrency import lockutils
@@ -32,7 +37,7 @@ from imaged.storage import location as rbd_location
 LOG = logging.getLogger(__name__)
 
 
-class _Timings:
+class Timings:
     def __init__(self):
         self.steps = []
         self._start = time.monotonic()
@@ -54,6 +59,9 @@ class RootDisks:
         self.locations = image_locations.CloneableLocations(
             conf, glance_api, storage)
         self._instance_locks = lockutils.Semaphores()
+        self._parent_depths = {}  # parent location -> its chain's length
+        self._flattening = set()  # disks flattened in the background
+        self._flattening_lock = threading.Lock()
 
     @contextlib.contextmanager
     def _instance_lock(self, context, name):
@@ -72,6 +80,11 @@ class RootDisks:
         finally:
             lock.release()
 
+    def instance_lock(self, context, name):
+        """Held while disk ``name`` is created, deleted, flattened or
+        snapshotted (this host's lock, then the pool's)."""
+        return self._instance_lock(context, name)
+
     def _result(self, instance_uuid, image_id, name, info, strategy,
                 timings):
         return {'instance_uuid': instance_uuid, 'image_id': image_id,
@@ -83,7 +96,7 @@ class RootDisks:
         name = rbd_disks.disk_name(instance_uuid)
         size_bytes = size_gb * units.Gi
         with self._instance_lock(context, name):
-            timings = _Timings()
+            timings = Timings()
             info = self.storage.disks.info(name)
             if info is not None:
                 self._check_existing(name, info, image_id, size_bytes)
@@ -111,6 +124,7 @@ class RootDisks:
             else:
                 strategy = 'download'
                 info = self._download(context, image, spec, timings)
+            info = self._shorten_chain(context, name, info, timings)
             LOG.info('Created root disk %s/%s for instance %s from image %s '
                      'by %s: %s', self.storage.pool, name, instance_uuid,
                      image_id, strategy, ', '.join(timings.steps))
@@ -162,6 +176,65 @@ class RootDisks:
                                     disk=spec)
         return {'size_bytes': spec.min_size, 'parent': None}
 
+    def _flatten_wait(self, context):
+        return call_deadline.of(context).cap(self.conf.long_rpc_timeout)
+
+    def _shorten_chain(self, context, name, info, timings):
+        """Flatten a new clone if asked to, or if its chain is too long."""
+        parent = info['parent']
+        if parent is None:
+            return info
+        flattener = self.storage.flattener
+        depth = self._parent_depths.get(parent)
+        if depth is None:
+            depth = self._parent_depths[parent] = flattener.depth(name) - 1
+        policy = self.conf.rbd.flatten_root_disks
+        if policy == 'on_create' or depth + 1 > self.conf.rbd.max_clone_depth:
+            if policy != 'on_create':
+                LOG.info('Flattening %s: a chain of %d clones is longer than '
+                         '[rbd] max_clone_depth', name, depth + 1)
+            flattener.flatten(name, wait=self._flatten_wait(context))
+            timings.step('flatten')
+            return dict(info, parent=None)
+        if policy == 'background':
+            self._flatten_later(name)
+        return info
+
+    def _flatten_later(self, name):
+        with self._flattening_lock:
+            if name in self._flattening:
+                return
+            self._flattening.add(name)
+
+        def run():
+            try:
+                self.storage.flattener.flatten(
+                    name, wait=self.conf.long_rpc_timeout)
+            except Exception as e:  # the disk is fine as a clone
+                LOG.warning('Background flatten of %s/%s failed: %s',
+                            self.storage.pool, name, e)
+            finally:
+                with self._flattening_lock:
+                    self._flattening.discard(name)
+        threading.Thread(target=run, name='flatten-' + name,
+                         daemon=True).start()
+
+    def flatten(self, context, instance_uuid):
+        """Make the disk independent of its image; idempotent."""
+        name = rbd_disks.disk_name(instance_uuid)
+        with self._instance_lock(context, name):
+            disks = self.storage.disks
+            if disks.info(name) is None:
+                raise exception.RootDiskNotFound(name=name,
+                                                 pool=self.storage.pool)
+            parent = disks.parent(name)
+            seconds = self.storage.flattener.flatten(
+                name, wait=self._flatten_wait(context))
+            if parent is not None:
+                self.storage.trash.remove_if_unused(*parent)
+        return {'instance_uuid': instance_uuid, 'parent': None,
+                'seconds': round(seconds, 3)}
+
     def cache_image(self, context, image_id):
         """Make sure a later root disk from ``image_id`` needs no download.
 
@@ -171,7 +244,7 @@ class RootDisks:
         image_cache = self.image_cache
         record.check(image, image_cache.max_size(), self.conf,
                      image_cache.needs_local_room(image))
-        timings = _Timings()
+        timings = Timings()
         location, _size = self.locations.cloneable(context, image, timings)
         if location is not None:
             return 'existing'

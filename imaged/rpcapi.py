@@ -5,6 +5,7 @@ API version history:
 * 1.0 - Initial version: create_root_disk, delete_root_disk,
         list_cached_images, get_capabilities.
 * 1.1 - cache_images.
+* 1.2 - flatten_root_disk, snapshot_root_disk.
 
 Every call's context says how long this client waits for the answer
 (``imaged_call_timeout``, seconds): the agent gives up past that time
@@ -21,7 +22,7 @@ from imaged import rpc
 
 CONF = imaged_conf.CONF
 
-RPC_API_VERSION = '1.1'
+RPC_API_VERSION = '1.2'
 
 
 class ImageAgentAPI:
@@ -95,3 +96,33 @@ class ImageAgentAPI:
         """
         return self._call(ctxt, host, 'cache_images', long_call=True,
                           version='1.1', image_ids=image_ids)
+
+    def flatten_root_disk(self, ctxt, host, instance_uuid):
+        """Make an instance's root disk independent of its image.
+
+        New in 1.2. Idempotent (a disk without a parent answers at once);
+        at most ``[rbd] concurrent_flatten_operations`` at once per agent.
+
+        :returns: ``{instance_uuid, parent: None, seconds}``.
+        :raises RootDiskNotFound: no such disk.
+        :raises RPCVersionCapped: ``[upgrade_levels] imaged`` is below 1.2.
+        """
+        return self._call(ctxt, host, 'flatten_root_disk', long_call=True,
+                          version='1.2', instance_uuid=instance_uuid)
+
+    def snapshot_root_disk(self, ctxt, host, instance_uuid, image_id):
+        """Make the queued Glance image ``image_id`` hold the instance's
+        root disk, and wait until it is active.
+
+        New in 1.2. The caller created the image (raw, bare) and paused or
+        quiesced the guest. Safe to retry after any failure.
+
+        :returns: ``{image_id, instance_uuid, strategy, size_bytes,
+                  timings}``, strategy ``clone`` or ``upload``.
+        :raises RootDiskNotFound, ImageNotWritable,
+                SnapshotFormatUnsupported, LocationRefused.
+        :raises RPCVersionCapped: ``[upgrade_levels] imaged`` is below 1.2.
+        """
+        return self._call(ctxt, host, 'snapshot_root_disk', long_call=True,
+                          version='1.2', instance_uuid=instance_uuid,
+                          image_id=image_id)

@@ -19,9 +19,11 @@ rbd_opts = [
         help="""
 Ceph (cephx) user imaged connects as, without the ``client.`` prefix.
 
-It needs ``profile rbd`` on ``[rbd] pool`` and ``profile rbd-read-only`` on
-Glance's pool to clone from Glance's snapshots. Unset means librados' default
-user (``client.admin``).
+It needs ``profile rbd`` on ``[rbd] pool``, and on Glance's pool to write
+snapshots there (``snapshot_root_disk``, strategy ``clone``) and to remove a
+deleted image's trash entry with its last clone; ``profile rbd-read-only``
+there is enough to clone from Glance's snapshots. Unset means librados'
+default user (``client.admin``).
 """),
     cfg.StrOpt(
         'keyring',
@@ -73,6 +75,68 @@ call fails with ``Timeout``.
 Lease, in seconds, of the Ceph-side lock on a base image: the lock of a host
 that died holding it expires after this long. Also the youngest age at which
 the cleanup task removes an unused base image.
+"""),
+    cfg.IntOpt(
+        'concurrent_flatten_operations',
+        default=1,
+        min=1,
+        help="""
+Flattens (``flatten_root_disk``, ``[rbd] flatten_root_disks``,
+``max_clone_depth``, snapshots with strategy ``clone``) that run at once in
+this agent. A flatten reads and writes a disk's whole allocated data; the
+others wait their turn within their call's deadline.
+
+Related options:
+
+* ``flatten_root_disks``, ``max_clone_depth``
+"""),
+    cfg.StrOpt(
+        'flatten_root_disks',
+        default='never',
+        choices=[('never', 'root disks stay clones of their image'),
+                 ('on_create', 'create_root_disk flattens a cloned disk '
+                               'before it answers'),
+                 ('background', 'create_root_disk answers with the clone '
+                                'and flattens it afterwards')],
+        help="""
+Whether root disks made by cloning are flattened, so that they no longer
+depend on their image (Glance's snapshot or imaged's base image).
+
+With ``never`` (the default) a disk stays a copy-on-write clone: fast to
+make and small, and with clones of format 2 its image can still be deleted
+(it goes to the RBD trash). ``on_create`` costs a copy of the image's data
+in the call; ``background`` answers at once and flattens after (a
+``delete_root_disk`` meanwhile waits up to ``delete_busy_timeout`` for it).
+
+Related options:
+
+* ``concurrent_flatten_operations``, ``max_clone_depth``
+"""),
+    cfg.StrOpt(
+        'snapshot_strategy',
+        default='auto',
+        choices=[('auto', 'clone when Glance has an RBD store in this '
+                          'cluster, else upload'),
+                 ('upload', 'always upload the bytes to Glance')],
+        help="""
+How ``snapshot_root_disk`` gives a disk's bytes to Glance.
+
+``auto``: when Glance has an RBD store in this agent's cluster, the disk is
+copied inside Ceph into Glance's pool (clone, flatten, protected snapshot
+``snap``) and registered with Glance's ``POST /v2/images/{id}/locations``
+(Glance 2024.2 or later; imaged's Ceph user needs ``profile rbd`` on
+Glance's pool); otherwise uploaded. ``upload``: always ``PUT
+/v2/images/{id}/file`` (e.g. when imaged may not write into Glance's pool).
+"""),
+    cfg.IntOpt(
+        'max_clone_depth',
+        default=5,
+        min=1,
+        help="""
+Longest chain of clones a new root disk may read through. A disk cloned
+from an image that is itself a clone (a snapshot of a clone, a base of a
+clone) is flattened when its chain would be longer than this, whatever
+``flatten_root_disks`` says. Long chains slow every read that misses.
 """),
 ]
 

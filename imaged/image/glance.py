@@ -363,6 +363,42 @@ class GlanceAPI:
             return resp
         return self._call(image_id, 'Opening the download', get)
 
+    def add_location(self, context, image_id, url):
+        """Register ``url`` as the data of queued image ``image_id``.
+
+        Glance's ``POST /v2/images/{id}/locations`` (API 2.17, Glance
+        2024.2 and later): service only (the caller's token with imaged's
+        service token, or imaged's own). Glance finishes in a task (hash,
+        status ``active``); wait with :meth:`show`.
+
+        :raises LocationRefused: Glance answered 4xx (a store it does not
+            know, an image that is not queued, a Glance without the API).
+        """
+        def post():
+            self._client(context).http_client.post(
+                '/v2/images/%s/locations' % image_id, data={'url': url})
+        try:
+            return post()
+        except (glance_exc.HTTPBadRequest, glance_exc.HTTPConflict,
+                glance_exc.HTTPForbidden, glance_exc.HTTPNotFound,
+                glance_exc.HTTPNotImplemented,
+                glance_exc.HTTPMethodNotAllowed) as e:
+            raise exception.LocationRefused(
+                image_id=image_id, url=url,
+                reason='%s %s' % (getattr(e, 'code', '?'), e)) from e
+        except Exception as e:
+            typed = self._typed(e, image_id, 'Adding a location')
+            if typed is None:
+                raise
+            raise typed from e
+
+    def upload(self, context, image_id, data, size):
+        """``PUT /v2/images/{id}/file`` of ``size`` bytes read from the
+        file-like ``data``, as the caller. Not retried: a stream cannot be
+        sent twice."""
+        return self._call(image_id, 'Uploading', lambda: self._client(
+            context).images.upload(image_id, data, image_size=size))
+
     def sees_every_image(self):
         """Whether Glance shows imaged's own user every image, so that a
         404 for it means the image is gone, not private to a project.

@@ -44,6 +44,7 @@ class ImageRecord:
 
     id: str
     status: str | None = None
+    owner: str | None = None
     disk_format: str | None = None
     container_format: str | None = None
     size: int | None = None
@@ -66,6 +67,7 @@ class ImageRecord:
         return cls(
             id=image_id,
             status=_str_or_none(body.get('status')),
+            owner=_str_or_none(body.get('owner')),
             disk_format=_str_or_none(body.get('disk_format')),
             container_format=_str_or_none(body.get('container_format')),
             size=_int_or_none(body.get('size')),

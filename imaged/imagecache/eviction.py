@@ -8,7 +8,8 @@ One owner for every way a cached copy goes (nova keeps it all in its
   recently used ones above ``max_size_gb``;
 * on the pool's cleanup host (one at a time, ``[image_cache]
   pool_cleanup``): the base images in Ceph no host used for
-  ``rbd_base_min_age`` and other hosts' abandoned partial images;
+  ``rbd_base_min_age``, the trash entries of bases whose last clone is
+  gone, and other hosts' abandoned partial images;
 * and the copies of images deleted in Glance (:class:`DeletedImages`), and
   ``purge_image`` for a purge asked for now.
 
@@ -223,12 +224,17 @@ class Eviction:
             return False
 
     def _clean_pool(self):
-        """The pool-wide part: unused bases, abandoned partial images."""
+        """The pool-wide part: unused bases, trashed bases whose last
+        clone is gone, abandoned partial images."""
         try:
             for image_id in self.clean_rbd_bases():
                 self.notifications.evict(image_id, base_files.RBD, 'age')
         except exception.ImagedException as e:
             LOG.warning('Cannot clean base images in Ceph now: %s', e)
+        try:
+            self.storage.bases.purge_trash()
+        except exception.ImagedException as e:
+            LOG.warning('Cannot purge trashed base images now: %s', e)
         try:
             self.storage.partials.sweep_abandoned(
                 max(self.conf.glance.download_timeout, ABANDONED_PARTIAL_AGE))
@@ -282,8 +288,11 @@ class Eviction:
         removed = [e for e in removed if e['where'] == base_files.FILE]
         bases = self.storage.bases
         # A base being cloned now stays: the next purge run tries again.
+        # The base of an image deleted in Glance goes even with clones
+        # (to the RBD trash, until its last clone is gone).
         with bases.lock(image_id, timeout=0) as held:
-            if held and bases.remove_if_unused(image_id, None):
+            if held and bases.remove_if_unused(image_id, None,
+                                               deleted=reason == DELETED):
                 removed.append({'image_id': image_id,
                                 'where': base_files.RBD})
         return removed

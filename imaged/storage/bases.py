@@ -10,10 +10,13 @@ only one that knows those names and owns the whole life of a base:
   only a complete base is cloned;
 * a host records its last use of a base (``imaged.used.<host>``) at most
   once per ``rbd_base_min_age / 4`` (at most an hour), not at every clone;
-* removed only when ours, without clones, and unused by every host for the
-  minimum age; removal clears the flag first, so a kill half-way leaves a
-  base that any host knows to remove and rebuild. Images without imaged's
-  metadata are never touched.
+* removed by the cleanup only when ours, without clones, and unused by
+  every host for the minimum age; purged (its image deleted in Glance)
+  whatever its clones: a base that still has clones (format 2) goes to the
+  RBD trash, and its trash entry is removed once the last clone is gone
+  (:mod:`imaged.storage.trash`). Removal clears the flag first, so a kill
+  half-way leaves a base that any host knows to remove and rebuild. Images
+  without imaged's metadata are never touched.
 
 The protocol, on the rados object ``imaged.lock.<image_id>`` in the pool
 (every lock there is leased for ``[rbd] base_lock_duration`` seconds and
@@ -54,6 +57,7 @@ from imaged.i18n import _
 from imaged.storage import location as rbd_location
 from imaged.storage import locks
 from imaged.storage import partial
+from imaged.storage import trash as rbd_trash
 
 LOG = logging.getLogger(__name__)
 
@@ -120,10 +124,11 @@ class _State:
 class BaseImageStore:
     """The base images of ``[rbd] pool``."""
 
-    def __init__(self, conn, writer, host):
+    def __init__(self, conn, writer, host, trash=None):
         self.conn = conn
         self.writer = writer
         self.host = host
+        self.trash = trash or rbd_trash.Trash(conn)
         self._used = {}  # image id -> when this host last recorded its use
         self._used_lock = threading.Lock()
 
@@ -468,21 +473,29 @@ class BaseImageStore:
                     for name in self.conn.rbd.RBD().list(ioctx)
                     if name.endswith(_SUFFIX)]
 
-    def remove_if_unused(self, image_id, min_age, now=None):
+    def remove_if_unused(self, image_id, min_age, now=None, deleted=False):
         """With the lock held: remove our base if no clone and no host used
-        it for ``min_age`` seconds (None: whatever its age).
+        it for ``min_age`` seconds (None: whatever its age). With
+        ``deleted`` (the image is gone from Glance: no new clone will ever
+        want it) whatever its clones: a base with clones goes to the RBD
+        trash.
 
-        :returns: whether it was removed.
+        :returns: whether it was removed (or moved to the trash).
         """
         now = time.time() if now is None else now
         name = base_name(image_id)
         with self.conn.ioctx(name=name) as ioctx:
             state = self._state(ioctx, image_id)
-            if state.kind in (MISSING, FOREIGN) or state.children:
+            if state.kind in (MISSING, FOREIGN):
+                return False
+            if state.children and not deleted:
                 return False
             if min_age is not None and now - state.last_used() < min_age:
                 return False
-            self._remove(ioctx, name)
+            if state.children:
+                self._trash(ioctx, name)
+            else:
+                self._remove(ioctx, name)
             # Last, still under the lock: a waiter makes it anew.
             try:
                 ioctx.remove_object(lock_object(image_id))
@@ -505,6 +518,29 @@ class BaseImageStore:
                         and now - state.last_used() >= min_age:
                     found.append(image_id)
         return found
+
+    def _trash(self, ioctx, name):
+        """Clear the complete flag, then move the base, whose snapshot
+        still has clones, to the trash."""
+        rbd = self.conn.rbd
+        with rbd.Image(ioctx, name) as image:
+            image.metadata_set(COMPLETE_KEY, 'false')
+        try:
+            if rbd_trash.move_to_trash(rbd, ioctx, name, SNAPSHOT):
+                LOG.info('Moved base image %s/%s, which still has clones, '
+                         'to the RBD trash', self.pool, name)
+        except rbd.ImageBusy:  # clones of format 1: it must stay
+            with rbd.Image(ioctx, name) as image:
+                if SNAPSHOT in {s['name'] for s in image.list_snaps()} and \
+                        not image.is_protected_snap(SNAPSHOT):
+                    image.protect_snap(SNAPSHOT)
+                image.metadata_set(COMPLETE_KEY, 'true')
+            raise
+
+    def purge_trash(self):
+        """Remove the trash entries of our bases whose last clone is
+        gone. :returns: their names."""
+        return self.trash.purge(self.pool, lambda n: n.endswith(_SUFFIX))
 
     def _remove(self, ioctx, name):
         """Clear the complete flag, then remove snapshot and image."""

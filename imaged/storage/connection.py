@@ -45,6 +45,10 @@ _UNREACHABLE_ERRNOS = (errno.ETIMEDOUT, errno.ESHUTDOWN, errno.ENOTCONN,
 # Read (stat) by the first operation on a new connection; every RBD pool
 # has it once it holds an image, and ENOENT is an OSD's answer too.
 PROBE_OBJECT = 'rbd_directory'
+# Minimum client releases that do not understand RBD clone format 2.
+_BEFORE_CLONE_V2 = ('argonaut', 'bobtail', 'cuttlefish', 'dumpling',
+                    'emperor', 'firefly', 'giant', 'hammer', 'infernalis',
+                    'jewel', 'kraken', 'luminous')
 
 
 class Lease:
@@ -98,7 +102,10 @@ class CephConnection:
                  'rados_osd_op_timeout': timeout,
                  # Imports write whole 4 MiB objects once: a write-back
                  # cache would only copy them and hold memory.
-                 'rbd_cache': 'false'}
+                 'rbd_cache': 'false',
+                 # Clones whose parents can be deleted (to the trash)
+                 # while they live; see storage.trash.
+                 'rbd_default_clone_format': '2'}
         if self.conf.rbd.keyring:
             extra['keyring'] = self.conf.rbd.keyring
         # A retired connection still shutting down: wait for it (bounded
@@ -372,7 +379,26 @@ class CephConnection:
         up = stat.get('num_up_osds', stat.get('osdmap', {}).get('num_up_osds'))
         if not up:
             return _('Ceph has no OSD up')
-        return None
+        return self._clone_format_problem(cluster)
+
+    def _clone_format_problem(self, cluster):
+        """Why the cluster cannot take clones of format 2, or None."""
+        try:
+            ret, out, _err = cluster.mon_command(
+                json.dumps({'prefix': 'osd dump', 'format': 'json'}),
+                b'', timeout=self.conf.rbd.connect_timeout)
+            compat = json.loads(out).get('require_min_compat_client') \
+                if ret == 0 else None
+        except (self.rados.Error, ValueError) as e:
+            raise exception.BackendUnavailable(
+                backend='Ceph', reason=_('monitors do not answer: %s') % e)
+        if compat not in _BEFORE_CLONE_V2:
+            return None
+        return _('Ceph cannot make clones of format 2: '
+                 'require_min_compat_client is %s; imaged needs mimic or '
+                 'later ("ceph osd set-require-min-compat-client mimic"), '
+                 'or images with root disks cannot be deleted in Glance '
+                 'and base images wait for their last clone') % compat
 
 
 def _shutdown_quietly(cluster):

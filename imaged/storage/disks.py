@@ -17,6 +17,7 @@ from imaged.i18n import _
 from imaged.storage import location as rbd_location
 from imaged.storage import locks
 from imaged.storage import partial
+from imaged.storage import trash as rbd_trash
 
 LOG = logging.getLogger(__name__)
 
@@ -32,9 +33,10 @@ def disk_name(instance_uuid):
 class RootDiskStore:
     """Inspects and removes root disks; new ones come from the writer."""
 
-    def __init__(self, conn, writer):
+    def __init__(self, conn, writer, trash=None):
         self.conn = conn
         self.writer = writer
+        self.trash = trash or rbd_trash.Trash(conn)
 
     @property
     def pool(self):
@@ -108,10 +110,29 @@ class RootDiskStore:
                 'image_id': image_id}
 
     def remove(self, name):
-        """Remove a disk, retrying while it is open.
+        """Remove a disk, retrying while it is open; then its parent's
+        trash entry if the disk was its last clone (an image deleted in
+        Glance, a purged base).
 
         :returns: whether a finished disk was there.
         """
+        parent = self.parent(name)
+        removed = self._remove(name)
+        if removed and parent is not None:
+            self.trash.remove_if_unused(*parent)
+        return removed
+
+    def parent(self, name):
+        """``(pool, image id)`` of the disk's parent, or None."""
+        rbd = self.conn.rbd
+        with self.conn.ioctx(name=name) as ioctx:
+            try:
+                with rbd.Image(ioctx, name, read_only=True) as image:
+                    return rbd_trash.parent_of(rbd, image)
+            except rbd.ImageNotFound:
+                return None
+
+    def _remove(self, name):
         rbd = self.conn.rbd
 
         def busy(retry_state):

@@ -16,8 +16,11 @@ from imaged import exception
 from imaged.storage import bases
 from imaged.storage import connection
 from imaged.storage import disks
+from imaged.storage import flatten
 from imaged.storage import locks
 from imaged.storage import partial
+from imaged.storage import snapshots
+from imaged.storage import trash
 
 LOG = logging.getLogger(__name__)
 
@@ -43,8 +46,14 @@ class RBDDriver:
         self.host = host
         self.conn = connection.CephConnection(conf, rados_module, rbd_module)
         self.partials = partial.PartialWriter(self.conn, host)
-        self.bases = bases.BaseImageStore(self.conn, self.partials, host)
-        self.disks = disks.RootDiskStore(self.conn, self.partials)
+        self.trash = trash.Trash(self.conn)
+        self.flattener = flatten.Flattener(self.conn)
+        self.snapshots = snapshots.SnapshotStore(self.conn, host,
+                                                 self.flattener)
+        self.bases = bases.BaseImageStore(self.conn, self.partials, host,
+                                          self.trash)
+        self.disks = disks.RootDiskStore(self.conn, self.partials,
+                                         self.trash)
         self._cleanup_role = None
 
     @property

@@ -274,6 +274,26 @@ class Ceph:
             with self.rbd.Image(ioctx, name, read_only=True) as image:
                 return image.size()
 
+    def write(self, name, offset, data, pool=None):
+        """Write as a guest would."""
+        with self.cluster.open_ioctx(pool or self.pool) as ioctx:
+            with self.rbd.Image(ioctx, name) as image:
+                image.write(data, offset)
+
+    def trash(self, pool=None):
+        """Names of the images in the pool's RBD trash."""
+        with self.cluster.open_ioctx(pool or self.pool) as ioctx:
+            return [e['name'] for e in self.rbd.RBD().trash_list(ioctx)]
+
+    def parent(self, name, pool=None):
+        """``(pool, image, snapshot)`` of a clone's parent, or None."""
+        with self.cluster.open_ioctx(pool or self.pool) as ioctx:
+            with self.rbd.Image(ioctx, name, read_only=True) as image:
+                try:
+                    return image.parent_info()
+                except self.rbd.ImageNotFound:
+                    return None
+
     def remove(self, name, pool=None):
         """Remove an image, and first its snapshots (a base image's)."""
         with self.cluster.open_ioctx(pool or self.pool) as ioctx:

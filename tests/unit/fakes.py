@@ -1,5 +1,6 @@
 """Small in-memory stand-ins for rados, rbd and Glance."""
 
+import itertools
 import types
 
 FSID = '11111111-2222-3333-4444-555555555555'
@@ -29,16 +30,24 @@ def make_rbd_module(cluster):
         setattr(mod, name, type(name, (mod.Error,), {}))
     mod.RBD = lambda: FakeRBD(mod, cluster)
 
-    def image(ioctx, name, snapshot=None, read_only=False):
+    def image(ioctx, name=None, snapshot=None, read_only=False,
+              image_id=None):
         if ioctx.rados.deaf or cluster.osds_down:
             raise mod.Timeout('osd op timed out')
-        return FakeImage(mod, cluster, ioctx.pool, name, snapshot, read_only)
+        return FakeImage(mod, cluster, ioctx.pool, name, snapshot, read_only,
+                         image_id=image_id)
     mod.Image = image
     return mod
 
 
+_ids = itertools.count(1)
+
+
 class FakeDisk:
-    def __init__(self, size, parent=None, parent_disk=None):
+    def __init__(self, size, parent=None, parent_disk=None, clone_format=2):
+        self.id = 'fake%04x' % next(_ids)
+        self.clone_format = clone_format
+        self.trashed_snaps = set()  # snapshots in the trash namespace
         self.size = size
         self.blocks = {}  # offset -> bytes
         self.snapshots = {}  # name -> size
@@ -67,6 +76,9 @@ class FakeCluster:
     def __init__(self, fsid=FSID, pools=('vms', 'images')):
         self.fsid = fsid
         self.pools = {p: {} for p in pools}
+        self.trash = {p: {} for p in pools}  # pool -> {id: (name, disk)}
+        self.clone_format = 2  # rbd_default_clone_format
+        self.min_compat_client = 'mimic'
         self.reachable = True
         self.osds_down = False  # monitors answer, OSD operations time out
         self.osds_up = 1
@@ -268,6 +280,9 @@ class FakeRados:
         return FakeIoctx(pool, self.cluster, self)
 
     def mon_command(self, cmd, inbuf, timeout=0):
+        if '"osd dump"' in cmd:
+            return 0, ('{"require_min_compat_client": "%s"}' %
+                       self.cluster.min_compat_client).encode(), ''
         return 0, ('{"num_up_osds": %d}' % self.cluster.osds_up).encode(), ''
 
 
@@ -294,7 +309,8 @@ class FakeRBD:
             raise self.mod.ImageNotFound(p_name)
         if p_snap not in parent.snapshots:
             raise self.mod.ImageNotFound('%s@%s' % (p_name, p_snap))
-        if p_snap not in parent.protected:  # clone v1
+        fmt = self.cluster.clone_format
+        if fmt == 1 and p_snap not in parent.protected:
             raise self.mod.InvalidArgument('%s@%s is not protected' %
                                            (p_name, p_snap))
         pool = self._pool(c_ioctx)
@@ -302,7 +318,7 @@ class FakeRBD:
             raise self.mod.ImageExists(c_name)
         pool[c_name] = FakeDisk(parent.snapshots[p_snap],
                                 parent=(p_ioctx.pool, p_name, p_snap),
-                                parent_disk=parent)
+                                parent_disk=parent, clone_format=fmt)
 
     def rename(self, ioctx, src, dest):
         pool = self._pool(ioctx)
@@ -323,7 +339,50 @@ class FakeRBD:
             raise self.mod.ImageBusy(name)
         if pool[name].snapshots:
             raise self.mod.ImageHasSnapshots(name)
-        del pool[name]
+        self._detach(pool.pop(name))
+
+    def _detach(self, disk):
+        """librbd removes a trashed snapshot with its last clone."""
+        parent = disk.parent_disk
+        if parent is None or disk.parent[2] not in parent.trashed_snaps:
+            return
+        if not any(d.parent_disk is parent and d.parent == disk.parent
+                   for p in self.cluster.pools.values()
+                   for d in p.values()):
+            parent.trashed_snaps.discard(disk.parent[2])
+            del parent.snapshots[disk.parent[2]]
+
+    def trash_move(self, ioctx, name, delay=0):
+        pool = self._pool(ioctx)
+        if name not in pool:
+            raise self.mod.ImageNotFound(name)
+        if pool[name].watchers:
+            raise self.mod.ImageBusy(name)
+        disk = pool.pop(name)
+        self.cluster.trash[ioctx.pool][disk.id] = (name, disk)
+
+    def trash_list(self, ioctx):
+        self._pool(ioctx)
+        return [{'id': i, 'name': n, 'source': 'USER'}
+                for i, (n, _d) in self.cluster.trash[ioctx.pool].items()]
+
+    def trash_get(self, ioctx, image_id):
+        self._pool(ioctx)
+        try:
+            name, _disk = self.cluster.trash[ioctx.pool][image_id]
+        except KeyError:
+            raise self.mod.ImageNotFound(image_id)
+        return {'id': image_id, 'name': name, 'source': 'USER'}
+
+    def trash_remove(self, ioctx, image_id, force=False):
+        self._pool(ioctx)
+        try:
+            _name, disk = self.cluster.trash[ioctx.pool][image_id]
+        except KeyError:
+            raise self.mod.ImageNotFound(image_id)
+        if disk.snapshots:
+            raise self.mod.ImageBusy(image_id)
+        del self.cluster.trash[ioctx.pool][image_id]
 
     def list(self, ioctx):
         return list(self._pool(ioctx))
@@ -338,14 +397,22 @@ class _Completion:
 
 
 class FakeImage:
-    def __init__(self, mod, cluster, pool, name, snapshot, read_only):
+    def __init__(self, mod, cluster, pool, name, snapshot, read_only,
+                 image_id=None):
         self.mod, self.cluster, self.pool_name = mod, cluster, pool
         if not cluster.reachable:
             raise mod.Timeout('osd op timed out')
         try:
-            self.disk = cluster.pools[pool][name]
-        except KeyError:
-            raise mod.ImageNotFound(name)
+            if image_id is not None:
+                found = [d for d in cluster.pools[pool].values()
+                         if d.id == image_id]
+                found += [d for _n, d in cluster.trash[pool].values()
+                          if d.id == image_id]
+                self.disk = found[0]
+            else:
+                self.disk = cluster.pools[pool][name]
+        except (KeyError, IndexError):
+            raise mod.ImageNotFound(name or image_id)
         if snapshot is not None and snapshot not in self.disk.snapshots:
             raise mod.ImageNotFound('%s@%s' % (name, snapshot))
         self.name, self.snapshot, self.read_only = name, snapshot, read_only
@@ -384,6 +451,31 @@ class FakeImage:
             raise self.mod.ImageNotFound('no parent')
         return self.disk.parent
 
+    def get_parent_image_spec(self):
+        pool, image, snap = self.parent_info()
+        return {'pool_name': pool, 'pool_namespace': '',
+                'image_name': image, 'snap_name': snap}
+
+    def parent_id(self):
+        self.parent_info()
+        return self.disk.parent_disk.id
+
+    def flatten(self, on_progress=None):
+        assert not self.read_only
+        disk = self.disk
+        if disk.parent_disk is None:
+            raise self.mod.InvalidArgument('%s has no parent' % self.name)
+        own = disk.blocks
+        disk.blocks = {0: disk.parent_disk.read(
+            0, min(disk.size, disk.parent_disk.size))}
+        disk.blocks.update(own)
+        gone = types.SimpleNamespace(parent_disk=disk.parent_disk,
+                                     parent=disk.parent)
+        disk.parent_disk = disk.parent = None
+        FakeRBD(self.mod, self.cluster)._detach(gone)
+        if on_progress:
+            on_progress(1, 1)
+
     def metadata_set(self, key, value):
         self.cluster.ops += 1
         assert not self.read_only, 'metadata_set on a read-only image'
@@ -398,6 +490,9 @@ class FakeImage:
     def metadata_list(self):
         self.cluster.ops += 1
         return list(self.disk.metadata.items())
+
+    def read(self, offset, length):
+        return self.disk.read(offset, min(length, self.size() - offset))
 
     def aio_write(self, data, offset, oncomplete):
         self.disk.blocks[offset] = bytes(data)
@@ -418,8 +513,12 @@ class FakeImage:
         self.disk.protected.add(name)
 
     def unprotect_snap(self, name):
-        if self.list_children():
+        if any(self.cluster.pools[p][n].clone_format == 1
+               for p, n in self.list_children()):
             raise self.mod.ImageBusy('%s@%s has children' % (self.name, name))
+        if name not in self.disk.protected:
+            raise self.mod.InvalidArgument('%s@%s is not protected' %
+                                           (self.name, name))
         self.disk.protected.discard(name)
 
     def is_protected_snap(self, name):
@@ -428,11 +527,19 @@ class FakeImage:
     def remove_snap(self, name):
         if name in self.disk.protected:
             raise self.mod.ImageBusy('%s@%s is protected' % (self.name, name))
+        if any(d.parent_disk is self.disk and d.parent[2] == name
+               for p in self.cluster.pools.values() for d in p.values()):
+            self.disk.trashed_snaps.add(name)  # the trash namespace
+            return
         del self.disk.snapshots[name]
 
     def list_snaps(self):
         self.cluster.ops += 1
-        return [{'name': n, 'size': s} for n, s in self.disk.snapshots.items()]
+        return [{'name': n, 'size': s} for n, s in self.disk.snapshots.items()
+                if n not in self.disk.trashed_snaps] + \
+            [{'name': 'trashed-' + n, 'size': s, 'namespace': 2}
+             for n, s in self.disk.snapshots.items()
+             if n in self.disk.trashed_snaps]
 
     def list_children(self):
         self.cluster.ops += 1
@@ -463,6 +570,13 @@ class FakeGlance:
         self.images[image_id] = record
         self.data[image_id] = data
         return record
+
+    def add_location(self, context, image_id, url):
+        self.images[image_id].update(status='active', locations=[url])
+
+    def upload(self, context, image_id, data, size):
+        self.data[image_id] = b''.join(iter(lambda: data.read(65536), b''))
+        self.images[image_id].update(status='active', size=size)
 
     def show(self, context, image_id):
         from imaged import exception

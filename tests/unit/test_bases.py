@@ -42,7 +42,8 @@ class Host:
                                  image_id, 1)
 
 
-class BaseImagesTest(base.TestCase):
+class PoolTestCase(base.TestCase):
+    """Two hosts sharing one fake pool, an image in Glance."""
 
     def setUp(self):
         super().setUp()
@@ -65,6 +66,9 @@ class BaseImagesTest(base.TestCase):
         self.assertEqual(({'snap'}, {'snap'}, 'true'),
                          (set(disk.snapshots), disk.protected,
                           disk.metadata[bases.COMPLETE_KEY]))
+
+
+class BaseImagesTest(PoolTestCase):
 
     def test_a_base_records_what_it_is_and_who_used_it(self):
         self.a.create(1)

@@ -80,5 +80,5 @@ class ConvertedCacheTest(images.ImageFilesMixin, base.TestCase):
         """The size of the base file the image becomes."""
         self.image_cache.with_local_file(
             context.get_admin_context(), self.glance.show(None, IMAGE),
-            max_virtual_size, rootdisk._Timings())
+            max_virtual_size, rootdisk.Timings())
         return os.path.getsize(self.cache.lookup(IMAGE))

@@ -41,7 +41,7 @@ class ImageCacheTest(base.TestCase):
         before = self.glance.downloads
         image = self.glance.show(None, image_id)
         self.image_cache.with_local_file(self.ctxt, image, None,
-                                         rootdisk._Timings())
+                                         rootdisk.Timings())
         return (self.cache.base_image_path(image_id),
                 self.glance.downloads > before)
 

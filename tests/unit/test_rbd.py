@@ -210,6 +210,17 @@ class RBDDriverTest(base.TestCase):
         self.assertIsNone(fsid)
         self.assertIn('Ceph is unavailable', problems[0])
 
+    def test_clones_are_of_format_2_and_a_cluster_that_cannot_says_so(self):
+        self.driver.status()
+        self.assertEqual('2', self.cluster.connections[-1].conf[
+            'rbd_default_clone_format'])
+        self.cluster.min_compat_client = 'luminous'
+        _fsid, problems = self.driver.status()
+        self.assertEqual(1, len(problems))
+        self.assertIn('require_min_compat_client is luminous', problems[0])
+        self.cluster.min_compat_client = 'reef'
+        self.assertEqual((fakes.FSID, []), self.driver.status())
+
     def test_unreachable_cluster_is_backend_unavailable(self):
         self.cluster.reachable = False
         self.assertRaises(exception.BackendUnavailable,

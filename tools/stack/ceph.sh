@@ -252,18 +252,28 @@ ceph_ensure_users() {
         if [ "$user" = "$GLANCE_CEPH_USER" ]; then
             caps=(mon 'profile rbd' osd "profile rbd pool=$IMAGES_POOL" mgr "profile rbd pool=$IMAGES_POOL")
         else
-            # imaged clones images/<id>@snap into vms: full rbd on vms,
-            # read-only (which includes the clone attach/detach calls) on
-            # images.
+            # imaged clones images/<id>@snap into vms (read-only would do:
+            # it includes the clone attach/detach calls), but writes
+            # snapshots into images (strategy clone, as Nova's direct
+            # snapshots do) and removes a trashed parent, and its trashed
+            # snapshot, once its last clone is gone: profile rbd on both.
             caps=(mon 'profile rbd'
-                osd "profile rbd pool=$VMS_POOL, profile rbd-read-only pool=$IMAGES_POOL"
-                mgr "profile rbd pool=$VMS_POOL")
+                osd "profile rbd pool=$VMS_POOL, profile rbd pool=$IMAGES_POOL"
+                mgr "profile rbd pool=$VMS_POOL, profile rbd pool=$IMAGES_POOL")
         fi
         cephc auth get-or-create "client.$user" "${caps[@]}" >/dev/null 2>&1 ||
             cephc auth caps "client.$user" "${caps[@]}" >/dev/null
         cephc auth get "client.$user" -o "$CEPH_DIR/ceph.client.$user.keyring.tmp" 2>/dev/null
         mv -f "$CEPH_DIR/ceph.client.$user.keyring.tmp" "$CEPH_DIR/ceph.client.$user.keyring"
     done
+}
+
+# RBD clone format 2 (clones of unprotected snapshots, parents that can go
+# to the trash while clones live: Glance can delete an image with root
+# disks) needs every client to be mimic or newer.
+ceph_ensure_clone_format_2() {
+    cephc osd set-require-min-compat-client mimic >/dev/null 2>&1 ||
+        die "cannot set require-min-compat-client mimic (an older client is connected?)"
 }
 
 ceph_ensure_pools() {
@@ -331,6 +341,7 @@ ceph_bootstrap() {
     # -- pools and users
     ceph_ensure_pools "$IMAGES_POOL" "$VMS_POOL"
     ceph_ensure_users
+    ceph_ensure_clone_format_2
     echo "$fsid" >"$CEPH_READY"
     log "Ceph cluster $fsid created"
 }
@@ -380,9 +391,9 @@ ceph_start() {
         missing=$(probe missing-pools --conf "$CEPH_CONF" --pools "$IMAGES_POOL,$VMS_POOL")
         # shellcheck disable=SC2086
         [ -z "$missing" ] || ceph_ensure_pools $missing
-        if [ ! -s "$GLANCE_KEYRING" ] || [ ! -s "$IMAGED_KEYRING" ]; then
-            ceph_ensure_users
-        fi
+        # Idempotent: a stack made before a change of caps gets them.
+        ceph_ensure_users
+        ceph_ensure_clone_format_2
         # All PGs active and both pools answer I/O.
         probe_ceph "$T_CEPH" "$MON_RE" "$OSD_RE" -- --mgr --osd "$OSD_ID" --pools "$IMAGES_POOL,$VMS_POOL" ||
             { ceph_show_logs; die "Ceph pools $IMAGES_POOL/$VMS_POOL are not serving"; }

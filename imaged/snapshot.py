@@ -1,0 +1,168 @@
+"""Turning a root disk into a Glance image: ``snapshot_root_disk``.
+
+The caller (a compute manager taking an instance snapshot) has created the
+Glance image (``queued``, raw, bare) and paused or quiesced the guest;
+this makes the image hold the disk's bytes and returns once it is
+``active``. Strategies:
+
+* ``clone``: Glance has an RBD store in our cluster (its pool from
+  ``GET /v2/info/stores/detail``, else ``[glance] rbd_store_pools``): the
+  disk's snapshot is copied inside Ceph into Glance's pool
+  (:mod:`imaged.storage.snapshots`: clone, flatten, ``snap`` protected,
+  renamed to the image id) and registered with Glance's service-only
+  ``POST /v2/images/{id}/locations``. No byte leaves Ceph.
+* ``upload``: otherwise (or ``[rbd] snapshot_strategy = upload``), the
+  bytes of a temporary snapshot of the disk go to ``PUT
+  /v2/images/{id}/file``.
+
+A retry after a kill at any step finishes the job: a finished copy of this
+disk under the image id is registered, a partial one is removed and made
+again; the temporary snapshot of the disk is taken again and removed at
+the end. A location is registered only for a complete, protected snapshot,
+and an image Glance refused is removed from its pool.
+"""
+
+import time
+
+from oslo_log import log as logging
+
+from imaged import deadline as call_deadline
+from imaged import exception
+from imaged.i18n import _
+from imaged.storage import disks as rbd_disks
+from imaged.storage import location as rbd_location
+from imaged.storage import snapshots as rbd_snapshots
+
+LOG = logging.getLogger(__name__)
+
+WRITABLE = (('raw', 'bare'),)
+# Seconds between two looks at an image Glance is making active.
+ACTIVE_POLL = 0.5
+
+
+class Snapshots:
+    """Snapshots of root disks into Glance images."""
+
+    def __init__(self, conf, glance_api, storage, root_disks, pools):
+        self.conf = conf
+        self.glance = glance_api
+        self.storage = storage
+        self.root_disks = root_disks  # for its per-disk lock
+        self.pools = pools  # image.locations.GlancePools
+
+    def _check_image(self, context, image):
+        if image.status not in ('queued', 'importing', 'active'):
+            raise exception.ImageNotWritable(
+                image_id=image.id,
+                reason=_('its status is %s, not queued') % image.status)
+        project = getattr(context, 'project_id', None)
+        if project and image.owner and image.owner != project:
+            raise exception.ImageNotWritable(
+                image_id=image.id,
+                reason=_('it belongs to project %(owner)s, not to the '
+                         'caller\'s %(project)s') %
+                {'owner': image.owner, 'project': project})
+        if (image.disk_format, image.container_format) not in WRITABLE:
+            raise exception.SnapshotFormatUnsupported(
+                image_id=image.id, disk_format=image.disk_format,
+                container_format=image.container_format)
+
+    def _glance_pool(self):
+        """Glance's pool in our cluster to copy into, or None."""
+        if self.conf.rbd.snapshot_strategy == 'upload':
+            return None
+        pools = sorted(self.pools.allowed(self.storage.fsid()))
+        return pools[0] if pools else None
+
+    def snapshot(self, context, instance_uuid, image_id, timings):
+        name = rbd_disks.disk_name(instance_uuid)
+        deadline = call_deadline.of(context)
+        with self.root_disks.instance_lock(context, name):
+            info = self.storage.disks.info(name)
+            if info is None:
+                raise exception.RootDiskNotFound(name=name,
+                                                 pool=self.storage.pool)
+            image = self.glance.show(context, image_id)
+            self._check_image(context, image)
+            timings.step('glance')
+            pool = self._glance_pool()
+            strategy = 'clone' if pool else 'upload'
+            if image.status != 'queued':
+                # An earlier attempt registered this disk's copy; anything
+                # else is not ours to write.
+                if pool is None or self.storage.snapshots.finished(
+                        pool, image_id, instance_uuid) is not True:
+                    raise exception.ImageNotWritable(
+                        image_id=image_id,
+                        reason=_('its status is %s, not queued') %
+                        image.status)
+                LOG.info('Image %s is already the snapshot of %s', image_id,
+                         name)
+            elif strategy == 'clone':
+                self._clone(context, name, instance_uuid, image_id, pool,
+                            deadline, timings)
+            else:
+                self._upload(context, name, image_id, timings)
+            self._wait_active(context, image_id, deadline)
+            timings.step('active')
+        return {'image_id': image_id, 'instance_uuid': instance_uuid,
+                'strategy': strategy, 'size_bytes': info['size_bytes'],
+                'timings': timings.steps}
+
+    def _clone(self, context, name, instance_uuid, image_id, pool, deadline,
+               timings):
+        store = self.storage.snapshots
+        store.sweep(pool, image_id)
+        done = store.finished(pool, image_id, instance_uuid)
+        if done is False:
+            raise exception.ImageNotWritable(
+                image_id=image_id,
+                reason=_('%(pool)s/%(id)s exists and is not a snapshot of '
+                         '%(disk)s') % {'pool': pool, 'id': image_id,
+                                        'disk': name})
+        if done is None:
+            store.take(name, image_id)
+            timings.step('snapshot')
+            try:
+                store.copy(name, image_id, instance_uuid, pool,
+                           wait=deadline.cap(self.conf.long_rpc_timeout))
+                timings.step('copy')
+            finally:
+                store.drop(name, image_id)
+        url = rbd_location.format_rbd_location(
+            self.storage.fsid(), pool, image_id, rbd_snapshots.SNAPSHOT)
+        try:
+            self.glance.add_location(context, image_id, url)
+        except exception.LocationRefused:
+            # Glance will never point at it: it must not stay.
+            store.remove(pool, image_id)
+            raise
+        timings.step('location')
+
+    def _upload(self, context, name, image_id, timings):
+        store = self.storage.snapshots
+        store.take(name, image_id)
+        timings.step('snapshot')
+        try:
+            with store.reader(name, image_id) as (data, size):
+                self.glance.upload(context, image_id, data, size)
+            timings.step('upload')
+        finally:
+            store.drop(name, image_id)
+
+    def _wait_active(self, context, image_id, deadline):
+        """Until Glance says ``active`` (it hashes a location in a task)."""
+        limit = time.monotonic() + deadline.cap(self.conf.long_rpc_timeout)
+        while True:
+            image = self.glance.show(context, image_id)
+            if image.status == 'active':
+                return
+            if image.status not in ('queued', 'saving', 'importing'):
+                raise exception.ImageNotWritable(
+                    image_id=image_id,
+                    reason=_('Glance made it %s') % image.status)
+            if time.monotonic() >= limit:
+                raise exception.Timeout(
+                    what=_('image %s to become active') % image_id,
+                    seconds=self.conf.long_rpc_timeout)
+            time.sleep(ACTIVE_POLL)

@@ -1,0 +1,66 @@
+"""snapshot_root_disk on fakes: strategies, retries, typed errors."""
+
+from imaged import exception
+from tests.unit import test_manager
+
+IMAGE, INSTANCE = test_manager.IMAGE, test_manager.INSTANCE
+TARGET = '7d3c1990-7e1b-4a52-9c1e-5b0f6b3a2c11'
+DATA = b'guest' * 1000
+
+
+class SnapshotRPCTest(test_manager.RPCTestCase):
+
+    def setUp(self):
+        super().setUp()
+        url = self.cluster.add_glance_image(IMAGE, DATA)
+        self.glance.add(IMAGE, DATA, direct_url=url)
+        self.api.create_root_disk(self.ctxt, 'test-host', INSTANCE, IMAGE, 1)
+        self.disk = self.cluster.pools['vms'][INSTANCE + '_disk']
+        self.disk.blocks[4096] = b'written by the guest'
+        self.glance.add(TARGET, status='queued', owner='p',
+                        container_format='bare')
+
+    def snapshot(self, image_id=TARGET, instance=INSTANCE):
+        return self.api.snapshot_root_disk(self.ctxt, 'test-host', instance,
+                                           image_id)
+
+    def test_clone_copies_inside_ceph_and_registers_the_location(self):
+        result = self.snapshot()
+        self.assertEqual(('clone', TARGET), (result['strategy'],
+                                             result['image_id']))
+        copy = self.cluster.pools['images'][TARGET]
+        self.assertIsNone(copy.parent_disk)
+        self.assertEqual({'snap'}, copy.protected)
+        self.assertEqual(self.disk.read(0, 8192), copy.read(0, 8192))
+        self.assertEqual(['rbd://%s/images/%s/snap' % (self.cluster.fsid,
+                                                       TARGET)],
+                         self.glance.images[TARGET]['locations'])
+        # The temporary snapshot of the disk is gone.
+        self.assertEqual({}, self.disk.snapshots)
+        self.assertEqual('clone', self.snapshot()['strategy'])
+
+    def test_a_partial_copy_left_by_a_kill_is_removed_on_retry(self):
+        from imaged.storage import partial
+        left = partial.partial_name(TARGET, 'test-host')
+        self.cluster.pools['images'][left] = type(self.disk)(1)
+        self.snapshot()
+        self.assertNotIn(left, self.cluster.pools['images'])
+
+    def test_upload_sends_the_disk_s_bytes(self):
+        self.flags(snapshot_strategy='upload', group='rbd')
+        self.assertEqual('upload', self.snapshot()['strategy'])
+        self.assertEqual(self.disk.read(0, 8192),
+                         self.glance.data[TARGET][:8192])
+        self.assertEqual({}, self.disk.snapshots)
+
+    def test_typed_errors(self):
+        self.assertRaises(exception.RootDiskNotFound, self.snapshot,
+                          instance=INSTANCE.replace('5f', '6f'))
+        self.glance.images[TARGET]['owner'] = 'someone-else'
+        self.assertRaises(exception.ImageNotWritable, self.snapshot)
+        self.glance.images[TARGET].update(owner='p', disk_format='qcow2')
+        self.assertRaises(exception.SnapshotFormatUnsupported, self.snapshot)
+        self.assertRaises(exception.ImageNotWritable, self.snapshot,
+                          image_id=IMAGE)  # active, not ours
+        self.assertEqual([], [n for n in self.cluster.pools['images']
+                              if n.startswith(TARGET)])

@@ -372,12 +372,24 @@ class BaseImageStore:
             return _State(MISSING)
         if not metadata:
             return _State(FOREIGN, size)
+        # Uses are recorded on the lock object (older agents: in the
+        # image's metadata; both count).
+        metadata.update(self._uses(ioctx, image_id))
         complete = metadata.get(COMPLETE_KEY)
         if protected and (complete == 'true' or complete is None and
                           IMAGE_ID_KEY not in metadata):
             # (No flag and no image id: made before imaged kept them.)
             return _State(COMPLETE, size, metadata, children)
         return _State(BROKEN, size, metadata, children)
+
+    def _uses(self, ioctx, image_id):
+        """``{USED_PREFIX + host: when}`` recorded on the lock object."""
+        try:
+            return {name: value.decode('ascii', 'replace')
+                    for name, value in ioctx.get_xattrs(lock_object(image_id))
+                    if name.startswith(USED_PREFIX)}
+        except self.conn.rados.ObjectNotFound:
+            return {}
 
     def location(self, image_id):
         """``(location, size)`` of a complete base's snapshot, or Nones."""
@@ -453,12 +465,16 @@ class BaseImageStore:
             if last is not None and now - last < interval:
                 return
             self._used[image_id] = now
-        name = base_name(image_id)
+        # On the lock object, with librados alone: a read-write open of the
+        # base by many hosts at once (image metadata) hands its exclusive
+        # lock around through notifications, and librbd aborted the process
+        # when the image closed with one in flight
+        # (ImageWatcher: ~AsyncOpTracker: ceph_assert(m_pending_ops == 0)).
+        key = lock_object(image_id)
         try:
-            with self.conn.ioctx(name=name) as ioctx:
-                with self.conn.rbd.Image(ioctx, name) as image:
-                    image.metadata_set(USED_PREFIX + self.host,
-                                       _iso(time.time()))
+            with self.conn.ioctx(name=key) as ioctx:
+                ioctx.set_xattr(key, USED_PREFIX + self.host,
+                                _iso(time.time()).encode())
         except BaseException:
             with self._used_lock:
                 self._used.pop(image_id, None)

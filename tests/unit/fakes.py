@@ -205,6 +205,14 @@ class FakeIoctx:
         except KeyError:
             raise FakeRados.module.NoData(xattr)
 
+    def get_xattrs(self, key):
+        self._check()
+        if (self.pool, key) not in self.cluster.objects:
+            raise FakeRados.module.ObjectNotFound(key)
+        return iter([(name, value) for (pool, obj, name), value
+                     in sorted(self.cluster.xattrs.items())
+                     if (pool, obj) == (self.pool, key)])
+
     def watch(self, key, callback, error_callback=None, timeout=None):
         self._check()
         if (self.pool, key) not in self.cluster.objects:

@@ -77,8 +77,13 @@ class BaseImagesTest(PoolTestCase):
         self.assertEqual((IMAGE, 'host-a', 'true'),
                          (meta[bases.IMAGE_ID_KEY], meta[bases.MADE_BY_KEY],
                           meta[bases.COMPLETE_KEY]))
-        self.assertIn(bases.USED_PREFIX + 'host-a', meta)
-        self.assertIn(bases.USED_PREFIX + 'host-b', meta)
+        # Uses go on the lock object, never into the shared image: a
+        # read-write open of it by many hosts at once crashed librbd.
+        uses = {name for (pool, key, name) in self.cluster.xattrs
+                if (pool, key) == ('vms', bases.lock_object(IMAGE))}
+        self.assertIn(bases.USED_PREFIX + 'host-a', uses)
+        self.assertIn(bases.USED_PREFIX + 'host-b', uses)
+        self.assertFalse([k for k in meta if k.startswith(bases.USED_PREFIX)])
         self.assertEqual(1, self.glance.downloads)
 
     def test_base_without_its_snapshot_is_made_anew(self):
@@ -380,14 +385,14 @@ class PoolProtocolTest(base.TestCase):
         self.gate.set()
         host = self.hosts[0]
         host.create(1)
-        key = bases.USED_PREFIX + 'host-0'
-        first = self.vms[BASE].metadata[key]
+        key = ('vms', bases.lock_object(IMAGE), bases.USED_PREFIX + 'host-0')
+        first = self.cluster.xattrs[key]
         host.create(2)
         host.create(3)
-        self.assertEqual(first, self.vms[BASE].metadata[key])
+        self.assertEqual(first, self.cluster.xattrs[key])
         self.flags(rbd_base_min_age=0, group='image_cache')
         host.create(4)
-        self.assertNotEqual(first, self.vms[BASE].metadata[key])
+        self.assertNotEqual(first, self.cluster.xattrs[key])
 
     def test_an_expired_deadline_waits_for_nothing(self):
         self.glance.add(IMAGE, DATA)

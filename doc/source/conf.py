@@ -4,6 +4,10 @@ import sys
 
 sys.path.insert(0, os.path.abspath('../..'))
 
+# As the entry points do: the native-thread backend of oslo.service, chosen
+# before the extensions below (the sample generator, autodoc) import it.
+import imaged.cmd  # noqa: E402,F401
+
 extensions = [
     'sphinx.ext.autodoc',
     'oslo_config.sphinxext',

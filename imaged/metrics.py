@@ -5,7 +5,7 @@ kept whether or not the endpoint is served. Counters move where the events
 happen (the endpoint, the download, the image cache); gauges of the
 agent's state (calls in flight, local cache bytes, Glance and Ceph
 reachability) are read when Prometheus scrapes. Every name starts with
-``imaged_``; the README lists them.
+``imaged_``; doc/source/operate/metrics.rst lists them.
 """
 
 import prometheus_client as prom

@@ -2,8 +2,9 @@
 
 Configured by ``[oslo_messaging_notifications]`` as in every OpenStack
 service: with the default ``driver = noop`` nothing is sent. Every payload is
-a plain dict with a ``version``; the README lists each event and its keys,
-and a unit test holds the README's samples to what this module sends.
+a plain dict with a ``version``; doc/source/operate/notifications.rst lists
+each event and its keys, and a unit test holds its samples to what this
+module sends.
 
 Sending never raises into the caller's work: oslo.messaging logs a failed
 send, and imaged bounds the broker retries (``retry``, 3 by default here

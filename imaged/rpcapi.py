@@ -119,7 +119,7 @@ class ImageAgentAPI:
 
         :returns: ``{image_id, instance_uuid, strategy, size_bytes,
                   timings}``, strategy ``clone`` or ``upload``.
-        :raises RootDiskNotFound, ImageNotWritable,
+        :raises: RootDiskNotFound, ImageNotWritable,
                 SnapshotFormatUnsupported, LocationRefused.
         :raises RPCVersionCapped: ``[upgrade_levels] imaged`` is below 1.2.
         """

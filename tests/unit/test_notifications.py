@@ -18,12 +18,13 @@ from tests.unit import test_cache_images
 INSTANCE = '5f0c1d2e-3a4b-4c5d-9e6f-7a8b9c0d1e2f'
 IMAGE = '0b1e2f4a-1d2c-4e5f-8a9b-0c1d2e3f4a5b'
 OTHER = '7d3c1990-7e1b-4a52-9c1e-5b0f6b3a2c11'
-README = os.path.join(os.path.dirname(__file__), '..', '..', 'README.rst')
+DOC = os.path.join(os.path.dirname(__file__), '..', '..', 'doc', 'source',
+                   'operate', 'notifications.rst')
 
 
 def readme_samples():
-    """``{event_type: message}`` from the README's notification samples."""
-    with open(README) as f:
+    """``{event_type: message}`` from the docs' notification samples."""
+    with open(DOC) as f:
         text = f.read()
     samples = {}
     for block in re.findall(r'::\n\n((?:    .*\n|\n)+)', text):
@@ -246,7 +247,7 @@ class NotifierAPITest(NotifierTestCase):
 
 
 class ReadmeSamplesTest(test_cache_images.AgentTestCase):
-    """The README's sample of each event has the shape the code sends."""
+    """The docs' sample of each event has the shape the code sends."""
 
     EVENTS = ['root_disk.create.start', 'root_disk.create.end',
               'root_disk.create.error', 'root_disk.delete.end',

@@ -361,25 +361,29 @@ class PurgeTest(FleetTestCase):
     def test_an_image_deleted_in_glance_goes_within_a_cleanup_interval(self):
         from tests.functional import test_root_disks
         # qcow2: converted straight into a base image in the pool.
-        doomed = self.glance.create(
-            test_root_disks.qcow2_holding(os.urandom(units.Mi)),
-            disk_format='qcow2', backend='local')
+        data = os.urandom(units.Mi)
+        doomed = self.glance.create(test_root_disks.qcow2_holding(data),
+                                    disk_format='qcow2', backend='local')
         kept = self.glance.create(os.urandom(units.Mi), backend='local')
         for image in (doomed, kept):
             self.cache('a', image)
         disk = self.create_root_disk('a', doomed['id'])
         self.glance.delete(doomed['id'])
-        # The base image stays while a disk is cloned from it: the purge
-        # gets to it at each check, and leaves it until the clone is gone.
         base.wait_for(lambda: 'Purging cached image %s' % doomed['id']
                       in self.daemons['a'].log(),
                       30, what='the purge of the deleted image')
-        self.assertTrue(self.in_pool(doomed['id']))
+        # Its base leaves the pool at once for the RBD trash, though a disk
+        # is still cloned from it (clone format 2); the disk reads right.
+        trashed = '%s_base' % doomed['id']
+        base.wait_for(lambda: not self.in_pool(doomed['id']) and
+                      trashed in self.ceph.trash(), 30,
+                      what='the base of the deleted image in the trash')
+        self.assertEqual(data[:4096], self.ceph.read(disk['name'], 0, 4096))
         self.api.delete_root_disk(self.ctxt, self.host('a'),
                                   disk['instance_uuid'])
         base.wait_for(lambda: doomed['id'] not in self.cached('a') and
-                      not self.in_pool(doomed['id']), 30,
-                      what='the deleted image to leave cache and pool')
+                      trashed not in self.ceph.trash(), 30,
+                      what='the deleted image to leave cache and trash')
         self.assertIn(kept['id'], self.cached('a'))
         self.assertTrue(self.in_pool(kept['id']))
         evictions = self.listener.events(image_id=doomed['id'],

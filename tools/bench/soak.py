@@ -86,7 +86,7 @@ def parse_args(argv):
                              "does not matter) or elect (one at a time)")
     parser.add_argument('--sweep-timeout', type=float, default=120,
                         help='seconds to wait, at the end, for the '
-                        "agents' cleanup to remove the bases")
+                        "agents' cleanup to remove the bases and partials")
     parser.add_argument('--imaged-tree', metavar='DIR',
                         help='run the agents from this source tree (e.g. '
                         'a git worktree of a commit)')
@@ -356,17 +356,20 @@ class Soak:
             agent = self.instances[instance_uuid]
             with contextlib.suppress(Exception):
                 agent.delete(instance_uuid)
-        disks = self.vms_names(self.instances)
         for image in self.images:
             self.glance.delete(image.id)
         ids = [i.id for i in self.images]
-        log('waiting up to %.0f s for the agents to remove the bases',
-            self.args.sweep_timeout)
+        # A create that failed while Ceph was out may leave its partial
+        # image to the agent's next sweep of what it left (every 30 s).
+        log('waiting up to %.0f s for the agents to remove the bases and '
+            'the partial images', self.args.sweep_timeout)
         deadline = time.monotonic() + self.args.sweep_timeout
         while True:
+            disks = self.vms_names(self.instances)
             bases = self.vms_names(ids)
             files = self.state_files(ids)
-            if not (bases or files) or time.monotonic() > deadline:
+            if not (disks or bases or files) or \
+                    time.monotonic() > deadline:
                 break
             time.sleep(2)
         return {'disks': disks, 'rbd': bases, 'files': files,

@@ -164,16 +164,18 @@ class GlanceAPI:
         return service_token.ServiceTokenAuthWrapper(
             user_auth=user_auth, service_auth=self._service_token_auth)
 
-    def _client(self, context, as_service=False):
+    def _client(self, context, as_service=False, retries=True):
+        """A glanceclient on our session; ``retries=False`` for a request
+        whose body cannot be sent twice."""
         endpoint = self.endpoint()
         auth = self._auth if as_service else self.auth_for(context)
         opts = self.conf.glance
         return glance_client.Client(
             '2', session=self._session, auth=auth, endpoint_override=endpoint,
             global_request_id=getattr(context, 'global_id', None),
-            connect_retries=opts.connect_retries,
+            connect_retries=opts.connect_retries if retries else 0,
             connect_retry_delay=opts.connect_retry_delay,
-            status_code_retries=opts.status_code_retries,
+            status_code_retries=opts.status_code_retries if retries else 0,
             status_code_retry_delay=opts.status_code_retry_delay,
             retriable_status_codes=[
                 int(code) for code in opts.retriable_status_codes or ()])
@@ -397,7 +399,8 @@ class GlanceAPI:
         file-like ``data``, as the caller. Not retried: a stream cannot be
         sent twice."""
         return self._call(image_id, 'Uploading', lambda: self._client(
-            context).images.upload(image_id, data, image_size=size))
+            context, retries=False).images.upload(image_id, data,
+                                                  image_size=size))
 
     def sees_every_image(self):
         """Whether Glance shows imaged's own user every image, so that a

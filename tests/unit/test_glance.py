@@ -4,6 +4,7 @@ The requests made by the real glanceclient and keystoneauth code go to a
 small requests adapter that answers like Glance; no server, no network.
 """
 
+import io
 import json
 import urllib.parse
 
@@ -403,6 +404,21 @@ class ErrorTypingTest(GlanceTestCase):
 
     def test_501_is_not_retried(self):
         self.show_raises(exception.GlanceRequestFailed, (501, 'no'))
+        self.assertEqual([], self.sleeps)
+
+    def test_an_upload_is_never_sent_twice(self):
+        # Its body is a stream: a retry would send what is left of it.
+        self.http.answer('PUT', self.path + '/file', (503, 'busy'))
+        self.assertRaises(exception.BackendUnavailable,
+                          self.glance_api.upload, None, IMAGE,
+                          io.BytesIO(b'x' * 10), 10)
+        self.http.answer('PUT', self.path + '/file',
+                         ks_exc.ConnectFailure('refused'))
+        self.assertRaises(exception.BackendUnavailable,
+                          self.glance_api.upload, None, IMAGE,
+                          io.BytesIO(b'x' * 10), 10)
+        self.assertEqual(2, len([r for r in self.http.sent
+                                 if r.method == 'PUT']))
         self.assertEqual([], self.sleeps)
 
     def test_5xx_and_unknown_statuses_are_retried(self):

@@ -412,16 +412,8 @@ class GlanceAPI:
 
         :raises: BackendUnavailable when Keystone cannot tell.
         """
-        if self._auth is None or isinstance(self._auth, noauth.NoAuth):
-            return True
-        try:
-            access = self._auth.get_access(self._session)
-        except (ks_exc.ClientException, requests.RequestException) as e:
-            raise exception.BackendUnavailable(
-                backend='Keystone',
-                reason=_('cannot read the roles of imaged\'s user: %s') % e)
-        roles = getattr(access, 'role_names', None) or []
-        return 'admin' in [role.lower() for role in roles]
+        roles = self.user_roles()
+        return roles is None or 'admin' in roles
 
     def api_versions(self):
         """The API versions Glance offers (``GET /versions``), e.g.

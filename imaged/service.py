@@ -1,6 +1,8 @@
 """The oslo.service Service that owns the RPC server and periodic work,
 and the reload (SIGHUP) of its worker."""
 
+import logging as py_logging
+import os
 import signal
 import threading
 
@@ -171,3 +173,48 @@ class EarlySighup:
         if self.pending:
             LOG.info('A SIGHUP came while starting: reloading now')
             (kill or signal.raise_signal)(signal.SIGHUP)
+
+
+class LogHandlersAcrossFork:
+    """No worker forked while another thread is halfway through a log line.
+
+    cotyledon forks the worker from its supervisor thread while the main
+    thread of the parent handles signals: a SIGHUP's reload logs the options
+    it changed. A fork in the middle of such a record gave the worker a copy
+    of the log file's buffer lock held by a thread the worker does not
+    have: its first log line (before it serves) waited forever, and the
+    agent never answered. The logging module renews its handler locks in
+    the child but does not hold them across the fork; :meth:`install` makes
+    every fork wait for the handlers (so for their streams) to be free.
+    """
+
+    def __init__(self):
+        self._held = []
+
+    def install(self):
+        os.register_at_fork(before=self._before,
+                            after_in_parent=self._after_in_parent)
+        return self
+
+    @staticmethod
+    def handlers():
+        loggers = [py_logging.getLogger()] + [
+            logger for logger in list(
+                py_logging.Logger.manager.loggerDict.values())
+            if isinstance(logger, py_logging.Logger)]
+        seen = {}
+        for logger in loggers:
+            for handler in list(logger.handlers):
+                seen.setdefault(id(handler), handler)
+        return list(seen.values())
+
+    def _before(self):
+        self._held = self.handlers()
+        for handler in self._held:
+            handler.acquire()
+
+    def _after_in_parent(self):
+        # In the child, the logging module gives every handler a new lock.
+        held, self._held = self._held, []
+        for handler in reversed(held):
+            handler.release()

@@ -55,6 +55,7 @@ def launch(conf, server):
 
 def main(argv=None):
     early_sighup = imaged_service.EarlySighup().hold()
+    imaged_service.LogHandlersAcrossFork().install()
     malloc.limit_arenas()
     parse_args(sys.argv if argv is None else argv)
     LOG.info('Starting imaged %s', version.version_string())

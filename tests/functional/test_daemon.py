@@ -127,6 +127,29 @@ class DaemonLifeTest(testtools.TestCase):
         self.assertEqual(7, self.largest_size(daemon))
         self.assertIsNone(daemon.process.poll())
 
+    def test_sighups_while_the_worker_starts_never_hang_it(self):
+        # A reload in the parent logs what changed while cotyledon forks
+        # the worker from another thread: a fork in the middle of a log
+        # line left the worker waiting forever for the log file's lock
+        # (one start in about eight hung under this storm, before the fix).
+        for size in (5, 6, 7):
+            workdir = tempfile.mkdtemp(dir=self.workdir)
+            host = 'hups-%s' % uuid.uuid4().hex[:8]
+            daemon = base.Daemon(workdir, host).start()
+            self.addCleanup(daemon.kill)
+            base.wait_for(lambda: 'Starting imaged' in daemon.log(), 120,
+                          what='imaged to read its configuration')
+            self.set_max_root_disk_gb(daemon, size)
+            end = time.monotonic() + 3
+            while time.monotonic() < end:
+                daemon.signal(signal.SIGHUP)
+                time.sleep(0.01)
+            base.FunctionalTestCase.wait_until_serving(self.api, self.ctxt,
+                                                       host, daemon)
+            self.assertEqual(size, self.largest_size(daemon))
+            self.assert_worker_never_restarted(daemon)
+            daemon.kill()
+
     def test_sighup_with_a_long_call_in_flight(self):
         # A reload no longer waits for the calls in flight (it used to
         # stop the worker, for up to graceful_shutdown_timeout, then kill

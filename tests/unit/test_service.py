@@ -1,8 +1,10 @@
 """The worker's reload (SIGHUP): in place, never dropped, logged."""
 
+import logging
 import os
 import signal
 import threading
+import time
 
 import fixtures
 from oslo_config import cfg
@@ -158,3 +160,66 @@ class EarlySighupTest(base.TestCase):
         sent = []
         service.EarlySighup().hold().release(kill=sent.append)
         self.assertEqual([], sent)
+
+
+class _HeldStream:
+    """A stream whose write holds its own lock (as a file's buffer does)
+    until ``go`` is set."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.writing = threading.Event()
+        self.go = threading.Event()
+
+    def write(self, text):
+        with self.lock:
+            self.writing.set()
+            self.go.wait(30)
+
+    def flush(self):
+        with self.lock:
+            pass
+
+
+class LogHandlersAcrossForkTest(base.TestCase):
+
+    def test_a_fork_waits_for_a_log_line_in_another_thread(self):
+        stream = _HeldStream()
+        handler = logging.StreamHandler(stream)
+        logger = logging.getLogger('imaged.test.fork.%s' % id(self))
+        logger.propagate = False
+        logger.addHandler(handler)
+        self.addCleanup(logger.removeHandler, handler)
+        service.LogHandlersAcrossFork().install()
+
+        writer = threading.Thread(target=logger.warning, args=('parent',))
+        writer.start()
+        self.assertTrue(stream.writing.wait(10))
+        forked = []
+
+        def fork():
+            pid = os.fork()
+            if pid == 0:  # the child: its first log line, then out
+                stream.go.set()
+                logger.warning('child')
+                os._exit(0)
+            forked.append(pid)
+        forker = threading.Thread(target=fork)
+        forker.start()
+        time.sleep(0.3)
+        # The fork waits for the line in flight, whatever it takes.
+        self.assertEqual([], forked)
+        stream.go.set()
+        writer.join(10)
+        forker.join(10)
+        self.assertEqual(1, len(forked))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            pid, status = os.waitpid(forked[0], os.WNOHANG)
+            if pid:
+                self.assertEqual(0, os.waitstatus_to_exitcode(status))
+                return
+            time.sleep(0.05)
+        os.kill(forked[0], signal.SIGKILL)
+        os.waitpid(forked[0], 0)
+        self.fail('the child hung on a log lock held across the fork')

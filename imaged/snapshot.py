@@ -29,6 +29,7 @@ from oslo_log import log as logging
 from imaged import deadline as call_deadline
 from imaged import exception
 from imaged.i18n import _
+from imaged.image import record as image_record
 from imaged.storage import disks as rbd_disks
 from imaged.storage import location as rbd_location
 from imaged.storage import snapshots as rbd_snapshots
@@ -88,21 +89,23 @@ class Snapshots:
             pool = self._glance_pool()
             strategy = 'clone' if pool else 'upload'
             if image.status != 'queued':
-                # An earlier attempt registered this disk's copy; anything
-                # else is not ours to write.
-                if pool is None or self.storage.snapshots.finished(
-                        pool, image_id, instance_uuid) is not True:
+                # An earlier attempt registered this disk's copy, or
+                # uploaded it; anything else is not ours to write.
+                if not self._already_done(image, pool, instance_uuid):
                     raise exception.ImageNotWritable(
                         image_id=image_id,
                         reason=_('its status is %s, not queued') %
                         image.status)
                 LOG.info('Image %s is already the snapshot of %s', image_id,
                          name)
+                # Cut off after the location: the disk's temporary
+                # snapshot may still be there.
+                self.storage.snapshots.drop(name, image_id)
             elif strategy == 'clone':
                 self._clone(context, name, instance_uuid, image_id, pool,
                             deadline, timings)
             else:
-                self._upload(context, name, image_id, timings)
+                self._upload(context, name, instance_uuid, image_id, timings)
             self._wait_active(context, image_id, deadline)
             timings.step('active')
         return {'image_id': image_id, 'instance_uuid': instance_uuid,
@@ -112,7 +115,8 @@ class Snapshots:
     def _clone(self, context, name, instance_uuid, image_id, pool, deadline,
                timings):
         store = self.storage.snapshots
-        store.sweep(pool, image_id)
+        store.sweep(pool, image_id,
+                    wait=deadline.cap(self.conf.long_rpc_timeout))
         done = store.finished(pool, image_id, instance_uuid)
         if done is False:
             raise exception.ImageNotWritable(
@@ -129,6 +133,10 @@ class Snapshots:
                 timings.step('copy')
             finally:
                 store.drop(name, image_id)
+        else:
+            # An earlier attempt made the copy and was cut off before it
+            # removed the disk's temporary snapshot.
+            store.drop(name, image_id)
         url = rbd_location.format_rbd_location(
             self.storage.fsid(), pool, image_id, rbd_snapshots.SNAPSHOT)
         try:
@@ -139,8 +147,18 @@ class Snapshots:
             raise
         timings.step('location')
 
-    def _upload(self, context, name, image_id, timings):
+    def _already_done(self, image, pool, instance_uuid):
+        if pool is not None:
+            return self.storage.snapshots.finished(
+                pool, image.id, instance_uuid) is True
+        # Glance makes an upload active only once all of it arrived.
+        return image.status == 'active' and \
+            image.snapshot_of == instance_uuid
+
+    def _upload(self, context, name, instance_uuid, image_id, timings):
         store = self.storage.snapshots
+        self.glance.set_properties(
+            context, image_id, {image_record.SNAPSHOT_OF: instance_uuid})
         store.take(name, image_id)
         timings.step('snapshot')
         try:

@@ -394,6 +394,12 @@ class GlanceAPI:
                 raise
             raise typed from e
 
+    def set_properties(self, context, image_id, properties):
+        """Set extra properties of image ``image_id`` (``PATCH``), as the
+        caller."""
+        return self._call(image_id, 'Updating', lambda: self._client(
+            context).images.update(image_id, **properties))
+
     def upload(self, context, image_id, data, size):
         """``PUT /v2/images/{id}/file`` of ``size`` bytes read from the
         file-like ``data``, as the caller. Not retried: a stream cannot be

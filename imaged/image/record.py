@@ -32,6 +32,11 @@ def _store_set(value):
     return frozenset(n.strip() for n in value.split(',') if n.strip())
 
 
+# The property imaged gives an image before it uploads a disk's snapshot
+# into it: a retry finds an active image that is already that snapshot.
+SNAPSHOT_OF = 'imaged_snapshot_of'
+
+
 @dataclasses.dataclass(frozen=True)
 class ImageRecord:
     """What imaged reads of an image's record (``GET /v2/images/{id}``).
@@ -57,6 +62,8 @@ class ImageRecord:
     stores: frozenset[str] = frozenset()
     importing_to_stores: frozenset[str] = frozenset()
     failed_import_stores: frozenset[str] = frozenset()
+    # The instance whose root disk imaged uploaded into it (a snapshot).
+    snapshot_of: str | None = None
 
     @classmethod
     def from_glance(cls, body, image_id):
@@ -81,7 +88,8 @@ class ImageRecord:
             importing_to_stores=_store_set(
                 body.get('os_glance_importing_to_stores')),
             failed_import_stores=_store_set(
-                body.get('os_glance_failed_import')))
+                body.get('os_glance_failed_import')),
+            snapshot_of=_str_or_none(body.get(SNAPSHOT_OF)))
 
     def shown_urls(self):
         """The locations the record shows: ``locations``, else

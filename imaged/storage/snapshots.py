@@ -17,6 +17,7 @@ goes on from there or removes it.
 import io
 
 from oslo_log import log as logging
+import tenacity
 
 from imaged.storage import partial
 
@@ -26,6 +27,9 @@ SNAPSHOT = 'snap'
 SOURCE_KEY = 'imaged.snapshot_of'
 IMAGE_ID_KEY = 'imaged.image_id'
 READ_SIZE = 4 * 1024 * 1024
+# Seconds a killed attempt's partial may stay watched by its dead client:
+# twice the OSDs' default osd_client_watch_timeout.
+DEAD_WATCH_GRACE = 60
 
 
 def disk_snapshot_name(image_id):
@@ -113,9 +117,10 @@ class SnapshotStore:
             except self.conn.rbd.ImageNotFound:
                 pass
 
-    def sweep(self, pool, image_id):
+    def sweep(self, pool, image_id, wait=DEAD_WATCH_GRACE):
         """Remove this host's partial copies of ``image_id`` in ``pool``
-        (a killed attempt's)."""
+        (a killed attempt's), waiting up to ``wait`` seconds for each to be
+        free."""
         tag = partial.host_tag(self.host)
         with self.conn.ioctx(pool) as ioctx:
             for name in self.conn.rbd.RBD().list(ioctx):
@@ -123,7 +128,27 @@ class SnapshotStore:
                         partial.partial_owner_tag(name) == tag:
                     LOG.info('Removing %s/%s, left by an earlier attempt',
                              pool, name)
-                    self._remove_quietly(ioctx, name)
+                    self._remove_when_unwatched(ioctx, name, wait)
+
+    def _remove_when_unwatched(self, ioctx, name, wait):
+        """Remove a killed attempt's partial. Its dead client's watch
+        stays until the OSDs time it out (``osd_client_watch_timeout``,
+        30 s by default); until then librbd answers "busy"."""
+        wait = min(wait, max(DEAD_WATCH_GRACE,
+                             self.conn.conf.rbd.delete_busy_timeout))
+        rbd = self.conn.rbd
+        try:
+            for attempt in tenacity.Retrying(
+                    retry=tenacity.retry_if_exception_type(rbd.ImageBusy),
+                    stop=tenacity.stop_after_delay(wait),
+                    wait=tenacity.wait_fixed(2), reraise=True):
+                with attempt:
+                    partial.remove_image(rbd, ioctx, name)
+        except rbd.ImageNotFound:
+            pass
+        except Exception:
+            LOG.warning('Could not remove %s; the next attempt does', name,
+                        exc_info=True)
 
     def _remove_quietly(self, ioctx, name):
         try:

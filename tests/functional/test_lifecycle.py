@@ -1,9 +1,17 @@
 """Images that can be deleted (clones of format 2), flattened disks."""
 
 import os
+import signal
+import threading
+import uuid
 
+import fixtures
 from oslo_utils import units
+from testtools import content
 
+from imaged import exception
+from imaged.storage import partial
+from imaged.storage import snapshots
 from tests.functional import base
 
 
@@ -69,7 +77,8 @@ class FlattenTest(base.FunctionalTestCase):
         self.assertEqual(0.0, again['seconds'])
 
 
-class SnapshotTest(base.FunctionalTestCase):
+class _Snapshots:
+    """What every snapshot test makes and checks."""
 
     def queued_image(self):
         image = self.glance.client.images.create(
@@ -91,6 +100,9 @@ class SnapshotTest(base.FunctionalTestCase):
             self.assertEqual(
                 self.ceph.read(disk['name'], offset, units.Mi),
                 self.ceph.read(image_id, offset, units.Mi, pool=pool))
+
+
+class SnapshotTest(_Snapshots, base.FunctionalTestCase):
 
     def test_strategy_clone_registers_a_flattened_copy(self):
         disk = self.guest_disk()
@@ -124,7 +136,6 @@ class SnapshotTest(base.FunctionalTestCase):
         self.assertEqual('clone', retry['strategy'])
 
     def test_no_such_disk_and_an_active_image_are_typed(self):
-        from imaged import exception
         target = self.queued_image()
         self.assertRaises(exception.RootDiskNotFound,
                           self.api.snapshot_root_disk, self.ctxt, self.host,
@@ -136,12 +147,9 @@ class SnapshotTest(base.FunctionalTestCase):
                           disk['instance_uuid'], active['id'])
 
 
-class UploadSnapshotTest(SnapshotTest):
+class UploadSnapshotTest(_Snapshots, base.FunctionalTestCase):
 
     daemon_options = {'rbd': {'snapshot_strategy': 'upload'}}
-
-    def test_strategy_clone_registers_a_flattened_copy(self):
-        self.skipTest('this agent uploads')
 
     def test_strategy_upload_sends_the_bytes(self):
         disk = self.guest_disk()
@@ -158,3 +166,158 @@ class UploadSnapshotTest(SnapshotTest):
         for offset in (0, 512 * units.Mi):
             self.assertEqual(self.ceph.read(disk['name'], offset, units.Mi),
                              got[offset:offset + units.Mi])
+        # Idempotent: the retry of a finished upload answers the same,
+        # and no second PUT reaches Glance.
+        retry = self.api.snapshot_root_disk(self.ctxt, self.host,
+                                            disk['instance_uuid'],
+                                            target['id'])
+        self.assertEqual('upload', retry['strategy'])
+        self.assertEqual(1, sum(
+            1 for line in open(base.stack()['GLANCE_ACCESS_LOG'],
+                               errors='replace')
+            if 'PUT /v2/images/%s/file' % target['id'] in line))
+        # Another disk's snapshot is never taken for this one.
+        other = self.guest_disk()
+        self.assertRaises(exception.ImageNotWritable,
+                          self.api.snapshot_root_disk, self.ctxt, self.host,
+                          other['instance_uuid'], target['id'])
+
+
+class SnapshotRetryTest(_Snapshots, base.FunctionalTestCase):
+    """A snapshot cut off at any step, then asked again: the image ends
+    ``active`` with the disk's bytes, and nothing is left in either pool."""
+
+    def setUp(self):
+        super().setUp()
+        self.pool = base.stack()['CEPH_IMAGES_POOL']
+
+    def disk_snapshots(self, name):
+        with self.ceph.cluster.open_ioctx(self.ceph.pool) as ioctx:
+            with self.ceph.rbd.Image(ioctx, name, read_only=True) as image:
+                return [s['name'] for s in image.list_snaps()]
+
+    def plant_disk_snapshot(self, disk, image_id):
+        with self.ceph.cluster.open_ioctx(self.ceph.pool) as ioctx:
+            with self.ceph.rbd.Image(ioctx, disk['name']) as image:
+                image.create_snap(snapshots.disk_snapshot_name(image_id))
+
+    def plant_copy(self, disk, image_id, host, finished):
+        """The clone of the disk's snapshot in Glance's pool: under this
+        host's partial name, or finished under the image id."""
+        part = partial.partial_name(image_id, host)
+        rbd = self.ceph.rbd
+        with self.ceph.cluster.open_ioctx(self.ceph.pool) as disk_ioctx, \
+                self.ceph.cluster.open_ioctx(self.pool) as ioctx:
+            rbd.RBD().clone(disk_ioctx, disk['name'],
+                            snapshots.disk_snapshot_name(image_id),
+                            ioctx, part)
+            with rbd.Image(ioctx, part) as image:
+                image.metadata_set(partial.OWNER_KEY, host)
+                if finished:
+                    image.flatten()
+                    image.metadata_set(snapshots.SOURCE_KEY,
+                                       disk['instance_uuid'])
+                    image.create_snap(snapshots.SNAPSHOT)
+                    image.protect_snap(snapshots.SNAPSHOT)
+            if finished:
+                rbd.RBD().rename(ioctx, part, image_id)
+        self.addCleanup(self.ceph.remove, part, self.pool)
+        self.addCleanup(self.ceph.remove, image_id, self.pool)
+
+    def assert_finished(self, disk, image_id, result):
+        self.assertEqual(('clone', image_id),
+                         (result['strategy'], result['image_id']))
+        self.assertEqual('active',
+                         self.glance.client.images.get(image_id)['status'])
+        self.assertIsNone(self.ceph.parent(image_id, pool=self.pool))
+        self.snapshot_equals_disk(disk, image_id, pool=self.pool)
+        self.assertEqual([], [n for n in self.ceph.names(self.pool)
+                              if n.startswith(image_id + '.')])
+        self.assertEqual([], self.disk_snapshots(disk['name']))
+
+    def snapshot(self, disk, image_id, host=None):
+        return self.api.snapshot_root_disk(self.ctxt, host or self.host,
+                                           disk['instance_uuid'], image_id)
+
+    def test_the_leftovers_of_each_step_are_taken_up(self):
+        disk = self.guest_disk()
+        # Cut off after the disk's temporary snapshot.
+        target = self.queued_image()
+        self.plant_disk_snapshot(disk, target['id'])
+        self.assert_finished(disk, target['id'],
+                             self.snapshot(disk, target['id']))
+        # In the copy: a partial clone in Glance's pool.
+        target = self.queued_image()
+        self.plant_disk_snapshot(disk, target['id'])
+        self.plant_copy(disk, target['id'], self.host, finished=False)
+        self.assert_finished(disk, target['id'],
+                             self.snapshot(disk, target['id']))
+        # Before the location: a finished copy under the image id.
+        target = self.queued_image()
+        self.plant_disk_snapshot(disk, target['id'])
+        self.plant_copy(disk, target['id'], self.host, finished=True)
+        self.assert_finished(disk, target['id'],
+                             self.snapshot(disk, target['id']))
+        # After the location, before the disk's snapshot went: the image
+        # is active already, and the retry answers as the call would have.
+        self.plant_disk_snapshot(disk, target['id'])
+        self.assert_finished(disk, target['id'],
+                             self.snapshot(disk, target['id']))
+        # Someone else's image under that id is never registered.
+        target = self.queued_image()
+        other = self.guest_disk()
+        self.plant_disk_snapshot(other, target['id'])
+        self.plant_copy(other, target['id'], self.host, finished=True)
+        self.assertRaises(exception.ImageNotWritable, self.snapshot, disk,
+                          target['id'])
+        self.assertEqual('queued',
+                         self.glance.client.images.get(target['id'])['status'])
+        self.assertEqual([], self.disk_snapshots(disk['name']))
+
+    def test_sigkill_in_the_copy_then_the_retry_finishes(self):
+        workdir = self.useFixture(fixtures.TempDir()).path
+        host = 'snapkill-%s' % uuid.uuid4().hex[:8]
+        # Its disk lock, held when it dies, runs out after 10 s.
+        agent = base.Daemon(workdir, host,
+                            {'rbd': {'base_lock_duration': '10'}}).start()
+        self.addCleanup(agent.kill)
+        self.addOnException(lambda exc_info: self.addDetail(
+            'agent-log', content.text_content(agent.log())))
+        base.FunctionalTestCase.wait_until_serving(self.api, self.ctxt, host,
+                                                   agent)
+        disk = self.guest_disk()
+        # Enough data that the flatten of the copy takes a while.
+        chunk = os.urandom(4 * units.Mi)
+        for n in range(48):
+            self.ceph.write(disk['name'], (64 + 8 * n) * units.Mi, chunk)
+        target = self.queued_image()
+        part_prefix = target['id'] + '.'
+        self.addCleanup(self.ceph.remove, target['id'], self.pool)
+        result = {}
+
+        def call():
+            try:
+                result['ok'] = self.snapshot(disk, target['id'], host=host)
+            except Exception as e:
+                result['error'] = e
+        caller = threading.Thread(target=call, daemon=True)
+        caller.start()
+        base.wait_for(lambda: result or any(
+            n.startswith(part_prefix) for n in self.ceph.names(self.pool)),
+            120, interval=0.01, what='the copy to start')
+        if 'ok' in result:
+            self.fail('the snapshot finished before the kill: %s' % result)
+        os.killpg(agent.process.pid, signal.SIGKILL)
+        agent.process.wait(30)
+        leftovers = [n for n in self.ceph.names(self.pool)
+                     if n.startswith(part_prefix)]
+        self.assertNotEqual([], leftovers)
+        self.assertEqual('queued',
+                         self.glance.client.images.get(target['id'])['status'])
+        # The same host again (a restarted agent), and the call again.
+        agent.start()
+        base.FunctionalTestCase.wait_until_serving(self.api, self.ctxt, host,
+                                                   agent)
+        self.assert_finished(disk, target['id'],
+                             self.snapshot(disk, target['id'], host=host))
+        caller.join(60)

@@ -582,6 +582,9 @@ class FakeGlance:
     def add_location(self, context, image_id, url):
         self.images[image_id].update(status='active', locations=[url])
 
+    def set_properties(self, context, image_id, properties):
+        self.images[image_id].update(properties)
+
     def upload(self, context, image_id, data, size):
         self.data[image_id] = b''.join(iter(lambda: data.read(65536), b''))
         self.images[image_id].update(status='active', size=size)

@@ -46,12 +46,26 @@ class SnapshotRPCTest(test_manager.RPCTestCase):
         self.snapshot()
         self.assertNotIn(left, self.cluster.pools['images'])
 
+    def test_a_killed_attempt_s_partial_still_watched_is_removed(self):
+        # The dead client's watch lingers until the OSDs time it out.
+        from imaged.storage import partial
+        left = partial.partial_name(TARGET, 'test-host')
+        self.cluster.pools['images'][left] = type(self.disk)(1)
+        self.cluster.pools['images'][left].busy = 1
+        self.snapshot()
+        self.assertNotIn(left, self.cluster.pools['images'])
+
     def test_upload_sends_the_disk_s_bytes(self):
         self.flags(snapshot_strategy='upload', group='rbd')
         self.assertEqual('upload', self.snapshot()['strategy'])
         self.assertEqual(self.disk.read(0, 8192),
                          self.glance.data[TARGET][:8192])
         self.assertEqual({}, self.disk.snapshots)
+        # A retry of the finished upload answers as the call did; another
+        # disk's retry does not take it for its own.
+        self.assertEqual('upload', self.snapshot()['strategy'])
+        self.glance.images[TARGET]['imaged_snapshot_of'] = 'another'
+        self.assertRaises(exception.ImageNotWritable, self.snapshot)
 
     def test_typed_errors(self):
         self.assertRaises(exception.RootDiskNotFound, self.snapshot,

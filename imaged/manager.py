@@ -87,7 +87,8 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
         self.precache = precache.Precache(conf, root_disks,
                                           self.notifications)
         self.snapshots = snapshot.Snapshots(
-            conf, glance_api, storage, root_disks, root_disks.locations.pools)
+            conf, glance_api, storage, root_disks, root_disks.locations.pools,
+            self.notifications)
         self._healthy = None  # (valid until, fsid) of the last good check
         self._backends_up = {'ceph': False, 'glance': False}
         self.metrics = self.notifications.metrics

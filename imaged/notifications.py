@@ -124,6 +124,23 @@ class Notifications:
                     'size_bytes': result['size_bytes'],
                     'timings': list(result.get('timings') or [])})
 
+    def snapshot_progress(self, ctxt, instance_uuid, image_id, step, done,
+                          total, seconds):
+        """``step`` copy (the flatten in Ceph: librbd counts objects) or
+        upload (bytes); ``done`` of ``total``, sent as a percentage."""
+        percent = round(100.0 * done / total, 1) if total else 100.0
+        self._send(ctxt, 'root_disk.snapshot.progress',
+                   {'instance_uuid': instance_uuid, 'image_id': image_id,
+                    'step': step, 'percent': percent,
+                    'seconds': round(seconds, 3)})
+
+    def snapshot_progress_reporter(self, ctxt, instance_uuid, image_id,
+                                   step):
+        """A callable ``report(done, total)`` (librbd's ``on_progress``:
+        it returns 0) that sends ``root_disk.snapshot.progress`` at most
+        every ``[glance] progress_interval`` seconds."""
+        return _SnapshotProgress(self, ctxt, instance_uuid, image_id, step)
+
     def snapshot_error(self, ctxt, instance_uuid, image_id, error):
         self._send(ctxt, 'root_disk.snapshot.error',
                    dict(_error(error), instance_uuid=instance_uuid,
@@ -215,6 +232,25 @@ class _ProgressReporter:
         self._last = now
         self.notifications.fetch_progress(self.image_id, nbytes,
                                           self.total_bytes, now - self.start)
+
+
+class _SnapshotProgress:
+
+    def __init__(self, notifications, ctxt, instance_uuid, image_id, step):
+        self.notifications, self.ctxt = notifications, ctxt
+        self.instance_uuid, self.image_id, self.step = (instance_uuid,
+                                                        image_id, step)
+        self.interval = notifications.progress_interval
+        self.start = self._last = time.monotonic()
+
+    def __call__(self, done, total):
+        now = time.monotonic()
+        if now - self._last >= self.interval or done >= total:
+            self._last = now
+            self.notifications.snapshot_progress(
+                self.ctxt, self.instance_uuid, self.image_id, self.step,
+                done, total, now - self.start)
+        return 0
 
 
 class FetchReport:

@@ -44,8 +44,10 @@ ACTIVE_POLL = 0.5
 class Snapshots:
     """Snapshots of root disks into Glance images."""
 
-    def __init__(self, conf, glance_api, storage, root_disks, pools):
+    def __init__(self, conf, glance_api, storage, root_disks, pools,
+                 notifications):
         self.conf = conf
+        self.notifications = notifications
         self.glance = glance_api
         self.storage = storage
         self.root_disks = root_disks  # for its per-disk lock
@@ -129,7 +131,10 @@ class Snapshots:
             timings.step('snapshot')
             try:
                 store.copy(name, image_id, instance_uuid, pool,
-                           wait=deadline.cap(self.conf.long_rpc_timeout))
+                           wait=deadline.cap(self.conf.long_rpc_timeout),
+                           progress=self.notifications.
+                           snapshot_progress_reporter(
+                               context, instance_uuid, image_id, 'copy'))
                 timings.step('copy')
             finally:
                 store.drop(name, image_id)
@@ -162,7 +167,9 @@ class Snapshots:
         store.take(name, image_id)
         timings.step('snapshot')
         try:
-            with store.reader(name, image_id) as (data, size):
+            progress = self.notifications.snapshot_progress_reporter(
+                context, instance_uuid, image_id, 'upload')
+            with store.reader(name, image_id, progress) as (data, size):
                 self.glance.upload(context, image_id, data, size)
             timings.step('upload')
         finally:

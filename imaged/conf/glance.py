@@ -34,8 +34,8 @@ in this group.
         'progress_interval',
         default=5,
         min=1,
-        help='Seconds between progress log lines of a long download or '
-             'import.'),
+        help='Seconds between progress log lines and progress '
+             'notifications of a long download, import or snapshot.'),
     cfg.StrOpt(
         'rbd_store_name',
         default='',

@@ -157,18 +157,24 @@ class SnapshotStore:
             LOG.warning('Could not remove %s; the next attempt does', name,
                         exc_info=True)
 
-    def reader(self, disk, image_id):
+    def reader(self, disk, image_id, progress=None):
         """A file-like, read-only view of the disk's temporary snapshot,
-        and its size: ``with store.reader(...) as (data, size)``."""
-        return _SnapshotReader(self.conn, disk, disk_snapshot_name(image_id))
+        and its size: ``with store.reader(...) as (data, size)``.
+
+        :param progress: called ``progress(bytes_read, size)`` after each
+            read from librbd.
+        """
+        return _SnapshotReader(self.conn, disk, disk_snapshot_name(image_id),
+                               progress)
 
 
 class _SnapshotReader(io.RawIOBase):
     """Reads an RBD snapshot front to back, 4 MiB from librbd at a time."""
 
-    def __init__(self, conn, name, snap):
+    def __init__(self, conn, name, snap, progress=None):
         super().__init__()
         self.conn, self.name, self.snap = conn, name, snap
+        self.progress = progress
         self._lease = self._ioctx = self._image = None
         self._offset, self._buffer, self._pos = 0, b'', 0
 
@@ -203,6 +209,8 @@ class _SnapshotReader(io.RawIOBase):
                     self._image.read(self._offset, length))
             self._pos = 0
             self._offset += length
+            if self.progress is not None:
+                self.progress(self._offset, self.size)
         end = len(self._buffer) if n is None or n < 0 else \
             min(self._pos + n, len(self._buffer))
         chunk = bytes(self._buffer[self._pos:end])

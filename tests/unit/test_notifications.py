@@ -220,6 +220,25 @@ class NotifierAPITest(NotifierTestCase):
                          [(p['bytes'], p['seconds'])
                           for _e, _p, p in self.sent()])
 
+    def test_snapshot_progress_every_interval_and_at_the_end(self):
+        self.flags(progress_interval=5, group='glance')
+        n = notifications.Notifications(self.conf, 'compute-1')
+        clock = iter([100.0, 101.0, 106.0, 107.0, 108.0])
+        with mock.patch('time.monotonic', lambda: next(clock)):
+            report = n.snapshot_progress_reporter(None, INSTANCE, IMAGE,
+                                                  'copy')
+            # librbd's on_progress: an int back, 0 to go on.
+            self.assertEqual([0, 0, 0, 0],
+                             [report(done, 100) for done in (10, 50, 60,
+                                                             100)])
+        self.assertEqual(
+            [('root_disk.snapshot.progress', 'INFO',
+              {'version': '1.0', 'instance_uuid': INSTANCE,
+               'image_id': IMAGE, 'step': 'copy', 'percent': percent,
+               'seconds': seconds})
+             for percent, seconds in ((50.0, 6.0), (100.0, 8.0))],
+            self.sent())
+
     def test_off_by_default_and_with_noop(self):
         group = 'oslo_messaging_notifications'
         for driver in (None, ['noop']):

@@ -55,6 +55,27 @@ class SnapshotRPCTest(test_manager.RPCTestCase):
         self.snapshot()
         self.assertNotIn(left, self.cluster.pools['images'])
 
+    def test_progress_of_the_copy_and_of_the_upload(self):
+        sent = []
+        self.manager.notifications.snapshot_progress = (
+            lambda ctxt, instance, image, step, done, total, seconds:
+            sent.append((instance, image, step, done, total)))
+        self.manager.notifications.progress_interval = 0
+        self.snapshot()
+        # librbd counts the flatten in objects, the upload in bytes.
+        copied = sent[-1]
+        self.assertEqual((INSTANCE, TARGET, 'copy'), copied[:3])
+        self.assertEqual(copied[3], copied[4])
+        size = self.disk.size
+        del sent[:]
+        self.flags(snapshot_strategy='upload', group='rbd')
+        other = TARGET.replace('7d', '8d')
+        self.glance.add(other, status='queued', owner='p',
+                        container_format='bare')
+        self.snapshot(image_id=other)
+        self.assertEqual((INSTANCE, other, 'upload', size, size), sent[-1])
+        self.assertTrue(all(s[2] == 'upload' for s in sent))
+
     def test_upload_sends_the_disk_s_bytes(self):
         self.flags(snapshot_strategy='upload', group='rbd')
         self.assertEqual('upload', self.snapshot()['strategy'])

@@ -371,13 +371,27 @@ class GlanceAPI:
         Glance's ``POST /v2/images/{id}/locations`` (API 2.17, Glance
         2024.2 and later): service only (the caller's token with imaged's
         service token, or imaged's own). Glance finishes in a task (hash,
-        status ``active``); wait with :meth:`show`.
+        status ``active``); wait with :meth:`show`. An older Glance gets
+        the image's locations ``PATCH`` (``add /locations/-``), which it
+        allows only with ``show_multiple_locations`` on and a policy that
+        lets the caller set locations; it makes the image ``active`` at
+        once.
 
         :raises LocationRefused: Glance answered 4xx (a store it does not
-            know, an image that is not queued, a Glance without the API).
+            know, an image that is not queued, a Glance without the API
+            that does not allow the PATCH either).
         """
         def post():
-            self._client(context).http_client.post(
+            client = self._client(context)
+            if not self._has_locations_api:
+                if not glance_utils.has_version(client.http_client, 'v2.17'):
+                    LOG.info('Glance has no locations API (2.17): adding '
+                             'the location of image %s with a PATCH',
+                             image_id)
+                    client.images.add_location(image_id, url, {})
+                    return
+                self._has_locations_api = True
+            client.http_client.post(
                 '/v2/images/%s/locations' % image_id, data={'url': url})
         try:
             return post()

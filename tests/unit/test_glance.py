@@ -264,6 +264,52 @@ class FakeAccess(FakeIdentity):
         return type('Access', (), {'role_names': self.roles})()
 
 
+class AddLocationTest(GlanceTestCase):
+
+    url = 'rbd://fsid/images/%s/snap' % IMAGE
+
+    def setUp(self):
+        super().setUp()
+        self.glance_api = self.api(
+            glance_auth=FakeIdentity('imaged-token'),
+            service_user_auth=FakeIdentity('service-token'))
+
+    def test_the_locations_api_with_the_service_token(self):
+        path = '/v2/images/%s/locations' % IMAGE
+        self.http.answer('POST', path, (202, ''))
+        self.glance_api.add_location(self.user_context(), IMAGE, self.url)
+        [sent] = [r for r in self.http.sent if r.method == 'POST']
+        self.assertEqual({'url': self.url}, json.loads(sent.body))
+        self.assertEqual(('user-token', 'service-token'),
+                         (sent.headers['X-Auth-Token'],
+                          sent.headers['X-Service-Token']))
+        self.assertEqual([], [r for r in self.http.sent
+                              if r.method == 'PATCH'])
+
+    def test_an_older_glance_gets_the_locations_patch(self):
+        self.http.answer('GET', '/versions', (200, versions('v2.16')))
+        path = '/v2/images/%s' % IMAGE
+        self.http.answer('PATCH', path, (200, {'id': IMAGE}))
+        self.glance_api.add_location(self.user_context(), IMAGE, self.url)
+        [sent] = [r for r in self.http.sent if r.method == 'PATCH']
+        self.assertEqual(
+            [{'op': 'add', 'path': '/locations/-',
+              'value': {'url': self.url, 'metadata': {}}}],
+            json.loads(sent.body))
+        self.assertEqual([], [r for r in self.http.sent
+                              if r.method == 'POST'])
+
+    def test_an_older_glance_that_hides_locations_refuses_typed(self):
+        self.http.answer('GET', '/versions', (200, versions('v2.16')))
+        self.http.answer('PATCH', '/v2/images/%s' % IMAGE, (
+            403, "It's not allowed to add locations if locations are "
+                 "invisible."))
+        e = self.assertRaises(exception.LocationRefused,
+                              self.glance_api.add_location,
+                              self.user_context(), IMAGE, self.url)
+        self.assertIn('403', str(e))
+
+
 class SeesEveryImageTest(GlanceTestCase):
     """Whether a 404 for imaged's user means the image is gone."""
 

@@ -1,7 +1,7 @@
 """Turning a root disk into a Glance image: ``snapshot_root_disk``.
 
 The caller (a compute manager taking an instance snapshot) has created the
-Glance image (``queued``, raw, bare) and paused or quiesced the guest;
+Glance image (``queued``, raw or qcow2, bare) and paused or quiesced the guest;
 this makes the image hold the disk's bytes and returns once it is
 ``active``. Strategies:
 
@@ -22,6 +22,8 @@ the end. A location is registered only for a complete, protected snapshot,
 and an image Glance refused is removed from its pool.
 """
 
+import contextlib
+import os
 import time
 
 from oslo_log import log as logging
@@ -29,6 +31,7 @@ from oslo_log import log as logging
 from imaged import deadline as call_deadline
 from imaged import exception
 from imaged.i18n import _
+from imaged.image import format as image_format
 from imaged.image import record as image_record
 from imaged.storage import disks as rbd_disks
 from imaged.storage import location as rbd_location
@@ -36,7 +39,9 @@ from imaged.storage import snapshots as rbd_snapshots
 
 LOG = logging.getLogger(__name__)
 
-WRITABLE = (('raw', 'bare'),)
+# (disk_format, container_format) imaged writes: raw by a copy inside
+# Ceph or an upload, qcow2 by an upload of qemu-img's conversion.
+WRITABLE = (('raw', 'bare'), ('qcow2', 'bare'))
 # Seconds between two looks at an image Glance is making active.
 ACTIVE_POLL = 0.5
 
@@ -88,7 +93,9 @@ class Snapshots:
             image = self.glance.show(context, image_id)
             self._check_image(context, image)
             timings.step('glance')
-            pool = self._glance_pool()
+            # Glance's RBD store keeps raw bytes only.
+            pool = self._glance_pool() if image.disk_format == 'raw' \
+                else None
             strategy = 'clone' if pool else 'upload'
             if image.status != 'queued':
                 # An earlier attempt registered this disk's copy, or
@@ -107,7 +114,7 @@ class Snapshots:
                 self._clone(context, name, instance_uuid, image_id, pool,
                             deadline, timings)
             else:
-                self._upload(context, name, instance_uuid, image_id, timings)
+                self._upload(context, name, instance_uuid, image, timings)
             self._wait_active(context, image_id, deadline)
             timings.step('active')
         return {'image_id': image_id, 'instance_uuid': instance_uuid,
@@ -160,20 +167,42 @@ class Snapshots:
         return image.status == 'active' and \
             image.snapshot_of == instance_uuid
 
-    def _upload(self, context, name, instance_uuid, image_id, timings):
-        store = self.storage.snapshots
+    def _upload(self, context, name, instance_uuid, image, timings):
+        store, image_id = self.storage.snapshots, image.id
         self.glance.set_properties(
             context, image_id, {image_record.SNAPSHOT_OF: instance_uuid})
         store.take(name, image_id)
         timings.step('snapshot')
         try:
-            progress = self.notifications.snapshot_progress_reporter(
-                context, instance_uuid, image_id, 'upload')
-            with store.reader(name, image_id, progress) as (data, size):
-                self.glance.upload(context, image_id, data, size)
+            if image.disk_format == 'raw':
+                progress = self.notifications.snapshot_progress_reporter(
+                    context, instance_uuid, image_id, 'upload')
+                with store.reader(name, image_id, progress) as (data, size):
+                    self.glance.upload(context, image_id, data, size)
+            else:
+                self._upload_converted(context, name, image, timings)
             timings.step('upload')
         finally:
             store.drop(name, image_id)
+
+    def _upload_converted(self, context, name, image, timings):
+        """qemu-img writes the disk's snapshot as ``image.disk_format``
+        into a scratch file of the image cache (qcow2 needs a seekable
+        target), which is uploaded, then removed."""
+        files = self.root_disks.image_cache.files
+        path = files.scratch_path(image.id, image.disk_format)
+        try:
+            image_format.convert_from_rbd(
+                image.id, self.storage.pool, name,
+                rbd_snapshots.disk_snapshot_name(image.id), path,
+                image.disk_format, self.conf)
+            timings.step('convert')
+            with open(path, 'rb') as data:
+                self.glance.upload(context, image.id, data,
+                                   os.fstat(data.fileno()).st_size)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
     def _wait_active(self, context, image_id, deadline):
         """Until Glance says ``active`` (it hashes a location in a task)."""

@@ -254,8 +254,9 @@ def convert_to_raw(image_id, source, dest, disk_format, conf,
         raise _not_converted(image_id, disk_format, e)
 
 
-def rbd_filename(pool, name, conf):
-    """qemu's ``rbd:`` name of image ``name`` in ``pool``, as imaged's user.
+def rbd_filename(pool, name, conf, snapshot=None):
+    """qemu's ``rbd:`` name of image ``name`` in ``pool`` (at ``snapshot``,
+    if given), as imaged's user.
 
     Ceph's timeouts go along, so a stalled cluster fails the write instead
     of hanging it.
@@ -267,8 +268,10 @@ def rbd_filename(pool, name, conf):
     options += [('client_mount_timeout', timeout),
                 ('rados_mon_op_timeout', timeout),
                 ('rados_osd_op_timeout', timeout)]
-    return 'rbd:%s/%s%s' % (_rbd_escape(pool), _rbd_escape(name), ''.join(
-        ':%s=%s' % (key, _rbd_escape(value)) for key, value in options))
+    at = '@' + _rbd_escape(snapshot) if snapshot else ''
+    return 'rbd:%s/%s%s%s' % (
+        _rbd_escape(pool), _rbd_escape(name), at, ''.join(
+            ':%s=%s' % (key, _rbd_escape(value)) for key, value in options))
 
 
 def _rbd_escape(value):
@@ -309,6 +312,37 @@ def convert_into_rbd(image_id, source, disk_format, pool, name, conf):
                          '%(err)s') % {'id': image_id,
                                        'err': (e.stderr or str(e)).strip()})
         raise _not_converted(image_id, disk_format, e)
+
+
+def convert_from_rbd(image_id, pool, name, snapshot, dest, disk_format,
+                     conf):
+    """Write RBD snapshot ``name@snapshot`` as a ``disk_format`` file
+    ``dest`` (a root disk's snapshot into a qcow2 Glance image).
+
+    :raises CacheFull: no room for ``dest``.
+    :raises StorageError: qemu-img could not read the snapshot, or did not
+        finish within ``[image_cache] convert_timeout``.
+    """
+    try:
+        run_qemu_img(image_id, [
+            'convert', '-f', 'raw', '-O', QEMU_FORMATS[disk_format],
+            '-t', 'none', '-m', '16',
+            rbd_filename(pool, name, conf, snapshot), dest],
+            conf, extra_mb=RBD_CLIENT_ADDRESS_SPACE_MB)
+    except processutils.ProcessExecutionError as e:
+        stderr = (e.stderr or str(e)).strip()
+        if 'No space left on device' in stderr:
+            raise exception.CacheFull(path=os.path.dirname(dest),
+                                      image_id=image_id,
+                                      reason=_('qemu-img convert: no space'))
+        raise exception.StorageError(
+            name=name, pool=pool,
+            reason=_('qemu-img could not write it as %(fmt)s for image '
+                     '%(id)s: %(err)s') % {'fmt': disk_format,
+                                           'id': image_id, 'err': stderr})
+    except exception.ImageUnacceptable as e:  # out of time
+        raise exception.StorageError(name=name, pool=pool,
+                                     reason=str(e)) from e
 
 
 def _not_converted(image_id, disk_format, error):

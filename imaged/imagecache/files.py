@@ -159,6 +159,11 @@ class BaseFiles:
             LOG.info('Removed %d temporary files left in %s by an earlier '
                      'run', len(leftovers), self.tmp_dir)
 
+    def scratch_path(self, image_id, kind):
+        """A new path in the cache's temporary directory (emptied at every
+        start, so what a killed agent left there goes then)."""
+        return self._tmp_path(image_id, kind)
+
     def _tmp_path(self, image_id, kind):
         return os.path.join(self.tmp_dir, '%s.%s.%s' % (
             image_id, kind, uuid.uuid4().hex[:8]))

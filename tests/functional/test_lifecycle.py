@@ -1,7 +1,9 @@
 """Images that can be deleted (clones of format 2), flattened disks."""
 
+import json
 import os
 import signal
+import subprocess
 import threading
 import uuid
 
@@ -80,9 +82,9 @@ class FlattenTest(base.FunctionalTestCase):
 class _Snapshots:
     """What every snapshot test makes and checks."""
 
-    def queued_image(self):
+    def queued_image(self, disk_format='raw'):
         image = self.glance.client.images.create(
-            name='imaged-snapshot-test', disk_format='raw',
+            name='imaged-snapshot-test', disk_format=disk_format,
             container_format='bare')
         self.addCleanup(self.glance.delete, image['id'])
         return image
@@ -134,6 +136,44 @@ class SnapshotTest(_Snapshots, base.FunctionalTestCase):
                                             disk['instance_uuid'],
                                             target['id'])
         self.assertEqual('clone', retry['strategy'])
+
+    def test_a_qcow2_image_gets_qemu_img_s_conversion_uploaded(self):
+        # Glance's RBD store keeps raw bytes: a qcow2 image is uploaded.
+        disk = self.guest_disk()
+        target = self.queued_image(disk_format='qcow2')
+        result = self.api.snapshot_root_disk(self.ctxt, self.host,
+                                             disk['instance_uuid'],
+                                             target['id'])
+        self.assertEqual('upload', result['strategy'])
+        self.assertIn('convert', ' '.join(result['timings']))
+        record = self.glance.client.images.get(target['id'])
+        self.assertEqual(('active', 'qcow2'), (record['status'],
+                                               record['disk_format']))
+        # Sparse: far less than the 1 GiB disk.
+        self.assertLess(record['size'], 64 * units.Mi)
+        workdir = self.useFixture(fixtures.TempDir()).path
+        qcow2 = os.path.join(workdir, 'snapshot.qcow2')
+        with open(qcow2, 'wb') as f:
+            for chunk in self.glance.client.images.data(target['id']):
+                f.write(chunk)
+        info = json.loads(subprocess.check_output(
+            ['qemu-img', 'info', '--output=json', qcow2], timeout=60))
+        self.assertEqual(('qcow2', units.Gi),
+                         (info['format'], info['virtual-size']))
+        raw = os.path.join(workdir, 'snapshot.raw')
+        subprocess.check_call(['qemu-img', 'convert', '-f', 'qcow2', '-O',
+                               'raw', qcow2, raw], timeout=120)
+        with open(raw, 'rb') as f:
+            for offset in (0, 512 * units.Mi):
+                f.seek(offset)
+                self.assertEqual(
+                    self.ceph.read(disk['name'], offset, units.Mi),
+                    f.read(units.Mi))
+        # Nothing left in the cache's scratch directory.
+        scratch = os.path.join(self.daemon.workdir, 'state')
+        self.assertEqual([], [
+            name for _d, _s, names in os.walk(scratch) for name in names
+            if name.startswith(target['id'])])
 
     def test_no_such_disk_and_an_active_image_are_typed(self):
         target = self.queued_image()

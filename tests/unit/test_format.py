@@ -170,3 +170,40 @@ class ConvertIntoRBDTest(base.TestCase):
         e = self.assertRaises(exception.ImageUnacceptable, self.convert,
                               error)
         self.assertIn('img-1', str(e))
+
+
+class ConvertFromRBDTest(base.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.flags(user='imaged', ceph_conf='/etc/ceph/ceph.conf',
+                   keyring=None, connect_timeout=7, group='rbd')
+
+    def convert(self, error=None):
+        with mock.patch.object(processutils, 'execute',
+                               side_effect=error) as execute:
+            image_format.convert_from_rbd(
+                'img-1', 'vms', 'inst_disk', 'imaged-snapshot-img-1',
+                '/cache/.tmp/img-1.qcow2.x', 'qcow2', self.conf)
+        return execute.call_args
+
+    def test_reads_the_snapshot_into_a_qcow2_file(self):
+        args, _kwargs = self.convert()
+        self.assertEqual(
+            ('qemu-img', 'convert', '-f', 'raw', '-O', 'qcow2', '-t', 'none',
+             '-m', '16'), args[:-2])
+        self.assertEqual('/cache/.tmp/img-1.qcow2.x', args[-1])
+        self.assertTrue(args[-2].startswith(
+            'rbd:vms/inst_disk@imaged-snapshot-img-1:id=imaged:'), args[-2])
+
+    def test_no_room_is_cache_full_and_a_failed_read_a_storage_error(self):
+        full = processutils.ProcessExecutionError(
+            stderr='qemu-img: error while writing: No space left on device')
+        e = self.assertRaises(exception.CacheFull, self.convert, full)
+        self.assertIn('/cache/.tmp', str(e))
+        unreadable = processutils.ProcessExecutionError(
+            stderr="qemu-img: Could not open 'rbd:vms/inst_disk@x': "
+                   "No such file")
+        e = self.assertRaises(exception.StorageError, self.convert,
+                              unreadable)
+        self.assertIn('inst_disk', str(e))

@@ -93,7 +93,7 @@ class SnapshotRPCTest(test_manager.RPCTestCase):
                           instance=INSTANCE.replace('5f', '6f'))
         self.glance.images[TARGET]['owner'] = 'someone-else'
         self.assertRaises(exception.ImageNotWritable, self.snapshot)
-        self.glance.images[TARGET].update(owner='p', disk_format='qcow2')
+        self.glance.images[TARGET].update(owner='p', disk_format='vmdk')
         self.assertRaises(exception.SnapshotFormatUnsupported, self.snapshot)
         self.assertRaises(exception.ImageNotWritable, self.snapshot,
                           image_id=IMAGE)  # active, not ours

@@ -3,8 +3,9 @@
 # environments, starts the local stack (Ceph, RabbitMQ, Keystone, Glance), then runs
 #   1. the unit tests (fakes; well under a minute),
 #   2. the functional tests (real imaged processes on the real stack),
-#   3. the scenario suite (tempest-like, against an agent started for it,
-#      then the fault-injection tests one at a time),
+#   3. the scenario suite (imaged's Tempest plugin with "tempest run",
+#      against an agent started for it, then the fault-injection tests one
+#      at a time),
 #   4. the benchmark harness in its quick configuration (so it cannot rot),
 #   5. a one-minute soak of three agents with an OSD restart.
 # Run as root on Debian 12. Extra arguments are a stestr filter for 1-3.

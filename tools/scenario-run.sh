@@ -1,29 +1,39 @@
 #!/usr/bin/env bash
-# The scenario suite (tests/scenario) against the local stack, from nothing
-# but a running stack (tools/stack.sh start) and the venv (tools/venv.sh):
+# The scenario suite against the local stack, from nothing but a running
+# stack (tools/stack.sh start) and the venv (tools/venv.sh):
 #
-#   1. writes the suite's config (tools/scenario-conf.sh),
+#   1. writes the agent's config and a Tempest workspace whose tempest.conf
+#      names the stack (tools/scenario-conf.sh),
 #   2. starts the agent under test (tools/scenario-daemon.sh start),
-#   3. runs the scenarios in parallel, then the fault tests one at a time,
-#      then the post-run check of the agent's log (tests/scenario/postrun),
+#   3. runs the scenarios (imaged's Tempest plugin) with "tempest run" in
+#      parallel, then the fault tests (tests/scenario/faults) one at a time,
+#      then the post-run check of the agent's log (tests/scenario/postrun);
+#      the last two with stestr, reading the same tempest.conf,
 #   4. stops the agent and removes its state, even when tests fail.
 #
-# Usage: tools/scenario-run.sh [STESTR-FILTER...]
-# Against another deployment, skip this script: set IMAGED_SCENARIO_CONFIG
-# and run the two stestr commands below yourself.
+# Usage: tools/scenario-run.sh [FILTER...]   (regexes, any of which selects)
+# Against another deployment, skip this script: write tempest.conf
+# (README.rst) and run "tempest run --regex imaged" in its workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$PWD
 export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore::DeprecationWarning}
-unset IMAGED_SCENARIO_CONFIG  # the local stack's, written below
 
-tools/scenario-conf.sh >/dev/null
+WORKSPACE=$(tools/scenario-conf.sh)
 tools/scenario-daemon.sh start
 trap 'tools/scenario-daemon.sh purge' EXIT
+# For the stestr parts: Tempest's configuration is found through these.
+export TEMPEST_CONFIG_DIR=$WORKSPACE/etc TEMPEST_CONFIG=tempest.conf
 
-SCENARIOS=(.venv/bin/stestr --test-path ./tests/scenario)
+SCENARIO_REGEX='^imaged\.tempest_plugin\.'
+if [ $# -gt 0 ]; then
+    SCENARIO_REGEX+=".*($(IFS='|'; echo "$*"))"
+fi
+tempest_run() {  # tempest_run ARGS...: in the workspace, as its README says
+    (cd "$WORKSPACE" && "$ROOT/.venv/bin/tempest" run "$@")
+}
 FAULTS=(.venv/bin/stestr --test-path ./tests/scenario/faults --top-dir ./)
 POSTRUN=(.venv/bin/stestr --test-path ./tests/scenario/postrun --top-dir ./)
-NOT_FAULTS=(--exclude-regex '^tests\.scenario\.(faults|postrun)\.')
 # "stestr list" needs a repository: in a fresh clone it fails, and every
 # part below would be skipped as if the filters selected nothing.
 [ -d .stestr ] || .venv/bin/stestr init >/dev/null
@@ -31,8 +41,9 @@ rc=0
 times=()
 started=$SECONDS
 # Each part runs only if the filters select some of its tests.
-if [ -n "$("${SCENARIOS[@]}" list "${NOT_FAULTS[@]}" "$@" 2>/dev/null)" ]; then
-    "${SCENARIOS[@]}" run "${NOT_FAULTS[@]}" "$@" || rc=$?
+if tempest_run --list-tests --regex "$SCENARIO_REGEX" 2>/dev/null |
+        grep -q '^imaged\.'; then
+    tempest_run --regex "$SCENARIO_REGEX" --concurrency 2 || rc=$?
     times+=("scenarios $((SECONDS - started))s")
 fi
 started=$SECONDS

@@ -1,11 +1,12 @@
 """Fault tests: the deployment is disturbed on purpose, then checked.
 
-They need ``[fault_injection] enabled = true``: they stop and start
-RabbitMQ, Glance and the Ceph OSDs with the configured commands (always
-starting again in a cleanup, even when the test fails), restart the agent
-under test, write into Glance's file store and start agents of their own
-(:class:`Agent`) that they kill at will. One at a time: they hold the fault
-lock exclusively, and are meant to run with ``--concurrency 1``.
+They need ``[imaged_fault_injection] enabled = true`` in tempest.conf: they
+stop and start RabbitMQ, Glance and the Ceph OSDs with the configured
+commands (always starting again in a cleanup, even when the test fails),
+restart the agent under test, write into Glance's file store and start
+agents of their own (:class:`Agent`) that they kill at will. One at a time:
+they hold the fault lock exclusively, and are meant to run with
+``--concurrency 1``.
 """
 
 import contextlib
@@ -25,7 +26,7 @@ from testtools import content
 from testtools import matchers
 
 from imaged import exception
-from tests.scenario import base
+from imaged.tempest_plugin.scenario import base
 
 
 class Agent:
@@ -68,7 +69,7 @@ class Agent:
         return os.path.join(self.base_dir, '.tmp')
 
     def start(self):
-        fi = self.conf.fault_injection
+        fi = self.conf.imaged_fault_injection
         command = [fi.imaged_command]
         if fi.daemon_config_file:
             command += ['--config-file', fi.daemon_config_file]
@@ -263,27 +264,27 @@ class FaultTestCase(base.ScenarioTestCase):
     exclusive = True
 
     def setUp(self):
-        fi = self.conf.fault_injection
+        fi = self.conf.imaged_fault_injection
         if not fi.enabled:
             self.skipTest(
-                'fault injection is disabled ([fault_injection] enabled = '
-                'false in %s): these tests stop RabbitMQ, Glance and Ceph '
-                'OSDs and restart the agent, so they only run against a '
-                'disposable deployment such as the local stack' %
-                self.deployment.config_file)
+                'fault injection is disabled ([imaged_fault_injection] '
+                'enabled is false in tempest.conf): these tests stop '
+                'RabbitMQ, Glance and Ceph OSDs and restart the agent, so '
+                'they only run against a disposable deployment such as the '
+                'local stack')
         super().setUp()
 
     # -- the deployment's services --------------------------------------------
 
     def run_command(self, option):
-        command = getattr(self.conf.fault_injection, option)
+        command = getattr(self.conf.imaged_fault_injection, option)
         if not command:
-            self.fail('[fault_injection] %s is not set in %s' % (
-                option, self.deployment.config_file))
+            self.fail('[imaged_fault_injection] %s is not set in '
+                      'tempest.conf' % option)
         started = time.monotonic()
         done = subprocess.run(
             command, shell=True, capture_output=True, text=True,
-            timeout=self.conf.fault_injection.command_timeout)
+            timeout=self.conf.imaged_fault_injection.command_timeout)
         self.addDetail('%s-%.0f' % (option, started), content.text_content(
             '$ %s\n(exit %s after %.1fs)\n%s%s' % (
                 command, done.returncode, time.monotonic() - started,
@@ -571,22 +572,22 @@ class PoolFaultTestCase(FaultTestCase):
     # -- the OSDs, paused or killed -------------------------------------------
 
     def _osd_pids(self):
-        pids = ceph_osd_pids(self.conf.ceph.ceph_conf)
+        pids = ceph_osd_pids(self.conf.imaged_ceph.ceph_conf)
         if not pids:
             self.fail('no ceph-osd of %s runs on this machine: the stall '
                       'tests signal the OSDs themselves' %
-                      self.conf.ceph.ceph_conf)
+                      self.conf.imaged_ceph.ceph_conf)
         return pids
 
     def ceph_cli(self, *args, parse=True):
         """The ``ceph`` command as the tests' Ceph user; its JSON output
         (its text with ``parse=False``: some commands print no JSON)."""
-        command = ['ceph', '-c', self.conf.ceph.ceph_conf,
+        command = ['ceph', '-c', self.conf.imaged_ceph.ceph_conf,
                    '--connect-timeout', '20']
-        if self.conf.ceph.user:
-            command += ['--id', self.conf.ceph.user]
-        if self.conf.ceph.keyring:
-            command += ['--keyring', self.conf.ceph.keyring]
+        if self.conf.imaged_ceph.user:
+            command += ['--id', self.conf.imaged_ceph.user]
+        if self.conf.imaged_ceph.keyring:
+            command += ['--keyring', self.conf.imaged_ceph.keyring]
         done = subprocess.run(command + list(args) + ['-f', 'json'],
                               capture_output=True, text=True, timeout=60)
         if done.returncode:
@@ -699,7 +700,7 @@ class PoolFaultTestCase(FaultTestCase):
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
         base.wait_for(
-            lambda: not ceph_osd_pids(self.conf.ceph.ceph_conf), 30,
+            lambda: not ceph_osd_pids(self.conf.imaged_ceph.ceph_conf), 30,
             interval=0.1, what='ceph-osd %s to die' % pids)
         try:
             yield pids

@@ -6,7 +6,7 @@ import subprocess
 from oslo_utils import units
 
 from imaged import exception
-from tests.scenario import images
+from imaged.tempest_plugin.scenario import images
 from tests.scenario.faults import base as fault_base
 
 CACHE_SIZE = 64 * units.Mi
@@ -15,9 +15,10 @@ CACHE_SIZE = 64 * units.Mi
 class CorruptedDownloadTest(fault_base.FaultTestCase):
 
     def test_bytes_not_matching_glance_hash_are_refused_and_not_cached(self):
-        store = self.conf.fault_injection.glance_file_store_dir
+        store = self.conf.imaged_fault_injection.glance_file_store_dir
         if not store:
-            self.fail('[fault_injection] glance_file_store_dir is not set')
+            self.fail('[imaged_fault_injection] glance_file_store_dir is '
+                      'not set')
         data = images.random_bytes(4 * units.Mi)
         image = self.upload(data)
         stored = os.path.join(store, image['id'])

@@ -6,8 +6,8 @@ import uuid
 from oslo_utils import units
 
 from imaged import exception
-from tests.scenario import base
-from tests.scenario import images
+from imaged.tempest_plugin.scenario import base
+from imaged.tempest_plugin.scenario import images
 from tests.scenario.faults import base as fault_base
 
 # How long a caller may wait for a typed error while a service is down.

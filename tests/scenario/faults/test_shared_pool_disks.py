@@ -13,8 +13,8 @@ from oslo_utils import units
 from testtools import content
 
 from imaged import exception
-from tests.scenario import base
-from tests.scenario import images
+from imaged.tempest_plugin.scenario import base
+from imaged.tempest_plugin.scenario import images
 from tests.scenario.faults import base as fault_base
 
 MAX_CACHE_GB = 0.01  # [image_cache] max_size_gb of the refusal test's agent

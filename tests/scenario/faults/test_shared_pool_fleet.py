@@ -20,8 +20,8 @@ from oslo_utils import units
 from testtools import content
 
 from imaged import exception
-from tests.scenario import base
-from tests.scenario import images
+from imaged.tempest_plugin.scenario import base
+from imaged.tempest_plugin.scenario import images
 from tests.scenario.faults import base as fault_base
 
 HOSTS = 3

@@ -14,8 +14,8 @@ import uuid
 
 from oslo_utils import units
 
-from tests.scenario import base
-from tests.scenario import images
+from imaged.tempest_plugin.scenario import base
+from imaged.tempest_plugin.scenario import images
 from tests.scenario.faults import base as fault_base
 
 IMAGE_SIZE = 4 * units.Mi

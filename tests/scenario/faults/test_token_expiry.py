@@ -29,7 +29,8 @@ from imaged import rpcapi
 from tests.functional import base
 from tests.functional import keystone_stack
 
-# tests.scenario.base.FAULT_LOCK: shared by scenario tests, exclusive here.
+# imaged.tempest_plugin.scenario.base.FAULT_LOCK: shared by scenario tests,
+# exclusive here.
 FAULT_LOCK = os.path.join(tempfile.gettempdir(), 'imaged-scenario.lock')
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))

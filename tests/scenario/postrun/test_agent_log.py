@@ -8,11 +8,14 @@ agent's own users, and no credential-bearing URL.
 
 import configparser
 import glob
+import os
 import re
 
+from tempest import config
 import testtools
+import yaml
 
-from tests.scenario import config
+CONF = config.CONF
 
 # A Keystone fernet token (what the tests' tokens are on the local stack)
 # and a URL with a password in it.
@@ -32,23 +35,34 @@ def _passwords(*paths):
     return found
 
 
+def _account_passwords(path):
+    """The passwords of Tempest's pre-provisioned users, if it has some."""
+    if not path:
+        return []
+    with open(path) as f:
+        return [account['password'] for account in yaml.safe_load(f)]
+
+
 class AgentLogTest(testtools.TestCase):
 
     def setUp(self):
         super().setUp()
-        self.conf = config.load(config.config_path())
-        self.paths = sorted({path for pattern in self.conf.target.agent_logs
+        self.paths = sorted({path for pattern in CONF.imaged.agent_logs
                              for path in glob.glob(pattern)})
-        if not self.conf.target.agent_logs:
-            self.skipTest('[target] agent_logs is not set: the agent\'s log '
+        if not CONF.imaged.agent_logs:
+            self.skipTest('[imaged] agent_logs is not set: the agent\'s log '
                           'cannot be read from here')
 
     def test_no_token_password_or_credential_in_the_agent_log(self):
-        self.assertNotEqual([], self.paths, 'no log matches [target] '
-                            'agent_logs %s' % self.conf.target.agent_logs)
-        # The tests' user's, and the agent's own users'.
-        secrets = _passwords(config.config_path(),
-                             self.conf.fault_injection.daemon_config_file)
+        self.assertNotEqual([], self.paths, 'no log matches [imaged] '
+                            'agent_logs %s' % CONF.imaged.agent_logs)
+        # The tests' users', Tempest's own and the agent's users'.
+        tempest_conf = os.path.join(os.environ['TEMPEST_CONFIG_DIR'],
+                                    os.environ.get('TEMPEST_CONFIG',
+                                                   'tempest.conf'))
+        secrets = _passwords(tempest_conf,
+                             CONF.imaged_fault_injection.daemon_config_file)
+        secrets += _account_passwords(CONF.auth.test_accounts_file)
         self.assertNotEqual([], secrets)
         for path in self.paths:
             with open(path, errors='replace') as f:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import oslo_messaging as messaging
 
 from imaged import exception
-from tests.scenario import base
+from imaged.tempest_plugin.scenario import base
 
 VALID_UUID = '123e4567-e89b-42d3-a456-426614174000'
 PATH_LIKE_IDS = [
@@ -114,7 +114,7 @@ class MalformedArgumentsTest(BadInputTestCase):
         self.assertAgentHealthy()
 
     def test_sizes_that_are_not_whole_gib_in_range_are_invalid_input(self):
-        too_big = self.conf.target.max_root_disk_gb + 1
+        too_big = self.conf.imaged.max_root_disk_gb + 1
         for bad in BAD_SIZES + [too_big]:
             instance_uuid, kwargs = self.create_kwargs(size_gb=bad)
             self.assertInvalid('size_gb', **kwargs)
@@ -248,7 +248,7 @@ class GeneratedArgumentsTest(BadInputTestCase):
             _canonical(kwargs['image_id']) is not None and
             kwargs['image_id'].lower() == _canonical(kwargs['image_id']) and
             type(kwargs['size_gb']) is int and
-            1 <= kwargs['size_gb'] <= self.conf.target.max_root_disk_gb)
+            1 <= kwargs['size_gb'] <= self.conf.imaged.max_root_disk_gb)
         self.assertIsInstance(
             e, exception.ImageNotFound if well_formed
             else exception.InvalidInput, kwargs)

@@ -1,6 +1,6 @@
 """Root disks that a hypervisor boots: QEMU, from the disk's own boot loader.
 
-Each test uploads the boot image of :mod:`tests.scenario.bootdisk` (raw to
+Each test uploads the boot image of :mod:`.bootdisk` (raw to
 the clone store, qcow2 to the download store), has the agent make a 2 GiB
 root disk of it, boots that disk with QEMU through its RBD driver, and reads
 on the serial console that the guest booted, saw 2 GiB and wrote its marker;
@@ -16,8 +16,8 @@ import fixtures
 from oslo_utils import units
 from testtools import content
 
-from tests.scenario import base
-from tests.scenario import bootdisk
+from imaged.tempest_plugin.scenario import base
+from imaged.tempest_plugin.scenario import bootdisk
 
 DISK_GB = 2
 
@@ -26,12 +26,11 @@ class BootTest(base.ScenarioTestCase):
 
     def setUp(self):
         super().setUp()
-        boot = self.conf.boot
+        boot = self.conf.imaged_boot
         if not boot.enabled:
-            self.skipTest('[boot] enabled is false in %s' %
-                          self.deployment.config_file)
+            self.skipTest('[imaged_boot] enabled is false in tempest.conf')
         if not boot.image_cache_dir:
-            self.fail('[boot] image_cache_dir is not set')
+            self.fail('[imaged_boot] image_cache_dir is not set')
         # Building (once), uploading and two creates, beside the boot.
         self.useFixture(fixtures.Timeout(boot.boot_timeout + 300,
                                          gentle=True))
@@ -42,13 +41,13 @@ class BootTest(base.ScenarioTestCase):
 
     def boot(self, disk_name):
         """Boot the disk until the guest powers off; the QEMU run."""
-        ceph = self.conf.ceph
+        ceph = self.conf.imaged_ceph
         drive = bootdisk.rbd_drive(ceph.pool, disk_name, user=ceph.user,
                                    conf=ceph.ceph_conf, keyring=ceph.keyring)
-        run = bootdisk.Boot(self.conf.boot.qemu_command, drive,
+        run = bootdisk.Boot(self.conf.imaged_boot.qemu_command, drive,
                             os.path.join(self.tmp, 'console.log'))
         self.addCleanup(run.stop)
-        finished = run.run(self.conf.boot.boot_timeout)
+        finished = run.run(self.conf.imaged_boot.boot_timeout)
         self.record_boot_time(run)
         self.addDetail('console', content.text_content(run.console()))
         self.addDetail('qemu', content.text_content(
@@ -56,8 +55,8 @@ class BootTest(base.ScenarioTestCase):
                 ' '.join(run.command), run.returncode, run.seconds,
                 run.output.decode(errors='replace'))))
         self.assertTrue(finished, 'the guest booted from %s did not power '
-                        'off within %ss' % (disk_name,
-                                            self.conf.boot.boot_timeout))
+                        'off within %ss' % (
+                            disk_name, self.conf.imaged_boot.boot_timeout))
         self.assertEqual(0, run.returncode, 'QEMU failed')
         return run
 
@@ -68,7 +67,7 @@ class BootTest(base.ScenarioTestCase):
             time.strftime('%Y-%m-%dT%H:%M:%S'), self.id().rsplit('.', 1)[-1],
             run.seconds, run.reports()[-1:])
         self.addDetail('boot-time', content.text_content(line))
-        with open(os.path.join(self.conf.boot.image_cache_dir,
+        with open(os.path.join(self.conf.imaged_boot.image_cache_dir,
                                'boot-times.log'), 'a') as f:
             f.write(line)
 

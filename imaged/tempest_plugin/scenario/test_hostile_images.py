@@ -10,8 +10,8 @@ import fixtures
 from oslo_utils import units
 
 from imaged import exception
-from tests.scenario import base
-from tests.scenario import images
+from imaged.tempest_plugin.scenario import base
+from imaged.tempest_plugin.scenario import images
 
 
 class HostileImageTestCase(base.ScenarioTestCase):

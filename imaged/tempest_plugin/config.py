@@ -1,35 +1,63 @@
-"""The one configuration file of the scenario suite.
+"""The options of imaged's Tempest plugin, in tempest.conf.
 
-It names the deployment under test: how to reach the imaged agent (the
-oslo.messaging options of ``[DEFAULT]`` and ``[oslo_messaging_*]``, read by
-imaged's own client code), which agent (``[target]``), Glance (``[glance]``,
-keystoneauth options as in imaged's own ``[glance]``), Ceph (``[ceph]``),
-how to boot a VM from a disk (``[boot]``) and, for a deployment the tests
-may disturb, how to stop and start its parts (``[fault_injection]``).
-
-The file is ``$IMAGED_SCENARIO_CONFIG``, else the one
-``tools/scenario-conf.sh`` writes for the local stack.
+They name the deployment under test beside what Tempest already knows
+(Keystone and Glance, from ``[auth]``, ``[identity]`` and ``[image]``): which
+agent and how to reach it over RPC (``[imaged]``, read by imaged's own client
+code), where Glance keeps images the agent can clone and those it must
+download (``[imaged]``), the agent's Ceph cluster (``[imaged_ceph]``), how
+to boot a VM from a disk (``[imaged_boot]``) and, for a deployment the tests
+may disturb, how to stop and start its parts (``[imaged_fault_injection]``).
 """
 
-import os
-
-from keystoneauth1 import loading as ks_loading
 from oslo_config import cfg
 
-ENV_VAR = 'IMAGED_SCENARIO_CONFIG'
-LOCAL_STACK_CONFIG = os.path.join(
-    os.environ.get('IMAGED_STACK_DIR', '/var/lib/imaged-stack'),
-    'scenario', 'scenario.conf')
+service_option = cfg.BoolOpt(
+    'imaged',
+    default=False,
+    help='Whether an imaged agent is deployed: its scenario tests run '
+         '(``[imaged] host`` and ``transport_url`` name it).')
 
-target_opts = [
+imaged_group = cfg.OptGroup(
+    'imaged', title='imaged agent under test',
+    help='The imaged agent the scenario tests call, and Glance\'s stores.')
+ceph_group = cfg.OptGroup(
+    'imaged_ceph', title='Ceph cluster of the imaged agent',
+    help='Read by the tests to check the disks the agent made.')
+boot_group = cfg.OptGroup(
+    'imaged_boot', title='Booting root disks made by imaged')
+fault_injection_group = cfg.OptGroup(
+    'imaged_fault_injection', title='Faults the imaged tests may inject')
+
+imaged_opts = [
     cfg.StrOpt(
         'host',
-        required=True,
         help="""
 ``[DEFAULT] host`` of the imaged agent under test: the RPC server the tests
 call with ``ImageAgentAPI``. The tests never start or stop it (except the
-fault tests, through ``[fault_injection] daemon_*_command``).
+fault tests, through ``[imaged_fault_injection] daemon_*_command``).
+Required when ``[service_available] imaged`` is true.
 """),
+    cfg.StrOpt(
+        'transport_url',
+        secret=True,
+        help="""
+oslo.messaging transport URL of the agent's broker (its ``[DEFAULT]
+transport_url``), e.g. ``rabbit://user:password@broker:5672/``. Required
+when ``[service_available] imaged`` is true.
+"""),
+    cfg.IntOpt(
+        'rpc_response_timeout',
+        default=30,
+        min=1,
+        help='Seconds a short RPC call waits for its answer; the long ones '
+             '(creating a disk) wait as long as the agent sends heartbeats '
+             'this often.'),
+    cfg.IntOpt(
+        'long_rpc_timeout',
+        default=300,
+        min=1,
+        help='Seconds a long RPC call (creating a disk) may take in all, '
+             'as imaged\'s own ``long_rpc_timeout``.'),
     cfg.IntOpt(
         'max_root_disk_gb',
         default=16384,
@@ -51,9 +79,7 @@ them. Empty: that check is skipped and says why.
         min=10,
         help='Seconds any single RPC call of a test may take before the '
              'test fails (an agent that hangs is a failure, not a wait).'),
-]
 
-glance_opts = [
     cfg.StrOpt(
         'clone_store',
         default='',
@@ -79,7 +105,7 @@ Possible values:
 * Empty: Glance's default store (then it must not be the cloneable one).
 """),
     cfg.StrOpt(
-        'access_log',
+        'glance_access_log',
         default='',
         help="""
 Path, readable by the tests, of Glance's HTTP access log (one line per
@@ -119,15 +145,16 @@ boot_opts = [
         'enabled',
         default=False,
         help="""
-Run the boot tests (``tests/scenario/test_boot.py``): build a small bootable
-disk image from Debian packages, make root disks of it through the agent and
-boot each with QEMU (TCG) from the disk's own boot loader, attached through
-QEMU's RBD driver as ``[ceph] user``, which must be able to write to
-``[ceph] pool``. The machine the tests run on needs ``qemu-system-x86_64``
-with the RBD block driver (Debian: qemu-system-x86, qemu-block-extra),
-busybox-static, syslinux, syslinux-common, dosfstools, mtools, fdisk, and
-``apt-get download`` of a ``linux-image-cloud-amd64`` kernel (the host's
-kernel is not changed). When False, they are skipped and say why.
+Run the boot tests (``imaged.tempest_plugin.scenario.test_boot``): build a
+small bootable disk image from Debian packages, make root disks of it
+through the agent and boot each with QEMU (TCG) from the disk's own boot
+loader, attached through QEMU's RBD driver as ``[imaged_ceph] user``, which
+must be able to write to ``[imaged_ceph] pool``. The machine the tests run
+on needs ``qemu-system-x86_64`` with the RBD block driver (Debian:
+qemu-system-x86, qemu-block-extra), busybox-static, syslinux,
+syslinux-common, dosfstools, mtools, fdisk, and ``apt-get download`` of
+a ``linux-image-cloud-amd64`` kernel (the host's kernel is not changed).
+When False, they are skipped and say why.
 
 Related options:
 
@@ -201,7 +228,7 @@ Glance as the agent under test.
                     'once it accepts connections.'),
     cfg.StrOpt('ceph_osd_stop_command', default='',
                help='Shell command that stops every OSD serving '
-                    '``[ceph] pool``.'),
+                    '``[imaged_ceph] pool``.'),
     cfg.StrOpt('ceph_osd_start_command', default='',
                help='Shell command that starts them again and returns once '
                     'they are up.'),
@@ -209,7 +236,7 @@ Glance as the agent under test.
         'glance_file_store_dir',
         default='',
         help="""
-Directory of Glance's ``[glance] download_store`` file store
+Directory of Glance's ``[imaged] download_store`` file store
 (``filesystem_store_datadir``), writable by the tests: the corrupted
 download test overwrites an image's bytes there.
 """),
@@ -222,42 +249,15 @@ download test overwrites an image's bytes there.
 
 
 def register_opts(conf):
-    conf.register_opts(target_opts, group='target')
-    conf.register_opts(glance_opts, group='glance')
-    ks_loading.register_session_conf_options(conf, 'glance')
-    ks_loading.register_auth_conf_options(conf, 'glance')
-    ks_loading.register_adapter_conf_options(conf, 'glance')
-    conf.set_default('service_type', 'image', group='glance')
-    conf.register_opts(ceph_opts, group='ceph')
-    conf.register_opts(boot_opts, group='boot')
-    conf.register_opts(fault_injection_opts, group='fault_injection')
+    conf.register_opt(service_option, group='service_available')
+    for group, opts in list_opts():
+        conf.register_group(group)
+        conf.register_opts(opts, group=group)
 
 
 def list_opts():
-    """For oslo-config-generator and the sample file."""
-    return [('target', target_opts),
-            ('glance', glance_opts + ks_loading.get_session_conf_options() +
-             ks_loading.get_auth_common_conf_options() +
-             ks_loading.get_adapter_conf_options()),
-            ('ceph', ceph_opts),
-            ('boot', boot_opts),
-            ('fault_injection', fault_injection_opts)]
-
-
-def config_path():
-    path = os.environ.get(ENV_VAR) or LOCAL_STACK_CONFIG
-    if not os.path.exists(path):
-        raise RuntimeError(
-            'scenario config %s does not exist: set %s to the file that '
-            'describes the deployment under test (see '
-            'etc/imaged/scenario.conf.sample), or write one for the local '
-            'stack with tools/scenario-conf.sh' % (path, ENV_VAR))
-    return path
-
-
-def load(path):
-    """The scenario options read from ``path``."""
-    conf = cfg.ConfigOpts()
-    register_opts(conf)
-    conf([], project='imaged-scenario', default_config_files=[path])
-    return conf
+    """The plugin's groups and their options (``get_opt_lists``)."""
+    return [(imaged_group, imaged_opts),
+            (ceph_group, ceph_opts),
+            (boot_group, boot_opts),
+            (fault_injection_group, fault_injection_opts)]

@@ -1,10 +1,11 @@
 """What every scenario test needs: the deployment, seen as a caller sees it.
 
 A test talks to the agent only through :class:`imaged.rpcapi.ImageAgentAPI`
-(as a conductor would), to Glance only through glanceclient, and to Ceph
+(as a conductor would), to Glance only through Tempest's images client, as
+the test class's own user (Tempest's ``primary`` credentials), and to Ceph
 only to check (and, when a test failed half-way, to remove) what it
-created. Everything comes from one configuration file (see
-:mod:`tests.scenario.config`). Each test creates its own images and
+created. Everything comes from tempest.conf (see
+:mod:`imaged.tempest_plugin.config`). Each test creates its own images and
 instances, removes them even when it fails, and can run in parallel with
 the others.
 """
@@ -12,7 +13,6 @@ the others.
 import contextlib
 import fcntl
 import hashlib
-import io
 import os
 import re
 import tempfile
@@ -21,19 +21,18 @@ import time
 import uuid
 
 import fixtures
-from glanceclient import client as glance_client
-from glanceclient import exc as glance_exc
-from keystoneauth1 import loading as ks_loading
+from oslo_config import cfg
 from oslo_context import context as oslo_context
-import oslo_messaging as messaging
-import testtools
+from oslo_messaging import opts as messaging_opts
+from tempest import config
+from tempest.lib import exceptions as lib_exc
+from tempest import test
 from testtools import content
+import urllib3
 
-from imaged import conf as imaged_conf
 from imaged import rpcapi
-from tests.scenario import config
 
-CONF = imaged_conf.CONF
+CONF = config.CONF
 PARTIAL_SUFFIX = '.imaged-part'
 # Held shared by every scenario test and exclusively by each fault test, so
 # that even one mixed parallel run never disturbs a test with a fault.
@@ -50,10 +49,9 @@ def sha256(data):
 
 # What a busy Glance (e.g. on SQLite) answers now and then; the tests are
 # not about Glance, so they try again.
-_GLANCE_FLAKES = (glance_exc.HTTPInternalServerError,
-                  glance_exc.HTTPBadGateway,
-                  glance_exc.HTTPServiceUnavailable,
-                  glance_exc.CommunicationError)
+_GLANCE_FLAKES = (lib_exc.ServerFault,  # 500
+                  lib_exc.UnexpectedResponseCode,  # 502, 503, 504
+                  urllib3.exceptions.HTTPError)  # a dropped connection
 _GLANCE_ATTEMPTS = 5
 
 
@@ -82,18 +80,18 @@ def wait_for(predicate, timeout, interval=0.5, what='a condition'):
 class Ceph:
     """Read-mostly access to the agent's cluster, to check disks."""
 
-    def __init__(self, conf):
+    def __init__(self, options):
         import rados
         import rbd
         self.rados, self.rbd = rados, rbd
         # A stuck PG must fail a test's Ceph call, never hang the suite.
         extra = {'client_mount_timeout': '30', 'rados_osd_op_timeout': '120'}
-        if conf.ceph.keyring:
-            extra['keyring'] = conf.ceph.keyring
-        self.cluster = rados.Rados(rados_id=conf.ceph.user,
-                                   conffile=conf.ceph.ceph_conf, conf=extra)
+        if options.keyring:
+            extra['keyring'] = options.keyring
+        self.cluster = rados.Rados(rados_id=options.user,
+                                   conffile=options.ceph_conf, conf=extra)
         self.cluster.connect(timeout=30)
-        self.pool = conf.ceph.pool
+        self.pool = options.pool
 
     def fsid(self):
         return self.cluster.get_fsid()
@@ -162,38 +160,41 @@ class Ceph:
 
 
 class Glance:
-    """The Image service as the tests' user sees it."""
+    """The Image service as the test class's user sees it."""
 
-    def __init__(self, conf):
-        self.conf = conf
-        self.session = ks_loading.load_session_from_conf_options(
-            conf, 'glance')
-        self.auth = ks_loading.load_auth_from_conf_options(conf, 'glance')
-        adapter = ks_loading.load_adapter_from_conf_options(
-            conf, 'glance', session=self.session, auth=self.auth)
-        self.endpoint = adapter.get_endpoint().rstrip('/')
-        self.client = glance_client.Client(
-            '2', session=self.session, auth=self.auth,
-            endpoint_override=self.endpoint)
+    def __init__(self, images_client):
+        self.client = images_client
+        self.auth_provider = images_client.auth_provider
+        # The catalog's URL, without the API version Tempest adds to it.
+        self.endpoint = self.auth_provider.base_url(
+            {k: v for k, v in images_client.filters.items()
+             if k != 'api_version'}).rstrip('/')
 
     def request_context(self):
-        """What a caller passes over RPC: its token, if Glance has auth."""
-        token = project_id = None
-        if self.conf.glance.auth_type not in (None, 'none', 'noauth'):
-            token = self.session.get_token(self.auth)
-            project_id = self.session.get_project_id(self.auth)
+        """What a caller passes over RPC: its token and project."""
         return oslo_context.RequestContext(
-            auth_token=token, project_id=project_id, user_id='scenario',
+            auth_token=self.auth_provider.get_token(),
+            project_id=self.auth_provider.credentials.project_id,
+            user_id='scenario',
             request_id='req-scenario-%s' % uuid.uuid4())
 
     def store(self, kind):
-        name = {'clone': self.conf.glance.clone_store,
-                'download': self.conf.glance.download_store}[kind]
+        name = {'clone': CONF.imaged.clone_store,
+                'download': CONF.imaged.download_store}[kind]
         return name or None
+
+    def upload(self, image_id, data, store=None):
+        """PUT the image's data, into ``store`` if one is named."""
+        headers = {'Content-Type': 'application/octet-stream'}
+        if store:
+            headers['X-Image-Meta-Store'] = store
+        resp, _body = self.client.request(
+            'PUT', 'images/%s/file' % image_id, headers=headers, body=data)
+        self.client.expected_success(204, resp.status)
 
     def downloads(self, image_id):
         """How often Glance served the image's data; None if unknown."""
-        path = self.conf.glance.access_log
+        path = CONF.imaged.glance_access_log
         if not path:
             return None
         pattern = re.compile(r'GET /v2/images/%s/file' % re.escape(image_id))
@@ -201,24 +202,32 @@ class Glance:
             return sum(1 for line in f if pattern.search(line))
 
 
+def rpc_client_conf(options):
+    """imaged's client options, the broker and timeouts from ``[imaged]``.
+
+    oslo.messaging reads some of its options from oslo.config's global
+    configuration only: Tempest's, where importing imaged registered
+    imaged's options too.
+    """
+    conf = cfg.CONF
+    for group, opts in messaging_opts.list_opts():
+        conf.register_opts(opts, group=group)
+    conf.set_override('transport_url', options.transport_url)
+    conf.set_override('rpc_response_timeout', options.rpc_response_timeout)
+    conf.set_override('long_rpc_timeout', options.long_rpc_timeout)
+    return conf
+
+
 class Deployment:
-    """The deployment under test, once per test process."""
+    """The agent and its Ceph cluster, once per test process."""
 
     _instance = None
     _lock = threading.Lock()
 
     def __init__(self):
-        self.config_file = config.config_path()
-        self.conf = config.load(self.config_file)
-        self.host = self.conf.target.host
-        # The tests are a caller: imaged's client code reads the messaging
-        # options ([DEFAULT] transport_url, [oslo_messaging_rabbit]...)
-        # from the same file.
-        CONF([], project='imaged', default_config_files=[self.config_file])
-        messaging.get_rpc_transport(CONF)  # registers the transport options
-        self.api = rpcapi.ImageAgentAPI(CONF)
-        self.glance = Glance(self.conf)
-        self.ceph = Ceph(self.conf)
+        self.host = CONF.imaged.host
+        self.api = rpcapi.ImageAgentAPI(rpc_client_conf(CONF.imaged))
+        self.ceph = Ceph(CONF.imaged_ceph)
 
     @classmethod
     def get(cls):
@@ -228,19 +237,37 @@ class Deployment:
             return cls._instance
 
 
-class ScenarioTestCase(testtools.TestCase):
+class ScenarioTestCase(test.BaseTestCase):
     """Base of every scenario test."""
 
+    credentials = ['primary']
     exclusive = False  # fault tests hold the fault lock alone
 
     @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
+    def skip_checks(cls):
+        super().skip_checks()
+        if not CONF.service_available.imaged:
+            raise cls.skipException('[service_available] imaged is false')
+        if not CONF.service_available.glance:
+            raise cls.skipException('[service_available] glance is false')
+
+    @classmethod
+    def setup_clients(cls):
+        super().setup_clients()
+        cls.glance = Glance(cls.os_primary.image_client_v2)
+
+    @classmethod
+    def resource_setup(cls):
+        super().resource_setup()
+        for option in ('host', 'transport_url'):
+            if not getattr(CONF.imaged, option):
+                raise lib_exc.InvalidConfiguration(
+                    '[imaged] %s is not set in tempest.conf, and '
+                    '[service_available] imaged is true' % option)
+        cls.conf = CONF
         cls.deployment = Deployment.get()
-        cls.conf = cls.deployment.conf
         cls.api = cls.deployment.api
         cls.host = cls.deployment.host
-        cls.glance = cls.deployment.glance
         cls.ceph = cls.deployment.ceph
 
     def setUp(self):
@@ -262,38 +289,37 @@ class ScenarioTestCase(testtools.TestCase):
         """A new active image holding ``data``, deleted after the test."""
         for attempt in range(_GLANCE_ATTEMPTS):
             image = glance_call(
-                self.glance.client.images.create,
+                self.glance.client.create_image,
                 name='%s-%s' % (self.marker, self.id().rsplit('.', 1)[-1]),
                 disk_format=disk_format, container_format=container_format,
                 **props)
             self.addCleanup(self.delete_image, image['id'])
             try:
-                self.glance.client.images.upload(
-                    image['id'], io.BytesIO(data), image_size=len(data),
-                    backend=self.glance.store(store))
+                self.glance.upload(image['id'], data,
+                                   store=self.glance.store(store))
             except _GLANCE_FLAKES:
                 if attempt + 1 == _GLANCE_ATTEMPTS:
                     raise
                 continue  # a fresh image: this one may be half-saved
-            return glance_call(self.glance.client.images.get, image['id'])
+            return glance_call(self.glance.client.show_image, image['id'])
 
     def new_image_record(self, disk_format='raw', **props):
         """An image with no data (status ``queued``), deleted after."""
         image = glance_call(
-            self.glance.client.images.create, name='%s-queued' % self.marker,
+            self.glance.client.create_image, name='%s-queued' % self.marker,
             disk_format=disk_format, container_format='bare', **props)
         self.addCleanup(self.delete_image, image['id'])
         return image
 
     def delete_image(self, image_id):
         try:
-            glance_call(self.glance.client.images.delete, image_id)
-        except glance_exc.HTTPNotFound:
+            glance_call(self.glance.client.delete_image, image_id)
+        except lib_exc.NotFound:
             pass
-        except glance_exc.HTTPBadRequest:
+        except lib_exc.BadRequest:
             # A retry after a delete that did happen: "deleted to deleted".
-            with contextlib.suppress(glance_exc.HTTPNotFound):
-                if glance_call(self.glance.client.images.get,
+            with contextlib.suppress(lib_exc.NotFound):
+                if glance_call(self.glance.client.show_image,
                                image_id)['status'] != 'deleted':
                     raise
         finally:
@@ -307,7 +333,7 @@ class ScenarioTestCase(testtools.TestCase):
     def caller(self, timeout=None):
         """A raw RPC client for calls ImageAgentAPI would not send."""
         return self.api.client.prepare(
-            server=self.host, timeout=timeout or self.conf.target.call_timeout)
+            server=self.host, timeout=timeout or CONF.imaged.call_timeout)
 
     def new_instance(self, host=None):
         """A new instance uuid whose disk (made by the agent of ``host``)
@@ -320,7 +346,7 @@ class ScenarioTestCase(testtools.TestCase):
         """Delete as a caller would; then make sure nothing stays."""
         # A dead agent sends no heartbeat: give up on it quickly.
         client = self.api.client.prepare(
-            server=host or self.host, timeout=self.conf.target.call_timeout,
+            server=host or self.host, timeout=CONF.imaged.call_timeout,
             call_monitor_timeout=10)
         try:
             client.call(self.ctxt, 'delete_root_disk',

@@ -5,8 +5,8 @@ import uuid
 
 from oslo_utils import units
 
-from tests.scenario import base
-from tests.scenario import images
+from imaged.tempest_plugin.scenario import base
+from imaged.tempest_plugin.scenario import images
 
 
 class CapabilitiesTest(base.ScenarioTestCase):
@@ -19,7 +19,7 @@ class CapabilitiesTest(base.ScenarioTestCase):
                               'max_concurrent_long_calls',
                               'max_queued_long_calls'}, set(caps['calls']))
         self.assertEqual((self.host, 'rbd', self.ceph.fsid(),
-                          self.conf.ceph.pool),
+                          self.conf.imaged_ceph.pool),
                          (caps['host'], caps['backend'], caps['fsid'],
                           caps['pool']))
         self.assertIsInstance(caps['version'], str)

@@ -160,12 +160,42 @@ EOF
 # Made again when Keystone was (its database is new then).
 if ! [ "$ACCOUNTS" -nt "$STACK_DIR/keystone/setup.done" ]; then
     "$ROOT/.venv/bin/tempest" account-generator -c "$TEMPEST_CONF" \
-        --concurrency 2 --tag imaged-scenario \
+        --concurrency 1 --tag imaged-scenario \
         --os-username "$KEYSTONE_ADMIN_USER" \
         --os-password "$KEYSTONE_ADMIN_PASSWORD" \
         --os-project-name "$KEYSTONE_ADMIN_PROJECT" \
         --os-domain-name "$OS_USER_DOMAIN_NAME" "$ACCOUNTS.new" >/dev/null
     mv -f "$ACCOUNTS.new" "$ACCOUNTS"
 fi
+# Each account's first login of the day writes its last_active_at in
+# Keystone's SQLite database, and two such writes at once fail one login
+# ("database is locked": Keystone drops the connection). The tests' workers
+# log in together, so every account logs in once here, one at a time.
+OS_AUTH_URL=$OS_AUTH_URL timeout 120 "$ROOT/.venv/bin/python" - "$ACCOUNTS" <<'PY'
+import os
+import sys
+import time
+
+from keystoneauth1.identity import v3
+from keystoneauth1 import session
+import yaml
+
+for account in yaml.safe_load(open(sys.argv[1])):
+    # Unscoped: the login is what writes, whatever the scope.
+    auth = v3.Password(
+        auth_url=os.environ['OS_AUTH_URL'], username=account['username'],
+        password=account['password'],
+        user_domain_name=account.get('domain_name', 'Default'),
+        unscoped=True)
+    for attempt in range(5):
+        try:
+            session.Session(auth=auth, timeout=30).get_token()
+            break
+        except Exception as e:  # a locked database: again, later
+            if attempt == 4:
+                sys.exit('scenario-conf: %s cannot log in: %s'
+                         % (account['username'], e))
+            time.sleep(1)
+PY
 
 echo "$WORKSPACE"

@@ -43,12 +43,22 @@ mkdir -p "$OUT"
 WORKSPACE=$OUT/tempest
 TEMPEST_CONF=$WORKSPACE/etc/tempest.conf
 ACCOUNTS=$WORKSPACE/etc/accounts.yaml
-if ! [ -f "$TEMPEST_CONF" ]; then
+TEMPEST_DIR=$("$ROOT/.venv/bin/python" -c \
+    'import os, tempest; print(os.path.dirname(tempest.__file__))')
+# A workspace names the Tempest it was made with (.stestr.conf): one made
+# by another checkout (another venv) lists none of this one's tests. It is
+# made again then, keeping its accounts (they belong to Keystone).
+if ! [ -f "$TEMPEST_CONF" ] ||
+        ! grep -qxF "top_dir=$TEMPEST_DIR" "$WORKSPACE/.stestr.conf" 2>/dev/null; then
+    if [ -f "$ACCOUNTS" ]; then mv -f "$ACCOUNTS" "$OUT/accounts.yaml.keep"; fi
     rm -rf "$WORKSPACE"
     # Registered in a list of its own, not in ~/.tempest/workspace.yaml.
     rm -f "$OUT/tempest-workspaces.yaml"
     "$ROOT/.venv/bin/tempest" init --name imaged-scenario \
         --workspace-path "$OUT/tempest-workspaces.yaml" "$WORKSPACE" >/dev/null
+    if [ -f "$OUT/accounts.yaml.keep" ]; then
+        mv -f "$OUT/accounts.yaml.keep" "$ACCOUNTS"
+    fi
 fi
 # (this stack's directory, whatever the environment of the test runner)
 STACK="IMAGED_STACK_DIR=$STACK_DIR $ROOT/tools/stack.sh"

@@ -180,26 +180,37 @@ class Snapshots:
                 with store.reader(name, image_id, progress) as (data, size):
                     self.glance.upload(context, image_id, data, size)
             else:
-                self._upload_converted(context, name, image, timings)
+                self._upload_converted(context, name, instance_uuid, image,
+                                       timings)
             timings.step('upload')
         finally:
             store.drop(name, image_id)
 
-    def _upload_converted(self, context, name, image, timings):
+    def _upload_converted(self, context, name, instance_uuid, image,
+                          timings):
         """qemu-img writes the disk's snapshot as ``image.disk_format``
         into a scratch file of the image cache (qcow2 needs a seekable
-        target), which is uploaded, then removed."""
+        target), which is uploaded, then removed.
+
+        Progress: step ``convert`` once qemu-img is done, then ``upload``
+        in bytes of the converted file."""
         files = self.root_disks.image_cache.files
         path = files.scratch_path(image.id, image.disk_format)
+        reporter = self.notifications.snapshot_progress_reporter
         try:
             image_format.convert_from_rbd(
                 image.id, self.storage.pool, name,
                 rbd_snapshots.disk_snapshot_name(image.id), path,
                 image.disk_format, self.conf)
+            reporter(context, instance_uuid, image.id, 'convert')(1, 1)
             timings.step('convert')
             with open(path, 'rb') as data:
-                self.glance.upload(context, image.id, data,
-                                   os.fstat(data.fileno()).st_size)
+                size = os.fstat(data.fileno()).st_size
+                self.glance.upload(
+                    context, image.id,
+                    _ReadProgress(data, size, reporter(
+                        context, instance_uuid, image.id, 'upload')),
+                    size)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
@@ -220,3 +231,19 @@ class Snapshots:
                     what=_('image %s to become active') % image_id,
                     seconds=self.conf.long_rpc_timeout)
             time.sleep(ACTIVE_POLL)
+
+
+class _ReadProgress:
+    """``data`` (a file) whose reads are reported as
+    ``progress(bytes_read, size)``."""
+
+    def __init__(self, data, size, progress):
+        self.data, self.size, self.progress = data, size, progress
+        self.done = 0
+
+    def read(self, n=-1):
+        chunk = self.data.read(n)
+        self.done += len(chunk)
+        if chunk:
+            self.progress(self.done, self.size)
+        return chunk

@@ -1,5 +1,8 @@
 """snapshot_root_disk on fakes: strategies, retries, typed errors."""
 
+import os
+from unittest import mock
+
 from imaged import exception
 from tests.unit import test_manager
 
@@ -75,6 +78,40 @@ class SnapshotRPCTest(test_manager.RPCTestCase):
         self.snapshot(image_id=other)
         self.assertEqual((INSTANCE, other, 'upload', size, size), sent[-1])
         self.assertTrue(all(s[2] == 'upload' for s in sent))
+
+    def test_a_qcow2_image_is_converted_then_uploaded_with_progress(self):
+        sent = []
+        self.manager.notifications.snapshot_progress = (
+            lambda ctxt, instance, image, step, done, total, seconds:
+            sent.append((step, done, total)))
+        self.manager.notifications.progress_interval = 0
+        converted = b'QFI\xfb' + b'q' * 300000
+        made = []
+
+        def convert(image_id, pool, name, snapshot, dest, disk_format, conf):
+            self.assertEqual(('vms', INSTANCE + '_disk', 'qcow2'),
+                             (pool, name, disk_format))
+            # qemu-img reads the temporary snapshot, not the live disk.
+            self.assertIn(snapshot, self.disk.snapshots)
+            with open(dest, 'wb') as f:
+                f.write(converted)
+            made.append(dest)
+
+        self.glance.images[TARGET]['disk_format'] = 'qcow2'
+        with mock.patch('imaged.image.format.convert_from_rbd', convert):
+            result = self.snapshot()
+        self.assertEqual('upload', result['strategy'])
+        self.assertEqual(converted, self.glance.data[TARGET])
+        self.assertEqual(('convert', 1, 1), sent[0])
+        size = len(converted)
+        self.assertEqual(('upload', size, size), sent[-1])
+        uploads = [done for step, done, _ in sent[1:] if step == 'upload']
+        self.assertEqual(sorted(uploads), uploads)
+        self.assertGreater(len(uploads), 1)
+        self.assertEqual(len(sent) - 1, len(uploads))
+        # The scratch file and the disk's temporary snapshot are gone.
+        self.assertFalse(os.path.exists(made[0]))
+        self.assertEqual({}, self.disk.snapshots)
 
     def test_upload_sends_the_disk_s_bytes(self):
         self.flags(snapshot_strategy='upload', group='rbd')

@@ -1,10 +1,11 @@
 #!/bin/bash
 # Local service stack for imaged's tests and benchmarks: a one-node Ceph
-# cluster, RabbitMQ, Keystone and Glance (behind Keystone; RBD + file stores).
+# cluster, RabbitMQ, Keystone and Glance (behind Keystone; RBD + file stores),
+# and a second Glance with the file store only (glance-file).
 #
 #   tools/stack.sh install
-#   tools/stack.sh start  [all|ceph|ceph-mon|ceph-mgr|ceph-osd|rabbitmq|keystone|glance ...]
-#   tools/stack.sh stop   [all|ceph|ceph-mon|ceph-mgr|ceph-osd|rabbitmq|keystone|glance ...]
+#   tools/stack.sh start  [all|ceph|ceph-mon|ceph-mgr|ceph-osd|rabbitmq|keystone|glance|glance-file ...]
+#   tools/stack.sh stop   [all|ceph|ceph-mon|ceph-mgr|ceph-osd|rabbitmq|keystone|glance|glance-file ...]
 #   tools/stack.sh status
 #   tools/stack.sh env [--path]
 #   tools/stack.sh rabbitmqctl|ceph|rbd|rados ARGS...   (bound to our stack)
@@ -131,6 +132,9 @@ cmd_status() {
     rabbit_status || bad=1
     keystone_status || bad=1
     glance_status || bad=1
+    glance_use file
+    glance_status || bad=1
+    glance_use main
     return $bad
 }
 
@@ -170,14 +174,15 @@ take_lock() {
 }
 
 # parse_targets start|stop TARGET..: sets CEPH_WANT, DO_RABBIT, DO_KEYSTONE,
-# DO_GLANCE.
+# DO_GLANCE, DO_GLANCE_FILE.
 parse_targets() {
     local cmd=$1 t
     shift
-    CEPH_WANT="" DO_RABBIT=0 DO_KEYSTONE=0 DO_GLANCE=0
+    CEPH_WANT="" DO_RABBIT=0 DO_KEYSTONE=0 DO_GLANCE=0 DO_GLANCE_FILE=0
     for t in "$@"; do
         case $t in
             all) CEPH_WANT+=" mon mgr osd"; DO_RABBIT=1; DO_KEYSTONE=1; DO_GLANCE=1
+                 DO_GLANCE_FILE=1
                  [ "$cmd" = stop ] || CEPH_WANT+=" pools" ;;
             ceph) CEPH_WANT+=" mon mgr osd"; [ "$cmd" = stop ] || CEPH_WANT+=" pools" ;;
             ceph-mon) CEPH_WANT+=" mon" ;;
@@ -187,6 +192,7 @@ parse_targets() {
             rabbitmq) DO_RABBIT=1 ;;
             keystone) DO_KEYSTONE=1 ;;
             glance) DO_GLANCE=1 ;;
+            glance-file) DO_GLANCE_FILE=1 ;;
             *) echo "stack.sh: unknown target '$t'" >&2; usage ;;
         esac
     done
@@ -204,13 +210,18 @@ cmd_start() {
     fi
     # Glance needs Keystone (and its users) to answer anything: make sure
     # of it (cheap when it runs and is set up).
-    if [ $DO_KEYSTONE = 1 ] || [ $DO_GLANCE = 1 ]; then
+    if [ $DO_KEYSTONE = 1 ] || [ $DO_GLANCE = 1 ] || [ $DO_GLANCE_FILE = 1 ]; then
         keystone_start
     fi
     # A recreated cluster has none of the images a running Glance knows
     # about: reset Glance too, even when it was not asked for.
     if [ $DO_GLANCE = 1 ] || { [ "$CEPH_RECREATED" = 1 ] && [ -n "$(pids_matching "$UWSGI_RE")" ]; }; then
         glance_start
+    fi
+    if [ $DO_GLANCE_FILE = 1 ]; then
+        glance_use file
+        glance_start
+        glance_use main
     fi
     if [ $DO_RABBIT = 1 ]; then rabbit_start; fi
     write_env
@@ -226,6 +237,7 @@ cmd_stop() {
     take_lock
     # Clients first, then the OSD before the mon it reports to.
     if [ $DO_GLANCE = 1 ]; then glance_stop; fi
+    if [ $DO_GLANCE_FILE = 1 ]; then glance_use file; glance_stop; glance_use main; fi
     if [ $DO_KEYSTONE = 1 ]; then keystone_stop; fi
     if [ $DO_RABBIT = 1 ]; then rabbit_stop; fi
     if [ -n "$CEPH_WANT" ]; then

@@ -88,10 +88,11 @@ def keystone_session(who='DEMO'):
     return _SESSIONS[who]
 
 
-def glance_client(who='DEMO'):
-    """glanceclient as a stack user, Glance found in Keystone's catalog."""
+def glance_client(who='DEMO', url=None):
+    """glanceclient as a stack user, Glance found in Keystone's catalog
+    (or at ``url``: the stack's file-only Glance)."""
     return glance_client_module.Client(
-        '2', session=keystone_session(who), interface='public',
+        '2', endpoint=url, session=keystone_session(who), interface='public',
         region_name=stack()['OS_REGION_NAME'])
 
 
@@ -207,12 +208,14 @@ class Daemon:
 class Glance:
     """What a test needs of the real Glance: images it creates and removes."""
 
-    def __init__(self, test):
+    def __init__(self, test, url=None):
         self.test = test
-        self.client = glance_client()
+        self.client = glance_client(url=url)
 
     def create(self, data, disk_format='raw', backend='ceph',
                container_format='bare', **props):
+        """An active image of ``data`` in ``backend`` (None: Glance's
+        default store)."""
         image = self.client.images.create(
             name='imaged-test-%s' % uuid.uuid4().hex[:8],
             disk_format=disk_format, container_format=container_format,

@@ -187,9 +187,34 @@ class SnapshotTest(_Snapshots, base.FunctionalTestCase):
                           disk['instance_uuid'], active['id'])
 
 
-class UploadSnapshotTest(_Snapshots, base.FunctionalTestCase):
+class FileGlanceSnapshotTest(_Snapshots, base.FunctionalTestCase):
+    """Against the stack's second Glance, whose only store is the file
+    store (``glance-file``): nothing to copy into, so imaged uploads."""
 
-    daemon_options = {'rbd': {'snapshot_strategy': 'upload'}}
+    @classmethod
+    def setUpClass(cls):
+        cls.daemon_options = {'glance': {
+            'endpoint_override': base.stack()['GLANCE_FILE_URL']}}
+        super().setUpClass()
+
+    def setUp(self):
+        super().setUp()
+        self.glance = base.Glance(self, url=base.stack()['GLANCE_FILE_URL'])
+
+    def guest_disk(self):
+        # By download: this Glance keeps the image in a file.
+        image = self.glance.create(os.urandom(units.Mi), backend=None)
+        disk = self.create_root_disk(image['id'])
+        self.assertEqual('download', disk['strategy'])
+        self.ceph.write(disk['name'], 0, b'guest at 0')
+        self.ceph.write(disk['name'], 512 * units.Mi, b'guest at 512 MiB')
+        return disk
+
+    def puts(self, image_id):
+        with open(base.stack()['GLANCE_FILE_ACCESS_LOG'],
+                  errors='replace') as log:
+            return sum(1 for line in log
+                       if 'PUT /v2/images/%s/file' % image_id in line)
 
     def test_strategy_upload_sends_the_bytes(self):
         disk = self.guest_disk()
@@ -206,16 +231,17 @@ class UploadSnapshotTest(_Snapshots, base.FunctionalTestCase):
         for offset in (0, 512 * units.Mi):
             self.assertEqual(self.ceph.read(disk['name'], offset, units.Mi),
                              got[offset:offset + units.Mi])
+        # Nothing was made in Glance's Ceph pool for it.
+        pool = base.stack()['CEPH_IMAGES_POOL']
+        self.assertEqual([], [n for n in self.ceph.names(pool)
+                              if n.startswith(target['id'])])
         # Idempotent: the retry of a finished upload answers the same,
         # and no second PUT reaches Glance.
         retry = self.api.snapshot_root_disk(self.ctxt, self.host,
                                             disk['instance_uuid'],
                                             target['id'])
         self.assertEqual('upload', retry['strategy'])
-        self.assertEqual(1, sum(
-            1 for line in open(base.stack()['GLANCE_ACCESS_LOG'],
-                               errors='replace')
-            if 'PUT /v2/images/%s/file' % target['id'] in line))
+        self.assertEqual(1, self.puts(target['id']))
         # Another disk's snapshot is never taken for this one.
         other = self.guest_disk()
         self.assertRaises(exception.ImageNotWritable,

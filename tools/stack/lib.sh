@@ -205,4 +205,4 @@ c.execute("select count(*) from %s" % sys.argv[2]).fetchone()
 PYEOF
 }
 
-status_line() { printf '%-10s %-5s %s\n' "$1" "$2" "$3"; }
+status_line() { printf '%-11s %-5s %s\n' "$1" "$2" "$3"; }

@@ -32,8 +32,10 @@ from imaged.i18n import _
 LOG = logging.getLogger(__name__)
 
 BLOCK = 4 * units.Mi
-# Enough for the block being read, the hash queue and the writes in flight.
-BUFFERS = 8
+# The block being read and those the hash thread has yet to read: librbd
+# copies a write's buffer before aio_write returns (see rbd_import), so the
+# writes in flight hold none. Each buffer is 4 MiB of the worker's RSS.
+BUFFERS = 4
 _ZEROS = bytes(BLOCK)
 
 # What a broken or stalled connection raises while its body is read.

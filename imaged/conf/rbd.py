@@ -47,11 +47,12 @@ Also bounds each monitor and OSD operation, so an unreachable cluster gives
 """),
     cfg.IntOpt(
         'import_concurrency',
-        default=8,
+        default=4,
         min=1,
         max=64,
         help='Number of 4 MiB writes kept in flight while importing a base '
-             'image into Ceph.'),
+             'image into Ceph. librbd keeps a copy of each write in flight: '
+             'every one adds 4 MiB to the worker\'s memory.'),
     cfg.IntOpt(
         'delete_busy_timeout',
         default=30,

@@ -32,7 +32,11 @@ from imaged.i18n import _
 LOG = logging.getLogger(__name__)
 
 BLOCK = 4 * units.Mi
-# Enough for the block being read, the hash queue and the writes in flight.
+# The block being read and those the hash thread has yet to read (librbd
+# copies a write's buffer before aio_write returns, see rbd_import: the
+# writes in flight hold none then). Made only when none is free: 4 instead
+# of 8 saved little RSS (4 GiB download: +42 against +45 MiB over idle) and
+# cost 10% of the download's speed on the fast cluster.
 BUFFERS = 8
 _ZEROS = bytes(BLOCK)
 

@@ -126,7 +126,8 @@ class PartialImage:
             self._image.metadata_set(OWNER_KEY, self.writer.host)
             self._blocks = rbd_import.BlockWriter(
                 self._image, self.size, conn.conf.rbd.import_concurrency,
-                name, conn.pool, timeout=3 * conn.conf.rbd.connect_timeout)
+                name, conn.pool, timeout=3 * conn.conf.rbd.connect_timeout,
+                librbd_copies=rbd_import.librbd_copies_writes(self._image))
 
     @property
     def target(self):

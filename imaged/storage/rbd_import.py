@@ -10,10 +10,13 @@ import os
 import threading
 import time
 
+from oslo_log import log as logging
 from oslo_utils import units
 
 from imaged import exception
 from imaged.i18n import _
+
+LOG = logging.getLogger(__name__)
 
 BLOCK = 4 * units.Mi
 # Write errors that mean Ceph did not answer, not that it refused.
@@ -49,6 +52,23 @@ def data_chunks(fd, size, chunk_size=BLOCK):
         offset = pos
 
 
+def librbd_copies_writes(image):
+    """Whether librbd copies a write's buffer before ``aio_write`` returns.
+
+    It does unless ``rbd_disable_zero_copy_writes`` was set to false (for
+    the cluster, the pool or the image; ``config_list`` gives the value in
+    force). When it cannot be told, the answer is False: the buffer is then
+    kept until the write completes, which is always safe.
+    """
+    try:
+        for option in image.config_list():
+            if option['name'] == 'rbd_disable_zero_copy_writes':
+                return option['value'] == 'true'
+    except Exception:
+        LOG.debug('Cannot read the image\'s librbd options', exc_info=True)
+    return False
+
+
 class BlockWriter:
     """Gathers writes at increasing offsets into 4 MiB blocks for librbd.
 
@@ -65,10 +85,15 @@ class BlockWriter:
     :param size: the image's size; nothing is written past it.
     :param concurrency: writes kept in flight.
     :param timeout: seconds a write may take to complete.
+    :param librbd_copies: librbd copies each buffer before ``aio_write``
+        returns (see :func:`librbd_copies_writes`): a block is then free
+        again at once, not held until its write completes.
     """
 
-    def __init__(self, image, size, concurrency, name, pool, timeout=60):
+    def __init__(self, image, size, concurrency, name, pool, timeout=60,
+                 librbd_copies=False):
         self.image = image
+        self.librbd_copies = librbd_copies
         self.size = size
         self.name, self.pool = name, pool
         self.timeout = timeout
@@ -96,13 +121,16 @@ class BlockWriter:
         """Write an :class:`imaged.image.body.Block` with no copy in Python.
 
         A whole block at a 4 MiB boundary (or the image's last, shorter
-        one) goes to librbd as it is, and stays held until its write
-        completes. librbd copies it by default; with
-        ``rbd_disable_zero_copy_writes = false`` it would read the buffer
-        until the completion instead, but then, with the OSD killed, writes
-        in flight did not complete within the op timeout (measured on Ceph
-        16.2), so imaged leaves the copy on. Anything else is gathered by
-        :meth:`write`.
+        one) goes to librbd as it is. librbd copies it by default, before
+        ``aio_write`` returns, and then the block is not held past the
+        call: its buffer can take the next bytes of the download while the
+        write is in flight (the writes in flight stay bounded by
+        ``concurrency``, each wait by ``timeout``). With
+        ``rbd_disable_zero_copy_writes = false`` librbd reads the buffer
+        until the completion instead, and the block stays held until then;
+        but with the OSD killed, writes in flight then did not complete
+        within the op timeout (measured on Ceph 16.2), so imaged leaves the
+        copy on. Anything else is gathered by :meth:`write`.
         """
         offset, length = block.offset, block.length
         if self._block is not None and offset >= self._block + BLOCK:
@@ -119,16 +147,16 @@ class BlockWriter:
         if not isinstance(data, bytearray):
             data = bytes(data)  # the short last block: librbd wants bytes
         self._acquire(time.monotonic() + self.timeout)
-        block.hold()
+        held = None if self.librbd_copies else block.hold()
         try:
-            # The callback keeps ``data`` alive until the write completes:
-            # the rbd binding does not (librbd copies it by default; with
-            # an operator's rbd_disable_zero_copy_writes = false it reads
-            # it until then).
+            # The callback keeps ``data`` alive until the write completes
+            # (with an operator's rbd_disable_zero_copy_writes = false
+            # librbd reads it until then).
             self.image.aio_write(data, offset, lambda completion: (
-                self._on_complete(completion, block, data)))
+                self._on_complete(completion, held, data)))
         except BaseException:
-            block.release()
+            if held is not None:
+                held.release()
             self._slots.release()
             raise
         self.bytes_written += length

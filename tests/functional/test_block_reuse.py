@@ -3,8 +3,9 @@
 imaged leaves librbd's copy on, but an operator's ceph.conf may say
 ``rbd_disable_zero_copy_writes = false``: then librbd reads the caller's
 buffer after ``aio_write`` returns, until the write completes; a buffer
-refilled too early would land in the image. Two buffers for 64 MiB make the
-body refill each one as soon as it is released.
+refilled too early would land in the image. With librbd's copy (its
+default) a buffer is refilled as soon as ``aio_write`` returns. Two buffers
+for 64 MiB make the body refill each one as soon as it is released.
 """
 
 import http.server
@@ -50,30 +51,41 @@ class BufferReuseTest(testtools.TestCase):
         self.addCleanup(server.server_close)
         self.addCleanup(server.shutdown)
         self.url = 'http://127.0.0.1:%d/' % server.server_address[1]
-        env = base.stack()
-        self.cluster = rados.Rados(
-            conffile=env['CEPH_CONF'],
-            conf={'keyring': env['CEPH_ADMIN_KEYRING'], 'rbd_cache': 'false',
-                  'rbd_disable_zero_copy_writes': 'false'})
-        self.cluster.connect(timeout=10)
-        self.addCleanup(self.cluster.shutdown)
-        self.ioctx = self.cluster.open_ioctx(env['CEPH_VMS_POOL'])
-        self.addCleanup(self.ioctx.close)
+        self.ioctx = self.connect(zero_copy=True)
         self.name = 'func-block-reuse-%d' % os.getpid()
         rbd.RBD().create(self.ioctx, self.name, SIZE)
         self.addCleanup(rbd.RBD().remove, self.ioctx, self.name)
 
-    def test_reused_buffers_land_intact_when_librbd_reads_them_late(self):
+    def connect(self, zero_copy):
+        env = base.stack()
+        conf = {'keyring': env['CEPH_ADMIN_KEYRING'], 'rbd_cache': 'false'}
+        if zero_copy:
+            conf['rbd_disable_zero_copy_writes'] = 'false'
+        cluster = rados.Rados(conffile=env['CEPH_CONF'], conf=conf)
+        cluster.connect(timeout=10)
+        self.addCleanup(cluster.shutdown)
+        ioctx = cluster.open_ioctx(env['CEPH_VMS_POOL'])
+        self.addCleanup(ioctx.close)
+        return ioctx
+
+    def download(self, ioctx):
+        """Two buffers for 64 MiB, written as imaged writes them."""
         response = requests.get(self.url, stream=True, timeout=(5, 30))
         self.addCleanup(response.close)
-        with rbd.Image(self.ioctx, self.name) as image:
-            writer = rbd_import.BlockWriter(image, SIZE, 8, self.name, 'vms')
-            buffers = set()
+        with rbd.Image(ioctx, self.name) as image:
+            copies = rbd_import.librbd_copies_writes(image)
+            writer = rbd_import.BlockWriter(image, SIZE, 8, self.name, 'vms',
+                                            librbd_copies=copies)
             with body.ImageBody('img-1', response, self.conf, size=SIZE,
                                 buffers=2) as blocks:
                 for block in blocks:
-                    buffers.add(id(block.buffer))
                     writer.write_block(block)
             writer.close()
-            self.assertEqual(2, len(buffers))
-            self.assertEqual(DATA, image.read(0, SIZE))
+            return copies, image.read(0, SIZE)
+
+    def test_zero_copy_writes_keep_their_buffers_until_written(self):
+        self.assertEqual((False, DATA), self.download(self.ioctx))
+
+    def test_buffers_librbd_copied_are_reused_at_once_and_land_intact(self):
+        self.assertEqual((True, DATA),
+                         self.download(self.connect(zero_copy=False)))

@@ -71,6 +71,31 @@ class WriteBlockTest(base.TestCase):
         writer.close()
         self.assertTrue(image.flushed)
 
+    def test_a_block_librbd_copied_is_free_again_before_the_write_completes(
+            self):
+        image = _Image()
+        writer = rbd_import.BlockWriter(image, 2 * BLOCK, 4, 'd', 'p',
+                                        librbd_copies=True)
+        block = self.block(0, BLOCK)
+        writer.write_block(block)
+        block.release()  # the download loop moves on
+        self.assertEqual([block.buffer], self.freed)
+        image.complete_all()
+        self.assertEqual([block.buffer], self.freed)  # not freed twice
+        writer.close()
+
+    def test_writes_in_flight_stay_bounded_when_librbd_copies(self):
+        image = _Image()
+        writer = rbd_import.BlockWriter(image, 4 * BLOCK, 2, 'd', 'p',
+                                        timeout=0.01, librbd_copies=True)
+        writer.write_block(self.block(0, BLOCK))
+        writer.write_block(self.block(BLOCK, BLOCK))
+        # A stalled OSD: no write completes, the third waits and gives up.
+        self.assertRaises(exception.BackendUnavailable, writer.write_block,
+                          self.block(2 * BLOCK, BLOCK))
+        self.assertTrue(writer.stalled)
+        self.assertEqual(2, len(image.writes))
+
     def test_the_short_last_block_is_written_to_the_image_end(self):
         image = _Image()
         writer = rbd_import.BlockWriter(image, BLOCK + 10, 4, 'd', 'p')
@@ -102,3 +127,33 @@ class WriteBlockTest(base.TestCase):
         writer = rbd_import.BlockWriter(_Image(), BLOCK, 4, 'd', 'p')
         writer.write_block(self.block(BLOCK, BLOCK))
         self.assertRaises(exception.StorageError, writer.close)
+
+
+class _Configured:
+    def __init__(self, options=None, error=None):
+        self.options, self.error = options or [], error
+
+    def config_list(self):
+        if self.error:
+            raise self.error
+        return iter(self.options)
+
+
+class LibrbdCopiesTest(base.TestCase):
+
+    def option(self, value):
+        return {'name': 'rbd_disable_zero_copy_writes', 'value': value,
+                'source': 0}
+
+    def test_librbd_copies_by_default(self):
+        self.assertTrue(rbd_import.librbd_copies_writes(
+            _Configured([self.option('true')])))
+
+    def test_zero_copy_writes_keep_the_block_held(self):
+        self.assertFalse(rbd_import.librbd_copies_writes(
+            _Configured([self.option('false')])))
+
+    def test_an_unknown_answer_keeps_the_block_held(self):
+        self.assertFalse(rbd_import.librbd_copies_writes(_Configured([])))
+        self.assertFalse(rbd_import.librbd_copies_writes(
+            _Configured(error=OSError('no'))))

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,8 +45,18 @@ def parse_args(argv):
     parser.add_argument('--imaged-tree', metavar='DIR',
                         help='run the daemon from this source tree (e.g. a '
                         'git worktree of another commit)')
+    parser.add_argument('--fast-stack', metavar='STACK_DIR',
+                        help='then run every section again against the '
+                        'stack in STACK_DIR (one made with '
+                        'IMAGED_STACK_CEPH_OBJECTSTORE=memstore: the fast '
+                        'cluster) and print its table too')
     parser.add_argument('--serve-echo', nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.fast_stack and not os.path.exists(
+            os.path.join(args.fast_stack, 'stack.env')):
+        parser.error('%s/stack.env is missing: start that stack first '
+                     '(IMAGED_STACK_DIR=%s tools/stack.sh start)' % (
+                         args.fast_stack, args.fast_stack))
     unknown = set(args.only.split(',')) - set(SECTIONS)
     if unknown:
         parser.error('unknown sections: %s' % ', '.join(sorted(unknown)))
@@ -54,10 +65,58 @@ def parse_args(argv):
     return args
 
 
+def beside(path, suffix):
+    """``bench-results/bench.json`` -> ``bench-results/bench-fast.json``.
+    """
+    stem, ext = os.path.splitext(path)
+    return stem + suffix + ext
+
+
+def run_on_fast_stack(argv, args):
+    """The same run, in a child process bound to ``--fast-stack``'s
+    stack (the stack's directory is read once, at import).
+
+    :returns: the child's exit code and its report (None if it wrote none).
+    """
+    json_path = beside(args.json, '-fast')
+    argv = [a for i, a in enumerate(argv) if a != '--fast-stack' and
+            not a.startswith('--fast-stack=') and
+            (i == 0 or argv[i - 1] != '--fast-stack')]
+    argv += ['--json', json_path, '--plot', beside(args.plot, '-fast')]
+    log('the same sections on the fast cluster (%s)', args.fast_stack)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(json_path)
+    # Its progress goes to stderr as ours does; its table is printed here.
+    rc = subprocess.run(
+        [sys.executable, '-m', 'tools.bench'] + argv, cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        env=dict(os.environ, IMAGED_STACK_DIR=args.fast_stack)).returncode
+    try:
+        with open(json_path) as f:
+            return rc, json.load(f)
+    except (OSError, ValueError):
+        return rc, None
+
+
 def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
     if args.serve_echo:
         return serve_echo(*args.serve_echo)
+    rc = run(args)
+    if not args.fast_stack:
+        return rc
+    fast_rc, fast = run_on_fast_stack(argv, args)
+    if fast is None:
+        print('\nno figures from the fast cluster (exit status %d)' %
+              fast_rc)
+    else:
+        print('\n' + table(fast, None))
+        print('\nraw figures: %s' % beside(args.json, '-fast'))
+    return rc or fast_rc
+
+
+def run(args):
     config = dataclasses.replace(QUICK if args.quick else FULL)
     config.repetitions = args.repetitions or config.repetitions
     tree = os.path.abspath(args.imaged_tree or REPO)
@@ -108,6 +167,9 @@ def main(argv=None):
         'date': date, 'machine': machine_facts(),
         'imaged': source,
         'configuration': 'quick' if args.quick else 'full',
+        'cluster': {'stack_dir': base.STACK_DIR,
+                    'objectstore': base.stack().get('CEPH_OBJECTSTORE',
+                                                    'bluestore')},
         'repetitions': config.repetitions,
         'config': dataclasses.asdict(config),
         'sections': args.only.split(','),

@@ -58,6 +58,15 @@ class Figure:
         return None if x is None else \
             COMPARE[self.target.op](x, self.target.bound)
 
+    @classmethod
+    def from_dict(cls, fields):
+        """The figure ``as_dict`` wrote (in a report's JSON)."""
+        derived = ('value', 'baseline', 'ratio', 'met')
+        fields = {k: v for k, v in fields.items() if k not in derived}
+        if fields.get('target'):
+            fields['target'] = Target(**fields['target'])
+        return cls(**fields)
+
     def as_dict(self):
         return dict(dataclasses.asdict(self), value=self.value,
                     baseline=self.baseline, ratio=self.ratio, met=self.met)

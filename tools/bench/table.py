@@ -1,5 +1,6 @@
 """The report as the table the benchmark prints."""
 
+from tools.bench.figures import Figure
 from tools.bench.sizes import GiB
 
 
@@ -15,8 +16,17 @@ def number(value, unit):
     return '%g' % value
 
 
+CLUSTERS = {'memstore': 'the fast cluster: one OSD on memstore (RAM)',
+            'bluestore': 'one OSD on a BlueStore file on this machine'}
+
+
 def table(report, figures):
+    """The report's table; ``figures`` None: those of its JSON."""
+    if figures is None:
+        figures = [Figure.from_dict(f) for f in report['figures']]
     m, src = report['machine'], report['imaged']
+    cluster = report.get('cluster', {})
+    store = cluster.get('objectstore', 'bluestore')
     lines = [
         'imaged benchmark, %s, %s configuration, median of %d '
         'repetitions' % (report['date'], report['configuration'],
@@ -27,6 +37,8 @@ def table(report, figures):
         'imaged: %s at %s%s' % (src['tree'], src['commit'],
                                 ' + uncommitted changes in imaged/'
                                 if src['uncommitted'] else ''),
+        'Ceph: %s (stack %s)' % (CLUSTERS.get(store, store),
+                                 cluster.get('stack_dir', '?')),
         '']
     rows = [('#', 'figure', 'imaged', 'baseline', 'ratio', 'target',
              'result')]

@@ -1,5 +1,6 @@
-# Ceph for tools/stack.sh: a one-node cluster (mon, mgr, one BlueStore OSD
-# on a sparse file), pools for Glance and imaged, cephx users for both.
+# Ceph for tools/stack.sh: a one-node cluster (mon, mgr, one OSD: BlueStore
+# on a sparse file, or memstore with IMAGED_STACK_CEPH_OBJECTSTORE=memstore),
+# pools for Glance and imaged, cephx users for both.
 # Sourced by tools/stack.sh after lib.sh.  Entry points: ceph_start,
 # ceph_stop, ceph_status, ceph_env.
 # shellcheck shell=bash disable=SC2086,SC2116,SC2015
@@ -22,6 +23,24 @@ OSD_DATA=$CEPH_DIR/osd/ceph-$OSD_ID
 OSD_BLOCK=$CEPH_DIR/osd/ceph-$OSD_ID.block
 OSD_BLOCK_SIZE=$((64 * 1024 * 1024 * 1024))
 OSD_MEMORY_TARGET=$((1280 * 1024 * 1024))
+# memstore: the OSD keeps every object in RAM, so Ceph is no longer the
+# slowest part of a download on this machine (as in a cloud, where the OSDs
+# are other machines).  Its store is saved into $OSD_DATA only by a clean
+# stop; $MEMSTORE_SAVED says one happened.  An OSD that ended any other way
+# would come back with stale data: the cluster is recreated instead.
+OSD_OBJECTSTORE=${IMAGED_STACK_CEPH_OBJECTSTORE:-bluestore}
+case $OSD_OBJECTSTORE in
+    bluestore|memstore) ;;
+    *) die "IMAGED_STACK_CEPH_OBJECTSTORE must be bluestore or memstore, not '$OSD_OBJECTSTORE'" ;;
+esac
+# What the cluster was made with (no file: bluestore, as before the option).
+CEPH_OBJECTSTORE_FILE=$CEPH_DIR/objectstore
+# Room the OSD reports; RAM is used only as data is written, but about
+# twice over (Ceph 16.2: 12 GiB of objects took the OSD to 23 GB of RSS and
+# the OOM killer), so it stays well under the machine's RAM.  The bench's
+# 4 GiB download (18 GiB asked) is then skipped on this cluster.
+MEMSTORE_BYTES=${IMAGED_STACK_CEPH_MEMSTORE_BYTES:-$((8 * 1024 * 1024 * 1024))}
+MEMSTORE_SAVED=$CEPH_DIR/osd/memstore.saved
 ADMIN_KEYRING=$CEPH_DIR/ceph.client.admin.keyring
 GLANCE_CEPH_USER=glance
 GLANCE_KEYRING=$CEPH_DIR/ceph.client.$GLANCE_CEPH_USER.keyring
@@ -67,6 +86,19 @@ ceph_mgr_modules() {
     for m in "${MGR_MODULES[@]}"; do
         ln -sfn "/usr/share/ceph/mgr/$m" "$d/$m"
     done
+}
+
+ceph_objectstore_conf() {
+    if [ "$OSD_OBJECTSTORE" = memstore ]; then
+        echo "osd objectstore = memstore"
+        echo "memstore device bytes = $MEMSTORE_BYTES"
+    else
+        echo "osd objectstore = bluestore"
+        echo "bluestore block path = $OSD_BLOCK"
+        echo "bluestore block create = true"
+        echo "bluestore block size = $OSD_BLOCK_SIZE"
+        echo "osd memory target = $OSD_MEMORY_TARGET"
+    fi
 }
 
 ceph_write_conf() {
@@ -131,11 +163,7 @@ keyring = $OSD_DATA/keyring
 admin socket = $CEPH_RUN/\$cluster-\$name.asok
 pid file = $CEPH_RUN/\$cluster-\$name.pid
 log file = $CEPH_LOGDIR/\$cluster-\$name.log
-osd objectstore = bluestore
-bluestore block path = $OSD_BLOCK
-bluestore block create = true
-bluestore block size = $OSD_BLOCK_SIZE
-osd memory target = $OSD_MEMORY_TARGET
+$(ceph_objectstore_conf)
 # Mark ourselves down at the mon on SIGTERM, so a stop/start is noticed
 # at once instead of after heartbeat timeouts.
 osd fast shutdown = false
@@ -168,11 +196,18 @@ ceph_state_usable() {
     local f
     [ -s "$CEPH_READY" ] && [ -s "$CEPH_FSID_FILE" ] || return 1
     [ "$(cat "$CEPH_READY")" = "$(cat "$CEPH_FSID_FILE")" ] || return 1
+    [ "$(cat "$CEPH_OBJECTSTORE_FILE" 2>/dev/null || echo bluestore)" = "$OSD_OBJECTSTORE" ] || {
+        log "ceph state was made for another objectstore than $OSD_OBJECTSTORE"; return 1; }
     for f in "$MON_DATA/keyring" "$MON_DATA/kv_backend" "$MON_DATA/store.db/CURRENT" \
         "$ADMIN_KEYRING" "$OSD_DATA/whoami" "$OSD_DATA/keyring" "$OSD_DATA/fsid" \
-        "$OSD_DATA/ceph_fsid" "$OSD_DATA/ready" "$OSD_BLOCK"; do
+        "$OSD_DATA/ceph_fsid" "$OSD_DATA/ready" \
+        $([ "$OSD_OBJECTSTORE" = memstore ] || echo "$OSD_BLOCK"); do
         [ -s "$f" ] || { log "ceph state incomplete: $f is missing or empty"; return 1; }
     done
+    if [ "$OSD_OBJECTSTORE" = memstore ] && [ ! -e "$MEMSTORE_SAVED" ] &&
+        [ -z "$(pids_matching "$OSD_RE")" ]; then
+        log "ceph state lost: the memstore OSD ended without saving its store"; return 1
+    fi
     [ "$(cat "$OSD_DATA/ceph_fsid")" = "$(cat "$CEPH_FSID_FILE")" ] || {
         log "ceph state inconsistent: OSD belongs to another cluster"; return 1; }
 }
@@ -235,7 +270,20 @@ mgr_launch() {
 
 osd_launch() {
     [ -z "$(pids_matching "$OSD_RE")" ] || return 0
+    # From now on only a clean stop leaves a memstore worth loading.
+    rm -f "$MEMSTORE_SAVED"
     ceph_launch osd "$OSD_ID"
+}
+
+# Stop the OSD; a memstore OSD that exited on SIGTERM has saved its store.
+osd_stop() {
+    local timeout=60
+    [ "$OSD_OBJECTSTORE" != memstore ] || timeout=180  # it writes its RAM out
+    [ -n "$(pids_matching "$OSD_RE")" ] || return 0
+    kill_matching ceph-osd.$OSD_ID "$OSD_RE" $timeout
+    if [ "$OSD_OBJECTSTORE" = memstore ] && [ "$KILLED" = 0 ]; then
+        touch "$MEMSTORE_SAVED"
+    fi
 }
 
 ceph_show_logs() {
@@ -329,7 +377,11 @@ ceph_bootstrap() {
     cephc auth get-or-create "osd.$OSD_ID" mon 'allow profile osd' mgr 'allow profile osd' \
         osd 'allow *' -o "$OSD_DATA/keyring" >/dev/null
     rm -f "$OSD_BLOCK"
-    log "creating BlueStore OSD on sparse file $OSD_BLOCK ($((OSD_BLOCK_SIZE >> 30)) GiB)"
+    if [ "$OSD_OBJECTSTORE" = memstore ]; then
+        log "creating memstore OSD (up to $((MEMSTORE_BYTES >> 30)) GiB of RAM)"
+    else
+        log "creating BlueStore OSD on sparse file $OSD_BLOCK ($((OSD_BLOCK_SIZE >> 30)) GiB)"
+    fi
     timeout 300 /usr/bin/ceph-osd -c "$CEPH_CONF" --id "$OSD_ID" --mkfs --osd-uuid "$uuid" 9>&- \
         >>"$CEPH_LOGDIR/ceph-osd.$OSD_ID.out" 2>&1 ||
         { show_tail "$CEPH_LOGDIR/ceph-osd.$OSD_ID.out"; show_tail "$CEPH_LOGDIR/ceph-osd.$OSD_ID.log"
@@ -342,6 +394,7 @@ ceph_bootstrap() {
     ceph_ensure_pools "$IMAGES_POOL" "$VMS_POOL"
     ceph_ensure_users
     ceph_ensure_clone_format_2
+    echo "$OSD_OBJECTSTORE" >"$CEPH_OBJECTSTORE_FILE"
     echo "$fsid" >"$CEPH_READY"
     log "Ceph cluster $fsid created"
 }
@@ -402,7 +455,7 @@ ceph_start() {
 
 ceph_stop() {  # ceph_stop COMPONENTS... (osd first: it reports to the mon)
     local want=" $* "
-    [[ $want != *" osd "* ]] || kill_matching ceph-osd.$OSD_ID "$OSD_RE" 60
+    [[ $want != *" osd "* ]] || osd_stop
     [[ $want != *" mgr "* ]] || kill_matching ceph-mgr.$MGR_ID "$MGR_RE"
     [[ $want != *" mon "* ]] || kill_matching ceph-mon.$MON_ID "$MON_RE"
     return 0
@@ -449,5 +502,6 @@ CEPH_IMAGED_KEYRING=$IMAGED_KEYRING
 CEPH_IMAGES_POOL=$IMAGES_POOL
 CEPH_VMS_POOL=$VMS_POOL
 CEPH_LOG_DIR=$CEPH_LOGDIR
+CEPH_OBJECTSTORE=$OSD_OBJECTSTORE
 EOV
 }

@@ -68,6 +68,7 @@ wait_pids() {  # wait_pids REGEX TIMEOUT -> prints pids, or nothing at timeout
 # cleanly), wait, then SIGKILL whatever is left.
 kill_matching() {
     local name=$1 re=$2 timeout=${3:-$T_STOP} pids roots p pp end
+    KILLED=0   # 1 once SIGKILL was needed: the daemon did not shut down
     pids=$(pids_matching "$re")
     [ -n "$pids" ] || return 0
     roots=()
@@ -84,6 +85,7 @@ kill_matching() {
     pids=$(pids_matching "$re")
     if [ -n "$pids" ]; then
         log "$name did not exit within ${timeout}s, sending SIGKILL"
+        KILLED=1
         kill -KILL $pids 2>/dev/null || true
         end=$((SECONDS + 15))
         while [ -n "$(pids_matching "$re")" ] && [ $SECONDS -lt $end ]; do

@@ -17,8 +17,9 @@ import rados
 import rbd
 import requests
 import testtools
-from oslo_config import fixture as config_fixture
+from oslo_config import cfg
 
+from imaged.conf import glance as glance_opts
 from imaged.image import body
 from imaged.storage import rbd_import
 from tests.functional import base
@@ -45,7 +46,11 @@ class BufferReuseTest(testtools.TestCase):
         super().setUp()
         self.useFixture(fixtures.Timeout(300, gentle=True))
         base.configure_client()
-        self.conf = self.useFixture(config_fixture.Config(base.CONF)).conf
+        # Its own options: a fixture on the process's CONF would reset the
+        # transport the test classes after this one call agents through.
+        self.conf = cfg.ConfigOpts()
+        glance_opts.register_opts(self.conf)
+        self.conf([], project='imaged', default_config_files=[])
         server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         self.addCleanup(server.server_close)

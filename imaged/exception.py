@@ -107,6 +107,11 @@ class ForeignBaseImage(StorageError):
                 "leaves it alone.")
 
 
+class CloneSourceNotFound(StorageError):
+    msg_fmt = _("%(name)s in pool %(pool)s cannot be made: the snapshot it "
+                "is cloned from is gone: %(reason)s")
+
+
 class DiskExists(StorageError):
     msg_fmt = _("%(name)s already exists in pool %(pool)s.")
 

@@ -18,7 +18,9 @@ This module chooses; the image cache keeps the bytes; ``storage`` writes
 them.
 """
 
+from concurrent import futures
 import contextlib
+import functools
 import threading
 import time
 
@@ -35,6 +37,10 @@ from imaged.storage import disks as rbd_disks
 from imaged.storage import location as rbd_location
 
 LOG = logging.getLogger(__name__)
+
+# A record read while the disk's locks were being taken is used if taking
+# them took less than this (seconds); else it is read again.
+RECORD_FRESH = 1.0
 
 
 class Timings:
@@ -62,6 +68,11 @@ class RootDisks:
         self._parent_depths = {}  # parent location -> its chain's length
         self._flattening = set()  # disks flattened in the background
         self._flattening_lock = threading.Lock()
+        # Reads Glance's record of an image while a create takes its
+        # disk's locks: one thread per long call at most.
+        self._records = futures.ThreadPoolExecutor(
+            max_workers=conf.max_concurrent_long_calls,
+            thread_name_prefix='glance-record')
 
     @contextlib.contextmanager
     def _instance_lock(self, context, name):
@@ -92,44 +103,60 @@ class RootDisks:
                 'size_bytes': info['size_bytes'], 'strategy': strategy,
                 'parent': info['parent'], 'timings': timings.steps}
 
+    def _read_record(self, context, image_id):
+        if hasattr(context, 'update_store'):
+            context.update_store()  # this thread logs the call's request id
+        return self.glance.show(context, image_id)
+
     def create(self, context, instance_uuid, image_id, size_gb):
         name = rbd_disks.disk_name(instance_uuid)
         size_bytes = size_gb * units.Gi
-        with self._instance_lock(context, name):
-            timings = Timings()
-            info = self.storage.disks.info(name)
-            if info is not None:
-                self._check_existing(name, info, image_id, size_bytes)
-                if getattr(context, 'auth_token', None):
-                    # A caller gets no disk of an image it cannot see.
-                    self.glance.show(context, image_id)
-                    timings.step('glance')
-                LOG.info('Root disk %s/%s already exists', self.storage.pool,
-                         name)
-                return self._result(instance_uuid, image_id, name, info,
-                                    'existing', timings)
-            image = self.glance.show(context, image_id)
-            timings.step('glance')
-            record.check(image, size_bytes, self.conf,
-                         self.image_cache.needs_local_room(image))
-            spec = self.storage.disks.final_image(name, size_bytes,
+        # The record is read with the caller's token beside the locks and
+        # the look for an existing disk, which need no Glance.
+        started = time.monotonic()
+        early = self._records.submit(self._read_record, context, image_id)
+        try:
+            with self._instance_lock(context, name):
+                if time.monotonic() - started < RECORD_FRESH:
+                    record_of = early.result
+                else:  # waited for the locks: read it again
+                    early.cancel()
+                    record_of = functools.partial(self.glance.show, context,
                                                   image_id)
-            location, parent_size = self.locations.cloneable(
-                context, image, timings)
-            if location is not None:
-                strategy = 'clone'
-                call_deadline.of(context).check(_('the root disk %s') % name)
-                info = self._clone(image, location, parent_size, spec,
-                                   timings)
-            else:
-                strategy = 'download'
-                info = self._download(context, image, spec, timings)
-            info = self._shorten_chain(context, name, info, timings)
-            LOG.info('Created root disk %s/%s for instance %s from image %s '
-                     'by %s: %s', self.storage.pool, name, instance_uuid,
-                     image_id, strategy, ', '.join(timings.steps))
-            return self._result(instance_uuid, image_id, name, info, strategy,
-                                timings)
+                return self._create(context, instance_uuid, image_id,
+                                    name, size_bytes, record_of)
+        finally:
+            early.cancel()  # unless it runs already
+
+    def _create(self, context, instance_uuid, image_id, name, size_bytes,
+                record_of):
+        timings = Timings()
+        info = self.storage.disks.info(name)
+        if info is not None and not info['complete']:
+            self.storage.disks.remove_incomplete(name)
+            info = None
+        if info is not None:
+            self._check_existing(name, info, image_id, size_bytes)
+            if getattr(context, 'auth_token', None):
+                # A caller gets no disk of an image it cannot see.
+                record_of()
+                timings.step('glance')
+            LOG.info('Root disk %s/%s already exists', self.storage.pool,
+                     name)
+            return self._result(instance_uuid, image_id, name, info,
+                                'existing', timings)
+        image = record_of()
+        timings.step('glance')
+        record.check(image, size_bytes, self.conf,
+                     self.image_cache.needs_local_room(image))
+        spec = self.storage.disks.final_image(name, size_bytes, image_id)
+        strategy, info = self._make(context, image, spec, timings)
+        info = self._shorten_chain(context, name, info, timings)
+        LOG.info('Created root disk %s/%s for instance %s from image %s '
+                 'by %s: %s', self.storage.pool, name, instance_uuid,
+                 image_id, strategy, ', '.join(timings.steps))
+        return self._result(instance_uuid, image_id, name, info, strategy,
+                            timings)
 
     def _check_existing(self, name, info, image_id, size_bytes):
         if info['image_id'] is not None and info['image_id'] != image_id:
@@ -145,13 +172,36 @@ class RootDisks:
                 {'name': name, 'have': info['size_bytes'],
                  'want': size_bytes})
 
+    def _make(self, context, image, spec, timings):
+        """``(strategy, info)`` of the new disk ``spec``: a clone of the
+        image's cloneable location, else from the image cache."""
+        for attempt in (1, 2):
+            location, parent_size = self.locations.cloneable(
+                context, image, timings)
+            if location is None:
+                return 'download', self._download(context, image, spec,
+                                                  timings)
+            call_deadline.of(context).check(_('the root disk %s') %
+                                            spec.name)
+            try:
+                return 'clone', self._clone(image, location, parent_size,
+                                            spec, timings)
+            except exception.CloneSourceNotFound as e:
+                # Gone since it was found (remembered): look it up once
+                # more, and download if Glance keeps it nowhere cloneable.
+                self.locations.forget(image.id)
+                if attempt == 2:
+                    raise
+                LOG.info('Image %s is no longer at the location imaged '
+                         'found (%s); looking it up again', image.id, e)
+
     def _clone(self, image, location, parent_size, spec, timings):
         """Clone a snapshot into the disk; returns the disk's info."""
         if parent_size > spec.min_size:
             raise exception.ImageTooLarge(image_id=image.id,
                                           virtual_size=parent_size,
                                           size_bytes=spec.min_size)
-        self.storage.partials.clone(location, spec)
+        self.storage.disks.clone(location, spec, parent_size)
         timings.step('clone')
         return {'size_bytes': spec.min_size,
                 'parent': rbd_location.format_rbd_location(*location)}
@@ -224,7 +274,7 @@ class RootDisks:
         name = rbd_disks.disk_name(instance_uuid)
         with self._instance_lock(context, name):
             disks = self.storage.disks
-            if disks.info(name) is None:
+            if disks.finished(name) is None:
                 raise exception.RootDiskNotFound(name=name,
                                                  pool=self.storage.pool)
             parent = disks.parent(name)

@@ -86,7 +86,7 @@ class Snapshots:
         name = rbd_disks.disk_name(instance_uuid)
         deadline = call_deadline.of(context)
         with self.root_disks.instance_lock(context, name):
-            info = self.storage.disks.info(name)
+            info = self.storage.disks.finished(name)
             if info is None:
                 raise exception.RootDiskNotFound(name=name,
                                                  pool=self.storage.pool)

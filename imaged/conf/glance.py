@@ -113,6 +113,21 @@ Related options:
 
 * ``[rbd] pool``
 """),
+    cfg.IntOpt(
+        'cloneable_location_ttl',
+        default=60,
+        min=0,
+        help="""
+Seconds a cloneable location found for an image (its RBD snapshot and that
+snapshot's size) is used again without asking Glance for the image's
+locations and Ceph for the snapshot.
+
+Every call still reads the image record with the caller's token, so a caller
+who may not see the image, or an image deleted or deactivated in Glance, is
+refused as without this. A location that went away within the time (a
+clone that finds no snapshot there) is looked up again at once. 0 looks it
+up on every call.
+"""),
     # -- the download body (imaged.image.body) --------------------------------
     cfg.IntOpt(
         'download_stall_timeout',

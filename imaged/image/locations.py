@@ -19,6 +19,12 @@ rbd:// URL", "another cluster" and Ceph's "not found" mean "not cloneable";
 a Ceph that does not answer the probe is a typed error, never a reason to
 download an image Glance keeps in our cluster.
 
+A location found cloneable is remembered for ``[glance]
+cloneable_location_ttl`` seconds with its snapshot's size (a snapshot does
+not change), so that the next disks of an image cost no locations request
+and no probe; the record is still read with each caller's token first, and
+a clone that finds the snapshot gone has the location looked up again.
+
 Every step taken lands in the call's timings; a location is logged only
 through :func:`imaged.redact.location`.
 """
@@ -27,6 +33,7 @@ import collections
 import threading
 import time
 
+import cachetools
 from oslo_log import log as logging
 
 from imaged import exception
@@ -45,10 +52,23 @@ _LOGGED_IMAGES = 4096
 # How long Glance's description of its stores is trusted.
 STORES_TTL = 300.0
 
+# How many images' cloneable locations are remembered at most.
+_REMEMBERED_IMAGES = 4096
+
 
 def _urls(locations):
     return [loc.get('url') for loc in locations or []
             if isinstance(loc, dict) and loc.get('url')]
+
+
+def _parsed(urls):
+    parsed = []
+    for url in urls:
+        try:
+            parsed.append(rbd_location.parse_rbd_location(url))
+        except rbd_location.NotAnRBDLocation:
+            pass
+    return parsed
 
 
 class GlancePools:
@@ -94,7 +114,8 @@ class GlancePools:
 class CloneableLocations:
     """Finds a cloneable location of an image, asking Glance as needed."""
 
-    def __init__(self, conf, glance_api, storage, copier=None, pools=None):
+    def __init__(self, conf, glance_api, storage, copier=None, pools=None,
+                 clock=time.monotonic):
         self.conf = conf
         self.glance = glance_api
         self.storage = storage
@@ -102,6 +123,10 @@ class CloneableLocations:
         self.pools = pools or GlancePools(conf, glance_api)
         self._logged = collections.OrderedDict()
         self._logged_lock = threading.Lock()
+        ttl = conf.glance.cloneable_location_ttl
+        self._found = cachetools.TTLCache(_REMEMBERED_IMAGES, ttl,
+                                          timer=clock) if ttl else None
+        self._found_lock = threading.Lock()
 
     def cloneable(self, context, image, timings):
         """``(location, parent_size)`` to clone, or ``(None, None)``.
@@ -116,6 +141,40 @@ class CloneableLocations:
                       image.disk_format)
             self._ours(image_id, image.shown_urls())  # refuses foreign pools
             return NOT_CLONEABLE
+        found = self._remembered(image)
+        if found is None:
+            found = self._find(context, image, timings)
+            if found is not NOT_CLONEABLE:
+                self._remember(image_id, found)
+        return found
+
+    def _remembered(self, image):
+        if self._found is None:
+            return None
+        with self._found_lock:
+            found = self._found.get(image.id)
+        if found is None:
+            return None
+        loc = found[0]
+        if image.location_urls and loc not in _parsed(image.location_urls):
+            return None  # the record shows where the image is: elsewhere
+        if loc.pool not in self.pools.allowed(loc.fsid):
+            return None  # not one of Glance's pools any more
+        return found
+
+    def _remember(self, image_id, found):
+        if self._found is not None:
+            with self._found_lock:
+                self._found[image_id] = found
+
+    def forget(self, image_id):
+        """Look image ``image_id``'s location up again next time."""
+        if self._found is not None:
+            with self._found_lock:
+                self._found.pop(image_id, None)
+
+    def _find(self, context, image, timings):
+        image_id = image.id
         shown = image.shown_urls()
         found = self._probe(image_id, shown)
         if found is not None:

@@ -235,11 +235,16 @@ class Eviction:
             self.storage.bases.purge_trash()
         except exception.ImagedException as e:
             LOG.warning('Cannot purge trashed base images now: %s', e)
+        max_age = max(self.conf.glance.download_timeout,
+                      ABANDONED_PARTIAL_AGE)
         try:
-            self.storage.partials.sweep_abandoned(
-                max(self.conf.glance.download_timeout, ABANDONED_PARTIAL_AGE))
+            self.storage.partials.sweep_abandoned(max_age)
         except exception.ImagedException as e:
             LOG.warning('Cannot clean abandoned partial images now: %s', e)
+        try:
+            self.storage.disks.sweep_abandoned(max_age)
+        except exception.ImagedException as e:
+            LOG.warning('Cannot clean root disks left incomplete now: %s', e)
 
     def clean_rbd_bases(self, now=None):
         """Remove the base images no host used for the minimum age.

@@ -5,9 +5,21 @@ delete it: creates and deletes of one disk hold a cluster-wide lock (a rados
 exclusive lock with a lease on ``imaged.lock.<name>``), so two creates on
 two hosts make one disk (the second finds it ``existing``) and a delete
 never runs beside a create that would make the disk again after it.
+
+A clone is made under the disk's own name, not a partial name renamed at
+the end (a rename costs librbd as much as the clone itself): an xattr named
+after the disk on the pool's object ``imaged.disks.creating`` says who is
+making it, set before the clone and removed once the disk is complete. A
+disk whose marker is still there is a crash's leftover, never taken for a
+finished one: the next create of it removes and makes it again, a delete
+removes it, and the sweeps (the host's own, then the pool's cleanup host
+for a host that is gone) remove it with its lock held.
 """
 
 import contextlib
+import json
+import threading
+import time
 
 from oslo_log import log as logging
 import tenacity
@@ -24,6 +36,16 @@ LOG = logging.getLogger(__name__)
 # RBD image metadata of a root disk: the Glance image it was made from.
 IMAGE_ID_KEY = 'imaged.image_id'
 LOCK_NAME = 'imaged-disk'
+# The object whose xattrs name the disks being cloned, and by whom.
+CREATING_OBJECT = 'imaged.disks.creating'
+
+
+def _parse_marker(value):
+    try:
+        marker = json.loads(value)
+        return {'host': str(marker['host']), 'at': int(marker['at'])}
+    except (ValueError, TypeError, KeyError):
+        return {'host': None, 'at': None}
 
 
 def disk_name(instance_uuid):
@@ -37,6 +59,10 @@ class RootDiskStore:
         self.conn = conn
         self.writer = writer
         self.trash = trash or rbd_trash.Trash(conn)
+        # None until this host's first sweep; then the disks this process
+        # knows it left incomplete (a removal that failed).
+        self._leftovers = None
+        self._leftovers_lock = threading.Lock()
 
     @property
     def pool(self):
@@ -84,10 +110,181 @@ class RootDiskStore:
                                   snapshot=None,
                                   metadata={IMAGE_ID_KEY: image_id})
 
-    def info(self, name):
-        """``{'size_bytes', 'parent', 'image_id'}`` of a disk, or None.
+    def clone(self, loc, spec, parent_size):
+        """Clone snapshot ``loc`` (``parent_size`` bytes) into the disk
+        ``spec.name``, complete when this returns; the disk's lock is held.
+        """
+        conn, name = self.conn, spec.name
+        writer = self.writer
+        writer.mark_in_progress(name, True)
+        try:
+            with conn.ioctx(loc.pool, loc.image) as parent_ioctx, \
+                    conn.ioctx(name=name) as ioctx:
+                ioctx.set_xattr(CREATING_OBJECT, name, json.dumps(
+                    {'host': writer.host, 'at': int(time.time())}).encode())
+                try:
+                    conn.rbd.RBD().clone(parent_ioctx, loc.image,
+                                         loc.snapshot, ioctx, name)
+                except conn.rbd.ImageNotFound as e:
+                    self._unmark_quietly(ioctx, name)
+                    raise exception.CloneSourceNotFound(
+                        name=name, pool=conn.pool, reason=e)
+                except conn.rbd.ImageExists:
+                    # Not ours: nothing to remove.
+                    self._unmark_quietly(ioctx, name)
+                    raise
+                except BaseException:
+                    self._remove_incomplete(ioctx, name)
+                    raise
+                try:
+                    with conn.rbd.Image(ioctx, name) as image:
+                        if parent_size < spec.min_size:
+                            image.resize(spec.min_size)
+                        for key, value in sorted(
+                                (spec.metadata or {}).items()):
+                            image.metadata_set(key, value)
+                    self._unmark_quietly(ioctx, name)
+                except BaseException:
+                    self._remove_incomplete(ioctx, name)
+                    raise
+        finally:
+            writer.mark_in_progress(name, False)
 
-        ``image_id`` is None for a disk made before imaged recorded it.
+    @staticmethod
+    def _unmark(ioctx, name):
+        ioctx.rm_xattr(CREATING_OBJECT, name)
+
+    def _marker(self, ioctx, name):
+        """Who is making disk ``name`` (``{'host', 'at'}``), or None."""
+        rados = self.conn.rados
+        try:
+            return _parse_marker(ioctx.get_xattr(CREATING_OBJECT, name))
+        except (rados.NoData, rados.ObjectNotFound):
+            return None
+
+    def _exists(self, ioctx, name):
+        try:
+            with self.conn.rbd.Image(ioctx, name, read_only=True):
+                return True
+        except self.conn.rbd.ImageNotFound:
+            return False
+
+    def _unmark_quietly(self, ioctx, name):
+        rados = self.conn.rados
+        try:
+            self._unmark(ioctx, name)
+        except (rados.NoData, rados.ObjectNotFound):
+            pass
+
+    def _remove_incomplete(self, ioctx, name):
+        """Remove an incomplete disk, then its marker; quietly (a marker
+        left behind has a sweep remove the disk later)."""
+        try:
+            try:
+                partial.remove_image(self.conn.rbd, ioctx, name)
+            except self.conn.rbd.ImageNotFound:
+                pass
+            self._unmark_quietly(ioctx, name)
+        except Exception:
+            LOG.warning('Could not remove the incomplete root disk %s/%s; '
+                        'a sweep removes it later', self.pool, name,
+                        exc_info=True)
+            with self._leftovers_lock:
+                if self._leftovers is not None:
+                    self._leftovers.add(name)
+
+    def remove_incomplete(self, name):
+        """With the disk's lock held: remove what a crashed create left
+        of disk ``name`` (the disk, then its marker).
+
+        :returns: whether there was a disk to remove.
+        """
+        with self.conn.ioctx(name=name) as ioctx:
+            if self._marker(ioctx, name) is None:
+                return False  # finished meanwhile
+            exists = self._exists(ioctx, name)
+            if exists:
+                LOG.warning('Root disk %s/%s is what a crashed create left: '
+                            'removing it', self.pool, name)
+                partial.remove_image(self.conn.rbd, ioctx, name)
+            self._unmark_quietly(ioctx, name)
+            return exists
+
+    def sweep(self):
+        """Remove what this host's crashed creates left.
+
+        The first sweep reads every marker (a crash before this process
+        started); later ones only retry the disks this process knows it
+        left, so that a host does not read the pool's markers every 30 s.
+
+        :returns: the names of the disks removed.
+        """
+        with self._leftovers_lock:
+            known = None if self._leftovers is None else set(self._leftovers)
+        if known is not None and not known:
+            return []
+        if known is None:
+            known = [name for name, marker in self._markers()
+                     if marker['host'] == self.writer.host]
+        removed, left = self._remove_all_incomplete(sorted(known))
+        with self._leftovers_lock:
+            self._leftovers = set(left)
+        return removed
+
+    def sweep_abandoned(self, max_age, now=None):
+        """Remove what other hosts' creates left more than ``max_age`` s
+        ago (for the pool's one cleanup host: a host that died never
+        sweeps its own).
+
+        :returns: the names of the disks removed.
+        """
+        now = time.time() if now is None else now
+        old = [name for name, marker in self._markers()
+               if marker['host'] != self.writer.host and
+               marker['at'] is not None and now - marker['at'] > max_age]
+        return self._remove_all_incomplete(old)[0]
+
+    def _markers(self):
+        rados = self.conn.rados
+        with self.conn.ioctx(name=CREATING_OBJECT) as ioctx:
+            try:
+                return [(name, _parse_marker(value)) for name, value
+                        in ioctx.get_xattrs(CREATING_OBJECT)]
+            except rados.ObjectNotFound:
+                return []
+
+    def _remove_all_incomplete(self, names):
+        """Each with the disk's lock held: a create of it running now (a
+        retry) holds that lock, and its disk is left alone."""
+        removed, left = [], []
+        for name in names:
+            if self.writer.is_in_progress(name):
+                continue
+            try:
+                with self.lock(name, 0):
+                    if self.remove_incomplete(name):
+                        removed.append(name)
+                    self.forget_lock(name)
+            except exception.RootDiskBusy:
+                continue  # being made again now
+            except exception.ImagedException as e:
+                if isinstance(e, exception.BackendUnavailable):
+                    raise
+                LOG.debug('Incomplete root disk %s/%s not removable yet: %s',
+                          self.pool, name, e)
+                left.append(name)
+        if removed:
+            LOG.info('Removed root disks left incomplete by crashed '
+                     'creates: %s', ', '.join(removed))
+        return removed, left
+
+    def info(self, name):
+        """``{'size_bytes', 'parent', 'image_id', 'complete'}`` of a disk,
+        or None.
+
+        ``image_id`` is None for a disk made before imaged recorded it (or
+        by another tool); ``complete`` is False for a crashed clone's
+        leftover (:meth:`remove_incomplete` it).
         """
         rbd = self.conn.rbd
         with self.conn.ioctx(name=name) as ioctx:
@@ -106,8 +303,14 @@ class RootDiskStore:
                         image_id = None
             except rbd.ImageNotFound:
                 return None
+            complete = self._marker(ioctx, name) is None
         return {'size_bytes': size, 'parent': parent_url,
-                'image_id': image_id}
+                'image_id': image_id, 'complete': complete}
+
+    def finished(self, name):
+        """:meth:`info` of a complete disk, else None."""
+        info = self.info(name)
+        return info if info is not None and info['complete'] else None
 
     def remove(self, name):
         """Remove a disk, retrying while it is open; then its parent's
@@ -118,6 +321,9 @@ class RootDiskStore:
         """
         parent = self.parent(name)
         removed = self._remove(name)
+        if removed:
+            with self.conn.ioctx(name=name) as ioctx:
+                self._unmark_quietly(ioctx, name)
         if removed and parent is not None:
             self.trash.remove_if_unused(*parent)
         return removed

@@ -1,6 +1,7 @@
 """New RBD images, written under a partial name and renamed when complete.
 
-A root disk or a base image is always made under a unique temporary name
+A base image, or a root disk imported from a local file, is always made
+under a unique temporary name
 ``<name>.<host tag>-<token>-<unix time, hex>.imaged-part`` and renamed to
 its final name only once it is complete, so a crash at any point can leave a
 partial image, but never one that looks finished. Partial names carry a tag
@@ -9,6 +10,8 @@ for operators). Each agent sweeps its own leftovers at start-up, and later
 only those it knows it left (a removal that failed); the partials of a host
 that died are removed by the pool's cleanup host (one at a time, see
 ``manager``) once older than a bound, unless something still has them open.
+(A clone is made in milliseconds under its final name, with a marker
+instead: see ``disks``.)
 """
 
 import collections
@@ -265,36 +268,13 @@ class PartialWriter:
             else:
                 self._in_progress.discard(part)
 
+    def is_in_progress(self, name):
+        with self._in_progress_lock:
+            return name in self._in_progress
+
     def new(self, spec, size):
         """A :class:`PartialImage` of ``size`` bytes that becomes ``spec``."""
         return PartialImage(self, spec, size)
-
-    def clone(self, loc, spec):
-        """Clone snapshot ``loc`` into the finished image ``spec.name``."""
-        conn, name = self.conn, spec.name
-        part = partial_name(name, self.host)
-        self.mark_in_progress(part, True)
-        try:
-            with conn.ioctx(loc.pool, loc.image) as parent_ioctx, \
-                    conn.ioctx(name=name) as ioctx:
-                with conn.typed_errors(name):
-                    conn.rbd.RBD().clone(parent_ioctx, loc.image,
-                                         loc.snapshot, ioctx, part)
-                try:
-                    with conn.typed_errors(name):
-                        with conn.rbd.Image(ioctx, part) as image:
-                            image.metadata_set(OWNER_KEY, self.host)
-                            for key, value in sorted(
-                                    (spec.metadata or {}).items()):
-                                image.metadata_set(key, value)
-                            if image.size() < spec.min_size:
-                                image.resize(spec.min_size)
-                        conn.rbd.RBD().rename(ioctx, part, name)
-                except BaseException:
-                    self.remove_quietly(ioctx, part)
-                    raise
-        finally:
-            self.mark_in_progress(part, False)
 
     def remove_quietly(self, ioctx, part):
         try:

@@ -68,8 +68,15 @@ class RBDDriver:
         return self.conn.status()
 
     def remove_partial_disks(self):
-        """Sweep the partial images this host left; see ``partial``."""
-        return self.partials.sweep()
+        """Sweep the partial images, and the incomplete clones, this host
+        left; see ``partial`` and ``disks``.
+
+        :returns: ``(removed, left)`` partial images, as
+            ``PartialWriter.sweep``.
+        """
+        swept = self.partials.sweep()
+        self.disks.sweep()
+        return swept
 
     def holds_cleanup_role(self, interval):
         """Whether this host does the pool-wide cleanup now (one host of

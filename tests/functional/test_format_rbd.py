@@ -7,9 +7,13 @@ import tempfile
 import time
 
 import fixtures
-from oslo_config import fixture as config_fixture
+from oslo_config import cfg
 import testtools
 
+from imaged.conf import default as default_opts
+from imaged.conf import glance as glance_opts
+from imaged.conf import image_cache as image_cache_opts
+from imaged.conf import rbd as rbd_opts
 from imaged import exception
 from imaged.image import format as image_format
 from imaged.storage import partial
@@ -19,13 +23,23 @@ from tests.functional import base
 MiB = 1 << 20
 
 
+def own_conf():
+    """Options of these tests' own: an oslo config fixture on the process's
+    CONF would reset the transport the later test classes call agents on."""
+    conf = cfg.ConfigOpts()
+    for module in (default_opts, glance_opts, image_cache_opts, rbd_opts):
+        module.register_opts(conf)
+    conf([], project='imaged', default_config_files=[])
+    return conf
+
+
 class ConvertIntoRBDTest(testtools.TestCase):
 
     def setUp(self):
         super().setUp()
         self.useFixture(fixtures.Timeout(300, gentle=True))
         base.configure_client()
-        self.conf = self.useFixture(config_fixture.Config(base.CONF)).conf
+        self.conf = own_conf()
         env = base.stack()
         for key, value in (('ceph_conf', env['CEPH_CONF']),
                            ('user', env['CEPH_IMAGED_USER']),
@@ -95,7 +109,7 @@ class WallClockLimitTest(testtools.TestCase):
         super().setUp()
         self.useFixture(fixtures.Timeout(60, gentle=True))
         base.configure_client()
-        self.conf = self.useFixture(config_fixture.Config(base.CONF)).conf
+        self.conf = own_conf()
         self.tmp = tempfile.mkdtemp()
         self.addCleanup(subprocess.run, ['rm', '-rf', self.tmp])
 

@@ -6,11 +6,16 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
+import uuid
 
 from oslo_utils import units
 
 from imaged import exception
 from tests.functional import base
+
+# The object whose xattrs name the disks being cloned (imaged's layout).
+CREATING = 'imaged.disks.creating'
 
 
 def image_holding(data, fmt):
@@ -234,3 +239,76 @@ class ClientCommandTest(base.FunctionalTestCase):
         error = json.loads(result.stderr.strip().splitlines()[-1])
         self.assertEqual('InvalidInput', error['error'])
         self.assertIn('instance_uuid', error['message'])
+
+
+class CrashedCloneTest(base.FunctionalTestCase):
+    """What a create killed between its clone and its last metadata leaves,
+    planted by hand on the real Ceph: the disk under its final name, with
+    other bytes and no image id, and the marker naming the host that was
+    making it (``imaged.storage.disks``)."""
+
+    def plant(self, host, instance_uuid=None):
+        instance_uuid = instance_uuid or self.new_instance()
+        name = '%s_disk' % instance_uuid
+        other = self.glance.create(os.urandom(units.Mi), backend='ceph')
+        pool, parent, snap = self.glance.rbd_location(other['id']).split(
+            '/')[3:]
+        with self.ceph.cluster.open_ioctx(pool) as parent_ioctx, \
+                self.ceph.cluster.open_ioctx(self.ceph.pool) as ioctx:
+            self.ceph.rbd.RBD().clone(parent_ioctx, parent, snap, ioctx, name)
+            ioctx.set_xattr(CREATING, name, json.dumps(
+                {'host': host, 'at': int(time.time())}).encode())
+        self.addCleanup(self.unmark, name)
+        return instance_uuid, name
+
+    def unmark(self, name):
+        with self.ceph.cluster.open_ioctx(self.ceph.pool) as ioctx:
+            try:
+                ioctx.rm_xattr(CREATING, name)
+            except (self.rados.NoData, self.rados.ObjectNotFound):
+                pass
+
+    def marked(self):
+        with self.ceph.cluster.open_ioctx(self.ceph.pool) as ioctx:
+            try:
+                return {name for name, _v in ioctx.get_xattrs(CREATING)}
+            except self.rados.ObjectNotFound:
+                return set()
+
+    @property
+    def rados(self):
+        import rados
+        return rados
+
+    def test_the_next_create_makes_the_disk_again(self):
+        data = os.urandom(units.Mi)
+        image = self.glance.create(data, backend='ceph')
+        instance_uuid, name = self.plant('crashed-host')
+        disk = self.create_root_disk(image['id'], 1, instance_uuid)
+        self.assertEqual(('clone', self.glance.rbd_location(image['id'])),
+                         (disk['strategy'], disk['parent']))
+        self.assertEqual(data, self.ceph.read(name, 0, units.Mi))
+        self.assertNotIn(name, self.marked())
+        self.assertEqual('existing', self.create_root_disk(
+            image['id'], 1, instance_uuid)['strategy'])
+        self.assertIn('is what a crashed create left', self.daemon.log())
+
+    def test_a_delete_removes_it_and_its_marker(self):
+        instance_uuid, name = self.plant('crashed-host')
+        self.api.delete_root_disk(self.ctxt, self.host, instance_uuid)
+        self.assertNotIn(name, self.ceph.names())
+        self.assertNotIn(name, self.marked())
+
+    def test_the_crashed_host_s_next_start_removes_it(self):
+        host = 'crashed-%s' % uuid.uuid4().hex[:8]
+        _instance_uuid, name = self.plant(host)
+        _other_uuid, others = self.plant('another-host')
+        workdir = tempfile.mkdtemp(prefix='imaged-func-', dir=self.workdir)
+        restarted = base.Daemon(workdir, host).start()
+        self.addCleanup(restarted.stop)
+        base.wait_for(lambda: name not in self.ceph.names(), 90,
+                      interval=0.5, what='the start-up sweep')
+        self.assertNotIn(name, self.marked())
+        # Another host's leftover waits for that host, or for the bound.
+        self.assertIn(others, self.ceph.names())
+        self.assertIn(others, self.marked())

@@ -205,6 +205,13 @@ class FakeIoctx:
         except KeyError:
             raise FakeRados.module.NoData(xattr)
 
+    def rm_xattr(self, key, xattr):
+        self._check()
+        if (self.pool, key) not in self.cluster.objects:
+            raise FakeRados.module.ObjectNotFound(key)
+        if self.cluster.xattrs.pop((self.pool, key, xattr), None) is None:
+            raise FakeRados.module.NoData(xattr)
+
     def get_xattrs(self, key):
         self._check()
         if (self.pool, key) not in self.cluster.objects:

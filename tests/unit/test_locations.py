@@ -145,6 +145,66 @@ class LocationsTest(base.TestCase):
         self.assertEqual(['show', 'locations api'], api.calls)
         self.assertEqual(['locations api'], self.timings.steps)
 
+    def test_a_found_location_is_remembered_for_the_ttl(self):
+        clock = [100.0]
+        self.flags(cloneable_location_ttl=60, group='glance')
+        api = FakeGlance(self.raw(), api=[FILE, OURS])
+        self.finder = locations.CloneableLocations(
+            self.conf, api, self.storage, clock=lambda: clock[0])
+        first = self.finder.cloneable(None, api.show(None, IMAGE),
+                                      self.timings)
+        again = self.finder.cloneable(None, api.show(None, IMAGE),
+                                      self.timings)
+        self.assertEqual(first, again)
+        self.assertEqual(['show', 'locations api', 'show'], api.calls)
+        self.assertEqual([OURS], self.storage.probed)
+        # Past the TTL, Glance and Ceph are asked again.
+        clock[0] += 61
+        self.finder.cloneable(None, api.show(None, IMAGE), self.timings)
+        self.assertEqual(2, api.calls.count('locations api'))
+        self.assertEqual([OURS, OURS], self.storage.probed)
+
+    def test_a_forgotten_location_is_looked_up_again(self):
+        api = FakeGlance(self.raw(), api=[OURS])
+        self.cloneable(api)
+        self.finder.forget(IMAGE)
+        self.finder.forget(IMAGE)  # twice: nothing to forget
+        self.finder.cloneable(None, api.show(None, IMAGE), self.timings)
+        self.assertEqual(2, api.calls.count('locations api'))
+
+    def test_nothing_is_remembered_with_a_ttl_of_0(self):
+        self.flags(cloneable_location_ttl=0, group='glance')
+        api = FakeGlance(self.raw(), api=[OURS])
+        self.cloneable(api)
+        self.finder.cloneable(None, api.show(None, IMAGE), self.timings)
+        self.assertEqual(2, api.calls.count('locations api'))
+        self.finder.forget(IMAGE)  # nothing to forget
+
+    def test_not_cloneable_is_not_remembered(self):
+        api = FakeGlance(self.raw(), api=[FILE])
+        self.assertEqual((None, None), self.cloneable(api))
+        self.finder.cloneable(None, api.show(None, IMAGE), self.timings)
+        self.assertEqual(2, api.calls.count('locations api'))
+
+    def test_remembered_location_the_record_no_longer_shows_is_not_used(
+            self):
+        api = FakeGlance(self.raw(locations=[{'url': OURS}]), api=[])
+        self.cloneable(api)
+        api.record['locations'] = [{'url': COPY}]
+        location, _size = self.finder.cloneable(
+            None, api.show(None, IMAGE), self.timings)
+        self.assertEqual('glance-ceph', location.pool)
+
+    def test_remembered_location_out_of_glance_s_pools_is_not_used(self):
+        api = FakeGlance(self.raw(), api=[OURS])
+        self.cloneable(api)
+        api.stores = [{'id': 'ceph2', 'pool': 'glance-ceph', 'fsid': FSID}]
+        self.finder.pools._read_at = None  # the stores are read again
+        api.api = [COPY]
+        location, _size = self.finder.cloneable(
+            None, api.show(None, IMAGE), self.timings)
+        self.assertEqual('glance-ceph', location.pool)
+
     def test_empty_record_locations_are_not_the_whole_story(self):
         # Glance shows [] when its get_image_location policy says no.
         api = FakeGlance(self.raw(locations=[]), api=[OURS])

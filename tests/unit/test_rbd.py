@@ -1,8 +1,10 @@
+import json
 import os
 
 from oslo_utils import units
 
 from imaged import exception
+from imaged.storage import disks
 from imaged.storage import location
 from imaged.storage import partial
 from imaged.storage import rbd as rbd_storage
@@ -65,15 +67,121 @@ class RBDDriverTest(base.TestCase):
                           path, 'i_disk', units.Gi)
         self.assertEqual({}, self.vms)
 
-    def test_clone_is_renamed_only_when_complete(self):
-        url = self.cluster.add_glance_image('img', b'x' * 512)
-        loc = location.parse_rbd_location(url)
-        self.driver.partials.clone(
-            loc, self.driver.disks.final_image('i_disk', units.Gi, 'img'))
+    def _glance_snapshot(self, data=b'x' * 512):
+        url = self.cluster.add_glance_image('img', data)
+        return url, location.parse_rbd_location(url)
+
+    def _marked(self):
+        return {key[2] for key in self.cluster.xattrs
+                if key[:2] == ('vms', disks.CREATING_OBJECT)}
+
+    def test_clone_is_made_under_its_name_and_unmarked_when_complete(self):
+        url, loc = self._glance_snapshot()
+        seen = []
+        real_resize = fakes.FakeImage.resize
+
+        def resize(image, size):
+            # Mid-way, the disk is there and marked as being made.
+            seen.append(self._marked())
+            seen.append(self.driver.disks.info('i_disk')['complete'])
+            self.assertIsNone(self.driver.disks.finished('i_disk'))
+            return real_resize(image, size)
+        self.useFixture(base.fixtures.MonkeyPatch(
+            'tests.unit.fakes.FakeImage.resize', resize))
+        renames = []
+        self.useFixture(base.fixtures.MonkeyPatch(
+            'tests.unit.fakes.FakeRBD.rename',
+            lambda *args: renames.append(args)))
+        self.driver.disks.clone(
+            loc, self.driver.disks.final_image('i_disk', units.Gi, 'img'),
+            512)
+        self.assertEqual([{'i_disk'}, False], seen)
+        self.assertEqual([], renames)
         self.assertEqual(['i_disk'], list(self.vms))
+        self.assertEqual(set(), self._marked())
         info = self.driver.disks.info('i_disk')
         self.assertEqual({'size_bytes': units.Gi, 'parent': url,
-                          'image_id': 'img'}, info)
+                          'image_id': 'img', 'complete': True}, info)
+        self.assertEqual(info, self.driver.disks.finished('i_disk'))
+
+    def test_clone_failing_after_it_was_made_leaves_nothing(self):
+        _url, loc = self._glance_snapshot()
+
+        def refuse(image, key, value):
+            raise self.cluster.rbd.PermissionError('metadata refused')
+        self.useFixture(base.fixtures.MonkeyPatch(
+            'tests.unit.fakes.FakeImage.metadata_set', refuse))
+        e = self.assertRaises(
+            exception.StorageError, self.driver.disks.clone, loc,
+            self.driver.disks.final_image('i_disk', units.Gi, 'img'), 512)
+        self.assertIn('i_disk', str(e))
+        self.assertEqual({}, self.vms)
+        self.assertEqual(set(), self._marked())
+
+    def test_clone_of_a_missing_snapshot_leaves_no_marker(self):
+        _url, loc = self._glance_snapshot()
+        loc = loc._replace(snapshot='gone')
+        self.assertRaises(
+            exception.StorageError, self.driver.disks.clone, loc,
+            self.driver.disks.final_image('i_disk', units.Gi, 'img'), 512)
+        self.assertEqual({}, self.vms)
+        self.assertEqual(set(), self._marked())
+
+    def _leftover(self, name, host, at, disk=True):
+        """What a create killed after its clone leaves."""
+        if disk:
+            self.vms[name] = fakes.FakeDisk(512)
+        ioctx = self.cluster.rados.Rados().open_ioctx('vms')
+        ioctx.set_xattr(disks.CREATING_OBJECT, name, json.dumps(
+            {'host': host, 'at': at}).encode())
+
+    def test_a_crashed_create_s_disk_is_never_finished(self):
+        self._leftover('i_disk', 'test-host', 1)
+        self.assertFalse(self.driver.disks.info('i_disk')['complete'])
+        self.assertIsNone(self.driver.disks.finished('i_disk'))
+        self.assertTrue(self.driver.disks.remove_incomplete('i_disk'))
+        self.assertEqual({}, self.vms)
+        self.assertEqual(set(), self._marked())
+
+    def test_own_sweep_removes_own_leftovers_once_then_lists_nothing(self):
+        self._leftover('a_disk', 'test-host', 1)
+        self._leftover('b_disk', 'test-host', 1, disk=False)
+        self._leftover('c_disk', 'other-host', 1)
+        self.assertEqual(['a_disk'], self.driver.disks.sweep())
+        self.assertEqual(['c_disk'], list(self.vms))
+        self.assertEqual({'c_disk'}, self._marked())
+        self.assertNotIn(('vms', disks.RootDiskStore.lock_object('a_disk')),
+                         self.cluster.objects)
+        # Later sweeps read nothing: only what this process left.
+        self._leftover('d_disk', 'test-host', 1)
+        before = self.cluster.ops
+        self.assertEqual([], self.driver.disks.sweep())
+        self.assertEqual(before, self.cluster.ops)
+
+    def test_a_leftover_being_made_again_is_left_alone(self):
+        self._leftover('a_disk', 'test-host', 1)
+        other = rbd_storage.RBDDriver(
+            self.conf, 'other-host', rados_module=self.cluster.rados,
+            rbd_module=self.cluster.rbd)
+        with other.disks.lock('a_disk', 1):  # a retry on another host
+            self.assertEqual([], self.driver.disks.sweep())
+        self.assertEqual(['a_disk'], list(self.vms))
+
+    def test_abandoned_leftovers_of_other_hosts_go_after_the_bound(self):
+        now = 1_000_000
+        self._leftover('dead_disk', 'dead-host', now - 7200)
+        self._leftover('young_disk', 'live-host', now - 60)
+        self._leftover('mine_disk', 'test-host', now - 7200)
+        self.assertEqual(['dead_disk'], self.driver.disks.sweep_abandoned(
+            3600, now=now))
+        self.assertEqual(['mine_disk', 'young_disk'], sorted(self.vms))
+        self.assertEqual({'mine_disk', 'young_disk'}, self._marked())
+
+    def test_delete_removes_a_leftover_and_its_marker(self):
+        self._leftover('a_disk', 'dead-host', 1)
+        self.assertTrue(self.driver.disks.remove('a_disk'))
+        self.assertEqual({}, self.vms)
+        self.assertEqual(set(), self._marked())
 
     def test_agents_sharing_a_pool_use_distinct_partial_names(self):
         other = rbd_storage.RBDDriver(

@@ -129,6 +129,49 @@ class RootDisksTest(base.TestCase):
         self.assertEqual(('existing', 2 * units.Gi),
                          (result['strategy'], result['size_bytes']))
 
+    def test_a_crashed_create_s_leftover_is_made_again(self):
+        # Killed between the clone and its metadata: other bytes, no
+        # image id, and the marker that says it is not finished.
+        url, _image = self.add_cloneable(data=b'boot')
+        name = INSTANCE + '_disk'
+        self.vms[name] = fakes.FakeDisk(4)
+        self.vms[name].blocks[0] = b'junk'
+        ioctx = self.cluster.rados.Rados().open_ioctx('vms')
+        ioctx.set_xattr('imaged.disks.creating', name,
+                        b'{"host": "crashed-host", "at": 1}')
+        result = self.create()
+        self.assertEqual(('clone', url), (result['strategy'],
+                                          result['parent']))
+        self.assertEqual(b'boot', self.vms[name].read(0, 4))
+        self.assertTrue(self.storage.disks.info(name)['complete'])
+        self.assertEqual('existing', self.create()['strategy'])
+
+    def test_a_remembered_location_gone_since_is_looked_up_again(self):
+        self.add_cloneable(data=b'boot')
+        self.assertEqual('clone', self.create()['strategy'])
+        # Glance's snapshot is gone (its location removed), the record
+        # still readable: the next disk does not fail on the memory.
+        del self.cluster.pools['images'][IMAGE]
+        result = self.disks.create(self.ctxt, INSTANCE.replace('5f', '6f'),
+                                   IMAGE, 1)
+        self.assertEqual('download', result['strategy'])
+        self.assertEqual(b'boot', self.vms[result['name']].read(0, 4))
+        self.assertEqual(set(), {key[2] for key in self.cluster.xattrs
+                                 if key[1] == 'imaged.disks.creating'})
+
+    def test_a_snapshot_gone_under_the_clone_is_a_typed_error(self):
+        self.add_cloneable(data=b'boot')
+
+        def gone(rbd, *args):
+            raise self.cluster.rbd.ImageNotFound('snap')
+        self.useFixture(base.fixtures.MonkeyPatch(
+            'tests.unit.fakes.FakeRBD.clone', gone))
+        e = self.assertRaises(exception.CloneSourceNotFound, self.create)
+        self.assertIn(INSTANCE + '_disk', str(e))
+        self.assertEqual([], self.instance_disks())
+        self.assertEqual(set(), {key[2] for key in self.cluster.xattrs
+                                 if key[1] == 'imaged.disks.creating'})
+
     def test_existing_disk_needs_a_caller_who_sees_the_image(self):
         self.add_cloneable()
         self.create()

@@ -55,6 +55,7 @@ class Bench:
     def __init__(self, config, workdir, run_id):
         self.config = config
         self.workdir = workdir
+        self.nproc = len(os.sched_getaffinity(0))
         self.run_id = run_id
         self.stack = base.stack()
         self.ceph = AdminCeph(self.stack)

@@ -41,6 +41,24 @@ def proc_status_bytes(pid, key):
     return None
 
 
+_TICK = os.sysconf('SC_CLK_TCK')
+
+
+def cpu_seconds(pid):
+    """``(process, machine)``: CPU seconds used so far by process ``pid``
+    (all its threads; None if it is gone) and by the whole machine (busy
+    time of every CPU)."""
+    process = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open('/proc/%d/stat' % pid) as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+        process = (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+    with open('/proc/stat') as f:
+        ticks = [int(t) for t in f.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return process, (sum(ticks[:8]) - idle) / _TICK
+
+
 def reset_peak_rss(pid):
     """Start VmHWM afresh from the current RSS (Linux >= 4.0)."""
     with contextlib.suppress(OSError):

@@ -12,6 +12,7 @@ import os
 import statistics
 
 from tools.bench import baselines
+from tools.bench import machine
 from tools.bench.figures import Target
 from tools.bench.image_data import ImageData
 from tools.bench.progress import log
@@ -34,6 +35,7 @@ def measure(bench):
             2, 'download-floor-%d' % size,
             'download %s, first disk against the floor' % text, 's',
             'floor', Target('<=', 1.2, '<= 1.2x'))
+        first.cpu = []
         floor = bench.figure(
             2, 'floor-%d' % size, 'floor %s: slowest of Glance, SHA-512, '
             'rbd import alone' % text, 's', 'naive')
@@ -62,6 +64,9 @@ def measure(bench):
                 hit.samples.append(out['second'])
                 hit.baseline_samples.append(out['first'])
                 hit.notes.append('second disk by %s' % out['second_strategy'])
+                if 'machine CPU' in out:
+                    first.cpu.append((out['first'], out['worker CPU'],
+                                      out['machine CPU']))
                 memory.record(bench, size, out['memory'])
                 bench.plot_point('download, first disk (imaged)', size,
                                  out['first'])
@@ -74,6 +79,19 @@ def measure(bench):
         finally:
             os.unlink(source)
         floor.notes.append(describe_floor(floor))
+        if first.cpu:
+            first.notes.append(describe_cpu(first.cpu, bench.nproc))
+
+
+def describe_cpu(samples, nproc):
+    """How busy the machine was during imaged's first disks: CPU seconds
+    of its worker and of every process, against what the CPUs could give.
+    """
+    wall, worker, busy = (statistics.median(s) for s in zip(*samples))
+    return ('during the first disk (medians): %.2f s, imaged\'s worker '
+            '%.2f s of CPU, the whole machine %.2f s of the %.2f s its %d '
+            'CPUs had (%.0f%% busy)' % (wall, worker, busy, nproc * wall,
+                                        nproc, 100 * busy / (nproc * wall)))
 
 
 def describe_floor(floor):
@@ -97,8 +115,16 @@ def sample(bench, what, data, size, rep, disk_format='raw', second=False,
     with bench.fresh_image(data, disk_format) as image, \
             bench.disks() as made:
         def by_imaged():
+            worker = bench.agent.worker()
+            before = machine.cpu_seconds(worker) if worker else None
             out['first'], _res, out['memory'] = made.create(image['id'],
                                                             size_gb)
+            after = machine.cpu_seconds(worker) if worker else None
+            if before and after and None not in (before[0], after[0]):
+                # Where the first disk's time goes: imaged's worker, and
+                # every process of the machine (Glance and the OSD here).
+                out['worker CPU'] = after[0] - before[0]
+                out['machine CPU'] = after[1] - before[1]
             if second:
                 out['second'], res, _mem = made.create(image['id'],
                                                        size_gb)

@@ -125,8 +125,16 @@ locations and Ceph for the snapshot.
 Every call still reads the image record with the caller's token, so a caller
 who may not see the image, or an image deleted or deactivated in Glance, is
 refused as without this. A location that went away within the time (a
-clone that finds no snapshot there) is looked up again at once. 0 looks it
-up on every call.
+clone that finds no snapshot there) is looked up again at once.
+
+Possible values:
+
+* 0: look the location up on every call.
+* A number of seconds.
+
+Related options:
+
+* ``rbd_store_pools``, ``rbd_store_name``
 """),
     # -- the download body (imaged.image.body) --------------------------------
     cfg.IntOpt(

@@ -104,8 +104,7 @@ class RootDisks:
                 'parent': info['parent'], 'timings': timings.steps}
 
     def _read_record(self, context, image_id):
-        if hasattr(context, 'update_store'):
-            context.update_store()  # this thread logs the call's request id
+        context.update_store()  # this thread logs the call's request id
         return self.glance.show(context, image_id)
 
     def create(self, context, instance_uuid, image_id, size_gb):
@@ -120,7 +119,6 @@ class RootDisks:
                 if time.monotonic() - started < RECORD_FRESH:
                     record_of = early.result
                 else:  # waited for the locks: read it again
-                    early.cancel()
                     record_of = functools.partial(self.glance.show, context,
                                                   image_id)
                 return self._create(context, instance_uuid, image_id,

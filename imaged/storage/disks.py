@@ -150,10 +150,6 @@ class RootDiskStore:
         finally:
             writer.mark_in_progress(name, False)
 
-    @staticmethod
-    def _unmark(ioctx, name):
-        ioctx.rm_xattr(CREATING_OBJECT, name)
-
     def _marker(self, ioctx, name):
         """Who is making disk ``name`` (``{'host', 'at'}``), or None."""
         rados = self.conn.rados
@@ -162,29 +158,31 @@ class RootDiskStore:
         except (rados.NoData, rados.ObjectNotFound):
             return None
 
-    def _exists(self, ioctx, name):
-        try:
-            with self.conn.rbd.Image(ioctx, name, read_only=True):
-                return True
-        except self.conn.rbd.ImageNotFound:
-            return False
-
     def _unmark_quietly(self, ioctx, name):
         rados = self.conn.rados
         try:
-            self._unmark(ioctx, name)
+            ioctx.rm_xattr(CREATING_OBJECT, name)
         except (rados.NoData, rados.ObjectNotFound):
             pass
 
-    def _remove_incomplete(self, ioctx, name):
-        """Remove an incomplete disk, then its marker; quietly (a marker
-        left behind has a sweep remove the disk later)."""
+    def _remove_marked(self, ioctx, name):
+        """Remove the disk (if there) and then its marker.
+
+        :returns: whether there was a disk.
+        """
         try:
-            try:
-                partial.remove_image(self.conn.rbd, ioctx, name)
-            except self.conn.rbd.ImageNotFound:
-                pass
-            self._unmark_quietly(ioctx, name)
+            partial.remove_image(self.conn.rbd, ioctx, name)
+            removed = True
+        except self.conn.rbd.ImageNotFound:
+            removed = False
+        self._unmark_quietly(ioctx, name)
+        return removed
+
+    def _remove_incomplete(self, ioctx, name):
+        """:meth:`_remove_marked`, quietly (a marker left behind has a
+        sweep remove the disk later)."""
+        try:
+            self._remove_marked(ioctx, name)
         except Exception:
             LOG.warning('Could not remove the incomplete root disk %s/%s; '
                         'a sweep removes it later', self.pool, name,
@@ -202,13 +200,11 @@ class RootDiskStore:
         with self.conn.ioctx(name=name) as ioctx:
             if self._marker(ioctx, name) is None:
                 return False  # finished meanwhile
-            exists = self._exists(ioctx, name)
-            if exists:
-                LOG.warning('Root disk %s/%s is what a crashed create left: '
-                            'removing it', self.pool, name)
-                partial.remove_image(self.conn.rbd, ioctx, name)
-            self._unmark_quietly(ioctx, name)
-            return exists
+            removed = self._remove_marked(ioctx, name)
+        if removed:
+            LOG.warning('Root disk %s/%s is what a crashed create left: '
+                        'removed it', self.pool, name)
+        return removed
 
     def sweep(self):
         """Remove what this host's crashed creates left.
@@ -267,9 +263,9 @@ class RootDiskStore:
                     self.forget_lock(name)
             except exception.RootDiskBusy:
                 continue  # being made again now
+            except exception.BackendUnavailable:
+                raise
             except exception.ImagedException as e:
-                if isinstance(e, exception.BackendUnavailable):
-                    raise
                 LOG.debug('Incomplete root disk %s/%s not removable yet: %s',
                           self.pool, name, e)
                 left.append(name)
@@ -323,9 +319,9 @@ class RootDiskStore:
         removed = self._remove(name)
         if removed:
             with self.conn.ioctx(name=name) as ioctx:
-                self._unmark_quietly(ioctx, name)
-        if removed and parent is not None:
-            self.trash.remove_if_unused(*parent)
+                self._unmark_quietly(ioctx, name)  # a crashed create's
+            if parent is not None:
+                self.trash.remove_if_unused(*parent)
         return removed
 
     def parent(self, name):

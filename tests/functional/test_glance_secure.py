@@ -87,6 +87,35 @@ class HiddenLocationsTest(SecureGlanceTestCase):
         self.assertEqual(1, self.images.downloads(image['id']))
 
 
+class RememberedLocationGoneTest(SecureGlanceTestCase):
+
+    def test_a_copy_removed_from_the_ceph_store_is_looked_up_again(self):
+        # The clone's location is remembered ([glance]
+        # cloneable_location_ttl); Glance then removes the image from its
+        # Ceph store (DELETE /v2/stores/ceph/<id>), the image still in its
+        # file store: the next disk finds the snapshot gone, looks the
+        # image up again and downloads it.
+        data = os.urandom(2 * units.Mi)
+        image = self.images.create(data, store='local')
+        self.images.service.images.image_import(image['id'], 'copy-image',
+                                                stores=['ceph'])
+        base.wait_for(lambda: 'ceph' in self.images.stores(image['id']),
+                      60, interval=0.5, what='the copy into the Ceph store')
+        first = self.create_root_disk(image['id'])
+        self.assertEqual('clone', first['strategy'])
+        # Glance cannot remove a snapshot a disk is cloned from.
+        self.api.delete_root_disk(self.ctxt, self.host,
+                                  first['instance_uuid'])
+        self.images.service.images.delete_from_store('ceph', image['id'])
+        self.assertEqual({'local'}, self.images.stores(image['id']))
+        later = self.create_root_disk(image['id'])
+        self.assertEqual('download', later['strategy'])
+        self.assertEqual(data[:units.Mi],
+                         self.ceph.read(later['name'], 0, units.Mi))
+        self.assertIn('no longer at the location imaged found',
+                      self.daemon.log())
+
+
 class CopyImageTest(SecureGlanceTestCase):
 
     glance_extra = {'rbd_store_name': 'ceph', 'copy_poll_interval': '0.5',

@@ -11,9 +11,19 @@ Every call's context says how long this client waits for the answer
 (``imaged_call_timeout``, seconds): the agent gives up past that time
 instead of making a disk nobody waits for. An agent that does not know the
 field ignores it; no RPC version is needed.
+
+A long call whose heartbeats stop (the agent's worker died: a crash, a
+kill) is sent again, up to ``[DEFAULT] rpc_retries`` times, with the same
+arguments and a fresh deadline: every long call is idempotent, so the
+new worker finishes the work or finds it done. A long call that simply
+ran past ``long_rpc_timeout`` is not sent again.
 """
 
+import time
+
+from oslo_log import log as logging
 import oslo_messaging as messaging
+import tenacity
 
 from imaged import conf as imaged_conf
 from imaged import context
@@ -21,8 +31,17 @@ from imaged import exception
 from imaged import rpc
 
 CONF = imaged_conf.CONF
+LOG = logging.getLogger(__name__)
 
 RPC_API_VERSION = '1.2'
+
+
+class _WorkerLost(Exception):
+    """A long call's heartbeats stopped before its bound."""
+
+    def __init__(self, error, silent):
+        super().__init__(str(error))
+        self.error, self.silent = error, silent
 
 
 class ImageAgentAPI:
@@ -43,8 +62,34 @@ class ImageAgentAPI:
               **kwargs):
         client = self._prepare(host, long_call=long_call, version=version)
         waits = client.timeout or self.conf.rpc_response_timeout
-        return client.call(context.with_call_timeout(ctxt, waits), method,
-                           **kwargs)
+
+        def attempt():
+            started = time.monotonic()
+            try:
+                return client.call(context.with_call_timeout(ctxt, waits),
+                                   method, **kwargs)
+            except messaging.MessagingTimeout as e:
+                silent = time.monotonic() - started
+                if long_call and silent < waits:
+                    # The heartbeats stopped well before the call's bound.
+                    raise _WorkerLost(e, silent)
+                raise
+
+        def lost(retry_state):
+            error = retry_state.outcome.exception()
+            LOG.warning('The imaged agent of %(host)s stopped answering '
+                        '%(method)s (no heartbeat after %(s).0fs: its worker '
+                        'died); calling it again (%(n)d of %(of)d)',
+                        {'host': host, 'method': method, 's': error.silent,
+                         'n': retry_state.attempt_number,
+                         'of': self.conf.rpc_retries})
+        try:
+            return tenacity.Retrying(
+                retry=tenacity.retry_if_exception_type(_WorkerLost),
+                stop=tenacity.stop_after_attempt(self.conf.rpc_retries + 1),
+                before_sleep=lost, reraise=True)(attempt)
+        except _WorkerLost as e:
+            raise e.error from None
 
     def _prepare(self, host, long_call=False, version='1.0'):
         if not self.client.can_send_version(version):

@@ -8,6 +8,7 @@ from oslo_log import log as logging
 from oslo_service import service
 
 from imaged import conf as imaged_conf
+from imaged import crashes
 from imaged.image import glance
 from imaged.imagecache import files as base_files
 from imaged.imagecache import manager as imagecache_manager
@@ -49,6 +50,7 @@ def launch(conf, server):
     (``imaged.service.InPlaceReload``)."""
     launcher = service.launch(conf, server, workers=1,
                               restart_method='mutate')
+    crashes.install(conf, launcher)
     imaged_service.InPlaceReload(conf, server).install(launcher)
     return launcher
 
@@ -58,13 +60,18 @@ def main(argv=None):
     imaged_service.LogHandlersAcrossFork().install()
     malloc.limit_arenas()
     parse_args(sys.argv if argv is None else argv)
+    crashes.arm_parent(CONF)
     LOG.info('Starting imaged %s', version.version_string())
     CONF.log_opt_values(LOG, py_logging.INFO)
     server = imaged_service.ImagedService(CONF, build_manager())
     launcher = launch(CONF, server)
     reports.setup(CONF, launcher, server.manager.long_calls)
     early_sighup.release()
-    return launcher.wait()
+    try:
+        return launcher.wait()
+    finally:
+        crashes.disarm()
+        crashes.report_dead(CONF)
 
 
 if __name__ == '__main__':

@@ -54,6 +54,32 @@ Related options:
 * ``max_concurrent_long_calls``, ``max_queued_long_calls``.
 """),
     cfg.IntOpt(
+        'rpc_retries',
+        default=2,
+        min=0,
+        help="""
+Times ``imaged.rpcapi`` calls an agent again when its worker died during a
+long call (create, delete, flatten, snapshot, cache).
+
+Those calls are idempotent: called again with the same arguments, the work
+is finished or found done (``existing``). A caller notices a dead worker
+when its heartbeats stop for ``rpc_response_timeout`` seconds (a live
+worker sends one every half of that), not after ``long_rpc_timeout``; the
+agent's parent starts a new worker, which takes the call again. Short calls
+send no heartbeats and are never called again.
+
+Possible values:
+
+* 0: a dead worker's calls fail with ``MessagingTimeout``.
+
+Related options:
+
+* ``rpc_response_timeout`` (oslo.messaging): how long a caller waits for a
+  heartbeat.
+* ``long_rpc_timeout``: each attempt's whole bound; every attempt has a
+  fresh one.
+"""),
+    cfg.IntOpt(
         'max_concurrent_long_calls',
         default=32,
         min=1,

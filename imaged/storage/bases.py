@@ -129,6 +129,8 @@ class BaseImageStore:
         self.writer = writer
         self.host = host
         self.trash = trash or rbd_trash.Trash(conn)
+        # One watch per lock object in this process, whatever its waiters.
+        self.watches = locks.ObjectWatches(conn)
         self._used = {}  # image id -> when this host last recorded its use
         self._used_lock = threading.Lock()
 
@@ -208,8 +210,7 @@ class BaseImageStore:
             watch, before, first_miss = None, None, True
 
             def watching():
-                return stack.enter_context(
-                    locks.ChangeWatch(self.conn, ioctx, key))
+                return stack.enter_context(self.watches.watch(key))
             builds = 0
             while True:
                 remaining()  # past the call's deadline: Timeout

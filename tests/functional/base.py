@@ -9,9 +9,12 @@ with imaged's service user), and calls it only through
 are the demo project's, its token goes to the agent in the RPC context.
 """
 
+import contextlib
+import glob
 import io
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -166,13 +169,30 @@ class Daemon:
                 for key, value in values.items():
                     f.write('%s = %s\n' % (key, value))
 
+    # Where kernel.core_pattern is a plain name, a worker's core lands in
+    # the daemon's working directory: its workdir.
+    core_dumps = False
+
     def start(self):
+        def allow_cores():
+            resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY,
+                                                      resource.RLIM_INFINITY))
         self.process = subprocess.Popen(
             [IMAGED, '--config-file', self.config_file],
             stdout=subprocess.DEVNULL, stderr=open(
                 os.path.join(self.workdir, 'stderr.log'), 'ab'),
-            start_new_session=True)
+            cwd=self.workdir, start_new_session=True,
+            preexec_fn=allow_cores if self.core_dumps else None)
         return self
+
+    def fault_files(self):
+        """Python stacks of this daemon's processes at a fatal signal
+        (imaged.crashes), not yet reported: {path: text}."""
+        found = {}
+        for path in glob.glob(glob.escape(self.log_file) + '.fault.*'):
+            with contextlib.suppress(OSError), open(path) as f:
+                found[path] = f.read()
+        return found
 
     def signal(self, signum):
         os.kill(self.process.pid, signum)

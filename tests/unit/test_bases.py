@@ -291,14 +291,20 @@ class PoolProtocolTest(base.TestCase):
         for thread in threads:
             thread.start()
         self.assertTrue(self.downloading.wait(10))
-        # Every caller watches the base's lock object: all wait for the
-        # one build now.
-        watchers = self.cluster.watches.setdefault(
-            ('vms', bases.lock_object(IMAGE)), [])
+        # Every caller waits for the one build, woken by a notification on
+        # the base's lock object: one rados watch per host (process), not
+        # one per caller (issue 24).
+        key = ('vms', bases.lock_object(IMAGE))
+
+        def waiting():
+            return sum(h.storage.bases.watches.watched().get(key, 0)
+                       for h in self.hosts)
         deadline = time.monotonic() + 20
-        while len(watchers) < n and time.monotonic() < deadline:
+        while waiting() < n and time.monotonic() < deadline:
             time.sleep(0.01)
-        self.assertEqual(n, len(watchers))
+        self.assertEqual(n, waiting())
+        self.assertEqual(len(self.hosts),
+                         len(self.cluster.watches.get(key, [])))
         self.gate.set()
         for thread in threads:
             thread.join(30)

@@ -1,6 +1,10 @@
 """What ImageAgentAPI sends: how long it waits, in the request context."""
 
+import fixtures
+import oslo_messaging as messaging
+
 from imaged import context
+from imaged import exception
 from imaged import rpcapi
 from tests.unit import test_manager
 
@@ -66,3 +70,103 @@ class CallTimeoutSentTest(test_manager.FakeTransportTestCase):
         self.assertEqual((900, 'req-1'), (received.call_timeout,
                                           received.request_id))
         self.assertIsNone(context.from_dict({}).call_timeout)
+
+
+class DeadWorkerRetryTest(test_manager.FakeTransportTestCase):
+    """A long call whose heartbeats stop is sent again (issue 24)."""
+
+    def setUp(self):
+        super().setUp()
+        self.flags(long_rpc_timeout=900, rpc_response_timeout=30,
+                   rpc_retries=2)
+        self.api = rpcapi.ImageAgentAPI(self.conf)
+        self.ctxt = context.RequestContext(user_id='u', project_id='p')
+        self.sent = []
+        self.answers = []  # what each call does: an exception or a value
+        self.clock = [1000.0]
+        self.useFixture(fixtures.MockPatch(
+            'imaged.rpcapi.time.monotonic', lambda: self.clock[0]))
+        prepare = self.api._prepare
+
+        def scripted_prepare(*args, **kwargs):
+            client = prepare(*args, **kwargs)
+
+            def call(ctxt, method, **kw):
+                self.sent.append((method, kw, ctxt))
+                outcome, seconds = self.answers.pop(0)
+                self.clock[0] += seconds
+                if isinstance(outcome, Exception):
+                    raise outcome
+                return outcome
+            client.call = call
+            return client
+        self.api._prepare = scripted_prepare
+
+    def heartbeats_stop(self):
+        # oslo.messaging's call monitor: no heartbeat for
+        # rpc_response_timeout seconds, long before the call's own bound.
+        return (messaging.MessagingTimeout('no reply'), 30.5)
+
+    def test_a_create_whose_worker_died_is_sent_again_and_answered(self):
+        disk = {'name': INSTANCE + '_disk', 'strategy': 'existing'}
+        self.answers = [self.heartbeats_stop(), (disk, 2.0)]
+        self.assertEqual(disk, self.api.create_root_disk(
+            self.ctxt, HOST, INSTANCE, IMAGE, 1))
+        self.assertEqual(2, len(self.sent))
+        first, second = self.sent
+        # The same arguments, and a fresh deadline each time.
+        self.assertEqual(first[:2], second[:2])
+        self.assertEqual(900, second[2][context.CALL_TIMEOUT])
+
+    def test_every_long_call_is_retried(self):
+        for method, call in (
+                ('delete_root_disk', lambda: self.api.delete_root_disk(
+                    self.ctxt, HOST, INSTANCE)),
+                ('flatten_root_disk', lambda: self.api.flatten_root_disk(
+                    self.ctxt, HOST, INSTANCE)),
+                ('snapshot_root_disk', lambda: self.api.snapshot_root_disk(
+                    self.ctxt, HOST, INSTANCE, IMAGE)),
+                ('cache_images', lambda: self.api.cache_images(
+                    self.ctxt, HOST, [IMAGE]))):
+            self.sent = []
+            self.answers = [self.heartbeats_stop(), ('done', 1.0)]
+            self.assertEqual('done', call())
+            self.assertEqual([method, method], [m for m, _k, _c in self.sent])
+
+    def test_at_most_rpc_retries_times(self):
+        self.answers = [self.heartbeats_stop()] * 3
+        self.assertRaises(messaging.MessagingTimeout,
+                          self.api.create_root_disk, self.ctxt, HOST,
+                          INSTANCE, IMAGE, 1)
+        self.assertEqual(3, len(self.sent))
+
+    def test_no_retry_when_turned_off(self):
+        self.flags(rpc_retries=0)
+        self.answers = [self.heartbeats_stop()]
+        self.assertRaises(messaging.MessagingTimeout,
+                          self.api.create_root_disk, self.ctxt, HOST,
+                          INSTANCE, IMAGE, 1)
+        self.assertEqual(1, len(self.sent))
+
+    def test_a_call_past_its_whole_bound_is_not_sent_again(self):
+        # Heartbeats came all along: the work itself took too long.
+        self.answers = [(messaging.MessagingTimeout('no reply'), 900.0)]
+        self.assertRaises(messaging.MessagingTimeout,
+                          self.api.create_root_disk, self.ctxt, HOST,
+                          INSTANCE, IMAGE, 1)
+        self.assertEqual(1, len(self.sent))
+
+    def test_short_calls_are_never_sent_again(self):
+        # They send no heartbeat: a timeout cannot tell a dead worker.
+        self.answers = [(messaging.MessagingTimeout('no reply'), 5.0)]
+        self.assertRaises(messaging.MessagingTimeout,
+                          self.api.get_capabilities, self.ctxt, HOST)
+        self.assertEqual(1, len(self.sent))
+
+    def test_an_agents_error_is_not_retried(self):
+        self.answers = [(exception.RootDiskNotFound(name='x', pool='vms'),
+                         0.1)]
+        self.assertRaises(exception.RootDiskNotFound,
+                          self.api.flatten_root_disk, self.ctxt, HOST,
+                          INSTANCE)
+        self.assertEqual(1, len(self.sent))

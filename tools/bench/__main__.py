@@ -33,8 +33,13 @@ def parse_args(argv):
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--quick', action='store_true',
                         help='tiny sizes and 1 repetition (CI: < 60 s)')
-    parser.add_argument('--repetitions', '-n', type=int,
-                        help='samples per figure (full: 3, quick: 1)')
+    parser.add_argument('--repetitions', '--repeat', '-n', type=int,
+                        help='samples per figure (full: 3, quick: 1); with '
+                        '--only storm, the storm runs (each counts its '
+                        'deaths)')
+    parser.add_argument('--storm', metavar='AGENTSxCALLERS[,...]',
+                        help='the storms to run (default 6x8,6x16; quick '
+                        '2x4), e.g. 6x16,12x16')
     parser.add_argument('--only', default=','.join(SECTIONS),
                         help='comma-separated sections to run, of: %s' %
                         ', '.join(SECTIONS))
@@ -62,6 +67,14 @@ def parse_args(argv):
         parser.error('unknown sections: %s' % ', '.join(sorted(unknown)))
     if args.repetitions is not None and args.repetitions < 1:
         parser.error('--repetitions must be at least 1')
+    if args.storm:
+        try:
+            args.storm = tuple(tuple(int(n) for n in shape.split('x'))
+                               for shape in args.storm.split(','))
+            if any(len(s) != 2 or min(s) < 1 for s in args.storm):
+                raise ValueError
+        except ValueError:
+            parser.error('--storm takes AGENTSxCALLERS[,...], e.g. 6x16')
     return args
 
 
@@ -119,6 +132,8 @@ def main(argv=None):
 def run(args):
     config = dataclasses.replace(QUICK if args.quick else FULL)
     config.repetitions = args.repetitions or config.repetitions
+    if args.storm:
+        config.storm_shapes = args.storm
     tree = os.path.abspath(args.imaged_tree or REPO)
     if args.imaged_tree:
         os.environ['PYTHONPATH'] = os.pathsep.join(

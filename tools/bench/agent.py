@@ -24,6 +24,7 @@ class Agent:
         self.daemon = base.Daemon(workdir, self.host, {
             'DEFAULT': {'debug': 'false'},
             'glance': {'num_retries': '3'}})
+        self.daemon.core_dumps = True  # a crash under load leaves its core
         self.api = rpcapi.ImageAgentAPI(base.CONF)
 
     @property

@@ -25,6 +25,13 @@ class Config:
     storm_agents: int = 6    # agents (hosts) on one pool in the storm
     storm_callers: tuple = (8, 16)  # callers per agent, released together
     storm_size: int = 256 * MiB
+    # (agents, callers) of each storm; default: storm_agents x each of
+    # storm_callers.
+    storm_shapes: tuple = ()
+
+    def storms(self):
+        return self.storm_shapes or tuple(
+            (self.storm_agents, c) for c in self.storm_callers)
 
 
 FULL = Config(repetitions=3, clone_sizes=(64 * MiB, GiB, 4 * GiB),

@@ -11,6 +11,7 @@ calls that failed and with which error, and agent workers that died.
 
 import collections
 import contextlib
+import copy
 from concurrent import futures
 import math
 import os
@@ -84,8 +85,15 @@ class Fleet:
             if options:
                 agent.daemon = base.Daemon(path, agent.host,
                                            merged(AGENT_OPTIONS, options))
+                agent.daemon.core_dumps = True
             self.agents.append(agent)
             self.started.append(agent)
+
+    def view(self, count):
+        """The same fleet, its first ``count`` agents only."""
+        view = copy.copy(self)
+        view.agents = self.agents[:count]
+        return view
 
     def start(self):
         with futures.ThreadPoolExecutor(len(self.started) or 1) as pool:
@@ -277,8 +285,10 @@ def settled_downloads(bench, image_id):
 
 def measure(bench):
     cfg = bench.config
-    size, agents = cfg.storm_size, cfg.storm_agents
-    calls = agents * max(cfg.storm_callers)
+    size = cfg.storm_size
+    shapes = cfg.storms()
+    agents = max(a for a, _c in shapes)
+    calls = max(a * c for a, c in shapes)
     bench.ensure_room(2 * size, 4 * size + calls * 4 * MiB, 'storm')
     fleet = Fleet(os.path.join(bench.workdir, 'storm'),
                   '%s-s' % bench.run_id, agents, first=bench.agent)
@@ -291,38 +301,50 @@ def measure(bench):
         clone_image = bench.attempt(
             'upload for storm', lambda: bench.glance.create(
                 lambda: ImageData(size), backend='ceph'), timed=False)
-        for callers in cfg.storm_callers:
-            figures = storm_figures(bench, agents, callers, size,
-                                    callers == max(cfg.storm_callers))
-            pooled = collections.defaultdict(list)
-            for rep in range(cfg.repetitions):
-                what = 'storm %dx%d rep %d' % (agents, callers, rep + 1)
-                out = bench.attempt(what, lambda: sample(
-                    bench, fleet, clone_image, size, callers, rep))
-                record(figures, out, pooled)
-                log('%s: new image %.2fs (%s), cloneable %.2fs (%s), '
-                    'alone %.2fs, librbd %.2fs; downloads %d; failed %d; '
-                    'deaths %d', what, out['new']['total'],
-                    counts_text(out['new']['errors']),
-                    out['clone']['total'],
-                    counts_text(out['clone']['errors']), out['alone'],
-                    out['librbd']['total'], out['downloads'],
-                    figures['failed'].samples[-1], len(out['deaths']))
-            for key in ('new', 'clone'):
-                figures[key].parts = {
-                    'imaged per call': pooled[key],
-                    'librbd per clone': pooled['librbd']}
-                figures[key].notes.append('per call %s; librbd per clone %s'
-                                          % (latency_text(pooled[key]),
-                                             latency_text(pooled['librbd'])))
-            figures['new'].notes.append(
-                'one create alone %s s' % ' / '.join(
-                    '%.2f' % s for s in pooled['alone']))
+        most = max(c for _a, c in shapes)
+        for agents, callers in shapes:
+            storm_shape(bench, fleet.view(agents), clone_image, size,
+                        callers, callers == most)
     finally:
         if clone_image:
             with contextlib.suppress(Exception):
                 bench.forget_image(clone_image['id'])
         fleet.stop()
+
+
+def storm_shape(bench, fleet, clone_image, size, callers, failures_targeted):
+    """Every run (repetition) of one storm: ``callers`` per agent."""
+    agents = len(fleet.agents)
+    figures = storm_figures(bench, agents, callers, size, failures_targeted)
+    pooled = collections.defaultdict(list)
+    for rep in range(bench.config.repetitions):
+        what = 'storm %dx%d rep %d' % (agents, callers, rep + 1)
+        out = bench.attempt(what, lambda: sample(
+            bench, fleet, clone_image, size, callers, rep))
+        record(figures, out, pooled)
+        log('%s: new image %.2fs (%s), cloneable %.2fs (%s), '
+            'alone %.2fs, librbd %.2fs; downloads %d; failed %d; '
+            'deaths %d%s', what, out['new']['total'],
+            counts_text(out['new']['errors']),
+            out['clone']['total'],
+            counts_text(out['clone']['errors']), out['alone'],
+            out['librbd']['total'], out['downloads'],
+            figures['failed'].samples[-1], len(out['deaths']),
+            ''.join('\n  ' + d for d in out['deaths']))
+    for key in ('new', 'clone'):
+        figures[key].parts = {
+            'imaged per call': pooled[key],
+            'librbd per clone': pooled['librbd']}
+        figures[key].notes.append('per call %s; librbd per clone %s'
+                                  % (latency_text(pooled[key]),
+                                     latency_text(pooled['librbd'])))
+    figures['new'].notes.append(
+        'one create alone %s s' % ' / '.join(
+            '%.2f' % s for s in pooled['alone']))
+    figures['deaths'].notes.append(
+        'runs with a death: %d of %d' % (
+            sum(1 for n in figures['deaths'].samples if n),
+            len(figures['deaths'].samples)))
 
 
 def storm_figures(bench, agents, callers, size, failures_targeted):

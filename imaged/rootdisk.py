@@ -113,22 +113,23 @@ class RootDisks:
         # The record is read with the caller's token beside the locks and
         # the look for an existing disk, which need no Glance.
         started = time.monotonic()
+        timings = Timings()
         early = self._records.submit(self._read_record, context, image_id)
         try:
             with self._instance_lock(context, name):
+                timings.step('locks')
                 if time.monotonic() - started < RECORD_FRESH:
                     record_of = early.result
                 else:  # waited for the locks: read it again
                     record_of = functools.partial(self.glance.show, context,
                                                   image_id)
                 return self._create(context, instance_uuid, image_id,
-                                    name, size_bytes, record_of)
+                                    name, size_bytes, record_of, timings)
         finally:
             early.cancel()  # unless it runs already
 
     def _create(self, context, instance_uuid, image_id, name, size_bytes,
-                record_of):
-        timings = Timings()
+                record_of, timings):
         info = self.storage.disks.info(name)
         if info is not None and not info['complete']:
             self.storage.disks.remove_incomplete(name)
@@ -199,8 +200,7 @@ class RootDisks:
             raise exception.ImageTooLarge(image_id=image.id,
                                           virtual_size=parent_size,
                                           size_bytes=spec.min_size)
-        self.storage.disks.clone(location, spec, parent_size)
-        timings.step('clone')
+        self.storage.disks.clone(location, spec, parent_size, timings.step)
         return {'size_bytes': spec.min_size,
                 'parent': rbd_location.format_rbd_location(*location)}
 

@@ -110,18 +110,23 @@ class RootDiskStore:
                                   snapshot=None,
                                   metadata={IMAGE_ID_KEY: image_id})
 
-    def clone(self, loc, spec, parent_size):
+    def clone(self, loc, spec, parent_size, step=None):
         """Clone snapshot ``loc`` (``parent_size`` bytes) into the disk
         ``spec.name``, complete when this returns; the disk's lock is held.
+
+        :param step: called with the name of each step as it ends (``mark``,
+            ``clone``, ``metadata``, ``unmark``): where a storm's time goes.
         """
         conn, name = self.conn, spec.name
         writer = self.writer
+        step = step or (lambda name: None)
         writer.mark_in_progress(name, True)
         try:
             with conn.ioctx(loc.pool, loc.image) as parent_ioctx, \
                     conn.ioctx(name=name) as ioctx:
                 ioctx.set_xattr(CREATING_OBJECT, name, json.dumps(
                     {'host': writer.host, 'at': int(time.time())}).encode())
+                step('mark')
                 try:
                     conn.rbd.RBD().clone(parent_ioctx, loc.image,
                                          loc.snapshot, ioctx, name)
@@ -136,6 +141,7 @@ class RootDiskStore:
                 except BaseException:
                     self._remove_incomplete(ioctx, name)
                     raise
+                step('clone')
                 try:
                     with conn.rbd.Image(ioctx, name) as image:
                         if parent_size < spec.min_size:
@@ -143,7 +149,9 @@ class RootDiskStore:
                         for key, value in sorted(
                                 (spec.metadata or {}).items()):
                             image.metadata_set(key, value)
+                    step('metadata')
                     self._unmark_quietly(ioctx, name)
+                    step('unmark')
                 except BaseException:
                     self._remove_incomplete(ioctx, name)
                     raise

@@ -18,12 +18,14 @@ exit status (a negative status is the signal that killed it); exit 1 if
 one died.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import types
 
 STACK = os.environ.get('IMAGED_STACK_DIR', '/var/lib/imaged-stack')
 CONF = os.path.join(STACK, 'ceph', 'ceph.conf')
@@ -61,25 +63,57 @@ def waiters(mode, seconds):
             def __init__(self):
                 self.pool = POOL
 
-            def ioctx(self, pool=None, name=None):
-                return cluster.open_ioctx(POOL)
+            def acquire(self):
+                return types.SimpleNamespace(cluster=cluster)
+
+            def release(self, lease, error=None):
+                pass
+
+            def open_ioctx(self, cluster, pool):
+                return cluster.open_ioctx(pool)
+
+            @contextlib.contextmanager
+            def typed_errors(self, name, pool=None):
+                yield
+
+            def is_unreachable(self, error):
+                return False
 
             def seems_unreachable(self):
                 return False
         watches = locks.ObjectWatches(Conn())
 
     def loop(n):
+        # As imaged's waiters did: an I/O context of their own, a try of
+        # the base's shared lock, a watch, a wait; thread 0 of each process
+        # is the builder that notifies in the middle of the round.
+        import uuid
+        cookie = uuid.uuid4().hex
         while time.monotonic() < stop:
-            if mode == 'shared':
-                with watches.watch(KEY) as watch:
-                    watch.wait(2.0)
-            else:
-                ioctx = cluster.open_ioctx(POOL)
-                woke = threading.Event()
-                watch = ioctx.watch(KEY, lambda *a: woke.set(),
-                                    lambda *a: woke.set())
-                woke.wait(2.0)
-                watch.close()
+            ioctx = cluster.open_ioctx(POOL)
+            try:
+                try:
+                    ioctx.lock_shared(KEY, 'repro', cookie, 'repro',
+                                      duration=10)
+                    ioctx.unlock(KEY, 'repro', cookie)
+                except Exception:
+                    pass
+                if mode == 'shared':
+                    with watches.watch(KEY) as watch:
+                        if n == 0:
+                            time.sleep(0.01)
+                            ioctx.notify(KEY, '', 500)
+                        watch.wait(2.0)
+                else:
+                    woke = threading.Event()
+                    watch = ioctx.watch(KEY, lambda *a: woke.set(),
+                                        lambda *a: woke.set())
+                    if n == 0:
+                        time.sleep(0.01)
+                        ioctx.notify(KEY, '', 500)
+                    woke.wait(2.0)
+                    watch.close()
+            finally:
                 ioctx.close()
             rounds[n] += 1
 

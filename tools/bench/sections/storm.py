@@ -213,9 +213,10 @@ def storm_disks(bench):
         made.remove()
 
 
-def released_together(calls):
+def released_together(calls, answers=None):
     """Run every ``call()`` in its own thread, all released at once.
 
+    :param answers: a list that gets every call's answer.
     :returns: ``(seconds until the last ended, [(seconds, error or None)])``
     """
     barrier = threading.Barrier(len(calls) + 1)
@@ -225,7 +226,9 @@ def released_together(calls):
         barrier.wait()
         started = time.monotonic()
         try:
-            call()
+            answer = call()
+            if answers is not None:
+                answers.append((time.monotonic() - started, answer))
             error = None
         except Exception as e:
             error = e
@@ -250,14 +253,42 @@ def imaged_storm(fleet, made, image_id, size_gb, callers):
         return lambda: agent.call('create_root_disk', lambda: (
             agent.api.create_root_disk(ctxt, agent.host, instance_uuid,
                                        image_id, size_gb)))
+    answers = []
     total, results = released_together(
-        [create(a) for a in fleet.agents for _n in range(callers)])
-    return {'total': total,
+        [create(a) for a in fleet.agents for _n in range(callers)], answers)
+    return {'total': total, 'parts': call_parts(answers),
             'calls': [s for s, _e in results],
             'errors': collections.Counter(error_name(e)
                                           for _s, e in results if e),
             'first_error': next((describe(e) for _s, e in results if e),
                                 None)}
+
+
+def call_parts(answers):
+    """Where each call's time went: ``{part: [seconds per call]}``, from
+    the steps the agent timed (``timings``: its locks, Glance, the base's
+    build or the wait for it, the clone, the marker's writes, the metadata)
+    and, as ``rpc``, what the caller waited beyond them (the broker, the
+    agent's queue of long calls, threads)."""
+    parts = collections.defaultdict(list)
+    for seconds, answer in answers:
+        steps = {}
+        for step in (answer or {}).get('timings') or []:
+            name, _sep, value = step.rpartition(' ')
+            with contextlib.suppress(ValueError):
+                steps[name] = steps.get(name, 0.0) + float(value.rstrip('s'))
+        for name, value in steps.items():
+            parts[name].append(value)
+        parts['rpc'].append(max(seconds - sum(steps.values()), 0.0))
+    return dict(parts)
+
+
+def parts_text(parts):
+    """``part p50/p95 s``, the parts by their p95, largest first."""
+    ranked = sorted(parts.items(), key=lambda kv: -percentile(kv[1], 95))
+    return ', '.join('%s %.3f/%.3f' % (name, percentile(v, 50),
+                                       percentile(v, 95))
+                     for name, v in ranked)
 
 
 def librbd_storm(bench, made, image_id, size_gb, count):
@@ -331,6 +362,9 @@ def storm_shape(bench, fleet, clone_image, size, callers, failures_targeted):
             out['librbd']['total'], out['downloads'],
             figures['failed'].samples[-1], len(out['deaths']),
             ''.join('\n  ' + d for d in out['deaths']))
+        for kind in ('new', 'clone'):
+            for name, values in out[kind]['parts'].items():
+                pooled['%s part %s' % (kind, name)] += values
     for key in ('new', 'clone'):
         figures[key].parts = {
             'imaged per call': pooled[key],
@@ -341,6 +375,16 @@ def storm_shape(bench, fleet, clone_image, size, callers, failures_targeted):
     figures['new'].notes.append(
         'one create alone %s s' % ' / '.join(
             '%.2f' % s for s in pooled['alone']))
+    for key in ('new', 'clone'):
+        prefix = '%s part ' % key
+        parts = {k[len(prefix):]: v for k, v in pooled.items()
+                 if k.startswith(prefix)}
+        if parts:
+            text = parts_text(parts)
+            figures[key].notes.append('where a call\'s time went, p50/p95 '
+                                      's: %s' % text)
+            log('storm %dx%d %s: where a call\'s time went (p50/p95 s): %s',
+                agents, callers, key, text)
     figures['deaths'].notes.append(
         'runs with a death: %d of %d' % (
             sum(1 for n in figures['deaths'].samples if n),

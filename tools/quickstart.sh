@@ -86,8 +86,12 @@ say "imaged (host $HOST, log $LOG_FILE)"
 if imaged_running; then
     echo "already running, pid $(cat "$PID_FILE")"
 else
-    setsid "$ROOT/.venv/bin/imaged" --config-file "$CONF_FILE" \
-        >>"$QS/imaged.stdout" 2>&1 < /dev/null &
+    # Cores on, as the systemd unit has them (LimitCORE): a native crash
+    # leaves one where kernel.core_pattern says (a plain name: in $QS), and
+    # its Python stacks in $LOG_FILE.fault.<pid> and the log.
+    (ulimit -c unlimited 2>/dev/null || true
+     cd "$QS" && exec setsid "$ROOT/.venv/bin/imaged" --config-file "$CONF_FILE" \
+        >>"$QS/imaged.stdout" 2>&1 < /dev/null) &
     echo $! > "$PID_FILE"
     echo "started, pid $!"
 fi

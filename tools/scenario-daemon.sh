@@ -45,8 +45,11 @@ start() {
     else
         mkdir -p "$DIR"
         # Its own session: stop and kill reach the worker it forks too.
-        setsid "$ROOT/.venv/bin/imaged" --config-file "$CONF_FILE" \
-            </dev/null >>"$DIR/imaged.stdout" 2>&1 &
+        # Cores on (as the systemd unit's LimitCORE), written in $DIR where
+        # kernel.core_pattern is a plain name.
+        (ulimit -c unlimited 2>/dev/null || true
+         cd "$DIR" && exec setsid "$ROOT/.venv/bin/imaged" --config-file "$CONF_FILE" \
+            </dev/null >>"$DIR/imaged.stdout" 2>&1) &
         echo $! >"$PID_FILE"
         say "started imaged as $(host), pid $!, log $LOG_FILE"
     fi

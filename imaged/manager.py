@@ -155,7 +155,7 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
         _reject_unexpected('delete_root_disk', unexpected)
         _require('instance_uuid', instance_uuid)
         instance_uuid = validate.validate_uuid('instance_uuid', instance_uuid)
-        self.root_disks.delete(instance_uuid)
+        self.root_disks.delete(instance_uuid, context)
         self.notifications.delete_end(context, instance_uuid)
 
     @messaging.expose

@@ -5,6 +5,7 @@ from unittest import mock
 from oslo_utils import units
 
 from imaged import context
+from imaged import deadline
 from imaged import exception
 from imaged.imagecache import files as image_cache
 from imaged.image import format as image_format
@@ -41,6 +42,22 @@ class RootDisksTest(base.TestCase):
 
     def instance_disks(self):
         return [name for name in self.vms if name.startswith(INSTANCE)]
+
+    def test_a_delete_waits_no_longer_than_its_caller(self):
+        # Issue 27: the delete's deadline reaches the wait for the disk's
+        # lock (held here by a create that never ends), not the long
+        # timeout.
+        self.flags(long_rpc_timeout=600)
+        name = INSTANCE + '_disk'
+        held = self.disks._instance_locks.get(name)
+        held.acquire()
+        self.addCleanup(held.release)
+        ctxt = context.get_admin_context()
+        ctxt.deadline = deadline.Deadline(0.3)
+        started = time.monotonic()
+        self.assertRaises(exception.RootDiskBusy, self.disks.delete, INSTANCE,
+                          ctxt)
+        self.assertLess(time.monotonic() - started, 30)
 
     def create(self, size_gb=1):
         return self.disks.create(self.ctxt, INSTANCE, IMAGE, size_gb)

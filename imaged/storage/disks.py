@@ -29,6 +29,7 @@ from imaged.i18n import _
 from imaged.storage import location as rbd_location
 from imaged.storage import locks
 from imaged.storage import partial
+from imaged.storage import snapshots as rbd_snapshots
 from imaged.storage import trash as rbd_trash
 
 LOG = logging.getLogger(__name__)
@@ -342,6 +343,25 @@ class RootDiskStore:
             except rbd.ImageNotFound:
                 return None
 
+    def _remove_temporary_snapshots(self, ioctx, name):
+        """Remove imaged's own snapshots of disk ``name``
+        (``imaged-snapshot-<image id>``): whether there were any."""
+        rbd = self.conn.rbd
+        removed = []
+        with rbd.Image(ioctx, name) as image:
+            for snap in list(image.list_snaps()):
+                if not snap['name'].startswith(rbd_snapshots.TEMPORARY_PREFIX):
+                    continue
+                if image.is_protected_snap(snap['name']):
+                    image.unprotect_snap(snap['name'])
+                image.remove_snap(snap['name'])
+                removed.append(snap['name'])
+        if removed:
+            LOG.info('Removed the temporary snapshots %s of disk %s/%s, '
+                     'left by a snapshot call that did not finish',
+                     ', '.join(removed), self.pool, name)
+        return bool(removed)
+
     def _remove(self, name):
         rbd = self.conn.rbd
 
@@ -367,3 +387,11 @@ class RootDiskStore:
                         return True
                     except rbd.ImageNotFound:
                         return False
+                    except rbd.ImageHasSnapshots:
+                        # A snapshot call killed or failed half-way left
+                        # its temporary snapshot (no snapshot call holds
+                        # the disk now: the caller has its lock).
+                        if not self._remove_temporary_snapshots(ioctx, name):
+                            raise
+                        rbd.RBD().remove(ioctx, name)
+                        return True

@@ -32,8 +32,12 @@ READ_SIZE = 4 * 1024 * 1024
 DEAD_WATCH_GRACE = 60
 
 
+# imaged's temporary snapshots of a root disk, one per snapshot call.
+TEMPORARY_PREFIX = 'imaged-snapshot-'
+
+
 def disk_snapshot_name(image_id):
-    return 'imaged-snapshot-' + image_id
+    return TEMPORARY_PREFIX + image_id
 
 
 class SnapshotStore:

@@ -43,6 +43,28 @@ class RootDisksTest(base.TestCase):
     def instance_disks(self):
         return [name for name in self.vms if name.startswith(INSTANCE)]
 
+    def test_a_killed_snapshot_s_temporary_snapshot_never_blocks_a_delete(
+            self):
+        # Issue 27: a snapshot call killed half-way left its temporary
+        # snapshot (protected); the disk must still be deletable.
+        self.add_cloneable()
+        disk = self.create()['name']
+        snap = 'imaged-snapshot-1c2d3e4f-0000-4000-8000-000000000001'
+        self.vms[disk].snapshots[snap] = self.vms[disk].size
+        self.vms[disk].protected.add(snap)
+        self.disks.delete(INSTANCE, self.ctxt)
+        self.assertEqual([], self.instance_disks())
+
+    def test_a_snapshot_imaged_did_not_make_still_blocks_a_delete(self):
+        self.flags(delete_busy_timeout=1, group='rbd')
+        self.add_cloneable()
+        disk = self.create()['name']
+        self.vms[disk].snapshots['backup-by-the-operator'] = \
+            self.vms[disk].size
+        self.assertRaises(exception.RootDiskBusy, self.disks.delete,
+                          INSTANCE, self.ctxt)
+        self.assertEqual([disk], self.instance_disks())
+
     def test_a_delete_waits_no_longer_than_its_caller(self):
         # Issue 27: the delete's deadline reaches the wait for the disk's
         # lock (held here by a create that never ends), not the long

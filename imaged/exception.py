@@ -144,6 +144,14 @@ class Timeout(ImagedException):
     msg_fmt = _("Gave up waiting for %(what)s after %(seconds)s seconds.")
 
 
+class LeaseLost(ImagedException):
+    """The host's lease on a Ceph-side lock ran out before the work was
+    committed (the host paused, or lost its OSDs): nothing was committed,
+    and the call may be made again."""
+    msg_fmt = _("Lost the lease of lock %(name)s in pool %(pool)s before "
+                "%(what)s; nothing was committed")
+
+
 class AgentBusy(ImagedException):
     msg_fmt = _("The image agent on host %(host)s takes no more long calls "
                 "now: %(reason)s")

@@ -151,6 +151,7 @@ class RootDiskStore:
                                 (spec.metadata or {}).items()):
                             image.metadata_set(key, value)
                     step('metadata')
+                    locks.check_leases(_('finishing root disk %s') % name)
                     self._unmark_quietly(ioctx, name)
                     step('unmark')
                 except BaseException:

@@ -33,6 +33,34 @@ SHARED_TAG = 'imaged'
 NOTIFY_TIMEOUT_MS = 500
 
 
+# The RadosLocks each thread holds now (see check_leases).
+_HELD = threading.local()
+
+
+def _held_here():
+    if not hasattr(_HELD, 'locks'):
+        _HELD.locks = []
+    return _HELD.locks
+
+
+def check_leases(what):
+    """Before a commit: every lock this thread holds still has its lease.
+
+    A holder whose lease ran out (its host paused, or lost the lock's OSD
+    for longer than the lease) may no longer be the only one at work:
+    another host may have taken the lock. So it stops before it commits,
+    renames or clears a marker.
+
+    :raises LeaseLost: naming the lock and ``what`` was about to happen.
+    """
+    for lock in list(_held_here()):
+        if not lock.lease_valid():
+            LOG.warning('Lease of %s on %s/%s ran out before %s: stopping',
+                        lock.name, lock.conn.pool, lock.key, what)
+            raise exception.LeaseLost(name=lock.key, pool=lock.conn.pool,
+                                      what=what)
+
+
 class RadosLock:
     """One rados lock on ``key``, leased and renewed while held.
 
@@ -48,11 +76,23 @@ class RadosLock:
         self.duration, self.shared = duration, shared
         self.cookie = uuid.uuid4().hex
         self.held = False
-        self.lost = False  # the lease ran out while we held it
+        self.lost = False  # another holder took it while we held it
+        self._expires = 0.0  # monotonic end of the lease we last had
         self._stop = threading.Event()
         self._renewer = None
 
+    def lease_valid(self):
+        """Whether this holder still holds the lock with time left on its
+        lease, by this host's clock (a second of margin)."""
+        return self.held and not self.lost and \
+            time.monotonic() < self._expires - 1.0
+
     def _lock(self, flags=0):
+        asked = time.monotonic()  # the lease runs from no later than this
+        self._lock_once(flags)
+        self._expires = asked + self.duration
+
+    def _lock_once(self, flags):
         if self.shared:
             self.ioctx.lock_shared(self.key, self.name, self.cookie,
                                    SHARED_TAG, desc=self.desc,
@@ -71,6 +111,8 @@ class RadosLock:
             except (rados.ObjectBusy, rados.ObjectExists):
                 return False
         self.held = True
+        self.lost = False
+        _held_here().append(self)
         self._start_renewal()
         return True
 
@@ -128,6 +170,9 @@ class RadosLock:
         """Release the lock (its lease runs out by itself if that fails, or
         if Ceph does not answer now: then nothing waits for it)."""
         self._stop.set()
+        held_here = _held_here()
+        if self in held_here:
+            held_here.remove(self)
         if self.conn.seems_unreachable():
             self._renewer = None
             if self.held:

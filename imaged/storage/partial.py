@@ -24,6 +24,8 @@ import uuid
 from oslo_log import log as logging
 
 from imaged import exception
+from imaged.i18n import _
+from imaged.storage import locks
 from imaged.storage import rbd_import
 
 LOG = logging.getLogger(__name__)
@@ -172,6 +174,8 @@ class PartialImage:
                     self._image.protect_snap(spec.snapshot)
                 image, self._image = self._image, None
                 image.close()
+                locks.check_leases(_('renaming %(part)s to %(name)s') % {
+                    'part': self.part, 'name': spec.name})
                 conn.rbd.RBD().rename(self.ioctx, self.part, spec.name)
         except BaseException as e:
             self._error = e

@@ -1,5 +1,6 @@
 """Cluster-wide locks and their wake-ups, on the fakes."""
 
+import contextlib
 import threading
 
 import fixtures
@@ -115,3 +116,52 @@ class ObjectWatchesTest(base.TestCase):
     def patch_ioctx_watch(self, fn):
         self.useFixture(fixtures.MockPatchObject(fakes.FakeIoctx, 'watch',
                                                  fn))
+
+
+class LeaseTest(base.TestCase):
+    """A holder whose lease ran out stops before it commits (issue 27)."""
+
+    def setUp(self):
+        super().setUp()
+        self.cluster = fakes.FakeCluster()
+        self.conn = connection.CephConnection(self.conf, self.cluster.rados,
+                                              self.cluster.rbd)
+        stack = contextlib.ExitStack()
+        self.addCleanup(stack.close)  # after the locks' release
+        self.ioctx = stack.enter_context(self.conn.ioctx())
+
+    def lock(self):
+        lock = locks.RadosLock(self.conn, self.ioctx, 'obj', 'imaged-test',
+                               'host-a', 30)
+        self.assertTrue(lock.try_acquire())
+        self.addCleanup(lock.release)
+        return lock
+
+    def test_a_held_lease_lets_the_commit_go_on(self):
+        self.lock()
+        locks.check_leases('renaming x')
+
+    def test_a_lease_taken_by_another_holder_stops_the_commit(self):
+        self.lock().lost = True  # what the renewal finds then
+        e = self.assertRaises(exception.LeaseLost, locks.check_leases,
+                              'renaming x')
+        self.assertIn('obj', str(e))
+        self.assertIn('renaming x', str(e))
+
+    def test_a_lease_run_out_by_our_clock_stops_the_commit(self):
+        # The host was paused past its lease: whoever holds the lock now,
+        # this holder can no longer know it is alone.
+        self.lock()._expires = 0.0
+        self.assertRaises(exception.LeaseLost, locks.check_leases, 'x')
+
+    def test_released_locks_and_other_threads_locks_are_not_checked(self):
+        lock = self.lock()
+        lock.lost = True
+        errors = []
+        thread = threading.Thread(target=lambda: errors.append(
+            locks.check_leases('x')))
+        thread.start()
+        thread.join(5)
+        self.assertEqual([None], errors)
+        lock.release()
+        locks.check_leases('x')

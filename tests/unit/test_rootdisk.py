@@ -2,6 +2,7 @@ import os
 import time
 from unittest import mock
 
+import fixtures
 from oslo_utils import units
 
 from imaged import context
@@ -9,6 +10,7 @@ from imaged import deadline
 from imaged import exception
 from imaged.imagecache import files as image_cache
 from imaged.image import format as image_format
+from imaged.storage import locks
 from imaged.storage import rbd as rbd_storage
 from tests import base
 from tests.unit import fakes
@@ -64,6 +66,17 @@ class RootDisksTest(base.TestCase):
         self.assertRaises(exception.RootDiskBusy, self.disks.delete,
                           INSTANCE, self.ctxt)
         self.assertEqual([disk], self.instance_disks())
+
+    def test_a_clone_whose_lease_ran_out_leaves_nothing(self):
+        # Issue 27: the host paused past the disk lock's lease during the
+        # clone; it stops before it clears the marker, and removes the
+        # clone it made.
+        self.add_cloneable()
+        self.useFixture(fixtures.MockPatchObject(
+            locks.RadosLock, 'lease_valid', lambda lock: False))
+        e = self.assertRaises(exception.LeaseLost, self.create)
+        self.assertIn(INSTANCE + '_disk', str(e))
+        self.assertEqual([], self.instance_disks())
 
     def test_a_delete_waits_no_longer_than_its_caller(self):
         # Issue 27: the delete's deadline reaches the wait for the disk's

@@ -13,6 +13,7 @@ holder only costs them the lease.
 """
 
 import contextlib
+import ctypes
 import threading
 import time
 import uuid
@@ -29,8 +30,9 @@ LOCK_FLAG_MAY_RENEW = 1
 # Tag every shared holder of a lock uses (rados wants one tag per lock).
 SHARED_TAG = 'imaged'
 # A notification waits this long for its watchers' acknowledgements: a
-# dead watcher must not hold up the notifier.
-NOTIFY_TIMEOUT_MS = 500
+# dead watcher must not hold up the notifier. librados sends it in whole
+# seconds: 500 ms was sent as 0, which the OSD takes for its default, 30 s.
+NOTIFY_TIMEOUT_MS = 1000
 
 
 # The RadosLocks each thread holds now (see check_leases).
@@ -87,20 +89,20 @@ class RadosLock:
         return self.held and not self.lost and \
             time.monotonic() < self._expires - 1.0
 
-    def _lock(self, flags=0):
+    def _lock(self, flags=0, ioctx=None):
         asked = time.monotonic()  # the lease runs from no later than this
-        self._lock_once(flags)
+        self._lock_once(flags, ioctx or self.ioctx)
         self._expires = asked + self.duration
 
-    def _lock_once(self, flags):
+    def _lock_once(self, flags, ioctx):
         if self.shared:
-            self.ioctx.lock_shared(self.key, self.name, self.cookie,
-                                   SHARED_TAG, desc=self.desc,
-                                   duration=self.duration, flags=flags)
+            ioctx.lock_shared(self.key, self.name, self.cookie, SHARED_TAG,
+                              desc=self.desc, duration=self.duration,
+                              flags=flags)
         else:
-            self.ioctx.lock_exclusive(self.key, self.name, self.cookie,
-                                      desc=self.desc, duration=self.duration,
-                                      flags=flags)
+            ioctx.lock_exclusive(self.key, self.name, self.cookie,
+                                 desc=self.desc, duration=self.duration,
+                                 flags=flags)
 
     def try_acquire(self):
         """Take the lock if nobody holds it against us: True if taken."""
@@ -146,15 +148,28 @@ class RadosLock:
 
     def _start_renewal(self):
         self._stop.clear()
+        # The renewal has an I/O context of its own, which it closes: a
+        # release while Ceph does not answer leaves the renewal to end by
+        # itself, and the caller closes its own context meanwhile (with a
+        # shared one, a renewal already past the binding's "open" check
+        # used the freed context).
+        ioctx = self.ioctx.dup()
         self._renewer = threading.Thread(
-            target=self._renew, name='renew-%s' % self.key, daemon=True)
+            target=self._renew, args=(ioctx,), name='renew-%s' % self.key,
+            daemon=True)
         self._renewer.start()
 
-    def _renew(self):
+    def _renew(self, ioctx):
+        try:
+            self._renew_until_stopped(ioctx)
+        finally:
+            ioctx.close()
+
+    def _renew_until_stopped(self, ioctx):
         rados = self.conn.rados
         while not self._stop.wait(self.duration / 3.0):
             try:
-                self._lock(LOCK_FLAG_MAY_RENEW)
+                self._lock(LOCK_FLAG_MAY_RENEW, ioctx)
             except (rados.ObjectBusy, rados.ObjectExists):
                 # Our lease ran out and someone else holds the lock now.
                 self.lost = True
@@ -387,11 +402,21 @@ class _Watched:
                             self.key, e)
                 keep, error = True, e
         if keep:
-            with _UNCLOSED_LOCK:
-                _UNCLOSED.append((watch, ioctx))
+            _keep_forever(watch, ioctx)
         else:
             ioctx.close()
         self.conn.release(lease, _unreachable_or_none(self.conn, error))
+
+
+def _keep_forever(watch, ioctx):
+    """Never free ``watch``: librados may have freed the watch (its cookie)
+    already, and the binding's Watch would unwatch it again when freed,
+    even at the interpreter's exit (SIGABRT or SIGSEGV in librados, shown
+    by blocklisting a client mid-watch). A reference of its own that
+    nothing holds keeps it from the collector for good."""
+    with _UNCLOSED_LOCK:
+        _UNCLOSED.append((watch, ioctx))
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(watch))
 
 
 def _unreachable_or_none(conn, error):

@@ -129,6 +129,11 @@ class FakeIoctx:
     def close(self):
         self.closed = True
 
+    def dup(self):
+        """As librados: an I/O context of its own on the same pool."""
+        self._check()
+        return FakeIoctx(self.pool, self.cluster, self.rados)
+
     def _check(self):
         self.cluster.ops += 1
         assert not self.closed, 'use of a closed ioctx'

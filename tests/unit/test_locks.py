@@ -2,6 +2,7 @@
 
 import contextlib
 import threading
+import time
 
 import fixtures
 
@@ -165,3 +166,31 @@ class LeaseTest(base.TestCase):
         self.assertEqual([None], errors)
         lock.release()
         locks.check_leases('x')
+
+    def test_the_renewal_uses_and_closes_an_io_context_of_its_own(self):
+        # A release while Ceph seems unreachable does not wait for the
+        # renewal, and the caller closes its context at once: the renewal
+        # must never use that one.
+        used = []
+        real = locks.RadosLock._lock_once
+
+        def recording(lock, flags, ioctx):
+            used.append((flags, ioctx))
+            return real(lock, flags, ioctx)
+        self.useFixture(fixtures.MockPatchObject(
+            locks.RadosLock, '_lock_once', recording))
+        lock = locks.RadosLock(self.conn, self.ioctx, 'obj', 'imaged-test',
+                               'host-a', 3)
+        self.assertTrue(lock.try_acquire())
+        deadline = time.monotonic() + 10
+        while len(used) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        renewer = lock._renewer
+        lock.release()
+        renewer.join(5)
+        (_f, first), (flags, renewal) = used[:2]
+        self.assertIs(self.ioctx, first)
+        self.assertEqual(locks.LOCK_FLAG_MAY_RENEW, flags)
+        self.assertIsNot(self.ioctx, renewal)
+        self.assertTrue(renewal.closed)
+        self.assertFalse(self.ioctx.closed)

@@ -234,13 +234,19 @@ class CephConnection:
 
     def _retire(self, lease):
         with self._lock:
+            if lease.retired:
+                # A connection retired before, still used by a long-lived
+                # holder (a watch), says nothing of the current one: taken
+                # for "Ceph is unreachable", it left the current connection
+                # marked so for good (no probe would clear it), and every
+                # lock release was then left to its lease. In a storm that
+                # kept the base's lock taken and the builder out of it.
+                return
+            lease.retired = True
             self._unreachable = True
             self._reachable_since = None
             if self._current is lease:
                 self._current = None
-            if lease.retired:
-                return
-            lease.retired = True
         LOG.warning('Ceph connection retired after an error; the next '
                     'operation connects afresh')
 

@@ -321,7 +321,8 @@ class Waiter:
 
 class _Watched:
     """The rados watch on one object, on an I/O context of its own and a
-    lease on the connection that both live as long as the watch."""
+    lease on the connection that both live as long as the watch; made
+    again on the current connection once that one is retired."""
 
     def __init__(self, conn, pool, key):
         self.conn, self.pool, self.key = conn, pool, key
@@ -332,7 +333,8 @@ class _Watched:
 
     def ensure(self):
         with self._lock:
-            if self._watch is not None and not self._broken:
+            if self._watch is not None and not self._broken and \
+                    not self._lease.retired:
                 return
             self._close_locked()
             self._open_locked()

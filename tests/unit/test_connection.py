@@ -87,6 +87,22 @@ class CephConnectionTest(base.TestCase):
             with self.cluster.rbd.Image(ioctx, 'probe-disk'):
                 pass
 
+    def test_an_old_connection_s_error_leaves_the_current_one_trusted(self):
+        # A watch kept a lease on a connection retired since; its error
+        # when it closes must not mark the current connection unreachable
+        # (nothing would clear it: every lock release was then skipped).
+        old = self.conn.acquire()
+        self.conn.release(old, exception.BackendUnavailable(
+            backend='Ceph', reason='timed out'))
+        self.assertTrue(self.conn.seems_unreachable())
+        with self.conn.ioctx():  # a new connection, probed
+            pass
+        self.assertFalse(self.conn.seems_unreachable())
+        self.conn.release(old, exception.BackendUnavailable(
+            backend='Ceph', reason='unwatch timed out'))
+        self.assertFalse(self.conn.seems_unreachable())
+        self.assertEqual(2, len(self.cluster.connections))
+
     def test_other_errors_keep_the_connection(self):
         self.assertRaises(exception.StorageError, self._fail_with,
                           self.cluster.rbd.Error('boom'))

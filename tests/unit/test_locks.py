@@ -81,6 +81,21 @@ class ObjectWatchesTest(base.TestCase):
             self.assertTrue(staying.wait(5))
         self.assertEqual([], self.registered())
 
+    def test_a_watch_on_a_retired_connection_is_made_on_the_current_one(
+            self):
+        with self.watches.watch('obj') as waiter:
+            [old] = self.registered()
+            retired = self.conn._current
+            self.conn._retire(retired)
+            waiter.wait(0.01)  # watches anew before it waits
+            new = self.registered()[-1]
+            self.assertIsNot(old, new)
+            # Ceph seemed unreachable: the old one is kept, not unwatched.
+            self.assertIn(old, [w for w, _i in locks._UNCLOSED])
+            self.assertIsNot(retired, self.conn._current)
+            self.assertEqual(1, self.conn._current.users)
+        self.assertEqual(0, retired.users)
+
     def test_the_watch_holds_a_lease_on_the_connection(self):
         # A connection is never shut down under a watch: the watch's lease
         # is returned only once the watch is closed.

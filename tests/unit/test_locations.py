@@ -2,6 +2,9 @@
 
 import logging
 
+import threading
+import time
+
 import fixtures
 
 from imaged import exception
@@ -144,6 +147,33 @@ class LocationsTest(base.TestCase):
         self.assertEqual(IMAGE, location.image)
         self.assertEqual(['show', 'locations api'], api.calls)
         self.assertEqual(['locations api'], self.timings.steps)
+
+    def test_a_storm_of_one_image_asks_glance_once(self):
+        # Issue 24: 16 callers of one image on one host, released together,
+        # share one locations lookup; the others wait for its answer.
+        self.flags(cloneable_location_ttl=60, group='glance')
+        api = FakeGlance(self.raw(), api=[FILE, OURS])
+        real = api.image_locations
+        started = threading.Event()
+
+        def slow(context, image_id):
+            started.set()
+            time.sleep(0.2)
+            return real(context, image_id)
+        api.image_locations = slow
+        finder = locations.CloneableLocations(self.conf, api, self.storage)
+        image = api.show(None, IMAGE)
+        found = []
+        callers = [threading.Thread(target=lambda: found.append(
+            finder.cloneable(None, image, FakeTimings())))
+            for _ in range(16)]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join(10)
+        self.assertEqual(16, len(found))
+        self.assertEqual({IMAGE}, {loc.image for loc, _size in found})
+        self.assertEqual(1, api.calls.count('locations api'))
 
     def test_a_found_location_is_remembered_for_the_ttl(self):
         clock = [100.0]

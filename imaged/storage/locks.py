@@ -112,10 +112,17 @@ class RadosLock:
                 self._lock()
             except (rados.ObjectBusy, rados.ObjectExists):
                 return False
+        try:
+            with self.conn.typed_errors(self.key):
+                self._start_renewal()
+        except BaseException:
+            # No renewal, so no lock: give it back (else its lease does).
+            with contextlib.suppress(rados.Error):
+                self.ioctx.unlock(self.key, self.name, self.cookie)
+            raise
         self.held = True
         self.lost = False
         _held_here().append(self)
-        self._start_renewal()
         return True
 
     def acquire(self, timeout, what, wake=None):

@@ -393,27 +393,29 @@ def storm_shape(bench, fleet, clone_image, size, callers, failures_targeted):
 
 def storm_figures(bench, agents, callers, size, failures_targeted):
     text = '%d agents x %d callers, %s' % (agents, callers, size_text(size))
+    # One figure per storm: 6x16 and 12x16 are measured apart.
+    shape = '%dx%d' % (agents, callers)
     calls = agents * callers
     return {
         'new': bench.figure(
-            8, 'storm-new-%d' % callers, 'storm %s new image: all done' %
+            8, 'storm-new-%s' % shape, 'storm %s new image: all done' %
             text, 's', 'one create alone + librbd storm',
             Target('<=', 1.5, '<= 1.5x')),
         'clone': bench.figure(
-            8, 'storm-clone-%d' % callers, 'storm %s cloneable: all done' %
+            8, 'storm-clone-%s' % shape, 'storm %s cloneable: all done' %
             text, 's', 'librbd: %d clones + resize, %d threads' % (
                 calls, calls), Target('<=', 1.5, '<= 1.5x')),
         'downloads': bench.figure(
-            8, 'storm-downloads-%d' % callers, 'storm %s new image: '
+            8, 'storm-downloads-%s' % shape, 'storm %s new image: '
             'downloads (worst)' % text, 'downloads', 'ideal',
             Target('<=', 1, '1 download', on='value'), summary='max'),
         'failed': bench.figure(
-            8, 'storm-failed-%d' % callers, 'storm %s: failed calls of %d '
+            8, 'storm-failed-%s' % shape, 'storm %s: failed calls of %d '
             '(worst)' % (text, 2 * calls), 'calls', 'ideal',
             Target('<=', 0, '0 failed', on='value') if failures_targeted
             else None, summary='max'),
         'deaths': bench.figure(
-            8, 'storm-deaths-%d' % callers, 'storm %s: agent deaths' % text,
+            8, 'storm-deaths-%s' % shape, 'storm %s: agent deaths' % text,
             'deaths', 'ideal', Target('<=', 0, '0 deaths', on='value'),
             summary='max')}
 

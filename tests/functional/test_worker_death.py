@@ -114,6 +114,8 @@ class DeadWorkerTest(base.FunctionalTestCase):
         self.assertIn('imaged process %d died of a native crash' % worker,
                       log)
         self.assertIn('Fatal Python error: Segmentation fault', log)
-        self.assertIn('imaged/image/download.py', log)
+        # The call in flight, wherever in the download the signal came.
+        self.assertIn('in create_root_disk', log)
+        self.assertIn('imaged/imagecache/manager.py', log)
         self.assertEqual({}, {p: t for p, t in self.daemon.fault_files()
                               .items() if p.endswith('.%d' % worker)})

@@ -44,6 +44,15 @@ def _parser():
     delete = sub.add_parser('delete-root-disk',
                             help="Delete an instance's root disk.")
     delete.add_argument('instance_uuid')
+    flatten = sub.add_parser(
+        'flatten-root-disk',
+        help="Make an instance's root disk independent of its image.")
+    flatten.add_argument('instance_uuid')
+    snapshot = sub.add_parser(
+        'snapshot-root-disk',
+        help="Fill a queued Glance image with an instance's root disk.")
+    snapshot.add_argument('instance_uuid')
+    snapshot.add_argument('image_id')
     sub.add_parser('list-cached', help='List the base image cache.')
     sub.add_parser('capabilities', help='Show the agent and its problems.')
     warm = sub.add_parser(
@@ -97,9 +106,24 @@ def run(api, ctxt, args):
     if args.command == 'delete-root-disk':
         api.delete_root_disk(ctxt, args.host, args.instance_uuid)
         return {'deleted': args.instance_uuid}
+    if args.command == 'flatten-root-disk':
+        return api.flatten_root_disk(ctxt, args.host, args.instance_uuid)
+    if args.command == 'snapshot-root-disk':
+        return api.snapshot_root_disk(ctxt, args.host, args.instance_uuid,
+                                      args.image_id)
     if args.command == 'list-cached':
         return api.list_cached_images(ctxt, args.host)
     return api.get_capabilities(ctxt, args.host)
+
+
+# The RPC method each command calls (precache: cache_images on many hosts).
+COMMANDS = {'create-root-disk': 'create_root_disk',
+            'delete-root-disk': 'delete_root_disk',
+            'flatten-root-disk': 'flatten_root_disk',
+            'snapshot-root-disk': 'snapshot_root_disk',
+            'list-cached': 'list_cached_images',
+            'capabilities': 'get_capabilities',
+            'precache': 'cache_images'}
 
 
 def _auth_token(path):

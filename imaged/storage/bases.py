@@ -56,6 +56,7 @@ from imaged import exception
 from imaged.i18n import _
 from imaged.storage import location as rbd_location
 from imaged.storage import locks
+from imaged.storage import watches as rados_watches
 from imaged.storage import partial
 from imaged.storage import trash as rbd_trash
 
@@ -130,7 +131,7 @@ class BaseImageStore:
         self.host = host
         self.trash = trash or rbd_trash.Trash(conn)
         # One watch per lock object in this process, whatever its waiters.
-        self.watches = locks.ObjectWatches(conn)
+        self.watches = rados_watches.ObjectWatches(conn)
         self._used = {}  # image id -> when this host last recorded its use
         self._used_lock = threading.Lock()
 

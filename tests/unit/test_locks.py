@@ -9,6 +9,7 @@ import fixtures
 from imaged import exception
 from imaged.storage import connection
 from imaged.storage import locks
+from imaged.storage import watches
 from tests import base
 from tests.unit import fakes
 
@@ -20,7 +21,7 @@ class ObjectWatchesTest(base.TestCase):
         self.cluster = fakes.FakeCluster()
         self.conn = connection.CephConnection(self.conf, self.cluster.rados,
                                               self.cluster.rbd)
-        self.watches = locks.ObjectWatches(self.conn)
+        self.watches = watches.ObjectWatches(self.conn)
 
     def registered(self, key='obj'):
         return self.cluster.watches.get(('vms', key), [])
@@ -91,7 +92,7 @@ class ObjectWatchesTest(base.TestCase):
             new = self.registered()[-1]
             self.assertIsNot(old, new)
             # Ceph seemed unreachable: the old one is kept, not unwatched.
-            self.assertIn(old, [w for w, _i in locks._UNCLOSED])
+            self.assertIn(old, [w for w, _i in watches._UNCLOSED])
             self.assertIsNot(retired, self.conn._current)
             self.assertEqual(1, self.conn._current.users)
         self.assertEqual(0, retired.users)
@@ -113,10 +114,10 @@ class ObjectWatchesTest(base.TestCase):
             def timed_out():
                 raise self.cluster.rados.TimedOut('unwatch error')
             registered.close = timed_out
-        kept = [w for w, _ioctx in locks._UNCLOSED]
+        kept = [w for w, _ioctx in watches._UNCLOSED]
         self.assertIn(registered, kept)
-        locks._UNCLOSED[:] = [(w, i) for w, i in locks._UNCLOSED
-                              if w is not registered]
+        watches._UNCLOSED[:] = [(w, i) for w, i in watches._UNCLOSED
+                                if w is not registered]
 
     def test_a_failed_watch_leaves_no_waiter_and_no_lease(self):
         def refused(*args, **kwargs):

@@ -14,7 +14,7 @@
     once, 3 of 3; the drop survives now and then, as a use after
     free may), a fault that shows as ``std::bad_alloc``, SIGSEGV in
     libstdc++ or ``std::system_error`` depending on what reused the memory.
-    ``imaged`` keeps it as imaged does now (``locks._keep_forever``: a
+    ``imaged`` keeps it as imaged does now (``watches._keep_forever``: a
     reference nothing holds) and exits cleanly.
 
 ``/usr/bin/python3 tools/repro/librados_watch_faults.py notify-timeout MS``

@@ -55,9 +55,9 @@ def waiters(mode, seconds):
     if mode == 'shared':
         sys.path.insert(0, os.path.dirname(os.path.dirname(
             os.path.dirname(os.path.abspath(__file__)))))
-        from imaged.storage import locks
+        from imaged.storage import watches as rados_watches
 
-        class Conn:  # what locks.ObjectWatches needs of a connection
+        class Conn:  # what watches.ObjectWatches needs of a connection
             rados = __import__('rados')
 
             def __init__(self):
@@ -81,7 +81,7 @@ def waiters(mode, seconds):
 
             def seems_unreachable(self):
                 return False
-        watches = locks.ObjectWatches(Conn())
+        watches = rados_watches.ObjectWatches(Conn())
 
     def loop(n):
         # As imaged's waiters did: an I/O context of their own, a try of

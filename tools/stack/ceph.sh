@@ -88,6 +88,47 @@ ceph_mgr_modules() {
     done
 }
 
+# A mgr that cannot load its Python modules on this machine.  Ceph 18 on
+# Debian 13: every module imports mgr_util, which imports bcrypt, and
+# Debian 13's python3-bcrypt (like its python3-cryptography) is built with
+# PyO3, which refuses to load in the mgr's sub-interpreters ("PyO3 modules
+# do not yet support subinterpreters").  The mgr then never becomes active.
+# RBD needs only the mon and the OSD, so the stack carries on without a mgr
+# (README: what is lost).  $MGR_UNUSABLE records the verdict with the
+# versions it was made for: a ceph-mgr or python3-bcrypt upgrade tries again.
+MGR_UNUSABLE=$CEPH_DIR/mgr.unusable
+MGR_PYO3_ERROR="PyO3 modules do not yet support subinterpreters"
+MGR_LOG=$CEPH_LOGDIR/ceph-mgr.$MGR_ID.log
+mgr_versions() {
+    dpkg-query -W -f='${Package}=${Version} ' ceph-mgr python3-bcrypt python3-cryptography 2>/dev/null || true
+}
+mgr_usable() {  # (a verdict made for other versions does not count)
+    [ -s "$MGR_UNUSABLE" ] && [ "$(sed -n 1p "$MGR_UNUSABLE")" = "$(mgr_versions)" ] && return 1
+    return 0
+}
+mgr_unusable_message() {
+    log "ceph-mgr.$MGR_ID cannot load its Python modules on this machine: $MGR_PYO3_ERROR"
+    log "(Ceph's mgr runs each module in a sub-interpreter, and this release's python3-bcrypt"
+    log "and python3-cryptography, imported by every module, are PyO3 modules)."
+    log "Carrying on WITHOUT a Ceph mgr: RBD needs only the mon and the OSD.  Lost: PG and"
+    log "usage figures (ceph -s, ceph df), the rbd_support module (rbd trash purge schedule,"
+    log "rbd task add ...), the pg autoscaler, balancer, crash and telemetry modules; health"
+    log "says no active mgr.  See tools/stack/README \"Without a Ceph mgr\"."
+}
+# mgr_wait_active PID LOG_OFFSET: 0 once the mgr is active, 2 when its log
+# (from LOG_OFFSET on) shows it cannot load its modules, 1 otherwise (dead,
+# or not active within $T_CEPH s).
+mgr_wait_active() {
+    local pid=$1 offset=$2 end=$((SECONDS + T_CEPH))
+    while :; do
+        probe_ceph 5 "$MGR_RE" -- --mgr-pid "$pid" >/dev/null 2>&1 && return 0
+        if tail -c +"$((offset + 1))" "$MGR_LOG" 2>/dev/null | grep -qF "$MGR_PYO3_ERROR"; then
+            return 2
+        fi
+        [ $SECONDS -lt $end ] && [ -n "$(pids_matching "$MGR_RE")" ] || return 1
+    done
+}
+
 ceph_objectstore_conf() {
     if [ "$OSD_OBJECTSTORE" = memstore ]; then
         echo "osd objectstore = memstore"
@@ -259,6 +300,8 @@ mon_launch() {
 
 mgr_launch() {
     [ -z "$(pids_matching "$MGR_RE")" ] || return 0
+    mgr_usable || return 0
+    MGR_LOG_OFFSET=$(stat -c %s "$MGR_LOG" 2>/dev/null || echo 0)
     if [ ! -s "$MGR_DATA/keyring" ]; then
         # Cheap to re-create from the mon (e.g. someone deleted it).
         mkdir -p "$MGR_DATA"
@@ -405,7 +448,7 @@ ceph_bootstrap() {
 # keeps no state worth saving: its failure is an error, never a reason to
 # wipe anything.
 ceph_start_daemons() {
-    local want=$1 mgr_pid probe_args=(--mon) watch=("$MON_RE")
+    local want=$1 mgr_pid rc probe_args=(--mon) watch=("$MON_RE")
     mon_launch || return 1
     if [[ $want == *" mgr "* ]]; then
         mgr_launch || die "ceph-mgr.$MGR_ID failed to start (logs in $CEPH_LOGDIR)"
@@ -415,10 +458,23 @@ ceph_start_daemons() {
         probe_args+=(--osd "$OSD_ID"); watch+=("$OSD_RE")
     fi
     probe_ceph "$T_CEPH" "${watch[@]}" -- "${probe_args[@]}" || return 1
-    if [[ $want == *" mgr "* ]]; then
+    if [[ $want == *" mgr "* ]] && mgr_usable; then
         mgr_pid=$(wait_pids "$MGR_RE" 3 | cut -d' ' -f1)
-        [ -n "$mgr_pid" ] && probe_ceph "$T_CEPH" "$MGR_RE" -- --mgr-pid "$mgr_pid" ||
-            { show_tail "$CEPH_LOGDIR/ceph-mgr.$MGR_ID.log"; die "ceph-mgr.$MGR_ID did not become active"; }
+        rc=1
+        if [ -n "$mgr_pid" ]; then
+            rc=0; mgr_wait_active "$mgr_pid" "${MGR_LOG_OFFSET:-0}" || rc=$?
+        fi
+        [ $rc != 0 ] || return 0
+        if [ $rc = 2 ]; then
+            kill_matching ceph-mgr.$MGR_ID "$MGR_RE"
+            mgr_versions >"$MGR_UNUSABLE"
+            echo "$MGR_PYO3_ERROR" >>"$MGR_UNUSABLE"
+            mgr_unusable_message
+            return 0
+        fi
+        show_tail "$MGR_LOG"; die "ceph-mgr.$MGR_ID did not become active"
+    elif [[ $want == *" mgr "* ]]; then
+        log "no ceph-mgr on this machine ($MGR_UNUSABLE: its modules cannot load): mon and OSD only"
     fi
 }
 
@@ -448,7 +504,9 @@ ceph_start() {
         ceph_ensure_users
         ceph_ensure_clone_format_2
         # All PGs active and both pools answer I/O.
-        probe_ceph "$T_CEPH" "$MON_RE" "$OSD_RE" -- --mgr --osd "$OSD_ID" --pools "$IMAGES_POOL,$VMS_POOL" ||
+        # (PG states come from the mgr: without one, the data path alone.)
+        probe_ceph "$T_CEPH" "$MON_RE" "$OSD_RE" -- $(mgr_usable && echo --mgr) \
+            --osd "$OSD_ID" --pools "$IMAGES_POOL,$VMS_POOL" ||
             { ceph_show_logs; die "Ceph pools $IMAGES_POOL/$VMS_POOL are not serving"; }
     fi
 }
@@ -474,7 +532,9 @@ ceph_status() {
     mon_ok=$((1 - bad))
 
     pids=$(pids_matching "$MGR_RE")
-    if [ -z "$pids" ]; then status_line ceph-mgr down ""; bad=1
+    if [ -z "$pids" ] && ! mgr_usable; then
+        status_line ceph-mgr none "its modules cannot load on this machine ($MGR_UNUSABLE); RBD does without"
+    elif [ -z "$pids" ]; then status_line ceph-mgr down ""; bad=1
     elif [ $mon_ok = 0 ]; then status_line ceph-mgr "?" "pid $(echo $pids); cannot check without the mon"
     elif probe ceph --conf "$CEPH_CONF" --timeout 3 --mgr >/dev/null 2>&1; then
         status_line ceph-mgr up "pid $(echo $pids)"
@@ -503,5 +563,6 @@ CEPH_IMAGES_POOL=$IMAGES_POOL
 CEPH_VMS_POOL=$VMS_POOL
 CEPH_LOG_DIR=$CEPH_LOGDIR
 CEPH_OBJECTSTORE=$OSD_OBJECTSTORE
+CEPH_MGR=$(mgr_usable && echo yes || echo none)
 EOV
 }

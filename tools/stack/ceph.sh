@@ -76,16 +76,41 @@ rbdc() {
 }
 
 # The mgr loads every module it finds (~0.2-0.6 s of Python each); give it
-# a directory with just the ones Pacific always runs (a missing one would
-# be a MGR_MODULE_ERROR) and what they import.
-MGR_MODULES=(mgr_module.py mgr_util.py balancer crash devicehealth orchestrator
-             pg_autoscaler progress rbd_support status telemetry volumes)
+# a directory with just the ones Pacific and Reef always run (a missing one
+# would be a MGR_MODULE_ERROR) and what they import (object_format.py:
+# Reef's, absent from Pacific).
+MGR_MODULES=(mgr_module.py mgr_util.py object_format.py balancer crash devicehealth
+             orchestrator pg_autoscaler progress rbd_support status telemetry volumes)
 ceph_mgr_modules() {
     local d=$CEPH_DIR/mgr-modules m
     mkdir -p "$d"
     for m in "${MGR_MODULES[@]}"; do
-        ln -sfn "/usr/share/ceph/mgr/$m" "$d/$m"
+        [ -e "/usr/share/ceph/mgr/$m" ] || { rm -f "$d/$m"; continue; }
+        if [ "$m" = mgr_util.py ] && grep -qx 'import bcrypt' "/usr/share/ceph/mgr/$m"; then
+            mgr_util_lazy_bcrypt <"/usr/share/ceph/mgr/$m" | write_file "$d/$m"
+        else
+            [ ! -f "$d/$m" ] || [ -L "$d/$m" ] || rm -f "$d/$m"
+            ln -sfn "/usr/share/ceph/mgr/$m" "$d/$m"
+        fi
     done
+}
+
+# Ceph's mgr_util.py (imported by every module) as installed, but importing
+# bcrypt on first use instead of at import: only password_hash() uses it
+# (the dashboard's, which this stack does not load), and where bcrypt is a
+# PyO3 module (Debian 13) importing it in the mgr's sub-interpreters fails,
+# and with it every module.
+mgr_util_lazy_bcrypt() {
+    sed -e '/^import bcrypt$/{
+s/.*/class _BcryptOnFirstUse:  # written by imaged tools\/stack\/ceph.sh/
+a\
+    def __getattr__(self, name):\
+        import bcrypt\
+        return getattr(bcrypt, name)\
+\
+\
+bcrypt = _BcryptOnFirstUse()
+}'
 }
 
 # A mgr that cannot load its Python modules on this machine.  Ceph 18 on

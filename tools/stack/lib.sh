@@ -42,12 +42,19 @@ check_port() {  # check_port NAME VALUE
 # inside STACK_DIR), not by pid files alone: pid files may be stale or
 # corrupt after a killed run, and a daemon whose pid file is gone must still
 # be found, reused or stopped.  Prints matching pids (none: empty).
+# Only processes of this machine count: one in another PID namespace or
+# under another root directory (a stack in a chroot, tools/other-release.sh)
+# has the same command line, but is not ours to reuse or stop.
+SELF_PIDNS=$(readlink /proc/self/ns/pid 2>/dev/null || true)
 pids_matching() {
     local re=$1 p st
     for p in $(pgrep -f -- "$re" || true); do
         # zombies (dead, not yet reaped) do not count
         st=$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null || true)
-        if [ -n "$st" ] && [ "$st" != Z ]; then echo "$p"; fi
+        [ -n "$st" ] && [ "$st" != Z ] || continue
+        [ "$(readlink "/proc/$p/ns/pid" 2>/dev/null || true)" = "$SELF_PIDNS" ] || continue
+        [ "$(readlink "/proc/$p/root" 2>/dev/null || true)" = / ] || continue
+        echo "$p"
     done
     return 0
 }

@@ -167,9 +167,27 @@ ceph_objectstore_conf() {
     fi
 }
 
+# Where the OSD loads its object classes (cls_rbd, cls_lock: RBD needs
+# them).  Debian 13's Ceph 18 has a relative default
+# ("lib/x86_64-linux-gnu/rados-classes"), right only for a daemon whose
+# working directory is /, which ours is not: always an absolute path here.
+osd_class_dir() {
+    local d
+    d=$(ceph-conf -c /dev/null --show-config-value osd_class_dir 2>/dev/null || true)
+    case $d in /*) ;; ?*) d=/$d ;; esac
+    if [ -z "$d" ] || ! [ -e "$d/libcls_rbd.so" ]; then
+        for d in /usr/lib/*/rados-classes /usr/lib64/rados-classes /usr/lib/rados-classes ""; do
+            [ -z "$d" ] || [ -e "$d/libcls_rbd.so" ] && break
+        done
+    fi
+    [ -n "$d" ] || die "no rados-classes directory with libcls_rbd.so (is ceph-osd installed?)"
+    echo "$d"
+}
+
 ceph_write_conf() {
-    local fsid
+    local fsid class_dir
     fsid=$(cat "$CEPH_FSID_FILE")
+    class_dir=$(osd_class_dir)
     mkdir -p "$CEPH_RUN" "$CEPH_LOGDIR" "$CEPH_DIR/crash" "$CEPH_DIR/mon" \
         "$CEPH_DIR/mgr" "$CEPH_DIR/osd"
     ceph_mgr_modules
@@ -229,6 +247,7 @@ keyring = $OSD_DATA/keyring
 admin socket = $CEPH_RUN/\$cluster-\$name.asok
 pid file = $CEPH_RUN/\$cluster-\$name.pid
 log file = $CEPH_LOGDIR/\$cluster-\$name.log
+osd class dir = $class_dir
 $(ceph_objectstore_conf)
 # Mark ourselves down at the mon on SIGTERM, so a stop/start is noticed
 # at once instead of after heartbeat timeouts.

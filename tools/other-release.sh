@@ -211,7 +211,8 @@ if [ $REUSE = 1 ] && [ -s "$ROOT/.imaged-base" ]; then
     furnish_root
 else
     say "copying $BASE to $ROOT (a fresh machine)"
-    rm -rf "$ROOT"
+    # (a ROOT.tmp is a copy that was cut short)
+    rm -rf "$ROOT" "$ROOT.tmp"
     cp -a --reflink=auto "$BASE" "$ROOT.tmp"
     mv "$ROOT.tmp" "$ROOT"
     furnish_root

@@ -311,5 +311,5 @@ rc=0
 in_root own "$RUN_LOG" "$script" "$T_RUN" || rc=$?
 echo
 echo "other-release $RELEASE ($((SECONDS - started))s; log $RUN_LOG):"
-grep -E '^== |^problems:|^[a-z -]+: [0-9]+ passed, [0-9]+ failed|^(bench --quick|soak):|^total: ' "$RUN_LOG" || true
+grep -E '^== |"problems": |^[a-z -]+: [0-9]+ passed, [0-9]+ failed|^(bench --quick|soak):|^total: ' "$RUN_LOG" || true
 exit $rc

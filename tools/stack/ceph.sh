@@ -86,7 +86,8 @@ ceph_mgr_modules() {
     mkdir -p "$d"
     for m in "${MGR_MODULES[@]}"; do
         [ -e "/usr/share/ceph/mgr/$m" ] || { rm -f "$d/$m"; continue; }
-        if [ "$m" = mgr_util.py ] && grep -qx 'import bcrypt' "/usr/share/ceph/mgr/$m"; then
+        if [ "$m" = mgr_util.py ] && [ "${IMAGED_STACK_CEPH_MGR_LAZY_BCRYPT:-1}" = 1 ] &&
+                grep -qx 'import bcrypt' "/usr/share/ceph/mgr/$m"; then
             mgr_util_lazy_bcrypt <"/usr/share/ceph/mgr/$m" | write_file "$d/$m"
         else
             [ ! -f "$d/$m" ] || [ -L "$d/$m" ] || rm -f "$d/$m"
@@ -113,14 +114,18 @@ bcrypt = _BcryptOnFirstUse()
 }'
 }
 
-# A mgr that cannot load its Python modules on this machine.  Ceph 18 on
+# A mgr whose Python modules cannot load on this machine.  Ceph 18 on
 # Debian 13: every module imports mgr_util, which imports bcrypt, and
 # Debian 13's python3-bcrypt (like its python3-cryptography) is built with
 # PyO3, which refuses to load in the mgr's sub-interpreters ("PyO3 modules
-# do not yet support subinterpreters").  The mgr then never becomes active.
-# RBD needs only the mon and the OSD, so the stack carries on without a mgr
-# (README: what is lost).  $MGR_UNUSABLE records the verdict with the
-# versions it was made for: a ceph-mgr or python3-bcrypt upgrade tries again.
+# do not yet support subinterpreters"; ceph_mgr_modules works around it).
+# Measured there with the installed mgr_util: the mgr still becomes active,
+# its C++ part serving PG and usage figures, with every module failed
+# (HEALTH_WARN MGR_MODULE_DEPENDENCY): the stack says what is lost and goes
+# on.  A mgr that shows the error and never becomes active is stopped, and
+# the stack carries on without one: RBD needs only the mon and the OSD.
+# $MGR_UNUSABLE records that verdict with the versions it was made for: a
+# ceph-mgr or python3-bcrypt upgrade tries again.
 MGR_UNUSABLE=$CEPH_DIR/mgr.unusable
 MGR_PYO3_ERROR="PyO3 modules do not yet support subinterpreters"
 MGR_LOG=$CEPH_LOGDIR/ceph-mgr.$MGR_ID.log
@@ -131,14 +136,21 @@ mgr_usable() {  # (a verdict made for other versions does not count)
     [ -s "$MGR_UNUSABLE" ] && [ "$(sed -n 1p "$MGR_UNUSABLE")" = "$(mgr_versions)" ] && return 1
     return 0
 }
+mgr_modules_message() {
+    log "WARNING: ceph-mgr.$MGR_ID cannot load its Python modules on this machine: $MGR_PYO3_ERROR"
+    log "(each module runs in a sub-interpreter, and bcrypt or cryptography, which they import,"
+    log "are PyO3 modules here).  Lost: the rbd_support module (rbd trash purge schedule, rbd task"
+    log "add), the pg autoscaler, balancer, progress, crash, telemetry and status modules."
+    log "RBD and imaged need none of them.  See tools/stack/README \"without a Ceph mgr\"."
+}
 mgr_unusable_message() {
-    log "ceph-mgr.$MGR_ID cannot load its Python modules on this machine: $MGR_PYO3_ERROR"
-    log "(Ceph's mgr runs each module in a sub-interpreter, and this release's python3-bcrypt"
-    log "and python3-cryptography, imported by every module, are PyO3 modules)."
-    log "Carrying on WITHOUT a Ceph mgr: RBD needs only the mon and the OSD.  Lost: PG and"
-    log "usage figures (ceph -s, ceph df), the rbd_support module (rbd trash purge schedule,"
-    log "rbd task add ...), the pg autoscaler, balancer, crash and telemetry modules; health"
-    log "says no active mgr.  See tools/stack/README \"Without a Ceph mgr\"."
+    mgr_modules_message
+    log "The mgr did not become active either: carrying on WITHOUT a Ceph mgr (the mon and the"
+    log "OSD are all RBD needs).  Also lost: PG and usage figures (ceph -s, ceph df); health"
+    log "says there is no active mgr."
+}
+mgr_log_has_pyo3_error() {  # mgr_log_has_pyo3_error OFFSET
+    tail -c +"$(($1 + 1))" "$MGR_LOG" 2>/dev/null | grep -qF "$MGR_PYO3_ERROR"
 }
 # mgr_wait_active PID LOG_OFFSET: 0 once the mgr is active, 2 when its log
 # (from LOG_OFFSET on) shows it cannot load its modules, 1 otherwise (dead,
@@ -147,8 +159,10 @@ mgr_wait_active() {
     local pid=$1 offset=$2 end=$((SECONDS + T_CEPH))
     while :; do
         probe_ceph 5 "$MGR_RE" -- --mgr-pid "$pid" >/dev/null 2>&1 && return 0
-        if tail -c +"$((offset + 1))" "$MGR_LOG" 2>/dev/null | grep -qF "$MGR_PYO3_ERROR"; then
-            return 2
+        if mgr_log_has_pyo3_error "$offset"; then
+            # Its modules load one after another before it goes active
+            # (measured: active 20 s after its start): 30 s, then give up.
+            [ $SECONDS -ge $((end - T_CEPH + 30)) ] && return 2
         fi
         [ $SECONDS -lt $end ] && [ -n "$(pids_matching "$MGR_RE")" ] || return 1
     done
@@ -508,7 +522,13 @@ ceph_start_daemons() {
         if [ -n "$mgr_pid" ]; then
             rc=0; mgr_wait_active "$mgr_pid" "${MGR_LOG_OFFSET:-0}" || rc=$?
         fi
-        [ $rc != 0 ] || return 0
+        if [ $rc = 0 ]; then
+            # (only for a mgr started now: an older one's log may be stale)
+            if [ -n "${MGR_LOG_OFFSET:-}" ] && mgr_log_has_pyo3_error "$MGR_LOG_OFFSET"; then
+                mgr_modules_message
+            fi
+            return 0
+        fi
         if [ $rc = 2 ]; then
             kill_matching ceph-mgr.$MGR_ID "$MGR_RE"
             mgr_versions >"$MGR_UNUSABLE"

@@ -8,10 +8,21 @@
 #      at a time),
 #   4. the benchmark harness in its quick configuration (so it cannot rot),
 #   5. a one-minute soak of three agents with an OSD restart.
-# Run as root on Debian 12. Extra arguments are a stestr filter for 1-3.
+# Run as root on Debian 12 or 13. Extra arguments are a stestr filter for
+# 1-3. IMAGED_TEST_STAGES: some of "unit functional scenario bench soak"
+# (default: all), e.g. for a quicker check of another release
+# (tools/other-release.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore::DeprecationWarning}
+STAGES=" ${IMAGED_TEST_STAGES:-unit functional scenario bench soak} "
+for stage in $STAGES; do
+    case $stage in
+        unit|functional|scenario|bench|soak) ;;
+        *) echo "run-tests: unknown stage '$stage' in IMAGED_TEST_STAGES" >&2; exit 2 ;;
+    esac
+done
+stage() { [[ $STAGES == *" $1 "* ]]; }
 
 tools/stack.sh install
 tools/venv.sh
@@ -40,12 +51,20 @@ run_stage() {
     passed=$((passed + p)); failed=$((failed + f))
 }
 
-run_stage unit .venv/bin/stestr --test-path ./tests/unit run "$@"
-tools/stack.sh start
-run_stage functional .venv/bin/stestr --test-path ./tests/functional run \
-    --concurrency 2 "$@"
-run_stage scenario tools/scenario-run.sh "$@"
-if [ $# -eq 0 ]; then
+if stage unit; then
+    run_stage unit .venv/bin/stestr --test-path ./tests/unit run "$@"
+fi
+if stage functional || stage scenario || stage bench || stage soak; then
+    tools/stack.sh start
+fi
+if stage functional; then
+    run_stage functional .venv/bin/stestr --test-path ./tests/functional run \
+        --concurrency 2 "$@"
+fi
+if stage scenario; then
+    run_stage scenario tools/scenario-run.sh "$@"
+fi
+if [ $# -eq 0 ] && stage bench; then
     bench_start=$SECONDS
     if .venv/bin/python -m tools.bench --quick \
             --json bench-results/quick.json --plot bench-results/quick.png; then
@@ -54,6 +73,8 @@ if [ $# -eq 0 ]; then
         summary+=("bench --quick: FAILED")
         failed=$((failed + 1))
     fi
+fi
+if [ $# -eq 0 ] && stage soak; then
     # A short soak of a fleet (issue 14): 3 agents, an OSD restart; no lost
     # call, no worker death, every disk right, nothing leaked.
     soak_start=$SECONDS

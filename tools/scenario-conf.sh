@@ -9,9 +9,10 @@
 #                                       stack, fault injection enabled (this
 #                                       stack is disposable)
 #
-# Usage: tools/scenario-conf.sh [--host NAME]
-# Prints the path of the workspace: "tempest run --regex imaged" there runs
-# the suite. For another cloud, write tempest.conf by hand (README.rst,
+# Usage: tools/scenario-conf.sh [--host NAME] [--workers N]
+# Prints the path of the workspace: "tempest run --regex imaged --concurrency
+# N" there runs the suite (N: --workers, default 2; the accounts are made
+# for that many workers). For another cloud, write tempest.conf by hand (README.rst,
 # etc/imaged/tempest.conf.sample).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -19,13 +20,17 @@ STACK_DIR=${IMAGED_STACK_DIR:-/var/lib/imaged-stack}
 ENV_FILE=$STACK_DIR/stack.env
 OUT=$STACK_DIR/scenario
 HOST=scenario-local
+WORKERS=2
 
 while [ $# -gt 0 ]; do
     case $1 in
         --host) HOST=$2; shift 2 ;;
-        *) echo "usage: $0 [--host NAME]" >&2; exit 2 ;;
+        --workers) WORKERS=$2; shift 2 ;;
+        *) echo "usage: $0 [--host NAME] [--workers N]" >&2; exit 2 ;;
     esac
 done
+[[ $WORKERS =~ ^[1-9][0-9]*$ ]] ||
+    { echo "scenario-conf: --workers must be a positive number, not '$WORKERS'" >&2; exit 2; }
 
 [ -f "$ENV_FILE" ] || { echo "$ENV_FILE is missing: run tools/stack.sh start" >&2; exit 1; }
 # shellcheck disable=SC1090
@@ -109,10 +114,10 @@ log_file = tempest.log
 [oslo_concurrency]
 lock_path = $WORKSPACE/tempest_lock
 
-# Users made once for this stack (below), two of each kind for two test
-# workers: made per test class (use_dynamic_credentials), they would write
-# to Keystone's SQLite database all through the run, and a busy one then
-# fails a class now and then. A test's token goes to the agent. Glance from
+# Users made once for this stack (below), enough for every test worker:
+# made per test class (use_dynamic_credentials), they would write to
+# Keystone's SQLite database all through the run, and a busy one then fails
+# a class now and then. A test's token goes to the agent. Glance from
 # Keystone's catalog.
 [auth]
 use_dynamic_credentials = false
@@ -167,25 +172,70 @@ ceph_osd_start_command = $STACK start ceph-osd
 glance_file_store_dir = $FILE_STORE
 EOF
 
-# Made again when Keystone was (its database is new then).
-if ! [ "$ACCOUNTS" -nt "$STACK_DIR/keystone/setup.done" ]; then
+# Pre-provisioned accounts. A test class takes Tempest's "primary" user,
+# which is a project "member" account (tempest/lib/common/preprov_creds.py:
+# get_primary_creds -> roles ['member'], scope project), and holds it, by a
+# lock file named after the account's hash, from setUpClass to
+# tearDownClass; one that finds every such account taken fails with
+# "Insufficient number of users provided". Each of "tempest run
+# --concurrency N"'s workers runs one class at a time, so N member accounts
+# are enough whatever order the classes run in; one more set is the margin
+# for a lock file that a killed class leaves behind (scenario-run.sh clears
+# them before a run). account-generator makes one member account per
+# --concurrency set (with alt, manager, reader, system_member and
+# system_reader accounts beside it, which these tests do not take).
+ACCOUNT_SETS=$((WORKERS + 1))
+member_accounts() {  # member_accounts FILE: how many project member accounts
+    "$ROOT/.venv/bin/python" - "$1" <<'PY' 2>/dev/null || echo 0
+import sys
+
+import yaml
+
+accounts = yaml.safe_load(open(sys.argv[1])) or []
+print(sum(1 for a in accounts
+          if 'member' in (a.get('roles') or []) and a.get('project_name')))
+PY
+}
+generate_accounts() {
+    echo "scenario-conf: making Tempest accounts for $ACCOUNT_SETS workers ($1)" >&2
     "$ROOT/.venv/bin/tempest" account-generator -c "$TEMPEST_CONF" \
-        --concurrency 1 --tag imaged-scenario \
+        --concurrency "$ACCOUNT_SETS" --tag imaged-scenario \
         --os-username "$KEYSTONE_ADMIN_USER" \
         --os-password "$KEYSTONE_ADMIN_PASSWORD" \
         --os-project-name "$KEYSTONE_ADMIN_PROJECT" \
         --os-domain-name "$OS_USER_DOMAIN_NAME" "$ACCOUNTS.new" >/dev/null
+    local made
+    made=$(member_accounts "$ACCOUNTS.new")
+    [ "$made" -ge "$ACCOUNT_SETS" ] || {
+        echo "scenario-conf: account-generator made $made member accounts, not $ACCOUNT_SETS" >&2
+        exit 1; }
     mv -f "$ACCOUNTS.new" "$ACCOUNTS"
+}
+# Made again when Keystone was (its database is new then), and when the file
+# has fewer member accounts than workers need (one made for fewer workers,
+# or by an older version of this script).
+if ! [ -f "$ACCOUNTS" ]; then
+    generate_accounts "none yet"
+elif ! [ "$ACCOUNTS" -nt "$STACK_DIR/keystone/setup.done" ]; then
+    generate_accounts "Keystone was made again"
+else
+    have=$(member_accounts "$ACCOUNTS")
+    if [ "$have" -lt "$ACCOUNT_SETS" ]; then
+        generate_accounts "$ACCOUNTS has $have member accounts"
+    fi
 fi
 # Each account's first login of the day writes its last_active_at in
 # Keystone's SQLite database, and two such writes at once fail one login
 # ("database is locked": Keystone drops the connection). The tests' workers
 # log in together, so every account logs in once here, one at a time.
-OS_AUTH_URL=$OS_AUTH_URL timeout 120 "$ROOT/.venv/bin/python" - "$ACCOUNTS" <<'PY'
+# Exit 3: Keystone does not know an account (401): the file is stale.
+first_logins() {
+    OS_AUTH_URL=$OS_AUTH_URL timeout 300 "$ROOT/.venv/bin/python" - "$ACCOUNTS" <<'PY'
 import os
 import sys
 import time
 
+from keystoneauth1 import exceptions
 from keystoneauth1.identity import v3
 from keystoneauth1 import session
 import yaml
@@ -201,11 +251,24 @@ for account in yaml.safe_load(open(sys.argv[1])):
         try:
             session.Session(auth=auth, timeout=30).get_token()
             break
+        except exceptions.Unauthorized as e:
+            print('scenario-conf: %s cannot log in: %s'
+                  % (account['username'], e), file=sys.stderr)
+            sys.exit(3)
         except Exception as e:  # a locked database: again, later
             if attempt == 4:
                 sys.exit('scenario-conf: %s cannot log in: %s'
                          % (account['username'], e))
             time.sleep(1)
 PY
+}
+rc=0
+first_logins || rc=$?
+if [ "$rc" = 3 ]; then
+    generate_accounts "Keystone does not know an account of $ACCOUNTS"
+    rc=0
+    first_logins || rc=$?
+fi
+[ "$rc" = 0 ] || exit "$rc"
 
 echo "$WORKSPACE"

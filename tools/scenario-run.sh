@@ -12,6 +12,8 @@
 #   4. stops the agent and removes its state, even when tests fail.
 #
 # Usage: tools/scenario-run.sh [FILTER...]   (regexes, any of which selects)
+# IMAGED_SCENARIO_WORKERS: how many "tempest run" workers (default 2); the
+# workspace's pre-provisioned accounts are made for that many.
 # Against another deployment, skip this script: write tempest.conf
 # (README.rst) and run "tempest run --regex imaged" in its workspace.
 set -euo pipefail
@@ -19,9 +21,24 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore::DeprecationWarning}
 
-WORKSPACE=$(tools/scenario-conf.sh)
-tools/scenario-daemon.sh start
-trap 'tools/scenario-daemon.sh purge' EXIT
+STACK_DIR=${IMAGED_STACK_DIR:-/var/lib/imaged-stack}
+WORKERS=${IMAGED_SCENARIO_WORKERS:-2}
+[[ $WORKERS =~ ^[1-9][0-9]*$ ]] ||
+    { echo "scenario-run: IMAGED_SCENARIO_WORKERS=$WORKERS is not a positive number" >&2; exit 2; }
+
+# One run at a time on a stack: the workspace, the agent under test and the
+# accounts' lock files are shared. 8>&-: the agent must not keep it.
+mkdir -p "$STACK_DIR/scenario"
+exec 8>>"$STACK_DIR/scenario/run.lock"
+flock -n 8 || { echo "scenario-run: another scenario run holds $STACK_DIR/scenario/run.lock" >&2; exit 1; }
+
+WORKSPACE=$(tools/scenario-conf.sh --workers "$WORKERS" 8>&-)
+# Tempest marks an account taken with a file named after its hash, removed
+# by the class's tearDownClass: a run that was killed leaves them, and each
+# would keep its account from every later run. No run holds one now.
+rm -rf "$WORKSPACE/tempest_lock/test_accounts"
+tools/scenario-daemon.sh start 8>&-
+trap 'tools/scenario-daemon.sh purge 8>&-' EXIT
 # For the stestr parts: Tempest's configuration is found through these.
 export TEMPEST_CONFIG_DIR=$WORKSPACE/etc TEMPEST_CONFIG=tempest.conf
 
@@ -30,7 +47,7 @@ if [ $# -gt 0 ]; then
     SCENARIO_REGEX+=".*($(IFS='|'; echo "$*"))"
 fi
 tempest_run() {  # tempest_run ARGS...: in the workspace, as its README says
-    (cd "$WORKSPACE" && "$ROOT/.venv/bin/tempest" run "$@")
+    (cd "$WORKSPACE" && "$ROOT/.venv/bin/tempest" run "$@" 8>&-)
 }
 FAULTS=(.venv/bin/stestr --test-path ./tests/scenario/faults --top-dir ./)
 POSTRUN=(.venv/bin/stestr --test-path ./tests/scenario/postrun --top-dir ./)
@@ -44,7 +61,7 @@ started=$SECONDS
 listed=$(tempest_run --list-tests --regex "$SCENARIO_REGEX" |
          grep -c '^imaged\.' || true)
 if [ "$listed" -gt 0 ]; then
-    tempest_run --regex "$SCENARIO_REGEX" --concurrency 2 || rc=$?
+    tempest_run --regex "$SCENARIO_REGEX" --concurrency "$WORKERS" || rc=$?
     times+=("scenarios $((SECONDS - started))s")
 elif [ $# -eq 0 ]; then
     # Unfiltered, Tempest must find the plugin's tests: none is a failure.
@@ -53,12 +70,12 @@ elif [ $# -eq 0 ]; then
 fi
 started=$SECONDS
 if [ -n "$("${FAULTS[@]}" list "$@" 2>/dev/null)" ]; then
-    "${FAULTS[@]}" run --concurrency 1 "$@" || rc=$?
+    "${FAULTS[@]}" run --concurrency 1 "$@" 8>&- || rc=$?
     times+=("faults $((SECONDS - started))s")
 fi
 # Last, once every test has called the agent: its log holds no secret.
 if [ -n "$("${POSTRUN[@]}" list "$@" 2>/dev/null)" ]; then
-    "${POSTRUN[@]}" run "$@" || rc=$?
+    "${POSTRUN[@]}" run "$@" 8>&- || rc=$?
 fi
 echo "scenario suite: ${times[*]:-no test selected}; exit $rc"
 exit $rc

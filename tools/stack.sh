@@ -107,6 +107,7 @@ install_apt() {
 }
 
 do_install() {
+    check_release
     install_apt
     glance_install
     keystone_install   # its version follows Glance's

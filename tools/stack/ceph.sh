@@ -76,15 +76,95 @@ rbdc() {
 }
 
 # The mgr loads every module it finds (~0.2-0.6 s of Python each); give it
-# a directory with just the ones Pacific always runs (a missing one would
-# be a MGR_MODULE_ERROR) and what they import.
-MGR_MODULES=(mgr_module.py mgr_util.py balancer crash devicehealth orchestrator
-             pg_autoscaler progress rbd_support status telemetry volumes)
+# a directory with just the ones Pacific and Reef always run (a missing one
+# would be a MGR_MODULE_ERROR) and what they import (object_format.py:
+# Reef's, absent from Pacific).
+MGR_MODULES=(mgr_module.py mgr_util.py object_format.py balancer crash devicehealth
+             orchestrator pg_autoscaler progress rbd_support status telemetry volumes)
 ceph_mgr_modules() {
     local d=$CEPH_DIR/mgr-modules m
     mkdir -p "$d"
     for m in "${MGR_MODULES[@]}"; do
-        ln -sfn "/usr/share/ceph/mgr/$m" "$d/$m"
+        [ -e "/usr/share/ceph/mgr/$m" ] || { rm -f "$d/$m"; continue; }
+        if [ "$m" = mgr_util.py ] && [ "${IMAGED_STACK_CEPH_MGR_LAZY_BCRYPT:-1}" = 1 ] &&
+                grep -qx 'import bcrypt' "/usr/share/ceph/mgr/$m"; then
+            mgr_util_lazy_bcrypt <"/usr/share/ceph/mgr/$m" | write_file "$d/$m"
+        else
+            [ ! -f "$d/$m" ] || [ -L "$d/$m" ] || rm -f "$d/$m"
+            ln -sfn "/usr/share/ceph/mgr/$m" "$d/$m"
+        fi
+    done
+}
+
+# Ceph's mgr_util.py (imported by every module) as installed, but importing
+# bcrypt on first use instead of at import: only password_hash() uses it
+# (the dashboard's, which this stack does not load), and where bcrypt is a
+# PyO3 module (Debian 13) importing it in the mgr's sub-interpreters fails,
+# and with it every module.
+mgr_util_lazy_bcrypt() {
+    sed -e '/^import bcrypt$/{
+s/.*/class _BcryptOnFirstUse:  # written by imaged tools\/stack\/ceph.sh/
+a\
+    def __getattr__(self, name):\
+        import bcrypt\
+        return getattr(bcrypt, name)\
+\
+\
+bcrypt = _BcryptOnFirstUse()
+}'
+}
+
+# A mgr whose Python modules cannot load on this machine.  Ceph 18 on
+# Debian 13: every module imports mgr_util, which imports bcrypt, and
+# Debian 13's python3-bcrypt (like its python3-cryptography) is built with
+# PyO3, which refuses to load in the mgr's sub-interpreters ("PyO3 modules
+# do not yet support subinterpreters"; ceph_mgr_modules works around it).
+# Measured there with the installed mgr_util: the mgr still becomes active,
+# its C++ part serving PG and usage figures, with every module failed
+# (HEALTH_WARN MGR_MODULE_DEPENDENCY): the stack says what is lost and goes
+# on.  A mgr that shows the error and never becomes active is stopped, and
+# the stack carries on without one: RBD needs only the mon and the OSD.
+# $MGR_UNUSABLE records that verdict with the versions it was made for: a
+# ceph-mgr or python3-bcrypt upgrade tries again.
+MGR_UNUSABLE=$CEPH_DIR/mgr.unusable
+MGR_PYO3_ERROR="PyO3 modules do not yet support subinterpreters"
+MGR_LOG=$CEPH_LOGDIR/ceph-mgr.$MGR_ID.log
+mgr_versions() {
+    dpkg-query -W -f='${Package}=${Version} ' ceph-mgr python3-bcrypt python3-cryptography 2>/dev/null || true
+}
+mgr_usable() {  # (a verdict made for other versions does not count)
+    [ -s "$MGR_UNUSABLE" ] && [ "$(sed -n 1p "$MGR_UNUSABLE")" = "$(mgr_versions)" ] && return 1
+    return 0
+}
+mgr_modules_message() {
+    log "WARNING: ceph-mgr.$MGR_ID cannot load its Python modules on this machine: $MGR_PYO3_ERROR"
+    log "(each module runs in a sub-interpreter, and bcrypt or cryptography, which they import,"
+    log "are PyO3 modules here).  Lost: the rbd_support module (rbd trash purge schedule, rbd task"
+    log "add), the pg autoscaler, balancer, progress, crash, telemetry and status modules."
+    log "RBD and imaged need none of them.  See tools/stack/README \"without a Ceph mgr\"."
+}
+mgr_unusable_message() {
+    mgr_modules_message
+    log "The mgr did not become active either: carrying on WITHOUT a Ceph mgr (the mon and the"
+    log "OSD are all RBD needs).  Also lost: PG and usage figures (ceph -s, ceph df); health"
+    log "says there is no active mgr."
+}
+mgr_log_has_pyo3_error() {  # mgr_log_has_pyo3_error OFFSET
+    tail -c +"$(($1 + 1))" "$MGR_LOG" 2>/dev/null | grep -qF "$MGR_PYO3_ERROR"
+}
+# mgr_wait_active PID LOG_OFFSET: 0 once the mgr is active, 2 when its log
+# (from LOG_OFFSET on) shows it cannot load its modules, 1 otherwise (dead,
+# or not active within $T_CEPH s).
+mgr_wait_active() {
+    local pid=$1 offset=$2 end=$((SECONDS + T_CEPH))
+    while :; do
+        probe_ceph 5 "$MGR_RE" -- --mgr-pid "$pid" >/dev/null 2>&1 && return 0
+        if mgr_log_has_pyo3_error "$offset"; then
+            # Its modules load one after another before it goes active
+            # (measured: active 20 s after its start): 30 s, then give up.
+            [ $SECONDS -ge $((end - T_CEPH + 30)) ] && return 2
+        fi
+        [ $SECONDS -lt $end ] && [ -n "$(pids_matching "$MGR_RE")" ] || return 1
     done
 }
 
@@ -101,9 +181,27 @@ ceph_objectstore_conf() {
     fi
 }
 
+# Where the OSD loads its object classes (cls_rbd, cls_lock: RBD needs
+# them).  Debian 13's Ceph 18 has a relative default
+# ("lib/x86_64-linux-gnu/rados-classes"), right only for a daemon whose
+# working directory is /, which ours is not: always an absolute path here.
+osd_class_dir() {
+    local d
+    d=$(ceph-conf -c /dev/null --show-config-value osd_class_dir 2>/dev/null || true)
+    case $d in /*) ;; ?*) d=/$d ;; esac
+    if [ -z "$d" ] || ! [ -e "$d/libcls_rbd.so" ]; then
+        for d in /usr/lib/*/rados-classes /usr/lib64/rados-classes /usr/lib/rados-classes ""; do
+            [ -z "$d" ] || [ -e "$d/libcls_rbd.so" ] && break
+        done
+    fi
+    [ -n "$d" ] || die "no rados-classes directory with libcls_rbd.so (is ceph-osd installed?)"
+    echo "$d"
+}
+
 ceph_write_conf() {
-    local fsid
+    local fsid class_dir
     fsid=$(cat "$CEPH_FSID_FILE")
+    class_dir=$(osd_class_dir)
     mkdir -p "$CEPH_RUN" "$CEPH_LOGDIR" "$CEPH_DIR/crash" "$CEPH_DIR/mon" \
         "$CEPH_DIR/mgr" "$CEPH_DIR/osd"
     ceph_mgr_modules
@@ -163,6 +261,7 @@ keyring = $OSD_DATA/keyring
 admin socket = $CEPH_RUN/\$cluster-\$name.asok
 pid file = $CEPH_RUN/\$cluster-\$name.pid
 log file = $CEPH_LOGDIR/\$cluster-\$name.log
+osd class dir = $class_dir
 $(ceph_objectstore_conf)
 # Mark ourselves down at the mon on SIGTERM, so a stop/start is noticed
 # at once instead of after heartbeat timeouts.
@@ -259,6 +358,8 @@ mon_launch() {
 
 mgr_launch() {
     [ -z "$(pids_matching "$MGR_RE")" ] || return 0
+    mgr_usable || return 0
+    MGR_LOG_OFFSET=$(stat -c %s "$MGR_LOG" 2>/dev/null || echo 0)
     if [ ! -s "$MGR_DATA/keyring" ]; then
         # Cheap to re-create from the mon (e.g. someone deleted it).
         mkdir -p "$MGR_DATA"
@@ -405,7 +506,7 @@ ceph_bootstrap() {
 # keeps no state worth saving: its failure is an error, never a reason to
 # wipe anything.
 ceph_start_daemons() {
-    local want=$1 mgr_pid probe_args=(--mon) watch=("$MON_RE")
+    local want=$1 mgr_pid rc probe_args=(--mon) watch=("$MON_RE")
     mon_launch || return 1
     if [[ $want == *" mgr "* ]]; then
         mgr_launch || die "ceph-mgr.$MGR_ID failed to start (logs in $CEPH_LOGDIR)"
@@ -415,10 +516,29 @@ ceph_start_daemons() {
         probe_args+=(--osd "$OSD_ID"); watch+=("$OSD_RE")
     fi
     probe_ceph "$T_CEPH" "${watch[@]}" -- "${probe_args[@]}" || return 1
-    if [[ $want == *" mgr "* ]]; then
+    if [[ $want == *" mgr "* ]] && mgr_usable; then
         mgr_pid=$(wait_pids "$MGR_RE" 3 | cut -d' ' -f1)
-        [ -n "$mgr_pid" ] && probe_ceph "$T_CEPH" "$MGR_RE" -- --mgr-pid "$mgr_pid" ||
-            { show_tail "$CEPH_LOGDIR/ceph-mgr.$MGR_ID.log"; die "ceph-mgr.$MGR_ID did not become active"; }
+        rc=1
+        if [ -n "$mgr_pid" ]; then
+            rc=0; mgr_wait_active "$mgr_pid" "${MGR_LOG_OFFSET:-0}" || rc=$?
+        fi
+        if [ $rc = 0 ]; then
+            # (only for a mgr started now: an older one's log may be stale)
+            if [ -n "${MGR_LOG_OFFSET:-}" ] && mgr_log_has_pyo3_error "$MGR_LOG_OFFSET"; then
+                mgr_modules_message
+            fi
+            return 0
+        fi
+        if [ $rc = 2 ]; then
+            kill_matching ceph-mgr.$MGR_ID "$MGR_RE"
+            mgr_versions >"$MGR_UNUSABLE"
+            echo "$MGR_PYO3_ERROR" >>"$MGR_UNUSABLE"
+            mgr_unusable_message
+            return 0
+        fi
+        show_tail "$MGR_LOG"; die "ceph-mgr.$MGR_ID did not become active"
+    elif [[ $want == *" mgr "* ]]; then
+        log "no ceph-mgr on this machine ($MGR_UNUSABLE: its modules cannot load): mon and OSD only"
     fi
 }
 
@@ -448,7 +568,9 @@ ceph_start() {
         ceph_ensure_users
         ceph_ensure_clone_format_2
         # All PGs active and both pools answer I/O.
-        probe_ceph "$T_CEPH" "$MON_RE" "$OSD_RE" -- --mgr --osd "$OSD_ID" --pools "$IMAGES_POOL,$VMS_POOL" ||
+        # (PG states come from the mgr: without one, the data path alone.)
+        probe_ceph "$T_CEPH" "$MON_RE" "$OSD_RE" -- $(mgr_usable && echo --mgr) \
+            --osd "$OSD_ID" --pools "$IMAGES_POOL,$VMS_POOL" ||
             { ceph_show_logs; die "Ceph pools $IMAGES_POOL/$VMS_POOL are not serving"; }
     fi
 }
@@ -474,7 +596,9 @@ ceph_status() {
     mon_ok=$((1 - bad))
 
     pids=$(pids_matching "$MGR_RE")
-    if [ -z "$pids" ]; then status_line ceph-mgr down ""; bad=1
+    if [ -z "$pids" ] && ! mgr_usable; then
+        status_line ceph-mgr none "its modules cannot load on this machine ($MGR_UNUSABLE); RBD does without"
+    elif [ -z "$pids" ]; then status_line ceph-mgr down ""; bad=1
     elif [ $mon_ok = 0 ]; then status_line ceph-mgr "?" "pid $(echo $pids); cannot check without the mon"
     elif probe ceph --conf "$CEPH_CONF" --timeout 3 --mgr >/dev/null 2>&1; then
         status_line ceph-mgr up "pid $(echo $pids)"
@@ -503,5 +627,6 @@ CEPH_IMAGES_POOL=$IMAGES_POOL
 CEPH_VMS_POOL=$VMS_POOL
 CEPH_LOG_DIR=$CEPH_LOGDIR
 CEPH_OBJECTSTORE=$OSD_OBJECTSTORE
+CEPH_MGR=$(mgr_usable && echo yes || echo none)
 EOV
 }

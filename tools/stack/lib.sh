@@ -42,12 +42,19 @@ check_port() {  # check_port NAME VALUE
 # inside STACK_DIR), not by pid files alone: pid files may be stale or
 # corrupt after a killed run, and a daemon whose pid file is gone must still
 # be found, reused or stopped.  Prints matching pids (none: empty).
+# Only processes of this machine count: one in another PID namespace or
+# under another root directory (a stack in a chroot, tools/other-release.sh)
+# has the same command line, but is not ours to reuse or stop.
+SELF_PIDNS=$(readlink /proc/self/ns/pid 2>/dev/null || true)
 pids_matching() {
     local re=$1 p st
     for p in $(pgrep -f -- "$re" || true); do
         # zombies (dead, not yet reaped) do not count
         st=$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null || true)
-        if [ -n "$st" ] && [ "$st" != Z ]; then echo "$p"; fi
+        [ -n "$st" ] && [ "$st" != Z ] || continue
+        [ "$(readlink "/proc/$p/ns/pid" 2>/dev/null || true)" = "$SELF_PIDNS" ] || continue
+        [ "$(readlink "/proc/$p/root" 2>/dev/null || true)" = / ] || continue
+        echo "$p"
     done
     return 0
 }
@@ -110,6 +117,33 @@ require_port_free() {
     pid=${holder%% *}
     grep -qx -- "$pid" <<<"$(pids_matching "$ours")" && return 0
     die "port $port is held by another process ($holder: $(tr '\0' ' ' </proc/"$pid"/cmdline 2>/dev/null | cut -c1-200)); stop it first"
+}
+
+# ------------------------------------------------------------ releases --
+# The releases this stack is tested on (README.rst "Tests"). Sets
+# OS_RELEASE (e.g. "debian 13"). Another Debian-like release: a clear
+# warning, then the same steps (package names may differ); no apt at all: an
+# error, since everything here is Debian's packages.
+KNOWN_RELEASES="debian 12 (bookworm), debian 13 (trixie)"
+check_release() {
+    local id=unknown version= name=
+    if [ -r /etc/os-release ]; then
+        # shellcheck disable=SC1091
+        id=$(. /etc/os-release && echo "${ID:-unknown}")
+        version=$(. /etc/os-release && echo "${VERSION_ID:-}")
+        name=$(. /etc/os-release && echo "${PRETTY_NAME:-$ID}")
+    fi
+    OS_RELEASE="$id $version"
+    case $OS_RELEASE in
+        "debian 12"|"debian 13") return 0 ;;
+    esac
+    command -v apt-get >/dev/null && command -v dpkg-query >/dev/null ||
+        die "this machine is ${name:-of an unknown release} without apt: the stack installs Debian's packages (tested on $KNOWN_RELEASES)"
+    [ -n "${RELEASE_WARNED:-}" ] && return 0
+    RELEASE_WARNED=1
+    log "WARNING: this machine is ${name:-of an unknown release} (/etc/os-release: ID=$id VERSION_ID=$version);"
+    log "WARNING: the stack is tested on $KNOWN_RELEASES only. Carrying on with the same"
+    log "WARNING: Debian package names; a failure below may come from this release."
 }
 
 # write_file PATH: stdin -> PATH, atomically, only if changed; a change sets

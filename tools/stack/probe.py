@@ -14,6 +14,7 @@ and exits 1, so stack.sh never hangs.
 
 import argparse
 import json
+import os
 import socket
 import sys
 import time
@@ -22,6 +23,50 @@ import urllib.request
 
 
 WATCH_PIDS = []
+
+
+def _listening_ports(pid):
+    """TCP ports the process listens on (from /proc: its sockets' inodes)."""
+    inodes = set()
+    try:
+        for fd in os.listdir("/proc/%d/fd" % pid):
+            try:
+                link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[len("socket:["):-1])
+    except OSError:
+        return set()
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
+                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+        except OSError:
+            continue
+    return ports
+
+
+def _is_active_mgr(mgr_dump, pid):
+    """Is the mgr map's active mgr this process?
+
+    A stopped mgr stays "available" for up to 30 s, so "available" alone
+    does not say that the mgr just started is the active one.  Pacific's
+    daemons use their pid as address nonce; Reef's a random one, so the
+    active mgr's address is also matched against the ports the process
+    listens on.
+    """
+    addrs = mgr_dump.get("active_addrs", {}).get("addrvec", [])
+    if pid in {a.get("nonce") for a in addrs}:
+        return True
+    ports = {int(a["addr"].rsplit(":", 1)[1]) for a in addrs
+             if a.get("addr", "").rsplit(":", 1)[-1].isdigit()}
+    return bool(ports & _listening_ports(pid))
 
 
 def _dead_pid():
@@ -147,14 +192,8 @@ class CephProbe:
             md = self._cmd("mon", {"prefix": "mgr dump"})
             if not md.get("available"):
                 return "mgr not available yet"
-            if mgr_pid:
-                # A stopped mgr stays "available" for up to 30 s: make sure
-                # the active one is the process we started (a daemon's
-                # address nonce is its pid).
-                nonces = {a.get("nonce") for a in
-                          md.get("active_addrs", {}).get("addrvec", [])}
-                if mgr_pid not in nonces:
-                    return "mgr pid %d not active yet" % mgr_pid
+            if mgr_pid and not _is_active_mgr(md, mgr_pid):
+                return "mgr pid %d not active yet" % mgr_pid
         if osd is not None:
             # Ask the OSD itself: the osdmap may still say "up" for an OSD
             # that was kill -9'd until the mon notices, so only a reply from

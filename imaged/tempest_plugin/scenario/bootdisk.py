@@ -24,6 +24,7 @@ import fcntl
 import gzip
 import hashlib
 import io
+import lzma
 import os
 import re
 import shutil
@@ -36,7 +37,8 @@ from oslo_utils import units
 KERNEL_METAPACKAGE = 'linux-image-cloud-amd64'
 DISK_SIZE = 32 * units.Mi
 PARTITION_START = units.Mi  # sector 2048: the first MiB holds only the MBR
-# The virtio block driver and what it needs, in load order.
+# The virtio block driver and what it needs, in load order; those the
+# kernel has built in (Debian 13's: all but virtio_blk) are skipped.
 MODULES = (
     ('drivers/virtio', 'virtio_ring'),
     ('drivers/virtio', 'virtio'),
@@ -62,7 +64,7 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 uptime() { cut -d' ' -f1 /proc/uptime; }
 echo "%(tag)s init started, kernel $(uname -r), uptime $(uptime)"
-for m in %(modules)s; do
+for m in $(cat /lib/modules/load-order); do
     insmod /lib/modules/$m.ko || echo "%(tag)s insmod $m failed"
 done
 n=0
@@ -80,7 +82,6 @@ sync
 echo "%(tag)s powering off, uptime $(uptime)"
 poweroff -f
 """ % {'tag': CONSOLE_TAG,
-       'modules': ' '.join(name for _, name in MODULES),
        'offsets': ' '.join(str(o) for o in MARKER_OFFSETS)}
 
 SYSLINUX_CFG = """SERIAL 0 115200
@@ -171,19 +172,47 @@ def _newc(entries):
     return out.getvalue()
 
 
-def _initramfs(modules_dir):
-    def read(path):
-        with open(path, 'rb') as f:
-            return f.read()
+def _read(path):
+    with open(path, 'rb') as f:
+        return f.read()
 
+
+def _module(release_dir, subdir, name):
+    """A module's bytes, uncompressed; None if the kernel has it built in.
+
+    Debian 12's kernel ships ``.ko`` files, Debian 13's ``.ko.xz`` (which
+    busybox's insmod cannot load) and has the virtio core built in.
+    """
+    base = os.path.join(release_dir, 'kernel', subdir, name + '.ko')
+    if os.path.exists(base):
+        return _read(base)
+    if os.path.exists(base + '.xz'):
+        return lzma.decompress(_read(base + '.xz'))
+    if os.path.exists(base + '.gz'):
+        return gzip.decompress(_read(base + '.gz'))
+    builtin = os.path.join(release_dir, 'modules.builtin')
+    if os.path.exists(builtin):
+        with open(builtin) as f:
+            if 'kernel/%s/%s.ko' % (subdir, name) in f.read().split():
+                return None
+    raise BuildError('the kernel has no module %s/%s (.ko, .ko.xz, .ko.gz) '
+                     'and does not have it built in' % (subdir, name))
+
+
+def _initramfs(release_dir):
     entries = [('bin', 0o40755, b''), ('lib', 0o40755, b''),
                ('lib/modules', 0o40755, b''),
-               ('bin/busybox', 0o100755, read('/bin/busybox')),
+               ('bin/busybox', 0o100755, _read('/bin/busybox')),
                ('init', 0o100755, INIT.encode()),
                ('marker', 0o100644, GUEST_MARKER)]
+    load_order = []
     for subdir, name in MODULES:
-        entries.append(('lib/modules/%s.ko' % name, 0o100644,
-                        read(os.path.join(modules_dir, subdir, name + '.ko'))))
+        data = _module(release_dir, subdir, name)
+        if data is not None:
+            entries.append(('lib/modules/%s.ko' % name, 0o100644, data))
+            load_order.append(name)
+    entries.append(('lib/modules/load-order', 0o100644,
+                    ''.join(n + '\n' for n in load_order).encode()))
     out = io.BytesIO()
     with gzip.GzipFile(fileobj=out, mode='wb', mtime=0) as gz:
         gz.write(_newc(entries))
@@ -197,10 +226,17 @@ def _build(kernel_deb, work, disk):
                 for n in os.listdir(os.path.join(root, 'boot'))
                 if n.startswith('vmlinuz-')]
     release = os.path.basename(vmlinuz)[len('vmlinuz-'):]
+    # (/lib/modules in Debian 12's package, /usr/lib/modules in 13's)
+    dirs = [d for d in (os.path.join(root, 'lib', 'modules', release),
+                        os.path.join(root, 'usr', 'lib', 'modules', release))
+            if os.path.isdir(d)]
+    if not dirs:
+        raise BuildError('%s has no modules directory for %s'
+                         % (os.path.basename(kernel_deb), release))
+    release_dir = dirs[0]
     initrd = os.path.join(work, 'initrd.gz')
     with open(initrd, 'wb') as f:
-        f.write(_initramfs(os.path.join(root, 'lib', 'modules', release,
-                                        'kernel')))
+        f.write(_initramfs(release_dir))
     cfg = os.path.join(work, 'syslinux.cfg')
     with open(cfg, 'w') as f:
         f.write(SYSLINUX_CFG)

@@ -1,0 +1,53 @@
+"""The boot test's disk: the kernel modules it packs, on both releases."""
+
+import gzip
+import lzma
+import os
+
+import fixtures
+
+from imaged.tempest_plugin.scenario import bootdisk
+from tests import base
+
+
+class KernelModuleTest(base.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.release_dir = self.useFixture(fixtures.TempDir()).path
+
+    def ship(self, relpath, data):
+        path = os.path.join(self.release_dir, relpath)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, 'wb') as f:
+            f.write(data)
+
+    def test_a_plain_module_is_taken_as_it_is(self):  # Debian 12's kernel
+        self.ship('kernel/drivers/block/virtio_blk.ko', b'\x7fELF blk')
+        self.assertEqual(b'\x7fELF blk', bootdisk._module(
+            self.release_dir, 'drivers/block', 'virtio_blk'))
+
+    def test_an_xz_module_is_packed_uncompressed(self):  # Debian 13's
+        self.ship('kernel/drivers/block/virtio_blk.ko.xz',
+                  lzma.compress(b'\x7fELF blk', format=lzma.FORMAT_XZ))
+        self.assertEqual(b'\x7fELF blk', bootdisk._module(
+            self.release_dir, 'drivers/block', 'virtio_blk'))
+
+    def test_a_gzip_module_is_packed_uncompressed(self):
+        self.ship('kernel/drivers/virtio/virtio.ko.gz',
+                  gzip.compress(b'\x7fELF virtio'))
+        self.assertEqual(b'\x7fELF virtio', bootdisk._module(
+            self.release_dir, 'drivers/virtio', 'virtio'))
+
+    def test_a_built_in_module_is_skipped(self):  # Debian 13's virtio core
+        self.ship('modules.builtin',
+                  b'kernel/drivers/virtio/virtio.ko\n'
+                  b'kernel/drivers/virtio/virtio_ring.ko\n')
+        self.assertIsNone(bootdisk._module(
+            self.release_dir, 'drivers/virtio', 'virtio_ring'))
+
+    def test_a_module_neither_shipped_nor_built_in_is_a_build_error(self):
+        self.ship('modules.builtin', b'kernel/drivers/virtio/virtio.ko\n')
+        e = self.assertRaises(bootdisk.BuildError, bootdisk._module,
+                              self.release_dir, 'drivers/block', 'virtio_blk')
+        self.assertIn('drivers/block/virtio_blk', str(e))

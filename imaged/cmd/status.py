@@ -11,7 +11,9 @@ warning, 2 failure; ``--json`` for a machine):
   protects the snapshots it clones from, so clone v1 works);
 * the cache directory is writable, on a file system with room for
   ``[image_cache] max_size_gb``;
-* ``[upgrade_levels] imaged`` is not above the RPC API this code serves.
+* ``[upgrade_levels] imaged`` is not above the RPC API this code serves;
+* calls without a token do not act as imaged's user (``[callers]
+  tokenless_calls_act_as_imaged`` is a warning).
 """
 
 import os
@@ -163,12 +165,24 @@ class Checks(upgradecheck.UpgradeCommands):
         return Result(Code.SUCCESS, 'cap %s, server %s' % (
             cap, rpcapi.RPC_API_VERSION))
 
+    def _check_tokenless_calls(self):
+        if not self.conf.callers.tokenless_calls_act_as_imaged:
+            return Result(Code.SUCCESS, 'calls without a token are '
+                          'anonymous: public and community images only')
+        return Result(Code.WARNING, (
+            '[callers] tokenless_calls_act_as_imaged is on: anyone who can '
+            'send to imaged\'s topic acts with imaged\'s Keystone user, '
+            'on every project\'s images and disks. Have callers send '
+            'tokens (a conductor its own service user\'s) and turn it '
+            'off.'))
+
     _upgrade_checks = (
         ('Glance API', _check_glance),
         ('Keystone roles', _check_keystone_roles),
         ('Ceph clones', _check_ceph_clones),
         ('Cache directory', _check_cache_dir),
         ('RPC version cap', _check_rpc_cap),
+        ('Tokenless calls', _check_tokenless_calls),
     )
 
 

@@ -68,7 +68,8 @@ class Snapshots:
         # The project is Keystone's (imaged.policy), not the message's; an
         # admin or service token writes where Glance lets it.
         project = caller.project_id
-        if not caller.privileged and image.owner and image.owner != project:
+        if not (caller.kind == 'user' and caller.privileged) and project \
+                and image.owner and image.owner != project:
             raise exception.ImageNotWritable(
                 image_id=image.id,
                 reason=_('it belongs to project %(owner)s, not to the '

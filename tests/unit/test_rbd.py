@@ -93,7 +93,8 @@ class RBDDriverTest(base.TestCase):
             'tests.unit.fakes.FakeRBD.rename',
             lambda *args: renames.append(args)))
         self.driver.disks.clone(
-            loc, self.driver.disks.final_image('i_disk', units.Gi, 'img'),
+            loc,
+            self.driver.disks.final_image('i_disk', units.Gi, 'img', 'p1'),
             512)
         self.assertEqual([{'i_disk'}, False], seen)
         self.assertEqual([], renames)
@@ -101,7 +102,8 @@ class RBDDriverTest(base.TestCase):
         self.assertEqual(set(), self._marked())
         info = self.driver.disks.info('i_disk')
         self.assertEqual({'size_bytes': units.Gi, 'parent': url,
-                          'image_id': 'img', 'complete': True}, info)
+                          'image_id': 'img', 'project_id': 'p1',
+                          'complete': True}, info)
         self.assertEqual(info, self.driver.disks.finished('i_disk'))
 
     def test_clone_failing_after_it_was_made_leaves_nothing(self):
@@ -113,7 +115,8 @@ class RBDDriverTest(base.TestCase):
             'tests.unit.fakes.FakeImage.metadata_set', refuse))
         e = self.assertRaises(
             exception.StorageError, self.driver.disks.clone, loc,
-            self.driver.disks.final_image('i_disk', units.Gi, 'img'), 512)
+            self.driver.disks.final_image('i_disk', units.Gi, 'img', 'p1'),
+            512)
         self.assertIn('i_disk', str(e))
         self.assertEqual({}, self.vms)
         self.assertEqual(set(), self._marked())
@@ -123,7 +126,8 @@ class RBDDriverTest(base.TestCase):
         loc = loc._replace(snapshot='gone')
         self.assertRaises(
             exception.StorageError, self.driver.disks.clone, loc,
-            self.driver.disks.final_image('i_disk', units.Gi, 'img'), 512)
+            self.driver.disks.final_image('i_disk', units.Gi, 'img', 'p1'),
+            512)
         self.assertEqual({}, self.vms)
         self.assertEqual(set(), self._marked())
 

@@ -142,6 +142,6 @@ class ChecksTest(base.TestCase):
         report = json.loads(out.getvalue())
         self.assertEqual(
             ['Glance API', 'Keystone roles', 'Ceph clones',
-             'Cache directory', 'RPC version cap'],
+             'Cache directory', 'RPC version cap', 'Tokenless calls'],
             [c['check'] for c in report['checks']])
         self.assertEqual(Code.FAILURE, report['checks'][0]['result'])

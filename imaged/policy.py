@@ -125,13 +125,17 @@ class Callers:
     """Gives each call its :class:`Caller`."""
 
     def __init__(self, conf, glance_api, validator=None):
+        """:param validator: a :class:`imaged.identity.TokenValidator`;
+        by default one on ``glance_api``'s session, as imaged's own user
+        (none without Keystone)."""
         self.conf = conf
-        auth = glance_api.own_auth()
-        self.keystone = not (auth is None or isinstance(auth, noauth.NoAuth))
         self.validator = validator
-        if self.validator is None and self.keystone:
-            self.validator = ks_identity.TokenValidator(
-                conf, glance_api.session(), auth)
+        if self.validator is None:
+            auth = glance_api.own_auth()
+            if not (auth is None or isinstance(auth, noauth.NoAuth)):
+                self.validator = ks_identity.TokenValidator(
+                    conf, glance_api.session(), auth)
+        self.keystone = self.validator is not None
 
     def identify(self, context, method):
         """Attach the caller to ``context`` and make its claims Keystone's.

@@ -119,6 +119,14 @@ class ChecksTest(base.TestCase):
         self.assertEqual(Code.FAILURE,
                          self.checks()._check_cache_dir().code)
 
+    def test_tokenless_calls_acting_as_imaged_are_a_warning(self):
+        self.assertEqual(Code.SUCCESS,
+                         self.checks()._check_tokenless_calls().code)
+        self.flags(tokenless_calls_act_as_imaged=True, group='callers')
+        result = self.checks()._check_tokenless_calls()
+        self.assertEqual(Code.WARNING, result.code)
+        self.assertIn('tokenless_calls_act_as_imaged is on', result.details)
+
     def test_rpc_cap(self):
         def code(cap):
             self.flags(imaged=cap, group='upgrade_levels')

@@ -79,6 +79,7 @@ class TokenValidator:
         self._cache = cachetools.TLRUCache(
             conf.callers.token_cache_size, self._until, timer=clock)
         self._lock = threading.Lock()
+        self._asking = {}  # token digest -> [lock, callers waiting]
 
     def _until(self, _key, identity, now):
         """When (on the monotonic clock) an answer is forgotten."""
@@ -97,17 +98,48 @@ class TokenValidator:
         :raises KeystoneUnavailable: Keystone cannot be asked now, or does
             not let imaged's user validate tokens.
         """
+        if not self.conf.callers.token_cache_time:
+            return self._ask_keystone(token)
         key = _digest(token)
-        if self.conf.callers.token_cache_time:
-            with self._lock:
-                found = self._cache.get(key)
-            if found is not None:
+        found = self._remembered(key)
+        if found is not None:
+            return found
+        # One question to Keystone per token at a time: a storm of calls
+        # with one caller's new token waits for the first answer.
+        with self._lock:
+            asking = self._asking.setdefault(key, [threading.Lock(), 0])
+            asking[1] += 1
+        try:
+            if not asking[0].acquire(timeout=self._wait_limit()):
+                raise exception.KeystoneUnavailable(
+                    reason=_('another call\'s validation of the same token '
+                             'took more than %d s') % self._wait_limit())
+            try:
+                found = self._remembered(key)
+                if found is None:
+                    found = self._ask_keystone(token)
+                    with self._lock:
+                        self._cache[key] = found
                 return found
-        identity = self._ask_keystone(token)
-        if self.conf.callers.token_cache_time:
+            finally:
+                asking[0].release()
+        finally:
             with self._lock:
-                self._cache[key] = identity
-        return identity
+                asking[1] -= 1
+                if not asking[1]:
+                    del self._asking[key]
+
+    def _remembered(self, key):
+        with self._lock:
+            return self._cache.get(key)
+
+    def _wait_limit(self):
+        """Seconds a validation may take: keystoneauth's attempts, each
+        bounded by the session's timeout, and their delays."""
+        opts = self.conf.glance
+        attempts = 1 + max(opts.connect_retries or 0,
+                           opts.status_code_retries or 0)
+        return attempts * ((opts.timeout or 60) + 30)
 
     def _ask_keystone(self, token):
         opts = self.conf.glance

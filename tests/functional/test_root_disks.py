@@ -95,7 +95,8 @@ class RootDiskTest(base.FunctionalTestCase):
         self.assertEqual('download', disk['strategy'])
         self.assertEqual(data, self.ceph.read(disk['name'], 0, len(data)))
         entries = {e['where']: e for e in self.api.list_cached_images(
-            self.ctxt, self.host) if e['image_id'] == image['id']}
+            base.service_context(), self.host)
+            if e['image_id'] == image['id']}
         # Converted straight into the base image: no local file is kept.
         self.assertEqual({'rbd': 8 * units.Mi},
                          {w: e['size_bytes'] for w, e in entries.items()})

@@ -203,3 +203,32 @@ class TokenValidatorTest(base.TestCase):
         self.session.tokens['odd'] = {'not': 'a token'}
         self.assertRaises(exception.KeystoneUnavailable,
                           self.validator().validate, 'odd')
+
+    def test_calls_with_one_new_token_ask_keystone_once(self):
+        import threading
+        answered = threading.Event()
+        asked = []
+        real_get = self.session.get
+
+        def slow_get(*args, **kwargs):
+            asked.append(1)
+            answered.wait(5)
+            return real_get(*args, **kwargs)
+        self.session.get = slow_get
+        validator = self.validator()
+        found = []
+        threads = [threading.Thread(target=lambda: found.append(
+            validator.validate('alice-token'))) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        deadline = 100
+        while not asked and deadline:
+            deadline -= 1
+            threading.Event().wait(0.01)
+        answered.set()
+        for thread in threads:
+            thread.join(10)
+        self.assertEqual(8, len(found))
+        self.assertEqual({'alice'}, {f.user_id for f in found})
+        self.assertEqual(1, len(asked))
+        self.assertEqual({}, validator._asking)

@@ -5,25 +5,23 @@ A call's context says who sent it; imaged believes Keystone instead
 :class:`Caller`, attached to its context as ``caller``, with the project,
 user and roles of its token. The rules, as nova's policy documents them:
 
-=========================  ============================================
-call                       who may make it
-=========================  ============================================
-``get_capabilities``       anyone
-``create_root_disk``       a token that may read the image in Glance; no
-                           token: public and community images only. The
-                           disk then belongs to the token's project.
-``create_root_disk`` of    the disk's project, or a token with the
-an existing disk           ``admin`` or ``service`` role
-``snapshot_root_disk``,    the disk's project, or ``admin``/``service``;
-``flatten_root_disk``,     never without a token (except a disk a
-``delete_root_disk``       tokenless call made, which belongs to nobody
-                           and anyone may flatten or delete; a snapshot
-                           always needs a token)
-``cache_images``           anyone (an operator's call: it gives nobody a
-                           disk; without a token imaged reads the images
-                           as its own user)
-``list_cached_images``     a token with the ``admin`` or ``service`` role
-=========================  ============================================
+``get_capabilities``
+    anyone.
+``create_root_disk``
+    a token that may read the image in Glance; without a token, public and
+    community images only. The disk then belongs to the token's project.
+``create_root_disk`` of a disk that exists
+    the disk's project, or a token with the ``admin`` or ``service`` role.
+``snapshot_root_disk``
+    the disk's project, or ``admin``/``service``; never without a token.
+``flatten_root_disk``, ``delete_root_disk``
+    the disk's project, or ``admin``/``service``; without a token, only a
+    disk a tokenless call made (which belongs to nobody).
+``cache_images``
+    anyone (an operator's call: it gives nobody a disk; without a token
+    imaged reads the images as its own user).
+``list_cached_images``
+    a token with the ``admin`` or ``service`` role.
 
 Disks made before imaged recorded their project belong to nobody yet: the
 first of those calls from an ``admin`` or ``service`` token adopts the disk

@@ -218,4 +218,3 @@ def check_disk_owner(caller, owner, action):
     else:
         reason = _('the disk belongs to another project')
     raise exception.NotAuthorized(action=action, reason=reason)
-

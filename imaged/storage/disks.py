@@ -291,8 +291,8 @@ class RootDiskStore:
         'complete'}`` of a disk, or None.
 
         ``image_id`` and ``project_id`` are None for a disk made before
-        imaged recorded them (or by another tool); ``complete`` is False for a crashed clone's
-        leftover (:meth:`remove_incomplete` it).
+        imaged recorded them (or by another tool); ``complete`` is False
+        for a crashed clone's leftover (:meth:`remove_incomplete` it).
         """
         rbd = self.conn.rbd
         with self.conn.ioctx(name=name) as ioctx:

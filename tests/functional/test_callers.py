@@ -274,10 +274,10 @@ class CallersTest(base.FunctionalTestCase):
         bobs = self.image_of(self.bob, os.urandom(2 * units.Mi), 'ceph')
         hers = self.image_of(self.alice, None, None)
         url = 'rbd://%s/%s/%s/snap' % (self.fsid, self.glance_pool,
-                                      bobs['id'])
+                                       bobs['id'])
         keystone_stack.session('IMAGED').post(
             '%s/v2/images/%s/locations' % (base.stack()['GLANCE_URL'],
-                                            hers['id']), json={'url': url})
+                                           hers['id']), json={'url': url})
         base.wait_for(lambda: self.alice.glance.images.get(
             hers['id'])['status'] == 'active', 60, interval=0.5,
             what='Glance to make the image active')

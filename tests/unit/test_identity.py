@@ -101,7 +101,8 @@ class TokenValidatorTest(base.TestCase):
     def test_an_answer_is_remembered_and_keyed_without_the_token(self):
         validator = self.validator()
         for _ in range(3):
-            self.assertEqual('alice', validator.validate('alice-token').user_id)
+            self.assertEqual('alice',
+                             validator.validate('alice-token').user_id)
         self.assertEqual(1, len(self.session.asked))
         self.assertNotIn('alice-token', list(validator._cache.keys()))
 

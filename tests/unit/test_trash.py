@@ -72,8 +72,8 @@ class TrashedBaseTest(test_bases.PoolTestCase):
                              self.a.create(n, GLANCE_IMAGE)['strategy'])
         images = self.cluster.rados.Rados().open_ioctx('images')
         # What Glance's RBD driver does on delete.
-        self.assertTrue(trash.move_to_trash(self.cluster.rbd, images, GLANCE_IMAGE,
-                                            'snap'))
+        self.assertTrue(trash.move_to_trash(self.cluster.rbd, images,
+                                            GLANCE_IMAGE, 'snap'))
         for n in (1, 2):
             self.a.disks.delete(instance(n))
             self.assertEqual([GLANCE_IMAGE], self.trash('images'))

@@ -314,6 +314,25 @@ class RootDiskStore:
                 'image_id': image_id, 'project_id': project_id,
                 'complete': complete}
 
+    def unowned(self):
+        """Names of the finished root disks that record no project: made
+        before imaged recorded owners, each adopted by the first admin or
+        service token that acts on it (:mod:`imaged.policy`)."""
+        rbd = self.conn.rbd
+        incomplete = {name for name, _marker in self._markers()}
+        found = []
+        with self.conn.ioctx() as ioctx:
+            for name in rbd.RBD().list(ioctx):
+                if not name.endswith('_disk') or name in incomplete:
+                    continue
+                try:
+                    with rbd.Image(ioctx, name, read_only=True) as image:
+                        if self._metadata(image, PROJECT_KEY) is None:
+                            found.append(name)
+                except rbd.ImageNotFound:
+                    continue  # removed meanwhile
+        return sorted(found)
+
     def _metadata(self, image, key):
         try:
             return image.metadata_get(key)

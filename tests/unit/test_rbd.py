@@ -121,6 +121,21 @@ class RBDDriverTest(base.TestCase):
         self.assertEqual({}, self.vms)
         self.assertEqual(set(), self._marked())
 
+    def test_disks_without_an_owner_are_listed_and_adopted(self):
+        _url, loc = self._glance_snapshot()
+        store = self.driver.disks
+        for name, project in (('a_disk', 'p1'), ('b_disk', 'p2'),
+                              ('old_disk', 'p3')):
+            store.clone(loc, store.final_image(name, units.Gi, 'img',
+                                               project), 512)
+        del self.vms['old_disk'].metadata[disks.PROJECT_KEY]
+        self.vms['img_base'] = self.vms['old_disk']  # not a root disk
+        self.assertEqual(['old_disk'], store.unowned())
+        self.assertIsNone(store.info('old_disk')['project_id'])
+        store.set_owner('old_disk', 'service')
+        self.assertEqual([], store.unowned())
+        self.assertEqual('service', store.info('old_disk')['project_id'])
+
     def test_clone_of_a_missing_snapshot_leaves_no_marker(self):
         _url, loc = self._glance_snapshot()
         loc = loc._replace(snapshot='gone')

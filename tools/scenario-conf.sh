@@ -167,10 +167,14 @@ ceph_osd_start_command = $STACK start ceph-osd
 glance_file_store_dir = $FILE_STORE
 EOF
 
-# Made again when Keystone was (its database is new then).
-if ! [ "$ACCOUNTS" -nt "$STACK_DIR/keystone/setup.done" ]; then
+# Made again when Keystone was (its database is new then), or when made
+# before the tests needed admins: list_cached_images needs an admin's (or a
+# service user's) token, so each test class holds an admin account too, one
+# per test worker (--with-admin makes one per concurrent group).
+if ! [ "$ACCOUNTS" -nt "$STACK_DIR/keystone/setup.done" ] ||
+        ! grep -q '^  - admin$' "$ACCOUNTS"; then
     "$ROOT/.venv/bin/tempest" account-generator -c "$TEMPEST_CONF" \
-        --concurrency 1 --tag imaged-scenario \
+        --concurrency 2 --with-admin --tag imaged-scenario \
         --os-username "$KEYSTONE_ADMIN_USER" \
         --os-password "$KEYSTONE_ADMIN_PASSWORD" \
         --os-project-name "$KEYSTONE_ADMIN_PROJECT" \

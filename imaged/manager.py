@@ -1,4 +1,6 @@
-"""The RPC endpoint: validates every argument, then delegates.
+"""The RPC endpoint: validates every argument, identifies the caller with
+Keystone (:mod:`imaged.policy`: the context's claims are replaced by what
+Keystone says of its token), then delegates.
 
 Long calls (``create_root_disk``, ``cache_images``) pass through the
 long-call gate (:mod:`imaged.calls`); the periodic cleanup is the image

@@ -316,3 +316,46 @@ class RulesTest(test_manager.base.TestCase):
             'user', 'project-b').owner_of_new_disk())
         self.assertEqual(policy.NOBODY,
                          policy.Caller('anonymous').owner_of_new_disk())
+
+
+class IdentifyTest(test_manager.base.TestCase):
+    """Callers.identify on each kind of deployment."""
+
+    def test_without_keystone_every_caller_is_trusted_as_before(self):
+        from tests.unit import fakes
+        callers = policy.Callers(self.conf, fakes.FakeGlance())
+        self.assertFalse(callers.keystone)
+        ctxt = context.RequestContext(project_id='p', user_id='u')
+        caller = callers.identify(ctxt, 'create_root_disk')
+        self.assertEqual(('trusted', 'p'), (caller.kind, caller.project_id))
+        self.assertTrue(caller.privileged)
+        self.assertIs(caller, ctxt.caller)
+
+    def test_keystone_s_answer_replaces_the_context_s_claims(self):
+        keystone = FakeKeystone({'t': identity.Identity(
+            'bob', 'project-b', ['Member', 'reader'])})
+        callers = policy.Callers(self.conf, None, validator=keystone)
+        ctxt = context.RequestContext(auth_token='t', roles=['admin'],
+                                      is_admin=True)
+        caller = callers.identify(ctxt, 'delete_root_disk')
+        self.assertEqual(('user', 'project-b', 'bob'),
+                         (caller.kind, caller.project_id, caller.user_id))
+        self.assertFalse(caller.privileged)
+        self.assertEqual(('project-b', 'bob', ['member', 'reader'], False),
+                         (ctxt.project_id, ctxt.user_id, ctxt.roles,
+                          ctxt.is_admin))
+
+    def test_tokenless_claims_are_nobody_s_unless_the_bus_is_trusted(self):
+        callers = policy.Callers(self.conf, None,
+                                 validator=FakeKeystone({}))
+        ctxt = context.RequestContext(project_id='p', user_id='u',
+                                      roles=['admin'], is_admin=True)
+        caller = callers.identify(ctxt, 'create_root_disk')
+        self.assertTrue(caller.anonymous)
+        self.assertEqual((None, None, [], False),
+                         (ctxt.project_id, ctxt.user_id, ctxt.roles,
+                          ctxt.is_admin))
+        self.flags(tokenless_calls_act_as_imaged=True, group='callers')
+        caller = callers.identify(context.RequestContext(), 'x')
+        self.assertEqual('trusted', caller.kind)
+        self.assertTrue(caller.reads_as_imaged('any-image'))

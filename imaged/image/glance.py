@@ -7,10 +7,13 @@ built from ``[glance]``, with one of two identities:
 * on a caller's behalf (the RPC context carries a token): the caller's token,
   plus a service token of imaged's own user (``[service_user]``), so that a
   token which expires during a long call is still accepted;
-* imaged's own business (no caller's token, the service-only locations API,
-  copying an image between stores): imaged's service user from ``[glance]``
+* imaged's own business (the service-only locations API, the stores'
+  description, the purge of deleted images) and the calls :mod:`imaged.policy`
+  lets act as imaged (a Glance without Keystone, a trusted bus, a precache,
+  a tokenless call's public image): imaged's service user from ``[glance]``
   alone (or no credentials, for a no-auth Glance reached through
-  ``endpoint_override``).
+  ``endpoint_override``). Any other call without a token gets
+  ``NotAuthorized``, never imaged's rights.
 """
 
 

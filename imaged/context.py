@@ -7,6 +7,7 @@ from oslo_context import context
 
 from imaged import exception
 from imaged.i18n import _
+from imaged import policy
 
 # Fields that end up in logs: strings without control characters.
 _STRING_FIELDS = ('user', 'user_id', 'project', 'project_id', 'domain',
@@ -28,7 +29,9 @@ class RequestContext(context.RequestContext):
 
     ``call_timeout`` is how long the caller waits (``None``: not said);
     the agent attaches the call's :class:`imaged.deadline.Deadline` as
-    ``deadline``.
+    ``deadline``, and who Keystone says the caller is
+    (:class:`imaged.policy.Caller`) as ``caller``: the context's own
+    ``project_id``, ``user_id`` and ``roles`` are only claims until then.
     """
 
     FROM_DICT_EXTRA_KEYS = [CALL_TIMEOUT]
@@ -37,6 +40,7 @@ class RequestContext(context.RequestContext):
         super().__init__(**kwargs)
         self.call_timeout = imaged_call_timeout
         self.deadline = None
+        self.caller = None
 
     def to_dict(self):
         values = super().to_dict()
@@ -56,7 +60,11 @@ def with_call_timeout(ctxt, seconds):
 
 
 def get_admin_context():
-    return RequestContext(is_admin=True, overwrite=False)
+    """The context of imaged's own business (periodic tasks): it acts as
+    imaged's own user."""
+    ctxt = RequestContext(is_admin=True, overwrite=False)
+    ctxt.caller = policy.trusted()
+    return ctxt
 
 
 def from_dict(values):

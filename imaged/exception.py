@@ -164,3 +164,14 @@ class InternalError(ImagedException):
 class RPCVersionCapped(ImagedException):
     msg_fmt = _("This call needs imaged RPC API %(version)s, but "
                 "[upgrade_levels] imaged caps this client at %(cap)s.")
+
+
+class NotAuthorized(ImagedException):
+    msg_fmt = _("The caller may not %(action)s: %(reason)s")
+
+
+class KeystoneUnavailable(BackendUnavailable):
+    """Keystone could not say whose the call's token is: never a reason to
+    act with imaged's own rights."""
+    msg_fmt = _("Keystone cannot validate the caller's token now: "
+                "%(reason)s")

@@ -1,4 +1,6 @@
-"""The RPC endpoint: validates every argument, then delegates.
+"""The RPC endpoint: validates every argument, identifies the caller with
+Keystone (:mod:`imaged.policy`: the context's claims are replaced by what
+Keystone says of its token), then delegates.
 
 Long calls (``create_root_disk``, ``cache_images``) pass through the
 long-call gate (:mod:`imaged.calls`); the periodic cleanup is the image
@@ -19,6 +21,7 @@ from imaged import deadline
 from imaged import exception
 from imaged.i18n import _
 from imaged.imagecache import precache
+from imaged import policy
 from imaged import rootdisk
 from imaged import rpcapi
 from imaged import snapshot
@@ -95,6 +98,8 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
         self.metrics.watch_state(self._metrics_state)
         self.long_calls = calls.LongCalls(
             host, conf.max_concurrent_long_calls, conf.max_queued_long_calls)
+        # Who each call comes from: Keystone's answer (imaged.policy).
+        self.callers = policy.Callers(conf, glance_api)
 
     def init_host(self):
         """Start-up: clean the cache's and the pool's leftovers."""
@@ -130,6 +135,7 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
         image_id = validate.validate_uuid('image_id', image_id)
         size_gb = validate.validate_size_gb(size_gb,
                                             self.conf.max_root_disk_gb)
+        self.callers.identify(context, 'create_root_disk')
         size_bytes = size_gb * units.Gi
         self.notifications.create_start(context, instance_uuid, image_id,
                                         size_bytes)
@@ -155,6 +161,7 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
         _reject_unexpected('delete_root_disk', unexpected)
         _require('instance_uuid', instance_uuid)
         instance_uuid = validate.validate_uuid('instance_uuid', instance_uuid)
+        self.callers.identify(context, 'delete_root_disk')
         self.root_disks.delete(instance_uuid, context)
         self.notifications.delete_end(context, instance_uuid)
 
@@ -162,6 +169,9 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
     @remote_errors
     def list_cached_images(self, context, **unexpected):
         _reject_unexpected('list_cached_images', unexpected)
+        caller = self.callers.identify(context, 'list_cached_images')
+        # Which images a host holds says what every project runs.
+        policy.check_privileged(caller, _('list the cached images'))
         return self.image_cache.list()
 
     @messaging.expose
@@ -187,6 +197,10 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
         _reject_unexpected('cache_images', unexpected)
         _require('image_ids', image_ids)
         image_ids = validate.validate_image_ids(image_ids)
+        if self.callers.identify(context, 'cache_images').anonymous:
+            # An operator's call: it gives nobody a disk, so imaged reads
+            # the images as its own user (imaged-client precache).
+            context.caller = policy.trusted()
         with self._long_call(context, 'cache_images', image_ids=image_ids):
             return self.precache.run(context, image_ids)
 
@@ -199,6 +213,7 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
         _reject_unexpected('flatten_root_disk', unexpected)
         _require('instance_uuid', instance_uuid)
         instance_uuid = validate.validate_uuid('instance_uuid', instance_uuid)
+        self.callers.identify(context, 'flatten_root_disk')
         with self._long_call(context, 'flatten_root_disk',
                              instance_uuid=instance_uuid):
             return self.root_disks.flatten(context, instance_uuid)
@@ -214,6 +229,7 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
             _require(argument, value)
         instance_uuid = validate.validate_uuid('instance_uuid', instance_uuid)
         image_id = validate.validate_uuid('image_id', image_id)
+        self.callers.identify(context, 'snapshot_root_disk')
         self.notifications.snapshot_start(context, instance_uuid, image_id)
         try:
             with self._long_call(context, 'snapshot_root_disk',

@@ -33,6 +33,7 @@ from imaged import exception
 from imaged.i18n import _
 from imaged.image import locations as image_locations
 from imaged.image import record
+from imaged import policy
 from imaged.storage import disks as rbd_disks
 from imaged.storage import location as rbd_location
 
@@ -105,7 +106,39 @@ class RootDisks:
 
     def _read_record(self, context, image_id):
         context.update_store()  # this thread logs the call's request id
+        return self.record(context, image_id)
+
+    def record(self, context, image_id):
+        """The image's record, as the caller may read it: with its token;
+        for a call without one, read as imaged's user and refused unless
+        public or community.
+
+        :raises NotAuthorized: a tokenless call for any other image.
+        """
+        caller = policy.caller_of(context)
+        if caller.anonymous:
+            image = self.glance.show(context, image_id, as_service=True)
+            caller.may_use(image)
+            return image
         return self.glance.show(context, image_id)
+
+    def check_owner(self, context, name, info, action):
+        """Refuse a caller that may not ``action`` the finished disk
+        ``name`` (``info`` from ``disks.info``) before anything about it is
+        told; an old disk an admin or service token acts on is adopted.
+
+        :raises NotAuthorized: naming neither the disk's project nor its
+            image.
+        """
+        adopt = policy.check_disk_owner(policy.caller_of(context),
+                                        info.get('project_id'),
+                                        _('%(action)s root disk %(name)s') %
+                                        {'action': action, 'name': name})
+        if adopt is not None:
+            self.storage.disks.set_owner(name, adopt)
+            LOG.info('Root disk %s/%s, made before imaged recorded owners, '
+                     'now belongs to project %s', self.storage.pool, name,
+                     adopt)
 
     def create(self, context, instance_uuid, image_id, size_gb):
         name = rbd_disks.disk_name(instance_uuid)
@@ -121,7 +154,7 @@ class RootDisks:
                 if time.monotonic() - started < RECORD_FRESH:
                     record_of = early.result
                 else:  # waited for the locks: read it again
-                    record_of = functools.partial(self.glance.show, context,
+                    record_of = functools.partial(self.record, context,
                                                   image_id)
                 return self._create(context, instance_uuid, image_id,
                                     name, size_bytes, record_of, timings)
@@ -134,9 +167,11 @@ class RootDisks:
         if info is not None and not info['complete']:
             self.storage.disks.remove_incomplete(name)
             info = None
+        caller = policy.caller_of(context)
         if info is not None:
+            self.check_owner(context, name, info, _('use'))
             self._check_existing(name, info, image_id, size_bytes)
-            if getattr(context, 'auth_token', None):
+            if getattr(context, 'auth_token', None) or caller.anonymous:
                 # A caller gets no disk of an image it cannot see.
                 record_of()
                 timings.step('glance')
@@ -148,7 +183,8 @@ class RootDisks:
         timings.step('glance')
         record.check(image, size_bytes, self.conf,
                      self.image_cache.needs_local_room(image))
-        spec = self.storage.disks.final_image(name, size_bytes, image_id)
+        spec = self.storage.disks.final_image(name, size_bytes, image_id,
+                                              caller.owner_of_new_disk())
         strategy, info = self._make(context, image, spec, timings)
         info = self._shorten_chain(context, name, info, timings)
         LOG.info('Created root disk %s/%s for instance %s from image %s '
@@ -272,9 +308,11 @@ class RootDisks:
         name = rbd_disks.disk_name(instance_uuid)
         with self._instance_lock(context, name):
             disks = self.storage.disks
-            if disks.finished(name) is None:
+            info = disks.finished(name)
+            if info is None:
                 raise exception.RootDiskNotFound(name=name,
                                                  pool=self.storage.pool)
+            self.check_owner(context, name, info, _('flatten'))
             parent = disks.parent(name)
             seconds = self.storage.flattener.flatten(
                 name, wait=self._flatten_wait(context))
@@ -301,6 +339,10 @@ class RootDisks:
     def delete(self, instance_uuid, context=None):
         name = rbd_disks.disk_name(instance_uuid)
         with self._instance_lock(context, name):
+            info = self.storage.disks.info(name)
+            if info is not None and info['complete']:
+                # A crashed create's leftover is anyone's to remove.
+                self.check_owner(context, name, info, _('delete'))
             if self.storage.disks.remove(name):
                 LOG.info('Deleted root disk %s/%s', self.storage.pool, name)
             else:

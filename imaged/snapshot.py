@@ -33,6 +33,7 @@ from imaged import exception
 from imaged.i18n import _
 from imaged.image import format as image_format
 from imaged.image import record as image_record
+from imaged import policy
 from imaged.storage import disks as rbd_disks
 from imaged.storage import location as rbd_location
 from imaged.storage import snapshots as rbd_snapshots
@@ -63,8 +64,12 @@ class Snapshots:
             raise exception.ImageNotWritable(
                 image_id=image.id,
                 reason=_('its status is %s, not queued') % image.status)
-        project = getattr(context, 'project_id', None)
-        if project and image.owner and image.owner != project:
+        caller = policy.caller_of(context)
+        # The project is Keystone's (imaged.policy), not the message's; an
+        # admin or service token writes where Glance lets it.
+        project = caller.project_id
+        if not (caller.kind == 'user' and caller.privileged) and project \
+                and image.owner and image.owner != project:
             raise exception.ImageNotWritable(
                 image_id=image.id,
                 reason=_('it belongs to project %(owner)s, not to the '
@@ -90,6 +95,12 @@ class Snapshots:
             if info is None:
                 raise exception.RootDiskNotFound(name=name,
                                                  pool=self.storage.pool)
+            caller = policy.caller_of(context)
+            if caller.anonymous:
+                raise exception.NotAuthorized(
+                    action=_('snapshot root disk %s') % name,
+                    reason=_('a snapshot needs a token'))
+            self.root_disks.check_owner(context, name, info, _('snapshot'))
             image = self.glance.show(context, image_id)
             self._check_image(context, image)
             timings.step('glance')

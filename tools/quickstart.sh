@@ -154,16 +154,34 @@ qemu-img convert -f raw -O qcow2 "$work/demo.raw" "$work/demo.qcow2"
 demo_image imaged-demo-raw ceph raw "$work/demo.raw"
 demo_image imaged-demo-qcow2 local qcow2 "$work/demo.qcow2"
 
-say "create-root-disk over RPC"
+# imaged believes Keystone, not the message: a call carries its caller's
+# token ($OS_AUTH_TOKEN for imaged-client). The disks are the demo user's;
+# the cache's list is an operator's (here imaged's own service user's).
+token_of() {  # user password project
+    "$ROOT/.venv/bin/python" - "$@" <<'PY'
+import os, sys
+from keystoneauth1.identity import v3
+from keystoneauth1 import session
+e = os.environ
+auth = v3.Password(auth_url=e["OS_AUTH_URL"], username=sys.argv[1],
+                   password=sys.argv[2], project_name=sys.argv[3],
+                   user_domain_name=e["OS_USER_DOMAIN_NAME"],
+                   project_domain_name=e["OS_PROJECT_DOMAIN_NAME"])
+print(session.Session(auth=auth, timeout=60).get_token())
+PY
+}
+
+say "create-root-disk over RPC, as user $DEMO_USER"
+demo_token=$(token_of "$DEMO_USER" "$DEMO_PASSWORD" "$DEMO_PROJECT")
 for demo in raw qcow2; do
     uuid_file=$QS/demo-$demo.instance
     [ -s "$uuid_file" ] || cat /proc/sys/kernel/random/uuid > "$uuid_file"
     echo "--- from imaged-demo-$demo ($( [ $demo = raw ] && echo 'Ceph store' || echo 'file store: download'))"
-    client create-root-disk "$(cat "$uuid_file")" "$(cat "$QS/imaged-demo-$demo.id")" 1
+    OS_AUTH_TOKEN=$demo_token client create-root-disk "$(cat "$uuid_file")" "$(cat "$QS/imaged-demo-$demo.id")" 1
 done
 
-say "imaged-client list-cached"
-client list-cached
+say "imaged-client list-cached, as service user $IMAGED_USER"
+OS_AUTH_TOKEN=$(token_of "$IMAGED_USER" "$IMAGED_PASSWORD" "$IMAGED_PROJECT") client list-cached
 
 cat <<EOF
 

@@ -183,7 +183,10 @@ EOF
 # for a lock file that a killed class leaves behind (scenario-run.sh clears
 # them before a run). account-generator makes one member account per
 # --concurrency set (with alt, manager, reader, system_member and
-# system_reader accounts beside it, which these tests do not take).
+# system_reader accounts beside it, which these tests do not take), and,
+# with --with-admin, one admin account per set: list_cached_images needs an
+# admin's (or a service user's) token, so each test class holds an admin
+# account too.
 ACCOUNT_SETS=$((WORKERS + 1))
 member_accounts() {  # member_accounts FILE: how many project member accounts
     "$ROOT/.venv/bin/python" - "$1" <<'PY' 2>/dev/null || echo 0
@@ -199,7 +202,7 @@ PY
 generate_accounts() {
     echo "scenario-conf: making Tempest accounts for $ACCOUNT_SETS workers ($1)" >&2
     "$ROOT/.venv/bin/tempest" account-generator -c "$TEMPEST_CONF" \
-        --concurrency "$ACCOUNT_SETS" --tag imaged-scenario \
+        --concurrency "$ACCOUNT_SETS" --with-admin --tag imaged-scenario \
         --os-username "$KEYSTONE_ADMIN_USER" \
         --os-password "$KEYSTONE_ADMIN_PASSWORD" \
         --os-project-name "$KEYSTONE_ADMIN_PROJECT" \
@@ -218,6 +221,8 @@ if ! [ -f "$ACCOUNTS" ]; then
     generate_accounts "none yet"
 elif ! [ "$ACCOUNTS" -nt "$STACK_DIR/keystone/setup.done" ]; then
     generate_accounts "Keystone was made again"
+elif ! grep -q '^  - admin$' "$ACCOUNTS"; then
+    generate_accounts "$ACCOUNTS has no admin account"
 else
     have=$(member_accounts "$ACCOUNTS")
     if [ "$have" -lt "$ACCOUNT_SETS" ]; then

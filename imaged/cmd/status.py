@@ -11,7 +11,12 @@ warning, 2 failure; ``--json`` for a machine):
   protects the snapshots it clones from, so clone v1 works);
 * the cache directory is writable, on a file system with room for
   ``[image_cache] max_size_gb``;
-* ``[upgrade_levels] imaged`` is not above the RPC API this code serves.
+* ``[upgrade_levels] imaged`` is not above the RPC API this code serves;
+* calls without a token do not act as imaged's user (``[callers]
+  tokenless_calls_act_as_imaged`` is a warning);
+* root disks that record no project (made before imaged recorded owners;
+  a warning naming them: only admin or service tokens may act on them
+  until one adopts each).
 """
 
 import os
@@ -50,10 +55,11 @@ class Checks(upgradecheck.UpgradeCommands):
     """The checks, each talking to its backend through imaged's own
     modules (fakes in unit tests)."""
 
-    def __init__(self, conf=CONF, glance_api=None, ceph=None):
+    def __init__(self, conf=CONF, glance_api=None, ceph=None, disks=None):
         self.conf = conf
         self._glance = glance_api
         self._ceph = ceph
+        self._disks = disks
 
     @property
     def glance(self):
@@ -64,8 +70,20 @@ class Checks(upgradecheck.UpgradeCommands):
     @property
     def ceph(self):
         if self._ceph is None:
-            self._ceph = rbd_storage.RBDDriver(self.conf, self.conf.host).conn
+            self._ceph = self._driver().conn
         return self._ceph
+
+    @property
+    def disks(self):
+        if self._disks is None:
+            self._disks = self._driver().disks
+        return self._disks
+
+    def _driver(self):
+        if getattr(self, '_rbd_driver', None) is None:
+            self._rbd_driver = rbd_storage.RBDDriver(self.conf,
+                                                     self.conf.host)
+        return self._rbd_driver
 
     def _check_glance(self):
         try:
@@ -163,12 +181,41 @@ class Checks(upgradecheck.UpgradeCommands):
         return Result(Code.SUCCESS, 'cap %s, server %s' % (
             cap, rpcapi.RPC_API_VERSION))
 
+    def _check_tokenless_calls(self):
+        if not self.conf.callers.tokenless_calls_act_as_imaged:
+            return Result(Code.SUCCESS, 'calls without a token are '
+                          'anonymous: public and community images only')
+        return Result(Code.WARNING, (
+            '[callers] tokenless_calls_act_as_imaged is on: anyone who can '
+            'send to imaged\'s topic acts with imaged\'s Keystone user, '
+            'on every project\'s images and disks. Have callers send '
+            'tokens (a conductor its own service user\'s) and turn it '
+            'off.'))
+
+    def _check_disk_owners(self):
+        try:
+            unowned = self.disks.unowned()
+        except exception.ImagedException as e:
+            return Result(Code.FAILURE, str(e))
+        if not unowned:
+            return Result(Code.SUCCESS, 'every root disk in %s records its '
+                          'project' % self.conf.rbd.pool)
+        shown = ', '.join(unowned[:20]) + (
+            ' and %d more' % (len(unowned) - 20) if len(unowned) > 20 else '')
+        return Result(Code.WARNING, (
+            '%d root disks in %s record no project (made before imaged '
+            'recorded owners): only admin or service tokens may act on '
+            'them, the first of which adopts each for its project: %s') % (
+            len(unowned), self.conf.rbd.pool, shown))
+
     _upgrade_checks = (
         ('Glance API', _check_glance),
         ('Keystone roles', _check_keystone_roles),
         ('Ceph clones', _check_ceph_clones),
         ('Cache directory', _check_cache_dir),
         ('RPC version cap', _check_rpc_cap),
+        ('Tokenless calls', _check_tokenless_calls),
+        ('Root disk owners', _check_disk_owners),
     )
 
 

@@ -2,6 +2,7 @@
 
 from oslo_config import cfg
 
+from imaged.conf import callers
 from imaged.conf import default
 from imaged.conf import glance
 from imaged.conf import image_cache
@@ -12,6 +13,6 @@ from imaged.conf import upgrade_levels
 
 CONF = cfg.CONF
 
-for _module in (default, glance, image_cache, metrics, rbd, service_user,
-                upgrade_levels):
+for _module in (callers, default, glance, image_cache, metrics, rbd,
+                service_user, upgrade_levels):
     _module.register_opts(CONF)

@@ -1,5 +1,6 @@
 """Entry point for oslo-config-generator (``oslo.config.opts``)."""
 
+from imaged.conf import callers
 from imaged.conf import default
 from imaged.conf import glance
 from imaged.conf import image_cache
@@ -13,8 +14,8 @@ def list_opts():
     # Several modules may add options to one group: merge them by name,
     # keeping the OptGroup (with its help) where a module gives one.
     groups = {}
-    for module in (default, glance, image_cache, metrics, rbd, service_user,
-                   upgrade_levels):
+    for module in (callers, default, glance, image_cache, metrics, rbd,
+                   service_user, upgrade_levels):
         for group, opts in module.list_opts().items():
             name = getattr(group, 'name', group)
             known, merged = groups.setdefault(name, (group, []))

@@ -7,10 +7,13 @@ built from ``[glance]``, with one of two identities:
 * on a caller's behalf (the RPC context carries a token): the caller's token,
   plus a service token of imaged's own user (``[service_user]``), so that a
   token which expires during a long call is still accepted;
-* imaged's own business (no caller's token, the service-only locations API,
-  copying an image between stores): imaged's service user from ``[glance]``
+* imaged's own business (the service-only locations API, the stores'
+  description, the purge of deleted images) and the calls :mod:`imaged.policy`
+  lets act as imaged (a Glance without Keystone, a trusted bus, a precache,
+  a tokenless call's public image): imaged's service user from ``[glance]``
   alone (or no credentials, for a no-auth Glance reached through
-  ``endpoint_override``).
+  ``endpoint_override``). Any other call without a token gets
+  ``NotAuthorized``, never imaged's rights.
 """
 
 
@@ -153,22 +156,48 @@ class GlanceAPI:
             self._endpoint = endpoint.rstrip('/')
         return self._endpoint
 
-    def auth_for(self, context):
-        """The keystoneauth plugin a request on ``context``'s behalf uses."""
+    def own_auth(self):
+        """The keystoneauth plugin of imaged's own user (``[glance]``), or
+        None (a Glance without Keystone)."""
+        return self._auth
+
+    def session(self):
+        """The keystoneauth session imaged reaches Glance and Keystone
+        with."""
+        return self._session
+
+    def auth_for(self, context, image_id=None):
+        """The keystoneauth plugin a request on ``context``'s behalf uses.
+
+        The caller's token when it has one. Without, imaged's own user only
+        for imaged's own business (``context`` None), a trusted caller
+        (:mod:`imaged.policy`), or a tokenless call for ``image_id`` once
+        its record was found public or community: never by default.
+
+        :raises NotAuthorized: a tokenless call asks for anything else.
+        """
         token = getattr(context, 'auth_token', None)
         if not token:
-            return self._auth
+            caller = getattr(context, 'caller', None)
+            if context is None or (caller is not None and
+                                   caller.reads_as_imaged(image_id)):
+                return self._auth
+            raise exception.NotAuthorized(
+                action=_('read image %s in Glance') % image_id,
+                reason=_('the call carries no token'))
         user_auth = token_endpoint.Token(self.endpoint(), token)
         if self._service_token_auth is None:
             return user_auth
         return service_token.ServiceTokenAuthWrapper(
             user_auth=user_auth, service_auth=self._service_token_auth)
 
-    def _client(self, context, as_service=False, retries=True):
+    def _client(self, context, as_service=False, retries=True,
+                image_id=None):
         """A glanceclient on our session; ``retries=False`` for a request
         whose body cannot be sent twice."""
         endpoint = self.endpoint()
-        auth = self._auth if as_service else self.auth_for(context)
+        auth = self._auth if as_service else self.auth_for(context,
+                                                           image_id)
         opts = self.conf.glance
         return glance_client.Client(
             '2', session=self._session, auth=auth, endpoint_override=endpoint,
@@ -209,7 +238,8 @@ class GlanceAPI:
             # The record as Glance sent it: glanceclient's images.get()
             # would first fetch the image schema, one more round trip on
             # every call for a model imaged does not use.
-            client = self._client(context, as_service=as_service)
+            client = self._client(context, as_service=as_service,
+                                  image_id=image_id)
             _resp, body = client.http_client.get('/v2/images/%s' % image_id)
             if not isinstance(body, dict):
                 raise exception.GlanceRequestFailed(
@@ -282,7 +312,7 @@ class GlanceAPI:
             ``(COPY_REFUSED, why)`` for any other answer.
         """
         def post():
-            client = self._client(context)
+            client = self._client(context, image_id=image_id)
             client.images.image_import(image_id, 'copy-image',
                                        stores=[store])
         what = 'Copying to store %s' % store
@@ -356,7 +386,8 @@ class GlanceAPI:
             kwargs = {}
             if read_timeout is not None:
                 kwargs['timeout'] = (self._session.timeout, read_timeout)
-            resp, _body = self._client(context).http_client.get(
+            resp, _body = self._client(
+                context, image_id=image_id).http_client.get(
                 '/v2/images/%s/file' % image_id, **kwargs)
             if resp.status_code == 204:
                 resp.close()

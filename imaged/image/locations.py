@@ -11,10 +11,14 @@ first that answers:
    the image into that store (``copy-image``), then its locations again.
 
 A candidate is cloneable when it is an ``rbd://`` URL of our cluster, in a
-pool of one of Glance's RBD stores (:class:`GlancePools`), and its snapshot
-opens read-only. A location anywhere else in our cluster (imaged's own pool:
-another instance's disk) makes the whole image unacceptable, before anything
-is opened: cloning it would hand one tenant another's data. Only "not an
+pool of one of Glance's RBD stores (:class:`GlancePools`), names the image
+asked for (``<pool>/<image id>@snap``: how Glance's RBD store keeps an image,
+and how imaged names the copies it registers), and its snapshot opens
+read-only. A location anywhere else in our cluster (imaged's own pool:
+another instance's disk), or naming another image in Glance's pool (an
+image owner who set a location: OSSN-0065), makes the whole image
+unacceptable, before anything is opened: cloning it would hand one tenant
+another's data. Only "not an
 rbd:// URL", "another cluster" and Ceph's "not found" mean "not cloneable";
 a Ceph that does not answer the probe is a typed error, never a reason to
 download an image Glance keeps in our cluster.
@@ -43,6 +47,7 @@ from imaged.i18n import _
 from imaged.image import store_copy
 from imaged import redact
 from imaged.storage import location as rbd_location
+from imaged.storage import snapshots as rbd_snapshots
 
 LOG = logging.getLogger(__name__)
 
@@ -82,7 +87,9 @@ class GlancePools:
 
     Glance's ``GET /v2/info/stores/detail`` names them (asked at most every
     ``STORES_TTL`` seconds); a Glance that does not describe its stores
-    leaves ``[glance] rbd_store_pools``.
+    leaves ``[glance] rbd_store_pools``. A store that shows no fsid (an
+    older glance_store) may be in any cluster: its pool counts only if
+    ``[glance] rbd_store_pools`` names it too.
     """
 
     def __init__(self, conf, glance_api, clock=time.monotonic):
@@ -108,10 +115,12 @@ class GlancePools:
         if stores is None:
             pools = set(self.conf.glance.rbd_store_pools)
         else:
-            # A store that shows no fsid (an older glance_store) is taken
-            # to be in our cluster: its pool is Glance's all the same.
+            # A store that shows no fsid could be another cluster's, where
+            # a pool of the same name in ours is not Glance's.
+            listed = set(self.conf.glance.rbd_store_pools)
             pools = {s['pool'] for s in stores
-                     if s['fsid'] in (None, fsid)}
+                     if s['fsid'] == fsid or
+                     (s['fsid'] is None and s['pool'] in listed)}
         pools.discard(self.conf.rbd.pool)
         return pools
 
@@ -293,6 +302,18 @@ class CloneableLocations:
             return ours
         allowed = self.pools.allowed(ours[0].fsid)
         for loc in ours:
+            if loc.pool in allowed and (loc.image, loc.snapshot) != (
+                    image_id, rbd_snapshots.SNAPSHOT):
+                LOG.warning('Image %s has a location in Glance\'s pool %s '
+                            'that names another image (%s@%s): refused',
+                            image_id, loc.pool, loc.image, loc.snapshot)
+                raise exception.ImageUnacceptable(
+                    image_id=image_id,
+                    reason=_('its location names %(image)s@%(snap)s in '
+                             'Ceph pool %(pool)s, not this image\'s '
+                             'snapshot') %
+                    {'image': loc.image, 'snap': loc.snapshot,
+                     'pool': loc.pool})
             if loc.pool not in allowed:
                 LOG.warning('Image %s has a location in pool %s of our Ceph '
                             'cluster, which is not a pool of Glance\'s '

@@ -50,6 +50,7 @@ class ImageRecord:
     id: str
     status: str | None = None
     owner: str | None = None
+    visibility: str | None = None
     disk_format: str | None = None
     container_format: str | None = None
     size: int | None = None
@@ -75,6 +76,7 @@ class ImageRecord:
             id=image_id,
             status=_str_or_none(body.get('status')),
             owner=_str_or_none(body.get('owner')),
+            visibility=_str_or_none(body.get('visibility')),
             disk_format=_str_or_none(body.get('disk_format')),
             container_format=_str_or_none(body.get('container_format')),
             size=_int_or_none(body.get('size')),

@@ -34,8 +34,10 @@ from imaged.storage import trash as rbd_trash
 
 LOG = logging.getLogger(__name__)
 
-# RBD image metadata of a root disk: the Glance image it was made from.
+# RBD image metadata of a root disk: the Glance image it was made from,
+# and the Keystone project of the call that made it (imaged.policy).
 IMAGE_ID_KEY = 'imaged.image_id'
+PROJECT_KEY = 'imaged.project_id'
 LOCK_NAME = 'imaged-disk'
 # The object whose xattrs name the disks being cloned, and by whom.
 CREATING_OBJECT = 'imaged.disks.creating'
@@ -105,11 +107,21 @@ class RootDiskStore:
             except self.conn.rados.ObjectNotFound:
                 pass
 
-    def final_image(self, name, size_bytes, image_id):
-        """What a new disk ``name`` from ``image_id`` becomes."""
+    def final_image(self, name, size_bytes, image_id, project_id):
+        """What a new disk ``name`` from ``image_id`` becomes, owned by
+        ``project_id``."""
         return partial.FinalImage(name=name, min_size=size_bytes,
                                   snapshot=None,
-                                  metadata={IMAGE_ID_KEY: image_id})
+                                  metadata={IMAGE_ID_KEY: image_id,
+                                            PROJECT_KEY: project_id})
+
+    def set_owner(self, name, project_id):
+        """Record ``project_id`` as the owner of the finished disk ``name``
+        (one made before owners were recorded); its lock is held."""
+        rbd = self.conn.rbd
+        with self.conn.ioctx(name=name) as ioctx:
+            with rbd.Image(ioctx, name) as image:
+                image.metadata_set(PROJECT_KEY, project_id)
 
     def clone(self, loc, spec, parent_size, step=None):
         """Clone snapshot ``loc`` (``parent_size`` bytes) into the disk
@@ -285,12 +297,12 @@ class RootDiskStore:
         return removed, left
 
     def info(self, name):
-        """``{'size_bytes', 'parent', 'image_id', 'complete'}`` of a disk,
-        or None.
+        """``{'size_bytes', 'parent', 'image_id', 'project_id',
+        'complete'}`` of a disk, or None.
 
-        ``image_id`` is None for a disk made before imaged recorded it (or
-        by another tool); ``complete`` is False for a crashed clone's
-        leftover (:meth:`remove_incomplete` it).
+        ``image_id`` and ``project_id`` are None for a disk made before
+        imaged recorded them (or by another tool); ``complete`` is False
+        for a crashed clone's leftover (:meth:`remove_incomplete` it).
         """
         rbd = self.conn.rbd
         with self.conn.ioctx(name=name) as ioctx:
@@ -303,15 +315,39 @@ class RootDiskStore:
                             self.conn.fsid(), pool, parent, snap)
                     except rbd.ImageNotFound:
                         parent_url = None
-                    try:
-                        image_id = image.metadata_get(IMAGE_ID_KEY)
-                    except (KeyError, rbd.ImageNotFound):
-                        image_id = None
+                    image_id = self._metadata(image, IMAGE_ID_KEY)
+                    project_id = self._metadata(image, PROJECT_KEY)
             except rbd.ImageNotFound:
                 return None
             complete = self._marker(ioctx, name) is None
         return {'size_bytes': size, 'parent': parent_url,
-                'image_id': image_id, 'complete': complete}
+                'image_id': image_id, 'project_id': project_id,
+                'complete': complete}
+
+    def unowned(self):
+        """Names of the finished root disks that record no project: made
+        before imaged recorded owners, each adopted by the first admin or
+        service token that acts on it (:mod:`imaged.policy`)."""
+        rbd = self.conn.rbd
+        incomplete = {name for name, _marker in self._markers()}
+        found = []
+        with self.conn.ioctx() as ioctx:
+            for name in rbd.RBD().list(ioctx):
+                if not name.endswith('_disk') or name in incomplete:
+                    continue
+                try:
+                    with rbd.Image(ioctx, name, read_only=True) as image:
+                        if self._metadata(image, PROJECT_KEY) is None:
+                            found.append(name)
+                except rbd.ImageNotFound:
+                    continue  # removed meanwhile
+        return sorted(found)
+
+    def _metadata(self, image, key):
+        try:
+            return image.metadata_get(key)
+        except (KeyError, self.conn.rbd.ImageNotFound):
+            return None
 
     def finished(self, name):
         """:meth:`info` of a complete disk, else None."""

@@ -99,12 +99,22 @@ def glance_client(who='DEMO', url=None):
         region_name=stack()['OS_REGION_NAME'])
 
 
-def user_context(user_id='tester'):
-    """What a caller sends over RPC: the demo user's (current) token."""
-    sess = keystone_session('DEMO')
+def user_context(who='DEMO'):
+    """What a caller sends over RPC: a stack user's (current) token, and
+    the project and user it is of (imaged refuses claims that are not the
+    token's). ``DEMO`` is the tests' user; ``IMAGED``, the agent's service
+    user, stands for a conductor's or an operator's service user: its
+    ``service`` and ``admin`` roles let it act on any disk and list the
+    cache."""
+    sess = keystone_session(who)
     return context.RequestContext(
-        user_id=user_id, project_id=sess.get_project_id(),
+        user_id=sess.get_user_id(), project_id=sess.get_project_id(),
         auth_token=sess.get_token())
+
+
+def service_context():
+    """A service user's RPC context (see :func:`user_context`)."""
+    return user_context('IMAGED')
 
 
 def glance_options(env=None):
@@ -407,4 +417,4 @@ class FunctionalTestCase(testtools.TestCase):
 
     def cached_ids(self):
         return [e['image_id'] for e in
-                self.api.list_cached_images(self.ctxt, self.host)]
+                self.api.list_cached_images(service_context(), self.host)]

@@ -38,11 +38,8 @@ def fresh_token(who='DEMO'):
 
 def user_context(access=None):
     """The RPC context a caller sends: the demo user's token."""
-    sess = session('DEMO')
     if access is None:
-        return context.RequestContext(
-            user_id='tester', project_id=sess.get_project_id(),
-            auth_token=sess.get_token())
+        return base.user_context('DEMO')
     return context.RequestContext(user_id=access.user_id,
                                   project_id=access.project_id,
                                   auth_token=access.auth_token)

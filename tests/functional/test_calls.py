@@ -124,10 +124,12 @@ class CallAdmissionTest(base.FunctionalTestCase):
                  'list_cached_images': (self.api.list_cached_images,),
                  'delete_root_disk': (self.api.delete_root_disk,
                                       str(uuid.uuid4()))}
+        # The cache's list is an operator's (a service token's).
+        ctxts = {'list_cached_images': base.service_context()}
         while time.monotonic() < until:
             for name, call in calls.items():
                 started = time.monotonic()
-                call[0](self.ctxt, self.host, *call[1:])
+                call[0](ctxts.get(name, self.ctxt), self.host, *call[1:])
                 seconds[name].append((time.monotonic() - started, started))
             time.sleep(0.5)
         return seconds

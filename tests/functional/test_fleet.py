@@ -22,7 +22,6 @@ from oslo_utils import units
 import testtools
 import testtools.content
 
-from imaged import context
 from imaged import rpcapi
 from tests.functional import base
 from tests.unit import test_notifications
@@ -95,8 +94,7 @@ class FleetTestCase(testtools.TestCase):
         cls.topic = 'imaged-fleet-%s' % uuid.uuid4().hex[:8]
         cls.listener = Listener(cls.topic)
         cls.api = rpcapi.ImageAgentAPI(base.CONF)
-        cls.ctxt = context.RequestContext(user_id='tester',
-                                          project_id='functional')
+        cls.ctxt = base.user_context()
         cls.daemons = {}
         try:
             for name, options in cls.agents:
@@ -181,7 +179,8 @@ class FleetTestCase(testtools.TestCase):
 
     def cached(self, name):
         return {e['image_id'] for e in
-                self.api.list_cached_images(self.ctxt, self.host(name))}
+                self.api.list_cached_images(base.service_context(),
+                                            self.host(name))}
 
 
 class PrecacheTest(FleetTestCase):

@@ -95,7 +95,8 @@ class RootDiskTest(base.FunctionalTestCase):
         self.assertEqual('download', disk['strategy'])
         self.assertEqual(data, self.ceph.read(disk['name'], 0, len(data)))
         entries = {e['where']: e for e in self.api.list_cached_images(
-            self.ctxt, self.host) if e['image_id'] == image['id']}
+            base.service_context(), self.host)
+            if e['image_id'] == image['id']}
         # Converted straight into the base image: no local file is kept.
         self.assertEqual({'rbd': 8 * units.Mi},
                          {w: e['size_bytes'] for w, e in entries.items()})
@@ -207,11 +208,17 @@ class RootDiskTest(base.FunctionalTestCase):
 class ClientCommandTest(base.FunctionalTestCase):
     """``imaged-client`` prints JSON, and typed errors as JSON on stderr."""
 
-    def client(self, *args):
+    def client(self, *args, ctxt=None):
+        """imaged-client, sending ``ctxt``'s token ($OS_AUTH_TOKEN)."""
+        env = dict(os.environ)
+        env.pop('OS_AUTH_TOKEN', None)
+        if ctxt is not None:
+            env['OS_AUTH_TOKEN'] = ctxt.auth_token
         return subprocess.run(
             [os.path.join(os.path.dirname(sys.executable), 'imaged-client'),
              '--config-file', self.daemon.config_file, '--host', self.host]
-            + list(args), capture_output=True, text=True, timeout=120)
+            + list(args), capture_output=True, text=True, timeout=120,
+            env=env)
 
     def test_capabilities_show_the_fsid(self):
         result = self.client('capabilities')
@@ -222,13 +229,25 @@ class ClientCommandTest(base.FunctionalTestCase):
     def test_create_list_and_delete(self):
         image = self.glance.create(os.urandom(units.Mi), backend='local')
         instance_uuid = self.new_instance()
+        # Without a token the client is anonymous: not the demo user's
+        # image, not the cache's list.
         result = self.client('create-root-disk', instance_uuid, image['id'],
                              '1')
+        self.assertEqual(1, result.returncode)
+        self.assertEqual('NotAuthorized', json.loads(
+            result.stderr.strip().splitlines()[-1])['error'])
+        result = self.client('list-cached', ctxt=self.ctxt)
+        self.assertEqual('NotAuthorized', json.loads(
+            result.stderr.strip().splitlines()[-1])['error'])
+        result = self.client('create-root-disk', instance_uuid, image['id'],
+                             '1', ctxt=self.ctxt)
         self.assertEqual(0, result.returncode, result.stderr)
         self.assertEqual('download', json.loads(result.stdout)['strategy'])
-        cached = json.loads(self.client('list-cached').stdout)
+        cached = json.loads(self.client(
+            'list-cached', ctxt=base.service_context()).stdout)
         self.assertIn(image['id'], [e['image_id'] for e in cached])
-        result = self.client('delete-root-disk', instance_uuid)
+        result = self.client('delete-root-disk', instance_uuid,
+                             ctxt=self.ctxt)
         self.assertEqual(0, result.returncode, result.stderr)
         self.assertNotIn('%s_disk' % instance_uuid, self.ceph.names())
 

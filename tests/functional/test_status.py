@@ -6,7 +6,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 
+from oslo_utils import units
 import testtools
 
 from tests.functional import base
@@ -33,15 +35,35 @@ class UpgradeCheckTest(testtools.TestCase):
                                  for c in results['checks']}
 
     def test_the_stack_passes(self):
+        # A root disk that records no project, as one made before imaged
+        # recorded owners (sorted first among the disks other tests and
+        # agents of other versions left in the shared pool).
+        name = '00000000-0000-4000-8000-%s_disk' % uuid.uuid4().hex[:12]
+        ceph = base.Ceph()
+        self.addCleanup(ceph.close)
+        with ceph.cluster.open_ioctx(ceph.pool) as ioctx:
+            ceph.rbd.RBD().create(ioctx, name, units.Mi)
+        self.addCleanup(ceph.remove, name)
         code, results = self.check()
-        for name in ('Glance API', 'Keystone roles', 'Cache directory',
-                     'RPC version cap'):
-            self.assertEqual(0, results[name][0], results[name])
+        for check in ('Glance API', 'Keystone roles', 'Cache directory',
+                      'RPC version cap', 'Tokenless calls'):
+            self.assertEqual(0, results[check][0], results[check])
+        owners, details = results['Root disk owners']
+        self.assertEqual(1, owners, details)
+        self.assertIn('record no project', details)
+        self.assertIn(name, details)
         # The stack's Ceph keeps require_min_compat_client at luminous, a
         # documented warning (clone v1 works); a mimic cluster passes.
-        ceph, details = results['Ceph clones']
-        self.assertIn(ceph, (0, 1), details)
-        self.assertEqual(ceph, code)
+        ceph_code, details = results['Ceph clones']
+        self.assertIn(ceph_code, (0, 1), details)
+        self.assertEqual(1, code)
+
+    def test_tokenless_calls_acting_as_imaged_are_a_warning(self):
+        code, results = self.check(
+            {'callers': {'tokenless_calls_act_as_imaged': 'true'}})
+        self.assertEqual(1, results['Tokenless calls'][0])
+        self.assertIn('tokenless_calls_act_as_imaged is on',
+                      results['Tokenless calls'][1])
 
     def test_glance_unreachable_fails_with_exit_code_2(self):
         code, results = self.check(

@@ -591,6 +591,13 @@ class FakeGlance:
         self.data[image_id] = data
         return record
 
+    def own_auth(self):
+        # A Glance without Keystone: every caller is trusted.
+        return None
+
+    def session(self):
+        return None
+
     def add_location(self, context, image_id, url):
         self.images[image_id].update(status='active', locations=[url])
 
@@ -601,7 +608,7 @@ class FakeGlance:
         self.data[image_id] = b''.join(iter(lambda: data.read(65536), b''))
         self.images[image_id].update(status='active', size=size)
 
-    def show(self, context, image_id):
+    def show(self, context, image_id, as_service=False):
         from imaged import exception
         from imaged.image import record as image_record
         if image_id not in self.images:

@@ -68,12 +68,12 @@ class FlattenRPCTest(test_manager.RPCTestCase):
         # The image is itself a clone (a snapshot of another disk).
         rbd = self.cluster.rbd
         images = self.cluster.rados.Rados().open_ioctx('images')
-        rbd.RBD().clone(images, IMAGE, 'snap', images, 'child-image')
-        with rbd.Image(images, 'child-image') as image:
-            image.create_snap('snap')
         child = '6b1e2f4a-1d2c-4e5f-8a9b-0c1d2e3f4a5b'
+        rbd.RBD().clone(images, IMAGE, 'snap', images, child)
+        with rbd.Image(images, child) as image:
+            image.create_snap('snap')
         self.glance.add(child, DATA, direct_url='rbd://%s/images/%s/snap' % (
-            self.cluster.fsid, 'child-image'))
+            self.cluster.fsid, child))
         result = self.api.create_root_disk(self.ctxt, 'test-host', INSTANCE,
                                            child, 1)
         self.assertIsNone(result['parent'])

@@ -20,6 +20,8 @@ import requests
 from imaged import context as imaged_context
 from imaged import exception
 from imaged.image import glance
+from imaged.image import record as image_record
+from imaged import policy
 from tests import base
 
 IMAGE = '3c4f6b12-5d51-4c0e-9b1a-0b8c7e7c3a01'
@@ -149,14 +151,37 @@ class AuthPluginTest(GlanceTestCase):
         self.assertEqual('imaged',
                          auth.service_auth.get_cache_id_elements()['username'])
 
-    def test_no_caller_token_is_the_service_user_alone(self):
+    def test_no_caller_token_is_the_service_user_alone_for_imaged(self):
+        # imaged's own business (no context), a trusted caller, and a
+        # tokenless caller for the one public image it was cleared for.
         self.password_flags('glance', 'imaged')
         api = self.api()
-        for context in (None, self.user_context(token=None)):
-            auth = api.auth_for(context)
+        trusted = self.user_context(token=None)
+        trusted.caller = policy.trusted()
+        anonymous = self.user_context(token=None)
+        anonymous.caller = policy.Caller('anonymous')
+        anonymous.caller.may_use(image_record.ImageRecord(
+            id='public-image', visibility='public'))
+        for context, image_id in ((None, None), (trusted, 'any-image'),
+                                  (anonymous, 'public-image')):
+            auth = api.auth_for(context, image_id)
             self.assertIsInstance(auth, identity.Password)
             self.assertEqual('imaged',
                              auth.get_cache_id_elements()['username'])
+
+    def test_no_caller_token_never_falls_back_to_imaged_s_user(self):
+        self.password_flags('glance', 'imaged')
+        api = self.api()
+        anonymous = self.user_context(token=None)
+        anonymous.caller = policy.Caller('anonymous')
+        never_identified = self.user_context(token=None)
+        for context in (anonymous, never_identified):
+            e = self.assertRaises(exception.NotAuthorized, api.auth_for,
+                                  context, 'private-image')
+            self.assertIn('private-image', str(e))
+        # Nor through a request: nothing is sent.
+        self.assertRaises(exception.NotAuthorized, api.show, anonymous,
+                          'private-image')
 
     def test_service_token_switched_off_sends_the_caller_token_alone(self):
         self.password_flags('glance', 'imaged')

@@ -271,6 +271,47 @@ class LocationsTest(base.TestCase):
         self.assertIn('WARNING Image %s has a location in pool %s' %
                       (IMAGE, pool), self.log.output)
 
+    def assert_names_another(self, api, named):
+        e = self.assertRaises(exception.ImageUnacceptable, self.cloneable,
+                              api)
+        self.assertIn(IMAGE, str(e))
+        self.assertIn('names %s' % named, str(e))
+        self.assertEqual([], self.storage.probed)  # nothing opened
+        self.assertNotIn('copy ceph', api.calls)
+        self.assertIn("WARNING Image %s has a location in Glance's pool" %
+                      IMAGE, self.log.output)
+
+    def test_location_naming_another_glance_image_is_refused(self):
+        # An image owner who may set locations (show_multiple_locations)
+        # points hers at another project's image in Glance's own pool.
+        theirs = 'rbd://%s/images/their-private-image/snap' % FSID
+        self.storage.cloneable.add(theirs)
+        self.flags(rbd_store_name='ceph', group='glance')
+        self.assert_names_another(
+            FakeGlance(self.raw(locations=[{'url': theirs}])),
+            'their-private-image@snap')
+
+    def test_location_naming_another_image_from_the_api_is_refused(self):
+        theirs = 'rbd://%s/glance-ceph/their-private-image/snap' % FSID
+        self.storage.cloneable.add(theirs)
+        self.assert_names_another(FakeGlance(self.raw(), api=[OURS, theirs]),
+                                  'their-private-image@snap')
+
+    def test_another_snapshot_of_the_image_itself_is_refused(self):
+        # Glance's store and imaged's copies name the snapshot "snap";
+        # any other snapshot is not what Glance registered.
+        other = 'rbd://%s/images/%s/older' % (FSID, IMAGE)
+        self.storage.cloneable.add(other)
+        self.assert_names_another(
+            FakeGlance(self.raw(direct_url=other)), '%s@older' % IMAGE)
+
+    def test_location_naming_the_image_in_another_glance_pool_is_cloned(self):
+        # The copy in Glance's second store (copy-image, or the copy
+        # imaged registered for a snapshot) is named after the image too.
+        location, _size = self.cloneable(FakeGlance(self.raw(), api=[COPY]))
+        self.assertEqual(('glance-ceph', IMAGE, 'snap'),
+                         (location.pool, location.image, location.snapshot))
+
     def test_location_in_our_own_pool_is_refused(self):
         # Another instance's disk, snapshotted: never someone's root disk.
         disk = 'rbd://%s/vms/other-instance_disk/snap' % FSID
@@ -298,9 +339,14 @@ class LocationsTest(base.TestCase):
                       {'id': 'far', 'pool': 'glance-ceph', 'fsid': 'other'}]
         self.assert_refused(api, 'glance-ceph')
 
-    def test_store_without_fsid_counts_as_ours(self):
+    def test_store_without_fsid_counts_only_if_rbd_store_pools_says(self):
+        # It may be another cluster's: a pool of the same name in ours is
+        # not Glance's unless the operator says so.
         api = FakeGlance(self.raw(), api=[COPY])
         api.stores = [{'id': 'ceph', 'pool': 'glance-ceph', 'fsid': None}]
+        self.assert_refused(api, 'glance-ceph')
+        self.assertEqual([], self.storage.probed)
+        self.flags(rbd_store_pools=['images', 'glance-ceph'], group='glance')
         location, _size = self.cloneable(api)
         self.assertEqual('glance-ceph', location.pool)
 
@@ -335,15 +381,17 @@ class LocationsTest(base.TestCase):
         self.assertEqual(3, api.stores_read)
 
     def test_missing_snapshot_tries_the_next_location(self):
-        gone = 'rbd://%s/images/%s/gone' % (FSID, IMAGE)
+        self.storage.cloneable.discard(COPY)
+        gone = COPY
         api = FakeGlance(self.raw(locations=[{'url': gone},
                                              {'url': OURS}]))
         location, _size = self.cloneable(api)
-        self.assertEqual('snap', location.snapshot)
+        self.assertEqual('images', location.pool)
         self.assertEqual([gone, OURS], self.storage.probed)
 
     def test_missing_snapshot_everywhere_is_not_cloneable(self):
-        gone = 'rbd://%s/images/%s/gone' % (FSID, IMAGE)
+        self.storage.cloneable.discard(COPY)
+        gone = COPY
         api = FakeGlance(self.raw(), api=[gone])
         self.assertEqual((None, None), self.cloneable(api))
 

@@ -93,7 +93,8 @@ class RBDDriverTest(base.TestCase):
             'tests.unit.fakes.FakeRBD.rename',
             lambda *args: renames.append(args)))
         self.driver.disks.clone(
-            loc, self.driver.disks.final_image('i_disk', units.Gi, 'img'),
+            loc,
+            self.driver.disks.final_image('i_disk', units.Gi, 'img', 'p1'),
             512)
         self.assertEqual([{'i_disk'}, False], seen)
         self.assertEqual([], renames)
@@ -101,7 +102,8 @@ class RBDDriverTest(base.TestCase):
         self.assertEqual(set(), self._marked())
         info = self.driver.disks.info('i_disk')
         self.assertEqual({'size_bytes': units.Gi, 'parent': url,
-                          'image_id': 'img', 'complete': True}, info)
+                          'image_id': 'img', 'project_id': 'p1',
+                          'complete': True}, info)
         self.assertEqual(info, self.driver.disks.finished('i_disk'))
 
     def test_clone_failing_after_it_was_made_leaves_nothing(self):
@@ -113,17 +115,34 @@ class RBDDriverTest(base.TestCase):
             'tests.unit.fakes.FakeImage.metadata_set', refuse))
         e = self.assertRaises(
             exception.StorageError, self.driver.disks.clone, loc,
-            self.driver.disks.final_image('i_disk', units.Gi, 'img'), 512)
+            self.driver.disks.final_image('i_disk', units.Gi, 'img', 'p1'),
+            512)
         self.assertIn('i_disk', str(e))
         self.assertEqual({}, self.vms)
         self.assertEqual(set(), self._marked())
+
+    def test_disks_without_an_owner_are_listed_and_adopted(self):
+        _url, loc = self._glance_snapshot()
+        store = self.driver.disks
+        for name, project in (('a_disk', 'p1'), ('b_disk', 'p2'),
+                              ('old_disk', 'p3')):
+            store.clone(loc, store.final_image(name, units.Gi, 'img',
+                                               project), 512)
+        del self.vms['old_disk'].metadata[disks.PROJECT_KEY]
+        self.vms['img_base'] = self.vms['old_disk']  # not a root disk
+        self.assertEqual(['old_disk'], store.unowned())
+        self.assertIsNone(store.info('old_disk')['project_id'])
+        store.set_owner('old_disk', 'service')
+        self.assertEqual([], store.unowned())
+        self.assertEqual('service', store.info('old_disk')['project_id'])
 
     def test_clone_of_a_missing_snapshot_leaves_no_marker(self):
         _url, loc = self._glance_snapshot()
         loc = loc._replace(snapshot='gone')
         self.assertRaises(
             exception.StorageError, self.driver.disks.clone, loc,
-            self.driver.disks.final_image('i_disk', units.Gi, 'img'), 512)
+            self.driver.disks.final_image('i_disk', units.Gi, 'img', 'p1'),
+            512)
         self.assertEqual({}, self.vms)
         self.assertEqual(set(), self._marked())
 

@@ -8,6 +8,7 @@ from oslo_utils import units
 from imaged import context
 from imaged import deadline
 from imaged import exception
+from imaged import policy
 from imaged.imagecache import files as image_cache
 from imaged.image import format as image_format
 from imaged.storage import locks
@@ -229,6 +230,7 @@ class RootDisksTest(base.TestCase):
         self.add_cloneable()
         self.create()
         caller = context.RequestContext(auth_token='user-token')
+        caller.caller = policy.Caller('user', 'p1', 'u1')
         result = self.disks.create(caller, INSTANCE, IMAGE, 1)
         self.assertEqual('existing', result['strategy'])
         del self.glance.images[IMAGE]  # as Glance's 404 for another project

@@ -33,6 +33,18 @@ class FakeGlance:
         return self.roles
 
 
+class FakeDisks:
+
+    def __init__(self, unowned=(), error=None):
+        self.names = sorted(unowned)
+        self.error = error
+
+    def unowned(self):
+        if self.error:
+            raise self.error
+        return self.names
+
+
 class FakeCeph:
 
     def __init__(self, release='mimic', error=None):
@@ -59,6 +71,7 @@ class ChecksTest(base.TestCase):
     def checks(self, **kwargs):
         kwargs.setdefault('glance_api', FakeGlance())
         kwargs.setdefault('ceph', FakeCeph())
+        kwargs.setdefault('disks', FakeDisks())
         return status.Checks(self.conf, **kwargs)
 
     def test_glance_with_the_locations_api(self):
@@ -119,6 +132,30 @@ class ChecksTest(base.TestCase):
         self.assertEqual(Code.FAILURE,
                          self.checks()._check_cache_dir().code)
 
+    def test_tokenless_calls_acting_as_imaged_are_a_warning(self):
+        self.assertEqual(Code.SUCCESS,
+                         self.checks()._check_tokenless_calls().code)
+        self.flags(tokenless_calls_act_as_imaged=True, group='callers')
+        result = self.checks()._check_tokenless_calls()
+        self.assertEqual(Code.WARNING, result.code)
+        self.assertIn('tokenless_calls_act_as_imaged is on', result.details)
+
+    def test_disks_without_an_owner_are_a_warning_naming_them(self):
+        self.assertEqual(Code.SUCCESS,
+                         self.checks()._check_disk_owners().code)
+        result = self.checks(disks=FakeDisks(
+            ['a_disk', 'b_disk']))._check_disk_owners()
+        self.assertEqual(Code.WARNING, result.code)
+        self.assertIn('2 root disks in vms record no project', result.details)
+        self.assertIn('a_disk, b_disk', result.details)
+        many = ['%02d_disk' % n for n in range(25)]
+        result = self.checks(disks=FakeDisks(many))._check_disk_owners()
+        self.assertIn('19_disk and 5 more', result.details)
+        self.assertNotIn('20_disk', result.details)
+        down = exception.BackendUnavailable(backend='Ceph', reason='down')
+        self.assertEqual(Code.FAILURE, self.checks(
+            disks=FakeDisks(error=down))._check_disk_owners().code)
+
     def test_rpc_cap(self):
         def code(cap):
             self.flags(imaged=cap, group='upgrade_levels')
@@ -142,6 +179,7 @@ class ChecksTest(base.TestCase):
         report = json.loads(out.getvalue())
         self.assertEqual(
             ['Glance API', 'Keystone roles', 'Ceph clones',
-             'Cache directory', 'RPC version cap'],
+             'Cache directory', 'RPC version cap', 'Tokenless calls',
+             'Root disk owners'],
             [c['check'] for c in report['checks']])
         self.assertEqual(Code.FAILURE, report['checks'][0]['result'])

@@ -7,6 +7,8 @@ from tests.unit import test_bases
 IMAGE, BASE, DATA = test_bases.IMAGE, test_bases.BASE, test_bases.DATA
 instance = test_bases.instance
 
+GLANCE_IMAGE = '6b1e2f4a-1d2c-4e5f-8a9b-0c1d2e3f4a5b'
+
 
 class TrashedBaseTest(test_bases.PoolTestCase):
 
@@ -62,19 +64,19 @@ class TrashedBaseTest(test_bases.PoolTestCase):
                          (base.protected, base.metadata['imaged.complete']))
 
     def test_glance_s_deleted_image_leaves_the_trash_with_its_last_disk(self):
-        url = self.cluster.add_glance_image('g1', DATA)
-        self.glance.add('6b1e2f4a-1d2c-4e5f-8a9b-0c1d2e3f4a5b', DATA,
-                        direct_url=url)
+        # Glance's RBD store names the image after its id.
+        url = self.cluster.add_glance_image(GLANCE_IMAGE, DATA)
+        self.glance.add(GLANCE_IMAGE, DATA, direct_url=url)
         for n in (1, 2, 3):
-            self.assertEqual('clone', self.a.create(
-                n, '6b1e2f4a-1d2c-4e5f-8a9b-0c1d2e3f4a5b')['strategy'])
+            self.assertEqual('clone',
+                             self.a.create(n, GLANCE_IMAGE)['strategy'])
         images = self.cluster.rados.Rados().open_ioctx('images')
         # What Glance's RBD driver does on delete.
-        self.assertTrue(trash.move_to_trash(self.cluster.rbd, images, 'g1',
-                                            'snap'))
+        self.assertTrue(trash.move_to_trash(self.cluster.rbd, images,
+                                            GLANCE_IMAGE, 'snap'))
         for n in (1, 2):
             self.a.disks.delete(instance(n))
-            self.assertEqual(['g1'], self.trash('images'))
+            self.assertEqual([GLANCE_IMAGE], self.trash('images'))
         disk = self.vms[instance(3) + '_disk']
         self.assertEqual(DATA, disk.read(0, len(DATA)))
         self.a.disks.delete(instance(3))

@@ -30,7 +30,7 @@ class Agent:
     @property
     def ctxt(self):
         """The caller's context: the stack's demo user's current token."""
-        return base.user_context('bench')
+        return base.user_context()
 
     def start(self):
         self.daemon.start()

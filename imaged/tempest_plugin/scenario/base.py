@@ -171,12 +171,10 @@ class Glance:
              if k != 'api_version'}).rstrip('/')
 
     def request_context(self):
-        """What a caller passes over RPC: its token and project."""
-        return oslo_context.RequestContext(
-            auth_token=self.auth_provider.get_token(),
-            project_id=self.auth_provider.credentials.project_id,
-            user_id='scenario',
-            request_id='req-scenario-%s' % uuid.uuid4())
+        """What a caller passes over RPC: its token and the project it
+        claims (the agent believes Keystone, and refuses a claim that is not
+        the token's)."""
+        return request_context(self.auth_provider)
 
     def store(self, kind):
         name = {'clone': CONF.imaged.clone_store,
@@ -200,6 +198,14 @@ class Glance:
         pattern = re.compile(r'GET /v2/images/%s/file' % re.escape(image_id))
         with open(path, errors='replace') as f:
             return sum(1 for line in f if pattern.search(line))
+
+
+def request_context(auth_provider):
+    """The RPC context of a Tempest user: its token and project."""
+    return oslo_context.RequestContext(
+        auth_token=auth_provider.get_token(),
+        project_id=auth_provider.credentials.project_id,
+        request_id='req-scenario-%s' % uuid.uuid4())
 
 
 def rpc_client_conf(options):
@@ -240,7 +246,9 @@ class Deployment:
 class ScenarioTestCase(test.BaseTestCase):
     """Base of every scenario test."""
 
-    credentials = ['primary']
+    # primary: the caller, owner of the test's images and disks; admin:
+    # an operator's token, for the calls that need it (list_cached_images).
+    credentials = ['primary', 'admin']
     exclusive = False  # fault tests hold the fault lock alone
 
     @classmethod
@@ -276,6 +284,11 @@ class ScenarioTestCase(test.BaseTestCase):
         self._hold_fault_lock()
         self.ctxt = self.glance.request_context()
         self.marker = 'scenario-%s' % uuid.uuid4().hex[:8]
+
+    def operator_context(self):
+        """An admin's RPC context: list_cached_images needs the admin or
+        service role."""
+        return request_context(self.os_admin.auth_provider)
 
     def _hold_fault_lock(self):
         fd = os.open(FAULT_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
@@ -364,7 +377,8 @@ class ScenarioTestCase(test.BaseTestCase):
 
     def cached(self, host=None):
         """``image_id -> entry`` of the agent's base cache."""
-        entries = self.api.list_cached_images(self.ctxt, host or self.host)
+        entries = self.api.list_cached_images(self.operator_context(),
+                                              host or self.host)
         return {e['image_id']: e for e in entries}
 
     # -- checks ---------------------------------------------------------------

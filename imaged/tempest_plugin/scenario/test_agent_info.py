@@ -46,7 +46,8 @@ class CachedImagesTest(base.ScenarioTestCase):
         ids = [self.upload(small)['id'], self.upload(sparse)['id']]
         for image_id in ids:
             self.create_root_disk(image_id)
-        entries = self.api.list_cached_images(self.ctxt, self.host)
+        entries = self.api.list_cached_images(self.operator_context(),
+                                              self.host)
         self.assertIsInstance(entries, list)
         by_id = {e['image_id']: e for e in entries if e['where'] == 'rbd'}
         self.assertEqual(len(entries), len({(e['image_id'], e['where'])

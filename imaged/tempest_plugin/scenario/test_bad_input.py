@@ -163,13 +163,32 @@ class HostileContextTest(BadInputTestCase):
                            image_id='../../etc/passwd', size_gb=1)
         self.assertNoDisk(instance_uuid)
 
-    def test_empty_context_reads_glance_with_the_agents_own_credentials(
-            self):
+    def test_empty_context_is_anonymous_public_images_only(self):
+        # The record is read with the agent's own credentials...
         image_id = str(uuid.uuid4())
         e = self.assertTypedError('create_root_disk', ctxt={},
                                   instance_uuid=self.new_instance(),
                                   image_id=image_id, size_gb=1)
         self.assertIsInstance(e, exception.ImageNotFound)
+        # ...and a private image is no one's to take without a token.
+        image = self.upload(b'private' * 1024)
+        instance_uuid = self.new_instance()
+        e = self.assertTypedError('create_root_disk', ctxt={},
+                                  instance_uuid=instance_uuid,
+                                  image_id=image['id'], size_gb=1)
+        self.assertIsInstance(e, exception.NotAuthorized)
+        self.assertNoDisk(instance_uuid)
+        self.assertDownloads(0, image['id'])
+
+    def test_a_project_claimed_without_its_token_is_refused(self):
+        ctxt = self.glance.request_context().to_dict()
+        ctxt['project_id'] = uuid.uuid4().hex
+        instance_uuid = self.new_instance()
+        e = self.assertTypedError('create_root_disk', ctxt=ctxt,
+                                  instance_uuid=instance_uuid,
+                                  image_id=str(uuid.uuid4()), size_gb=1)
+        self.assertIsInstance(e, exception.NotAuthorized)
+        self.assertNoDisk(instance_uuid)
 
     def test_context_fields_of_the_wrong_type_get_a_typed_error(self):
         contexts = [

@@ -120,7 +120,8 @@ class CachedImagesListingTest(fault_base.PoolFaultTestCase):
         agent = self.start_agent(workdir=agent.workdir, host=agent.host)
         for image in (raw, qcow2):
             self.create_on(agent, image['id'])
-        listed = self.api.list_cached_images(self.ctxt, agent.host)
+        listed = self.api.list_cached_images(self.operator_context(),
+                                             agent.host)
         self.addDetail('listed', content.text_content(repr(listed)))
         where = {(e['image_id'], e['where']): e for e in listed}
         # The qcow2 image's local raw file, and the RBD base made from it;

@@ -126,10 +126,6 @@ class Waiter:
         self.slot = slot
         self.event = threading.Event()
 
-    @property
-    def key(self):
-        return self.slot[1]
-
     def wait(self, timeout):
         """Wait for a notification, at most ``timeout`` seconds."""
         self._watches.renew(self)  # a broken watch is made again first

@@ -29,6 +29,7 @@ kept as a key, nor logged.
 
 import datetime
 import hashlib
+import math
 import threading
 import time
 
@@ -38,6 +39,7 @@ from keystoneauth1 import exceptions as ks_exc
 from oslo_log import log as logging
 import requests
 
+from imaged import deadline as call_deadline
 from imaged import exception
 from imaged.i18n import _
 
@@ -102,16 +104,20 @@ class TokenValidator:
                 keep = min(keep, left)
         return now + keep
 
-    def validate(self, token):
+    def validate(self, token, deadline=call_deadline.UNBOUNDED):
         """The :class:`Identity` of ``token``.
 
+        :param deadline: the call's :class:`imaged.deadline.Deadline`: the
+            wait for another call's validation of the same token and the
+            request to Keystone end by it.
         :raises NotAuthorized: Keystone does not know the token (forged,
             revoked, or expired beyond its ``allow_expired_window``).
         :raises KeystoneUnavailable: Keystone cannot be asked now, or does
             not let imaged's user validate tokens.
+        :raises Timeout: the deadline passed first.
         """
         if not self.conf.callers.token_cache_time:
-            return self._ask_keystone(token)
+            return self._ask_keystone(token, deadline)
         key = _digest(token)
         found = self._remembered(key)
         if found is not None:
@@ -122,14 +128,17 @@ class TokenValidator:
             asking = self._asking.setdefault(key, [threading.Lock(), 0])
             asking[1] += 1
         try:
-            if not asking[0].acquire(timeout=self._wait_limit()):
+            limit = deadline.cap(self._wait_limit())
+            if not asking[0].acquire(timeout=limit):
+                if limit < self._wait_limit():
+                    raise self._timeout(deadline)
                 raise exception.KeystoneUnavailable(
                     reason=_('another call\'s validation of the same token '
                              'took more than %d s') % self._wait_limit())
             try:
                 found = self._remembered(key)
                 if found is None:
-                    found = self._ask_keystone(token)
+                    found = self._ask_keystone(token, deadline)
                     with self._lock:
                         self._cache[key] = found
                 return found
@@ -145,16 +154,31 @@ class TokenValidator:
         with self._lock:
             return self._cache.get(key)
 
+    def _attempts(self):
+        opts = self.conf.glance
+        return 1 + max(opts.connect_retries or 0,
+                       opts.status_code_retries or 0)
+
     def _wait_limit(self):
         """Seconds a validation may take: keystoneauth's attempts, each
         bounded by the session's timeout, and their delays."""
-        opts = self.conf.glance
-        attempts = 1 + max(opts.connect_retries or 0,
-                           opts.status_code_retries or 0)
-        return attempts * ((opts.timeout or 60) + 30)
+        return self._attempts() * ((self.conf.glance.timeout or 60) + 30)
 
-    def _ask_keystone(self, token):
+    @staticmethod
+    def _timeout(deadline):
+        return exception.Timeout(
+            what=_('the validation of the caller\'s token by Keystone'),
+            seconds=round(deadline.elapsed(), 1))
+
+    def _ask_keystone(self, token, deadline=call_deadline.UNBOUNDED):
+        """Keystone's answer, every attempt's socket wait bounded so that
+        all of them fit in what is left of ``deadline``."""
         opts = self.conf.glance
+        timeout = opts.timeout or 60
+        if deadline.remaining() != math.inf:
+            if deadline.expired():
+                raise self._timeout(deadline)
+            timeout = min(timeout, deadline.remaining() / self._attempts())
         try:
             resp = self._session.get(
                 '/auth/tokens?allow_expired=1',
@@ -167,8 +191,10 @@ class TokenValidator:
                 connect_retries=opts.connect_retries,
                 status_code_retries=opts.status_code_retries,
                 retriable_status_codes=[500, 502, 503, 504, 429],
-                raise_exc=False)
+                raise_exc=False, timeout=timeout)
         except (ks_exc.ClientException, requests.RequestException) as e:
+            if deadline.expired():
+                raise self._timeout(deadline) from e
             raise exception.KeystoneUnavailable(
                 reason=_('%(type)s: %(err)s') %
                 {'type': type(e).__name__, 'err': e}) from e

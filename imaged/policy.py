@@ -48,6 +48,7 @@ tokenless_calls_act_as_imaged`` (a bus where every sender is trusted).
 from keystoneauth1 import noauth
 from oslo_log import log as logging
 
+from imaged import deadline as call_deadline
 from imaged import exception
 from imaged.i18n import _
 from imaged import identity as ks_identity
@@ -167,7 +168,8 @@ class Callers:
             context.roles = []
             context.is_admin = caller.privileged
         else:
-            found = self.validator.validate(token)
+            found = self.validator.validate(token,
+                                            call_deadline.of(context))
             self._check_claims(context, found, method)
             caller = Caller('user', found.project_id, found.user_id,
                             found.roles)

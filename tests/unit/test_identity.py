@@ -20,6 +20,7 @@ import logging
 import fixtures
 from keystoneauth1 import exceptions as ks_exc
 
+from imaged import deadline
 from imaged import exception
 from imaged import identity
 from tests import base
@@ -57,6 +58,7 @@ class FakeKeystoneSession:
     def __init__(self):
         self.tokens = {}  # token -> body
         self.asked = []   # (url, subject token, auth, endpoint_filter)
+        self.timeouts = []  # each request's socket timeout
         self.error = None  # raised instead of answering
         self.status = None  # answered instead of the token
 
@@ -64,6 +66,7 @@ class FakeKeystoneSession:
             raise_exc=True, **kwargs):
         token = headers['X-Subject-Token']
         self.asked.append((url, token, auth, endpoint_filter))
+        self.timeouts.append(kwargs.get('timeout'))
         if self.error is not None:
             raise self.error
         if self.status is not None:
@@ -245,3 +248,66 @@ class TokenValidatorTest(base.TestCase):
         self.assertEqual({'alice'}, {f.user_id for f in found})
         self.assertEqual(1, len(asked))
         self.assertEqual({}, validator._asking)
+
+
+class DeadlineTest(TokenValidatorTest):
+    """The caller's deadline bounds a validation as a whole."""
+
+    def deadline(self, seconds):
+        return deadline.Deadline(seconds, clock=lambda: self.mono[0])
+
+    def test_without_a_deadline_a_request_waits_the_session_timeout(self):
+        self.conf.set_override('timeout', 20, 'glance')
+        self.validator().validate('alice-token')
+        self.assertEqual([20], self.session.timeouts)
+
+    def test_every_attempt_fits_in_what_is_left_of_the_deadline(self):
+        self.conf.set_override('timeout', 20, 'glance')
+        self.conf.set_override('connect_retries', 3, 'glance')
+        self.conf.set_override('status_code_retries', 1, 'glance')
+        found = self.validator().validate('alice-token', self.deadline(8))
+        self.assertEqual('alice', found.user_id)
+        self.assertEqual([2.0], self.session.timeouts)  # 4 attempts in 8 s
+
+    def test_a_passed_deadline_asks_keystone_nothing(self):
+        call = self.deadline(5)
+        self.wait(6)
+        error = self.assertRaises(exception.Timeout,
+                                  self.validator().validate, 'alice-token',
+                                  call)
+        self.assertIn("token by Keystone", str(error))
+        self.assertEqual([], self.session.asked)
+
+    def test_keystone_too_slow_for_the_deadline_is_a_timeout(self):
+        call = self.deadline(5)
+
+        def too_slow(*args, **kwargs):
+            self.wait(6)  # keystoneauth's attempts used the time up
+            raise ks_exc.ConnectTimeout('timed out')
+        self.session.get = too_slow
+        error = self.assertRaises(exception.Timeout,
+                                  self.validator().validate, 'alice-token',
+                                  call)
+        self.assertIn('after 6.0 seconds', str(error))
+
+    def test_the_wait_for_another_validation_ends_with_the_deadline(self):
+        import threading
+        answered = threading.Event()
+        asking = threading.Event()
+        real_get = self.session.get
+
+        def slow_get(*args, **kwargs):
+            asking.set()
+            answered.wait(30)
+            return real_get(*args, **kwargs)
+        self.session.get = slow_get
+        validator = self.validator()
+        first = threading.Thread(target=validator.validate,
+                                 args=('alice-token',))
+        first.start()
+        self.addCleanup(first.join, 30)
+        self.addCleanup(answered.set)
+        self.assertTrue(asking.wait(30))
+        # A real clock: the second call waits on a lock for 0.2 s at most.
+        self.assertRaises(exception.Timeout, validator.validate,
+                          'alice-token', deadline.Deadline(0.2))

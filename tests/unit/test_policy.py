@@ -41,9 +41,11 @@ class FakeKeystone:
         self.tokens = tokens
         self.down = False
         self.asked = 0
+        self.deadlines = []
 
-    def validate(self, token):
+    def validate(self, token, deadline):
         self.asked += 1
+        self.deadlines.append(deadline)
         if self.down:
             raise exception.KeystoneUnavailable(reason='connection refused')
         if token not in self.tokens:
@@ -183,6 +185,12 @@ class AuthorizationTest(test_manager.RPCTestCase):
                           self.of('bob'), instance=OTHER_INSTANCE)
         self.assertNotIn(OTHER_INSTANCE + '_disk', self.vms)
         self.assertIs(disk, self.vms[DISK])
+
+    def test_the_token_is_validated_within_the_call_s_deadline(self):
+        self.create(self.of('bob'))  # no call timeout: the long one
+        deadline = self.keystone.deadlines[-1]
+        self.assertLess(deadline.seconds, self.conf.long_rpc_timeout)
+        self.assertGreater(deadline.seconds, 0)
 
     def test_service_and_admin_tokens_act_on_any_disk(self):
         self.bobs_disk()

@@ -50,6 +50,9 @@ script turns on and off). Prints one JSON object per measurement.
     the clone and the target be removed or aborted (clone first, or an
     abort first), and once the source answers again on the same port?
     (``cleanup`` repairs what is left.)
+``abort_with_clone``
+    The same abort of a target whose snapshot has a clone, with the
+    source alive.
 ``faults [SECONDS [FAULT...]]`` (default 30; stall close error
 status:401:close dead)
     The HTTP source stalls, drops the connection, answers 500, answers 401
@@ -804,6 +807,42 @@ def part_qemu(cluster, ioctx, wait=20.0):
             source.kill()
 
 
+def part_abort_with_clone(cluster, ioctx):
+    """migration_abort of a target whose snapshot has a clone, the
+    source alive."""
+    import rbd
+    raw = make_source(64)
+    source = Source()
+    n, disk = name('abortclone'), name('abortclone-clone')
+    r = {'part': 'abort_with_clone'}
+    try:
+        rbd.RBD().migration_prepare_import(spec(raw, source), ioctx, n)
+        with rbd.Image(ioctx, n) as image:
+            image.create_snap('snap')
+            image.protect_snap('snap')
+        rbd.RBD().clone(ioctx, n, 'snap', ioctx, disk,
+                        features=rbd.RBD_FEATURE_LAYERING)
+        for label, fn in (
+                ('abort_with_clone', lambda: rbd.RBD().migration_abort(
+                    ioctx, n)),
+                ('status_after', lambda: rbd.RBD().migration_status(
+                    ioctx, n)['state']),
+                ('open_clone_after', lambda: rbd.Image(ioctx, disk).read(
+                    40 * MIB, 16)),
+                ('remove_clone', lambda: rbd.RBD().remove(ioctx, disk)),
+                ('abort_again', lambda: rbd.RBD().migration_abort(ioctx, n))):
+            try:
+                value = fn()
+                r[label] = 'ok' if value is None else repr(value)[:60]
+            except Exception as e:
+                r[label] = repr(e)
+        r['left'] = [x for x in rbd.RBD().list(ioctx) if x in (n, disk)]
+        out(**r)
+    finally:
+        cleanup(ioctx)
+        source.kill()
+
+
 def part_orphan(cluster, ioctx, abort_first):
     """A base with a snapshot and a clone loses its source for good."""
     import rbd
@@ -1019,6 +1058,8 @@ def main(argv):
         elif part == 'timing':
             part_timing(cluster, ioctx,
                         [int(a) for a in argv[2:]] or [256, 1024])
+        elif part == 'abort_with_clone':
+            part_abort_with_clone(cluster, ioctx)
         elif part == 'orphan':
             part_orphan(cluster, ioctx, False)
             cleanup(ioctx)

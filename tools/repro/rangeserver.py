@@ -24,7 +24,9 @@ changes, then drop the connection); ``close`` (drop the connection
 without an answer); ``error`` (HTTP 500); ``norange`` (200 with the whole
 file, as a server without Range support); ``status:N`` (an empty answer
 with HTTP status N), ``status:N:close`` (the same with ``Connection:
-close``, as Glance answers 401); ``slow:MS`` (answer each request MS ms
+close``, as Glance answers 401); ``deadline:MS`` (GET only: a 500 on
+the kept-alive connection MS ms late, as a proxy whose upstream stalled
+should answer); ``slow:MS`` (answer each request MS ms
 late). ``GET /_stats`` answers JSON: requests and body
 bytes sent per method, and how many requests are stalled now.
 """
@@ -95,6 +97,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if close:
                 self.send_header('Connection', 'close')
                 self.close_connection = True
+            self.end_headers()
+            return True
+        if mode.startswith('deadline:') and self.command == 'GET':
+            # what a proxy in front of a stalled upstream should do: give
+            # up after MS ms with a 500, keeping the connection
+            time.sleep(int(mode[9:]) / 1000.0)
+            self.send_response(500)
+            self.send_header('Content-Length', '0')
             self.end_headers()
             return True
         if mode.startswith('slow:'):

@@ -50,6 +50,12 @@ script turns on and off). Prints one JSON object per measurement.
     the clone and the target be removed or aborted (clone first, or an
     abort first), and once the source answers again on the same port?
     (``cleanup`` repairs what is left.)
+``deadline``
+    The design's answer to a stalled upstream, a 500 after 2 s on a
+    kept-alive connection (rangeserver's ``deadline:2000``): a read, a
+    ``qemu-io`` read of a clone and ``migration_execute`` fail, how
+    fast; then the source answers again: execute resumes, commit, bytes
+    checked.
 ``abort_with_clone``
     The same abort of a target whose snapshot has a clone, with the
     source alive.
@@ -843,6 +849,71 @@ def part_abort_with_clone(cluster, ioctx):
         source.kill()
 
 
+def part_deadline(cluster, ioctx, deadline_ms=2000):
+    """The design's answer to a stalled upstream: a 500 after a deadline
+    on a kept-alive connection. Read, qemu-io, execute; then resume."""
+    import rbd
+    raw = make_source(64)
+    with open(raw, 'rb') as f:
+        want = hashlib.sha256(f.read()).hexdigest()
+    source = Source()
+    n, disk = name('deadline'), name('deadline-clone')
+    mode = 'deadline:%d' % deadline_ms
+    r = {'part': 'deadline', 'deadline_ms': deadline_ms, 'load1': loadavg()}
+    try:
+        rbd.RBD().migration_prepare_import(spec(raw, source), ioctx, n)
+        with rbd.Image(ioctx, n) as image:
+            image.create_snap('snap')
+            image.protect_snap('snap')
+        rbd.RBD().clone(ioctx, n, 'snap', ioctx, disk,
+                        features=rbd.RBD_FEATURE_LAYERING)
+        child = spawn('_read', n, str(40 * MIB), '30')
+        readline(child, 60)
+        source.mode(mode)
+        child.stdin.write('go\n')
+        child.stdin.flush()
+        r['read'] = readline(child, 60)
+        child.kill()
+        child.wait()
+        drive = 'rbd:%s/%s:id=admin:conf=%s:keyring=%s' % (
+            POOL, disk, CONF, KEYRING)
+        t0 = time.monotonic()
+        proc = subprocess.run(['qemu-io', '-f', 'raw', '-c', 'read 40M 4k',
+                               drive], capture_output=True, text=True,
+                              timeout=60)
+        r['qemu_io'] = dict(rc=proc.returncode,
+                            s=round(time.monotonic() - t0, 2),
+                            tail=(proc.stdout + proc.stderr).strip()
+                            .splitlines()[-1:])
+        source.mode('slow:50')
+        child = spawn('_execute', n)
+        while True:
+            line = readline(child, 60)
+            if not line or line.get('pct', 100) >= 30 or \
+                    line.get('child') == 'execute':
+                break
+        source.mode(mode)
+        while line and line.get('child') != 'execute':
+            line = readline(child, 60)
+        r['execute'] = line
+        child.wait()
+        source.mode('ok')
+        r['status_after'] = rbd.RBD().migration_status(ioctx, n)['state']
+        _, t = timed(rbd.RBD().migration_execute, ioctx, n)
+        r['execute_again_ms'] = ms(t)
+        rbd.RBD().migration_commit(ioctx, n)
+        with rbd.Image(ioctx, n) as image:
+            r['committed_right'] = hashlib.sha256(
+                image.read(0, image.size())).hexdigest() == want
+        with rbd.Image(ioctx, disk) as image:
+            r['clone_right'] = hashlib.sha256(
+                image.read(0, image.size())).hexdigest() == want
+        out(**r)
+    finally:
+        remove_all(ioctx, [disk, n])
+        source.kill()
+
+
 def part_orphan(cluster, ioctx, abort_first):
     """A base with a snapshot and a clone loses its source for good."""
     import rbd
@@ -1058,6 +1129,8 @@ def main(argv):
         elif part == 'timing':
             part_timing(cluster, ioctx,
                         [int(a) for a in argv[2:]] or [256, 1024])
+        elif part == 'deadline':
+            part_deadline(cluster, ioctx)
         elif part == 'abort_with_clone':
             part_abort_with_clone(cluster, ioctx)
         elif part == 'orphan':

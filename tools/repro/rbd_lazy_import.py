@@ -50,6 +50,9 @@ script turns on and off). Prints one JSON object per measurement.
     the clone and the target be removed or aborted (clone first, or an
     abort first), and once the source answers again on the same port?
     (``cleanup`` repairs what is left.)
+``copyup``
+    What the source sends for a 4 KiB read, the same read again, a 4 KiB
+    write, a read of the written object, and execute after them.
 ``deadline``
     The design's answer to a stalled upstream, a 500 after 2 s on a
     kept-alive connection (rangeserver's ``deadline:2000``): a read, a
@@ -914,6 +917,40 @@ def part_deadline(cluster, ioctx, deadline_ms=2000):
         source.kill()
 
 
+def part_copyup(cluster, ioctx):
+    """What the source sends for reads, a write, and execute after them."""
+    import rbd
+    raw = make_source(64)
+    source = Source()
+    n = name('copyup')
+
+    def sent():
+        time.sleep(0.3)  # the server counts after it has sent
+        return source.stats()['bytes']
+    r = {'part': 'copyup'}
+    try:
+        rbd.RBD().migration_prepare_import(spec(raw, source), ioctx, n)
+        with rbd.Image(ioctx, n) as image:
+            b = sent()
+            for label, fn in (
+                    ('read_4k', lambda: image.read(40 * MIB, 4096)),
+                    ('same_read_again', lambda: image.read(40 * MIB, 4096)),
+                    ('write_4k', lambda: image.write(b'x' * 4096, 20 * MIB)),
+                    ('read_4k_of_written_object',
+                     lambda: image.read(20 * MIB + 8192, 4096))):
+                fn()
+                now = sent()
+                r[label + '_source_bytes'] = now - b
+                b = now
+        rbd.RBD().migration_execute(ioctx, n)
+        r['execute_source_mib'] = round((sent() - b) / MIB, 2)
+        rbd.RBD().migration_commit(ioctx, n)
+        out(**r)
+    finally:
+        remove_all(ioctx, [n])
+        source.kill()
+
+
 def part_orphan(cluster, ioctx, abort_first):
     """A base with a snapshot and a clone loses its source for good."""
     import rbd
@@ -1129,6 +1166,8 @@ def main(argv):
         elif part == 'timing':
             part_timing(cluster, ioctx,
                         [int(a) for a in argv[2:]] or [256, 1024])
+        elif part == 'copyup':
+            part_copyup(cluster, ioctx)
         elif part == 'deadline':
             part_deadline(cluster, ioctx)
         elif part == 'abort_with_clone':

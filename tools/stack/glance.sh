@@ -120,6 +120,15 @@ http_request_max_retries = 1
 [oslo_policy]
 policy_file = $GL_ETC/policy.yaml
 
+# A signed image (img_signature* properties) is verified on upload against
+# its certificate in Barbican, read with the uploader's token.
+[key_manager]
+backend = barbican
+
+[barbican]
+barbican_endpoint = $BARBICAN_URL
+auth_endpoint = $OS_AUTH_URL
+
 [oslo_concurrency]
 lock_path = $GL_DIR/locks
 

@@ -1,7 +1,8 @@
 # Keystone for tools/stack.sh: keystone (same release series as Glance)
 # under uWSGI, SQLite, fernet tokens; after `keystone-manage bootstrap`,
-# tools/stack/keystone_setup.py adds the service project, the glance and
-# imaged service users, a demo project and user and Glance's catalog entry.
+# tools/stack/keystone_setup.py adds the service project, the glance,
+# barbican and imaged service users, a demo project and user and Glance's and
+# Barbican's catalog entries.
 # Sourced by tools/stack.sh after lib.sh.  Entry points: keystone_install,
 # keystone_start, keystone_stop, keystone_status, keystone_env.
 # shellcheck shell=bash disable=SC2086,SC2116,SC2015
@@ -195,10 +196,16 @@ keystone_setup_spec() {
     cat <<EOF
 {"auth_url": "$OS_AUTH_URL", "region": "$KS_REGION",
  "admin_user": "$KS_ADMIN_USER", "admin_password": "$KS_ADMIN_PASSWORD",
- "admin_project": "$KS_ADMIN_PROJECT", "glance_url": "$GLANCE_URL",
+ "admin_project": "$KS_ADMIN_PROJECT",
+ "endpoints": [{"type": "image", "name": "glance", "url": "$GLANCE_URL",
+                "description": "Image service"},
+               {"type": "key-manager", "name": "barbican", "url": "$BARBICAN_URL",
+                "description": "Key manager"}],
  "projects": [{"name": "$SERVICE_PROJECT", "description": "Service users"},
               {"name": "$DEMO_PROJECT", "description": "Demo and test images"}],
  "users": [{"name": "$GLANCE_SERVICE_USER", "password": "$GLANCE_SERVICE_PASSWORD",
+            "project": "$SERVICE_PROJECT", "roles": ["service"]},
+           {"name": "$BARBICAN_SERVICE_USER", "password": "$BARBICAN_SERVICE_PASSWORD",
             "project": "$SERVICE_PROJECT", "roles": ["service"]},
            {"name": "$IMAGED_USER", "password": "$IMAGED_PASSWORD",
             "project": "$SERVICE_PROJECT", "roles": [$IMAGED_ROLES]},
@@ -212,7 +219,7 @@ keystone_setup() {
     local want
     want=$( { keystone_setup_spec; cat "$STACK_LIB/keystone_setup.py"; } | sha256sum | cut -d' ' -f1)
     [ "$(cat "$KS_DIR/setup.done" 2>/dev/null)" != "$want" ] || return 0
-    log "keystone: projects, users, roles, Glance's endpoints"
+    log "keystone: projects, users, roles, Glance's and Barbican's endpoints"
     keystone_setup_spec | timeout 120 "$KS_VENV/bin/python" "$STACK_LIB/keystone_setup.py" 9>&- \
         >>"$KS_LOGDIR/keystone-setup.log" 2>&1 ||
         { show_tail "$KS_LOGDIR/keystone-setup.log"; die "keystone_setup.py failed"; }

@@ -226,7 +226,7 @@ build_venv() {
     "$dir/bin/python" -c "import $imports" ||
         die "$name venv is broken (cannot import $imports)"
     { venv_stamp_text "$spec"; "$dir/bin/pip" freeze --disable-pip-version-check 2>/dev/null |
-        grep -iE '^(glance|glance.store|keystone|keystonemiddleware|keystoneauth1|uwsgi|pyopenssl|python-glanceclient|cryptography)==' || true
+        grep -iE '^(glance|glance.store|keystone|barbican|keystonemiddleware|keystoneauth1|uwsgi|pyopenssl|python-glanceclient|cryptography)==' || true
     } >"$dir/.stack-installed"
     log "$name venv ready: $(grep -iE "^$name==" "$dir/.stack-installed" || true)"
 }

@@ -127,8 +127,8 @@ class ImageAgentAPI:
             ``[glance] verify_glance_signatures`` says. New in 1.3.
         :returns: dict with ``instance_uuid, image_id, pool, name,
                   size_bytes, strategy, parent, signature``.
-        :raises RPCVersionCapped: ``trusted_certs`` given and ``[upgrade_levels]
-            imaged`` is below 1.3.
+        :raises RPCVersionCapped: ``trusted_certs`` given and
+            ``[upgrade_levels] imaged`` is below 1.3.
         """
         if trusted_certs:
             return self._call(ctxt, host, 'create_root_disk', long_call=True,

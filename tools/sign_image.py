@@ -14,7 +14,7 @@
 
 Makes an RSA key pair and a self-signed X.509 certificate (a CA, so that
 it may stand as its own trusted certificate), stores the certificate in
-Barbican (as a ``certificate`` secret, DER, with a Keystone token), signs
+Barbican (as a ``certificate`` secret, PEM, with a Keystone token), signs
 the image's bytes with RSA-PSS over SHA-256 (what ``openssl dgst -sha256
 -sign key.pem -sigopt rsa_padding_mode:pss`` makes) and uploads the image to
 Glance with the ``img_signature*`` properties: Glance itself verifies the
@@ -75,13 +75,17 @@ def make_key_and_certificate(common_name='imaged test signing key',
 
 def store_certificate(session, barbican_url, certificate, name=None):
     """The Barbican secret id of ``certificate`` (stored with the
-    session's token, in its project)."""
-    der = certificate.public_bytes(serialization.Encoding.DER)
+    session's token, in its project).
+
+    Barbican keeps certificates as PEM: castellan (which nova, Glance and
+    imaged read them with) turns them into DER.
+    """
+    pem = certificate.public_bytes(serialization.Encoding.PEM)
     resp = session.post(
         '%s/v1/secrets' % barbican_url.rstrip('/'),
         json={'name': name or 'imaged-signing-%s' % uuid.uuid4().hex[:8],
               'secret_type': 'certificate', 'algorithm': 'RSA',
-              'payload': base64.b64encode(der).decode(),
+              'payload': base64.b64encode(pem).decode(),
               'payload_content_type': 'application/octet-stream',
               'payload_content_encoding': 'base64'},
         raise_exc=True)

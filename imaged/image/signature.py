@@ -399,4 +399,3 @@ class Signatures:
     def _count(self, path, seconds, error=None):
         if self.metrics is not None:
             self.metrics.signature_checked(path, seconds, error)
-

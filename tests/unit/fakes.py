@@ -63,6 +63,7 @@ class FakeDisk:
         self.size = size
         self.blocks = {}  # offset -> bytes
         self.snapshots = {}  # name -> size
+        self.snap_ids = {}  # name -> id, given at the first look
         self.protected = set()
         self.metadata = {}
         self.parent = parent  # (pool, image, snapshot)
@@ -564,6 +565,15 @@ class FakeImage:
             self.disk.trashed_snaps.add(name)  # the trash namespace
             return
         del self.disk.snapshots[name]
+        self.disk.snap_ids.pop(name, None)
+
+    def id(self):
+        return self.disk.id
+
+    def snap_get_id(self, name):
+        if name not in self.disk.snapshots:
+            raise self.mod.ImageNotFound(name)
+        return self.disk.snap_ids.setdefault(name, next(_ids))
 
     def list_snaps(self):
         self.cluster.ops += 1

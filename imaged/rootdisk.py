@@ -44,6 +44,7 @@ from imaged import deadline as call_deadline
 from imaged import exception
 from imaged.i18n import _
 from imaged.image import locations as image_locations
+from imaged.image import signature
 from imaged.image import record
 from imaged import policy
 from imaged.storage import disks as rbd_disks
@@ -203,6 +204,8 @@ class RootDisks:
         spec = self.storage.disks.final_image(name, size_bytes, image_id,
                                               caller.owner_of_new_disk())
         strategy, info = self._make(context, image, spec, timings)
+        if signed is not None and signed.outcome is None:
+            signed.verified(signature.CACHED, 0.0)
         info = self._shorten_chain(context, name, info, timings)
         LOG.info('Created root disk %s/%s for instance %s from image %s '
                  'by %s: %s%s', self.storage.pool, name, instance_uuid,

@@ -34,6 +34,7 @@ import json
 import threading
 import time
 
+import cachetools
 from castellan.common import exception as castellan_exception
 from castellan import key_manager as castellan_key_manager
 from cryptography import exceptions as crypto_exceptions
@@ -58,16 +59,23 @@ CERT_UUID = 'img_signature_certificate_uuid'
 DOWNLOAD = 'verified while downloading'
 SNAPSHOT = 'verified by reading the snapshot'
 RECORDED = 'verified before (recorded in the pool)'
+# A disk made from the image cache's copy, which this call did not read.
+CACHED = 'certificate checked; cached copy used'
 
 
 class KeyManager:
     """Certificates from castellan's key manager, read with the caller's
-    context; ``api`` is injectable (castellan's, made from ``conf`` at
-    the first use, by default)."""
+    context and kept ``[glance] certificate_cache_seconds``; ``api`` is
+    injectable (castellan's, made from ``conf`` at the first use, by
+    default)."""
 
     def __init__(self, conf, api=None):
         self.conf = conf
         self._api = api
+        seconds = conf.glance.certificate_cache_seconds
+        self._kept = cachetools.TTLCache(maxsize=1024, ttl=seconds) \
+            if seconds else None
+        self._kept_lock = threading.Lock()
 
     def _key_manager(self):
         if self._api is None:
@@ -91,6 +99,11 @@ class KeyManager:
                 certificate_id=certificate_id, image_id=image_id,
                 reason=reason)
 
+        if self._kept is not None:
+            with self._kept_lock:
+                kept = self._kept.get(certificate_id)
+            if kept is not None:
+                return kept
         if not getattr(context, 'auth_token', None):
             raise unavailable(_('the call has no token to read it with'))
         try:
@@ -102,10 +115,14 @@ class KeyManager:
         if getattr(found, 'format', None) != signature_utils.X_509:
             raise invalid(_('it is not an X.509 certificate'))
         try:
-            return x509.load_der_x509_certificate(found.get_encoded(),
-                                                  default_backend())
+            certificate = x509.load_der_x509_certificate(
+                found.get_encoded(), default_backend())
         except ValueError as e:
             raise invalid(str(e))
+        if self._kept is not None:
+            with self._kept_lock:
+                self._kept[certificate_id] = certificate
+        return certificate
 
 
 class Verifier:

@@ -111,7 +111,8 @@ class SignaturesTestCase(base.TestCase):
         self.glance.add(IMAGE, data, **props)
 
     def create(self, instance=INSTANCE, ctxt=None):
-        return self.disks.create(ctxt or self.ctxt, instance, IMAGE, 1)
+        # A context per call, as RPC makes them.
+        return self.disks.create(ctxt or self.context(), instance, IMAGE, 1)
 
     def assert_nothing_left(self):
         vms = self.cluster.pools['vms']
@@ -274,6 +275,21 @@ class DecisionTest(SignaturesTestCase):
         self.assertIn(CERT, str(e))
         self.assertIn(IMAGE, str(e))
         self.assert_nothing_left()
+
+    def test_a_certificate_is_read_once_while_it_is_kept(self):
+        self.add_downloadable(**signed_properties())
+        self.create()
+        self.key_manager.down = True  # kept: not asked again
+        self.assertEqual(signature.CACHED,
+                         self.create(OTHER_INSTANCE)['signature']['outcome'])
+        self.assertEqual(1, len(self.key_manager.tokens))
+
+    def test_kept_for_no_time_every_call_reads_it(self):
+        self.flags(certificate_cache_seconds=0, group='glance')
+        key_manager = signature.KeyManager(self.conf, api=self.key_manager)
+        for _call in range(2):
+            key_manager.certificate(self.ctxt, IMAGE, CERT)
+        self.assertEqual(2, len(self.key_manager.tokens))
 
     def test_a_call_without_a_token_cannot_read_the_certificate(self):
         self.add_downloadable(**signed_properties())

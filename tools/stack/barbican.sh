@@ -68,20 +68,7 @@ enabled_crypto_plugins = simple_crypto
 [simple_crypto_plugin]
 kek = $(cat "$BB_KEK")
 
-[keystone_authtoken]
-www_authenticate_uri = $OS_AUTH_URL
-auth_url = $OS_AUTH_URL
-auth_type = password
-username = $BARBICAN_SERVICE_USER
-password = $BARBICAN_SERVICE_PASSWORD
-project_name = $SERVICE_PROJECT
-user_domain_name = $KS_DOMAIN
-project_domain_name = $KS_DOMAIN
-region_name = $KS_REGION
-service_token_roles = service
-service_token_roles_required = true
-http_connect_timeout = 10
-http_request_max_retries = 1
+$(keystone_authtoken_section "$BARBICAN_SERVICE_USER" "$BARBICAN_SERVICE_PASSWORD")
 
 [oslo_messaging_notifications]
 driver = noop
@@ -151,16 +138,7 @@ barbican_start() {
         master=
         rm -f "$BB_DB" "$BB_DB"-*
     fi
-    if [ -n "$master" ] && [ "$FILES_CHANGED" = 1 ]; then
-        log "Barbican's configuration changed: restarting it"
-        kill_matching barbican "$BB_RE"
-        master=
-    fi
-    if [ -n "$master" ] && ! barbican_answers 20 "$master"; then
-        log "barbican is running but not answering: restarting it"
-        kill_matching barbican "$BB_RE"
-        master=
-    fi
+    master=$(uwsgi_reuse barbican "$BB_RE" "$master" barbican_answers)
     if [ -z "$master" ]; then
         require_port_free "$BARBICAN_PORT" "$BB_RE"
         log "starting barbican (uWSGI on $BARBICAN_URL)"
@@ -175,15 +153,8 @@ barbican_stop() {
 }
 
 barbican_status() {
-    local pids
-    pids=$(barbican_master_pid)
-    if [ -n "$pids" ] && barbican_answers 5 2>/dev/null; then
-        status_line barbican up "pid $pids (uWSGI master); $BARBICAN_URL"
-    else
-        pids=$(pids_matching "$BB_RE")
-        status_line barbican down "${pids:+pid $(echo $pids), not answering}"
-        return 1
-    fi
+    uwsgi_status barbican "$BB_RE" "$(barbican_master_pid)" barbican_answers \
+        "$BARBICAN_URL" "not answering"
 }
 
 barbican_env() {

@@ -226,6 +226,30 @@ keystone_setup() {
     echo "$want" >"$KS_DIR/setup.done"
 }
 
+# keystone_authtoken_section USER PASSWORD: keystonemiddleware's section of
+# a service behind this Keystone (Glance, Barbican), as that service user.
+keystone_authtoken_section() {
+    cat <<EOF
+[keystone_authtoken]
+www_authenticate_uri = $OS_AUTH_URL
+auth_url = $OS_AUTH_URL
+auth_type = password
+username = $1
+password = $2
+project_name = $SERVICE_PROJECT
+user_domain_name = $KS_DOMAIN
+project_domain_name = $KS_DOMAIN
+region_name = $KS_REGION
+# A user token that expired during a long call is still accepted when it
+# comes with a valid service token of a user with the service role.
+service_token_roles = service
+service_token_roles_required = true
+# Keystone is local: fail fast instead of hanging a request.
+http_connect_timeout = 10
+http_request_max_retries = 1
+EOF
+}
+
 keystone_master_pid() { uwsgi_master_pid "$KS_RUN/uwsgi.pid" "$KS_RE"; }
 
 # keystone_answers TIMEOUT [PID..]: the admin user gets a token.
@@ -249,16 +273,7 @@ keystone_start() {
         keystone_bootstrap
     fi
     keystone_keys
-    if [ -n "$master" ] && [ "$FILES_CHANGED" = 1 ]; then
-        log "Keystone's configuration changed: restarting it"
-        kill_matching keystone "$KS_RE"
-        master=
-    fi
-    if [ -n "$master" ] && ! keystone_answers 20 "$master"; then
-        log "keystone is running but not answering: restarting it"
-        kill_matching keystone "$KS_RE"
-        master=
-    fi
+    master=$(uwsgi_reuse keystone "$KS_RE" "$master" keystone_answers)
     if [ -z "$master" ]; then
         require_port_free "$KEYSTONE_PORT" "$KS_RE"
         log "starting keystone (uWSGI on $KEYSTONE_URL)"
@@ -274,15 +289,8 @@ keystone_stop() {
 }
 
 keystone_status() {
-    local pids
-    pids=$(keystone_master_pid)
-    if [ -n "$pids" ] && keystone_answers 5 2>/dev/null; then
-        status_line keystone up "pid $pids (uWSGI master); $OS_AUTH_URL, tokens ${KS_TOKEN_EXPIRATION}s"
-    else
-        pids=$(pids_matching "$KS_RE")
-        status_line keystone down "${pids:+pid $(echo $pids), not issuing tokens}"
-        return 1
-    fi
+    uwsgi_status keystone "$KS_RE" "$(keystone_master_pid)" keystone_answers \
+        "$OS_AUTH_URL, tokens ${KS_TOKEN_EXPIRATION}s" "not issuing tokens"
 }
 
 keystone_env() {

@@ -114,7 +114,6 @@ do_install() {
     install_apt
     glance_install
     keystone_install   # its version follows Glance's
-    barbican_install   # so does Barbican's
 }
 
 # ================================================================== env =====
@@ -223,7 +222,8 @@ cmd_start() {
         keystone_start
     fi
     # Before Glance: it reads signed images' certificates from Barbican.
-    if [ $DO_BARBICAN = 1 ]; then barbican_start; fi
+    # Its venv is built only when it is started (the quick start does not).
+    if [ $DO_BARBICAN = 1 ]; then barbican_install; barbican_start; fi
     # A recreated cluster has none of the images a running Glance knows
     # about: reset Glance too, even when it was not asked for.
     if [ $DO_GLANCE = 1 ] || { [ "$CEPH_RECREATED" = 1 ] && [ -n "$(pids_matching "$UWSGI_RE")" ]; }; then
@@ -262,7 +262,7 @@ main() {
     local cmd=${1:-}
     [ $# -gt 0 ] && shift
     case $cmd in
-        install) take_lock; do_install; log "install done in $(elapsed)s" ;;
+        install) take_lock; do_install; barbican_install; log "install done in $(elapsed)s" ;;
         start) cmd_start "$@" ;;
         stop) cmd_stop "$@" ;;
         restart) cmd_stop "$@"; cmd_start "$@" ;;

@@ -153,6 +153,11 @@ barbican_stop() {
 }
 
 barbican_status() {
+    if [ ! -x "$BB_VENV/bin/uwsgi" ]; then
+        # Never started here (the quick start leaves it out): not a fault.
+        status_line barbican off "not installed (tools/stack.sh start barbican)"
+        return 0
+    fi
     uwsgi_status barbican "$BB_RE" "$(barbican_master_pid)" barbican_answers \
         "$BARBICAN_URL" "not answering"
 }

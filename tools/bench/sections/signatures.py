@@ -113,12 +113,14 @@ def clone_sample(bench, size, props, cert_id):
     out = {}
     with signed_image(bench, size, props, 'ceph') as image_id, \
             bench.disks() as made:
-        out['plain'], _result, _mem = made.create(image_id, disk_gb(size))
+        out['plain'], plain, _mem = made.create(image_id, disk_gb(size))
         out['first'], first, _mem = made.create(
             image_id, disk_gb(size), trusted_certs=[cert_id])
         out['second'], second, _mem = made.create(
             image_id, disk_gb(size), trusted_certs=[cert_id])
-    log('signed clone %s: first %.2fs (%s), second %.3fs (%s), not verified '
-        '%.3fs', size_text(size), out['first'], first['signature'],
-        out['second'], second['signature'], out['plain'])
+    log('signed clone %s: first %.2fs (%s), second %.3fs (%s; %s), not '
+        'verified %.3fs (%s)', size_text(size), out['first'],
+        first['signature'], out['second'], second['signature'],
+        ', '.join(second['timings']), out['plain'],
+        ', '.join(plain['timings']))
     return out

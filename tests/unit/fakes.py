@@ -96,6 +96,7 @@ class FakeCluster:
         self.osds_down = False  # monitors answer, OSD operations time out
         self.osds_up = 1
         self.writes = []  # (pool, name, offset, length)
+        self.reads = []  # aio reads: (pool, name, offset, length)
         self.objects = {}  # (pool, object name) -> {lock name: (kind,
         #                    {cookie: expiry})}: rados objects with locks
         self.xattrs = {}  # (pool, object name, xattr) -> bytes
@@ -526,6 +527,10 @@ class FakeImage:
 
     def read(self, offset, length):
         return self.disk.read(offset, min(length, self.size() - offset))
+
+    def aio_read(self, offset, length, oncomplete):
+        self.cluster.reads.append((self.pool_name, self.name, offset, length))
+        oncomplete(_Completion(0), self.read(offset, length))
 
     def aio_write(self, data, offset, oncomplete):
         self.disk.blocks[offset] = bytes(data)

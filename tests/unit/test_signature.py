@@ -12,6 +12,11 @@
 
 """Signed images (issue 28) over fakes: a fake key manager, fake Ceph."""
 
+import contextlib
+import os
+import threading
+import time
+
 from castellan.common import exception as castellan_exception
 from cryptography.hazmat.primitives import serialization
 import fixtures
@@ -20,6 +25,7 @@ from imaged import context
 from imaged import exception
 from imaged.image import signature
 from imaged.imagecache import files as image_cache
+from imaged.storage import location
 from imaged.storage import rbd as rbd_storage
 from imaged.storage import verified
 from tests import base
@@ -302,3 +308,60 @@ class DecisionTest(SignaturesTestCase):
 class _NoTimings:
     def step(self, name):
         pass
+
+
+class SnapshotReadTest(base.TestCase):
+    """VerifiedSnapshots.read: aio reads in flight, bytes in order."""
+
+    class Image:
+        """Completes each read on a thread of its own, later reads first."""
+
+        def __init__(self, data, fail_at=None):
+            self.data, self.fail_at = data, fail_at
+            self.threads = []
+            self.completed = []  # list.append is atomic
+
+        def size(self):
+            return len(self.data)
+
+        def aio_read(self, offset, length, oncomplete):
+            def complete():
+                time.sleep(0.05 * (1 - offset / len(self.data)))
+                self.completed.append(offset)
+                if offset == self.fail_at:
+                    oncomplete(fakes._Completion(-5), None)
+                else:
+                    oncomplete(fakes._Completion(0),
+                               self.data[offset:offset + length])
+            thread = threading.Thread(target=complete)
+            self.threads.append(thread)
+            thread.start()
+
+    def read(self, image):
+        cluster = fakes.FakeCluster()
+        storage = rbd_storage.RBDDriver(
+            self.conf, 'test-host', rados_module=cluster.rados,
+            rbd_module=cluster.rbd)
+        cluster.add_glance_image(IMAGE, b'x')
+        self.useFixture(fixtures.MockPatchObject(
+            cluster.rbd, 'Image', lambda *a, **kw: contextlib.nullcontext(
+                image)))
+        loc = location.RBDLocation(fakes.FSID, 'images', IMAGE, 'snap')
+        got = []
+        try:
+            return storage.verified.read(loc, got.append, read_size=1000,
+                                         depth=4), b''.join(got)
+        finally:
+            # Every read issued had completed: none runs on a closed image.
+            self.assertEqual(len(image.threads), len(image.completed))
+
+    def test_bytes_come_in_order_whatever_order_reads_end_in(self):
+        data = os.urandom(10500)
+        self.assertEqual((len(data), data), self.read(self.Image(data)))
+
+    def test_a_failed_read_is_a_storage_error_after_the_others_ended(self):
+        image = self.Image(os.urandom(10500), fail_at=3000)
+        e = self.assertRaises(exception.StorageError, self.read, image)
+        self.assertIn('3000', str(e))
+        for thread in image.threads:
+            thread.join()

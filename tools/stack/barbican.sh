@@ -91,20 +91,7 @@ env = BARBICAN_STACK_PASTE=$BB_ETC/barbican-api-paste.ini
 ; one process: it creates the DB at its start (db_auto_create)
 processes = 1
 threads = 4
-enable-threads = true
-single-interpreter = true
-lazy-apps = true
-need-app = true
-die-on-term = true
-worker-reload-mercy = 10
-buffer-size = 65535
-harakiri = 60
-add-header = Connection: close
-pidfile = $BB_RUN/uwsgi.pid
-daemonize = $BARBICAN_LOG
-log-master = true
-disable-logging = true
-logger = file:$BARBICAN_LOG
+$(uwsgi_service_ini "$BB_RUN" "$BARBICAN_LOG")
 EOF
 }
 

@@ -121,21 +121,7 @@ virtualenv = $KS_VENV
 env = OS_KEYSTONE_CONFIG_FILES=$KS_ETC/keystone.conf
 processes = $KS_PROCESSES
 threads = $KS_THREADS
-enable-threads = true
-single-interpreter = true
-lazy-apps = true
-thunder-lock = true
-need-app = true
-die-on-term = true
-worker-reload-mercy = 10
-buffer-size = 65535
-harakiri = 60
-add-header = Connection: close
-pidfile = $KS_RUN/uwsgi.pid
-daemonize = $KEYSTONE_LOG
-log-master = true
-disable-logging = true
-logger = file:$KEYSTONE_LOG
+$(uwsgi_service_ini "$KS_RUN" "$KEYSTONE_LOG")
 EOF
 }
 

@@ -184,6 +184,29 @@ uwsgi_kill_orphans() {
     kill_matching "$1 workers" "$2" 10
 }
 
+# uwsgi_service_ini RUN_DIR LOG: the end of a small API service's uwsgi.ini
+# (Keystone, Barbican): threads, one app per worker, bounded requests, the
+# pid file in RUN_DIR, everything logged to LOG but the requests.
+uwsgi_service_ini() {
+    cat <<EOF
+enable-threads = true
+single-interpreter = true
+lazy-apps = true
+thunder-lock = true
+need-app = true
+die-on-term = true
+worker-reload-mercy = 10
+buffer-size = 65535
+harakiri = 60
+add-header = Connection: close
+pidfile = $1/uwsgi.pid
+daemonize = $2
+log-master = true
+disable-logging = true
+logger = file:$2
+EOF
+}
+
 # uwsgi_reuse NAME REGEX MASTER ANSWERS: print MASTER if the running service
 # may be kept (its generated configuration unchanged, FILES_CHANGED=0, and
 # "ANSWERS 20 MASTER" succeeds); else stop it and print nothing.

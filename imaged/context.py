@@ -44,6 +44,8 @@ class RequestContext(context.RequestContext):
     ``deadline``, and who Keystone says the caller is
     (:class:`imaged.policy.Caller`) as ``caller``: the context's own
     ``project_id``, ``user_id`` and ``roles`` are only claims until then.
+    A create's trusted certificate ids (RPC 1.3) are attached as
+    ``trusted_certs``, read where the image's signature is checked.
     """
 
     FROM_DICT_EXTRA_KEYS = [CALL_TIMEOUT]
@@ -53,6 +55,7 @@ class RequestContext(context.RequestContext):
         self.call_timeout = imaged_call_timeout
         self.deadline = None
         self.caller = None
+        self.trusted_certs = None
 
     def to_dict(self):
         values = super().to_dict()

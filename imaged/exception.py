@@ -68,6 +68,23 @@ class ImageDataMismatch(ImageUnacceptable):
     maybe damaged on the way, so never remembered as the image's fault."""
 
 
+class ImageSignatureInvalid(ImageUnacceptable):
+    """The image's signature does not verify (its bytes, or its signature
+    properties, are not what was signed)."""
+    msg_fmt = _("Image %(image_id)s failed signature verification: "
+                "%(reason)s")
+
+
+class ImageSignatureMissing(ImageSignatureInvalid):
+    msg_fmt = _("Image %(image_id)s is not signed (it lacks %(missing)s) and "
+                "signature verification is required.")
+
+
+class ImageCertificateInvalid(ImageSignatureInvalid):
+    msg_fmt = _("The certificate %(certificate_id)s that signed image "
+                "%(image_id)s is not valid or not trusted: %(reason)s")
+
+
 class ImageTooLarge(ImagedException):
     msg_fmt = _("Image %(image_id)s has a virtual size of %(virtual_size)d "
                 "bytes, larger than the requested root disk of "
@@ -180,6 +197,13 @@ class RPCVersionCapped(ImagedException):
 
 class NotAuthorized(ImagedException):
     msg_fmt = _("The caller may not %(action)s: %(reason)s")
+
+
+class KeyManagerUnavailable(BackendUnavailable):
+    """The key manager could not give the signing certificate: never a
+    reason to use the image unverified."""
+    msg_fmt = _("The key manager cannot give certificate %(certificate_id)s "
+                "of image %(image_id)s now: %(reason)s")
 
 
 class KeystoneUnavailable(BackendUnavailable):

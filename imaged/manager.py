@@ -137,7 +137,7 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
     @messaging.expose
     @remote_errors
     def create_root_disk(self, context, instance_uuid=None, image_id=None,
-                         size_gb=None, **unexpected):
+                         size_gb=None, trusted_certs=None, **unexpected):
         self._start_deadline(context)
         _reject_unexpected('create_root_disk', unexpected)
         for argument, value in (('instance_uuid', instance_uuid),
@@ -145,6 +145,9 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
             _require(argument, value)
         instance_uuid = validate.validate_uuid('instance_uuid', instance_uuid)
         image_id = validate.validate_uuid('image_id', image_id)
+        # New in 1.3; read where the signature is checked, as the deadline.
+        context.trusted_certs = validate.validate_certificate_ids(
+            trusted_certs)
         size_gb = validate.validate_size_gb(size_gb,
                                             self.conf.max_root_disk_gb)
         self.callers.identify(context, 'create_root_disk')

@@ -110,6 +110,16 @@ class Metrics:
             'imaged_wait_seconds', 'Time calls waited for a turn: a long '
             'call\'s slot, a download slot.', ['what'],
             buckets=WAIT_BUCKETS, registry=r)
+        self.signatures = prom.Counter(
+            'imaged_signature_checks', 'Image signature checks by path '
+            '(download: over the stream; clone: a read of Glance\'s '
+            'snapshot; recorded: a lookup of an earlier one; certificate: '
+            'refused before any byte) and result (ok or the error class).',
+            ['path', 'result'], registry=r)
+        self.signature_seconds = prom.Histogram(
+            'imaged_signature_check_seconds', 'Time of successful signature '
+            'checks by path (download: the time spent feeding the '
+            'verifier).', ['path'], buckets=WAIT_BUCKETS, registry=r)
         self._server = None
 
     def watch_state(self, read):
@@ -135,6 +145,13 @@ class Metrics:
         self.downloads.labels('ok').inc()
         if seconds > 0:
             self.download_throughput.observe(nbytes / seconds)
+
+    def signature_checked(self, path, seconds, error=None):
+        if error is not None:
+            self.signatures.labels(path, type(error).__name__).inc()
+            return
+        self.signatures.labels(path, 'ok').inc()
+        self.signature_seconds.labels(path).observe(seconds)
 
     def base_used(self, built_now):
         (self.base_builds if built_now else self.base_hits).inc()

@@ -115,7 +115,8 @@ class Notifications:
                     'size_bytes': disk['size_bytes'],
                     'strategy': disk['strategy'],
                     'parent': disk['parent'],
-                    'timings': list(disk.get('timings') or [])})
+                    'timings': list(disk.get('timings') or []),
+                    'signature': disk.get('signature')})
 
     def create_error(self, ctxt, instance_uuid, image_id, size_bytes, error):
         self._send(ctxt, 'root_disk.create.error',

@@ -44,6 +44,7 @@ from imaged import deadline as call_deadline
 from imaged import exception
 from imaged.i18n import _
 from imaged.image import locations as image_locations
+from imaged.image import signature
 from imaged.image import record
 from imaged import policy
 from imaged.storage import disks as rbd_disks
@@ -70,8 +71,11 @@ class Timings:
 class RootDisks:
     """Creates and deletes root disks; the manager validates arguments."""
 
-    def __init__(self, conf, glance_api, storage, image_cache):
+    def __init__(self, conf, glance_api, storage, image_cache,
+                 signatures=None):
         self.conf = conf
+        # An imaged.image.signature.Signatures; None: none verified.
+        self.signatures = signatures
         self.glance = glance_api
         self.storage = storage
         self.image_cache = image_cache
@@ -110,11 +114,12 @@ class RootDisks:
         return self._instance_lock(context, name)
 
     def _result(self, instance_uuid, image_id, name, info, strategy,
-                timings):
+                timings, signed=None):
         return {'instance_uuid': instance_uuid, 'image_id': image_id,
                 'pool': self.storage.pool, 'name': name,
                 'size_bytes': info['size_bytes'], 'strategy': strategy,
-                'parent': info['parent'], 'timings': timings.steps}
+                'parent': info['parent'], 'timings': timings.steps,
+                'signature': signed.summary() if signed else None}
 
     def _read_record(self, context, image_id):
         context.update_store()  # this thread logs the call's request id
@@ -195,15 +200,31 @@ class RootDisks:
         timings.step('glance')
         record.check(image, size_bytes, self.conf,
                      self.image_cache.needs_local_room(image))
+        signed = self._signed(context, image, timings)
         spec = self.storage.disks.final_image(name, size_bytes, image_id,
                                               caller.owner_of_new_disk())
         strategy, info = self._make(context, image, spec, timings)
+        if signed is not None and signed.outcome is None:
+            signed.verified(signature.CACHED, 0.0)
         info = self._shorten_chain(context, name, info, timings)
         LOG.info('Created root disk %s/%s for instance %s from image %s '
-                 'by %s: %s', self.storage.pool, name, instance_uuid,
-                 image_id, strategy, ', '.join(timings.steps))
+                 'by %s: %s%s', self.storage.pool, name, instance_uuid,
+                 image_id, strategy, ', '.join(timings.steps),
+                 '; signature %(outcome)s (%(seconds).2fs)' %
+                 signed.summary() if signed else '')
         return self._result(instance_uuid, image_id, name, info, strategy,
-                            timings)
+                            timings, signed)
+
+    def _signed(self, context, image, timings):
+        """The call's ``signature.Signed`` image, or None when signatures
+        are not verified: an unsigned or untrusted image is refused here,
+        before any byte moves."""
+        if self.signatures is None:
+            return None
+        signed = self.signatures.check(context, image)
+        if signed is not None:
+            timings.step('certificate')
+        return signed
 
     def _check_existing(self, name, info, image_id, size_bytes):
         if info['image_id'] is not None and info['image_id'] != image_id:
@@ -231,6 +252,7 @@ class RootDisks:
             call_deadline.of(context).check(_('the root disk %s') %
                                             spec.name)
             try:
+                self._verify_clone_source(context, image, location, timings)
                 return 'clone', self._clone(image, location, parent_size,
                                             spec, timings)
             except exception.CloneSourceNotFound as e:
@@ -241,6 +263,16 @@ class RootDisks:
                     raise
                 LOG.info('Image %s is no longer at the location imaged '
                          'found (%s); looking it up again', image.id, e)
+
+    def _verify_clone_source(self, context, image, location, timings):
+        """A signed image's snapshot is verified (once per pool) before
+        it is cloned: a clone never reads the bytes itself."""
+        if self.signatures is None:
+            return
+        signed = self.signatures.check(context, image)
+        if signed is not None:
+            self.signatures.verify_snapshot(context, image, location, signed)
+            timings.step('signature')
 
     def _clone(self, image, location, parent_size, spec, timings):
         """Clone a snapshot into the disk; returns the disk's info."""
@@ -345,7 +377,10 @@ class RootDisks:
         timings = Timings()
         location, _size = self.locations.cloneable(context, image, timings)
         if location is not None:
+            # Ahead of the storm: the clones find the record.
+            self._verify_clone_source(context, image, location, timings)
             return 'existing'
+        self._signed(context, image, timings)
         return image_cache.prepare(context, image, timings)
 
     def delete(self, instance_uuid, context=None):

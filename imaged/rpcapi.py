@@ -18,6 +18,7 @@ API version history:
         list_cached_images, get_capabilities.
 * 1.1 - cache_images.
 * 1.2 - flatten_root_disk, snapshot_root_disk.
+* 1.3 - create_root_disk takes trusted_certs.
 
 Every call's context says how long this client waits for the answer
 (``imaged_call_timeout``, seconds): the agent gives up past that time
@@ -45,7 +46,7 @@ from imaged import rpc
 CONF = imaged_conf.CONF
 LOG = logging.getLogger(__name__)
 
-RPC_API_VERSION = '1.2'
+RPC_API_VERSION = '1.3'
 
 
 class _WorkerLost(Exception):
@@ -116,12 +117,24 @@ class ImageAgentAPI:
                 call_monitor_timeout=self.conf.rpc_response_timeout)
         return self.client.prepare(server=host, version=version)
 
-    def create_root_disk(self, ctxt, host, instance_uuid, image_id, size_gb):
+    def create_root_disk(self, ctxt, host, instance_uuid, image_id, size_gb,
+                         trusted_certs=None):
         """Create ``<instance_uuid>_disk`` from a Glance image.
 
+        :param trusted_certs: ids in the key manager of the certificates
+            the image's signing certificate must chain to (nova's trusted
+            image certificates); the image is then verified whatever
+            ``[glance] verify_glance_signatures`` says. New in 1.3.
         :returns: dict with ``instance_uuid, image_id, pool, name,
-                  size_bytes, strategy, parent``.
+                  size_bytes, strategy, parent, signature``.
+        :raises RPCVersionCapped: ``trusted_certs`` given and
+            ``[upgrade_levels] imaged`` is below 1.3.
         """
+        if trusted_certs:
+            return self._call(ctxt, host, 'create_root_disk', long_call=True,
+                              version='1.3', instance_uuid=instance_uuid,
+                              image_id=image_id, size_gb=size_gb,
+                              trusted_certs=list(trusted_certs))
         return self._call(ctxt, host, 'create_root_disk', long_call=True,
                           instance_uuid=instance_uuid, image_id=image_id,
                           size_gb=size_gb)

@@ -76,3 +76,21 @@ def validate_image_ids(value, maximum=MAX_PRECACHE_IMAGES):
                 reason=_('%s is named twice') % image_id)
         seen.add(image_id)
     return image_ids
+
+
+# Trusted certificates one call may name (nova allows 50).
+MAX_TRUSTED_CERTS = 50
+
+
+def validate_certificate_ids(value, maximum=MAX_TRUSTED_CERTS):
+    """The trusted certificate ids of a call (key manager UUIDs), or None
+    when it gives none."""
+    if value is None or value == []:
+        return None
+    if not isinstance(value, list) or len(value) > maximum:
+        raise exception.InvalidInput(
+            argument='trusted_certs',
+            reason=_('must be a list of at most %d certificate UUIDs') %
+            maximum)
+    return [validate_uuid('trusted_certs[%d]' % i, cert_id)
+            for i, cert_id in enumerate(value)]

@@ -1,11 +1,12 @@
 #!/bin/bash
 # Local service stack for imaged's tests and benchmarks: a one-node Ceph
-# cluster, RabbitMQ, Keystone and Glance (behind Keystone; RBD + file stores),
+# cluster, RabbitMQ, Keystone, Barbican and Glance (behind Keystone; RBD +
+# file stores; signed images' certificates in Barbican),
 # and a second Glance with the file store only (glance-file).
 #
 #   tools/stack.sh install
-#   tools/stack.sh start  [all|ceph|ceph-mon|ceph-mgr|ceph-osd|rabbitmq|keystone|glance|glance-file ...]
-#   tools/stack.sh stop   [all|ceph|ceph-mon|ceph-mgr|ceph-osd|rabbitmq|keystone|glance|glance-file ...]
+#   tools/stack.sh start  [all|ceph|ceph-mon|ceph-mgr|ceph-osd|rabbitmq|keystone|barbican|glance|glance-file ...]
+#   tools/stack.sh stop   [all|ceph|ceph-mon|ceph-mgr|ceph-osd|rabbitmq|keystone|barbican|glance|glance-file ...]
 #   tools/stack.sh status
 #   tools/stack.sh env [--path]
 #   tools/stack.sh rabbitmqctl|ceph|rbd|rados ARGS...   (bound to our stack)
@@ -55,6 +56,8 @@ fi
 . "$STACK_LIB/keystone.sh"
 # shellcheck source=stack/glance.sh
 . "$STACK_LIB/glance.sh"
+# shellcheck source=stack/barbican.sh
+. "$STACK_LIB/barbican.sh"
 
 # Debian packages we need.  gcc/python3-dev: pip builds uWSGI from source;
 # systemd: the tests check the unit file with systemd-analyze;
@@ -122,6 +125,7 @@ write_env() {
         ceph_env
         rabbit_env
         keystone_env
+        barbican_env
         glance_env
     } | write_file "$ENV_FILE"
 }
@@ -132,6 +136,7 @@ cmd_status() {
     ceph_status || bad=1
     rabbit_status || bad=1
     keystone_status || bad=1
+    barbican_status || bad=1
     glance_status || bad=1
     glance_use file
     glance_status || bad=1
@@ -175,14 +180,14 @@ take_lock() {
 }
 
 # parse_targets start|stop TARGET..: sets CEPH_WANT, DO_RABBIT, DO_KEYSTONE,
-# DO_GLANCE, DO_GLANCE_FILE.
+# DO_BARBICAN, DO_GLANCE, DO_GLANCE_FILE.
 parse_targets() {
     local cmd=$1 t
     shift
-    CEPH_WANT="" DO_RABBIT=0 DO_KEYSTONE=0 DO_GLANCE=0 DO_GLANCE_FILE=0
+    CEPH_WANT="" DO_RABBIT=0 DO_KEYSTONE=0 DO_BARBICAN=0 DO_GLANCE=0 DO_GLANCE_FILE=0
     for t in "$@"; do
         case $t in
-            all) CEPH_WANT+=" mon mgr osd"; DO_RABBIT=1; DO_KEYSTONE=1; DO_GLANCE=1
+            all) CEPH_WANT+=" mon mgr osd"; DO_RABBIT=1; DO_KEYSTONE=1; DO_BARBICAN=1; DO_GLANCE=1
                  DO_GLANCE_FILE=1
                  [ "$cmd" = stop ] || CEPH_WANT+=" pools" ;;
             ceph) CEPH_WANT+=" mon mgr osd"; [ "$cmd" = stop ] || CEPH_WANT+=" pools" ;;
@@ -192,6 +197,7 @@ parse_targets() {
             ceph-osd) [ "$cmd" = stop ] || CEPH_WANT+=" mon"; CEPH_WANT+=" osd" ;;
             rabbitmq) DO_RABBIT=1 ;;
             keystone) DO_KEYSTONE=1 ;;
+            barbican) DO_BARBICAN=1 ;;
             glance) DO_GLANCE=1 ;;
             glance-file) DO_GLANCE_FILE=1 ;;
             *) echo "stack.sh: unknown target '$t'" >&2; usage ;;
@@ -211,9 +217,13 @@ cmd_start() {
     fi
     # Glance needs Keystone (and its users) to answer anything: make sure
     # of it (cheap when it runs and is set up).
-    if [ $DO_KEYSTONE = 1 ] || [ $DO_GLANCE = 1 ] || [ $DO_GLANCE_FILE = 1 ]; then
+    if [ $DO_KEYSTONE = 1 ] || [ $DO_BARBICAN = 1 ] || [ $DO_GLANCE = 1 ] ||
+        [ $DO_GLANCE_FILE = 1 ]; then
         keystone_start
     fi
+    # Before Glance: it reads signed images' certificates from Barbican.
+    # Its venv is built only when it is started (the quick start does not).
+    if [ $DO_BARBICAN = 1 ]; then barbican_install; barbican_start; fi
     # A recreated cluster has none of the images a running Glance knows
     # about: reset Glance too, even when it was not asked for.
     if [ $DO_GLANCE = 1 ] || { [ "$CEPH_RECREATED" = 1 ] && [ -n "$(pids_matching "$UWSGI_RE")" ]; }; then
@@ -239,6 +249,7 @@ cmd_stop() {
     # Clients first, then the OSD before the mon it reports to.
     if [ $DO_GLANCE = 1 ]; then glance_stop; fi
     if [ $DO_GLANCE_FILE = 1 ]; then glance_use file; glance_stop; glance_use main; fi
+    if [ $DO_BARBICAN = 1 ]; then barbican_stop; fi
     if [ $DO_KEYSTONE = 1 ]; then keystone_stop; fi
     if [ $DO_RABBIT = 1 ]; then rabbit_stop; fi
     if [ -n "$CEPH_WANT" ]; then
@@ -251,7 +262,7 @@ main() {
     local cmd=${1:-}
     [ $# -gt 0 ] && shift
     case $cmd in
-        install) take_lock; do_install; log "install done in $(elapsed)s" ;;
+        install) take_lock; do_install; barbican_install; log "install done in $(elapsed)s" ;;
         start) cmd_start "$@" ;;
         stop) cmd_stop "$@" ;;
         restart) cmd_stop "$@"; cmd_start "$@" ;;

@@ -22,6 +22,7 @@ from oslo_service import service
 from imaged import conf as imaged_conf
 from imaged import crashes
 from imaged.image import glance
+from imaged.image import signature
 from imaged.imagecache import files as base_files
 from imaged.imagecache import manager as imagecache_manager
 from imaged import malloc
@@ -50,9 +51,13 @@ def build_manager(conf=CONF):
     glance_api = glance.GlanceAPI(conf)
     storage = rbd_storage.RBDDriver(conf, host)
     notifier = notifications.Notifications(conf, host)
+    signatures = signature.Signatures(conf, storage.verified,
+                                      metrics=notifier.metrics)
     image_cache = imagecache_manager.ImageCacheManager(
-        conf, glance_api, storage, base_files.BaseFiles(conf), notifier)
-    root_disks = rootdisk.RootDisks(conf, glance_api, storage, image_cache)
+        conf, glance_api, storage, base_files.BaseFiles(conf), notifier,
+        signatures)
+    root_disks = rootdisk.RootDisks(conf, glance_api, storage, image_cache,
+                                    signatures)
     return imaged_manager.ImageAgentManager(conf, host, root_disks, storage,
                                             image_cache, glance_api, notifier)
 

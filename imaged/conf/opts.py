@@ -19,6 +19,7 @@ from imaged.conf import image_cache
 from imaged.conf import metrics
 from imaged.conf import rbd
 from imaged.conf import service_user
+from imaged.conf import signatures
 from imaged.conf import upgrade_levels
 
 
@@ -27,7 +28,7 @@ def list_opts():
     # keeping the OptGroup (with its help) where a module gives one.
     groups = {}
     for module in (callers, default, glance, image_cache, metrics, rbd,
-                   service_user, upgrade_levels):
+                   service_user, signatures, upgrade_levels):
         for group, opts in module.list_opts().items():
             name = getattr(group, 'name', group)
             known, merged = groups.setdefault(name, (group, []))

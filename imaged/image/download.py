@@ -113,13 +113,16 @@ def _write_pieces(sink, block, piece=units.Mi):
 
 
 class _HashThread:
-    """Hashes chunks on another thread, beside the network and Ceph work."""
+    """Hashes chunks on another thread, beside the network and Ceph work;
+    ``verifier`` (a signature's, or None) gets the same chunks."""
 
-    def __init__(self, hasher):
+    def __init__(self, hasher, verifier=None):
         self.hasher = hasher
+        self._consumers = [c.update for c in (hasher, verifier)
+                           if c is not None]
         self._queue = queue.Queue(maxsize=8)
         self._thread = None
-        if hasher is not None:
+        if self._consumers:
             self._thread = threading.Thread(target=self._run, daemon=True,
                                             name='image-hash')
             self._thread.start()
@@ -127,7 +130,8 @@ class _HashThread:
     def _run(self):
         while (block := self._queue.get()) is not None:
             try:
-                self.hasher.update(block.data)
+                for update in self._consumers:
+                    update(block.data)
             finally:
                 block.release()
 
@@ -142,9 +146,9 @@ class _HashThread:
             self._thread.join()
 
     def hexdigest(self):
+        self.close()
         if self.hasher is None:
             return None
-        self.close()
         return self.hasher.hexdigest()
 
 
@@ -175,11 +179,15 @@ def _too_large(image_id, virtual_size, max_virtual_size):
                                       size_bytes=max_virtual_size)
 
 
-def stream(image, blocks, sinks, conf, max_virtual_size=None):
+def stream(image, blocks, sinks, conf, max_virtual_size=None,
+           verifier=None):
     """Read ``blocks`` of ``image`` once into ``sinks``, checking them.
 
     :param max_virtual_size: stop as soon as the image is known to be
         larger (for qcow2, from its header) with ``ImageTooLarge``.
+    :param verifier: a signature's verifier (``update(data)``,
+        ``verify()``), fed the blocks that are hashed, and verified once
+        the hash matched; None: no signature is verified.
     :returns: :class:`Downloaded` once every check passed; the sinks hold
         the image's bytes but are neither committed nor aborted.
     :raises ShortRead: the stream ended early (worth another attempt).
@@ -194,7 +202,7 @@ def stream(image, blocks, sinks, conf, max_virtual_size=None):
                            conf.glance.progress_interval)
     started = time.monotonic()
     inspector = image_format.StreamInspector()
-    hasher = _HashThread(promise[0] if promise else None)
+    hasher = _HashThread(promise[0] if promise else None, verifier)
     inspecting, size = True, 0
     try:
         for block in image_body.as_blocks(blocks):
@@ -237,6 +245,8 @@ def stream(image, blocks, sinks, conf, max_virtual_size=None):
         raise exception.ImageDataMismatch(
             image_id=image_id,
             reason=_("its data does not match Glance's %s hash") % promise[2])
+    if verifier is not None:
+        verifier.verify()
     checked = image_format.check_image(image_id, inspector,
                                        image.disk_format, conf)
     virtual_size = size if str(checked.format) in ('raw', 'iso') else \

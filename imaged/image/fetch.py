@@ -40,10 +40,13 @@ LOG = logging.getLogger(__name__)
 class Fetcher:
     """Downloads images: bounded at once, retried, reported."""
 
-    def __init__(self, conf, glance_api, notifications=None):
+    def __init__(self, conf, glance_api, notifications=None,
+                 signatures=None):
         self.conf = conf
         self.glance = glance_api
         self.notifications = notifications  # image.fetch.*; None: none
+        # An imaged.image.signature.Signatures; None: none verified.
+        self.signatures = signatures
         self._download_slots = threading.BoundedSemaphore(
             conf.image_cache.max_concurrent_downloads)
 
@@ -111,22 +114,31 @@ class Fetcher:
         """
         image_id = image.id
         deadline = time.monotonic() + self.conf.glance.download_timeout
+        signed = None
+        if self.signatures is not None:
+            # Refuses an unsigned or untrusted image before any byte moves.
+            signed = self.signatures.check(context, image)
         with self._download_slot(image_id), self._fetching(image) as report:
             for attempt in download.attempts(image_id,
                                              self.conf.glance.num_retries):
                 with attempt:
                     report.attempt()
                     sinks = []
+                    verifier = signed.verifier() if signed else None
                     try:
                         sinks = new_sinks()
                         with self._body(context, image, deadline) as blocks:
                             got = download.stream(
                                 image, report.count(blocks), sinks,
-                                self.conf, max_virtual_size)
+                                self.conf, max_virtual_size, verifier)
+                        if signed is not None:
+                            self.signatures.downloaded(signed, verifier)
                         for sink in sinks:
                             sink.commit(got.size)
                         return got, sinks
-                    except BaseException:
+                    except BaseException as e:
                         for sink in sinks:
                             download.abort_quietly(sink)
+                        if isinstance(e, exception.ImageSignatureInvalid):
+                            self.signatures.downloaded(signed, verifier, e)
                         raise

@@ -47,6 +47,10 @@ def _store_set(value):
 # The property imaged gives an image before it uploads a disk's snapshot
 # into it: a retry finds an active image that is already that snapshot.
 SNAPSHOT_OF = 'imaged_snapshot_of'
+# The properties of a signed image (Glance's "Image signing" docs).
+SIGNATURE_PROPERTIES = ('img_signature', 'img_signature_hash_method',
+                        'img_signature_key_type',
+                        'img_signature_certificate_uuid')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +81,8 @@ class ImageRecord:
     failed_import_stores: frozenset[str] = frozenset()
     # The instance whose root disk imaged uploaded into it (a snapshot).
     snapshot_of: str | None = None
+    # SIGNATURE_PROPERTIES -> value, for those the record has.
+    signature: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_glance(cls, body, image_id):
@@ -103,7 +109,10 @@ class ImageRecord:
                 body.get('os_glance_importing_to_stores')),
             failed_import_stores=_store_set(
                 body.get('os_glance_failed_import')),
-            snapshot_of=_str_or_none(body.get(SNAPSHOT_OF)))
+            snapshot_of=_str_or_none(body.get(SNAPSHOT_OF)),
+            signature=tuple((name, body[name])
+                            for name in SIGNATURE_PROPERTIES
+                            if _str_or_none(body.get(name))))
 
     def shown_urls(self):
         """The locations the record shows: ``locations``, else

@@ -58,7 +58,8 @@ def _commit_or_abort(new, fill, size):
 class ImageCacheManager:
     """This host's cached copies of images: made, listed, evicted."""
 
-    def __init__(self, conf, glance_api, storage, files, notifications=None):
+    def __init__(self, conf, glance_api, storage, files, notifications=None,
+                 signatures=None):
         self.conf = conf
         self.storage = storage
         self.files = files
@@ -66,7 +67,8 @@ class ImageCacheManager:
             imaged_notifications.Notifications(conf, storage.host)
         self.notifications = notifications
         self.metrics = notifications.metrics
-        self.fetcher = fetch.Fetcher(conf, glance_api, notifications)
+        self.fetcher = fetch.Fetcher(conf, glance_api, notifications,
+                                     signatures)
         self.eviction = eviction.Eviction(conf, glance_api, storage, files,
                                           notifications)
 

@@ -33,6 +33,7 @@ from imaged.storage import locks
 from imaged.storage import partial
 from imaged.storage import snapshots
 from imaged.storage import trash
+from imaged.storage import verified
 
 LOG = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class RBDDriver:
                                           self.trash)
         self.disks = disks.RootDiskStore(self.conn, self.partials,
                                          self.trash)
+        self.verified = verified.VerifiedSnapshots(self.conn, host)
         self._cleanup_role = None
 
     @property

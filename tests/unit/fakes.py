@@ -63,6 +63,7 @@ class FakeDisk:
         self.size = size
         self.blocks = {}  # offset -> bytes
         self.snapshots = {}  # name -> size
+        self.snap_ids = {}  # name -> id, given at the first look
         self.protected = set()
         self.metadata = {}
         self.parent = parent  # (pool, image, snapshot)
@@ -95,6 +96,7 @@ class FakeCluster:
         self.osds_down = False  # monitors answer, OSD operations time out
         self.osds_up = 1
         self.writes = []  # (pool, name, offset, length)
+        self.reads = []  # aio reads: (pool, name, offset, length)
         self.objects = {}  # (pool, object name) -> {lock name: (kind,
         #                    {cookie: expiry})}: rados objects with locks
         self.xattrs = {}  # (pool, object name, xattr) -> bytes
@@ -526,6 +528,10 @@ class FakeImage:
     def read(self, offset, length):
         return self.disk.read(offset, min(length, self.size() - offset))
 
+    def aio_read(self, offset, length, oncomplete):
+        self.cluster.reads.append((self.pool_name, self.name, offset, length))
+        oncomplete(_Completion(0), self.read(offset, length))
+
     def aio_write(self, data, offset, oncomplete):
         self.disk.blocks[offset] = bytes(data)
         self.cluster.writes.append((self.pool_name, self.name, offset,
@@ -564,6 +570,15 @@ class FakeImage:
             self.disk.trashed_snaps.add(name)  # the trash namespace
             return
         del self.disk.snapshots[name]
+        self.disk.snap_ids.pop(name, None)
+
+    def id(self):
+        return self.disk.id
+
+    def snap_get_id(self, name):
+        if name not in self.disk.snapshots:
+            raise self.mod.ImageNotFound(name)
+        return self.disk.snap_ids.setdefault(name, next(_ids))
 
     def list_snaps(self):
         self.cluster.ops += 1

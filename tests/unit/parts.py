@@ -16,9 +16,11 @@ from imaged.imagecache import manager as imagecache_manager
 from imaged import rootdisk
 
 
-def root_disks(conf, glance, storage, files, notifications=None):
+def root_disks(conf, glance, storage, files, notifications=None,
+               signatures=None):
     """The root-disk maker over ``files`` (an ``imagecache.files.BaseFiles``);
-    its image cache manager is ``.image_cache``."""
+    its image cache manager is ``.image_cache``; ``signatures``: an
+    ``imaged.image.signature.Signatures``, or None."""
     image_cache = imagecache_manager.ImageCacheManager(
-        conf, glance, storage, files, notifications)
-    return rootdisk.RootDisks(conf, glance, storage, image_cache)
+        conf, glance, storage, files, notifications, signatures)
+    return rootdisk.RootDisks(conf, glance, storage, image_cache, signatures)

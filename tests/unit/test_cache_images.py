@@ -200,6 +200,6 @@ class VersionCapTest(AgentTestCase):
                           prepared.call_monitor_timeout,
                           prepared.target.version))
 
-    def test_the_agent_serves_1_2(self):
-        self.assertEqual('1.2', imaged_manager.ImageAgentManager.target
+    def test_the_agent_serves_1_3(self):
+        self.assertEqual('1.3', imaged_manager.ImageAgentManager.target
                          .version)

@@ -85,7 +85,8 @@ class NotificationsTest(test_cache_images.AgentTestCase):
         self.assertEqual({'version': '1.0', 'instance_uuid': INSTANCE,
                           'image_id': IMAGE, 'size_bytes': 10 * units.Gi,
                           'strategy': 'clone', 'parent': disk['parent'],
-                          'timings': disk.get('timings', [])},
+                          'timings': disk.get('timings', []),
+                          'signature': None},
                          self.payload('root_disk.create.end'))
         [message] = self.sent('root_disk.create.end')
         self.assertEqual(('imaged.test-host', 'INFO'),

@@ -125,7 +125,7 @@ class RootDisksTest(base.TestCase):
         self.assertEqual({'instance_uuid': INSTANCE, 'image_id': IMAGE,
                           'pool': 'vms', 'name': INSTANCE + '_disk',
                           'size_bytes': units.Gi, 'strategy': 'clone',
-                          'parent': url}, result)
+                          'parent': url, 'signature': None}, result)
         self.assertEqual(0, self.glance.downloads)
 
     def test_first_cloneable_location_wins(self):

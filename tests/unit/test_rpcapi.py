@@ -18,6 +18,7 @@ import oslo_messaging as messaging
 from imaged import context
 from imaged import exception
 from imaged import rpcapi
+from imaged import validate
 from tests.unit import test_manager
 
 HOST = 'h1'
@@ -182,3 +183,47 @@ class DeadWorkerRetryTest(test_manager.FakeTransportTestCase):
                           self.api.flatten_root_disk, self.ctxt, HOST,
                           INSTANCE)
         self.assertEqual(1, len(self.sent))
+
+
+class TrustedCertsTest(test_manager.FakeTransportTestCase):
+    """create_root_disk's trusted_certs (RPC 1.3, issue 28)."""
+
+    CERT = '11111111-2222-4333-8444-555555555555'
+
+    def setUp(self):
+        super().setUp()
+        self.api = rpcapi.ImageAgentAPI(self.conf)
+        self.ctxt = context.RequestContext(user_id='u', project_id='p')
+        self.sent = []
+        prepare = self.api._prepare
+
+        def recording_prepare(*args, **kwargs):
+            client = prepare(*args, **kwargs)
+            client.call = lambda ctxt, method, **kw: self.sent.append(
+                (kwargs.get('version'), kw))
+            return client
+        self.api._prepare = recording_prepare
+
+    def test_sent_as_1_3_only_when_given(self):
+        self.api.create_root_disk(self.ctxt, HOST, INSTANCE, IMAGE, 1)
+        self.api.create_root_disk(self.ctxt, HOST, INSTANCE, IMAGE, 1,
+                                  trusted_certs=[self.CERT])
+        [(old_version, old), (new_version, new)] = self.sent
+        self.assertEqual(('1.0', '1.3'), (old_version, new_version))
+        self.assertNotIn('trusted_certs', old)
+        self.assertEqual([self.CERT], new['trusted_certs'])
+
+    def test_capped_below_1_3_it_is_refused_not_dropped(self):
+        self.flags(imaged='1.2', group='upgrade_levels')
+        api = rpcapi.ImageAgentAPI(self.conf)
+        self.assertRaises(exception.RPCVersionCapped, api.create_root_disk,
+                          self.ctxt, HOST, INSTANCE, IMAGE, 1,
+                          trusted_certs=[self.CERT])
+
+    def test_the_agent_checks_them(self):
+        self.assertIsNone(validate.validate_certificate_ids(None))
+        self.assertEqual([self.CERT], validate.validate_certificate_ids(
+            [self.CERT.upper()]))
+        for bad in ('not-a-list', ['x'], [self.CERT] * 51):
+            self.assertRaises(exception.InvalidInput,
+                              validate.validate_certificate_ids, bad)

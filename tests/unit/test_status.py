@@ -176,7 +176,8 @@ class ChecksTest(base.TestCase):
         self.assertEqual(Code.SUCCESS, code('1.0'))
         self.assertEqual(Code.SUCCESS, code('1.1'))
         self.assertEqual(Code.SUCCESS, code('1.2'))
-        self.assertEqual(Code.FAILURE, code('1.3'))
+        self.assertEqual(Code.SUCCESS, code('1.3'))
+        self.assertEqual(Code.FAILURE, code('1.4'))
         self.assertEqual(Code.FAILURE, code('2.0'))
         self.assertEqual(Code.FAILURE, code('latest'))
 

@@ -33,9 +33,17 @@ class Agent:
 
     def __init__(self, workdir, run_id):
         self.host = 'bench-%s' % run_id
-        self.daemon = base.Daemon(workdir, self.host, {
-            'DEFAULT': {'debug': 'false'},
-            'glance': {'num_retries': '3'}})
+        options = {'DEFAULT': {'debug': 'false'},
+                   'glance': {'num_retries': '3'}}
+        stack = base.stack()
+        if 'BARBICAN_URL' in stack:
+            # Signed images: verified when a call gives trusted certificates
+            # (section signatures), with the caller's token.
+            options.update(
+                key_manager={'backend': 'barbican'},
+                barbican={'barbican_endpoint': stack['BARBICAN_URL'],
+                          'auth_endpoint': stack['OS_AUTH_URL']})
+        self.daemon = base.Daemon(workdir, self.host, options)
         self.daemon.core_dumps = True  # a crash under load leaves its core
         self.api = rpcapi.ImageAgentAPI(base.CONF)
 
@@ -86,7 +94,7 @@ class Agent:
             time.sleep(0.2)
         return ''
 
-    def create(self, instance_uuid, image_id, size_gb):
+    def create(self, instance_uuid, image_id, size_gb, trusted_certs=None):
         """``(seconds, result, memory)`` of one create_root_disk call."""
         parent, worker = self.daemon.process.pid, self.worker()
         for pid in (parent, worker):
@@ -97,7 +105,8 @@ class Agent:
         started = time.monotonic()
         result = self.call('create_root_disk', lambda: (
             self.api.create_root_disk(self.ctxt, self.host, instance_uuid,
-                                      image_id, size_gb)))
+                                      image_id, size_gb,
+                                      trusted_certs=trusted_certs)))
         seconds = time.monotonic() - started
         if result['strategy'] == 'existing':
             raise RuntimeError('imaged returned the existing disk %s: the '

@@ -20,6 +20,7 @@ import json
 import subprocess
 import time
 
+from imaged.storage import verified
 from tools.bench.progress import describe
 
 
@@ -71,6 +72,14 @@ class AdminCeph:
             self.rbd.RBD().clone(parent, image_id, 'snap', ioctx, name)
             with self.rbd.Image(ioctx, name) as image:
                 image.resize(size_bytes)
+
+    def remove_verification_record(self, image_id):
+        """The pool's record of an image's verified snapshot, if any."""
+        with self.ioctx(self.vms) as ioctx:
+            try:
+                ioctx.remove_object(verified.record_object(image_id))
+            except self.rados.ObjectNotFound:
+                pass
 
     def import_file(self, path, name, size_bytes):
         """The naive way's last step: ``rbd import``, then resize."""

@@ -40,6 +40,7 @@ class Config:
     # (agents, callers) of each storm; default: storm_agents x each of
     # storm_callers.
     storm_shapes: tuple = ()
+    signature_size: int = GiB  # the signed image of section signatures
 
     def storms(self):
         return self.storm_shapes or tuple(
@@ -56,4 +57,4 @@ QUICK = Config(repetitions=1, clone_sizes=(4 * MiB, 32 * MiB),
                qcow2=(32 * MiB, 8 * MiB), dedup_calls=16, dedup_size=8 * MiB,
                rpc_calls=50, memory_sizes=(8 * MiB, 32 * MiB),
                call_timeout=120, storm_agents=2, storm_callers=(4,),
-               storm_size=8 * MiB)
+               storm_size=8 * MiB, signature_size=8 * MiB)

@@ -38,6 +38,7 @@ from tools.bench.sections import download
 from tools.bench.sections import memory
 from tools.bench.sections import qcow2
 from tools.bench.sections import rpc
+from tools.bench.sections import signatures
 from tools.bench.sections import sparse
 from tools.bench.sections import storm
 from tools.bench.sizes import GiB, size_text
@@ -46,7 +47,8 @@ from tools.bench.sizes import GiB, size_text
 MEASURES = {'rpc': rpc.measure, 'clone': clone.measure,
             'download': download.measure, 'sparse': sparse.measure,
             'qcow2': qcow2.measure, 'dedup': dedup.measure,
-            'memory': memory.measure, 'storm': storm.measure}
+            'memory': memory.measure, 'signatures': signatures.measure,
+            'storm': storm.measure}
 SECTIONS = tuple(MEASURES)
 
 
@@ -320,11 +322,12 @@ class Disks:
         self.bench = bench
         self.instances, self.baseline = [], []
 
-    def create(self, image_id, size_gb):
+    def create(self, image_id, size_gb, trusted_certs=None):
         instance_uuid = str(uuid.uuid4())
         self.bench.instances.add(instance_uuid)
         self.instances.append(instance_uuid)
-        return self.bench.agent.create(instance_uuid, image_id, size_gb)
+        return self.bench.agent.create(instance_uuid, image_id, size_gb,
+                                       trusted_certs)
 
     def baseline_name(self):
         name = 'imaged-bench-%s-%s' % (self.bench.run_id,

@@ -99,26 +99,19 @@ sqlite_synchronous = False
 flavor = keystone
 config_file = $GL_ETC/glance-api-paste.ini
 
-[keystone_authtoken]
-www_authenticate_uri = $OS_AUTH_URL
-auth_url = $OS_AUTH_URL
-auth_type = password
-username = $GLANCE_SERVICE_USER
-password = $GLANCE_SERVICE_PASSWORD
-project_name = $SERVICE_PROJECT
-user_domain_name = $KS_DOMAIN
-project_domain_name = $KS_DOMAIN
-region_name = $KS_REGION
-# A user token that expired during a long call is still accepted when it
-# comes with a valid service token of a user with the service role.
-service_token_roles = service
-service_token_roles_required = true
-# Keystone is local: fail fast instead of hanging a request.
-http_connect_timeout = 10
-http_request_max_retries = 1
+$(keystone_authtoken_section "$GLANCE_SERVICE_USER" "$GLANCE_SERVICE_PASSWORD")
 
 [oslo_policy]
 policy_file = $GL_ETC/policy.yaml
+
+# A signed image (img_signature* properties) is verified on upload against
+# its certificate in Barbican, read with the uploader's token.
+[key_manager]
+backend = barbican
+
+[barbican]
+barbican_endpoint = $BARBICAN_URL
+auth_endpoint = $OS_AUTH_URL
 
 [oslo_concurrency]
 lock_path = $GL_DIR/locks

@@ -1,7 +1,8 @@
 # Keystone for tools/stack.sh: keystone (same release series as Glance)
 # under uWSGI, SQLite, fernet tokens; after `keystone-manage bootstrap`,
-# tools/stack/keystone_setup.py adds the service project, the glance and
-# imaged service users, a demo project and user and Glance's catalog entry.
+# tools/stack/keystone_setup.py adds the service project, the glance,
+# barbican and imaged service users, a demo project and user and Glance's and
+# Barbican's catalog entries.
 # Sourced by tools/stack.sh after lib.sh.  Entry points: keystone_install,
 # keystone_start, keystone_stop, keystone_status, keystone_env.
 # shellcheck shell=bash disable=SC2086,SC2116,SC2015
@@ -120,21 +121,7 @@ virtualenv = $KS_VENV
 env = OS_KEYSTONE_CONFIG_FILES=$KS_ETC/keystone.conf
 processes = $KS_PROCESSES
 threads = $KS_THREADS
-enable-threads = true
-single-interpreter = true
-lazy-apps = true
-thunder-lock = true
-need-app = true
-die-on-term = true
-worker-reload-mercy = 10
-buffer-size = 65535
-harakiri = 60
-add-header = Connection: close
-pidfile = $KS_RUN/uwsgi.pid
-daemonize = $KEYSTONE_LOG
-log-master = true
-disable-logging = true
-logger = file:$KEYSTONE_LOG
+$(uwsgi_service_ini "$KS_RUN" "$KEYSTONE_LOG")
 EOF
 }
 
@@ -195,10 +182,16 @@ keystone_setup_spec() {
     cat <<EOF
 {"auth_url": "$OS_AUTH_URL", "region": "$KS_REGION",
  "admin_user": "$KS_ADMIN_USER", "admin_password": "$KS_ADMIN_PASSWORD",
- "admin_project": "$KS_ADMIN_PROJECT", "glance_url": "$GLANCE_URL",
+ "admin_project": "$KS_ADMIN_PROJECT",
+ "endpoints": [{"type": "image", "name": "glance", "url": "$GLANCE_URL",
+                "description": "Image service"},
+               {"type": "key-manager", "name": "barbican", "url": "$BARBICAN_URL",
+                "description": "Key manager"}],
  "projects": [{"name": "$SERVICE_PROJECT", "description": "Service users"},
               {"name": "$DEMO_PROJECT", "description": "Demo and test images"}],
  "users": [{"name": "$GLANCE_SERVICE_USER", "password": "$GLANCE_SERVICE_PASSWORD",
+            "project": "$SERVICE_PROJECT", "roles": ["service"]},
+           {"name": "$BARBICAN_SERVICE_USER", "password": "$BARBICAN_SERVICE_PASSWORD",
             "project": "$SERVICE_PROJECT", "roles": ["service"]},
            {"name": "$IMAGED_USER", "password": "$IMAGED_PASSWORD",
             "project": "$SERVICE_PROJECT", "roles": [$IMAGED_ROLES]},
@@ -212,11 +205,35 @@ keystone_setup() {
     local want
     want=$( { keystone_setup_spec; cat "$STACK_LIB/keystone_setup.py"; } | sha256sum | cut -d' ' -f1)
     [ "$(cat "$KS_DIR/setup.done" 2>/dev/null)" != "$want" ] || return 0
-    log "keystone: projects, users, roles, Glance's endpoints"
+    log "keystone: projects, users, roles, Glance's and Barbican's endpoints"
     keystone_setup_spec | timeout 120 "$KS_VENV/bin/python" "$STACK_LIB/keystone_setup.py" 9>&- \
         >>"$KS_LOGDIR/keystone-setup.log" 2>&1 ||
         { show_tail "$KS_LOGDIR/keystone-setup.log"; die "keystone_setup.py failed"; }
     echo "$want" >"$KS_DIR/setup.done"
+}
+
+# keystone_authtoken_section USER PASSWORD: keystonemiddleware's section of
+# a service behind this Keystone (Glance, Barbican), as that service user.
+keystone_authtoken_section() {
+    cat <<EOF
+[keystone_authtoken]
+www_authenticate_uri = $OS_AUTH_URL
+auth_url = $OS_AUTH_URL
+auth_type = password
+username = $1
+password = $2
+project_name = $SERVICE_PROJECT
+user_domain_name = $KS_DOMAIN
+project_domain_name = $KS_DOMAIN
+region_name = $KS_REGION
+# A user token that expired during a long call is still accepted when it
+# comes with a valid service token of a user with the service role.
+service_token_roles = service
+service_token_roles_required = true
+# Keystone is local: fail fast instead of hanging a request.
+http_connect_timeout = 10
+http_request_max_retries = 1
+EOF
 }
 
 keystone_master_pid() { uwsgi_master_pid "$KS_RUN/uwsgi.pid" "$KS_RE"; }
@@ -242,16 +259,7 @@ keystone_start() {
         keystone_bootstrap
     fi
     keystone_keys
-    if [ -n "$master" ] && [ "$FILES_CHANGED" = 1 ]; then
-        log "Keystone's configuration changed: restarting it"
-        kill_matching keystone "$KS_RE"
-        master=
-    fi
-    if [ -n "$master" ] && ! keystone_answers 20 "$master"; then
-        log "keystone is running but not answering: restarting it"
-        kill_matching keystone "$KS_RE"
-        master=
-    fi
+    master=$(uwsgi_reuse keystone "$KS_RE" "$master" keystone_answers)
     if [ -z "$master" ]; then
         require_port_free "$KEYSTONE_PORT" "$KS_RE"
         log "starting keystone (uWSGI on $KEYSTONE_URL)"
@@ -267,15 +275,8 @@ keystone_stop() {
 }
 
 keystone_status() {
-    local pids
-    pids=$(keystone_master_pid)
-    if [ -n "$pids" ] && keystone_answers 5 2>/dev/null; then
-        status_line keystone up "pid $pids (uWSGI master); $OS_AUTH_URL, tokens ${KS_TOKEN_EXPIRATION}s"
-    else
-        pids=$(pids_matching "$KS_RE")
-        status_line keystone down "${pids:+pid $(echo $pids), not issuing tokens}"
-        return 1
-    fi
+    uwsgi_status keystone "$KS_RE" "$(keystone_master_pid)" keystone_answers \
+        "$OS_AUTH_URL, tokens ${KS_TOKEN_EXPIRATION}s" "not issuing tokens"
 }
 
 keystone_env() {

@@ -10,7 +10,7 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""Projects, users, roles and Glance's catalog entry in the stack's Keystone.
+"""Projects, users, roles and catalog entries in the stack's Keystone.
 
 Run by tools/stack/keystone.sh with the Keystone venv's Python, after
 ``keystone-manage bootstrap`` (which made the admin user and project, the
@@ -58,12 +58,12 @@ def ensure_user(ks, domain, project, name, password):
     return user
 
 
-def ensure_endpoints(ks, region, service_type, name, url):
+def ensure_endpoints(ks, region, service_type, name, url, description):
     service = one(ks.services.list(type=service_type),
                   '%s services' % service_type)
     if service is None:
         service = ks.services.create(name, service_type,
-                                     description='Image service')
+                                     description=description)
     have = {e.interface: e for e in ks.endpoints.list(service=service)}
     for interface in ('public', 'internal', 'admin'):
         e = have.get(interface)
@@ -106,7 +106,9 @@ def main():
                 ks.roles.revoke(role_id, user=user, project=project)
         for name in sorted(want):
             ks.roles.grant(roles[name], user=user, project=project)
-    ensure_endpoints(ks, spec['region'], 'image', 'glance', spec['glance_url'])
+    for e in spec['endpoints']:
+        ensure_endpoints(ks, spec['region'], e['type'], e['name'], e['url'],
+                         e['description'])
 
 
 if __name__ == '__main__':

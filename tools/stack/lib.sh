@@ -162,8 +162,8 @@ write_file() {
 }
 
 # ------------------------------------------------------------ uWSGI apps --
-# Glance and Keystone both run under a uWSGI master (daemonized, pid file)
-# with worker processes; these find, check and clean up after one.
+# Glance, Keystone and Barbican run under a uWSGI master (daemonized, pid
+# file) with worker processes; these find, check and clean up after one.
 
 # uwsgi_master_pid PIDFILE REGEX: the master's pid, if the pid file names a
 # live process of ours (a stale or corrupt pid file gives nothing).
@@ -182,6 +182,59 @@ uwsgi_kill_orphans() {
     log "killing orphaned $1 uWSGI workers"
     kill -KILL $(pids_matching "$2") 2>/dev/null || true
     kill_matching "$1 workers" "$2" 10
+}
+
+# uwsgi_service_ini RUN_DIR LOG: the end of a small API service's uwsgi.ini
+# (Keystone, Barbican): threads, one app per worker, bounded requests, the
+# pid file in RUN_DIR, everything logged to LOG but the requests.
+uwsgi_service_ini() {
+    cat <<EOF
+enable-threads = true
+single-interpreter = true
+lazy-apps = true
+thunder-lock = true
+need-app = true
+die-on-term = true
+worker-reload-mercy = 10
+buffer-size = 65535
+harakiri = 60
+add-header = Connection: close
+pidfile = $1/uwsgi.pid
+daemonize = $2
+log-master = true
+disable-logging = true
+logger = file:$2
+EOF
+}
+
+# uwsgi_reuse NAME REGEX MASTER ANSWERS: print MASTER if the running service
+# may be kept (its generated configuration unchanged, FILES_CHANGED=0, and
+# "ANSWERS 20 MASTER" succeeds); else stop it and print nothing.
+uwsgi_reuse() {
+    local name=$1 re=$2 master=$3 answers=$4
+    [ -n "$master" ] || return 0
+    if [ "$FILES_CHANGED" = 1 ]; then
+        log "$name's configuration changed: restarting it"
+    elif "$answers" 20 "$master"; then
+        echo "$master"
+        return 0
+    else
+        log "$name is running but not answering: restarting it"
+    fi
+    kill_matching "$name" "$re" >&2
+}
+
+# uwsgi_status NAME REGEX MASTER ANSWERS UP_TEXT DOWN_TEXT: one status line;
+# fails unless the master runs and "ANSWERS 5" succeeds.
+uwsgi_status() {
+    local name=$1 re=$2 master=$3 answers=$4 pids
+    if [ -n "$master" ] && "$answers" 5 2>/dev/null; then
+        status_line "$name" up "pid $master (uWSGI master); $5"
+        return 0
+    fi
+    pids=$(pids_matching "$re")
+    status_line "$name" down "${pids:+pid $(echo $pids), $6}"
+    return 1
 }
 
 # uwsgi_launch NAME INI LOG PIDFILE REGEX DIR: start a daemonized uWSGI and
@@ -226,7 +279,7 @@ build_venv() {
     "$dir/bin/python" -c "import $imports" ||
         die "$name venv is broken (cannot import $imports)"
     { venv_stamp_text "$spec"; "$dir/bin/pip" freeze --disable-pip-version-check 2>/dev/null |
-        grep -iE '^(glance|glance.store|keystone|keystonemiddleware|keystoneauth1|uwsgi|pyopenssl|python-glanceclient|cryptography)==' || true
+        grep -iE '^(glance|glance.store|keystone|barbican|keystonemiddleware|keystoneauth1|uwsgi|pyopenssl|python-glanceclient|cryptography)==' || true
     } >"$dir/.stack-installed"
     log "$name venv ready: $(grep -iE "^$name==" "$dir/.stack-installed" || true)"
 }

@@ -22,7 +22,6 @@ import oslo_messaging as messaging
 from oslo_log import log as logging
 from oslo_service import service
 
-from imaged import context as imaged_context
 from imaged import rpc
 
 LOG = logging.getLogger(__name__)
@@ -45,13 +44,12 @@ class ImagedService(service.Service):
         long_calls = self.manager.long_calls
         threads = rpc.executor_threads(self.conf, long_calls.capacity)
         self.rpcserver.start(override_pool_size=threads)
-        self.tg.add_dynamic_timer(self._periodic_tasks,
-                                  initial_delay=None,
-                                  periodic_interval_max=60)
-        interval = self.conf.image_cache.manager_interval
-        self.tg.add_timer_args(interval, self.manager.clean_image_cache,
-                               initial_delay=interval,
-                               stop_on_exception=False)
+        # One schedule for every cleanup (imaged.leftovers): right away,
+        # then as often as it asks.
+        self.tg.add_dynamic_timer_args(self.manager.housekeeping,
+                                       initial_delay=None,
+                                       periodic_interval_max=60,
+                                       stop_on_exception=False)
         if self.conf.metrics.enabled:
             self.manager.metrics.serve(self.conf.metrics.host,
                                        self.conf.metrics.port)
@@ -64,11 +62,6 @@ class ImagedService(service.Service):
         # Called after a reload: every mutable option is read where it is
         # used, so the new values apply from the next call on.
         pass
-
-    def _periodic_tasks(self, raise_on_error=False):
-        ctxt = imaged_context.get_admin_context()
-        return self.manager.run_periodic_tasks(ctxt,
-                                               raise_on_error=raise_on_error)
 
     def stop(self, graceful=True):
         # Stop taking new calls, answer the long calls still queued (their

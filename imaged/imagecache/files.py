@@ -15,8 +15,8 @@
 A base file ``<base_dir>/<image_id>`` only ever appears by an atomic rename,
 after its bytes matched Glance's hash, passed the format checks and were
 converted to raw and fsynced. Everything in between lives in
-``<base_dir>/.tmp`` and is removed at start-up, so no partial file can be
-mistaken for an image.
+``<base_dir>/.tmp`` (whose leftovers :mod:`imaged.leftovers` removes), so
+no partial file can be mistaken for an image.
 
 An image streamed straight into a base image in Ceph leaves no file here,
 only a small record ``<base_dir>/.rbd/<image_id>`` (its size; its mtime is
@@ -157,23 +157,45 @@ class BaseFiles:
                             os.path.basename(self.base_image_path(image_id)))
 
     def prepare(self):
-        """Create the directories and drop what an earlier run left."""
+        """Create the directories (what an earlier run left in the scratch
+        directory goes by :mod:`imaged.leftovers`)."""
         try:
             os.makedirs(self.tmp_dir, mode=0o750, exist_ok=True)
             os.makedirs(self.record_dir, mode=0o750, exist_ok=True)
-            leftovers = os.listdir(self.tmp_dir)
-            for name in leftovers:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(self.tmp_dir, name))
         except OSError as e:
             raise cache_error(self.base_dir, '-', e)
-        if leftovers:
-            LOG.info('Removed %d temporary files left in %s by an earlier '
-                     'run', len(leftovers), self.tmp_dir)
+
+    def remove_scratch(self, older_than=None, now=None):
+        """Remove scratch files: all of them (at start-up, before any call
+        runs), or those unchanged for ``older_than`` seconds.
+
+        :returns: the names removed.
+        """
+        now = time.time() if now is None else now
+        removed = []
+        try:
+            names = os.listdir(self.tmp_dir)
+        except FileNotFoundError:
+            return removed
+        except OSError as e:
+            raise cache_error(self.base_dir, '-', e)
+        for name in sorted(names):
+            path = os.path.join(self.tmp_dir, name)
+            try:
+                if older_than is not None and \
+                        now - os.stat(path).st_mtime < older_than:
+                    continue
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise cache_error(self.base_dir, '-', e)
+            removed.append(name)
+        return removed
 
     def scratch_path(self, image_id, kind):
-        """A new path in the cache's temporary directory (emptied at every
-        start, so what a killed agent left there goes then)."""
+        """A new path in the cache's scratch directory (what a killed
+        agent left there goes at the next start: :mod:`imaged.leftovers`)."""
         return self._tmp_path(image_id, kind)
 
     def _tmp_path(self, image_id, kind):

@@ -261,17 +261,23 @@ class RootDiskStore:
             self._leftovers = set(left)
         return removed
 
-    def sweep_abandoned(self, max_age, now=None):
-        """Remove what other hosts' creates left more than ``max_age`` s
-        ago (for the pool's one cleanup host: a host that died never
-        sweeps its own).
+    def sweep_abandoned(self, max_age=None, now=None):
+        """Remove what other hosts' creates left (for the pool's one
+        cleanup host: a host that died never sweeps its own).
 
+        Each disk is removed only with its lock, which the create making
+        it holds: a disk whose lock can be taken is abandoned, whatever
+        the clocks say (its maker's lease ran out in Ceph).
+
+        :param max_age: also require the marker to be that old (seconds,
+            by this host's clock); None to let the lock alone judge.
         :returns: the names of the disks removed.
         """
         now = time.time() if now is None else now
         old = [name for name, marker in self._markers()
                if marker['host'] != self.writer.host and
-               marker['at'] is not None and now - marker['at'] > max_age]
+               (max_age is None or (marker['at'] is not None and
+                                    now - marker['at'] > max_age))]
         return self._remove_all_incomplete(old)[0]
 
     def _markers(self):

@@ -79,17 +79,6 @@ class RBDDriver:
         """``(fsid or None, problems)``: can root disks be made now?"""
         return self.conn.status()
 
-    def remove_partial_disks(self):
-        """Sweep the partial images, and the incomplete clones, this host
-        left; see ``partial`` and ``disks``.
-
-        :returns: ``(removed, left)`` partial images, as
-            ``PartialWriter.sweep``.
-        """
-        swept = self.partials.sweep()
-        self.disks.sweep()
-        return swept
-
     def holds_cleanup_role(self, interval):
         """Whether this host does the pool-wide cleanup now (one host of
         the pool at a time; see ``locks.PoolRole``).

@@ -158,7 +158,7 @@ class RPCAPITest(RPCTestCase):
 
     def test_private_method_cannot_be_called(self):
         self.assertRaises(messaging.NoSuchMethod, self.call,
-                          '_remove_partial_disks')
+                          '_long_call')
 
     def test_empty_context_is_accepted(self):
         client = self.api.client.prepare(server='test-host', timeout=10)
@@ -284,8 +284,8 @@ class HostileContextTest(RPCTestCase):
             client.call({context.CALL_TIMEOUT: good}, 'get_capabilities')
 
     def test_only_the_api_can_be_called(self):
-        for name in ('init_host', 'run_periodic_tasks', 'conf', 'root_disks',
-                     'add_periodic_task'):
+        for name in ('init_host', 'housekeeping', 'leftovers', 'conf',
+                     'root_disks'):
             self.assertRaises(messaging.NoSuchMethod, self.call, name)
 
 

@@ -285,3 +285,14 @@ class ScheduleTest(LeftoversTestCase):
         declared = {kind.name for kind in leftovers.KINDS}
         swept = set(self.owner.sweep_own()) | set(self.owner.sweep_pool())
         self.assertEqual(declared, swept)
+
+
+class DocsTest(base.TestCase):
+
+    def test_the_operators_page_names_every_kind(self):
+        path = os.path.join(os.path.dirname(__file__), '..', '..', 'doc',
+                            'source', 'operate', 'leftovers.rst')
+        with open(path) as f:
+            text = f.read()
+        for kind in leftovers.KINDS:
+            self.assertIn('\n%s\n    ' % kind.name, text, kind.name)

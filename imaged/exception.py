@@ -152,6 +152,11 @@ class DiskImageMismatch(ImagedException):
                 "%(existing_image_id)s, not from image %(image_id)s.")
 
 
+class FlattenCancelled(ImagedException):
+    msg_fmt = _("Flatten of %(name)s in pool %(pool)s was cancelled: "
+                "%(reason)s")
+
+
 class Timeout(ImagedException):
     msg_fmt = _("Gave up waiting for %(what)s after %(seconds)s seconds.")
 

@@ -204,6 +204,7 @@ class ImageAgentManager:
                 'pool': self.storage.pool,
                 'cache': self.image_cache.usage(),
                 'calls': self.long_calls.stats(),
+                'flattens': self.root_disks.flattens.stats(),
                 'problems': problems}
 
     # -- RPC API 1.1 ----------------------------------------------------------
@@ -273,6 +274,7 @@ class ImageAgentManager:
     def _metrics_state(self):
         self._health()
         return {'calls': self.long_calls.stats(),
+                'flattens': self.root_disks.flattens.stats(),
                 'cache_bytes': self.image_cache.usage()['used_bytes'],
                 'backends': dict(self._backends_up)}
 

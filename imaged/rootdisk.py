@@ -33,13 +33,13 @@ them.
 from concurrent import futures
 import contextlib
 import functools
-import threading
 import time
 
 from oslo_concurrency import lockutils
 from oslo_log import log as logging
 from oslo_utils import units
 
+from imaged import background
 from imaged import deadline as call_deadline
 from imaged import exception
 from imaged.i18n import _
@@ -79,8 +79,8 @@ class RootDisks:
             conf, glance_api, storage)
         self._instance_locks = lockutils.Semaphores()
         self._parent_depths = {}  # parent location -> its chain's length
-        self._flattening = set()  # disks flattened in the background
-        self._flattening_lock = threading.Lock()
+        self.flattens = background.BackgroundFlattens(
+            conf, self._flatten_in_background)
         # Reads Glance's record of an image while a create takes its
         # disk's locks: one thread per long call at most.
         self._records = futures.ThreadPoolExecutor(
@@ -88,9 +88,12 @@ class RootDisks:
             thread_name_prefix='glance-record')
 
     @contextlib.contextmanager
-    def _instance_lock(self, context, name):
-        """This host's lock on disk ``name``, then the pool's."""
-        timeout = call_deadline.of(context).cap(self.conf.long_rpc_timeout)
+    def _instance_lock(self, context, name, timeout=None):
+        """This host's lock on disk ``name``, then the pool's, waited for
+        within the call's deadline (or ``timeout`` seconds)."""
+        if timeout is None:
+            timeout = call_deadline.of(context).cap(
+                self.conf.long_rpc_timeout)
         started = time.monotonic()
         lock = self._instance_locks.get(name)
         if not lock.acquire(timeout=timeout):
@@ -160,6 +163,7 @@ class RootDisks:
         started = time.monotonic()
         timings = Timings()
         early = self._records.submit(self._read_record, context, image_id)
+        later = []  # disks to flatten in the background, once unlocked
         try:
             with self._instance_lock(context, name):
                 timings.step('locks')
@@ -168,13 +172,17 @@ class RootDisks:
                 else:  # waited for the locks: read it again
                     record_of = functools.partial(self.record, context,
                                                   image_id)
-                return self._create(context, instance_uuid, image_id,
-                                    name, size_bytes, record_of, timings)
+                result = self._create(context, instance_uuid, image_id,
+                                      name, size_bytes, record_of, timings,
+                                      later)
         finally:
             early.cancel()  # unless it runs already
+        for disk in later:
+            self.flattens.submit(disk)
+        return result
 
     def _create(self, context, instance_uuid, image_id, name, size_bytes,
-                record_of, timings):
+                record_of, timings, later):
         info = self.storage.disks.info(name)
         if info is not None and not info['complete']:
             self.storage.disks.remove_incomplete(name)
@@ -198,7 +206,7 @@ class RootDisks:
         spec = self.storage.disks.final_image(name, size_bytes, image_id,
                                               caller.owner_of_new_disk())
         strategy, info = self._make(context, image, spec, timings)
-        info = self._shorten_chain(context, name, info, timings)
+        info = self._shorten_chain(context, name, info, timings, later)
         LOG.info('Created root disk %s/%s for instance %s from image %s '
                  'by %s: %s', self.storage.pool, name, instance_uuid,
                  image_id, strategy, ', '.join(timings.steps))
@@ -275,8 +283,9 @@ class RootDisks:
     def _flatten_wait(self, context):
         return call_deadline.of(context).cap(self.conf.long_rpc_timeout)
 
-    def _shorten_chain(self, context, name, info, timings):
-        """Flatten a new clone if asked to, or if its chain is too long."""
+    def _shorten_chain(self, context, name, info, timings, later):
+        """Flatten a new clone if asked to, or if its chain is too long;
+        or add it to ``later``, the background's."""
         parent = info['parent']
         if parent is None:
             return info
@@ -293,27 +302,19 @@ class RootDisks:
             timings.step('flatten')
             return dict(info, parent=None)
         if policy == 'background':
-            self._flatten_later(name)
+            later.append(name)
         return info
 
-    def _flatten_later(self, name):
-        with self._flattening_lock:
-            if name in self._flattening:
-                return
-            self._flattening.add(name)
-
-        def run():
-            try:
-                self.storage.flattener.flatten(
-                    name, wait=self.conf.long_rpc_timeout)
-            except Exception as e:  # the disk is fine as a clone
-                LOG.warning('Background flatten of %s/%s failed: %s',
-                            self.storage.pool, name, e)
-            finally:
-                with self._flattening_lock:
-                    self._flattening.discard(name)
-        threading.Thread(target=run, name='flatten-' + name,
-                         daemon=True).start()
+    def _flatten_in_background(self, name, cancelled):
+        """A background worker's flatten of disk ``name``, with its locks
+        held: a delete waits for it, or cancels it."""
+        with self._instance_lock(None, name, timeout=background.LOCK_WAIT):
+            parent = self.storage.disks.parent(name)
+            if parent is None or self.storage.disks.finished(name) is None:
+                return  # flattened, deleted or being made again meanwhile
+            self.storage.flattener.flatten(
+                name, wait=background.LOCK_WAIT, cancelled=cancelled)
+            self.storage.trash.remove_if_unused(*parent)
 
     def flatten(self, context, instance_uuid):
         """Make the disk independent of its image; idempotent."""
@@ -350,6 +351,8 @@ class RootDisks:
 
     def delete(self, instance_uuid, context=None):
         name = rbd_disks.disk_name(instance_uuid)
+        # A background flatten holds the disk: it stops for the delete.
+        self.flattens.cancel(name)
         with self._instance_lock(context, name):
             info = self.storage.disks.info(name)
             if info is not None and info['complete']:

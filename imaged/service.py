@@ -73,6 +73,8 @@ class ImagedService(service.Service):
             self.manager.long_calls.close()
             self.rpcserver.wait()
             self.rpcserver = None
+        # Background flattens stop (their disks stay good clones).
+        self.manager.root_disks.flattens.close()
         super().stop(graceful=graceful)
         self.manager.metrics.stop()
         # The pool's cleanup role goes to another host now, not when its

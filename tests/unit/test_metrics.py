@@ -92,6 +92,8 @@ class EndpointTest(base.TestCase):
     def test_served_in_prometheus_text_format(self):
         metrics = imaged_metrics.Metrics()
         metrics.watch_state(lambda: {'calls': {'running': 2, 'waiting': 5},
+                                     'flattens': {'running': 1, 'queued': 7,
+                                                  'dropped': 3},
                                      'cache_bytes': 123,
                                      'backends': {'glance': False}})
         metrics.created('clone', 0.02)
@@ -103,6 +105,8 @@ class EndpointTest(base.TestCase):
             text = resp.read().decode()
         for line in ('imaged_long_calls{state="waiting"} 5.0',
                      'imaged_cache_file_bytes 123.0',
+                     'imaged_background_flattens{state="queued"} 7.0',
+                     'imaged_background_flattens_dropped_total 3.0',
                      'imaged_backend_up{backend="glance"} 0.0',
                      'imaged_root_disk_creates_total{result="ok",'
                      'strategy="clone"} 1.0'):

@@ -39,6 +39,7 @@ import os
 import time
 
 from oslo_log import log as logging
+import tenacity
 
 from imaged import deadline as call_deadline
 from imaged import exception
@@ -239,21 +240,28 @@ class Snapshots:
                 os.unlink(path)
 
     def _wait_active(self, context, image_id, deadline):
-        """Until Glance says ``active`` (it hashes a location in a task)."""
-        limit = time.monotonic() + deadline.cap(self.conf.long_rpc_timeout)
-        while True:
-            image = self.glance.show(context, image_id)
-            if image.status == 'active':
-                return
-            if image.status not in ('queued', 'saving', 'importing'):
+        """Until Glance says ``active`` (it hashes a location in a task),
+        polled every ``ACTIVE_POLL`` seconds within the call's deadline."""
+        limit = deadline.cap(self.conf.long_rpc_timeout)
+        started = time.monotonic()
+
+        def active():
+            status = self.glance.show(context, image_id).status
+            if status not in ('active', 'queued', 'saving', 'importing'):
                 raise exception.ImageNotWritable(
                     image_id=image_id,
-                    reason=_('Glance made it %s') % image.status)
-            if time.monotonic() >= limit:
-                raise exception.Timeout(
-                    what=_('image %s to become active') % image_id,
-                    seconds=self.conf.long_rpc_timeout)
-            time.sleep(ACTIVE_POLL)
+                    reason=_('Glance made it %s') % status)
+            return status == 'active'
+
+        def gave_up(retry_state):
+            raise exception.Timeout(
+                what=_('image %s to become active') % image_id,
+                seconds=round(time.monotonic() - started, 1))
+        tenacity.Retrying(
+            retry=tenacity.retry_if_result(lambda done: not done),
+            stop=tenacity.stop_after_delay(limit),
+            wait=tenacity.wait_fixed(ACTIVE_POLL),
+            retry_error_callback=gave_up)(active)
 
 
 class _ReadProgress:

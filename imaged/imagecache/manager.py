@@ -33,6 +33,7 @@ import os
 
 from oslo_log import log as logging
 from oslo_utils import units
+import tenacity
 
 from imaged import deadline as call_deadline
 from imaged import exception
@@ -82,43 +83,52 @@ class ImageCacheManager:
 
     # -- base images in Ceph --------------------------------------------------
 
-    def with_base(self, context, image, max_size, timings, use=None,
-                  retried=False):
+    def with_base(self, context, image, max_size, timings, use=None):
         """Run ``use(location, size)`` on ``image``'s complete base in the
         pool (held shared meanwhile), building it first if no host of the
         pool has it.
+
+        Another call's build, for a smaller disk, may have refused the
+        image (``ImageTooLarge``): it may fit this one, so this call builds
+        it itself, once.
 
         :param max_size: the largest virtual size the base may have.
         :param use: None to only make sure the base exists.
         :returns: ``(made now, what use returned)``.
         :raises ForeignBaseImage: the pool holds a base imaged did not make.
         """
+        def fits_this_call(e):
+            return isinstance(e, exception.ImageTooLarge) and \
+                e.kwargs.get('size_bytes', max_size) < max_size and \
+                e.kwargs.get('virtual_size', max_size + 1) <= max_size
+
+        def again(retry_state):
+            LOG.info('Image %s was too large for another call\'s disk (%s '
+                     'bytes); building its base for this one', image.id,
+                     retry_state.outcome.exception().kwargs.get(
+                         'size_bytes'))
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(fits_this_call),
+            stop=tenacity.stop_after_attempt(2), before_sleep=again,
+            reraise=True)
+        made, base_size, used = retrying(self._use_base, context, image,
+                                         max_size, timings, use)
+        self.files.record(image.id, base_size)
+        return made, used
+
+    def _use_base(self, context, image, max_size, timings, use):
         image_id = image.id
         deadline = call_deadline.of(context)
-        try:
-            with self.storage.bases.use(
-                    image_id,
-                    lambda: self._build_base(context, image, max_size,
-                                             timings),
-                    deadline) as (base, base_size, made):
-                if not made:
-                    timings.step('base hit')
-                self.metrics.base_used(made)
-                used = None if use is None else use(base, base_size)
-        except exception.ImageTooLarge as e:
-            # Another call's build, for a smaller disk, refused the image:
-            # it may fit this one. Then this call builds it itself.
-            if retried or \
-                    e.kwargs.get('size_bytes', max_size) >= max_size or \
-                    e.kwargs.get('virtual_size', max_size + 1) > max_size:
-                raise
-            LOG.info('Image %s was too large for another call\'s disk (%s '
-                     'bytes); building its base for this one', image_id,
-                     e.kwargs.get('size_bytes'))
-            return self.with_base(context, image, max_size, timings, use,
-                                  retried=True)
-        self.files.record(image_id, base_size)
-        return made, used
+        with self.storage.bases.use(
+                image_id,
+                lambda: self._build_base(context, image, max_size,
+                                         timings),
+                deadline) as (base, base_size, made):
+            if not made:
+                timings.step('base hit')
+            self.metrics.base_used(made)
+            used = None if use is None else use(base, base_size)
+        return made, base_size, used
 
     def _build_base(self, context, image, max_size, timings):
         """This host is the pool's one builder of the base now."""

@@ -23,6 +23,7 @@ librados and librbd; both are injectable so unit tests can pass fakes.
 import time
 
 from oslo_log import log as logging
+import tenacity
 
 from imaged import exception
 from imaged.storage import bases
@@ -111,16 +112,19 @@ class RBDDriver:
             timed out; StorageError for any other Ceph error (permission
             denied on Glance's pool, above all).
         """
-        for attempt in range(1, PROBE_ATTEMPTS + 1):
-            try:
-                return self._snapshot_size(loc)
-            except exception.BackendUnavailable as e:
-                if attempt == PROBE_ATTEMPTS:
-                    raise
-                LOG.warning('Probing snapshot %s/%s@%s failed (%s); '
-                            'asking Ceph again', loc.pool, loc.image,
-                            loc.snapshot, e)
-                _pause(PROBE_RETRY_DELAY * attempt)
+        def again(retry_state):
+            LOG.warning('Probing snapshot %s/%s@%s failed (%s); asking Ceph '
+                        'again', loc.pool, loc.image, loc.snapshot,
+                        retry_state.outcome.exception())
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(
+                exception.BackendUnavailable),
+            stop=tenacity.stop_after_attempt(PROBE_ATTEMPTS),
+            wait=tenacity.wait_incrementing(start=PROBE_RETRY_DELAY,
+                                            increment=PROBE_RETRY_DELAY),
+            sleep=lambda seconds: _pause(seconds), before_sleep=again,
+            reraise=True)
+        return retrying(self._snapshot_size, loc)
 
     def _snapshot_size(self, loc):
         rados, rbd = self.conn.rados, self.conn.rbd

@@ -241,7 +241,7 @@ class SnapshotStore:
                         not self._copying(pool, name):
                     LOG.info('Removing %s/%s, left by an earlier attempt',
                              pool, name)
-                    self._remove_when_unwatched(ioctx, name, wait)
+                    self._remove_when_unwatched(ioctx, pool, name, wait)
 
     def _copying(self, pool, name):
         with self._lock:
@@ -332,7 +332,7 @@ class SnapshotStore:
             except KeyError:
                 return False
 
-    def _remove_when_unwatched(self, ioctx, name, wait):
+    def _remove_when_unwatched(self, ioctx, pool, name, wait):
         """Remove a killed attempt's partial. Its dead client's watch
         stays until the OSDs time it out (``osd_client_watch_timeout``,
         30 s by default); until then librbd answers "busy"."""
@@ -349,18 +349,20 @@ class SnapshotStore:
         except rbd.ImageNotFound:
             pass
         except Exception:
-            LOG.warning('Could not remove %s; the next attempt does', name,
-                        exc_info=True)
+            self._left(pool, name)
 
     def _remove_quietly(self, ioctx, pool, name):
         try:
             partial.remove_image(self.conn.rbd, ioctx, name)
         except Exception:
-            LOG.warning('Could not remove %s/%s; the leftovers\' sweep '
-                        'does', pool, name, exc_info=True)
-            with self._lock:
-                if self._leftovers is not None:
-                    self._leftovers.add((pool, name))
+            self._left(pool, name)
+
+    def _left(self, pool, name):
+        LOG.warning('Could not remove %s/%s; the leftovers\' sweep does',
+                    pool, name, exc_info=True)
+        with self._lock:
+            if self._leftovers is not None:
+                self._leftovers.add((pool, name))
 
     def reader(self, disk, image_id, progress=None):
         """A file-like, read-only view of the disk's temporary snapshot,

@@ -205,27 +205,33 @@ class BaseFiles:
     # -- use ------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def lock(self, image_id):
+    def lock(self, image_id, timeout=None):
         """An inter-process lock on ``image_id``'s download on this host.
 
-        :raises Timeout: when not had within ``[DEFAULT] long_rpc_timeout``
-            (the caller has given up by then).
+        :param timeout: seconds to wait for it (the caller's deadline);
+            None for ``[DEFAULT] long_rpc_timeout``.
+        :raises Timeout: when not had within ``timeout`` (the caller has
+            given up by then), saying how long it waited.
         """
-        timeout = self.conf.long_rpc_timeout
-        deadline = time.monotonic() + timeout
-        busy = exception.Timeout(
-            what=_('the download of image %s on this host') % image_id,
-            seconds=timeout)
+        if timeout is None:
+            timeout = self.conf.long_rpc_timeout
+        started = time.monotonic()
+        deadline = started + timeout
+
+        def busy():
+            return exception.Timeout(
+                what=_('the download of image %s on this host') % image_id,
+                seconds=round(time.monotonic() - started, 1))
         local = self._locks.get(image_id)
         if not local.acquire(timeout=timeout):
-            raise busy
+            raise busy()
         try:
             external = lockutils.external_lock(
                 'image-%s' % image_id, lock_file_prefix='imaged-',
                 lock_path=self.conf.oslo_concurrency.lock_path)
             if not external.acquire(
                     timeout=max(0.0, deadline - time.monotonic())):
-                raise busy
+                raise busy()
             try:
                 yield
             finally:

@@ -71,6 +71,10 @@ class ImageCacheManager:
         self.eviction = eviction.Eviction(conf, glance_api, storage, files,
                                           notifications)
 
+    def _wait(self, context):
+        """How long a wait of this call may last: its deadline's."""
+        return call_deadline.of(context).cap(self.conf.long_rpc_timeout)
+
     def max_size(self):
         """The largest virtual size any root disk may hold."""
         return self.conf.max_root_disk_gb * units.Gi
@@ -134,7 +138,8 @@ class ImageCacheManager:
         """This host is the pool's one builder of the base now."""
         image_id = image.id
         final = self.storage.bases.final_image(image_id)
-        with self.files.in_use(image_id), self.files.lock(image_id):
+        with self.files.in_use(image_id), \
+                self.files.lock(image_id, self._wait(context)):
             path = self.files.lookup(image_id)
             if path is not None:
                 timings.step('cache hit')
@@ -176,7 +181,8 @@ class ImageCacheManager:
         :returns: True if the file was downloaded now.
         """
         image_id = image.id
-        with self.files.in_use(image_id), self.files.lock(image_id):
+        with self.files.in_use(image_id), \
+                self.files.lock(image_id, self._wait(context)):
             path = self.files.lookup(image_id)
             downloaded_now = path is None
             if path is not None:

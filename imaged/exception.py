@@ -89,6 +89,11 @@ class BackendUnavailable(ImagedException):
     msg_fmt = _("%(backend)s is unavailable: %(reason)s")
 
 
+class GlanceResponseTooLarge(ImagedException):
+    msg_fmt = _("Glance's answer to %(request)s is larger than %(limit)d "
+                "bytes ([glance] max_response_bytes): refused")
+
+
 class GlanceRequestFailed(ImagedException):
     msg_fmt = _("%(what)s of image %(image_id)s failed in Glance: "
                 "%(reason)s")

@@ -24,8 +24,8 @@ import contextlib
 import functools
 import time
 
-import oslo_messaging as messaging
 from oslo_log import log as logging
+import oslo_messaging as messaging
 from oslo_utils import units
 
 from imaged import calls

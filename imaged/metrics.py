@@ -20,9 +20,9 @@ reachability) are read when Prometheus scrapes. Every name starts with
 ``imaged_``; doc/source/operate/metrics.rst lists them.
 """
 
+from oslo_log import log as logging
 import prometheus_client as prom
 from prometheus_client import core as prom_core
-from oslo_log import log as logging
 
 LOG = logging.getLogger(__name__)
 

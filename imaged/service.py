@@ -18,8 +18,8 @@ import os
 import signal
 import threading
 
-import oslo_messaging as messaging
 from oslo_log import log as logging
+import oslo_messaging as messaging
 from oslo_service import service
 
 from imaged import rpc

@@ -30,7 +30,6 @@ goes on from there or removes it. What no retry takes up is a leftover of
 without opening every disk.
 """
 
-import io
 import json
 import threading
 import time
@@ -40,13 +39,13 @@ import tenacity
 
 from imaged import exception
 from imaged.storage import partial
+from imaged.storage import snapshot_reader
 
 LOG = logging.getLogger(__name__)
 
 SNAPSHOT = 'snap'
 SOURCE_KEY = 'imaged.snapshot_of'
 IMAGE_ID_KEY = 'imaged.image_id'
-READ_SIZE = 4 * 1024 * 1024
 # Seconds a killed attempt's partial may stay watched by its dead client:
 # twice the OSDs' default osd_client_watch_timeout.
 DEAD_WATCH_GRACE = 60
@@ -371,55 +370,5 @@ class SnapshotStore:
         :param progress: called ``progress(bytes_read, size)`` after each
             read from librbd.
         """
-        return _SnapshotReader(self.conn, disk, disk_snapshot_name(image_id),
-                               progress)
-
-
-class _SnapshotReader(io.RawIOBase):
-    """Reads an RBD snapshot front to back, 4 MiB from librbd at a time."""
-
-    def __init__(self, conn, name, snap, progress=None):
-        super().__init__()
-        self.conn, self.name, self.snap = conn, name, snap
-        self.progress = progress
-        self._lease = self._ioctx = self._image = None
-        self._offset, self._buffer, self._pos = 0, b'', 0
-
-    def __enter__(self):
-        conn = self.conn
-        self._lease = conn.acquire()
-        self._ioctx = conn.open_ioctx(self._lease.cluster, conn.pool)
-        with conn.typed_errors(self.name):
-            self._image = conn.rbd.Image(self._ioctx, self.name,
-                                         snapshot=self.snap, read_only=True)
-            self.size = self._image.size()
-        return self, self.size
-
-    def __exit__(self, *exc):
-        try:
-            if self._image is not None:
-                self._image.close()
-            if self._ioctx is not None:
-                self._ioctx.close()
-        finally:
-            self.conn.release(self._lease, exc[1])
-        return False
-
-    def readable(self):
-        return True
-
-    def read(self, n=-1):
-        if self._pos == len(self._buffer) and self._offset < self.size:
-            length = min(READ_SIZE, self.size - self._offset)
-            with self.conn.typed_errors(self.name):
-                self._buffer = memoryview(
-                    self._image.read(self._offset, length))
-            self._pos = 0
-            self._offset += length
-            if self.progress is not None:
-                self.progress(self._offset, self.size)
-        end = len(self._buffer) if n is None or n < 0 else \
-            min(self._pos + n, len(self._buffer))
-        chunk = bytes(self._buffer[self._pos:end])
-        self._pos = end
-        return chunk
+        return snapshot_reader.SnapshotReader(
+            self.conn, disk, disk_snapshot_name(image_id), progress)

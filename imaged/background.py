@@ -57,14 +57,14 @@ class BackgroundFlattens:
         self.dropped = 0  # disks that found the queue full
 
     @property
-    def max_queued(self):
+    def max_queued(self) -> int:
         return self.conf.rbd.background_flatten_queue
 
     @property
-    def max_running(self):
+    def max_running(self) -> int:
         return self.conf.rbd.concurrent_flatten_operations
 
-    def submit(self, name):
+    def submit(self, name: str) -> bool:
         """Queue disk ``name``; False if the queue is full (or closed)."""
         with self._cond:
             if name in self._queue or name in self._running:
@@ -79,7 +79,7 @@ class BackgroundFlattens:
             self._cond.notify()
         return True
 
-    def cancel(self, name):
+    def cancel(self, name: str) -> bool:
         """Take ``name`` out of the queue, or stop its running flatten.
 
         :returns: whether there was anything to cancel.
@@ -95,7 +95,7 @@ class BackgroundFlattens:
         stop.set()
         return True
 
-    def stats(self):
+    def stats(self) -> dict[str, int]:
         """``{'queued', 'running', 'max_queued', 'max_running',
         'dropped'}``: for metrics and ``get_capabilities``."""
         with self._cond:
@@ -105,7 +105,7 @@ class BackgroundFlattens:
                     'max_running': self.max_running,
                     'dropped': self.dropped}
 
-    def close(self):
+    def close(self) -> None:
         """No more work: queued disks stay clones, running flattens stop."""
         with self._cond:
             self._closed = True

@@ -36,6 +36,7 @@ the pool-wide sweeps.
 
 import collections
 import time
+from typing import Any
 
 from oslo_log import log as logging
 
@@ -100,7 +101,7 @@ KINDS = (
 )
 
 
-def abandoned_age(conf):
+def abandoned_age(conf: Any) -> float:
     """Seconds after which another host's partial image is abandoned."""
     return max(conf.glance.download_timeout, ABANDONED_PARTIAL_AGE)
 
@@ -129,7 +130,7 @@ class Leftovers:
 
     # -- the schedule ---------------------------------------------------------
 
-    def at_start(self):
+    def at_start(self) -> list[str]:
         """Before any call runs: every scratch file goes."""
         removed = self.files.remove_scratch()
         if removed:
@@ -137,7 +138,7 @@ class Leftovers:
                      'run', len(removed), self.files.tmp_dir)
         return removed
 
-    def tick(self):
+    def tick(self) -> float:
         """One turn of the schedule; returns the seconds until the next.
 
         This host's own leftovers every turn; every ``[image_cache]
@@ -155,7 +156,7 @@ class Leftovers:
         return max(0, min(OWN_SWEEP_INTERVAL,
                           self._next_interval - self._clock()))
 
-    def run_interval(self):
+    def run_interval(self) -> bool:
         """The cleanup of one ``manager_interval``: eviction, then the
         pool-wide sweeps if this host holds the role."""
         pool_wide = self._guarded('the pool cleanup role',
@@ -185,7 +186,7 @@ class Leftovers:
 
     # -- this host's own ------------------------------------------------------
 
-    def sweep_own(self):
+    def sweep_own(self) -> dict[str, list[str]]:
         """This host's own leftovers of every kind but trashed bases.
 
         :returns: ``{kind name: [what was removed]}``.
@@ -206,7 +207,7 @@ class Leftovers:
 
     # -- the pool's -----------------------------------------------------------
 
-    def sweep_pool(self):
+    def sweep_pool(self) -> dict[str, list[str]]:
         """Other hosts' leftovers (the cleanup host's share).
 
         :returns: ``{kind name: [what was removed]}``.

@@ -34,6 +34,7 @@ from concurrent import futures
 import contextlib
 import functools
 import time
+from typing import Any, ContextManager
 
 from oslo_concurrency import lockutils
 from oslo_log import log as logging
@@ -61,7 +62,7 @@ class Timings:
         self.steps = []
         self._start = time.monotonic()
 
-    def step(self, name):
+    def step(self, name: str) -> None:
         now = time.monotonic()
         self.steps.append('%s %.2fs' % (name, now - self._start))
         self._start = now
@@ -107,7 +108,8 @@ class RootDisks:
         finally:
             lock.release()
 
-    def instance_lock(self, context, name):
+    def instance_lock(self, context: Any,
+                      name: str) -> ContextManager[None]:
         """Held while disk ``name`` is created, deleted, flattened or
         snapshotted (this host's lock, then the pool's)."""
         return self._instance_lock(context, name)
@@ -137,7 +139,8 @@ class RootDisks:
             return image
         return self.glance.show(context, image_id)
 
-    def check_owner(self, context, name, info, action):
+    def check_owner(self, context: Any, name: str, info: dict[str, Any],
+                    action: str) -> None:
         """Refuse a caller that may not ``action`` the finished disk
         ``name`` (``info`` from ``disks.info``) before anything about it is
         told; an old disk an admin or service token acts on is adopted.
@@ -155,7 +158,8 @@ class RootDisks:
                      'now belongs to project %s', self.storage.pool, name,
                      adopt)
 
-    def create(self, context, instance_uuid, image_id, size_gb):
+    def create(self, context: Any, instance_uuid: str, image_id: str,
+               size_gb: int) -> dict[str, Any]:
         name = rbd_disks.disk_name(instance_uuid)
         size_bytes = size_gb * units.Gi
         # The record is read with the caller's token beside the locks and
@@ -163,7 +167,8 @@ class RootDisks:
         started = time.monotonic()
         timings = Timings()
         early = self._records.submit(self._read_record, context, image_id)
-        later = []  # disks to flatten in the background, once unlocked
+        # Disks to flatten in the background, once unlocked.
+        later: list[str] = []
         try:
             with self._instance_lock(context, name):
                 timings.step('locks')
@@ -316,7 +321,7 @@ class RootDisks:
                 name, wait=background.LOCK_WAIT, cancelled=cancelled)
             self.storage.trash.remove_if_unused(*parent)
 
-    def flatten(self, context, instance_uuid):
+    def flatten(self, context: Any, instance_uuid: str) -> dict[str, Any]:
         """Make the disk independent of its image; idempotent."""
         name = rbd_disks.disk_name(instance_uuid)
         with self._instance_lock(context, name):
@@ -334,7 +339,7 @@ class RootDisks:
         return {'instance_uuid': instance_uuid, 'parent': None,
                 'seconds': round(seconds, 3)}
 
-    def cache_image(self, context, image_id):
+    def cache_image(self, context: Any, image_id: str) -> str:
         """Make sure a later root disk from ``image_id`` needs no download.
 
         :returns: ``'cached'`` if it was downloaded now, else ``'existing'``.
@@ -349,7 +354,7 @@ class RootDisks:
             return 'existing'
         return image_cache.prepare(context, image, timings)
 
-    def delete(self, instance_uuid, context=None):
+    def delete(self, instance_uuid: str, context: Any = None) -> None:
         name = rbd_disks.disk_name(instance_uuid)
         # A background flatten holds the disk: it stops for the delete.
         self.flattens.cancel(name)

@@ -37,6 +37,7 @@ and an image Glance refused is removed from its pool.
 import contextlib
 import os
 import time
+from typing import Any, TYPE_CHECKING
 
 from oslo_log import log as logging
 import tenacity
@@ -50,6 +51,9 @@ from imaged import policy
 from imaged.storage import disks as rbd_disks
 from imaged.storage import location as rbd_location
 from imaged.storage import snapshots as rbd_snapshots
+
+if TYPE_CHECKING:
+    from imaged import rootdisk
 
 LOG = logging.getLogger(__name__)
 
@@ -100,7 +104,8 @@ class Snapshots:
         pools = sorted(self.pools.allowed(self.storage.fsid()))
         return pools[0] if pools else None
 
-    def snapshot(self, context, instance_uuid, image_id, timings):
+    def snapshot(self, context: Any, instance_uuid: str, image_id: str,
+                 timings: 'rootdisk.Timings') -> dict[str, Any]:
         name = rbd_disks.disk_name(instance_uuid)
         deadline = call_deadline.of(context)
         with self.root_disks.instance_lock(context, name):

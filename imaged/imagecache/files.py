@@ -31,6 +31,7 @@ import errno
 import os
 import threading
 import time
+from typing import Any, Iterator
 import uuid
 
 from oslo_concurrency import lockutils
@@ -137,7 +138,7 @@ class BaseFiles:
 
     # -- layout ---------------------------------------------------------------
 
-    def base_image_path(self, image_id):
+    def base_image_path(self, image_id: str) -> str:
         """Where the base file of ``image_id`` lives; never outside the cache.
 
         ``image_id`` must be a canonical UUID (the manager checks); this is
@@ -156,7 +157,7 @@ class BaseFiles:
         return os.path.join(self.record_dir,
                             os.path.basename(self.base_image_path(image_id)))
 
-    def prepare(self):
+    def prepare(self) -> None:
         """Create the directories (what an earlier run left in the scratch
         directory goes by :mod:`imaged.leftovers`)."""
         try:
@@ -165,14 +166,15 @@ class BaseFiles:
         except OSError as e:
             raise cache_error(self.base_dir, '-', e)
 
-    def remove_scratch(self, older_than=None, now=None):
+    def remove_scratch(self, older_than: float | None = None,
+                       now: float | None = None) -> list[str]:
         """Remove scratch files: all of them (at start-up, before any call
         runs), or those unchanged for ``older_than`` seconds.
 
         :returns: the names removed.
         """
         now = time.time() if now is None else now
-        removed = []
+        removed: list[str] = []
         try:
             names = os.listdir(self.tmp_dir)
         except FileNotFoundError:
@@ -193,7 +195,7 @@ class BaseFiles:
             removed.append(name)
         return removed
 
-    def scratch_path(self, image_id, kind):
+    def scratch_path(self, image_id: str, kind: str) -> str:
         """A new path in the cache's scratch directory (what a killed
         agent left there goes at the next start: :mod:`imaged.leftovers`)."""
         return self._tmp_path(image_id, kind)
@@ -205,7 +207,8 @@ class BaseFiles:
     # -- use ------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def lock(self, image_id, timeout=None):
+    def lock(self, image_id: str,
+             timeout: float | None = None) -> Iterator[None]:
         """An inter-process lock on ``image_id``'s download on this host.
 
         :param timeout: seconds to wait for it (the caller's deadline);
@@ -240,7 +243,7 @@ class BaseFiles:
             local.release()
 
     @contextlib.contextmanager
-    def in_use(self, image_id):
+    def in_use(self, image_id: str) -> Iterator[None]:
         """While the block runs, the image's base file is never removed."""
         with self._users_lock:
             self._users[image_id] += 1
@@ -252,7 +255,7 @@ class BaseFiles:
                 if not self._users[image_id]:
                     del self._users[image_id]
 
-    def lookup(self, image_id):
+    def lookup(self, image_id: str) -> str | None:
         """The path of ``image_id``'s base file (recording a use), or None."""
         path = self.base_image_path(image_id)
         try:
@@ -261,13 +264,13 @@ class BaseFiles:
         except FileNotFoundError:
             return None
 
-    def base_file_sink(self, image_id):
+    def base_file_sink(self, image_id: str) -> FileSink:
         """A sink that becomes the (raw) base file of ``image_id``."""
         return FileSink(self.base_dir, image_id,
                         self._tmp_path(image_id, 'download'),
                         self.base_image_path(image_id), durable=True)
 
-    def download_sink(self, image_id):
+    def download_sink(self, image_id: str) -> FileSink:
         """A sink for a download that still needs converting."""
         return FileSink(self.base_dir, image_id,
                         self._tmp_path(image_id, 'download'),
@@ -300,7 +303,7 @@ class BaseFiles:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(name)
 
-    def record(self, image_id, size):
+    def record(self, image_id: str, size: int) -> None:
         """Record that this host uses the RBD base of ``image_id``."""
         path = self._record_path(image_id)
         try:
@@ -309,7 +312,7 @@ class BaseFiles:
         except OSError as e:
             raise cache_error(self.base_dir, image_id, e)
 
-    def forget(self, image_id):
+    def forget(self, image_id: str) -> None:
         """Drop the record of ``image_id``'s RBD base (it is gone)."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._record_path(image_id))
@@ -344,7 +347,7 @@ class BaseFiles:
                                       st.st_mtime))
         return sorted(entries, key=lambda e: e.mtime)
 
-    def list(self):
+    def list(self) -> list[dict[str, Any]]:
         return [{'image_id': e.image_id, 'size_bytes': e.size,
                  'last_used': datetime.datetime.fromtimestamp(
                      e.mtime, datetime.timezone.utc).isoformat(),
@@ -352,7 +355,7 @@ class BaseFiles:
                 for e in sorted(self.entries(),
                                 key=lambda e: (e.image_id, e.where))]
 
-    def usage(self):
+    def usage(self) -> dict[str, Any]:
         # Only base files take room here; RBD base records are not read.
         used = sum(e.used_bytes for e in self.entries(wheres=(FILE,)))
         try:
@@ -363,7 +366,7 @@ class BaseFiles:
         return {'path': self.base_dir, 'used_bytes': used,
                 'free_bytes': free}
 
-    def remove_unless_used(self, entry):
+    def remove_unless_used(self, entry: _Entry) -> bool:
         """Remove ``entry`` unless a call uses its image now."""
         with self._users_lock:
             if self._users.get(entry.image_id):

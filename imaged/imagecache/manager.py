@@ -30,6 +30,7 @@ what is no longer used.
 
 import contextlib
 import os
+from typing import Any
 
 from oslo_log import log as logging
 from oslo_utils import units
@@ -75,7 +76,7 @@ class ImageCacheManager:
         """How long a wait of this call may last: its deadline's."""
         return call_deadline.of(context).cap(self.conf.long_rpc_timeout)
 
-    def max_size(self):
+    def max_size(self) -> int:
         """The largest virtual size any root disk may hold."""
         return self.conf.max_root_disk_gb * units.Gi
 
@@ -223,7 +224,7 @@ class ImageCacheManager:
 
     # -- the fleet's calls ----------------------------------------------------
 
-    def prepare(self, context, image, timings):
+    def prepare(self, context: Any, image: Any, timings: Any) -> str:
         """Make sure a later root disk from ``image`` needs no download.
 
         :returns: ``'cached'`` if it was downloaded now, else ``'existing'``.
@@ -240,14 +241,14 @@ class ImageCacheManager:
         made = self.with_local_file(context, image, max_size, timings)
         return 'cached' if made else 'existing'
 
-    def list(self):
+    def list(self) -> list[dict[str, Any]]:
         """This host's base files and the RBD bases it uses."""
         return self.files.list()
 
-    def usage(self):
+    def usage(self) -> dict[str, Any]:
         return self.files.usage()
 
-    def clean(self):
+    def clean(self) -> None:
         """The periodic cleanup (see :mod:`imaged.imagecache.eviction`)."""
         self.eviction.run()
 

@@ -33,6 +33,7 @@ without opening every disk.
 import json
 import threading
 import time
+from typing import Callable, Iterable
 
 from oslo_log import log as logging
 import tenacity
@@ -84,7 +85,7 @@ class SnapshotStore:
         # then the (disk, image id) whose removal failed in this process.
         self._failed_drops = None
 
-    def take(self, disk, image_id):
+    def take(self, disk: str, image_id: str) -> str:
         """Take (again) the disk's temporary snapshot for ``image_id``,
         recorded first (the sweep's list), with the disk's lock held."""
         snap = disk_snapshot_name(image_id)
@@ -99,7 +100,7 @@ class SnapshotStore:
                 image.create_snap(snap)
         return snap
 
-    def drop(self, disk, image_id):
+    def drop(self, disk: str, image_id: str) -> None:
         """Remove the disk's temporary snapshot for ``image_id``, if any
         (with the disk's lock held)."""
         try:
@@ -113,7 +114,7 @@ class SnapshotStore:
             if self._failed_drops is not None:
                 self._failed_drops.discard((disk, image_id))
 
-    def left_here(self):
+    def left_here(self) -> list[tuple[str, str]]:
         """This host's temporary snapshots that outlived their call:
         ``[(disk, image id)]``. The first time, every one recorded in the
         pool as this host's (a kill before this process started); then
@@ -149,7 +150,7 @@ class SnapshotStore:
         except (rados.NoData, rados.ObjectNotFound):
             pass
 
-    def taken(self):
+    def taken(self) -> list[tuple[str, str, str | None]]:
         """The recorded temporary snapshots: ``[(disk, image id, host)]``."""
         rados = self.conn.rados
         with self.conn.ioctx(name=TAKING_OBJECT) as ioctx:
@@ -169,7 +170,8 @@ class SnapshotStore:
             found.append((disk, snap[len(TEMPORARY_PREFIX):], host))
         return sorted(found)
 
-    def finished(self, pool, image_id, instance_uuid):
+    def finished(self, pool: str, image_id: str,
+                 instance_uuid: str) -> bool | None:
         """Whether ``pool/<image_id>`` is this disk's complete snapshot;
         None if there is no such image, False if it is someone else's."""
         rbd = self.conn.rbd
@@ -184,8 +186,9 @@ class SnapshotStore:
             except rbd.ImageNotFound:
                 return None
 
-    def copy(self, disk, image_id, instance_uuid, pool, wait=None,
-             progress=None):
+    def copy(self, disk: str, image_id: str, instance_uuid: str, pool: str,
+             wait: float | None = None,
+             progress: Callable[[int, int], None] | None = None) -> None:
         """Make ``pool/<image_id>@snap``: a flattened copy of the disk's
         temporary snapshot. ``take`` first."""
         part = partial.partial_name(image_id, self.host)
@@ -220,7 +223,7 @@ class SnapshotStore:
                 self._remove_quietly(ioctx, pool, part)
                 raise
 
-    def remove(self, pool, image_id):
+    def remove(self, pool: str, image_id: str) -> None:
         """Remove ``pool/<image_id>`` (ours, never registered)."""
         with self.conn.ioctx(pool, image_id) as ioctx:
             try:
@@ -228,7 +231,8 @@ class SnapshotStore:
             except self.conn.rbd.ImageNotFound:
                 pass
 
-    def sweep(self, pool, image_id, wait=DEAD_WATCH_GRACE):
+    def sweep(self, pool: str, image_id: str,
+              wait: float | None = DEAD_WATCH_GRACE) -> None:
         """Remove this host's partial copies of ``image_id`` in ``pool``
         (a killed attempt's, taken up by its retry), waiting up to ``wait``
         seconds for each to be free."""
@@ -246,7 +250,7 @@ class SnapshotStore:
         with self._lock:
             return (pool, name) in self._in_progress
 
-    def sweep_own(self, pools):
+    def sweep_own(self, pools: Callable[[], Iterable[str]]) -> list[str]:
         """Remove the partial copies this host left in ``pools()``
         (Glance's pools in our cluster).
 
@@ -272,7 +276,8 @@ class SnapshotStore:
                 set(left)
         return ['%s/%s' % entry for entry in removed]
 
-    def sweep_abandoned(self, pools, max_age, now=None):
+    def sweep_abandoned(self, pools: Iterable[str], max_age: float,
+                        now: float | None = None) -> list[str]:
         """Remove other hosts' partial copies in ``pools`` started more than
         ``max_age`` seconds ago (for the pool's cleanup host).
 

@@ -36,6 +36,7 @@ import uuid
 
 from oslo_concurrency import lockutils
 from oslo_log import log as logging
+from oslo_utils import units
 
 from imaged import exception
 from imaged.i18n import _
@@ -365,6 +366,34 @@ class BaseFiles:
             free = 0
         return {'path': self.base_dir, 'used_bytes': used,
                 'free_bytes': free}
+
+    def check_room(self, image_id: str, expanded: int) -> None:
+        """Refuse a base file that would expand to ``expanded`` bytes
+        (its virtual size, not what Glance stores: a small qcow2 can
+        expand to fill a disk) above ``[image_cache] max_size_gb``, or
+        above the room the cache's filesystem has left.
+
+        :raises CacheFull: naming the image, its expanded size and the
+            bound.
+        """
+        max_bytes = self.conf.image_cache.max_size_gb * units.Gi
+        if max_bytes and expanded > max_bytes:
+            raise exception.CacheFull(
+                path=self.base_dir, image_id=image_id,
+                reason=_('it expands to %(size)d bytes, above [image_cache] '
+                         'max_size_gb (%(max)s GiB)') %
+                {'size': expanded, 'max': self.conf.image_cache.max_size_gb})
+        try:
+            vfs = os.statvfs(self.base_dir)
+        except OSError as e:
+            raise cache_error(self.base_dir, image_id, e)
+        free = vfs.f_bavail * vfs.f_frsize
+        if expanded > free:
+            raise exception.CacheFull(
+                path=self.base_dir, image_id=image_id,
+                reason=_('it expands to %(size)d bytes, more than the '
+                         '%(free)d bytes free') %
+                {'size': expanded, 'free': free})
 
     def remove_unless_used(self, entry: _Entry) -> bool:
         """Remove ``entry`` unless a call uses its image now."""

@@ -189,6 +189,7 @@ class ImageCacheManager:
             if path is not None:
                 timings.step('cache hit')
             elif image_format.is_raw(image.disk_format):
+                self.files.check_room(image_id, image.size or 0)
                 # The base file first: it commits first.
                 makers = [lambda _size: self.files.base_file_sink(image_id)]
                 if disk is not None:
@@ -198,9 +199,18 @@ class ImageCacheManager:
                 timings.step('download')
                 return True
             else:
-                _got, downloaded = self.fetcher.download_file(
+                if image.virtual_size:
+                    self.files.check_room(image_id, image.virtual_size)
+                got, downloaded = self.fetcher.download_file(
                     context, image,
                     lambda: self.files.download_sink(image_id), max_size)
+                try:
+                    # What the download found it expands to, before it is.
+                    self.files.check_room(image_id, got.virtual_size)
+                except exception.CacheFull:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(downloaded)
+                    raise
                 path = self.files.install_converted(image, downloaded)
                 timings.step('download')
             if disk is not None:

@@ -27,7 +27,6 @@ rules see it too.
 import collections
 import contextlib
 import datetime
-import errno
 import os
 import threading
 import time
@@ -41,6 +40,7 @@ from oslo_utils import units
 from imaged import exception
 from imaged.i18n import _
 from imaged.image import format as image_format
+from imaged.imagecache import file_sink
 
 LOG = logging.getLogger(__name__)
 
@@ -50,74 +50,6 @@ FILE, RBD = 'file', 'rbd'
 
 _Entry = collections.namedtuple('_Entry', ['image_id', 'where', 'path',
                                            'size', 'used_bytes', 'mtime'])
-
-
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def cache_error(base_dir, image_id, error):
-    """The typed error for an OSError writing the cache."""
-    LOG.warning('Cache %s: writing image %s failed: %s', base_dir, image_id,
-                error)
-    if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return exception.CacheFull(path=base_dir, image_id=image_id,
-                                   reason=os.strerror(error.errno))
-    return exception.CacheError(path=base_dir, image_id=image_id,
-                                reason=str(error))
-
-
-class FileSink:
-    """A download sink: a sparse file renamed to ``dest`` on commit."""
-
-    def __init__(self, base_dir, image_id, path, dest, durable):
-        self.base_dir, self.image_id = base_dir, image_id
-        self.path, self.dest, self.durable = path, dest, durable
-        self.finished = False
-        with self._typed():
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                               0o640)
-
-    @contextlib.contextmanager
-    def _typed(self):
-        try:
-            yield
-        except OSError as e:
-            raise cache_error(self.base_dir, self.image_id, e)
-
-    def write(self, offset, data):
-        with self._typed():
-            os.pwrite(self._fd, data, offset)
-
-    def commit(self, size):
-        try:
-            with self._typed():
-                os.ftruncate(self._fd, size)
-                if self.durable:
-                    os.fsync(self._fd)
-                fd, self._fd = self._fd, None
-                os.close(fd)
-                os.rename(self.path, self.dest)
-                if self.durable:
-                    _fsync_dir(os.path.dirname(self.dest))
-        except BaseException:
-            self.abort()
-            raise
-        self.finished = True
-
-    def abort(self):
-        if self.finished:
-            return
-        self.finished = True
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
 
 
 class BaseFiles:
@@ -165,7 +97,7 @@ class BaseFiles:
             os.makedirs(self.tmp_dir, mode=0o750, exist_ok=True)
             os.makedirs(self.record_dir, mode=0o750, exist_ok=True)
         except OSError as e:
-            raise cache_error(self.base_dir, '-', e)
+            raise file_sink.cache_error(self.base_dir, '-', e)
 
     def remove_scratch(self, older_than: float | None = None,
                        now: float | None = None) -> list[str]:
@@ -181,7 +113,7 @@ class BaseFiles:
         except FileNotFoundError:
             return removed
         except OSError as e:
-            raise cache_error(self.base_dir, '-', e)
+            raise file_sink.cache_error(self.base_dir, '-', e)
         for name in sorted(names):
             path = os.path.join(self.tmp_dir, name)
             try:
@@ -192,7 +124,7 @@ class BaseFiles:
             except FileNotFoundError:
                 continue
             except OSError as e:
-                raise cache_error(self.base_dir, '-', e)
+                raise file_sink.cache_error(self.base_dir, '-', e)
             removed.append(name)
         return removed
 
@@ -265,17 +197,19 @@ class BaseFiles:
         except FileNotFoundError:
             return None
 
-    def base_file_sink(self, image_id: str) -> FileSink:
+    def base_file_sink(self, image_id: str) -> file_sink.FileSink:
         """A sink that becomes the (raw) base file of ``image_id``."""
-        return FileSink(self.base_dir, image_id,
-                        self._tmp_path(image_id, 'download'),
-                        self.base_image_path(image_id), durable=True)
+        return file_sink.FileSink(self.base_dir, image_id,
+                                  self._tmp_path(image_id, 'download'),
+                                  self.base_image_path(image_id),
+                                  durable=True)
 
-    def download_sink(self, image_id: str) -> FileSink:
+    def download_sink(self, image_id: str) -> file_sink.FileSink:
         """A sink for a download that still needs converting."""
-        return FileSink(self.base_dir, image_id,
-                        self._tmp_path(image_id, 'download'),
-                        self._tmp_path(image_id, 'downloaded'), durable=False)
+        return file_sink.FileSink(self.base_dir, image_id,
+                                  self._tmp_path(image_id, 'download'),
+                                  self._tmp_path(image_id, 'downloaded'),
+                                  durable=False)
 
     def install_converted(self, image, downloaded):
         """Convert a checked download to a raw base file; returns its path."""
@@ -295,10 +229,10 @@ class BaseFiles:
             finally:
                 os.close(fd)
             os.rename(tmp, path)
-            _fsync_dir(self.base_dir)
+            file_sink.fsync_dir(self.base_dir)
             return path
         except OSError as e:
-            raise cache_error(self.base_dir, image_id, e)
+            raise file_sink.cache_error(self.base_dir, image_id, e)
         finally:
             for name in (tmp, downloaded):
                 with contextlib.suppress(FileNotFoundError):
@@ -311,7 +245,7 @@ class BaseFiles:
             with open(path, 'w') as f:
                 f.write('%d\n' % size)
         except OSError as e:
-            raise cache_error(self.base_dir, image_id, e)
+            raise file_sink.cache_error(self.base_dir, image_id, e)
 
     def forget(self, image_id: str) -> None:
         """Drop the record of ``image_id``'s RBD base (it is gone)."""
@@ -386,7 +320,7 @@ class BaseFiles:
         try:
             vfs = os.statvfs(self.base_dir)
         except OSError as e:
-            raise cache_error(self.base_dir, image_id, e)
+            raise file_sink.cache_error(self.base_dir, image_id, e)
         free = vfs.f_bavail * vfs.f_frsize
         if expanded > free:
             raise exception.CacheFull(

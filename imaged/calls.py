@@ -21,11 +21,15 @@ import collections
 import contextlib
 import threading
 import time
+from typing import Any, Callable, Iterator, TYPE_CHECKING
 
 from oslo_log import log as logging
 
 from imaged import exception
 from imaged.i18n import _
+
+if TYPE_CHECKING:
+    from imaged.deadline import Deadline
 
 LOG = logging.getLogger(__name__)
 
@@ -71,11 +75,11 @@ class LongCalls:
         self._calls = []  # _Call of each call running or waiting
 
     @property
-    def capacity(self):
+    def capacity(self) -> int:
         """Executor threads that long calls can hold at once."""
         return self.max_running + self.max_queued
 
-    def stats(self):
+    def stats(self) -> dict[str, int]:
         with self._lock:
             return {'long_running': self._running,
                     'long_queued': len(self._queue),
@@ -84,7 +88,8 @@ class LongCalls:
                     'long_refused': self._refused,
                     'long_expired': self._expired}
 
-    def in_flight(self, clock=time.monotonic):
+    def in_flight(self, clock: Callable[[], float] = time.monotonic
+                  ) -> list[dict[str, Any]]:
         """The long calls running and waiting, oldest first: what a Guru
         Meditation Report shows (``imaged.reports``)."""
         with self._lock:
@@ -95,7 +100,8 @@ class LongCalls:
                      age=round(now - call.since, 1)) for call in calls]
 
     @contextlib.contextmanager
-    def admitted(self, call_deadline, method='?', **ids):
+    def admitted(self, call_deadline: 'Deadline', method: str = '?',
+                 **ids: str) -> Iterator[None]:
         """Held while one long call works.
 
         :param method: the RPC method, and ``ids`` (``instance_uuid``,
@@ -170,7 +176,7 @@ class LongCalls:
             else:
                 self._running -= 1
 
-    def close(self):
+    def close(self) -> None:
         """Refuse new long calls and those waiting (the agent stops)."""
         with self._lock:
             self._closed = True

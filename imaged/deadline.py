@@ -25,6 +25,7 @@ finishing a disk nobody will use.
 
 import math
 import time
+from typing import Any, Callable
 
 from imaged import exception
 
@@ -53,23 +54,25 @@ class Deadline:
         self._end = self._start + self.seconds
 
     @classmethod
-    def for_call(cls, call_timeout, default_timeout, clock=time.monotonic):
+    def for_call(cls, call_timeout: float | None, default_timeout: float,
+                 clock: Callable[[], float] = time.monotonic
+                 ) -> 'Deadline':
         """The deadline of a call received now whose caller waits
         ``call_timeout`` seconds (``None``: ``default_timeout``)."""
         timeout = default_timeout if call_timeout is None else call_timeout
         return cls(timeout - margin(timeout), clock=clock)
 
-    def elapsed(self):
+    def elapsed(self) -> float:
         return self._clock() - self._start
 
-    def remaining(self):
+    def remaining(self) -> float:
         """Seconds left, 0 once past; ``math.inf`` without a deadline."""
         return max(0.0, self._end - self._clock())
 
-    def expired(self):
+    def expired(self) -> bool:
         return self._clock() >= self._end
 
-    def cap(self, timeout):
+    def cap(self, timeout: float | None) -> float | None:
         """``timeout`` (seconds, ``None`` for none) shortened to the time
         left: what to give a bounded wait, e.g. ``lock.acquire(timeout=
         deadline.cap(60))``. ``None`` only if both are unbounded."""
@@ -78,7 +81,7 @@ class Deadline:
             return timeout
         return remaining if timeout is None else min(timeout, remaining)
 
-    def check(self, what):
+    def check(self, what: str) -> None:
         """:raises Timeout: naming ``what`` once the deadline has passed."""
         if self.expired():
             raise exception.Timeout(what=what,
@@ -92,6 +95,6 @@ class Deadline:
 UNBOUNDED = Deadline(None)
 
 
-def of(context):
+def of(context: Any) -> Deadline:
     """The deadline attached to ``context``, else one that never passes."""
     return getattr(context, 'deadline', None) or UNBOUNDED

@@ -106,6 +106,11 @@ class BackendUnavailable(ImagedException):
     msg_fmt = _("%(backend)s is unavailable: %(reason)s")
 
 
+class GlanceResponseTooLarge(ImagedException):
+    msg_fmt = _("Glance's answer to %(request)s is larger than %(limit)d "
+                "bytes ([glance] max_response_bytes): refused")
+
+
 class GlanceRequestFailed(ImagedException):
     msg_fmt = _("%(what)s of image %(image_id)s failed in Glance: "
                 "%(reason)s")
@@ -167,6 +172,11 @@ class LocationRefused(ImagedException):
 class DiskImageMismatch(ImagedException):
     msg_fmt = _("Root disk %(name)s in pool %(pool)s was made from image "
                 "%(existing_image_id)s, not from image %(image_id)s.")
+
+
+class FlattenCancelled(ImagedException):
+    msg_fmt = _("Flatten of %(name)s in pool %(pool)s was cancelled: "
+                "%(reason)s")
 
 
 class Timeout(ImagedException):

@@ -14,18 +14,18 @@
 Keystone (:mod:`imaged.policy`: the context's claims are replaced by what
 Keystone says of its token), then delegates.
 
-Long calls (``create_root_disk``, ``cache_images``) pass through the
-long-call gate (:mod:`imaged.calls`); the periodic cleanup is the image
-cache manager's (:mod:`imaged.imagecache`).
+Long calls (``create_root_disk``, ``cache_images``, ``flatten_root_disk``,
+``snapshot_root_disk``) pass through the long-call gate
+(:mod:`imaged.calls`); the periodic cleanup, of leftovers and of the image
+cache, has one owner and one schedule (:mod:`imaged.leftovers`).
 """
 
 import contextlib
 import functools
 import time
 
-import oslo_messaging as messaging
 from oslo_log import log as logging
-from oslo_service import periodic_task
+import oslo_messaging as messaging
 from oslo_utils import units
 
 from imaged import calls
@@ -33,6 +33,7 @@ from imaged import deadline
 from imaged import exception
 from imaged.i18n import _
 from imaged.imagecache import precache
+from imaged import leftovers
 from imaged import policy
 from imaged import rootdisk
 from imaged import rpcapi
@@ -84,14 +85,14 @@ def remote_errors(func):
     return wrapper
 
 
-class ImageAgentManager(periodic_task.PeriodicTasks):
+class ImageAgentManager:
     """Serves ``imaged.rpcapi.ImageAgentAPI`` on one compute host."""
 
     target = messaging.Target(version=rpcapi.RPC_API_VERSION)
 
     def __init__(self, conf, host, root_disks, storage, image_cache,
                  glance_api, notifications=None):
-        super().__init__(conf)
+        self.conf = conf
         self.host = host
         self.root_disks = root_disks
         self.storage = storage
@@ -112,18 +113,23 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
             host, conf.max_concurrent_long_calls, conf.max_queued_long_calls)
         # Who each call comes from: Keystone's answer (imaged.policy).
         self.callers = policy.Callers(conf, glance_api)
+        self.leftovers = leftovers.Leftovers(
+            conf, storage, image_cache.files,
+            lambda: root_disks.locations.pools.allowed(storage.fsid()),
+            image_cache.eviction)
 
     def init_host(self):
-        """Start-up: clean the cache's and the pool's leftovers."""
+        """Start-up: the cache's directories, its scratch files gone."""
         self.image_cache.files.prepare()
+        self.leftovers.at_start()
         _fsid, problems = self.storage.status()
         problems += self.glance.check_health()
         for problem in problems:
             LOG.warning('Not ready to make root disks: %s (retrying in the '
                         'background)', problem)
-        # Partial images left by a crash are removed by the periodic task,
-        # which runs right away: removing one that a killed process still
-        # watches can take half a minute, and must not delay serving.
+        # Leftovers in Ceph are removed by the schedule, which runs right
+        # away: removing one that a killed process still watches can take
+        # half a minute, and must not delay serving.
 
     def _start_deadline(self, context):
         """Attach the call's deadline to its context, as it arrives."""
@@ -201,6 +207,7 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
                 'pool': self.storage.pool,
                 'cache': self.image_cache.usage(),
                 'calls': self.long_calls.stats(),
+                'flattens': self.root_disks.flattens.stats(),
                 'problems': problems}
 
     # -- RPC API 1.1 ----------------------------------------------------------
@@ -270,6 +277,7 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
     def _metrics_state(self):
         self._health()
         return {'calls': self.long_calls.stats(),
+                'flattens': self.root_disks.flattens.stats(),
                 'cache_bytes': self.image_cache.usage()['used_bytes'],
                 'backends': dict(self._backends_up)}
 
@@ -290,24 +298,14 @@ class ImageAgentManager(periodic_task.PeriodicTasks):
         self._healthy = None if problems else (now + HEALTH_TTL, fsid)
         return fsid, problems
 
-    # -- periodic tasks -------------------------------------------------------
+    # -- the one schedule -----------------------------------------------------
 
-    def clean_image_cache(self, context=None):
-        """The image cache's cleanup, every ``[image_cache]
-        manager_interval`` seconds (a timer of the service: the interval is
-        an option, which a periodic task's decorator cannot take)."""
+    def housekeeping(self):
+        """One turn of :mod:`imaged.leftovers`' schedule (the service's
+        timer): returns the seconds until the next."""
         try:
-            self.image_cache.clean()
+            return self.leftovers.tick()
         except Exception:
-            # The next run tries again; the timer must go on.
-            LOG.exception('Image cache cleanup failed')
-
-    @periodic_task.periodic_task(spacing=30, run_immediately=True)
-    def _remove_partial_disks(self, context):
-        # Right after start-up (the pool is listed once), and then the
-        # partial images this process could not remove when its call
-        # failed (Ceph down, a lingering watch): they must not stay.
-        try:
-            self.storage.remove_partial_disks()
-        except exception.ImagedException as e:
-            LOG.warning('Cannot clean partial images now: %s', e)
+            # The next turn tries again; the timer must go on.
+            LOG.exception('Cleanup failed')
+            return leftovers.OWN_SWEEP_INTERVAL

@@ -20,9 +20,9 @@ reachability) are read when Prometheus scrapes. Every name starts with
 ``imaged_``; doc/source/operate/metrics.rst lists them.
 """
 
+from oslo_log import log as logging
 import prometheus_client as prom
 from prometheus_client import core as prom_core
-from oslo_log import log as logging
 
 LOG = logging.getLogger(__name__)
 
@@ -58,6 +58,18 @@ class _State:
         for name in ('running', 'waiting'):
             calls.add_metric([name], state['calls'].get(name, 0))
         yield calls
+        flattens = prom_core.GaugeMetricFamily(
+            'imaged_background_flattens', 'Background flattens ([rbd] '
+            'flatten_root_disks = background) running and queued.',
+            labels=['state'])
+        stats = state.get('flattens', {})
+        for name in ('running', 'queued'):
+            flattens.add_metric([name], stats.get(name, 0))
+        yield flattens
+        yield prom_core.CounterMetricFamily(
+            'imaged_background_flattens_dropped', 'New clones that found '
+            'the background flatten queue full and stayed clones.',
+            value=stats.get('dropped', 0))
         yield prom_core.GaugeMetricFamily(
             'imaged_cache_file_bytes', 'Bytes taken by local base files.',
             value=state['cache_bytes'])
@@ -124,7 +136,8 @@ class Metrics:
 
     def watch_state(self, read):
         """Gauges read by ``read()`` at each scrape: ``{'calls': {running,
-        waiting}, 'cache_bytes': int, 'backends': {name: bool}}``."""
+        waiting}, 'flattens': {running, queued, dropped}, 'cache_bytes':
+        int, 'backends': {name: bool}}``."""
         self.registry.register(_State(read))
 
     def created(self, strategy, seconds):

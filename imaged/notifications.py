@@ -25,8 +25,8 @@ instead of oslo.messaging's "forever"), so a dead broker cannot hang a call.
 
 import time
 
-import oslo_messaging as messaging
 from oslo_log import log as logging
+import oslo_messaging as messaging
 from oslo_utils import units
 
 from imaged import context

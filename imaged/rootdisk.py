@@ -33,19 +33,20 @@ them.
 from concurrent import futures
 import contextlib
 import functools
-import threading
 import time
+from typing import Any, ContextManager
 
 from oslo_concurrency import lockutils
 from oslo_log import log as logging
 from oslo_utils import units
 
+from imaged import background
 from imaged import deadline as call_deadline
 from imaged import exception
 from imaged.i18n import _
 from imaged.image import locations as image_locations
-from imaged.image import signature
 from imaged.image import record
+from imaged.image import signature
 from imaged import policy
 from imaged.storage import disks as rbd_disks
 from imaged.storage import location as rbd_location
@@ -62,7 +63,7 @@ class Timings:
         self.steps = []
         self._start = time.monotonic()
 
-    def step(self, name):
+    def step(self, name: str) -> None:
         now = time.monotonic()
         self.steps.append('%s %.2fs' % (name, now - self._start))
         self._start = now
@@ -83,8 +84,8 @@ class RootDisks:
             conf, glance_api, storage)
         self._instance_locks = lockutils.Semaphores()
         self._parent_depths = {}  # parent location -> its chain's length
-        self._flattening = set()  # disks flattened in the background
-        self._flattening_lock = threading.Lock()
+        self.flattens = background.BackgroundFlattens(
+            conf, self._flatten_in_background)
         # Reads Glance's record of an image while a create takes its
         # disk's locks: one thread per long call at most.
         self._records = futures.ThreadPoolExecutor(
@@ -92,9 +93,12 @@ class RootDisks:
             thread_name_prefix='glance-record')
 
     @contextlib.contextmanager
-    def _instance_lock(self, context, name):
-        """This host's lock on disk ``name``, then the pool's."""
-        timeout = call_deadline.of(context).cap(self.conf.long_rpc_timeout)
+    def _instance_lock(self, context, name, timeout=None):
+        """This host's lock on disk ``name``, then the pool's, waited for
+        within the call's deadline (or ``timeout`` seconds)."""
+        if timeout is None:
+            timeout = call_deadline.of(context).cap(
+                self.conf.long_rpc_timeout)
         started = time.monotonic()
         lock = self._instance_locks.get(name)
         if not lock.acquire(timeout=timeout):
@@ -108,7 +112,8 @@ class RootDisks:
         finally:
             lock.release()
 
-    def instance_lock(self, context, name):
+    def instance_lock(self, context: Any,
+                      name: str) -> ContextManager[None]:
         """Held while disk ``name`` is created, deleted, flattened or
         snapshotted (this host's lock, then the pool's)."""
         return self._instance_lock(context, name)
@@ -139,7 +144,8 @@ class RootDisks:
             return image
         return self.glance.show(context, image_id)
 
-    def check_owner(self, context, name, info, action):
+    def check_owner(self, context: Any, name: str, info: dict[str, Any],
+                    action: str) -> None:
         """Refuse a caller that may not ``action`` the finished disk
         ``name`` (``info`` from ``disks.info``) before anything about it is
         told; an old disk an admin or service token acts on is adopted.
@@ -157,7 +163,8 @@ class RootDisks:
                      'now belongs to project %s', self.storage.pool, name,
                      adopt)
 
-    def create(self, context, instance_uuid, image_id, size_gb):
+    def create(self, context: Any, instance_uuid: str, image_id: str,
+               size_gb: int) -> dict[str, Any]:
         name = rbd_disks.disk_name(instance_uuid)
         size_bytes = size_gb * units.Gi
         # The record is read with the caller's token beside the locks and
@@ -165,6 +172,8 @@ class RootDisks:
         started = time.monotonic()
         timings = Timings()
         early = self._records.submit(self._read_record, context, image_id)
+        # Disks to flatten in the background, once unlocked.
+        later: list[str] = []
         try:
             with self._instance_lock(context, name):
                 timings.step('locks')
@@ -173,13 +182,17 @@ class RootDisks:
                 else:  # waited for the locks: read it again
                     record_of = functools.partial(self.record, context,
                                                   image_id)
-                return self._create(context, instance_uuid, image_id,
-                                    name, size_bytes, record_of, timings)
+                result = self._create(context, instance_uuid, image_id,
+                                      name, size_bytes, record_of, timings,
+                                      later)
         finally:
             early.cancel()  # unless it runs already
+        for disk in later:
+            self.flattens.submit(disk)
+        return result
 
     def _create(self, context, instance_uuid, image_id, name, size_bytes,
-                record_of, timings):
+                record_of, timings, later):
         info = self.storage.disks.info(name)
         if info is not None and not info['complete']:
             self.storage.disks.remove_incomplete(name)
@@ -206,7 +219,7 @@ class RootDisks:
         strategy, info = self._make(context, image, spec, timings)
         if signed is not None and signed.outcome is None:
             signed.verified(signature.CACHED, 0.0)
-        info = self._shorten_chain(context, name, info, timings)
+        info = self._shorten_chain(context, name, info, timings, later)
         LOG.info('Created root disk %s/%s for instance %s from image %s '
                  'by %s: %s%s', self.storage.pool, name, instance_uuid,
                  image_id, strategy, ', '.join(timings.steps),
@@ -307,8 +320,9 @@ class RootDisks:
     def _flatten_wait(self, context):
         return call_deadline.of(context).cap(self.conf.long_rpc_timeout)
 
-    def _shorten_chain(self, context, name, info, timings):
-        """Flatten a new clone if asked to, or if its chain is too long."""
+    def _shorten_chain(self, context, name, info, timings, later):
+        """Flatten a new clone if asked to, or if its chain is too long;
+        or add it to ``later``, the background's."""
         parent = info['parent']
         if parent is None:
             return info
@@ -325,29 +339,21 @@ class RootDisks:
             timings.step('flatten')
             return dict(info, parent=None)
         if policy == 'background':
-            self._flatten_later(name)
+            later.append(name)
         return info
 
-    def _flatten_later(self, name):
-        with self._flattening_lock:
-            if name in self._flattening:
-                return
-            self._flattening.add(name)
+    def _flatten_in_background(self, name, cancelled):
+        """A background worker's flatten of disk ``name``, with its locks
+        held: a delete waits for it, or cancels it."""
+        with self._instance_lock(None, name, timeout=background.LOCK_WAIT):
+            parent = self.storage.disks.parent(name)
+            if parent is None or self.storage.disks.finished(name) is None:
+                return  # flattened, deleted or being made again meanwhile
+            self.storage.flattener.flatten(
+                name, wait=background.LOCK_WAIT, cancelled=cancelled)
+            self.storage.trash.remove_if_unused(*parent)
 
-        def run():
-            try:
-                self.storage.flattener.flatten(
-                    name, wait=self.conf.long_rpc_timeout)
-            except Exception as e:  # the disk is fine as a clone
-                LOG.warning('Background flatten of %s/%s failed: %s',
-                            self.storage.pool, name, e)
-            finally:
-                with self._flattening_lock:
-                    self._flattening.discard(name)
-        threading.Thread(target=run, name='flatten-' + name,
-                         daemon=True).start()
-
-    def flatten(self, context, instance_uuid):
+    def flatten(self, context: Any, instance_uuid: str) -> dict[str, Any]:
         """Make the disk independent of its image; idempotent."""
         name = rbd_disks.disk_name(instance_uuid)
         with self._instance_lock(context, name):
@@ -365,7 +371,7 @@ class RootDisks:
         return {'instance_uuid': instance_uuid, 'parent': None,
                 'seconds': round(seconds, 3)}
 
-    def cache_image(self, context, image_id):
+    def cache_image(self, context: Any, image_id: str) -> str:
         """Make sure a later root disk from ``image_id`` needs no download.
 
         :returns: ``'cached'`` if it was downloaded now, else ``'existing'``.
@@ -383,8 +389,10 @@ class RootDisks:
         self._signed(context, image, timings)
         return image_cache.prepare(context, image, timings)
 
-    def delete(self, instance_uuid, context=None):
+    def delete(self, instance_uuid: str, context: Any = None) -> None:
         name = rbd_disks.disk_name(instance_uuid)
+        # A background flatten holds the disk: it stops for the delete.
+        self.flattens.cancel(name)
         with self._instance_lock(context, name):
             info = self.storage.disks.info(name)
             if info is not None and info['complete']:

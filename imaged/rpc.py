@@ -12,8 +12,8 @@
 
 """Transport, serializer and the RPC server/client factories."""
 
-import oslo_messaging as messaging
 from oslo_log import log as logging
+import oslo_messaging as messaging
 from oslo_messaging import opts as messaging_opts
 
 from imaged import context

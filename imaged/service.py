@@ -18,11 +18,10 @@ import os
 import signal
 import threading
 
-import oslo_messaging as messaging
 from oslo_log import log as logging
+import oslo_messaging as messaging
 from oslo_service import service
 
-from imaged import context as imaged_context
 from imaged import rpc
 
 LOG = logging.getLogger(__name__)
@@ -45,13 +44,12 @@ class ImagedService(service.Service):
         long_calls = self.manager.long_calls
         threads = rpc.executor_threads(self.conf, long_calls.capacity)
         self.rpcserver.start(override_pool_size=threads)
-        self.tg.add_dynamic_timer(self._periodic_tasks,
-                                  initial_delay=None,
-                                  periodic_interval_max=60)
-        interval = self.conf.image_cache.manager_interval
-        self.tg.add_timer_args(interval, self.manager.clean_image_cache,
-                               initial_delay=interval,
-                               stop_on_exception=False)
+        # One schedule for every cleanup (imaged.leftovers): right away,
+        # then as often as it asks.
+        self.tg.add_dynamic_timer_args(self.manager.housekeeping,
+                                       initial_delay=None,
+                                       periodic_interval_max=60,
+                                       stop_on_exception=False)
         if self.conf.metrics.enabled:
             self.manager.metrics.serve(self.conf.metrics.host,
                                        self.conf.metrics.port)
@@ -65,11 +63,6 @@ class ImagedService(service.Service):
         # used, so the new values apply from the next call on.
         pass
 
-    def _periodic_tasks(self, raise_on_error=False):
-        ctxt = imaged_context.get_admin_context()
-        return self.manager.run_periodic_tasks(ctxt,
-                                               raise_on_error=raise_on_error)
-
     def stop(self, graceful=True):
         # Stop taking new calls, answer the long calls still queued (their
         # callers can go elsewhere), then let the ones in flight finish; the
@@ -80,6 +73,8 @@ class ImagedService(service.Service):
             self.manager.long_calls.close()
             self.rpcserver.wait()
             self.rpcserver = None
+        # Background flattens stop (their disks stay good clones).
+        self.manager.root_disks.flattens.close()
         super().stop(graceful=graceful)
         self.manager.metrics.stop()
         # The pool's cleanup role goes to another host now, not when its

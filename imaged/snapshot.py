@@ -37,8 +37,10 @@ and an image Glance refused is removed from its pool.
 import contextlib
 import os
 import time
+from typing import Any, TYPE_CHECKING
 
 from oslo_log import log as logging
+import tenacity
 
 from imaged import deadline as call_deadline
 from imaged import exception
@@ -49,6 +51,9 @@ from imaged import policy
 from imaged.storage import disks as rbd_disks
 from imaged.storage import location as rbd_location
 from imaged.storage import snapshots as rbd_snapshots
+
+if TYPE_CHECKING:
+    from imaged import rootdisk
 
 LOG = logging.getLogger(__name__)
 
@@ -99,7 +104,8 @@ class Snapshots:
         pools = sorted(self.pools.allowed(self.storage.fsid()))
         return pools[0] if pools else None
 
-    def snapshot(self, context, instance_uuid, image_id, timings):
+    def snapshot(self, context: Any, instance_uuid: str, image_id: str,
+                 timings: 'rootdisk.Timings') -> dict[str, Any]:
         name = rbd_disks.disk_name(instance_uuid)
         deadline = call_deadline.of(context)
         with self.root_disks.instance_lock(context, name):
@@ -239,21 +245,28 @@ class Snapshots:
                 os.unlink(path)
 
     def _wait_active(self, context, image_id, deadline):
-        """Until Glance says ``active`` (it hashes a location in a task)."""
-        limit = time.monotonic() + deadline.cap(self.conf.long_rpc_timeout)
-        while True:
-            image = self.glance.show(context, image_id)
-            if image.status == 'active':
-                return
-            if image.status not in ('queued', 'saving', 'importing'):
+        """Until Glance says ``active`` (it hashes a location in a task),
+        polled every ``ACTIVE_POLL`` seconds within the call's deadline."""
+        limit = deadline.cap(self.conf.long_rpc_timeout)
+        started = time.monotonic()
+
+        def active():
+            status = self.glance.show(context, image_id).status
+            if status not in ('active', 'queued', 'saving', 'importing'):
                 raise exception.ImageNotWritable(
                     image_id=image_id,
-                    reason=_('Glance made it %s') % image.status)
-            if time.monotonic() >= limit:
-                raise exception.Timeout(
-                    what=_('image %s to become active') % image_id,
-                    seconds=self.conf.long_rpc_timeout)
-            time.sleep(ACTIVE_POLL)
+                    reason=_('Glance made it %s') % status)
+            return status == 'active'
+
+        def gave_up(retry_state):
+            raise exception.Timeout(
+                what=_('image %s to become active') % image_id,
+                seconds=round(time.monotonic() - started, 1))
+        tenacity.Retrying(
+            retry=tenacity.retry_if_result(lambda done: not done),
+            stop=tenacity.stop_after_delay(limit),
+            wait=tenacity.wait_fixed(ACTIVE_POLL),
+            retry_error_callback=gave_up)(active)
 
 
 class _ReadProgress:

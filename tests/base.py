@@ -15,8 +15,8 @@
 import subprocess
 
 import fixtures
-from oslo_config import fixture as config_fixture
 from oslo_concurrency import processutils
+from oslo_config import fixture as config_fixture
 import testtools
 
 from imaged import conf as imaged_conf

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from nothing: installs the Debian packages and the
 # environments, starts the local stack (Ceph, RabbitMQ, Keystone, Glance), then runs
+#   0. the lint stage (tools/lint.sh: flake8 with hacking, bandit, mypy),
 #   1. the unit tests (fakes; well under a minute),
 #   2. the functional tests (real imaged processes on the real stack),
 #   3. the scenario suite (imaged's Tempest plugin with "tempest run",
@@ -9,16 +10,16 @@
 #   4. the benchmark harness in its quick configuration (so it cannot rot),
 #   5. a one-minute soak of three agents with an OSD restart.
 # Run as root on Debian 12 or 13. Extra arguments are a stestr filter for
-# 1-3. IMAGED_TEST_STAGES: some of "unit functional scenario bench soak"
+# 1-3. IMAGED_TEST_STAGES: some of "lint unit functional scenario bench soak"
 # (default: all), e.g. for a quicker check of another release
 # (tools/other-release.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore::DeprecationWarning}
-STAGES=" ${IMAGED_TEST_STAGES:-unit functional scenario bench soak} "
+STAGES=" ${IMAGED_TEST_STAGES:-lint unit functional scenario bench soak} "
 for stage in $STAGES; do
     case $stage in
-        unit|functional|scenario|bench|soak) ;;
+        lint|unit|functional|scenario|bench|soak) ;;
         *) echo "run-tests: unknown stage '$stage' in IMAGED_TEST_STAGES" >&2; exit 2 ;;
     esac
 done
@@ -51,6 +52,9 @@ run_stage() {
     passed=$((passed + p)); failed=$((failed + f))
 }
 
+if stage lint; then
+    run_stage lint tools/lint.sh
+fi
 if stage unit; then
     run_stage unit .venv/bin/stestr --test-path ./tests/unit run "$@"
 fi

@@ -25,8 +25,8 @@ import sys
 from oslo_config import cfg
 import oslo_messaging as messaging
 
-from imaged import conf as imaged_conf
 from imaged.cmd import fleet_precache
+from imaged import conf as imaged_conf
 from imaged import context as imaged_context
 from imaged import exception
 from imaged import rpcapi

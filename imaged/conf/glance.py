@@ -43,6 +43,37 @@ start of a download) are retried by keystoneauth instead: see
 in this group.
 """),
     cfg.IntOpt(
+        'request_timeout',
+        default=120,
+        min=1,
+        mutable=True,
+        help="""
+Seconds a request to Glance that is not an image's data (a record, its
+locations, Glance's versions and stores) may take as a whole, its answer's
+body included. ``timeout`` bounds each wait for a byte; this bounds a
+Glance that sends one byte just often enough. A request past it fails with
+``Timeout`` (checked as each piece of the answer arrives: at most one
+``timeout`` later). Image data is bounded by ``download_timeout`` instead.
+
+Related options:
+
+* ``timeout``, ``max_response_bytes``
+"""),
+    cfg.IntOpt(
+        'max_response_bytes',
+        default=16 * 1024 * 1024,
+        min=4096,
+        mutable=True,
+        help="""
+Largest body, in bytes, of Glance's answer to a request that is not an
+image's data. A larger answer is refused (``GlanceResponseTooLarge``)
+before it is all read: an image record or its locations are a few KiB.
+
+Related options:
+
+* ``request_timeout``
+"""),
+    cfg.IntOpt(
         'progress_interval',
         default=5,
         min=1,

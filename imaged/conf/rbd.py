@@ -118,12 +118,29 @@ depend on their image (Glance's snapshot or imaged's base image).
 With ``never`` (the default) a disk stays a copy-on-write clone: fast to
 make and small, and with clones of format 2 its image can still be deleted
 (it goes to the RBD trash). ``on_create`` costs a copy of the image's data
-in the call; ``background`` answers at once and flattens after (a
-``delete_root_disk`` meanwhile waits up to ``delete_busy_timeout`` for it).
+in the call; ``background`` answers at once and queues the disk for one of
+``concurrent_flatten_operations`` workers, which flattens it with the disk's
+lock held (a ``delete_root_disk`` meanwhile cancels it and goes on).
 
 Related options:
 
-* ``concurrent_flatten_operations``, ``max_clone_depth``
+* ``concurrent_flatten_operations``, ``max_clone_depth``,
+  ``background_flatten_queue``
+"""),
+    cfg.IntOpt(
+        'background_flatten_queue',
+        default=256,
+        min=1,
+        mutable=True,
+        help="""
+Disks waiting for a background flatten (``flatten_root_disks =
+background``) at most. A new clone that finds the queue full stays a clone
+(a good disk; a later ``flatten_root_disk`` flattens it) and the agent logs
+a warning; the depth is in ``get_capabilities`` and the metrics.
+
+Related options:
+
+* ``flatten_root_disks``, ``concurrent_flatten_operations``
 """),
     cfg.StrOpt(
         'snapshot_strategy',

@@ -54,7 +54,7 @@ Downloaded = collections.namedtuple('Downloaded',
 class Sink(typing.Protocol):
     """Where a download's bytes go: written, then committed or aborted.
 
-    Implemented by ``imagecache.files.FileSink`` (a local file renamed into
+    Implemented by ``imagecache.file_sink.FileSink`` (a local file renamed into
     place) and ``storage.partial.PartialImage`` (an RBD image renamed into
     place). Nothing under the final name exists until ``commit`` returned.
     A sink may also have ``write_block(block)`` to keep a block past the

@@ -27,6 +27,7 @@ import time
 
 from oslo_log import log as logging
 
+from imaged import deadline as call_deadline
 from imaged import exception
 from imaged.i18n import _
 from imaged.image import body as image_body
@@ -51,13 +52,15 @@ class Fetcher:
             conf.image_cache.max_concurrent_downloads)
 
     @contextlib.contextmanager
-    def _download_slot(self, image_id):
-        timeout = self.conf.long_rpc_timeout
+    def _download_slot(self, context, image_id):
+        """A turn among ``max_concurrent_downloads``, waited for within the
+        call's deadline."""
+        timeout = call_deadline.of(context).cap(self.conf.long_rpc_timeout)
         queued = time.monotonic()
         if not self._download_slots.acquire(timeout=timeout):
             raise exception.Timeout(
                 what=_('a free download slot for image %s') % image_id,
-                seconds=timeout)
+                seconds=round(time.monotonic() - queued, 1))
         if self.notifications is not None:
             self.notifications.metrics.waited('download_slot',
                                               time.monotonic() - queued)
@@ -118,7 +121,8 @@ class Fetcher:
         if self.signatures is not None:
             # Refuses an unsigned or untrusted image before any byte moves.
             signed = self.signatures.check(context, image)
-        with self._download_slot(image_id), self._fetching(image) as report:
+        with self._download_slot(context, image_id), \
+                self._fetching(image) as report:
             for attempt in download.attempts(image_id,
                                              self.conf.glance.num_retries):
                 with attempt:

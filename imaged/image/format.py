@@ -25,7 +25,9 @@ import contextlib
 import os
 import re
 import signal
-import subprocess
+# Only for TimeoutExpired: qemu-img runs through processutils, with
+# argument lists, never a shell.
+import subprocess  # nosec B404
 
 from oslo_concurrency import processutils
 from oslo_log import log as logging

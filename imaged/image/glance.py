@@ -36,7 +36,6 @@ from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import loading as ks_loading
 from keystoneauth1 import noauth
 from keystoneauth1 import service_token
-from keystoneauth1 import session as ks_session
 from keystoneauth1 import token_endpoint
 from oslo_log import log as logging
 import requests
@@ -44,6 +43,7 @@ import requests
 from imaged.conf import service_user as service_user_conf
 from imaged import exception
 from imaged.i18n import _
+from imaged.image import bounded_http
 from imaged.image import record as image_record
 
 LOG = logging.getLogger(__name__)
@@ -132,7 +132,8 @@ class GlanceAPI:
         self.conf = conf
         self._session = ks_loading.load_session_from_conf_options(conf, GROUP)
         # One pooled connection per concurrent call, not urllib3's 10.
-        pool = ks_session.TCPKeepAliveAdapter(pool_maxsize=64)
+        # Answers other than image data are bounded as a whole and in size.
+        pool = bounded_http.BoundedAdapter(conf, pool_maxsize=64)
         for scheme in ('http://', 'https://'):
             self._session.session.mount(scheme, pool)
         self._auth = ks_loading.load_auth_from_conf_options(conf, GROUP)

@@ -148,10 +148,12 @@ def check(image, size_bytes, conf, keeps_file):
             conf.image_cache.allowed_container_formats:
         raise refuse(_('container_format %s cannot be used') % container)
     max_cache = conf.image_cache.max_size_gb * units.Gi
-    if keeps_file and max_cache and (image.size or 0) > max_cache:
-        raise refuse(_('its size of %(size)d bytes is above the image '
+    # A base file is raw: it takes what the image expands to.
+    expanded = max(image.virtual_size or 0, image.size or 0)
+    if keeps_file and max_cache and expanded > max_cache:
+        raise refuse(_('it expands to %(size)d bytes, above the image '
                        'cache bound of %(max)s GiB') %
-                     {'size': image.size,
+                     {'size': expanded,
                       'max': conf.image_cache.max_size_gb})
     known = image.virtual_size
     if not known and image_format.QEMU_FORMATS[disk_format] == 'raw':

@@ -12,16 +12,17 @@
 
 """Eviction: what this host's image cache removes, and when.
 
-One owner for every way a cached copy goes (nova keeps it all in its
-``imagecache``): :class:`Eviction` runs the periodic cleanup
+One owner for every way a complete cached copy goes (nova keeps it all in
+its ``imagecache``): :class:`Eviction` runs, every ``[image_cache]
+manager_interval`` seconds (on the schedule of :mod:`imaged.leftovers`,
+which owns what is left *incomplete*: partials, trashed bases, scratch)
 
 * on every host: its local base files unused for
   ``[image_cache] remove_unused_base_images_min_age``, then the least
   recently used ones above ``max_size_gb``;
 * on the pool's cleanup host (one at a time, ``[image_cache]
   pool_cleanup``): the base images in Ceph no host used for
-  ``rbd_base_min_age``, the trash entries of bases whose last clone is
-  gone, and other hosts' abandoned partial images;
+  ``rbd_base_min_age``;
 * and the copies of images deleted in Glance (:class:`DeletedImages`), and
   ``purge_image`` for a purge asked for now.
 
@@ -44,10 +45,6 @@ from imaged import exception
 from imaged.imagecache import files as base_files
 
 LOG = logging.getLogger(__name__)
-
-# Another host's partial image older than this (or than [glance]
-# download_timeout) and open nowhere was abandoned by a host that died.
-ABANDONED_PARTIAL_AGE = 3600
 
 GONE_STATUSES = ('deleted', 'pending_delete', 'killed')
 DELETED = 'deleted'
@@ -162,15 +159,19 @@ class Eviction:
         self.deleted = DeletedImages(conf, glance_api, self.purge_image,
                                      notifications)
 
-    def run(self, now=None):
-        """One cleanup run: this host's files, the pool's share if this
-        host cleans the pool now, then the deleted images' copies."""
+    def run(self, now=None, pool_wide=False):
+        """One cleanup run: this host's files, the pool's unused bases if
+        this host cleans the pool now (``pool_wide``), then the deleted
+        images' copies."""
         for entry in self.clean_files(now):
             self.notifications.evict(entry['image_id'], entry['where'],
                                      entry['reason'])
-        pool_wide = self._does_pool_cleanup()
         if pool_wide:
-            self._clean_pool()
+            try:
+                for image_id in self.clean_rbd_bases():
+                    self.notifications.evict(image_id, base_files.RBD, 'age')
+            except exception.ImagedException as e:
+                LOG.warning('Cannot clean base images in Ceph now: %s', e)
         try:
             self.forget_removed_bases()
             cached = [entry['image_id'] for entry in self.files.list()
@@ -223,40 +224,6 @@ class Eviction:
         return [e for e in removed if e['where'] == base_files.FILE]
 
     # -- the pool's base images -----------------------------------------------
-
-    def _does_pool_cleanup(self):
-        policy = self.conf.image_cache.pool_cleanup
-        if policy != 'elect':
-            return policy == 'always'
-        try:
-            return self.storage.holds_cleanup_role(
-                self.conf.image_cache.manager_interval)
-        except exception.ImagedException as e:
-            LOG.warning('Cannot tell which host cleans the pool now: %s', e)
-            return False
-
-    def _clean_pool(self):
-        """The pool-wide part: unused bases, trashed bases whose last
-        clone is gone, abandoned partial images."""
-        try:
-            for image_id in self.clean_rbd_bases():
-                self.notifications.evict(image_id, base_files.RBD, 'age')
-        except exception.ImagedException as e:
-            LOG.warning('Cannot clean base images in Ceph now: %s', e)
-        try:
-            self.storage.bases.purge_trash()
-        except exception.ImagedException as e:
-            LOG.warning('Cannot purge trashed base images now: %s', e)
-        max_age = max(self.conf.glance.download_timeout,
-                      ABANDONED_PARTIAL_AGE)
-        try:
-            self.storage.partials.sweep_abandoned(max_age)
-        except exception.ImagedException as e:
-            LOG.warning('Cannot clean abandoned partial images now: %s', e)
-        try:
-            self.storage.disks.sweep_abandoned(max_age)
-        except exception.ImagedException as e:
-            LOG.warning('Cannot clean root disks left incomplete now: %s', e)
 
     def clean_rbd_bases(self, now=None):
         """Remove the base images no host used for the minimum age.

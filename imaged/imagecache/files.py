@@ -15,8 +15,8 @@
 A base file ``<base_dir>/<image_id>`` only ever appears by an atomic rename,
 after its bytes matched Glance's hash, passed the format checks and were
 converted to raw and fsynced. Everything in between lives in
-``<base_dir>/.tmp`` and is removed at start-up, so no partial file can be
-mistaken for an image.
+``<base_dir>/.tmp`` (whose leftovers :mod:`imaged.leftovers` removes), so
+no partial file can be mistaken for an image.
 
 An image streamed straight into a base image in Ceph leaves no file here,
 only a small record ``<base_dir>/.rbd/<image_id>`` (its size; its mtime is
@@ -27,18 +27,20 @@ rules see it too.
 import collections
 import contextlib
 import datetime
-import errno
 import os
 import threading
 import time
+from typing import Any, Iterator
 import uuid
 
 from oslo_concurrency import lockutils
 from oslo_log import log as logging
+from oslo_utils import units
 
 from imaged import exception
 from imaged.i18n import _
 from imaged.image import format as image_format
+from imaged.imagecache import file_sink
 
 LOG = logging.getLogger(__name__)
 
@@ -48,74 +50,6 @@ FILE, RBD = 'file', 'rbd'
 
 _Entry = collections.namedtuple('_Entry', ['image_id', 'where', 'path',
                                            'size', 'used_bytes', 'mtime'])
-
-
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def cache_error(base_dir, image_id, error):
-    """The typed error for an OSError writing the cache."""
-    LOG.warning('Cache %s: writing image %s failed: %s', base_dir, image_id,
-                error)
-    if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return exception.CacheFull(path=base_dir, image_id=image_id,
-                                   reason=os.strerror(error.errno))
-    return exception.CacheError(path=base_dir, image_id=image_id,
-                                reason=str(error))
-
-
-class FileSink:
-    """A download sink: a sparse file renamed to ``dest`` on commit."""
-
-    def __init__(self, base_dir, image_id, path, dest, durable):
-        self.base_dir, self.image_id = base_dir, image_id
-        self.path, self.dest, self.durable = path, dest, durable
-        self.finished = False
-        with self._typed():
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                               0o640)
-
-    @contextlib.contextmanager
-    def _typed(self):
-        try:
-            yield
-        except OSError as e:
-            raise cache_error(self.base_dir, self.image_id, e)
-
-    def write(self, offset, data):
-        with self._typed():
-            os.pwrite(self._fd, data, offset)
-
-    def commit(self, size):
-        try:
-            with self._typed():
-                os.ftruncate(self._fd, size)
-                if self.durable:
-                    os.fsync(self._fd)
-                fd, self._fd = self._fd, None
-                os.close(fd)
-                os.rename(self.path, self.dest)
-                if self.durable:
-                    _fsync_dir(os.path.dirname(self.dest))
-        except BaseException:
-            self.abort()
-            raise
-        self.finished = True
-
-    def abort(self):
-        if self.finished:
-            return
-        self.finished = True
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
 
 
 class BaseFiles:
@@ -137,7 +71,7 @@ class BaseFiles:
 
     # -- layout ---------------------------------------------------------------
 
-    def base_image_path(self, image_id):
+    def base_image_path(self, image_id: str) -> str:
         """Where the base file of ``image_id`` lives; never outside the cache.
 
         ``image_id`` must be a canonical UUID (the manager checks); this is
@@ -156,24 +90,47 @@ class BaseFiles:
         return os.path.join(self.record_dir,
                             os.path.basename(self.base_image_path(image_id)))
 
-    def prepare(self):
-        """Create the directories and drop what an earlier run left."""
+    def prepare(self) -> None:
+        """Create the directories (what an earlier run left in the scratch
+        directory goes by :mod:`imaged.leftovers`)."""
         try:
             os.makedirs(self.tmp_dir, mode=0o750, exist_ok=True)
             os.makedirs(self.record_dir, mode=0o750, exist_ok=True)
-            leftovers = os.listdir(self.tmp_dir)
-            for name in leftovers:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(self.tmp_dir, name))
         except OSError as e:
-            raise cache_error(self.base_dir, '-', e)
-        if leftovers:
-            LOG.info('Removed %d temporary files left in %s by an earlier '
-                     'run', len(leftovers), self.tmp_dir)
+            raise file_sink.cache_error(self.base_dir, '-', e)
 
-    def scratch_path(self, image_id, kind):
-        """A new path in the cache's temporary directory (emptied at every
-        start, so what a killed agent left there goes then)."""
+    def remove_scratch(self, older_than: float | None = None,
+                       now: float | None = None) -> list[str]:
+        """Remove scratch files: all of them (at start-up, before any call
+        runs), or those unchanged for ``older_than`` seconds.
+
+        :returns: the names removed.
+        """
+        now = time.time() if now is None else now
+        removed: list[str] = []
+        try:
+            names = os.listdir(self.tmp_dir)
+        except FileNotFoundError:
+            return removed
+        except OSError as e:
+            raise file_sink.cache_error(self.base_dir, '-', e)
+        for name in sorted(names):
+            path = os.path.join(self.tmp_dir, name)
+            try:
+                if older_than is not None and \
+                        now - os.stat(path).st_mtime < older_than:
+                    continue
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise file_sink.cache_error(self.base_dir, '-', e)
+            removed.append(name)
+        return removed
+
+    def scratch_path(self, image_id: str, kind: str) -> str:
+        """A new path in the cache's scratch directory (what a killed
+        agent left there goes at the next start: :mod:`imaged.leftovers`)."""
         return self._tmp_path(image_id, kind)
 
     def _tmp_path(self, image_id, kind):
@@ -183,27 +140,34 @@ class BaseFiles:
     # -- use ------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def lock(self, image_id):
+    def lock(self, image_id: str,
+             timeout: float | None = None) -> Iterator[None]:
         """An inter-process lock on ``image_id``'s download on this host.
 
-        :raises Timeout: when not had within ``[DEFAULT] long_rpc_timeout``
-            (the caller has given up by then).
+        :param timeout: seconds to wait for it (the caller's deadline);
+            None for ``[DEFAULT] long_rpc_timeout``.
+        :raises Timeout: when not had within ``timeout`` (the caller has
+            given up by then), saying how long it waited.
         """
-        timeout = self.conf.long_rpc_timeout
-        deadline = time.monotonic() + timeout
-        busy = exception.Timeout(
-            what=_('the download of image %s on this host') % image_id,
-            seconds=timeout)
+        if timeout is None:
+            timeout = self.conf.long_rpc_timeout
+        started = time.monotonic()
+        deadline = started + timeout
+
+        def busy():
+            return exception.Timeout(
+                what=_('the download of image %s on this host') % image_id,
+                seconds=round(time.monotonic() - started, 1))
         local = self._locks.get(image_id)
         if not local.acquire(timeout=timeout):
-            raise busy
+            raise busy()
         try:
             external = lockutils.external_lock(
                 'image-%s' % image_id, lock_file_prefix='imaged-',
                 lock_path=self.conf.oslo_concurrency.lock_path)
             if not external.acquire(
                     timeout=max(0.0, deadline - time.monotonic())):
-                raise busy
+                raise busy()
             try:
                 yield
             finally:
@@ -212,7 +176,7 @@ class BaseFiles:
             local.release()
 
     @contextlib.contextmanager
-    def in_use(self, image_id):
+    def in_use(self, image_id: str) -> Iterator[None]:
         """While the block runs, the image's base file is never removed."""
         with self._users_lock:
             self._users[image_id] += 1
@@ -224,7 +188,7 @@ class BaseFiles:
                 if not self._users[image_id]:
                     del self._users[image_id]
 
-    def lookup(self, image_id):
+    def lookup(self, image_id: str) -> str | None:
         """The path of ``image_id``'s base file (recording a use), or None."""
         path = self.base_image_path(image_id)
         try:
@@ -233,17 +197,19 @@ class BaseFiles:
         except FileNotFoundError:
             return None
 
-    def base_file_sink(self, image_id):
+    def base_file_sink(self, image_id: str) -> file_sink.FileSink:
         """A sink that becomes the (raw) base file of ``image_id``."""
-        return FileSink(self.base_dir, image_id,
-                        self._tmp_path(image_id, 'download'),
-                        self.base_image_path(image_id), durable=True)
+        return file_sink.FileSink(self.base_dir, image_id,
+                                  self._tmp_path(image_id, 'download'),
+                                  self.base_image_path(image_id),
+                                  durable=True)
 
-    def download_sink(self, image_id):
+    def download_sink(self, image_id: str) -> file_sink.FileSink:
         """A sink for a download that still needs converting."""
-        return FileSink(self.base_dir, image_id,
-                        self._tmp_path(image_id, 'download'),
-                        self._tmp_path(image_id, 'downloaded'), durable=False)
+        return file_sink.FileSink(self.base_dir, image_id,
+                                  self._tmp_path(image_id, 'download'),
+                                  self._tmp_path(image_id, 'downloaded'),
+                                  durable=False)
 
     def install_converted(self, image, downloaded):
         """Convert a checked download to a raw base file; returns its path."""
@@ -263,25 +229,25 @@ class BaseFiles:
             finally:
                 os.close(fd)
             os.rename(tmp, path)
-            _fsync_dir(self.base_dir)
+            file_sink.fsync_dir(self.base_dir)
             return path
         except OSError as e:
-            raise cache_error(self.base_dir, image_id, e)
+            raise file_sink.cache_error(self.base_dir, image_id, e)
         finally:
             for name in (tmp, downloaded):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(name)
 
-    def record(self, image_id, size):
+    def record(self, image_id: str, size: int) -> None:
         """Record that this host uses the RBD base of ``image_id``."""
         path = self._record_path(image_id)
         try:
             with open(path, 'w') as f:
                 f.write('%d\n' % size)
         except OSError as e:
-            raise cache_error(self.base_dir, image_id, e)
+            raise file_sink.cache_error(self.base_dir, image_id, e)
 
-    def forget(self, image_id):
+    def forget(self, image_id: str) -> None:
         """Drop the record of ``image_id``'s RBD base (it is gone)."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._record_path(image_id))
@@ -316,7 +282,7 @@ class BaseFiles:
                                       st.st_mtime))
         return sorted(entries, key=lambda e: e.mtime)
 
-    def list(self):
+    def list(self) -> list[dict[str, Any]]:
         return [{'image_id': e.image_id, 'size_bytes': e.size,
                  'last_used': datetime.datetime.fromtimestamp(
                      e.mtime, datetime.timezone.utc).isoformat(),
@@ -324,7 +290,7 @@ class BaseFiles:
                 for e in sorted(self.entries(),
                                 key=lambda e: (e.image_id, e.where))]
 
-    def usage(self):
+    def usage(self) -> dict[str, Any]:
         # Only base files take room here; RBD base records are not read.
         used = sum(e.used_bytes for e in self.entries(wheres=(FILE,)))
         try:
@@ -335,7 +301,35 @@ class BaseFiles:
         return {'path': self.base_dir, 'used_bytes': used,
                 'free_bytes': free}
 
-    def remove_unless_used(self, entry):
+    def check_room(self, image_id: str, expanded: int) -> None:
+        """Refuse a base file that would expand to ``expanded`` bytes
+        (its virtual size, not what Glance stores: a small qcow2 can
+        expand to fill a disk) above ``[image_cache] max_size_gb``, or
+        above the room the cache's filesystem has left.
+
+        :raises CacheFull: naming the image, its expanded size and the
+            bound.
+        """
+        max_bytes = self.conf.image_cache.max_size_gb * units.Gi
+        if max_bytes and expanded > max_bytes:
+            raise exception.CacheFull(
+                path=self.base_dir, image_id=image_id,
+                reason=_('it expands to %(size)d bytes, above [image_cache] '
+                         'max_size_gb (%(max)s GiB)') %
+                {'size': expanded, 'max': self.conf.image_cache.max_size_gb})
+        try:
+            vfs = os.statvfs(self.base_dir)
+        except OSError as e:
+            raise file_sink.cache_error(self.base_dir, image_id, e)
+        free = vfs.f_bavail * vfs.f_frsize
+        if expanded > free:
+            raise exception.CacheFull(
+                path=self.base_dir, image_id=image_id,
+                reason=_('it expands to %(size)d bytes, more than the '
+                         '%(free)d bytes free') %
+                {'size': expanded, 'free': free})
+
+    def remove_unless_used(self, entry: _Entry) -> bool:
         """Remove ``entry`` unless a call uses its image now."""
         with self._users_lock:
             if self._users.get(entry.image_id):

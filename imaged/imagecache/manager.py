@@ -30,9 +30,11 @@ what is no longer used.
 
 import contextlib
 import os
+from typing import Any
 
 from oslo_log import log as logging
 from oslo_utils import units
+import tenacity
 
 from imaged import deadline as call_deadline
 from imaged import exception
@@ -72,7 +74,11 @@ class ImageCacheManager:
         self.eviction = eviction.Eviction(conf, glance_api, storage, files,
                                           notifications)
 
-    def max_size(self):
+    def _wait(self, context):
+        """How long a wait of this call may last: its deadline's."""
+        return call_deadline.of(context).cap(self.conf.long_rpc_timeout)
+
+    def max_size(self) -> int:
         """The largest virtual size any root disk may hold."""
         return self.conf.max_root_disk_gb * units.Gi
 
@@ -84,49 +90,59 @@ class ImageCacheManager:
 
     # -- base images in Ceph --------------------------------------------------
 
-    def with_base(self, context, image, max_size, timings, use=None,
-                  retried=False):
+    def with_base(self, context, image, max_size, timings, use=None):
         """Run ``use(location, size)`` on ``image``'s complete base in the
         pool (held shared meanwhile), building it first if no host of the
         pool has it.
+
+        Another call's build, for a smaller disk, may have refused the
+        image (``ImageTooLarge``): it may fit this one, so this call builds
+        it itself, once.
 
         :param max_size: the largest virtual size the base may have.
         :param use: None to only make sure the base exists.
         :returns: ``(made now, what use returned)``.
         :raises ForeignBaseImage: the pool holds a base imaged did not make.
         """
+        def fits_this_call(e):
+            return isinstance(e, exception.ImageTooLarge) and \
+                e.kwargs.get('size_bytes', max_size) < max_size and \
+                e.kwargs.get('virtual_size', max_size + 1) <= max_size
+
+        def again(retry_state):
+            LOG.info('Image %s was too large for another call\'s disk (%s '
+                     'bytes); building its base for this one', image.id,
+                     retry_state.outcome.exception().kwargs.get(
+                         'size_bytes'))
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(fits_this_call),
+            stop=tenacity.stop_after_attempt(2), before_sleep=again,
+            reraise=True)
+        made, base_size, used = retrying(self._use_base, context, image,
+                                         max_size, timings, use)
+        self.files.record(image.id, base_size)
+        return made, used
+
+    def _use_base(self, context, image, max_size, timings, use):
         image_id = image.id
         deadline = call_deadline.of(context)
-        try:
-            with self.storage.bases.use(
-                    image_id,
-                    lambda: self._build_base(context, image, max_size,
-                                             timings),
-                    deadline) as (base, base_size, made):
-                if not made:
-                    timings.step('base hit')
-                self.metrics.base_used(made)
-                used = None if use is None else use(base, base_size)
-        except exception.ImageTooLarge as e:
-            # Another call's build, for a smaller disk, refused the image:
-            # it may fit this one. Then this call builds it itself.
-            if retried or \
-                    e.kwargs.get('size_bytes', max_size) >= max_size or \
-                    e.kwargs.get('virtual_size', max_size + 1) > max_size:
-                raise
-            LOG.info('Image %s was too large for another call\'s disk (%s '
-                     'bytes); building its base for this one', image_id,
-                     e.kwargs.get('size_bytes'))
-            return self.with_base(context, image, max_size, timings, use,
-                                  retried=True)
-        self.files.record(image_id, base_size)
-        return made, used
+        with self.storage.bases.use(
+                image_id,
+                lambda: self._build_base(context, image, max_size,
+                                         timings),
+                deadline) as (base, base_size, made):
+            if not made:
+                timings.step('base hit')
+            self.metrics.base_used(made)
+            used = None if use is None else use(base, base_size)
+        return made, base_size, used
 
     def _build_base(self, context, image, max_size, timings):
         """This host is the pool's one builder of the base now."""
         image_id = image.id
         final = self.storage.bases.final_image(image_id)
-        with self.files.in_use(image_id), self.files.lock(image_id):
+        with self.files.in_use(image_id), \
+                self.files.lock(image_id, self._wait(context)):
             path = self.files.lookup(image_id)
             if path is not None:
                 timings.step('cache hit')
@@ -168,12 +184,14 @@ class ImageCacheManager:
         :returns: True if the file was downloaded now.
         """
         image_id = image.id
-        with self.files.in_use(image_id), self.files.lock(image_id):
+        with self.files.in_use(image_id), \
+                self.files.lock(image_id, self._wait(context)):
             path = self.files.lookup(image_id)
             downloaded_now = path is None
             if path is not None:
                 timings.step('cache hit')
             elif image_format.is_raw(image.disk_format):
+                self.files.check_room(image_id, image.size or 0)
                 # The base file first: it commits first.
                 makers = [lambda _size: self.files.base_file_sink(image_id)]
                 if disk is not None:
@@ -183,9 +201,18 @@ class ImageCacheManager:
                 timings.step('download')
                 return True
             else:
-                _got, downloaded = self.fetcher.download_file(
+                if image.virtual_size:
+                    self.files.check_room(image_id, image.virtual_size)
+                got, downloaded = self.fetcher.download_file(
                     context, image,
                     lambda: self.files.download_sink(image_id), max_size)
+                try:
+                    # What the download found it expands to, before it is.
+                    self.files.check_room(image_id, got.virtual_size)
+                except exception.CacheFull:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(downloaded)
+                    raise
                 path = self.files.install_converted(image, downloaded)
                 timings.step('download')
             if disk is not None:
@@ -209,7 +236,7 @@ class ImageCacheManager:
 
     # -- the fleet's calls ----------------------------------------------------
 
-    def prepare(self, context, image, timings):
+    def prepare(self, context: Any, image: Any, timings: Any) -> str:
         """Make sure a later root disk from ``image`` needs no download.
 
         :returns: ``'cached'`` if it was downloaded now, else ``'existing'``.
@@ -226,14 +253,14 @@ class ImageCacheManager:
         made = self.with_local_file(context, image, max_size, timings)
         return 'cached' if made else 'existing'
 
-    def list(self):
+    def list(self) -> list[dict[str, Any]]:
         """This host's base files and the RBD bases it uses."""
         return self.files.list()
 
-    def usage(self):
+    def usage(self) -> dict[str, Any]:
         return self.files.usage()
 
-    def clean(self):
+    def clean(self) -> None:
         """The periodic cleanup (see :mod:`imaged.imagecache.eviction`)."""
         self.eviction.run()
 

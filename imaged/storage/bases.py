@@ -68,9 +68,9 @@ from imaged import exception
 from imaged.i18n import _
 from imaged.storage import location as rbd_location
 from imaged.storage import locks
-from imaged.storage import watches as rados_watches
 from imaged.storage import partial
 from imaged.storage import trash as rbd_trash
+from imaged.storage import watches as rados_watches
 
 LOG = logging.getLogger(__name__)
 

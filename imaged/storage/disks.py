@@ -32,6 +32,7 @@ import contextlib
 import json
 import threading
 import time
+from typing import Any, Callable, Iterator
 
 from oslo_log import log as logging
 import tenacity
@@ -80,15 +81,15 @@ class RootDiskStore:
         self._leftovers_lock = threading.Lock()
 
     @property
-    def pool(self):
+    def pool(self) -> str:
         return self.conn.pool
 
     @staticmethod
-    def lock_object(name):
+    def lock_object(name: str) -> str:
         return 'imaged.lock.' + name
 
     @contextlib.contextmanager
-    def lock(self, name, timeout):
+    def lock(self, name: str, timeout: float | None) -> Iterator[None]:
         """Held, pool-wide, while disk ``name`` is created or deleted.
 
         :raises RootDiskBusy: another call, on any host, held it for
@@ -111,7 +112,7 @@ class RootDiskStore:
             finally:
                 lock.release()
 
-    def forget_lock(self, name):
+    def forget_lock(self, name: str) -> None:
         """With the lock held, once the disk is gone: remove its object."""
         with self.conn.ioctx(name=name) as ioctx:
             try:
@@ -119,7 +120,8 @@ class RootDiskStore:
             except self.conn.rados.ObjectNotFound:
                 pass
 
-    def final_image(self, name, size_bytes, image_id, project_id):
+    def final_image(self, name: str, size_bytes: int, image_id: str,
+                    project_id: str | None) -> partial.FinalImage:
         """What a new disk ``name`` from ``image_id`` becomes, owned by
         ``project_id``."""
         return partial.FinalImage(name=name, min_size=size_bytes,
@@ -127,7 +129,7 @@ class RootDiskStore:
                                   metadata={IMAGE_ID_KEY: image_id,
                                             PROJECT_KEY: project_id})
 
-    def set_owner(self, name, project_id):
+    def set_owner(self, name: str, project_id: str) -> None:
         """Record ``project_id`` as the owner of the finished disk ``name``
         (one made before owners were recorded); its lock is held."""
         rbd = self.conn.rbd
@@ -135,7 +137,9 @@ class RootDiskStore:
             with rbd.Image(ioctx, name) as image:
                 image.metadata_set(PROJECT_KEY, project_id)
 
-    def clone(self, loc, spec, parent_size, step=None):
+    def clone(self, loc: rbd_location.RBDLocation, spec: partial.FinalImage,
+              parent_size: int,
+              step: Callable[[str], None] | None = None) -> None:
         """Clone snapshot ``loc`` (``parent_size`` bytes) into the disk
         ``spec.name``, complete when this returns; the disk's lock is held.
 
@@ -225,7 +229,7 @@ class RootDiskStore:
                 if self._leftovers is not None:
                     self._leftovers.add(name)
 
-    def remove_incomplete(self, name):
+    def remove_incomplete(self, name: str) -> bool:
         """With the disk's lock held: remove what a crashed create left
         of disk ``name`` (the disk, then its marker).
 
@@ -240,7 +244,7 @@ class RootDiskStore:
                         'removed it', self.pool, name)
         return removed
 
-    def sweep(self):
+    def sweep(self) -> list[str]:
         """Remove what this host's crashed creates left.
 
         The first sweep reads every marker (a crash before this process
@@ -254,24 +258,31 @@ class RootDiskStore:
         if known is not None and not known:
             return []
         if known is None:
-            known = [name for name, marker in self._markers()
-                     if marker['host'] == self.writer.host]
+            known = {name for name, marker in self._markers()
+                     if marker['host'] == self.writer.host}
         removed, left = self._remove_all_incomplete(sorted(known))
         with self._leftovers_lock:
             self._leftovers = set(left)
         return removed
 
-    def sweep_abandoned(self, max_age, now=None):
-        """Remove what other hosts' creates left more than ``max_age`` s
-        ago (for the pool's one cleanup host: a host that died never
-        sweeps its own).
+    def sweep_abandoned(self, max_age: float | None = None,
+                        now: float | None = None) -> list[str]:
+        """Remove what other hosts' creates left (for the pool's one
+        cleanup host: a host that died never sweeps its own).
 
+        Each disk is removed only with its lock, which the create making
+        it holds: a disk whose lock can be taken is abandoned, whatever
+        the clocks say (its maker's lease ran out in Ceph).
+
+        :param max_age: also require the marker to be that old (seconds,
+            by this host's clock); None to let the lock alone judge.
         :returns: the names of the disks removed.
         """
         now = time.time() if now is None else now
         old = [name for name, marker in self._markers()
                if marker['host'] != self.writer.host and
-               marker['at'] is not None and now - marker['at'] > max_age]
+               (max_age is None or (marker['at'] is not None and
+                                    now - marker['at'] > max_age))]
         return self._remove_all_incomplete(old)[0]
 
     def _markers(self):
@@ -308,7 +319,7 @@ class RootDiskStore:
                      'creates: %s', ', '.join(removed))
         return removed, left
 
-    def info(self, name):
+    def info(self, name: str) -> dict[str, Any] | None:
         """``{'size_bytes', 'parent', 'image_id', 'project_id',
         'complete'}`` of a disk, or None.
 
@@ -336,7 +347,7 @@ class RootDiskStore:
                 'image_id': image_id, 'project_id': project_id,
                 'complete': complete}
 
-    def unowned(self):
+    def unowned(self) -> list[str]:
         """Names of the finished root disks that record no project: made
         before imaged recorded owners, each adopted by the first admin or
         service token that acts on it (:mod:`imaged.policy`)."""
@@ -361,12 +372,12 @@ class RootDiskStore:
         except (KeyError, self.conn.rbd.ImageNotFound):
             return None
 
-    def finished(self, name):
+    def finished(self, name: str) -> dict[str, Any] | None:
         """:meth:`info` of a complete disk, else None."""
         info = self.info(name)
         return info if info is not None and info['complete'] else None
 
-    def remove(self, name):
+    def remove(self, name: str) -> bool:
         """Remove a disk, retrying while it is open; then its parent's
         trash entry if the disk was its last clone (an image deleted in
         Glance, a purged base).
@@ -382,7 +393,7 @@ class RootDiskStore:
                 self.trash.remove_if_unused(*parent)
         return removed
 
-    def parent(self, name):
+    def parent(self, name: str) -> tuple[str, str] | None:
         """``(pool, image id)`` of the disk's parent, or None."""
         rbd = self.conn.rbd
         with self.conn.ioctx(name=name) as ioctx:

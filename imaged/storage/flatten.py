@@ -21,6 +21,7 @@ concurrent_flatten_operations`` run at once in one agent; the others wait
 their turn, bounded by the caller's deadline.
 """
 
+import errno
 import threading
 import time
 
@@ -68,16 +69,35 @@ class Flattener:
                     ioctx.close()
         return depth
 
-    def flatten(self, name, pool=None, wait=None, progress=None):
+    def flatten(self, name, pool=None, wait=None, progress=None,
+                cancelled=None):
         """Flatten image ``name``; nothing to do if it has no parent.
 
         :param wait: seconds to wait for a free slot (None: for ever).
         :param progress: ``progress(done, total)`` from librbd.
+        :param cancelled: ``cancelled()`` true stops the flatten (librbd
+            stops when its progress callback says so; the image stays a
+            clone, as it was).
         :returns: seconds spent flattening (0.0 if it had no parent).
         :raises Timeout: no slot within ``wait`` seconds.
+        :raises FlattenCancelled: ``cancelled()`` turned true.
         """
-        rbd = self.conn.rbd
         pool = pool or self.conn.pool
+        if cancelled is not None:
+            if cancelled():
+                raise exception.FlattenCancelled(
+                    name=name, pool=pool, reason=_('asked to stop'))
+            progress = _cancellable(progress, cancelled)
+        try:
+            return self._flatten(name, pool, wait, progress)
+        except exception.StorageError as e:
+            if cancelled is not None and cancelled():
+                raise exception.FlattenCancelled(
+                    name=name, pool=pool, reason=_('asked to stop')) from e
+            raise
+
+    def _flatten(self, name, pool, wait, progress):
+        rbd = self.conn.rbd
         if not self._slots.acquire(timeout=wait):
             raise exception.Timeout(
                 what=_('a free flatten slot ([rbd] '
@@ -104,3 +124,15 @@ class Flattener:
             return seconds
         finally:
             self._slots.release()
+
+
+def _cancellable(progress, cancelled):
+    """librbd's progress callback: a negative answer stops the operation
+    (``OperationCanceled``)."""
+    def report(done, total):
+        if cancelled():
+            return -errno.ECANCELED
+        if progress is not None:
+            progress(done, total)
+        return 0
+    return report

@@ -23,6 +23,7 @@ librados and librbd; both are injectable so unit tests can pass fakes.
 import time
 
 from oslo_log import log as logging
+import tenacity
 
 from imaged import exception
 from imaged.storage import bases
@@ -81,17 +82,6 @@ class RBDDriver:
         """``(fsid or None, problems)``: can root disks be made now?"""
         return self.conn.status()
 
-    def remove_partial_disks(self):
-        """Sweep the partial images, and the incomplete clones, this host
-        left; see ``partial`` and ``disks``.
-
-        :returns: ``(removed, left)`` partial images, as
-            ``PartialWriter.sweep``.
-        """
-        swept = self.partials.sweep()
-        self.disks.sweep()
-        return swept
-
     def holds_cleanup_role(self, interval):
         """Whether this host does the pool-wide cleanup now (one host of
         the pool at a time; see ``locks.PoolRole``).
@@ -124,16 +114,19 @@ class RBDDriver:
             timed out; StorageError for any other Ceph error (permission
             denied on Glance's pool, above all).
         """
-        for attempt in range(1, PROBE_ATTEMPTS + 1):
-            try:
-                return self._snapshot_size(loc)
-            except exception.BackendUnavailable as e:
-                if attempt == PROBE_ATTEMPTS:
-                    raise
-                LOG.warning('Probing snapshot %s/%s@%s failed (%s); '
-                            'asking Ceph again', loc.pool, loc.image,
-                            loc.snapshot, e)
-                _pause(PROBE_RETRY_DELAY * attempt)
+        def again(retry_state):
+            LOG.warning('Probing snapshot %s/%s@%s failed (%s); asking Ceph '
+                        'again', loc.pool, loc.image, loc.snapshot,
+                        retry_state.outcome.exception())
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(
+                exception.BackendUnavailable),
+            stop=tenacity.stop_after_attempt(PROBE_ATTEMPTS),
+            wait=tenacity.wait_incrementing(start=PROBE_RETRY_DELAY,
+                                            increment=PROBE_RETRY_DELAY),
+            sleep=lambda seconds: _pause(seconds), before_sleep=again,
+            reraise=True)
+        return retrying(self._snapshot_size, loc)
 
     def _snapshot_size(self, loc):
         rados, rbd = self.conn.rados, self.conn.rbd

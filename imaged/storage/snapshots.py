@@ -23,22 +23,30 @@
 
 Every step can be done again: a retry after a kill finds what the last
 attempt left (a partial, the temporary snapshot, the finished image) and
-goes on from there or removes it.
+goes on from there or removes it. What no retry takes up is a leftover of
+:mod:`imaged.leftovers`: each temporary snapshot is recorded while it lives
+(an xattr ``<disk>@<snapshot>`` on the pool's object
+``imaged.snapshots.taking``, naming the host), so that the sweep finds it
+without opening every disk.
 """
 
-import io
+import json
+import threading
+import time
+from typing import Callable, Iterable
 
 from oslo_log import log as logging
 import tenacity
 
+from imaged import exception
 from imaged.storage import partial
+from imaged.storage import snapshot_reader
 
 LOG = logging.getLogger(__name__)
 
 SNAPSHOT = 'snap'
 SOURCE_KEY = 'imaged.snapshot_of'
 IMAGE_ID_KEY = 'imaged.image_id'
-READ_SIZE = 4 * 1024 * 1024
 # Seconds a killed attempt's partial may stay watched by its dead client:
 # twice the OSDs' default osd_client_watch_timeout.
 DEAD_WATCH_GRACE = 60
@@ -48,8 +56,16 @@ DEAD_WATCH_GRACE = 60
 TEMPORARY_PREFIX = 'imaged-snapshot-'
 
 
+# The object whose xattrs name the temporary snapshots taken, by whom.
+TAKING_OBJECT = 'imaged.snapshots.taking'
+
+
 def disk_snapshot_name(image_id):
     return TEMPORARY_PREFIX + image_id
+
+
+def _taking_key(disk, snap):
+    return '%s@%s' % (disk, snap)
 
 
 class SnapshotStore:
@@ -59,20 +75,61 @@ class SnapshotStore:
         self.conn = conn
         self.host = host
         self.flattener = flattener
+        # Partial copies this process is making now: never leftovers.
+        self._in_progress = set()
+        self._lock = threading.Lock()
+        # None until the first sweep of this host's own partial copies;
+        # then the (pool, name) this process knows it left behind.
+        self._leftovers = None
+        # None until this host's temporary snapshots are first listed;
+        # then the (disk, image id) whose removal failed in this process.
+        self._failed_drops = None
 
-    def take(self, disk, image_id):
-        """Take (again) the disk's temporary snapshot for ``image_id``."""
+    def take(self, disk: str, image_id: str) -> str:
+        """Take (again) the disk's temporary snapshot for ``image_id``,
+        recorded first (the sweep's list), with the disk's lock held."""
         snap = disk_snapshot_name(image_id)
         rbd = self.conn.rbd
         with self.conn.ioctx(name=disk) as ioctx:
+            ioctx.set_xattr(TAKING_OBJECT, _taking_key(disk, snap),
+                            json.dumps({'host': self.host,
+                                        'at': int(time.time())}).encode())
             with rbd.Image(ioctx, disk) as image:
                 if snap in {s['name'] for s in image.list_snaps()}:
                     image.remove_snap(snap)  # an older attempt's
                 image.create_snap(snap)
         return snap
 
-    def drop(self, disk, image_id):
-        """Remove the disk's temporary snapshot for ``image_id``, if any."""
+    def drop(self, disk: str, image_id: str) -> None:
+        """Remove the disk's temporary snapshot for ``image_id``, if any
+        (with the disk's lock held)."""
+        try:
+            self._drop(disk, image_id)
+        except BaseException:
+            with self._lock:
+                if self._failed_drops is not None:
+                    self._failed_drops.add((disk, image_id))
+            raise
+        with self._lock:
+            if self._failed_drops is not None:
+                self._failed_drops.discard((disk, image_id))
+
+    def left_here(self) -> list[tuple[str, str]]:
+        """This host's temporary snapshots that outlived their call:
+        ``[(disk, image id)]``. The first time, every one recorded in the
+        pool as this host's (a kill before this process started); then
+        those whose removal failed in this process."""
+        with self._lock:
+            if self._failed_drops is not None:
+                return sorted(self._failed_drops)
+        found = [(disk, image_id) for disk, image_id, host in self.taken()
+                 if host == self.host]
+        with self._lock:
+            if self._failed_drops is None:
+                self._failed_drops = set()
+        return found
+
+    def _drop(self, disk, image_id):
         snap = disk_snapshot_name(image_id)
         rbd = self.conn.rbd
         with self.conn.ioctx(name=disk) as ioctx:
@@ -84,8 +141,37 @@ class SnapshotStore:
                         image.remove_snap(snap)
             except rbd.ImageNotFound:
                 pass
+            self._unrecord(ioctx, disk, snap)
 
-    def finished(self, pool, image_id, instance_uuid):
+    def _unrecord(self, ioctx, disk, snap):
+        rados = self.conn.rados
+        try:
+            ioctx.rm_xattr(TAKING_OBJECT, _taking_key(disk, snap))
+        except (rados.NoData, rados.ObjectNotFound):
+            pass
+
+    def taken(self) -> list[tuple[str, str, str | None]]:
+        """The recorded temporary snapshots: ``[(disk, image id, host)]``."""
+        rados = self.conn.rados
+        with self.conn.ioctx(name=TAKING_OBJECT) as ioctx:
+            try:
+                xattrs = list(ioctx.get_xattrs(TAKING_OBJECT))
+            except rados.ObjectNotFound:
+                return []
+        found = []
+        for key, value in xattrs:
+            disk, _sep, snap = key.partition('@')
+            if not snap.startswith(TEMPORARY_PREFIX):
+                continue
+            try:
+                host = json.loads(value)['host']
+            except (ValueError, TypeError, KeyError):
+                host = None
+            found.append((disk, snap[len(TEMPORARY_PREFIX):], host))
+        return sorted(found)
+
+    def finished(self, pool: str, image_id: str,
+                 instance_uuid: str) -> bool | None:
         """Whether ``pool/<image_id>`` is this disk's complete snapshot;
         None if there is no such image, False if it is someone else's."""
         rbd = self.conn.rbd
@@ -100,12 +186,24 @@ class SnapshotStore:
             except rbd.ImageNotFound:
                 return None
 
-    def copy(self, disk, image_id, instance_uuid, pool, wait=None,
-             progress=None):
+    def copy(self, disk: str, image_id: str, instance_uuid: str, pool: str,
+             wait: float | None = None,
+             progress: Callable[[int, int], None] | None = None) -> None:
         """Make ``pool/<image_id>@snap``: a flattened copy of the disk's
         temporary snapshot. ``take`` first."""
-        conn, rbd = self.conn, self.conn.rbd
         part = partial.partial_name(image_id, self.host)
+        with self._lock:
+            self._in_progress.add((pool, part))
+        try:
+            self._copy(disk, image_id, instance_uuid, pool, part, wait,
+                       progress)
+        finally:
+            with self._lock:
+                self._in_progress.discard((pool, part))
+
+    def _copy(self, disk, image_id, instance_uuid, pool, part, wait,
+              progress):
+        conn, rbd = self.conn, self.conn.rbd
         with conn.ioctx(name=disk) as disk_ioctx, \
                 conn.ioctx(pool, image_id) as ioctx:
             rbd.RBD().clone(disk_ioctx, disk, disk_snapshot_name(image_id),
@@ -122,10 +220,10 @@ class SnapshotStore:
                     image.protect_snap(SNAPSHOT)
                 rbd.RBD().rename(ioctx, part, image_id)
             except BaseException:
-                self._remove_quietly(ioctx, part)
+                self._remove_quietly(ioctx, pool, part)
                 raise
 
-    def remove(self, pool, image_id):
+    def remove(self, pool: str, image_id: str) -> None:
         """Remove ``pool/<image_id>`` (ours, never registered)."""
         with self.conn.ioctx(pool, image_id) as ioctx:
             try:
@@ -133,20 +231,112 @@ class SnapshotStore:
             except self.conn.rbd.ImageNotFound:
                 pass
 
-    def sweep(self, pool, image_id, wait=DEAD_WATCH_GRACE):
+    def sweep(self, pool: str, image_id: str,
+              wait: float | None = DEAD_WATCH_GRACE) -> None:
         """Remove this host's partial copies of ``image_id`` in ``pool``
-        (a killed attempt's), waiting up to ``wait`` seconds for each to be
-        free."""
+        (a killed attempt's, taken up by its retry), waiting up to ``wait``
+        seconds for each to be free."""
         tag = partial.host_tag(self.host)
         with self.conn.ioctx(pool) as ioctx:
             for name in self.conn.rbd.RBD().list(ioctx):
                 if name.startswith(image_id + '.') and \
-                        partial.partial_owner_tag(name) == tag:
+                        partial.partial_owner_tag(name) == tag and \
+                        not self._copying(pool, name):
                     LOG.info('Removing %s/%s, left by an earlier attempt',
                              pool, name)
-                    self._remove_when_unwatched(ioctx, name, wait)
+                    self._remove_when_unwatched(ioctx, pool, name, wait)
 
-    def _remove_when_unwatched(self, ioctx, name, wait):
+    def _copying(self, pool, name):
+        with self._lock:
+            return (pool, name) in self._in_progress
+
+    def sweep_own(self, pools: Callable[[], Iterable[str]]) -> list[str]:
+        """Remove the partial copies this host left in ``pools()``
+        (Glance's pools in our cluster).
+
+        The first sweep lists the pools (a kill before this process
+        started); later ones only retry what this process knows it left,
+        without asking ``pools()``.
+
+        :returns: the ``pool/name`` removed.
+        """
+        with self._lock:
+            known = None if self._leftovers is None else set(self._leftovers)
+        if known is not None and not known:
+            return []
+        tag = partial.host_tag(self.host)
+        if known is None:
+            known = set()
+            for pool in sorted(pools()):
+                known.update((pool, name) for name in self._names(pool)
+                             if partial.partial_owner_tag(name) == tag)
+        removed, left = self._remove_all(sorted(known))
+        with self._lock:
+            self._leftovers = ((self._leftovers or set()) - set(known)) | \
+                set(left)
+        return ['%s/%s' % entry for entry in removed]
+
+    def sweep_abandoned(self, pools: Iterable[str], max_age: float,
+                        now: float | None = None) -> list[str]:
+        """Remove other hosts' partial copies in ``pools`` started more than
+        ``max_age`` seconds ago (for the pool's cleanup host).
+
+        :returns: the ``pool/name`` removed.
+        """
+        now = time.time() if now is None else now
+        tag = partial.host_tag(self.host)
+        old = []
+        for pool in sorted(pools):
+            for name in self._names(pool):
+                owner = partial.partial_owner_tag(name)
+                made_at = partial.partial_made_at(name)
+                if owner is not None and owner != tag and \
+                        made_at is not None and now - made_at > max_age:
+                    old.append((pool, name))
+        removed, _left = self._remove_all(old)
+        return ['%s/%s' % entry for entry in removed]
+
+    def _names(self, pool):
+        with self.conn.ioctx(pool) as ioctx:
+            return self.conn.rbd.RBD().list(ioctx)
+
+    def _remove_all(self, entries):
+        conn = self.conn
+        removed, left = [], []
+        for pool, name in entries:
+            if self._copying(pool, name):
+                continue
+            try:
+                with conn.ioctx(pool, name) as ioctx:
+                    try:
+                        if not self._ours(ioctx, name):
+                            continue
+                        partial.remove_image(conn.rbd, ioctx, name)
+                    except conn.rbd.ImageNotFound:
+                        continue
+                removed.append((pool, name))
+            except exception.BackendUnavailable:
+                raise
+            except exception.ImagedException as e:
+                LOG.debug('Partial copy %s/%s not removable yet: %s', pool,
+                          name, e)
+                left.append((pool, name))
+        if removed:
+            LOG.info('Removed partial snapshot copies: %s',
+                     ', '.join('%s/%s' % entry for entry in removed))
+        return removed, left
+
+    def _ours(self, ioctx, name):
+        """Whether ``name`` in Glance's pool says imaged made it."""
+        rbd = self.conn.rbd
+        with rbd.Image(ioctx, name, read_only=True) as image:
+            try:
+                image.metadata_get(partial.OWNER_KEY)
+                return True
+            except KeyError:
+                return False
+
+    def _remove_when_unwatched(self, ioctx, pool, name, wait):
         """Remove a killed attempt's partial. Its dead client's watch
         stays until the OSDs time it out (``osd_client_watch_timeout``,
         30 s by default); until then librbd answers "busy"."""
@@ -163,15 +353,20 @@ class SnapshotStore:
         except rbd.ImageNotFound:
             pass
         except Exception:
-            LOG.warning('Could not remove %s; the next attempt does', name,
-                        exc_info=True)
+            self._left(pool, name)
 
-    def _remove_quietly(self, ioctx, name):
+    def _remove_quietly(self, ioctx, pool, name):
         try:
             partial.remove_image(self.conn.rbd, ioctx, name)
         except Exception:
-            LOG.warning('Could not remove %s; the next attempt does', name,
-                        exc_info=True)
+            self._left(pool, name)
+
+    def _left(self, pool, name):
+        LOG.warning('Could not remove %s/%s; the leftovers\' sweep does',
+                    pool, name, exc_info=True)
+        with self._lock:
+            if self._leftovers is not None:
+                self._leftovers.add((pool, name))
 
     def reader(self, disk, image_id, progress=None):
         """A file-like, read-only view of the disk's temporary snapshot,
@@ -180,55 +375,5 @@ class SnapshotStore:
         :param progress: called ``progress(bytes_read, size)`` after each
             read from librbd.
         """
-        return _SnapshotReader(self.conn, disk, disk_snapshot_name(image_id),
-                               progress)
-
-
-class _SnapshotReader(io.RawIOBase):
-    """Reads an RBD snapshot front to back, 4 MiB from librbd at a time."""
-
-    def __init__(self, conn, name, snap, progress=None):
-        super().__init__()
-        self.conn, self.name, self.snap = conn, name, snap
-        self.progress = progress
-        self._lease = self._ioctx = self._image = None
-        self._offset, self._buffer, self._pos = 0, b'', 0
-
-    def __enter__(self):
-        conn = self.conn
-        self._lease = conn.acquire()
-        self._ioctx = conn.open_ioctx(self._lease.cluster, conn.pool)
-        with conn.typed_errors(self.name):
-            self._image = conn.rbd.Image(self._ioctx, self.name,
-                                         snapshot=self.snap, read_only=True)
-            self.size = self._image.size()
-        return self, self.size
-
-    def __exit__(self, *exc):
-        try:
-            if self._image is not None:
-                self._image.close()
-            if self._ioctx is not None:
-                self._ioctx.close()
-        finally:
-            self.conn.release(self._lease, exc[1])
-        return False
-
-    def readable(self):
-        return True
-
-    def read(self, n=-1):
-        if self._pos == len(self._buffer) and self._offset < self.size:
-            length = min(READ_SIZE, self.size - self._offset)
-            with self.conn.typed_errors(self.name):
-                self._buffer = memoryview(
-                    self._image.read(self._offset, length))
-            self._pos = 0
-            self._offset += length
-            if self.progress is not None:
-                self.progress(self._offset, self.size)
-        end = len(self._buffer) if n is None or n < 0 else \
-            min(self._pos + n, len(self._buffer))
-        chunk = bytes(self._buffer[self._pos:end])
-        self._pos = end
-        return chunk
+        return snapshot_reader.SnapshotReader(
+            self.conn, disk, disk_snapshot_name(image_id), progress)

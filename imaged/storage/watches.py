@@ -32,7 +32,7 @@ LOG = logging.getLogger(__name__)
 
 # Watches whose close failed: kept for the process's life (see
 # _Watched.close); a few objects per Ceph outage.
-_UNCLOSED = []
+_UNCLOSED: list = []
 _UNCLOSED_LOCK = threading.Lock()
 
 

@@ -22,6 +22,7 @@ are the demo project's, its token goes to the agent in the RPC context.
 """
 
 import contextlib
+import fcntl
 import glob
 import io
 import os
@@ -153,6 +154,25 @@ def wait_for(predicate, timeout, interval=0.2, what='condition'):
             raise AssertionError('timed out after %ss waiting for %s' %
                                  (timeout, what))
         time.sleep(interval)
+
+
+class PoolSweeps(fixtures.Fixture):
+    """Serialises tests that plant leftovers of other hosts that look
+    abandoned (``shared``) with the one that runs a pool cleanup host
+    (``exclusive``: it removes every such leftover, on any test's behalf).
+    A file lock, so it holds across stestr's workers."""
+
+    PATH = os.path.join(tempfile.gettempdir(), 'imaged-functional-sweeps.lock')
+
+    def __init__(self, exclusive=False):
+        super().__init__()
+        self.mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+
+    def _setUp(self):
+        fd = os.open(self.PATH, os.O_RDWR | os.O_CREAT, 0o666)
+        self.addCleanup(os.close, fd)
+        fcntl.flock(fd, self.mode)
+        self.addCleanup(fcntl.flock, fd, fcntl.LOCK_UN)
 
 
 class Daemon:

@@ -25,11 +25,11 @@ import os
 import threading
 
 import fixtures
+from oslo_config import cfg
 import rados
 import rbd
 import requests
 import testtools
-from oslo_config import cfg
 
 from imaged.conf import glance as glance_opts
 from imaged.image import body

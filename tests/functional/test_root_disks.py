@@ -279,6 +279,8 @@ class CrashedCloneTest(base.FunctionalTestCase):
     making it (``imaged.storage.disks``)."""
 
     def plant(self, host, instance_uuid=None):
+        # A pool cleanup host would take it for abandoned.
+        self.useFixture(base.PoolSweeps())
         instance_uuid = instance_uuid or self.new_instance()
         name = '%s_disk' % instance_uuid
         other = self.glance.create(os.urandom(units.Mi), backend='ceph')
@@ -330,16 +332,37 @@ class CrashedCloneTest(base.FunctionalTestCase):
         self.assertNotIn(name, self.ceph.names())
         self.assertNotIn(name, self.marked())
 
+    def hold_lock(self, name, host):
+        """The disk's lock, held as a create running on ``host`` holds it
+        (``imaged.storage.disks``), for the rest of the test."""
+        key, cookie = 'imaged.lock.' + name, uuid.uuid4().hex
+        with self.ceph.cluster.open_ioctx(self.ceph.pool) as ioctx:
+            ioctx.lock_exclusive(key, 'imaged-disk', cookie, desc=host,
+                                 duration=600)
+
+        def release():
+            with self.ceph.cluster.open_ioctx(self.ceph.pool) as ioctx:
+                for undo in (lambda: ioctx.unlock(key, 'imaged-disk', cookie),
+                             lambda: ioctx.remove_object(key)):
+                    try:
+                        undo()
+                    except self.rados.ObjectNotFound:
+                        pass
+        self.addCleanup(release)
+
     def test_the_crashed_host_s_next_start_removes_it(self):
         host = 'crashed-%s' % uuid.uuid4().hex[:8]
         _instance_uuid, name = self.plant(host)
         _other_uuid, others = self.plant('another-host')
+        # Another host making its disk now holds the disk's lock.
+        self.hold_lock(others, 'another-host')
         workdir = tempfile.mkdtemp(prefix='imaged-func-', dir=self.workdir)
         restarted = base.Daemon(workdir, host).start()
         self.addCleanup(restarted.stop)
         base.wait_for(lambda: name not in self.ceph.names(), 90,
                       interval=0.5, what='the start-up sweep')
         self.assertNotIn(name, self.marked())
-        # Another host's leftover waits for that host, or for the bound.
+        # Another host's disk waits for that host, or for its lock's lease
+        # to run out.
         self.assertIn(others, self.ceph.names())
         self.assertIn(others, self.marked())

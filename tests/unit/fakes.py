@@ -38,7 +38,8 @@ def make_rbd_module(cluster):
     mod.Error = type('Error', (_Error,), {})
     for name in ('ImageNotFound', 'ImageExists', 'ImageBusy',
                  'ImageHasSnapshots', 'NoSpace', 'DiskQuotaExceeded',
-                 'PermissionError', 'Timeout', 'InvalidArgument'):
+                 'PermissionError', 'Timeout', 'InvalidArgument',
+                 'OperationCanceled'):
         setattr(mod, name, type(name, (mod.Error,), {}))
     mod.RBD = lambda: FakeRBD(mod, cluster)
 
@@ -499,6 +500,8 @@ class FakeImage:
         disk = self.disk
         if disk.parent_disk is None:
             raise self.mod.InvalidArgument('%s has no parent' % self.name)
+        if on_progress and on_progress(0, 1):
+            raise self.mod.OperationCanceled('flatten of %s' % self.name)
         own = disk.blocks
         disk.blocks = {0: disk.parent_disk.read(
             0, min(disk.size, disk.parent_disk.size))}

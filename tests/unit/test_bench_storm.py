@@ -16,8 +16,8 @@ released together, images that differ."""
 import threading
 
 from tests import base
-from tools.bench import soak
 from tools.bench.sections import storm
+from tools.bench import soak
 
 
 class PercentileTest(base.TestCase):

@@ -81,12 +81,12 @@ class BookkeepingCostTest(base.TestCase):
     def test_ceph_operations_per_cleanup_interval(self):
         # Start-up: every host sweeps its own partials once.
         for manager in self.managers:
-            manager._remove_partial_disks(None)
+            manager.leftovers.sweep_own()
         # Then 20 sweeps a host (10 minutes at the 30 s spacing).
-        sweeps = self.count(lambda: [m._remove_partial_disks(None)
+        sweeps = self.count(lambda: [m.leftovers.sweep_own()
                                      for m in self.managers
                                      for _ in range(20)])
-        per_host = [self.count(lambda m=m: m.clean_image_cache(None))
+        per_host = [self.count(lambda m=m: m.leftovers.run_interval())
                     for m in self.managers]
         cleaner, others = per_host[0], per_host[1:]
         LOG.info('%d hosts, %d bases: one cleanup interval costs %d Ceph '

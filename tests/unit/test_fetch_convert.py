@@ -88,6 +88,21 @@ class ConvertedCacheTest(images.ImageFilesMixin, base.TestCase):
         self.assertEqual([], self.cache.list())
         self.assertEqual([], os.listdir(self.cache.tmp_dir))
 
+    def test_what_it_expands_to_must_fit_the_cache_not_what_glance_keeps(
+            self):
+        # The 10 MiB qcow2 Glance keeps in a few KiB; 5 MiB left here.
+        real = os.statvfs(self.cache.base_dir)
+        free = os.statvfs_result(
+            (real.f_bsize, 4096, 5 * 256, 5 * 256, 5 * 256) + tuple(real)[5:])
+        with mock.patch.object(image_format, 'convert_to_raw') as convert, \
+                mock.patch('os.statvfs', return_value=free):
+            e = self.assertRaises(exception.CacheFull, self._fetch, 'qcow2',
+                                  'qcow2')
+        self.assertIn('expands to 10485760 bytes', str(e))
+        convert.assert_not_called()
+        self.assertEqual([], self.cache.list())
+        self.assertEqual([], os.listdir(self.cache.tmp_dir))
+
     def _enter(self, max_virtual_size=None):
         """The size of the base file the image becomes."""
         self.image_cache.with_local_file(

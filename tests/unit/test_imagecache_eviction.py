@@ -239,13 +239,12 @@ class CleanupTaskTest(base.TestCase):
         glance = FakeGlance({A: exception.ImageNotFound(image_id=A)})
         notifications = mock.Mock()
         storage = mock.Mock()
-        storage.holds_cleanup_role.return_value = True
         storage.bases.image_ids.return_value = [A, B]
         run = self.eviction(disks, glance, storage, notifications)
         # An RBD base's record ageing out is no eviction: only files are.
         run.clean_files = mock.Mock(return_value=[
             {'image_id': C, 'where': 'file', 'reason': 'size'}])
-        run.run()
+        run.run(pool_wide=True)
         self.assertEqual([(A, 'deleted')], disks.purged)
         self.assertEqual([A, B], sorted(i for i, _a, _t in glance.asked))
         self.assertEqual([(C, 'file', 'size'), (C, 'rbd', 'age'),
@@ -260,10 +259,9 @@ class CleanupTaskTest(base.TestCase):
         glance = FakeGlance({A: exception.ImageNotFound(image_id=A),
                              B: exception.ImageNotFound(image_id=B)})
         storage = mock.Mock()
-        storage.holds_cleanup_role.return_value = False  # another host's
         run = self.eviction(disks, glance, storage, mock.Mock())
         run.clean_files = mock.Mock(return_value=[])
-        run.run()
+        run.run(pool_wide=False)  # the role is another host's
         run.clean_rbd_bases.assert_not_called()
         storage.partials.sweep_abandoned.assert_not_called()
         storage.bases.image_ids.assert_not_called()

@@ -146,10 +146,13 @@ class ImageCacheTest(base.TestCase):
         self.assertEqual(1, self.glance.downloads)
         self.assertEqual([self.cache.base_image_path(IMAGE)] * 8, results)
 
-    def test_prepare_removes_leftover_temporary_files(self):
+    def test_remove_scratch_removes_leftover_temporary_files(self):
         leftover = os.path.join(self.cache.tmp_dir, IMAGE + '.download.x')
         open(leftover, 'w').close()
         self.cache.prepare()
+        self.assertTrue(os.path.exists(leftover))
+        self.assertEqual([os.path.basename(leftover)],
+                         self.cache.remove_scratch())
         self.assertFalse(os.path.exists(leftover))
 
     def test_image_id_cannot_escape_base_dir(self):

@@ -108,7 +108,8 @@ class RPCAPITest(RPCTestCase):
     def test_get_capabilities(self):
         caps = self.api.get_capabilities(self.ctxt, 'test-host')
         self.assertEqual({'version', 'host', 'backend', 'fsid', 'pool',
-                          'cache', 'calls', 'problems'}, set(caps))
+                          'cache', 'calls', 'flattens', 'problems'},
+                         set(caps))
         self.assertEqual(('test-host', 'rbd', fakes.FSID, 'vms', []),
                          (caps['host'], caps['backend'], caps['fsid'],
                           caps['pool'], caps['problems']))
@@ -118,6 +119,8 @@ class RPCAPITest(RPCTestCase):
                           'max_concurrent_long_calls': 32,
                           'max_queued_long_calls': 256, 'long_refused': 0,
                           'long_expired': 0}, caps['calls'])
+        self.assertEqual({'queued': 0, 'running': 0, 'max_queued': 256,
+                          'max_running': 1, 'dropped': 0}, caps['flattens'])
 
     def test_get_capabilities_reports_unreachable_ceph(self):
         self.cluster.reachable = False
@@ -158,7 +161,7 @@ class RPCAPITest(RPCTestCase):
 
     def test_private_method_cannot_be_called(self):
         self.assertRaises(messaging.NoSuchMethod, self.call,
-                          '_remove_partial_disks')
+                          '_long_call')
 
     def test_empty_context_is_accepted(self):
         client = self.api.client.prepare(server='test-host', timeout=10)
@@ -284,8 +287,8 @@ class HostileContextTest(RPCTestCase):
             client.call({context.CALL_TIMEOUT: good}, 'get_capabilities')
 
     def test_only_the_api_can_be_called(self):
-        for name in ('init_host', 'run_periodic_tasks', 'conf', 'root_disks',
-                     'add_periodic_task'):
+        for name in ('init_host', 'housekeeping', 'leftovers', 'conf',
+                     'root_disks'):
             self.assertRaises(messaging.NoSuchMethod, self.call, name)
 
 

@@ -273,18 +273,18 @@ class RBDDriverTest(base.TestCase):
         self.assertIn('permission denied', str(e))
         self.assertIn('images', str(e))
 
-    def test_remove_partial_disks_spares_other_hosts(self):
+    def test_the_own_sweep_spares_other_hosts(self):
         mine = partial.partial_name('a_disk', 'test-host')
         theirs = partial.partial_name('b_disk', 'other-host')
         self.vms.update({mine: fakes.FakeDisk(1), theirs: fakes.FakeDisk(1),
                          'c_disk': fakes.FakeDisk(1),
                          'd_disk.imaged-part': fakes.FakeDisk(1)})
-        self.assertEqual(([mine], []), self.driver.remove_partial_disks())
+        self.assertEqual(([mine], []), self.driver.partials.sweep())
         self.assertEqual(sorted([theirs, 'c_disk', 'd_disk.imaged-part']),
                          sorted(self.vms))
 
     def test_later_sweeps_do_not_list_the_pool(self):
-        self.assertEqual(([], []), self.driver.remove_partial_disks())
+        self.assertEqual(([], []), self.driver.partials.sweep())
         listed = []
         real_list = fakes.FakeRBD.list
         self.useFixture(base.fixtures.MonkeyPatch(
@@ -293,7 +293,7 @@ class RBDDriverTest(base.TestCase):
         # A leftover of a crash before this process: the start-up sweep's.
         self.vms[partial.partial_name('a_disk', 'test-host')] = \
             fakes.FakeDisk(1)
-        self.assertEqual(([], []), self.driver.remove_partial_disks())
+        self.assertEqual(([], []), self.driver.partials.sweep())
         self.assertEqual([], listed)
 
     def test_abandoned_partials_of_other_hosts_go_after_the_bound(self):
@@ -320,8 +320,8 @@ class RBDDriverTest(base.TestCase):
         mine = partial.partial_name('a_disk', 'test-host')
         self.vms[mine] = fakes.FakeDisk(1)
         self.vms[mine].busy = 1
-        self.assertEqual(([], [mine]), self.driver.remove_partial_disks())
-        self.assertEqual(([mine], []), self.driver.remove_partial_disks())
+        self.assertEqual(([], [mine]), self.driver.partials.sweep())
+        self.assertEqual(([mine], []), self.driver.partials.sweep())
 
     def test_remove_retries_while_busy(self):
         self.useFixture(base.fixtures.MonkeyPatch('time.sleep',
@@ -372,7 +372,7 @@ class RBDDriverTest(base.TestCase):
         writer = self.driver.partials.new(self.spec('i_disk'), 100)
         old = partial.partial_name('old_disk', 'test-host')
         self.vms[old] = fakes.FakeDisk(1)
-        self.assertEqual(([old], []), self.driver.remove_partial_disks())
+        self.assertEqual(([old], []), self.driver.partials.sweep())
         partial.fill_from_file(writer, path)
         writer.commit(100)
         self.assertEqual(['i_disk'], list(self.vms))

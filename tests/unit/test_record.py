@@ -51,3 +51,24 @@ class ImageRecordTest(base.TestCase):
     def test_the_record_cannot_be_changed(self):
         rec = image_record.ImageRecord(id=IMAGE, size=1)
         self.assertRaises(AttributeError, setattr, rec, 'size', 2)
+
+
+class CacheBoundTest(base.TestCase):
+
+    def record(self, **fields):
+        return image_record.ImageRecord.from_glance(
+            dict({'status': 'active', 'disk_format': 'qcow2',
+                  'container_format': 'bare'}, **fields), IMAGE)
+
+    def test_a_kept_file_is_bounded_by_what_the_image_expands_to(self):
+        from imaged import exception
+        self.flags(max_size_gb=1, group='image_cache')
+        small_but_large = self.record(size=1 << 20, virtual_size=2 << 30)
+        e = self.assertRaises(exception.ImageUnacceptable,
+                              image_record.check, small_but_large, 4 << 30,
+                              self.conf, True)
+        self.assertIn('expands to %d bytes' % (2 << 30), str(e))
+        # In Ceph only (no local file kept), the bound does not apply.
+        image_record.check(small_but_large, 4 << 30, self.conf, False)
+        image_record.check(self.record(size=1 << 20, virtual_size=1 << 29),
+                           4 << 30, self.conf, True)

@@ -20,9 +20,9 @@ from oslo_utils import units
 from imaged import context
 from imaged import deadline
 from imaged import exception
-from imaged import policy
-from imaged.imagecache import files as image_cache
 from imaged.image import format as image_format
+from imaged.imagecache import files as image_cache
+from imaged import policy
 from imaged.storage import locks
 from imaged.storage import rbd as rbd_storage
 from tests import base

@@ -30,11 +30,17 @@ import uuid
 from tests.functional import base
 import tools.bench
 from tools.bench.baselines import serve_echo
-from tools.bench.config import FULL, QUICK, REPO
-from tools.bench.harness import Bench, SECTIONS
-from tools.bench.machine import machine_facts, source_facts
+from tools.bench.config import FULL
+from tools.bench.config import QUICK
+from tools.bench.config import REPO
+from tools.bench.harness import Bench
+from tools.bench.harness import SECTIONS
+from tools.bench.machine import machine_facts
+from tools.bench.machine import source_facts
 from tools.bench.plot import draw_plot
-from tools.bench.progress import STARTED, describe, log
+from tools.bench.progress import describe
+from tools.bench.progress import log
+from tools.bench.progress import STARTED
 from tools.bench.table import table
 
 

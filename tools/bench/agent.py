@@ -20,7 +20,9 @@ import time
 
 from imaged import rpcapi
 from tests.functional import base
-from tools.bench.machine import alive, children, proc_status_bytes
+from tools.bench.machine import alive
+from tools.bench.machine import children
+from tools.bench.machine import proc_status_bytes
 from tools.bench.machine import reset_peak_rss
 
 

@@ -32,7 +32,8 @@ import oslo_messaging as messaging
 from imaged import rpc
 from tests.functional import base
 from tools.bench.config import REPO
-from tools.bench.sizes import GiB, MiB
+from tools.bench.sizes import GiB
+from tools.bench.sizes import MiB
 
 
 def naive_create(bench, made, image_id, size_gb, disk_format='raw'):

@@ -15,7 +15,8 @@
 import dataclasses
 import os
 
-from tools.bench.sizes import GiB, MiB
+from tools.bench.sizes import GiB
+from tools.bench.sizes import MiB
 
 # The repository the benchmark (and, by default, the daemon) runs from.
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(

@@ -19,7 +19,8 @@ import time
 
 import requests
 
-from tools.bench.progress import describe, log
+from tools.bench.progress import describe
+from tools.bench.progress import log
 
 
 class GlanceImages:

@@ -31,7 +31,8 @@ from tools.bench.figures import Figure
 from tools.bench.figures import Target
 from tools.bench.glance import GlanceImages
 from tools.bench.machine import stack_services
-from tools.bench.progress import describe, log
+from tools.bench.progress import describe
+from tools.bench.progress import log
 from tools.bench.sections import clone
 from tools.bench.sections import dedup
 from tools.bench.sections import download
@@ -41,7 +42,8 @@ from tools.bench.sections import rpc
 from tools.bench.sections import signatures
 from tools.bench.sections import sparse
 from tools.bench.sections import storm
-from tools.bench.sizes import GiB, size_text
+from tools.bench.sizes import GiB
+from tools.bench.sizes import size_text
 
 # Each section, in the order a run measures them.
 MEASURES = {'rpc': rpc.measure, 'clone': clone.measure,

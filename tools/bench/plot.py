@@ -15,7 +15,8 @@
 import statistics
 
 from tools.bench.progress import log
-from tools.bench.sizes import MiB, size_text
+from tools.bench.sizes import MiB
+from tools.bench.sizes import size_text
 
 
 def draw_plot(report, path):

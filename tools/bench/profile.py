@@ -41,7 +41,8 @@ from tools.bench.agent import Agent
 from tools.bench.ceph import AdminCeph
 from tools.bench.glance import GlanceImages
 from tools.bench.image_data import ImageData
-from tools.bench.sizes import MiB, disk_gb
+from tools.bench.sizes import disk_gb
+from tools.bench.sizes import MiB
 
 # A frame of inferno's SVG: its title, depth (y) and extent in samples.
 _FRAME = re.compile(r'<title>(.*?) \([\d,]+ samples?, [\d.]+%\)</title>'

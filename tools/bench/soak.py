@@ -58,12 +58,18 @@ import tools.bench  # noqa: F401  (imaged.cmd first)
 from tools.bench.ceph import AdminCeph
 from tools.bench.config import REPO
 from tools.bench.glance import GlanceImages
-from tools.bench.image_data import ImageData, ImageFile
+from tools.bench.image_data import ImageData
+from tools.bench.image_data import ImageFile
 from tools.bench.machine import source_facts
-from tools.bench.progress import describe, log
-from tools.bench.sections.storm import DEATH_MARKS, Fleet, error_name
-from tools.bench.sections.storm import counts_text, percentile
-from tools.bench.sizes import GiB, MiB
+from tools.bench.progress import describe
+from tools.bench.progress import log
+from tools.bench.sections.storm import counts_text
+from tools.bench.sections.storm import DEATH_MARKS
+from tools.bench.sections.storm import error_name
+from tools.bench.sections.storm import Fleet
+from tools.bench.sections.storm import percentile
+from tools.bench.sizes import GiB
+from tools.bench.sizes import MiB
 
 STACK_SH = os.path.join(REPO, 'tools', 'stack.sh')
 DISK_GB = 1

@@ -58,9 +58,9 @@ def child(seconds, threads):
     import faulthandler
     faulthandler.enable(all_threads=True)
     sys.path.insert(0, TREE)
+    from imaged.storage import locks
     import rados
     import rbd
-    from imaged.storage import locks
     cluster = rados.Rados(conffile=CONF, conf={
         'keyring': KEYRING, 'rados_osd_op_timeout': '10'})
     cluster.connect(timeout=30)

@@ -32,8 +32,8 @@ tools/stack.sh copies this file next to glance-api.conf and points uWSGI at
 import os
 import sqlite3
 
-from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy import event
 import uwsgi
 
 SQLITE_BUSY_TIMEOUT_MS = 120000

@@ -51,7 +51,8 @@ NOT_API = ['init_host', 'run_periodic_tasks', 'add_periodic_task', 'conf',
            'cache', 'storage', 'glance', 'root_disks', 'host', 'target',
            '__init__', '_clean_image_cache', '_remove_partial_disks',
            'clean_image_cache', 'image_cache', 'long_calls', 'precache',
-           'create_root_disks', 'delete_everything']
+           'create_root_disks', 'delete_everything', 'housekeeping',
+           'leftovers']
 
 
 class BadInputTestCase(base.ScenarioTestCase):

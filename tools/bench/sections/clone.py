@@ -20,7 +20,9 @@ from tools.bench.figures import Target
 from tools.bench.image_data import ImageData
 from tools.bench.progress import log
 from tools.bench.sections import alternate
-from tools.bench.sizes import GiB, disk_gb, size_text
+from tools.bench.sizes import disk_gb
+from tools.bench.sizes import GiB
+from tools.bench.sizes import size_text
 
 
 def measure(bench):

@@ -19,7 +19,8 @@ from tools.bench.figures import Target
 from tools.bench.image_data import ImageData
 from tools.bench.progress import log
 from tools.bench.sections import alternate
-from tools.bench.sizes import disk_gb, size_text
+from tools.bench.sizes import disk_gb
+from tools.bench.sizes import size_text
 
 
 def measure(bench):

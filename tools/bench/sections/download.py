@@ -24,13 +24,14 @@ import os
 import statistics
 
 from tools.bench import baselines
-from tools.bench import machine
 from tools.bench.figures import Target
 from tools.bench.image_data import ImageData
+from tools.bench import machine
 from tools.bench.progress import log
 from tools.bench.sections import alternate
 from tools.bench.sections import memory
-from tools.bench.sizes import disk_gb, size_text
+from tools.bench.sizes import disk_gb
+from tools.bench.sizes import size_text
 
 PARTS = ('Glance alone', 'SHA-512 alone', 'rbd import alone')
 

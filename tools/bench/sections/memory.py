@@ -16,7 +16,9 @@
 from tools.bench.figures import Target
 from tools.bench.image_data import ImageData
 from tools.bench.progress import log
-from tools.bench.sizes import MiB, disk_gb, size_text
+from tools.bench.sizes import disk_gb
+from tools.bench.sizes import MiB
+from tools.bench.sizes import size_text
 
 
 def rss_figures(bench, size):

@@ -22,9 +22,9 @@ calls that failed and with which error, and agent workers that died.
 """
 
 import collections
+from concurrent import futures
 import contextlib
 import copy
-from concurrent import futures
 import math
 import os
 import threading
@@ -37,9 +37,13 @@ from tests.functional import base
 from tools.bench.agent import Agent
 from tools.bench.figures import Target
 from tools.bench.image_data import ImageData
-from tools.bench.progress import describe, log
+from tools.bench.progress import describe
+from tools.bench.progress import log
 from tools.bench.sections import alternate
-from tools.bench.sizes import GiB, MiB, disk_gb, size_text
+from tools.bench.sizes import disk_gb
+from tools.bench.sizes import GiB
+from tools.bench.sizes import MiB
+from tools.bench.sizes import size_text
 
 # What a dead worker leaves in its agent's log or stderr.
 DEATH_MARKS = ('killed by signal', 'terminate called')

@@ -26,10 +26,16 @@ class CapabilitiesTest(base.ScenarioTestCase):
     def test_capabilities_describe_a_healthy_agent_and_its_cluster(self):
         caps = self.api.get_capabilities(self.ctxt, self.host)
         self.assertEqual({'version', 'host', 'backend', 'fsid', 'pool',
-                          'cache', 'problems', 'calls'}, set(caps))
+                          'cache', 'problems', 'calls', 'flattens'},
+                         set(caps))
         self.assertLessEqual({'long_running', 'long_queued',
                               'max_concurrent_long_calls',
                               'max_queued_long_calls'}, set(caps['calls']))
+        flattens = caps['flattens']
+        self.assertEqual({'queued', 'running', 'max_queued', 'max_running',
+                          'dropped'}, set(flattens))
+        self.assertLessEqual(flattens['queued'], flattens['max_queued'])
+        self.assertLessEqual(flattens['running'], flattens['max_running'])
         self.assertEqual((self.host, 'rbd', self.ceph.fsid(),
                           self.conf.imaged_ceph.pool),
                          (caps['host'], caps['backend'], caps['fsid'],

@@ -246,9 +246,24 @@ uwsgi_launch() {
     echo "--- $(date -Is) stack.sh start" >>"$logf"
     (cd "$dir" && timeout 60 "$venv/bin/uwsgi" --ini "$ini" 9>&- </dev/null) >>"$logf" 2>&1 ||
         { show_tail "$logf"; die "uwsgi ($name) failed to start"; }
-    pids=$(wait_pids "$re" 5)
+    # The master daemonizes by forking twice: a process that matches REGEX
+    # just after the launcher returned may be the one in between, about to
+    # exit. The master is the process its pid file names.
+    pids=$(wait_master "$pidf" "$re" 10)
     [ -n "$pids" ] || { show_tail "$logf"; die "uwsgi ($name) exited at once"; }
     echo $pids
+}
+
+# wait_master PIDFILE REGEX TIMEOUT: the uWSGI master's pid once its pid
+# file names a live process of ours, or nothing at the timeout.
+wait_master() {
+    local end=$((SECONDS + $3)) pid
+    while :; do
+        pid=$(uwsgi_master_pid "$1" "$2")
+        if [ -n "$pid" ] || [ $SECONDS -ge $end ]; then break; fi
+        sleep 0.1
+    done
+    echo $pid
 }
 
 # ----------------------------------------------------------------- venvs --

@@ -179,6 +179,8 @@ def main(argv=None):
             key = serialization.load_pem_private_key(f.read(), None)
         certificate_id = args.certificate_id
     else:
+        # Where the new key goes must exist before Barbican holds anything.
+        os.makedirs(args.out_dir, mode=0o700, exist_ok=True)
         key, certificate = make_key_and_certificate()
         certificate_id = store_certificate(session, barbican_url,
                                            certificate)

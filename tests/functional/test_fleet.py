@@ -361,6 +361,31 @@ class PurgeTest(FleetTestCase):
 
     agents = (('a', SHORT_CLEANUP),)
 
+    @classmethod
+    def setUpClass(cls):
+        # Its agents clean the pool every 2 s: no other test may plant
+        # another host's leftovers meanwhile (they would go at once).
+        cls.sweeps = base.PoolSweeps(exclusive=True)
+        cls.sweeps.setUp()
+        try:
+            super().setUpClass()
+        except Exception:
+            cls._release_sweeps()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            cls._release_sweeps()
+
+    @classmethod
+    def _release_sweeps(cls):
+        sweeps, cls.sweeps = cls.sweeps, None
+        if sweeps is not None:
+            sweeps.cleanUp()
+
     def cache(self, name, image):
         self.forget_base(image['id'])
         answer = self.api.cache_images(self.ctxt, self.host(name),

@@ -161,7 +161,7 @@ class ImageNotWritable(ImagedException):
 class SnapshotFormatUnsupported(ImageNotWritable):
     msg_fmt = _("Image %(image_id)s has disk_format %(disk_format)s and "
                 "container_format %(container_format)s; imaged writes "
-                "snapshots as raw, bare images only.")
+                "snapshots as raw or qcow2, bare images only.")
 
 
 class LocationRefused(ImagedException):

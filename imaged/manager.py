@@ -59,6 +59,15 @@ def _require(argument, value):
                                      reason=_('missing'))
 
 
+def undeclared(method, error):
+    """An error the call's contract (``rpcapi.METHODS``) does not name:
+    the caller may not expect it. A bug here or in the contract; the
+    caller still gets the error. (The unit tests make it fail.)"""
+    LOG.error('%(method)s answered %(error)s, which its contract in '
+              'imaged.rpcapi.METHODS does not name: please report this '
+              'bug', {'method': method, 'error': type(error).__name__})
+
+
 def remote_errors(func):
     """Send imaged's typed errors to the caller without a server traceback.
 
@@ -71,6 +80,8 @@ def remote_errors(func):
             return func(manager, *args, **kwargs)
         except exception.ImagedException as e:
             LOG.info('%s refused: %s', func.__name__, e)
+            if not rpcapi.declares(func.__name__, e):
+                undeclared(func.__name__, e)
             manager.metrics.failed(func.__name__, e)
             raise messaging.ExpectedException()
         except Exception as e:

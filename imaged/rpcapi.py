@@ -32,6 +32,7 @@ new worker finishes the work or finds it done. A long call that simply
 ran past ``long_rpc_timeout`` is not sent again.
 """
 
+import collections
 import time
 
 from oslo_log import log as logging
@@ -47,6 +48,85 @@ CONF = imaged_conf.CONF
 LOG = logging.getLogger(__name__)
 
 RPC_API_VERSION = '1.3'
+
+
+class Method(collections.namedtuple(
+        'Method', 'since long_call arguments errors')):
+    """One call of the API, as the agent serves it.
+
+    :param since: the API version that added the call.
+    :param long_call: it may take minutes (heartbeats, ``long_rpc_timeout``,
+        sent again when its worker dies).
+    :param arguments: ``(name, version that added it)`` pairs, all keyword
+        arguments.
+    :param errors: the :mod:`imaged.exception` classes it may answer (a
+        subclass counts as its class); the agent logs any other as a bug.
+    """
+
+
+# What the agent may answer to any call: an unexpected failure.
+_ANY = (exception.InvalidInput, exception.InternalError)
+# Calls that identify their caller through Keystone (within the deadline).
+_CALLER = (exception.NotAuthorized, exception.KeystoneUnavailable,
+           exception.Timeout)
+# Long calls wait at the agent's gate.
+_GATE = (exception.AgentBusy, exception.Timeout)
+
+# The contract of every call: the agent's manager checks the errors it
+# sends against it, and the RPC reference (doc/source/reference/rpc.rst)
+# is tested against it (tests/unit/test_rpc_contract.py).
+METHODS = {
+    'create_root_disk': Method(
+        since='1.0', long_call=True,
+        arguments=(('instance_uuid', '1.0'), ('image_id', '1.0'),
+                   ('size_gb', '1.0'), ('trusted_certs', '1.3')),
+        errors=_ANY + _CALLER + _GATE + (
+            exception.ImageNotFound, exception.ImageNotAuthorized,
+            exception.ImageUnacceptable, exception.ImageTooLarge,
+            exception.ImageDownloadFailed, exception.GlanceRequestFailed,
+            exception.GlanceResponseTooLarge, exception.BackendUnavailable,
+            exception.CacheError, exception.RootDiskBusy,
+            exception.StorageError, exception.DiskImageMismatch,
+            exception.LeaseLost)),
+    'delete_root_disk': Method(
+        since='1.0', long_call=True,
+        arguments=(('instance_uuid', '1.0'),),
+        errors=_ANY + _CALLER + (
+            exception.BackendUnavailable, exception.RootDiskBusy,
+            exception.StorageError)),
+    'list_cached_images': Method(
+        since='1.0', long_call=False, arguments=(),
+        errors=_ANY + _CALLER + (
+            exception.BackendUnavailable, exception.StorageError,
+            exception.CacheError)),
+    'get_capabilities': Method(
+        since='1.0', long_call=False, arguments=(), errors=_ANY),
+    'cache_images': Method(
+        since='1.1', long_call=True,
+        arguments=(('image_ids', '1.1'),),
+        errors=_ANY + _CALLER + _GATE),
+    'flatten_root_disk': Method(
+        since='1.2', long_call=True,
+        arguments=(('instance_uuid', '1.2'),),
+        errors=_ANY + _CALLER + _GATE + (
+            exception.BackendUnavailable, exception.RootDiskNotFound,
+            exception.RootDiskBusy, exception.StorageError)),
+    'snapshot_root_disk': Method(
+        since='1.2', long_call=True,
+        arguments=(('instance_uuid', '1.2'), ('image_id', '1.2')),
+        errors=_ANY + _CALLER + _GATE + (
+            exception.BackendUnavailable, exception.RootDiskNotFound,
+            exception.RootDiskBusy, exception.StorageError,
+            exception.ImageNotFound, exception.ImageNotAuthorized,
+            exception.ImageNotWritable, exception.LocationRefused,
+            exception.GlanceRequestFailed, exception.GlanceResponseTooLarge,
+            exception.LeaseLost)),
+}
+
+
+def declares(method, error):
+    """Whether ``error`` is one the contract of ``method`` names."""
+    return isinstance(error, METHODS[method].errors)
 
 
 class _WorkerLost(Exception):
@@ -184,8 +264,8 @@ class ImageAgentAPI:
         """Make the queued Glance image ``image_id`` hold the instance's
         root disk, and wait until it is active.
 
-        New in 1.2. The caller created the image (raw, bare) and paused or
-        quiesced the guest. Safe to retry after any failure.
+        New in 1.2. The caller created the image (raw or qcow2, bare) and
+        paused or quiesced the guest. Safe to retry after any failure.
 
         :returns: ``{image_id, instance_uuid, strategy, size_bytes,
                   timings}``, strategy ``clone`` or ``upload``.

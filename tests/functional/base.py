@@ -259,6 +259,12 @@ class Daemon:
             pass
         self.process.wait(30)
 
+    def contract_breaches(self):
+        """The log's lines that say a call answered an error its contract
+        (``imaged.rpcapi.METHODS``) does not name."""
+        return [line for line in self.log().splitlines()
+                if 'does not name: please report this bug' in line]
+
     def log(self):
         try:
             with open(self.log_file) as f:
@@ -413,8 +419,13 @@ class FunctionalTestCase(testtools.TestCase):
     def tearDownClass(cls):
         cls.daemon.stop()
         cls.ceph.close()
+        breaches = cls.daemon.contract_breaches()
         shutil.rmtree(cls.workdir, ignore_errors=True)
         super().tearDownClass()
+        if breaches:
+            raise AssertionError('the agent answered errors its calls\' '
+                                 'contracts do not name:\n' +
+                                 '\n'.join(breaches))
 
     @staticmethod
     def wait_until_serving(api, ctxt, host, daemon, timeout=90):

@@ -48,8 +48,9 @@ LOG = logging.getLogger(__name__)
 # at start-up): cheap, they only retry what this process knows it left.
 OWN_SWEEP_INTERVAL = 30
 
-# Another host's partial image older than this (or than [glance]
-# download_timeout) and open nowhere was abandoned by a host that died.
+# Another host's partial image that names no lock of its writer (an older
+# imaged's) and is older than this (or than [glance] download_timeout) and
+# open nowhere was abandoned by a host that died.
 ABANDONED_PARTIAL_AGE = 3600
 
 # Who may sweep a kind.
@@ -73,8 +74,10 @@ KINDS = (
          '[rbd] pool: <name>.<host tag>-<token>-<time>.imaged-part '
          '(a base or an imported disk being written)',
          'at start-up, then each removal that failed, at once',
-         'older than max([glance] download_timeout, 3600 s) and open '
-         'nowhere'),
+         'once the locks its writer held (named in its metadata) can be '
+         'taken (the lease ran out); one naming none (an older imaged\'s) '
+         'once older than max([glance] download_timeout, 3600 s); never '
+         'while open'),
     Kind('marked disk',
          '[rbd] pool: a clone whose xattr on imaged.disks.creating says '
          'it is being made',
@@ -90,8 +93,10 @@ KINDS = (
          '.imaged-part (a snapshot copy being flattened)',
          'at start-up, then each removal that failed, at once (a retry of '
          'the same snapshot takes up its own at once too)',
-         'older than max([glance] download_timeout, 3600 s) and open '
-         'nowhere'),
+         'once the locks its writer held (named in its metadata) can be '
+         'taken (the lease ran out); one naming none (an older imaged\'s) '
+         'once older than max([glance] download_timeout, 3600 s); never '
+         'while open'),
     Kind('temporary disk snapshot',
          '[rbd] pool: <disk>@imaged-snapshot-<image id>, recorded on '
          'imaged.snapshots.taking',

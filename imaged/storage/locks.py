@@ -54,6 +54,43 @@ def _held_here():
     return _HELD.locks
 
 
+def held_exclusive():
+    """``[[key, lock name], ...]``: the exclusive locks this thread holds.
+
+    Work done under them (a partial image being written) is recorded with
+    them, so that the pool's cleanup host can tell a dead writer's
+    leftover by the lease in Ceph (:func:`all_free`), not by clocks.
+    """
+    return [[lock.key, lock.name] for lock in _held_here()
+            if not lock.shared and lock.held]
+
+
+@contextlib.contextmanager
+def all_free(conn, ioctx, guards, duration):
+    """Take every lock of ``guards`` (from :func:`held_exclusive`) that
+    nobody holds, for the block; yields whether all were free: then
+    whoever held them (a writer that died, or lost its lease) has no lease
+    left in Ceph. A lock object that no longer exists is free (taking its
+    lock would make it again)."""
+    taken, free = [], True
+    try:
+        for key, name in guards:
+            try:
+                ioctx.stat(key)
+            except conn.rados.ObjectNotFound:
+                continue
+            lock = RadosLock(conn, ioctx, key, name,
+                             'imaged: sweeping what it guarded', duration)
+            if not lock.try_acquire():
+                free = False
+                break
+            taken.append(lock)
+        yield free
+    finally:
+        for lock in reversed(taken):
+            lock.release()
+
+
 def check_leases(what):
     """Before a commit: every lock this thread holds still has its lease.
 

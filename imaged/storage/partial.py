@@ -37,6 +37,7 @@ from oslo_log import log as logging
 
 from imaged import exception
 from imaged.i18n import _
+from imaged.storage import guards
 from imaged.storage import locks
 from imaged.storage import rbd_import
 
@@ -141,6 +142,7 @@ class PartialImage:
                                   old_format=False)
             self._image = conn.rbd.Image(self.ioctx, self.part)
             self._image.metadata_set(OWNER_KEY, self.writer.host)
+            guards.record(self._image)
             self._blocks = rbd_import.BlockWriter(
                 self._image, self.size, conn.conf.rbd.import_concurrency,
                 name, conn.pool, timeout=3 * conn.conf.rbd.connect_timeout,
@@ -337,26 +339,38 @@ class PartialWriter:
         return removed, left
 
     def sweep_abandoned(self, max_age, now=None):
-        """Remove other hosts' partial images older than ``max_age`` s.
+        """Remove other hosts' abandoned partial images.
 
         For the pool's one cleanup host: a host that died never sweeps its
-        own. A partial that something still has open (a live host still
-        writing it) cannot be removed and stays; a name that does not say
-        when it was made is left alone.
+        own. Abandoned: its writer's locks are free in Ceph (or, for a
+        partial that does not name them, it is older than ``max_age``
+        seconds); see :func:`imaged.storage.guards.abandoned`. A partial that something still
+        has open cannot be removed and stays.
 
         :returns: the names removed.
         """
         now = time.time() if now is None else now
         conn = self.conn
         mine = host_tag(self.host)
+        removed = []
         with conn.ioctx() as ioctx:
-            old = []
             for name in conn.rbd.RBD().list(ioctx):
-                tag, made_at = _partial_fields(name)
-                if tag is not None and tag != mine and \
-                        made_at is not None and now - made_at > max_age:
-                    old.append(name)
-            removed, _left = self._remove_all(ioctx, old)
+                tag = partial_owner_tag(name)
+                if tag is None or tag == mine:
+                    continue
+                try:
+                    with guards.abandoned(conn, ioctx, name,
+                                          partial_made_at(name),
+                                          max_age, now) as gone:
+                        if gone:
+                            removed += self._remove_all(ioctx, [name])[0]
+                except conn.rbd.ImageNotFound:
+                    continue
+                except (conn.rbd.Error, conn.rados.Error) as e:
+                    if conn.is_unreachable(e):
+                        raise
+                    LOG.debug('Partial image %s/%s not judged: %s',
+                              conn.pool, name, e)
         if removed:
             LOG.info('Removed partial images abandoned by other hosts: %s',
                      ', '.join(removed))

@@ -39,6 +39,7 @@ from oslo_log import log as logging
 import tenacity
 
 from imaged import exception
+from imaged.storage import guards
 from imaged.storage import partial
 from imaged.storage import snapshot_reader
 
@@ -211,6 +212,7 @@ class SnapshotStore:
             try:
                 with rbd.Image(ioctx, part) as image:
                     image.metadata_set(partial.OWNER_KEY, self.host)
+                    guards.record(image)
                 self.flattener.flatten(part, pool=pool, wait=wait,
                                        progress=progress)
                 with rbd.Image(ioctx, part) as image:
@@ -278,22 +280,33 @@ class SnapshotStore:
 
     def sweep_abandoned(self, pools: Iterable[str], max_age: float,
                         now: float | None = None) -> list[str]:
-        """Remove other hosts' partial copies in ``pools`` started more than
-        ``max_age`` seconds ago (for the pool's cleanup host).
+        """Remove other hosts' abandoned partial copies in ``pools`` (for
+        the pool's cleanup host): their writer's locks are free in Ceph,
+        or, for a copy that names none, it is older than ``max_age``
+        seconds (:func:`imaged.storage.guards.abandoned`).
 
         :returns: the ``pool/name`` removed.
         """
         now = time.time() if now is None else now
         tag = partial.host_tag(self.host)
-        old = []
+        conn = self.conn
+        removed = []
         for pool in sorted(pools):
             for name in self._names(pool):
                 owner = partial.partial_owner_tag(name)
-                made_at = partial.partial_made_at(name)
-                if owner is not None and owner != tag and \
-                        made_at is not None and now - made_at > max_age:
-                    old.append((pool, name))
-        removed, _left = self._remove_all(old)
+                if owner is None or owner == tag:
+                    continue
+                try:
+                    with conn.ioctx(pool, name) as ioctx, guards.abandoned(
+                            conn, ioctx, name, partial.partial_made_at(name),
+                            max_age, now) as gone:
+                        if gone:
+                            removed += self._remove_all([(pool, name)])[0]
+                except exception.BackendUnavailable:
+                    raise
+                except exception.ImagedException as e:
+                    LOG.debug('Partial copy %s/%s not judged: %s', pool,
+                              name, e)
         return ['%s/%s' % entry for entry in removed]
 
     def _names(self, pool):

@@ -26,6 +26,7 @@ from testtools import content
 from imaged import leftovers
 from imaged import rpcapi
 from imaged.storage import disks
+from imaged.storage import guards
 from imaged.storage import partial
 from imaged.storage import snapshots
 from tests.functional import base
@@ -75,6 +76,29 @@ class LeftoversTest(testtools.TestCase):
                                     now=time.time() - age)
         self.new_image(name, owner=host)
         return self.present(name)
+
+    def plant_guarded_partial(self, host, age, lease):
+        """A pool partial whose writer held a build lock, with ``lease``
+        seconds left on it, and a name ``age`` seconds old."""
+        key = 'imaged.lock.%s' % uuid.uuid4()
+        name = partial.partial_name('%s_disk' % uuid.uuid4(), host,
+                                    now=time.time() - age)
+        self.new_image(name, owner=host)
+        with self.ioctx() as ioctx:
+            with self.ceph.rbd.Image(ioctx, name) as image:
+                image.metadata_set(guards.GUARDS_KEY,
+                                   json.dumps([[key, 'build']]))
+            ioctx.lock_exclusive(key, 'build', 'a-writer', duration=lease)
+        self.addCleanup(self.remove_object, key)
+        return self.present(name)
+
+    def remove_object(self, key):
+        import rados
+        with self.ioctx() as ioctx:
+            try:
+                ioctx.remove_object(key)
+            except rados.ObjectNotFound:
+                pass
 
     def plant_marked_disk(self, host):
         name = '%s_disk' % uuid.uuid4()
@@ -187,4 +211,13 @@ class LeftoversTest(testtools.TestCase):
                                         workdir)
         self.assertEqual({kind.name for kind in leftovers.KINDS},
                          set(planted))
+        # Judged by the lease of its writer's lock in Ceph, not by age: a
+        # new one whose writer's lease ran out goes, an old one whose
+        # writer's lease runs stays.
+        planted['guarded partial, lease out'] = self.plant_guarded_partial(
+            'dead-%s' % uuid.uuid4().hex[:8], 0, 1)
+        live = self.plant_guarded_partial('slow-%s' % uuid.uuid4().hex[:8],
+                                          2 * DAY, 600)
         self.wait_gone(planted, daemon, 'another host\'s')
+        self.assertTrue(live(), 'a partial whose writer holds its lock '
+                        'was removed')

@@ -288,6 +288,17 @@ class PoolProtocolTest(base.TestCase):
     def storm(self, callers_per_host=3):
         """Every host creates at once; ``{n: result or error}``."""
         results, threads = {}, []
+        # The callers that have looked whether a build failed before they
+        # came (each does once, before it builds or waits): the build
+        # fails only after they all did, however slow this machine.
+        looked = set()
+        for host in self.hosts:
+            bases_ = host.storage.bases
+
+            def failed_build(ioctx, key, real=bases_._failed_build):
+                looked.add(threading.get_ident())
+                return real(ioctx, key)
+            bases_._failed_build = failed_build
 
         def create(host, n):
             try:
@@ -312,9 +323,11 @@ class PoolProtocolTest(base.TestCase):
             return sum(h.storage.bases.watches.watched().get(key, 0)
                        for h in self.hosts)
         deadline = time.monotonic() + 20
-        while waiting() < n and time.monotonic() < deadline:
+        while (waiting() < n or len(looked) < n) and \
+                time.monotonic() < deadline:
             time.sleep(0.01)
         self.assertEqual(n, waiting())
+        self.assertEqual(n, len(looked))
         self.assertEqual(len(self.hosts),
                          len(self.cluster.watches.get(key, [])))
         self.gate.set()

@@ -21,6 +21,8 @@ from unittest import mock
 from imaged.imagecache import files as image_files
 from imaged import leftovers
 from imaged.storage import disks
+from imaged.storage import guards
+from imaged.storage import locks
 from imaged.storage import partial
 from imaged.storage import rbd as rbd_storage
 from imaged.storage import snapshots
@@ -100,6 +102,98 @@ class PoolPartialTest(LeftoversTestCase):
         self.assertEqual([], self.owner.sweep_own()['pool partial'])
         self.assertEqual([dead], self.owner.sweep_pool()['pool partial'])
         self.assertEqual([young], list(self.vms))
+
+
+class GuardedPartialTest(LeftoversTestCase):
+    """Another host's partial that names its writer's locks is judged by
+    their leases in Ceph, not by the time in its name."""
+
+    def writer_lock(self, key, duration):
+        """The writer's lock, held (renewed) until the test ends."""
+        lock = locks.RadosLock(self.storage.conn, self.ioctx(), key, 'build',
+                               'a writer', duration)
+        self.assertTrue(lock.try_acquire())
+        self.addCleanup(lock.release)
+        return lock
+
+    def plant(self, pool, name, host, held=(('imaged.lock.' + IMAGE,
+                                             'build'),)):
+        pool[name] = fakes.FakeDisk(1)
+        pool[name].metadata[partial.OWNER_KEY] = host
+        if held is not None:
+            pool[name].metadata[guards.GUARDS_KEY] = json.dumps(
+                [list(g) for g in held])
+        return name
+
+    def lapsed(self, key):
+        """A writer that died: its lock's lease has run out in Ceph."""
+        self.ioctx().lock_exclusive(key, 'build', 'dead-writer',
+                                    duration=0.05)
+        time.sleep(0.1)
+
+    def test_a_new_partial_names_the_exclusive_locks_its_writer_holds(self):
+        self.writer_lock('imaged.lock.' + IMAGE, 30)
+        shared = locks.RadosLock(self.storage.conn, self.ioctx(),
+                                 'imaged.lock.other', 'clone', 'a reader',
+                                 30, shared=True)
+        self.assertTrue(shared.try_acquire())
+        self.addCleanup(shared.release)
+        spec = partial.FinalImage('a_disk', None, None, None)
+        new = self.storage.partials.new(spec, 1024)
+        self.addCleanup(new.abort)
+        self.assertEqual([['imaged.lock.' + IMAGE, 'build']], json.loads(
+            self.vms[new.part].metadata[guards.GUARDS_KEY]))
+
+    def test_an_old_partial_whose_writer_holds_its_lock_stays(self):
+        self.writer_lock('imaged.lock.' + IMAGE, 30)
+        old = self.plant(self.vms, partial.partial_name(
+            'a_disk', 'slow-host', now=time.time() - 86400), 'slow-host')
+        self.assertEqual([], self.owner.sweep_pool()['pool partial'])
+        self.assertIn(old, self.vms)
+
+    def test_a_new_partial_whose_writer_s_lease_ran_out_goes(self):
+        self.lapsed('imaged.lock.' + IMAGE)
+        dead = self.plant(self.vms, partial.partial_name(
+            'a_disk', 'dead-host'), 'dead-host')
+        self.assertEqual([dead], self.owner.sweep_pool()['pool partial'])
+        self.assertNotIn(dead, self.vms)
+        # The sweeper let go of the lock: a new writer takes it at once.
+        self.writer_lock('imaged.lock.' + IMAGE, 30)
+
+    def test_a_lock_object_gone_is_a_free_lock_and_is_not_made_again(self):
+        dead = self.plant(self.vms, partial.partial_name(
+            'a_disk', 'dead-host'), 'dead-host')
+        self.assertEqual([dead], self.owner.sweep_pool()['pool partial'])
+        self.assertNotIn(('vms', 'imaged.lock.' + IMAGE),
+                         self.cluster.objects)
+
+    def test_one_naming_no_lock_or_garbage_is_judged_by_its_age(self):
+        young = self.plant(self.vms, partial.partial_name(
+            'a_disk', 'old-host', now=time.time() - 60), 'old-host',
+            held=None)
+        garbage = self.plant(self.vms, partial.partial_name(
+            'b_disk', 'old-host', now=time.time() - 60), 'old-host',
+            held=None)
+        self.vms[garbage].metadata[guards.GUARDS_KEY] = '{"no": 1}'
+        old = self.plant(self.vms, partial.partial_name(
+            'c_disk', 'old-host', now=time.time() - 7200), 'old-host',
+            held=None)
+        self.assertEqual([old], self.owner.sweep_pool()['pool partial'])
+        self.assertEqual(sorted([young, garbage]), sorted(self.vms))
+
+    def test_snapshot_copies_are_judged_by_the_disk_s_lock(self):
+        key = 'imaged.lock.' + DISK
+        self.writer_lock(key, 30)
+        held = self.plant(self.images, partial.partial_name(
+            IMAGE, 'slow-host', now=time.time() - 86400), 'slow-host',
+            held=[(key, 'build')])
+        self.lapsed('imaged.lock.other')
+        dead = self.plant(self.images, partial.partial_name(
+            IMAGE, 'dead-host'), 'dead-host',
+            held=[('imaged.lock.other', 'build')])
+        self.assertEqual(['images/' + dead],
+                         self.owner.sweep_pool()['snapshot partial'])
+        self.assertEqual([held], list(self.images))
 
 
 class MarkedDiskTest(LeftoversTestCase):

@@ -1,0 +1,79 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Whether another host's partial image was abandoned: by leases in Ceph.
+
+Every partial image (a base or disk being imported, a snapshot's copy in
+Glance's pool) is written under exclusive rados locks in ``[rbd] pool``
+(the base's build lock, the disk's lock). Its writer records them on the
+image (:func:`record`); the pool's cleanup host takes them to judge it
+(:func:`abandoned`): free means the writer's lease ran out in Ceph (it
+died, or was paused or cut off past it, and then stops before its commit
+with ``LeaseLost``), held means it is still at work, however long that
+takes. No host's clock is compared with another's. A partial that names
+no lock (an older imaged's) is judged by the time in its name.
+"""
+
+import contextlib
+import json
+
+from imaged.storage import locks
+
+# Metadata of a partial image: its writer's exclusive locks, as JSON.
+GUARDS_KEY = 'imaged.guarded_by'
+
+
+def record(image):
+    """Note on a new partial image (open read-write) the exclusive locks
+    its writer, this thread, holds."""
+    held = locks.held_exclusive()
+    if held:
+        image.metadata_set(GUARDS_KEY, json.dumps(held))
+
+
+def recorded(rbd, ioctx, name):
+    """The locks a partial's writer held (``[[key, lock name], ...]``),
+    or None if it does not say."""
+    try:
+        with rbd.Image(ioctx, name, read_only=True) as image:
+            value = image.metadata_get(GUARDS_KEY)
+    except KeyError:
+        return None
+    try:
+        held = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(held, list) or not held or not all(
+            isinstance(g, list) and len(g) == 2 and
+            all(isinstance(f, str) for f in g) for g in held):
+        return None
+    return held
+
+
+@contextlib.contextmanager
+def abandoned(conn, ioctx, name, made_at, max_age, now):
+    """For the block: whether another host's partial ``name`` (in
+    ``ioctx``'s pool) was abandoned; its writer's locks are held by us
+    meanwhile.
+
+    :param made_at: when it was started by the time in its name (None if
+        the name does not say), for a partial that names no lock: it is
+        then abandoned once older than ``max_age`` seconds at ``now``.
+    """
+    held = recorded(conn.rbd, ioctx, name)
+    if held is None:
+        yield made_at is not None and now - made_at > max_age
+        return
+    with conn.ioctx() as locks_ioctx, locks.all_free(
+            conn, locks_ioctx, held,
+            conn.conf.rbd.base_lock_duration) as free:
+        yield free

@@ -344,8 +344,8 @@ class PartialWriter:
         For the pool's one cleanup host: a host that died never sweeps its
         own. Abandoned: its writer's locks are free in Ceph (or, for a
         partial that does not name them, it is older than ``max_age``
-        seconds); see :func:`imaged.storage.guards.abandoned`. A partial that something still
-        has open cannot be removed and stays.
+        seconds); see :func:`imaged.storage.guards.abandoned`. A partial
+        that something still has open cannot be removed and stays.
 
         :returns: the names removed.
         """

@@ -97,6 +97,12 @@ KINDS = (
          'taken (the lease ran out); one naming none (an older imaged\'s) '
          'once older than max([glance] download_timeout, 3600 s); never '
          'while open'),
+    Kind('verification record',
+         '[rbd] pool: imaged.verified.<image id>, listed in the omap of '
+         'imaged.verified (what a signed image\'s snapshot was found to be)',
+         '(pool-wide only)',
+         'once the snapshot it names is gone (the image deleted in '
+         'Glance)'),
     Kind('temporary disk snapshot',
          '[rbd] pool: <disk>@imaged-snapshot-<image id>, recorded on '
          'imaged.snapshots.taking',
@@ -225,6 +231,7 @@ class Leftovers:
             ('marked disk', storage.disks.sweep_abandoned),
             ('snapshot partial', lambda: storage.snapshots.sweep_abandoned(
                 self.glance_pools(), max_age)),
+            ('verification record', storage.verified.sweep_gone),
             ('temporary disk snapshot', lambda: self._sweep_snapshots(
                 [(disk, image_id) for disk, image_id, host
                  in storage.snapshots.taken() if host != storage.host])),

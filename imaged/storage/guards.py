@@ -25,11 +25,16 @@ no lock (an older imaged's) is judged by the time in its name.
 
 import contextlib
 import json
+import struct
 
 from imaged.storage import locks
 
 # Metadata of a partial image: its writer's exclusive locks, as JSON.
 GUARDS_KEY = 'imaged.guarded_by'
+# Where librbd keeps a format 2 image's id and metadata.
+RBD_ID_PREFIX = 'rbd_id.'
+RBD_HEADER_PREFIX = 'rbd_header.'
+METADATA_PREFIX = 'metadata_'
 
 
 def record(image):
@@ -40,13 +45,29 @@ def record(image):
         image.metadata_set(GUARDS_KEY, json.dumps(held))
 
 
-def recorded(rbd, ioctx, name):
+def recorded(conn, ioctx, name):
     """The locks a partial's writer held (``[[key, lock name], ...]``),
-    or None if it does not say."""
+    or None if it does not say.
+
+    Read with librados from the image's header (``rbd_id.<name>`` names
+    the header ``rbd_header.<id>``, whose omap keeps each metadata key as
+    ``metadata_<key>``), never by opening the image with librbd: a lazy
+    base's partial is a migration target, and opening one opens its
+    source on another host (which may refuse, or stall for ever).
+    """
+    rados = conn.rados
     try:
-        with rbd.Image(ioctx, name, read_only=True) as image:
-            value = image.metadata_get(GUARDS_KEY)
-    except KeyError:
+        raw = ioctx.read(RBD_ID_PREFIX + name)
+        length, = struct.unpack_from('<I', raw)
+        image_id = raw[4:4 + length].decode()
+        with rados.ReadOpCtx() as op:
+            found, _ret = ioctx.get_omap_vals_by_keys(
+                op, (METADATA_PREFIX + GUARDS_KEY,))
+            ioctx.operate_read_op(op, RBD_HEADER_PREFIX + image_id)
+            value = dict(found).get(METADATA_PREFIX + GUARDS_KEY)
+    except (rados.ObjectNotFound, struct.error, UnicodeDecodeError):
+        return None
+    if value is None:
         return None
     try:
         held = json.loads(value)
@@ -69,7 +90,7 @@ def abandoned(conn, ioctx, name, made_at, max_age, now):
         the name does not say), for a partial that names no lock: it is
         then abandoned once older than ``max_age`` seconds at ``now``.
     """
-    held = recorded(conn.rbd, ioctx, name)
+    held = recorded(conn, ioctx, name)
     if held is None:
         yield made_at is not None and now - made_at > max_age
         return

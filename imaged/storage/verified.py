@@ -25,6 +25,12 @@ of the signature properties and Glance's hash). A snapshot made again
 (new ids), resized, or an image signed again no longer matches its
 record and is verified again. Records are a few hundred bytes; one is
 rewritten when its image is verified again.
+
+Every record is listed in the omap of ``imaged.verified`` (a key per image
+id), so that the pool's cleanup host finds them without listing the pool:
+a record whose snapshot is gone (the image deleted in Glance) is removed
+(:meth:`VerifiedSnapshots.sweep_gone`, one of :mod:`imaged.leftovers`'
+kinds).
 """
 
 import json
@@ -40,6 +46,9 @@ from imaged.i18n import _
 LOG = logging.getLogger(__name__)
 
 OBJECT_PREFIX = 'imaged.verified.'
+# Its omap lists the records: {image id: b''}.
+INDEX_OBJECT = 'imaged.verified'
+INDEX_PAGE = 1000
 XATTR = 'imaged.verified'
 # Bytes per read and reads in flight (librbd's aio_read).
 READ_SIZE = 8 * units.Mi
@@ -92,6 +101,9 @@ class VerifiedSnapshots:
         record = dict(record, host=self.host, at=time.time())
         name = record_object(image_id)
         with self.conn.ioctx(name=name) as ioctx:
+            with self.conn.rados.WriteOpCtx() as op:
+                ioctx.set_omap(op, (image_id,), (b'',))
+                ioctx.operate_write_op(op, INDEX_OBJECT)
             ioctx.set_xattr(name, XATTR,
                             json.dumps(record, sort_keys=True).encode())
 
@@ -102,6 +114,61 @@ class VerifiedSnapshots:
                 ioctx.remove_object(record_object(image_id))
             except rados.ObjectNotFound:
                 pass
+            with rados.WriteOpCtx() as op:
+                ioctx.remove_omap_keys(op, (image_id,))
+                ioctx.operate_write_op(op, INDEX_OBJECT)
+
+    def listed(self):
+        """The ids of the images with a record (as listed since records
+        were: an older imaged's records are not)."""
+        rados, ids, after = self.conn.rados, [], ''
+        with self.conn.ioctx(name=INDEX_OBJECT) as ioctx:
+            while True:
+                with rados.ReadOpCtx() as op:
+                    found, _ret = ioctx.get_omap_vals(op, after, '',
+                                                      INDEX_PAGE)
+                    try:
+                        ioctx.operate_read_op(op, INDEX_OBJECT)
+                    except rados.ObjectNotFound:
+                        return ids
+                    page = [key for key, _value in found]
+                ids += page
+                if len(page) < INDEX_PAGE:
+                    return ids
+                after = page[-1]
+
+    def sweep_gone(self):
+        """Remove the records whose snapshot is gone (its image deleted in
+        Glance), and unreadable ones: for the pool's cleanup host.
+
+        :returns: the image ids whose record went.
+        """
+        gone = []
+        for image_id in self.listed():
+            record = self.recorded(image_id)
+            if record is not None and self._snapshot_exists(record):
+                continue
+            self.forget(image_id)
+            gone.append(image_id)
+        if gone:
+            LOG.info('Removed the verification records of snapshots that '
+                     'are gone: %s', ', '.join(gone))
+        return gone
+
+    def _snapshot_exists(self, record):
+        conn = self.conn
+        try:
+            pool, rest = str(record.get('location')).split('/', 1)
+            image, snapshot = rest.rsplit('@', 1)
+        except ValueError:
+            return False
+        with conn.ioctx(pool, rest) as ioctx:
+            try:
+                with conn.rbd.Image(ioctx, image, snapshot=snapshot,
+                                    read_only=True):
+                    return True
+            except conn.rbd.ImageNotFound:
+                return False
 
     def read(self, loc, consume, read_size=READ_SIZE, depth=READS_IN_FLIGHT):
         """Pass every byte of snapshot ``loc`` to ``consume(bytes)``, in

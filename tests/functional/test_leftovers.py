@@ -29,6 +29,7 @@ from imaged.storage import disks
 from imaged.storage import guards
 from imaged.storage import partial
 from imaged.storage import snapshots
+from imaged.storage import verified
 from tests.functional import base
 
 DAY = 86400
@@ -167,7 +168,45 @@ class LeftoversTest(testtools.TestCase):
         }
         if trash:
             planted['trashed base'] = self.plant_trashed_base()
+            planted['verification record'] = \
+                self.plant_verification_record()
         return planted
+
+    def plant_verification_record(self):
+        """The record of a signed image's snapshot that is gone, as
+        imaged.storage.verified writes it: an xattr, listed in an omap."""
+        import rados
+        image_id = str(uuid.uuid4())
+        key = verified.record_object(image_id)
+        with self.ioctx() as ioctx:
+            ioctx.set_xattr(key, verified.XATTR, json.dumps({
+                'location': '%s/%s@snap' % (self.images_pool, image_id),
+                'outcome': 'verified', 'host': 'dead-host',
+                'at': time.time()}).encode())
+            with rados.WriteOpCtx() as op:
+                ioctx.set_omap(op, (image_id,), (b'',))
+                ioctx.operate_write_op(op, verified.INDEX_OBJECT)
+        self.addCleanup(self.unlist, image_id)
+        self.addCleanup(self.remove_object, key)
+
+        def there():
+            with self.ioctx() as ioctx:
+                try:
+                    ioctx.stat(key)
+                    return True
+                except rados.ObjectNotFound:
+                    pass
+                with rados.ReadOpCtx() as op:
+                    found, _ret = ioctx.get_omap_vals_by_keys(op, (image_id,))
+                    ioctx.operate_read_op(op, verified.INDEX_OBJECT)
+                    return bool(list(found))
+        return there
+
+    def unlist(self, image_id):
+        import rados
+        with self.ioctx() as ioctx, rados.WriteOpCtx() as op:
+            ioctx.remove_omap_keys(op, (image_id,))
+            ioctx.operate_write_op(op, verified.INDEX_OBJECT)
 
     def wait_gone(self, planted, daemon, who):
         self.addOnException(lambda exc_info: self.addDetail(

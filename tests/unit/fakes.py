@@ -13,6 +13,7 @@
 """Small in-memory stand-ins for rados, rbd and Glance."""
 
 import itertools
+import struct
 import types
 
 FSID = '11111111-2222-3333-4444-555555555555'
@@ -29,8 +30,23 @@ def make_rados_module():
                  'PermissionError', 'ObjectBusy', 'ObjectExists', 'NoData'):
         setattr(mod, name, type(name, (mod.Error,), {}))
     mod.Rados = FakeRados
+    mod.WriteOpCtx = FakeOp
+    mod.ReadOpCtx = FakeOp
     FakeRados.module = mod
     return mod
+
+
+class FakeOp:
+    """librados' WriteOpCtx/ReadOpCtx: steps run by operate_*_op."""
+
+    def __init__(self):
+        self.steps = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 def make_rbd_module(cluster):
@@ -101,6 +117,7 @@ class FakeCluster:
         self.objects = {}  # (pool, object name) -> {lock name: (kind,
         #                    {cookie: expiry})}: rados objects with locks
         self.xattrs = {}  # (pool, object name, xattr) -> bytes
+        self.omaps = {}  # (pool, object name) -> {omap key: bytes}
         self.watches = {}  # (pool, object name) -> [FakeWatch]
         self.notifies = 0
         self.lock_ops = 0
@@ -263,6 +280,78 @@ class FakeIoctx:
         for xattr in [k for k in self.cluster.xattrs
                       if k[:2] == (self.pool, key)]:
             del self.cluster.xattrs[xattr]
+        self.cluster.omaps.pop((self.pool, key), None)
+
+    # omap, as python-rados: steps added to an op, run by operate_*_op.
+    def set_omap(self, op, keys, values):
+        op.steps.append(lambda omap: omap.update(zip(keys, values)))
+
+    def remove_omap_keys(self, op, keys):
+        op.steps.append(lambda omap: [omap.pop(k, None) for k in keys])
+
+    def get_omap_vals(self, op, start_after, filter_prefix, max_return):
+        found = []
+
+        def read(omap):
+            found.extend(sorted(
+                (k, v) for k, v in omap.items()
+                if k > start_after and k.startswith(filter_prefix))
+                [:max_return])
+        op.steps.append(read)
+        return _LazyIter(found), 0
+
+    def operate_write_op(self, op, key, **kwargs):
+        self._check()
+        self._locks(key)  # a write makes the object
+        omap = self.cluster.omaps.setdefault((self.pool, key), {})
+        for step in op.steps:
+            step(omap)
+
+    def get_omap_vals_by_keys(self, op, keys):
+        found = []
+        op.steps.append(lambda omap: found.extend(
+            (k, omap[k]) for k in keys if k in omap))
+        return _LazyIter(found), 0
+
+    # librbd's objects of a format 2 image, as librados reads them (the
+    # fake's image id is its name).
+    def _image(self, key, prefix):
+        if key.startswith(prefix):
+            return self.cluster.pools.get(self.pool, {}).get(
+                key[len(prefix):])
+        return None
+
+    def read(self, key, length=8192, offset=0):
+        self._check()
+        if self._image(key, 'rbd_id.') is None:
+            raise FakeRados.module.ObjectNotFound(key)
+        name = key[len('rbd_id.'):].encode()
+        return (struct.pack('<I', len(name)) + name)[offset:offset + length]
+
+    def operate_read_op(self, op, key, **kwargs):
+        self._check()
+        disk = self._image(key, 'rbd_header.')
+        if disk is not None:
+            omap = {'metadata_' + k: v.encode()
+                    for k, v in disk.metadata.items()}
+            for step in op.steps:
+                step(omap)
+            return
+        if (self.pool, key) not in self.cluster.objects:
+            raise FakeRados.module.ObjectNotFound(key)
+        omap = self.cluster.omaps.get((self.pool, key), {})
+        for step in op.steps:
+            step(omap)
+
+
+class _LazyIter:
+    """Iterates what a read op filled in, once it ran."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def __iter__(self):
+        return iter(self.items)
 
 
 class FakeWatch:

@@ -18,6 +18,8 @@ import os
 import time
 from unittest import mock
 
+import fixtures
+
 from imaged.imagecache import files as image_files
 from imaged import leftovers
 from imaged.storage import disks
@@ -194,6 +196,51 @@ class GuardedPartialTest(LeftoversTestCase):
         self.assertEqual(['images/' + dead],
                          self.owner.sweep_pool()['snapshot partial'])
         self.assertEqual([held], list(self.images))
+
+
+class VerificationRecordTest(LeftoversTestCase):
+
+    def record(self, image_id, location):
+        self.storage.verified.record(image_id, {'location': location,
+                                                'outcome': 'verified'})
+
+    def test_a_record_goes_once_its_snapshot_is_gone(self):
+        other = '5e1f0c2a-7b3d-4e8f-9a0b-1c2d3e4f5a6b'
+        self.cluster.add_glance_image(IMAGE, b'x' * 512)
+        self.cluster.add_glance_image(other, b'y' * 512)
+        self.record(IMAGE, 'images/%s@snap' % IMAGE)
+        self.record(other, 'images/%s@snap' % other)
+        self.assertEqual(sorted([IMAGE, other]),
+                         self.storage.verified.listed())
+        self.assertEqual([], self.owner.sweep_own().get(
+            'verification record', []))
+        self.assertEqual([], self.owner.sweep_pool()['verification record'])
+        # The image deleted in Glance: its snapshot goes with it.
+        del self.images[other]
+        self.assertEqual([other],
+                         self.owner.sweep_pool()['verification record'])
+        self.assertEqual([IMAGE], self.storage.verified.listed())
+        self.assertIsNone(self.storage.verified.recorded(other))
+        self.assertIsNotNone(self.storage.verified.recorded(IMAGE))
+
+    def test_a_snapshot_gone_but_its_image_kept_or_a_bad_record_go(self):
+        self.cluster.add_glance_image(IMAGE, b'x' * 512, snapshot='old')
+        self.record(IMAGE, 'images/%s@snap' % IMAGE)
+        self.assertEqual([IMAGE],
+                         self.owner.sweep_pool()['verification record'])
+        self.record(IMAGE, 'no location')
+        self.assertEqual([IMAGE],
+                         self.owner.sweep_pool()['verification record'])
+        self.assertEqual([], self.storage.verified.listed())
+
+    def test_the_list_is_read_a_page_at_a_time(self):
+        self.cluster.add_glance_image(IMAGE, b'x' * 512)
+        ids = ['%08d-0000-4000-8000-000000000000' % n for n in range(5)]
+        for image_id in ids:
+            self.record(image_id, 'images/%s@snap' % IMAGE)
+        self.useFixture(fixtures.MockPatch(
+            'imaged.storage.verified.INDEX_PAGE', 2))
+        self.assertEqual(ids, self.storage.verified.listed())
 
 
 class MarkedDiskTest(LeftoversTestCase):

@@ -18,6 +18,8 @@ import time
 from imaged import context
 from imaged import exception
 from imaged.imagecache import files as image_cache
+from imaged.storage import base_builds
+from imaged.storage import base_state
 from imaged.storage import bases
 from imaged.storage import rbd as rbd_storage
 from tests import base
@@ -77,7 +79,7 @@ class PoolTestCase(base.TestCase):
         disk = self.base()
         self.assertEqual(({'snap'}, {'snap'}, 'true'),
                          (set(disk.snapshots), disk.protected,
-                          disk.metadata[bases.COMPLETE_KEY]))
+                          disk.metadata[base_state.COMPLETE_KEY]))
 
 
 class BaseImagesTest(PoolTestCase):
@@ -87,15 +89,17 @@ class BaseImagesTest(PoolTestCase):
         self.b.create(2)
         meta = self.base().metadata
         self.assertEqual((IMAGE, 'host-a', 'true'),
-                         (meta[bases.IMAGE_ID_KEY], meta[bases.MADE_BY_KEY],
-                          meta[bases.COMPLETE_KEY]))
+                         (meta[base_state.IMAGE_ID_KEY],
+                          meta[base_state.MADE_BY_KEY],
+                          meta[base_state.COMPLETE_KEY]))
         # Uses go on the lock object, never into the shared image: a
         # read-write open of it by many hosts at once crashed librbd.
         uses = {name for (pool, key, name) in self.cluster.xattrs
-                if (pool, key) == ('vms', bases.lock_object(IMAGE))}
-        self.assertIn(bases.USED_PREFIX + 'host-a', uses)
-        self.assertIn(bases.USED_PREFIX + 'host-b', uses)
-        self.assertFalse([k for k in meta if k.startswith(bases.USED_PREFIX)])
+                if (pool, key) == ('vms', base_state.lock_object(IMAGE))}
+        self.assertIn(base_state.USED_PREFIX + 'host-a', uses)
+        self.assertIn(base_state.USED_PREFIX + 'host-b', uses)
+        self.assertFalse([k for k in meta
+                          if k.startswith(base_state.USED_PREFIX)])
         self.assertEqual(1, self.glance.downloads)
 
     def test_base_without_its_snapshot_is_made_anew(self):
@@ -103,7 +107,7 @@ class BaseImagesTest(PoolTestCase):
         self.a.create(1)
         self.a.disks.delete(instance(1))
         disk = self.base()
-        disk.metadata[bases.COMPLETE_KEY] = 'false'
+        disk.metadata[base_state.COMPLETE_KEY] = 'false'
         disk.protected.clear()
         disk.snapshots.clear()
         self.assertMadeAnewAndCloned(self.b.create(2))
@@ -119,17 +123,17 @@ class BaseImagesTest(PoolTestCase):
         self.a.create(1)
         self.a.disks.delete(instance(1))
         meta = self.base().metadata
-        del meta[bases.COMPLETE_KEY]
+        del meta[base_state.COMPLETE_KEY]
         self.base().protected.clear()
         self.assertMadeAnewAndCloned(self.b.create(2))
 
     def test_broken_base_with_clones_is_repaired_not_removed(self):
         self.a.create(1)
-        self.base().metadata[bases.COMPLETE_KEY] = 'false'
+        self.base().metadata[base_state.COMPLETE_KEY] = 'false'
         result = self.b.create(2)
         self.assertEqual(1, self.glance.downloads)
         self.assertEqual(result['parent'], self.a.create(1)['parent'])
-        self.assertEqual('true', self.base().metadata[bases.COMPLETE_KEY])
+        self.assertEqual('true', self.base().metadata[base_state.COMPLETE_KEY])
 
     def test_legacy_base_without_the_new_metadata_is_adopted(self):
         self.a.create(1)
@@ -206,7 +210,7 @@ class BaseImagesTest(PoolTestCase):
 
     def test_the_lock_of_a_dead_holder_expires(self):
         store = self.b.storage.bases
-        key = bases.lock_object(IMAGE)
+        key = base_state.lock_object(IMAGE)
         with self.b.storage.conn.ioctx() as ioctx:
             ioctx.lock_exclusive(key, bases.LOCK_NAME, 'dead', duration=30)
             self.assertRaises(exception.Timeout, store.lock(IMAGE).__enter__)
@@ -306,7 +310,7 @@ class PoolProtocolTest(base.TestCase):
         # Every caller waits for the one build, woken by a notification on
         # the base's lock object: one rados watch per host (process), not
         # one per caller (issue 24).
-        key = ('vms', bases.lock_object(IMAGE))
+        key = ('vms', base_state.lock_object(IMAGE))
 
         def waiting():
             return sum(h.storage.bases.watches.watched().get(key, 0)
@@ -359,7 +363,7 @@ class PoolProtocolTest(base.TestCase):
                           2)
         self.assertEqual(1, self.glance.downloads)
         self.useFixture(base.fixtures.MonkeyPatch(
-            'imaged.storage.bases.REFUSAL_TTL', 0))
+            'imaged.storage.base_builds.REFUSAL_TTL', 0))
         self.assertRaises(exception.ImageUnacceptable, self.hosts[1].create,
                           3)
         self.assertEqual(2, self.glance.downloads)  # then it tries again
@@ -367,12 +371,12 @@ class PoolProtocolTest(base.TestCase):
     def test_a_dead_builder_s_lease_runs_out_and_a_waiter_takes_over(self):
         self.glance.add(IMAGE, DATA)
         self.gate.set()
-        key = bases.lock_object(IMAGE)
+        key = base_state.lock_object(IMAGE)
         with self.hosts[1].storage.conn.ioctx() as ioctx:
             # A builder that died a moment ago: its lease runs 1 s more.
             ioctx.lock_exclusive(key, bases.BUILD_LOCK_NAME, 'dead',
                                  duration=1)
-            ioctx.set_xattr(key, bases.BUILD_XATTR, b'{"id": "dead"}')
+            ioctx.set_xattr(key, base_builds.BUILD_XATTR, b'{"id": "dead"}')
         started = time.monotonic()
         result = self.hosts[0].create(1)
         self.assertEqual('download', result['strategy'])
@@ -383,7 +387,7 @@ class PoolProtocolTest(base.TestCase):
         self.glance.add(IMAGE, DATA)
         self.gate.set()
         self.hosts[0].create(1)
-        key = bases.lock_object(IMAGE)
+        key = base_state.lock_object(IMAGE)
         with self.hosts[1].storage.conn.ioctx() as ioctx:
             # Another host's clone in progress holds the lock shared.
             ioctx.lock_shared(key, bases.LOCK_NAME, 'other-clone',
@@ -403,7 +407,8 @@ class PoolProtocolTest(base.TestCase):
         self.gate.set()
         host = self.hosts[0]
         host.create(1)
-        key = ('vms', bases.lock_object(IMAGE), bases.USED_PREFIX + 'host-0')
+        key = ('vms', base_state.lock_object(IMAGE),
+               base_state.USED_PREFIX + 'host-0')
         first = self.cluster.xattrs[key]
         host.create(2)
         host.create(3)
@@ -452,8 +457,8 @@ class PoolProtocolTest(base.TestCase):
         host.disks.delete(instance(1))
         host.disks.delete(instance(2))
         with host.storage.conn.ioctx() as ioctx:
-            ioctx.lock_exclusive(bases.lock_object(IMAGE), bases.LOCK_NAME,
-                                 'busy', duration=30)
+            ioctx.lock_exclusive(base_state.lock_object(IMAGE),
+                                 bases.LOCK_NAME, 'busy', duration=30)
             started = time.monotonic()
             removed = host.eviction.clean_rbd_bases(now=time.time() + 10 ** 6)
         self.assertLess(time.monotonic() - started, 1.0)  # did not wait

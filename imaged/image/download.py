@@ -41,7 +41,7 @@ from imaged import exception
 from imaged.i18n import _
 from imaged.image import body as image_body
 from imaged.image import format as image_format
-from imaged.image import glance
+from imaged.image import glance_errors
 
 LOG = logging.getLogger(__name__)
 
@@ -259,7 +259,8 @@ def stream(image, blocks, sinks, conf, max_virtual_size=None,
 
 
 # Worth another attempt from the first byte.
-RETRIABLE = glance.RETRIABLE + (ShortRead, exception.ImageDownloadInterrupted)
+RETRIABLE = glance_errors.RETRIABLE + (ShortRead,
+                                       exception.ImageDownloadInterrupted)
 
 
 def _gave_up(image_id):

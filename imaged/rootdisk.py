@@ -107,7 +107,7 @@ class RootDisks:
                 reason=_('another call for it is still running'))
         try:
             left = max(timeout - (time.monotonic() - started), 0)
-            with self.storage.disks.lock(name, left):
+            with self.storage.disk_locks.lock(name, left):
                 yield
         finally:
             lock.release()
@@ -195,7 +195,7 @@ class RootDisks:
                 record_of, timings, later):
         info = self.storage.disks.info(name)
         if info is not None and not info['complete']:
-            self.storage.disks.remove_incomplete(name)
+            self.storage.incomplete_disks.remove_incomplete(name)
             info = None
         caller = policy.caller_of(context)
         if info is not None:
@@ -403,4 +403,4 @@ class RootDisks:
             else:
                 LOG.info('Root disk %s/%s was already gone',
                          self.storage.pool, name)
-            self.storage.disks.forget_lock(name)
+            self.storage.disk_locks.forget_lock(name)

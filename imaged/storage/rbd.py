@@ -15,9 +15,11 @@
 ``RBDDriver`` is what the rest of imaged holds: ``partials`` writes new
 images (:mod:`imaged.storage.partial`), ``bases`` owns the shared base
 images (:mod:`imaged.storage.bases`), ``disks`` the root disks
-(:mod:`imaged.storage.disks`); all of them share one leased connection
-(:mod:`imaged.storage.connection`). Only the ``storage`` package imports
-librados and librbd; both are injectable so unit tests can pass fakes.
+(:mod:`imaged.storage.disks`), ``disk_locks`` their pool-wide locks and
+``incomplete_disks`` the markers of those being made; all of them share
+one leased connection (:mod:`imaged.storage.connection`). Only the
+``storage`` package imports librados and librbd; both are injectable so
+unit tests can pass fakes.
 """
 
 import time
@@ -28,6 +30,8 @@ import tenacity
 from imaged import exception
 from imaged.storage import bases
 from imaged.storage import connection
+from imaged.storage import disk_locks
+from imaged.storage import disk_markers
 from imaged.storage import disks
 from imaged.storage import flatten
 from imaged.storage import locks
@@ -66,8 +70,11 @@ class RBDDriver:
                                                  self.flattener)
         self.bases = bases.BaseImageStore(self.conn, self.partials, host,
                                           self.trash)
+        self.disk_locks = disk_locks.DiskLocks(self.conn, host)
+        self.incomplete_disks = disk_markers.IncompleteDisks(
+            self.conn, self.partials, self.disk_locks)
         self.disks = disks.RootDiskStore(self.conn, self.partials,
-                                         self.trash)
+                                         self.incomplete_disks, self.trash)
         self.verified = verified.VerifiedSnapshots(self.conn, host)
         self._cleanup_role = None
 

@@ -484,7 +484,7 @@ class InstanceDiskRaceTest(base.TestCase):
         held, release = threading.Event(), threading.Event()
 
         def run():
-            with host.storage.disks.lock(self.name, 5):
+            with host.storage.disk_locks.lock(self.name, 5):
                 held.set()
                 release.wait(10)
         thread = threading.Thread(target=run)

@@ -16,6 +16,8 @@ import os
 from oslo_utils import units
 
 from imaged import exception
+from imaged.storage import disk_locks
+from imaged.storage import disk_markers
 from imaged.storage import disks
 from imaged.storage import location
 from imaged.storage import partial
@@ -85,7 +87,7 @@ class RBDDriverTest(base.TestCase):
 
     def _marked(self):
         return {key[2] for key in self.cluster.xattrs
-                if key[:2] == ('vms', disks.CREATING_OBJECT)}
+                if key[:2] == ('vms', disk_markers.CREATING_OBJECT)}
 
     def test_clone_is_made_under_its_name_and_unmarked_when_complete(self):
         url, loc = self._glance_snapshot()
@@ -163,14 +165,15 @@ class RBDDriverTest(base.TestCase):
         if disk:
             self.vms[name] = fakes.FakeDisk(512)
         ioctx = self.cluster.rados.Rados().open_ioctx('vms')
-        ioctx.set_xattr(disks.CREATING_OBJECT, name, json.dumps(
+        ioctx.set_xattr(disk_markers.CREATING_OBJECT, name, json.dumps(
             {'host': host, 'at': at}).encode())
 
     def test_a_crashed_create_s_disk_is_never_finished(self):
         self._leftover('i_disk', 'test-host', 1)
         self.assertFalse(self.driver.disks.info('i_disk')['complete'])
         self.assertIsNone(self.driver.disks.finished('i_disk'))
-        self.assertTrue(self.driver.disks.remove_incomplete('i_disk'))
+        self.assertTrue(
+            self.driver.incomplete_disks.remove_incomplete('i_disk'))
         self.assertEqual({}, self.vms)
         self.assertEqual(set(), self._marked())
 
@@ -178,15 +181,15 @@ class RBDDriverTest(base.TestCase):
         self._leftover('a_disk', 'test-host', 1)
         self._leftover('b_disk', 'test-host', 1, disk=False)
         self._leftover('c_disk', 'other-host', 1)
-        self.assertEqual(['a_disk'], self.driver.disks.sweep())
+        self.assertEqual(['a_disk'], self.driver.incomplete_disks.sweep())
         self.assertEqual(['c_disk'], list(self.vms))
         self.assertEqual({'c_disk'}, self._marked())
-        self.assertNotIn(('vms', disks.RootDiskStore.lock_object('a_disk')),
+        self.assertNotIn(('vms', disk_locks.lock_object('a_disk')),
                          self.cluster.objects)
         # Later sweeps read nothing: only what this process left.
         self._leftover('d_disk', 'test-host', 1)
         before = self.cluster.ops
-        self.assertEqual([], self.driver.disks.sweep())
+        self.assertEqual([], self.driver.incomplete_disks.sweep())
         self.assertEqual(before, self.cluster.ops)
 
     def test_a_leftover_being_made_again_is_left_alone(self):
@@ -194,8 +197,8 @@ class RBDDriverTest(base.TestCase):
         other = rbd_storage.RBDDriver(
             self.conf, 'other-host', rados_module=self.cluster.rados,
             rbd_module=self.cluster.rbd)
-        with other.disks.lock('a_disk', 1):  # a retry on another host
-            self.assertEqual([], self.driver.disks.sweep())
+        with other.disk_locks.lock('a_disk', 1):  # a retry on another host
+            self.assertEqual([], self.driver.incomplete_disks.sweep())
         self.assertEqual(['a_disk'], list(self.vms))
 
     def test_abandoned_leftovers_of_other_hosts_go_after_the_bound(self):
@@ -203,8 +206,9 @@ class RBDDriverTest(base.TestCase):
         self._leftover('dead_disk', 'dead-host', now - 7200)
         self._leftover('young_disk', 'live-host', now - 60)
         self._leftover('mine_disk', 'test-host', now - 7200)
-        self.assertEqual(['dead_disk'], self.driver.disks.sweep_abandoned(
-            3600, now=now))
+        incomplete = self.driver.incomplete_disks
+        self.assertEqual(['dead_disk'],
+                         incomplete.sweep_abandoned(3600, now=now))
         self.assertEqual(['mine_disk', 'young_disk'], sorted(self.vms))
         self.assertEqual({'mine_disk', 'young_disk'}, self._marked())
 

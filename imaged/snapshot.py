@@ -228,9 +228,10 @@ class Snapshots:
         reporter = self.notifications.snapshot_progress_reporter
         try:
             image_format.convert_from_rbd(
-                image.id, self.storage.pool, name,
-                rbd_snapshots.disk_snapshot_name(image.id), path,
-                image.disk_format, self.conf)
+                image.id, self.storage.qemu_image(
+                    self.storage.pool, name,
+                    rbd_snapshots.disk_snapshot_name(image.id)),
+                path, image.disk_format, self.conf)
             reporter(context, instance_uuid, image.id, 'convert')(1, 1)
             timings.step('convert')
             with open(path, 'rb') as data:

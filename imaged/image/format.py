@@ -23,7 +23,6 @@ limits; it converts into a local raw file, or straight into a new RBD image.
 import collections
 import contextlib
 import os
-import re
 import signal
 # Only for TimeoutExpired: qemu-img runs through processutils, with
 # argument lists, never a shell.
@@ -268,37 +267,13 @@ def convert_to_raw(image_id, source, dest, disk_format, conf,
         raise _not_converted(image_id, disk_format, e)
 
 
-def rbd_filename(pool, name, conf, snapshot=None):
-    """qemu's ``rbd:`` name of image ``name`` in ``pool`` (at ``snapshot``,
-    if given), as imaged's user.
+def convert_into_rbd(image_id, source, disk_format, target, conf):
+    """Write a checked image as raw into the existing RBD image ``target``
+    (a :class:`imaged.storage.connection.QemuImage`).
 
-    Ceph's timeouts go along, so a stalled cluster fails the write instead
-    of hanging it.
-    """
-    timeout = str(conf.rbd.connect_timeout)
-    options = [('id', conf.rbd.user), ('conf', conf.rbd.ceph_conf)]
-    if conf.rbd.keyring:
-        options.append(('keyring', conf.rbd.keyring))
-    options += [('client_mount_timeout', timeout),
-                ('rados_mon_op_timeout', timeout),
-                ('rados_osd_op_timeout', timeout)]
-    at = '@' + _rbd_escape(snapshot) if snapshot else ''
-    return 'rbd:%s/%s%s%s' % (
-        _rbd_escape(pool), _rbd_escape(name), at, ''.join(
-            ':%s=%s' % (key, _rbd_escape(value)) for key, value in options))
-
-
-def _rbd_escape(value):
-    # qemu splits an rbd: name at ':', '/' and '@' unless backslashed.
-    return re.sub(r'([\\:/@])', r'\\\1', str(value))
-
-
-def convert_into_rbd(image_id, source, disk_format, pool, name, conf):
-    """Write a checked image as raw into the existing RBD image ``name``.
-
-    ``name`` must be a new image (it reads as zeros) at least as large as
+    It must be a new image (it reads as zeros) at least as large as
     the image's virtual size: qemu-img writes only the parts holding data,
-    straight into Ceph, in one pass. On failure ``name`` holds part of the
+    straight into Ceph, in one pass. On failure it holds part of the
     image; the caller removes it.
 
     :raises ImageUnacceptable: qemu-img could not read the image, or it
@@ -313,24 +288,23 @@ def convert_into_rbd(image_id, source, disk_format, pool, name, conf):
             # No write-back cache to copy into; writes in flight, out of
             # order, from qemu-img's most coroutines (16: about 10% faster
             # than its default 8 into Ceph here).
-            '-t', 'none', '-W', '-m', '16', source,
-            rbd_filename(pool, name, conf)],
+            '-t', 'none', '-W', '-m', '16', source, target.filename],
             conf, extra_mb=RBD_CLIENT_ADDRESS_SPACE_MB)
     except processutils.ProcessExecutionError as e:
         stderr = e.stderr or ''
         # qemu-img names the rbd: target when it cannot open or write it.
         if 'error while writing' in stderr or 'rbd:' in stderr:
             raise exception.StorageError(
-                name=name, pool=pool,
+                name=target.name, pool=target.pool,
                 reason=_('qemu-img could not write image %(id)s into it: '
                          '%(err)s') % {'id': image_id,
                                        'err': (e.stderr or str(e)).strip()})
         raise _not_converted(image_id, disk_format, e)
 
 
-def convert_from_rbd(image_id, pool, name, snapshot, dest, disk_format,
-                     conf):
-    """Write RBD snapshot ``name@snapshot`` as a ``disk_format`` file
+def convert_from_rbd(image_id, source, dest, disk_format, conf):
+    """Write RBD snapshot ``source`` (a
+    :class:`imaged.storage.connection.QemuImage`) as a ``disk_format`` file
     ``dest`` (a root disk's snapshot into a qcow2 Glance image).
 
     :raises CacheFull: no room for ``dest``.
@@ -341,7 +315,7 @@ def convert_from_rbd(image_id, pool, name, snapshot, dest, disk_format,
         run_qemu_img(image_id, [
             'convert', '-f', 'raw', '-O', QEMU_FORMATS[disk_format],
             '-t', 'none', '-m', '16',
-            rbd_filename(pool, name, conf, snapshot), dest],
+            source.filename, dest],
             conf, extra_mb=RBD_CLIENT_ADDRESS_SPACE_MB)
     except processutils.ProcessExecutionError as e:
         stderr = (e.stderr or str(e)).strip()
@@ -350,12 +324,12 @@ def convert_from_rbd(image_id, pool, name, snapshot, dest, disk_format,
                                       image_id=image_id,
                                       reason=_('qemu-img convert: no space'))
         raise exception.StorageError(
-            name=name, pool=pool,
+            name=source.name, pool=source.pool,
             reason=_('qemu-img could not write it as %(fmt)s for image '
                      '%(id)s: %(err)s') % {'fmt': disk_format,
                                            'id': image_id, 'err': stderr})
     except exception.ImageUnacceptable as e:  # out of time
-        raise exception.StorageError(name=name, pool=pool,
+        raise exception.StorageError(name=source.name, pool=source.pool,
                                      reason=str(e)) from e
 
 

@@ -166,9 +166,10 @@ class ImageCacheManager:
         timings.step('download')
         try:
             new = self.storage.partials.new(final, got.virtual_size)
+            target = self.storage.qemu_image(*new.target)
             _commit_or_abort(new, lambda: image_format.convert_into_rbd(
-                image_id, downloaded, image.disk_format, *new.target,
-                self.conf), got.virtual_size)
+                image_id, downloaded, image.disk_format, target, self.conf),
+                got.virtual_size)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(downloaded)

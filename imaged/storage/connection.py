@@ -34,15 +34,18 @@ after the OSD is back. So the first operation on a new connection reads
 one small object first (bounded by ``rados_osd_op_timeout``); if that times
 out, the connection is retired and the operation gets a fresh one.
 
-This is the only module that connects to Ceph; the ``rados`` and ``rbd``
-modules are injectable so unit tests can pass small fakes.
+This is the only module that connects to Ceph, and the only one that knows
+imaged's Ceph user, keyring and timeouts: qemu-img reaches RBD images
+through :meth:`CephConnection.qemu_image`'s ``rbd:`` names. The ``rados``
+and ``rbd`` modules are injectable so unit tests can pass small fakes.
 """
 
 import contextlib
 import errno
-import json
+import re
 import threading
 import time
+from typing import NamedTuple
 
 from oslo_log import log as logging
 
@@ -57,10 +60,19 @@ _UNREACHABLE_ERRNOS = (errno.ETIMEDOUT, errno.ESHUTDOWN, errno.ENOTCONN,
 # Read (stat) by the first operation on a new connection; every RBD pool
 # has it once it holds an image, and ENOENT is an OSD's answer too.
 PROBE_OBJECT = 'rbd_directory'
-# Minimum client releases that do not understand RBD clone format 2.
-_BEFORE_CLONE_V2 = ('argonaut', 'bobtail', 'cuttlefish', 'dumpling',
-                    'emperor', 'firefly', 'giant', 'hammer', 'infernalis',
-                    'jewel', 'kraken', 'luminous')
+
+
+class QemuImage(NamedTuple):
+    """An RBD image (at ``snapshot``, if any) as qemu-img opens it."""
+    pool: str
+    name: str
+    snapshot: str | None
+    filename: str  # qemu's ``rbd:`` name, as imaged's user
+
+
+def _qemu_escape(value):
+    # qemu splits an rbd: name at ':', '/' and '@' unless backslashed.
+    return re.sub(r'([\\:/@])', r'\\\1', str(value))
 
 
 class Lease:
@@ -107,17 +119,38 @@ class CephConnection:
     def pool(self):
         return self.conf.rbd.pool
 
-    def _connect(self):
+    def _timeouts(self):
+        # Ceph's timeouts, so that a stalled cluster fails an operation
+        # instead of hanging it.
         timeout = str(self.conf.rbd.connect_timeout)
-        extra = {'client_mount_timeout': timeout,
-                 'rados_mon_op_timeout': timeout,
-                 'rados_osd_op_timeout': timeout,
-                 # Imports write whole 4 MiB objects once: a write-back
-                 # cache would only copy them and hold memory.
-                 'rbd_cache': 'false',
-                 # Clones whose parents can be deleted (to the trash)
-                 # while they live; see storage.trash.
-                 'rbd_default_clone_format': '2'}
+        return {'client_mount_timeout': timeout,
+                'rados_mon_op_timeout': timeout,
+                'rados_osd_op_timeout': timeout}
+
+    def qemu_image(self, pool: str, name: str,
+                   snapshot: str | None = None) -> QemuImage:
+        """Image ``name`` in ``pool`` (at ``snapshot``) as qemu-img opens
+        it: as imaged's user, with Ceph's timeouts."""
+        rbd = self.conf.rbd
+        options = [('id', rbd.user), ('conf', rbd.ceph_conf)]
+        if rbd.keyring:
+            options.append(('keyring', rbd.keyring))
+        options += list(self._timeouts().items())
+        at = '@' + _qemu_escape(snapshot) if snapshot else ''
+        filename = 'rbd:%s/%s%s%s' % (
+            _qemu_escape(pool), _qemu_escape(name), at, ''.join(
+                ':%s=%s' % (key, _qemu_escape(value))
+                for key, value in options))
+        return QemuImage(pool, name, snapshot, filename)
+
+    def _connect(self):
+        extra = dict(self._timeouts(),
+                     # Imports write whole 4 MiB objects once: a write-back
+                     # cache would only copy them and hold memory.
+                     rbd_cache='false',
+                     # Clones whose parents can be deleted (to the trash)
+                     # while they live; see storage.trash.
+                     rbd_default_clone_format='2')
         if self.conf.rbd.keyring:
             extra['keyring'] = self.conf.rbd.keyring
         # A retired connection still shutting down: wait for it (bounded
@@ -147,11 +180,11 @@ class CephConnection:
     def acquire(self):
         """A :class:`Lease`; return it with ``release``."""
         self._reap_if_due()
-        lease = self._acquire()
+        lease = self.acquire_unproven()
         if lease.proven:
             return lease
         try:
-            error = self._probe(lease)
+            error = self.probe(lease)
         except BaseException as e:
             self.release(lease, e)
             raise
@@ -161,9 +194,11 @@ class CephConnection:
                     'connecting afresh', error)
         self.release(lease, exception.BackendUnavailable(
             backend='Ceph', reason=str(error)))
-        return self._acquire()  # probed at its next use
+        return self.acquire_unproven()  # probed at its next use
 
-    def _acquire(self):
+    def acquire_unproven(self):
+        """A :class:`Lease` no OSD may have answered yet (see
+        :meth:`probe`)."""
         # One thread connects at a time; connect() is bounded by
         # connect_timeout, so so is this wait.
         with self._connect_lock:
@@ -178,7 +213,7 @@ class CephConnection:
                 lease.users += 1
                 return lease
 
-    def _probe(self, lease):
+    def probe(self, lease):
         """None if an OSD answers a read on this connection, else the error
         that says Ceph is unreachable."""
         try:
@@ -329,94 +364,6 @@ class CephConnection:
                 with self.typed_errors('the cluster'):
                     self._fsid = cluster.get_fsid()
         return self._fsid
-
-    def status(self):
-        """``(fsid or None, problems)``: can root disks be made now?
-
-        The monitors are asked whether an OSD is up, and then an OSD is
-        asked for a small object: a paused or partitioned OSD still counts
-        as up for the monitors until it is reported down.
-        """
-        try:
-            fsid = self.fsid()
-            lease = self._acquire()
-        except exception.BackendUnavailable as e:
-            return None, [str(e)]
-        error = None
-        try:
-            problem = self._cluster_problem(lease.cluster)
-            if problem is None:
-                error = self._probe(lease)
-                if error is not None:
-                    problem = _('Ceph OSDs do not answer within %(t)ss: '
-                                '%(err)s') % {
-                        't': self.conf.rbd.connect_timeout, 'err': error}
-                    error = exception.BackendUnavailable(
-                        backend='Ceph', reason=problem)
-        except exception.BackendUnavailable as e:
-            error = e
-            return None, [str(e)]
-        finally:
-            self.release(lease, error)
-        return fsid, [problem] if problem else []
-
-    def min_compat_client(self):
-        """The cluster's ``require_min_compat_client`` (``osd dump``),
-        e.g. ``'mimic'``.
-
-        :raises BackendUnavailable: the monitors do not answer or refuse.
-        """
-        with self.lease() as cluster:
-            try:
-                ret, out, err = cluster.mon_command(
-                    json.dumps({'prefix': 'osd dump', 'format': 'json'}),
-                    b'', timeout=self.conf.rbd.connect_timeout)
-            except self.rados.Error as e:
-                raise exception.BackendUnavailable(
-                    backend='Ceph', reason=_('monitors do not answer: %s') % e)
-        if ret != 0:
-            raise exception.BackendUnavailable(
-                backend='Ceph', reason=_('monitors refused "osd dump": %s')
-                % err)
-        return json.loads(out).get('require_min_compat_client', '')
-
-    def _cluster_problem(self, cluster):
-        """What the monitors say stops I/O in the pool, or None."""
-        try:
-            if not cluster.pool_exists(self.pool):
-                return _('Ceph pool %s does not exist') % self.pool
-            ret, out, err = cluster.mon_command(
-                json.dumps({'prefix': 'osd stat', 'format': 'json'}),
-                b'', timeout=self.conf.rbd.connect_timeout)
-        except self.rados.Error as e:
-            raise exception.BackendUnavailable(
-                backend='Ceph', reason=_('monitors do not answer: %s') % e)
-        if ret != 0:
-            return _('Ceph monitors refused "osd stat": %s') % err
-        stat = json.loads(out)
-        up = stat.get('num_up_osds', stat.get('osdmap', {}).get('num_up_osds'))
-        if not up:
-            return _('Ceph has no OSD up')
-        return self._clone_format_problem(cluster)
-
-    def _clone_format_problem(self, cluster):
-        """Why the cluster cannot take clones of format 2, or None."""
-        try:
-            ret, out, _err = cluster.mon_command(
-                json.dumps({'prefix': 'osd dump', 'format': 'json'}),
-                b'', timeout=self.conf.rbd.connect_timeout)
-            compat = json.loads(out).get('require_min_compat_client') \
-                if ret == 0 else None
-        except (self.rados.Error, ValueError) as e:
-            raise exception.BackendUnavailable(
-                backend='Ceph', reason=_('monitors do not answer: %s') % e)
-        if compat not in _BEFORE_CLONE_V2:
-            return None
-        return _('Ceph cannot make clones of format 2: '
-                 'require_min_compat_client is %s; imaged needs mimic or '
-                 'later ("ceph osd set-require-min-compat-client mimic"), '
-                 'or images with root disks cannot be deleted in Glance '
-                 'and base images wait for their last clone') % compat
 
 
 def _shutdown_quietly(cluster):

@@ -29,6 +29,7 @@ import tenacity
 
 from imaged import exception
 from imaged.storage import bases
+from imaged.storage import cluster_status
 from imaged.storage import connection
 from imaged.storage import disk_locks
 from imaged.storage import disk_markers
@@ -76,6 +77,7 @@ class RBDDriver:
         self.disks = disks.RootDiskStore(self.conn, self.partials,
                                          self.incomplete_disks, self.trash)
         self.verified = verified.VerifiedSnapshots(self.conn, host)
+        self.cluster_status = cluster_status.ClusterStatus(self.conn)
         self._cleanup_role = None
 
     @property
@@ -87,7 +89,7 @@ class RBDDriver:
 
     def status(self):
         """``(fsid or None, problems)``: can root disks be made now?"""
-        return self.conn.status()
+        return self.cluster_status.status()
 
     def holds_cleanup_role(self, interval):
         """Whether this host does the pool-wide cleanup now (one host of
@@ -105,6 +107,11 @@ class RBDDriver:
     def release_cleanup_role(self):
         if self._cleanup_role is not None:
             self._cleanup_role.release()
+
+    def qemu_image(self, pool, name, snapshot=None):
+        """Image ``name`` in ``pool`` as qemu-img opens it (a
+        :class:`imaged.storage.connection.QemuImage`)."""
+        return self.conn.qemu_image(pool, name, snapshot)
 
     def in_cluster(self, loc):
         """Whether the parsed ``rbd://`` location is in our cluster."""

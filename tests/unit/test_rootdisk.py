@@ -344,10 +344,10 @@ class RBDBaseImagesTest(RootDisksTest):
         checked = image_format.CheckedImage('vhd', 512)
         targets = []
 
-        def convert(image_id, source, disk_format, pool, name, conf):
+        def convert(image_id, source, disk_format, target, conf):
             self.assertTrue(os.path.exists(source))  # the checked download
-            targets.append((pool, name))
-            self.vms[name].blocks[0] = b'converted'
+            targets.append((target.pool, target.name))
+            self.vms[target.name].blocks[0] = b'converted'
         with mock.patch.object(image_format, 'check_image',
                                return_value=checked), \
                 mock.patch.object(image_format, 'convert_to_raw') as to_raw, \

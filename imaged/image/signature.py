@@ -16,7 +16,7 @@ Nova's rules (``[glance] verify_glance_signatures``,
 ``enable_certificate_validation``, ``default_trusted_certificate_ids``, the
 call's trusted certificate ids) decide whether an image must be verified;
 :meth:`Signatures.check` reads the signing certificate from the key
-manager (castellan, with the caller's token), validates it when asked, and
+manager (:mod:`imaged.image.certificates`), validates it when asked, and
 gives the call's :class:`Signed` image, or refuses it with a typed error.
 
 The bytes are verified by cursive's verifiers, fed by whoever reads them:
@@ -34,12 +34,7 @@ import json
 import threading
 import time
 
-import cachetools
-from castellan.common import exception as castellan_exception
-from castellan import key_manager as castellan_key_manager
 from cryptography import exceptions as crypto_exceptions
-from cryptography.hazmat.backends import default_backend
-from cryptography import x509
 from cursive import certificate_utils
 from cursive import exception as cursive_exception
 from cursive import signature_utils
@@ -49,6 +44,7 @@ from oslo_log import log as logging
 from imaged import deadline as call_deadline
 from imaged import exception
 from imaged.i18n import _
+from imaged.image import certificates
 from imaged.image import download
 from imaged.image import record as image_record
 
@@ -61,68 +57,6 @@ SNAPSHOT = 'verified by reading the snapshot'
 RECORDED = 'verified before (recorded in the pool)'
 # A disk made from the image cache's copy, which this call did not read.
 CACHED = 'certificate checked; cached copy used'
-
-
-class KeyManager:
-    """Certificates from castellan's key manager, read with the caller's
-    context and kept ``[glance] certificate_cache_seconds``; ``api`` is
-    injectable (castellan's, made from ``conf`` at the first use, by
-    default)."""
-
-    def __init__(self, conf, api=None):
-        self.conf = conf
-        self._api = api
-        seconds = conf.glance.certificate_cache_seconds
-        self._kept = cachetools.TTLCache(maxsize=1024, ttl=seconds) \
-            if seconds else None
-        self._kept_lock = threading.Lock()
-
-    def _key_manager(self):
-        if self._api is None:
-            self._api = castellan_key_manager.API(self.conf)
-        return self._api
-
-    def certificate(self, context, image_id, certificate_id):
-        """The X.509 certificate ``certificate_id`` (cryptography's).
-
-        :raises ImageCertificateInvalid: not in the key manager, or not an
-            X.509 certificate.
-        :raises KeyManagerUnavailable: the key manager could not be asked.
-        """
-        def unavailable(reason):
-            return exception.KeyManagerUnavailable(
-                certificate_id=certificate_id, image_id=image_id,
-                reason=reason)
-
-        def invalid(reason):
-            return exception.ImageCertificateInvalid(
-                certificate_id=certificate_id, image_id=image_id,
-                reason=reason)
-
-        if self._kept is not None:
-            with self._kept_lock:
-                kept = self._kept.get(certificate_id)
-            if kept is not None:
-                return kept
-        if not getattr(context, 'auth_token', None):
-            raise unavailable(_('the call has no token to read it with'))
-        try:
-            found = self._key_manager().get(context, certificate_id)
-        except castellan_exception.ManagedObjectNotFoundError:
-            raise invalid(_('the key manager has no such certificate'))
-        except Exception as e:  # the backend's own errors, connections
-            raise unavailable(str(e) or type(e).__name__)
-        if getattr(found, 'format', None) != signature_utils.X_509:
-            raise invalid(_('it is not an X.509 certificate'))
-        try:
-            certificate = x509.load_der_x509_certificate(
-                found.get_encoded(), default_backend())
-        except ValueError as e:
-            raise invalid(str(e))
-        if self._kept is not None:
-            with self._kept_lock:
-                self._kept[certificate_id] = certificate
-        return certificate
 
 
 class Verifier:
@@ -205,7 +139,7 @@ class Signatures:
     def __init__(self, conf, snapshots=None, key_manager=None, metrics=None):
         self.conf = conf
         self.snapshots = snapshots
-        self.key_manager = key_manager or KeyManager(conf)
+        self.key_manager = key_manager or certificates.KeyManager(conf)
         self.metrics = metrics
         self._image_locks = lockutils.Semaphores()
         self._memo_lock = threading.Lock()

@@ -238,7 +238,8 @@ class ImageAgentManager:
         self.callers.identify(context, 'flatten_root_disk')
         with self._long_call(context, 'flatten_root_disk',
                              instance_uuid=instance_uuid):
-            return self.root_disks.flatten(context, instance_uuid)
+            return self.root_disks.flattening.flatten(context,
+                                                      instance_uuid)
 
     @messaging.expose
     @remote_errors

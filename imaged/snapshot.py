@@ -108,7 +108,7 @@ class Snapshots:
                  timings: 'rootdisk.Timings') -> dict[str, Any]:
         name = rbd_disks.disk_name(instance_uuid)
         deadline = call_deadline.of(context)
-        with self.root_disks.instance_lock(context, name):
+        with self.root_disks.access.instance_lock(context, name):
             info = self.storage.disks.finished(name)
             if info is None:
                 raise exception.RootDiskNotFound(name=name,
@@ -118,7 +118,8 @@ class Snapshots:
                 raise exception.NotAuthorized(
                     action=_('snapshot root disk %s') % name,
                     reason=_('a snapshot needs a token'))
-            self.root_disks.check_owner(context, name, info, _('snapshot'))
+            self.root_disks.access.check_owner(context, name, info,
+                                               _('snapshot'))
             image = self.glance.show(context, image_id)
             self._check_image(context, image)
             timings.step('glance')

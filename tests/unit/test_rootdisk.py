@@ -97,7 +97,7 @@ class RootDisksTest(base.TestCase):
         # timeout.
         self.flags(long_rpc_timeout=600)
         name = INSTANCE + '_disk'
-        held = self.disks._instance_locks.get(name)
+        held = self.disks.access._instance_locks.get(name)
         held.acquire()
         self.addCleanup(held.release)
         ctxt = context.get_admin_context()

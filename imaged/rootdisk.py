@@ -38,6 +38,7 @@ from typing import Any
 
 from oslo_log import log as logging
 from oslo_utils import units
+import tenacity
 
 from imaged import background
 from imaged import deadline as call_deadline
@@ -214,26 +215,32 @@ class RootDisks:
     def _make(self, context, image, spec, timings):
         """``(strategy, info)`` of the new disk ``spec``: a clone of the
         image's cloneable location, else from the image cache."""
-        for attempt in (1, 2):
-            location, parent_size = self.locations.cloneable(
-                context, image, timings)
-            if location is None:
-                return 'download', self._download(context, image, spec,
-                                                  timings)
-            call_deadline.of(context).check(_('the root disk %s') %
-                                            spec.name)
-            try:
-                self._verify_clone_source(context, image, location, timings)
-                return 'clone', self._clone(image, location, parent_size,
-                                            spec, timings)
-            except exception.CloneSourceNotFound as e:
-                # Gone since it was found (remembered): look it up once
-                # more, and download if Glance keeps it nowhere cloneable.
-                self.locations.forget(image.id)
-                if attempt == 2:
-                    raise
-                LOG.info('Image %s is no longer at the location imaged '
-                         'found (%s); looking it up again', image.id, e)
+        def look_again(retry_state):
+            # Gone since it was found (and forgotten): look it up once
+            # more, and download if Glance keeps it nowhere cloneable.
+            LOG.info('Image %s is no longer at the location imaged found '
+                     '(%s); looking it up again', image.id,
+                     retry_state.outcome.exception())
+        return tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(
+                exception.CloneSourceNotFound),
+            stop=tenacity.stop_after_attempt(2), before_sleep=look_again,
+            reraise=True)(self._clone_or_download, context, image, spec,
+                          timings)
+
+    def _clone_or_download(self, context, image, spec, timings):
+        location, parent_size = self.locations.cloneable(context, image,
+                                                         timings)
+        if location is None:
+            return 'download', self._download(context, image, spec, timings)
+        call_deadline.of(context).check(_('the root disk %s') % spec.name)
+        try:
+            self._verify_clone_source(context, image, location, timings)
+            return 'clone', self._clone(image, location, parent_size, spec,
+                                        timings)
+        except exception.CloneSourceNotFound:
+            self.locations.forget(image.id)
+            raise
 
     def _verify_clone_source(self, context, image, location, timings):
         """A signed image's snapshot is verified (once per pool) before

@@ -25,6 +25,7 @@ import time
 
 from oslo_concurrency import lockutils
 from oslo_log import log as logging
+import tenacity
 
 from imaged import exception
 from imaged.image import glance
@@ -86,48 +87,68 @@ class StoreCopier:
         return self.glance.show(context, image_id)
 
     def _copy(self, context, image_id, store):
+        """Ask once Glance has no copy under way; poll the record every
+        ``copy_poll_interval`` until it tells, at most ``copy_timeout``."""
         deadline = self._clock() + self.conf.glance.copy_timeout
-        state = store_state(self._read(context, image_id), store)
-        # A failure already on the record is an older attempt's until Glance
-        # clears it when it starts the copy asked for now.
-        failure_is_news = state != 'failed'
-        requests = 0
-        started = False  # Glance accepted our request: wait, never re-ask
-        while True:
-            if state == 'present':
-                return CopyResult(COPIED, None)
-            if state == 'failed' and failure_is_news:
-                return CopyResult(FAILED, 'Glance lists store %s in '
-                                  'os_glance_failed_import' % store)
-            if not started and (state == 'absent' or
-                                (state == 'failed' and requests == 0)):
-                if requests >= MAX_REQUESTS:
-                    return CopyResult(REFUSED, 'Glance still answers 409 '
-                                      'with no copy into %s under way' %
-                                      store)
-                answer, detail = self.glance.copy_to_store(
-                    image_id, store, context=context)
-                requests += 1
-                if answer == glance.COPY_REFUSED:
-                    # "already present" is a 400: another host won the race.
-                    if store_state(self._read(context, image_id),
-                                   store) == 'present':
-                        return CopyResult(COPIED, None)
-                    return CopyResult(REFUSED, detail)
-                if answer == glance.COPY_STARTED:
-                    started = True
-                    LOG.info('Asked Glance to copy image %s into store %s',
-                             image_id, store)
-                else:
-                    LOG.info('Glance is busy importing image %s (%s); '
-                             'waiting for the copy into store %s', image_id,
-                             detail, store)
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                return CopyResult(TIMED_OUT, 'store %s did not list the '
-                                  'image within %ss' %
-                                  (store, self.conf.glance.copy_timeout))
-            self._sleep(min(self.conf.glance.copy_poll_interval, remaining))
+        watch = {'looks': 0, 'requests': 0,
+                 'started': False}  # Glance accepted our request: never re-ask
+
+        def look():
             state = store_state(self._read(context, image_id), store)
-            if state != 'failed':
-                failure_is_news = True
+            # A failure on the record at the first look is an older
+            # attempt's until Glance clears it when it starts the copy
+            # asked for now.
+            if watch['looks'] == 0:
+                watch['failure_is_news'] = state != 'failed'
+            elif state != 'failed':
+                watch['failure_is_news'] = True
+            watch['looks'] += 1
+            watch['state'] = state
+            return self._step(context, image_id, store, watch)
+
+        def timed_out(retry_state):
+            return CopyResult(TIMED_OUT, 'store %s did not list the image '
+                              'within %ss' %
+                              (store, self.conf.glance.copy_timeout))
+        return tenacity.Retrying(
+            retry=tenacity.retry_if_result(lambda result: result is None),
+            stop=lambda retry_state: deadline - self._clock() <= 0,
+            wait=lambda retry_state: max(min(
+                self.conf.glance.copy_poll_interval,
+                deadline - self._clock()), 0),
+            sleep=self._sleep, retry_error_callback=timed_out)(look)
+
+    def _step(self, context, image_id, store, watch):
+        """What the record says now: a :class:`CopyResult`, or None to
+        look again (after asking Glance for the copy if none is under
+        way)."""
+        state = watch['state']
+        if state == 'present':
+            return CopyResult(COPIED, None)
+        if state == 'failed' and watch['failure_is_news']:
+            return CopyResult(FAILED, 'Glance lists store %s in '
+                              'os_glance_failed_import' % store)
+        if not watch['started'] and (state == 'absent' or
+                                     (state == 'failed' and
+                                      watch['requests'] == 0)):
+            if watch['requests'] >= MAX_REQUESTS:
+                return CopyResult(REFUSED, 'Glance still answers 409 '
+                                  'with no copy into %s under way' % store)
+            answer, detail = self.glance.copy_to_store(
+                image_id, store, context=context)
+            watch['requests'] += 1
+            if answer == glance.COPY_REFUSED:
+                # "already present" is a 400: another host won the race.
+                if store_state(self._read(context, image_id),
+                               store) == 'present':
+                    return CopyResult(COPIED, None)
+                return CopyResult(REFUSED, detail)
+            if answer == glance.COPY_STARTED:
+                watch['started'] = True
+                LOG.info('Asked Glance to copy image %s into store %s',
+                         image_id, store)
+            else:
+                LOG.info('Glance is busy importing image %s (%s); '
+                         'waiting for the copy into store %s', image_id,
+                         detail, store)
+        return None

@@ -10,8 +10,9 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""What a base image's build leaves on the base's lock object, for the calls
-that waited for it (:mod:`imaged.storage.bases` owns the protocol).
+"""A base image's build as its waiters see it: what the build leaves on the
+base's lock object, and each waiting call's looks for the complete base
+(:mod:`imaged.storage.bases` owns the protocol).
 
 The builder writes the xattr ``imaged.build`` (id, host, start) when it
 starts; a failed build writes its typed error in ``imaged.build_error``,
@@ -26,16 +27,21 @@ import uuid
 from oslo_log import log as logging
 
 from imaged import exception
+from imaged.i18n import _
 from imaged.storage import base_state
 
 LOG = logging.getLogger(__name__)
 
+BUILD_LOCK_NAME = 'imaged-build'
 BUILD_XATTR = 'imaged.build'
 BUILD_ERROR_XATTR = 'imaged.build_error'
 # A build refused for the image itself answers the calls of the next
 # seconds too (a boot storm's stragglers), instead of each downloading it.
 REFUSALS = ('ImageUnacceptable',)
 REFUSAL_TTL = 60
+# Builds one call makes before it gives up (a cleanup may win a race with
+# a new base, not three).
+MAX_BUILDS = 3
 
 
 def read_json(conn, ioctx, key: str, xattr: str) -> dict:
@@ -117,3 +123,91 @@ def raise_failure_of(conn, ioctx, key: str, build_id: str) -> None:
     kwargs = record.get('kwargs')
     raise cls(record.get('message'),
               **(kwargs if isinstance(kwargs, dict) else {}))
+
+
+class WaitForBase:
+    """One call's looks for a complete base (``BaseImageStore.use``):
+    each either finds it (and holds its lock shared), or builds it, or
+    says how long to wait for another host's build.
+
+    Bounded by the call's deadline (:class:`exception.Timeout`) and by
+    ``MAX_BUILDS``; the typed error of a build it waited for is its own.
+    """
+
+    def __init__(self, store, ioctx, image_id, build, deadline, watching):
+        self.store, self.ioctx, self.image_id = store, ioctx, image_id
+        self.build, self.deadline, self.watching = build, deadline, watching
+        self.key = base_state.lock_object(image_id)
+        self.watch = None
+        self.before, self.first_miss = None, True
+        self.builds, self.made = 0, False
+        self.pause = 0.0  # seconds to wait before the next look
+
+    def remaining(self):
+        opts = self.store.conn.conf.rbd
+        if self.deadline is None:
+            return opts.base_lock_timeout
+        left = self.deadline.remaining()
+        if left <= 0:
+            raise exception.Timeout(what=self.store.what(self.image_id),
+                                    seconds=0)
+        return left
+
+    def wait_for_builder(self, seconds):
+        if seconds:
+            self.watch.wait(seconds)
+
+    def __call__(self):
+        """``(clone_lock, location, size)``, or None to look again."""
+        store, ioctx, image_id, key = (self.store, self.ioctx,
+                                       self.image_id, self.key)
+        conn, opts = store.conn, store.conn.conf.rbd
+        self.pause = 0.0
+        self.remaining()  # past the call's deadline: Timeout
+        clone_lock = store.lock_for(ioctx, image_id, shared=True)
+        if not clone_lock.try_acquire():  # a removal or repair
+            self.watch = self.watch or self.watching()
+            clone_lock.acquire(min(opts.base_lock_timeout, self.remaining()),
+                               store.what(image_id), wake=self.watch)
+        try:
+            base, size = store.complete(ioctx, image_id)
+            if base is not None:
+                store.record_use(image_id)
+                return clone_lock, base, size
+        except BaseException:
+            clone_lock.release()
+            raise
+        clone_lock.release()
+        if self.watch is None:
+            self.watch = self.watching()
+            return None  # a build may have ended before we watched
+        if self.first_miss:
+            # The failure of any build but one that had failed before this
+            # call came is this call's too: it came while that build ran.
+            # So is a recent failure that was the image's own fault.
+            self.first_miss = False
+            self.before = failed_build(conn, ioctx, key)
+            if self.before is not None and \
+                    recent_refusal(conn, ioctx, key):
+                raise_failure_of(conn, ioctx, key, self.before)
+        else:
+            failed = failed_build(conn, ioctx, key)
+            if failed is not None and failed != self.before:
+                raise_failure_of(conn, ioctx, key, failed)
+        if self.builds == MAX_BUILDS:
+            raise exception.StorageError(
+                name=base_state.base_name(image_id), pool=store.pool,
+                reason=_('its base image was gone each time it was made'))
+        build_lock = store.lock_for(ioctx, image_id, name=BUILD_LOCK_NAME)
+        if build_lock.try_acquire():
+            self.builds += 1
+            try:
+                self.made = store.build(ioctx, image_id,
+                                        self.build) or self.made
+            finally:
+                build_lock.release()
+            return None
+        LOG.debug('Waiting for the base image of %s, built by %s',
+                  image_id, builder(conn, ioctx, key))
+        self.pause = min(self.remaining(), opts.base_lock_duration / 2.0)
+        return None

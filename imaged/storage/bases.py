@@ -55,6 +55,7 @@ import threading
 import time
 
 from oslo_log import log as logging
+import tenacity
 
 from imaged import exception
 from imaged.i18n import _
@@ -69,12 +70,8 @@ from imaged.storage import watches as rados_watches
 LOG = logging.getLogger(__name__)
 
 LOCK_NAME = 'imaged-base'
-BUILD_LOCK_NAME = 'imaged-build'
 # Last use is written at most this often per host and base.
 MAX_USE_RECORD_INTERVAL = 3600
-# Builds one call makes before it gives up (a cleanup may win a race with
-# a new base, not three).
-MAX_BUILDS = 3
 
 
 class BaseImageStore:
@@ -96,13 +93,13 @@ class BaseImageStore:
 
     # -- the locks ------------------------------------------------------------
 
-    def _lock(self, ioctx, image_id, name=LOCK_NAME, shared=False):
+    def lock_for(self, ioctx, image_id, name=LOCK_NAME, shared=False):
         duration = self.conn.conf.rbd.base_lock_duration
         return locks.RadosLock(self.conn, ioctx,
                                base_state.lock_object(image_id), name,
                                self.host, duration, shared=shared)
 
-    def _what(self, image_id):
+    def what(self, image_id):
         return _('the lock on the base image of %(id)s in pool %(pool)s') % {
             'id': image_id, 'pool': self.pool}
 
@@ -120,12 +117,12 @@ class BaseImageStore:
         if timeout is None:
             timeout = self.conn.conf.rbd.base_lock_timeout
         with self.conn.ioctx(name=base_state.lock_object(image_id)) as ioctx:
-            lock = self._lock(ioctx, image_id)
+            lock = self.lock_for(ioctx, image_id)
             try:
                 if timeout == 0:
                     held = lock.try_acquire()
                 else:
-                    lock.acquire(timeout, self._what(image_id))
+                    lock.acquire(timeout, self.what(image_id))
                     held = True
                 yield held
             finally:
@@ -147,81 +144,27 @@ class BaseImageStore:
         :raises: the typed error of the build this call waited for;
             ForeignBaseImage; Timeout.
         """
-        conn, opts = self.conn, self.conn.conf.rbd
         key = base_state.lock_object(image_id)
-        made = False
-
-        def remaining():
-            if deadline is None:
-                return opts.base_lock_timeout
-            left = deadline.remaining()
-            if left <= 0:
-                raise exception.Timeout(what=self._what(image_id),
-                                        seconds=0)
-            return left
-
         with self.conn.ioctx(name=key) as ioctx, \
                 contextlib.ExitStack() as stack:
             # Watched only once this call has to wait: a clone of a
             # complete base costs a shared lock and a look, nothing more.
-            watch, before, first_miss = None, None, True
+            look = base_builds.WaitForBase(
+                self, ioctx, image_id, build, deadline,
+                lambda: stack.enter_context(self.watches.watch(key)))
+            # Look again at once after a build (or once watching), else
+            # when the builder notifies, at least every half lease.
+            clone_lock, base, size = tenacity.Retrying(
+                retry=tenacity.retry_if_result(lambda found: found is None),
+                wait=lambda retry_state: look.pause,
+                sleep=look.wait_for_builder,
+                stop=tenacity.stop_never)(look)
+            try:
+                yield base, size, look.made
+            finally:
+                clone_lock.release()
 
-            def watching():
-                return stack.enter_context(self.watches.watch(key))
-            builds = 0
-            while True:
-                remaining()  # past the call's deadline: Timeout
-                clone_lock = self._lock(ioctx, image_id, shared=True)
-                if not clone_lock.try_acquire():  # a removal or repair
-                    watch = watch or watching()
-                    clone_lock.acquire(
-                        min(opts.base_lock_timeout, remaining()),
-                        self._what(image_id), wake=watch)
-                try:
-                    base, size = self._complete(ioctx, image_id)
-                    if base is not None:
-                        self._record_use(image_id)
-                        yield base, size, made
-                        return
-                finally:
-                    clone_lock.release()
-                if watch is None:
-                    watch = watching()
-                    continue  # a build may have ended before we watched
-                if first_miss:
-                    # The failure of any build but one that had failed
-                    # before this call came is this call's too: it came
-                    # while that build ran. So is a recent failure that
-                    # was the image's own fault.
-                    first_miss = False
-                    before = base_builds.failed_build(conn, ioctx, key)
-                    if before is not None and \
-                            base_builds.recent_refusal(conn, ioctx, key):
-                        base_builds.raise_failure_of(conn, ioctx, key,
-                                                     before)
-                else:
-                    failed = base_builds.failed_build(conn, ioctx, key)
-                    if failed is not None and failed != before:
-                        base_builds.raise_failure_of(conn, ioctx, key,
-                                                     failed)
-                if builds == MAX_BUILDS:
-                    raise exception.StorageError(
-                        name=base_state.base_name(image_id), pool=self.pool,
-                        reason=_('its base image was gone each time it was '
-                                 'made'))
-                builder = self._lock(ioctx, image_id, name=BUILD_LOCK_NAME)
-                if builder.try_acquire():
-                    builds += 1
-                    try:
-                        made = self._build(ioctx, image_id, build) or made
-                    finally:
-                        builder.release()
-                    continue
-                LOG.debug('Waiting for the base image of %s, built by %s',
-                          image_id, base_builds.builder(conn, ioctx, key))
-                watch.wait(min(remaining(), opts.base_lock_duration / 2.0))
-
-    def _build(self, ioctx, image_id, build):
+    def build(self, ioctx, image_id, build):
         """With the build lock held: make the base, tell the waiters.
 
         :returns: whether this call made it.
@@ -249,9 +192,9 @@ class BaseImageStore:
     def location(self, image_id):
         """``(location, size)`` of a complete base's snapshot, or Nones."""
         with self.conn.ioctx(name=base_state.base_name(image_id)) as ioctx:
-            return self._complete(ioctx, image_id)
+            return self.complete(ioctx, image_id)
 
-    def _complete(self, ioctx, image_id):
+    def complete(self, ioctx, image_id):
         """``(location, size)`` of a complete base, else Nones.
 
         :raises ForeignBaseImage: the name is taken by an image not ours.
@@ -304,7 +247,7 @@ class BaseImageStore:
             return None, None
         return self._location(image_id), state.size
 
-    def _record_use(self, image_id):
+    def record_use(self, image_id):
         """With the base locked: note that this host uses it, at most once
         per interval (half a cleanup's patience never runs out unseen)."""
         interval = min(MAX_USE_RECORD_INTERVAL,

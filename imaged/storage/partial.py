@@ -34,6 +34,7 @@ import time
 import uuid
 
 from oslo_log import log as logging
+import tenacity
 
 from imaged import exception
 from imaged.i18n import _
@@ -218,15 +219,22 @@ class PartialImage:
                          name='abort-' + self.part).start()
 
     def _clean_up(self, patient=False):
-        while self._blocks is not None:
+        """Drain the writes in flight, then close and remove the partial;
+        ``patient``: drain again while Ceph does not answer (each drain is
+        bounded by Ceph's own timeouts), else leave that to a thread."""
+        def failed(retry_state):
+            self._error = retry_state.outcome.exception()
+        if self._blocks is not None:
             try:
-                self._blocks.drain()
-                break
+                tenacity.Retrying(
+                    retry=tenacity.retry_if_exception_type(
+                        exception.BackendUnavailable) if patient
+                    else tenacity.retry_never,
+                    before_sleep=failed, reraise=True)(self._blocks.drain)
             except exception.BackendUnavailable as e:
                 self._error = e
-                if not patient:
-                    self._clean_up_later()
-                    return
+                self._clean_up_later()
+                return
         try:
             if self._image is not None:
                 image, self._image = self._image, None

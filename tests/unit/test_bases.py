@@ -374,7 +374,7 @@ class PoolProtocolTest(base.TestCase):
         key = base_state.lock_object(IMAGE)
         with self.hosts[1].storage.conn.ioctx() as ioctx:
             # A builder that died a moment ago: its lease runs 1 s more.
-            ioctx.lock_exclusive(key, bases.BUILD_LOCK_NAME, 'dead',
+            ioctx.lock_exclusive(key, base_builds.BUILD_LOCK_NAME, 'dead',
                                  duration=1)
             ioctx.set_xattr(key, base_builds.BUILD_XATTR, b'{"id": "dead"}')
         started = time.monotonic()
@@ -426,6 +426,25 @@ class PoolProtocolTest(base.TestCase):
         self.assertIn(IMAGE, str(e))
         self.assertEqual(0, self.glance.downloads)
 
+    def test_a_waiter_s_deadline_ends_its_wait_for_another_builder(self):
+        self.glance.add(IMAGE, DATA)
+        key = base_state.lock_object(IMAGE)
+        with self.hosts[1].storage.conn.ioctx() as ioctx:
+            # A live builder elsewhere: its lease outlasts the call.
+            ioctx.lock_exclusive(key, base_builds.BUILD_LOCK_NAME, 'alive',
+                                 duration=30)
+        ends = time.monotonic() + 0.5
+        deadline = type('Deadline', (), {
+            'remaining': lambda self: ends - time.monotonic()})()
+        store = self.hosts[0].storage.bases
+        started = time.monotonic()
+        e = self.assertRaises(exception.Timeout, store.use(
+            IMAGE, lambda: None, deadline).__enter__)
+        self.assertIn(IMAGE, str(e))
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertGreaterEqual(time.monotonic() - started, 0.4)
+        self.assertEqual(0, self.glance.downloads)
+
     def test_too_large_for_one_disk_is_built_for_a_larger_one(self):
         self.gate.set()
         self.glance.add(IMAGE, b'x' * 15, size=None)
@@ -443,7 +462,7 @@ class PoolProtocolTest(base.TestCase):
         e = self.assertRaises(exception.StorageError, store.use(
             IMAGE, lambda: builds.append(1)).__enter__)
         self.assertIn(BASE, str(e))
-        self.assertEqual(bases.MAX_BUILDS, len(builds))
+        self.assertEqual(base_builds.MAX_BUILDS, len(builds))
         self.assertEqual([], self.cluster.held_locks())
 
     def test_cleanup_skips_a_busy_base_and_goes_on(self):

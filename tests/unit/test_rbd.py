@@ -12,6 +12,7 @@
 
 import json
 import os
+from unittest import mock
 
 from oslo_utils import units
 
@@ -400,3 +401,38 @@ class RBDDriverTest(base.TestCase):
         e = self.assertRaises(exception.StorageError, writer.commit, 100)
         self.assertIn('boom', str(e))
         self.assertEqual({}, self.vms)
+
+
+class PartialCleanUpTest(base.TestCase):
+    """An aborted partial's writes in flight are drained before it goes."""
+
+    def partial(self, *drains):
+        part = partial.PartialImage.__new__(partial.PartialImage)
+        part._blocks = mock.Mock(**{'drain.side_effect': drains})
+        part._image, part.ioctx, part._error = None, None, None
+        part._close = mock.Mock()
+        part._clean_up_later = mock.Mock()
+        return part
+
+    def unavailable(self):
+        return exception.BackendUnavailable(backend='Ceph', reason='stalled')
+
+    def test_a_patient_clean_up_drains_again_until_ceph_answers(self):
+        part = self.partial(self.unavailable(), self.unavailable(), None)
+        part._clean_up(patient=True)
+        self.assertEqual(3, part._blocks.drain.call_count)
+        part._close.assert_called_once_with()
+        part._clean_up_later.assert_not_called()
+        self.assertIsInstance(part._error, exception.BackendUnavailable)
+
+    def test_an_impatient_clean_up_leaves_a_stalled_drain_to_a_thread(self):
+        part = self.partial(self.unavailable(), None)
+        part._clean_up()
+        self.assertEqual(1, part._blocks.drain.call_count)
+        part._clean_up_later.assert_called_once_with()
+        part._close.assert_not_called()
+
+    def test_another_error_of_the_drain_is_raised_at_once(self):
+        part = self.partial(RuntimeError('bug'), None)
+        self.assertRaises(RuntimeError, part._clean_up, patient=True)
+        self.assertEqual(1, part._blocks.drain.call_count)

@@ -228,12 +228,17 @@ class RootDisksTest(base.TestCase):
     def test_a_snapshot_gone_under_the_clone_is_a_typed_error(self):
         self.add_cloneable(data=b'boot')
 
+        clones = []
+
         def gone(rbd, *args):
+            clones.append(args)
             raise self.cluster.rbd.ImageNotFound('snap')
         self.useFixture(base.fixtures.MonkeyPatch(
             'tests.unit.fakes.FakeRBD.clone', gone))
         e = self.assertRaises(exception.CloneSourceNotFound, self.create)
         self.assertIn(INSTANCE + '_disk', str(e))
+        # Looked up once more (the location is still there), then given up.
+        self.assertEqual(2, len(clones))
         self.assertEqual([], self.instance_disks())
         self.assertEqual(set(), {key[2] for key in self.cluster.xattrs
                                  if key[1] == 'imaged.disks.creating'})

@@ -40,13 +40,9 @@ from oslo_log import log as logging
 from oslo_utils import units
 import tenacity
 
-from imaged import background
 from imaged import deadline as call_deadline
-from imaged import disk_access
 from imaged import exception
-from imaged import flattening
 from imaged.i18n import _
-from imaged.image import locations as image_locations
 from imaged.image import record
 from imaged.image import signature
 from imaged import policy
@@ -74,21 +70,23 @@ class Timings:
 class RootDisks:
     """Creates and deletes root disks; the manager validates arguments."""
 
-    def __init__(self, conf, glance_api, storage, image_cache,
-                 signatures=None):
+    def __init__(self, conf, glance_api, storage, image_cache, signatures,
+                 locations, access, flattening, flattens):
+        """Parts from :mod:`imaged.wiring`: ``signatures`` an
+        :class:`imaged.image.signature.Signatures` (None: none verified),
+        ``locations`` the image's cloneable locations, ``access`` a
+        :class:`imaged.disk_access.DiskAccess`, ``flattening`` a
+        :class:`imaged.flattening.RootDiskFlattens` and ``flattens`` the
+        background's queue."""
         self.conf = conf
-        # An imaged.image.signature.Signatures; None: none verified.
         self.signatures = signatures
         self.glance = glance_api
         self.storage = storage
         self.image_cache = image_cache
-        self.locations = image_locations.CloneableLocations(
-            conf, glance_api, storage)
-        self.access = disk_access.DiskAccess(conf, storage)
-        self.flattening = flattening.RootDiskFlattens(conf, storage,
-                                                      self.access)
-        self.flattens = background.BackgroundFlattens(
-            conf, self.flattening.flatten_in_background)
+        self.locations = locations
+        self.access = access
+        self.flattening = flattening
+        self.flattens = flattens
         # Reads Glance's record of an image while a create takes its
         # disk's locks: one thread per long call at most.
         self._records = futures.ThreadPoolExecutor(

@@ -67,11 +67,9 @@ class BookkeepingCostTest(base.TestCase):
                 rbd_module=self.cluster.rbd)
             cache = image_cache.BaseFiles(self.conf)
             cache.prepare()
-            disks = parts.root_disks(self.conf, self.glance, storage, cache,
-                                     _Silent())
             self.managers.append(imaged_manager.ImageAgentManager(
-                self.conf, 'host-%d' % n, disks, storage, disks.image_cache,
-                self.glance, notifications=_Silent()))
+                parts.agent(self.conf, self.glance, storage, cache,
+                            _Silent())))
 
     def count(self, func):
         before = self.cluster.ops

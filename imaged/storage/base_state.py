@@ -93,10 +93,11 @@ class State:
         return max(times, default=0.0)
 
 
-def read_state(conn, ioctx, image_id: str, children: bool = True) -> State:
-    """What the base looks like; its clones counted if ``children``."""
+def read_state(conn, ioctx, image_id: str,
+               count_children: bool = True) -> State:
+    """What the base looks like; its clones counted if ``count_children``.
+    """
     rbd = conn.rbd
-    count_children = children
     try:
         with rbd.Image(ioctx, base_name(image_id), read_only=True) as image:
             metadata = {k: v for k, v in image.metadata_list()

@@ -202,7 +202,7 @@ class BaseImageStore:
         name = base_state.base_name(image_id)
         with self.conn.typed_errors(name):
             state = base_state.read_state(self.conn, ioctx, image_id,
-                                          children=False)
+                                          count_children=False)
         if state.kind == base_state.FOREIGN:
             raise exception.ForeignBaseImage(name=name, pool=self.pool)
         if state.kind != base_state.COMPLETE:

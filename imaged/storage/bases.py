@@ -53,6 +53,7 @@ clone.
 import contextlib
 import threading
 import time
+from typing import Any, Callable, Iterator
 
 from oslo_log import log as logging
 import tenacity
@@ -61,6 +62,7 @@ from imaged import exception
 from imaged.i18n import _
 from imaged.storage import base_builds
 from imaged.storage import base_state
+from imaged.storage import connection
 from imaged.storage import location as rbd_location
 from imaged.storage import locks
 from imaged.storage import partial
@@ -72,39 +74,46 @@ LOG = logging.getLogger(__name__)
 LOCK_NAME = 'imaged-base'
 # Last use is written at most this often per host and base.
 MAX_USE_RECORD_INTERVAL = 3600
+# A base's ``(location, size)``, or Nones.
+Found = tuple[rbd_location.RBDLocation | None, int | None]
 
 
 class BaseImageStore:
     """The base images of ``[rbd] pool``."""
 
-    def __init__(self, conn, writer, host, trash=None):
+    def __init__(self, conn: connection.CephConnection,
+                 writer: partial.PartialWriter, host: str,
+                 trash: rbd_trash.Trash | None = None) -> None:
         self.conn = conn
         self.writer = writer
         self.host = host
         self.trash = trash or rbd_trash.Trash(conn)
         # One watch per lock object in this process, whatever its waiters.
         self.watches = rados_watches.ObjectWatches(conn)
-        self._used = {}  # image id -> when this host last recorded its use
+        # Image id -> when this host last recorded its use.
+        self._used: dict[str, float] = {}
         self._used_lock = threading.Lock()
 
     @property
-    def pool(self):
+    def pool(self) -> str:
         return self.conn.pool
 
     # -- the locks ------------------------------------------------------------
 
-    def lock_for(self, ioctx, image_id, name=LOCK_NAME, shared=False):
+    def lock_for(self, ioctx: Any, image_id: str, name: str = LOCK_NAME,
+                 shared: bool = False) -> locks.RadosLock:
         duration = self.conn.conf.rbd.base_lock_duration
         return locks.RadosLock(self.conn, ioctx,
                                base_state.lock_object(image_id), name,
                                self.host, duration, shared=shared)
 
-    def what(self, image_id):
+    def what(self, image_id: str) -> str:
         return _('the lock on the base image of %(id)s in pool %(pool)s') % {
             'id': image_id, 'pool': self.pool}
 
     @contextlib.contextmanager
-    def lock(self, image_id, timeout=None):
+    def lock(self, image_id: str,
+             timeout: float | None = None) -> Iterator[bool]:
         """Held (exclusive) while a base is repaired or removed; no clone is
         made meanwhile.
 
@@ -129,7 +138,9 @@ class BaseImageStore:
                 lock.release()
 
     @contextlib.contextmanager
-    def use(self, image_id, build, deadline=None):
+    def use(self, image_id: str, build: Callable[[], Any],
+            deadline: Any = None) -> Iterator[
+                tuple[rbd_location.RBDLocation, int, bool]]:
         """The complete base of ``image_id``, made first if no host has it.
 
         While the block runs the base is locked shared: it is never removed
@@ -164,7 +175,8 @@ class BaseImageStore:
             finally:
                 clone_lock.release()
 
-    def build(self, ioctx, image_id, build):
+    def build(self, ioctx: Any, image_id: str,
+              build: Callable[[], Any]) -> bool:
         """With the build lock held: make the base, tell the waiters.
 
         :returns: whether this call made it.
@@ -189,12 +201,12 @@ class BaseImageStore:
 
     # -- state --------------------------------------------------------------
 
-    def location(self, image_id):
+    def location(self, image_id: str) -> Found:
         """``(location, size)`` of a complete base's snapshot, or Nones."""
         with self.conn.ioctx(name=base_state.base_name(image_id)) as ioctx:
             return self.complete(ioctx, image_id)
 
-    def complete(self, ioctx, image_id):
+    def complete(self, ioctx: Any, image_id: str) -> Found:
         """``(location, size)`` of a complete base, else Nones.
 
         :raises ForeignBaseImage: the name is taken by an image not ours.
@@ -214,14 +226,14 @@ class BaseImageStore:
                                         base_state.base_name(image_id),
                                         base_state.SNAPSHOT)
 
-    def final_image(self, image_id):
+    def final_image(self, image_id: str) -> partial.FinalImage:
         """What a new base of ``image_id`` becomes once complete."""
         return partial.FinalImage(
             name=base_state.base_name(image_id), min_size=0,
             snapshot=base_state.SNAPSHOT,
             metadata=base_state.new_metadata(image_id, self.host))
 
-    def prepare(self, image_id):
+    def prepare(self, image_id: str) -> Found:
         """With the lock held: the complete base's ``(location, size)``,
         or Nones once a broken one is out of the way (or repaired).
 
@@ -247,7 +259,7 @@ class BaseImageStore:
             return None, None
         return self._location(image_id), state.size
 
-    def record_use(self, image_id):
+    def record_use(self, image_id: str) -> None:
         """With the base locked: note that this host uses it, at most once
         per interval (half a cleanup's patience never runs out unseen)."""
         interval = min(MAX_USE_RECORD_INTERVAL,
@@ -275,14 +287,16 @@ class BaseImageStore:
 
     # -- listing and removal ----------------------------------------------
 
-    def image_ids(self):
+    def image_ids(self) -> list[str]:
         """Image ids that have a base image in the pool (ours or not)."""
         with self.conn.ioctx() as ioctx:
             return [name[:-len(base_state.SUFFIX)]
                     for name in self.conn.rbd.RBD().list(ioctx)
                     if name.endswith(base_state.SUFFIX)]
 
-    def remove_if_unused(self, image_id, min_age, now=None, deleted=False):
+    def remove_if_unused(self, image_id: str, min_age: float | None,
+                         now: float | None = None,
+                         deleted: bool = False) -> bool:
         """With the lock held: remove our base if no clone and no host used
         it for ``min_age`` seconds (None: whatever its age). With
         ``deleted`` (the image is gone from Glance: no new clone will ever
@@ -313,7 +327,7 @@ class BaseImageStore:
         LOG.info('Removed base image %s/%s', self.pool, name)
         return True
 
-    def unused(self, min_age, now=None):
+    def unused(self, min_age: float, now: float | None = None) -> list[str]:
         """Image ids of our bases without clones, unused for ``min_age``.
 
         Read without the lock: :meth:`remove_if_unused` checks again.
@@ -329,7 +343,7 @@ class BaseImageStore:
                     found.append(image_id)
         return found
 
-    def purge_trash(self):
+    def purge_trash(self) -> list[str]:
         """Remove the trash entries of our bases whose last clone is
         gone. :returns: their names."""
         return self.trash.purge(self.pool,

@@ -45,7 +45,7 @@ import errno
 import re
 import threading
 import time
-from typing import NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 from oslo_log import log as logging
 
@@ -78,7 +78,7 @@ def _qemu_escape(value):
 class Lease:
     """One connected cluster handle and the number of operations using it."""
 
-    def __init__(self, conn, cluster):
+    def __init__(self, conn: 'CephConnection', cluster: Any) -> None:
         self.conn = conn
         self.cluster = cluster
         self.users = 0
@@ -89,34 +89,35 @@ class Lease:
 class CephConnection:
     """Leases on one Ceph connection; typed errors for everything Ceph."""
 
-    def __init__(self, conf, rados_module, rbd_module):
+    def __init__(self, conf: Any, rados_module: Any,
+                 rbd_module: Any) -> None:
         self.conf = conf
         self.rados = rados_module
         self.rbd = rbd_module
-        self._current = None
+        self._current: Lease | None = None
         self._lock = threading.Lock()
         self._connect_lock = threading.Lock()
         # Held while librados makes or shuts down a connection: those must
         # never run at once.
         self._lifecycle_lock = threading.Lock()
-        self._fsid = None
+        self._fsid: str | None = None
         self._unreachable = False
         # When an OSD last answered after a failure (None: not since).
-        self._reachable_since = None
+        self._reachable_since: float | None = None
         # Retired connections nobody uses, not yet shut down (see _park).
-        self._retired = []
+        self._retired: list[Any] = []
 
-    def shutdown_grace(self):
+    def shutdown_grace(self) -> float:
         """Seconds a retired connection lives on after its last lease."""
         return self.conf.rbd.connect_timeout
 
-    def retired_quiet(self):
+    def retired_quiet(self) -> float:
         """Seconds Ceph must have answered again before a retired
         connection is shut down."""
         return max(6 * self.conf.rbd.connect_timeout, 60)
 
     @property
-    def pool(self):
+    def pool(self) -> str:
         return self.conf.rbd.pool
 
     def _timeouts(self):
@@ -177,7 +178,7 @@ class CephConnection:
         finally:
             self._lifecycle_lock.release()
 
-    def acquire(self):
+    def acquire(self) -> Lease:
         """A :class:`Lease`; return it with ``release``."""
         self._reap_if_due()
         lease = self.acquire_unproven()
@@ -196,7 +197,7 @@ class CephConnection:
             backend='Ceph', reason=str(error)))
         return self.acquire_unproven()  # probed at its next use
 
-    def acquire_unproven(self):
+    def acquire_unproven(self) -> Lease:
         """A :class:`Lease` no OSD may have answered yet (see
         :meth:`probe`)."""
         # One thread connects at a time; connect() is bounded by
@@ -213,7 +214,7 @@ class CephConnection:
                 lease.users += 1
                 return lease
 
-    def probe(self, lease):
+    def probe(self, lease: Lease) -> BaseException | None:
         """None if an OSD answers a read on this connection, else the error
         that says Ceph is unreachable."""
         try:
@@ -236,7 +237,8 @@ class CephConnection:
         self._reap_if_due()
         return None
 
-    def release(self, lease, error=None):
+    def release(self, lease: Lease,
+                error: BaseException | None = None) -> None:
         """Return a lease; ``error`` saying Ceph is unreachable retires it."""
         if isinstance(error, exception.BackendUnavailable):
             self._retire(lease)
@@ -272,7 +274,7 @@ class CephConnection:
             _shutdown_in_background(cluster, self._lifecycle_lock,
                                     self.shutdown_grace())
 
-    def seems_unreachable(self):
+    def seems_unreachable(self) -> bool:
         """Whether the last word from Ceph was "unreachable": cleanup that
         can wait (releasing a leased lock, closing a watch, a notification)
         is then skipped instead of waiting out another operation timeout.
@@ -298,7 +300,7 @@ class CephConnection:
                     'operation connects afresh')
 
     @contextlib.contextmanager
-    def lease(self):
+    def lease(self) -> Iterator[Any]:
         """The connected cluster handle, for as long as the block runs."""
         lease = self.acquire()
         error = None
@@ -310,7 +312,7 @@ class CephConnection:
         finally:
             self.release(lease, error)
 
-    def open_ioctx(self, cluster, pool):
+    def open_ioctx(self, cluster: Any, pool: str) -> Any:
         """``cluster.open_ioctx(pool)`` with typed errors."""
         with self.typed_errors(pool, pool):
             try:
@@ -320,7 +322,8 @@ class CephConnection:
                     backend='Ceph', reason=_('pool %s does not exist') % pool)
 
     @contextlib.contextmanager
-    def ioctx(self, pool=None, name=None):
+    def ioctx(self, pool: str | None = None,
+              name: str | None = None) -> Iterator[Any]:
         """An I/O context on ``pool``; Ceph errors become typed errors."""
         pool = pool or self.pool
         with self.lease() as cluster:
@@ -331,13 +334,14 @@ class CephConnection:
             finally:
                 ioctx.close()
 
-    def is_unreachable(self, error):
+    def is_unreachable(self, error: BaseException) -> bool:
         return isinstance(error, (self.rados.TimedOut, self.rbd.Timeout,
                                   self.rados.ConnectionShutdown)) or \
             getattr(error, 'errno', None) in _UNREACHABLE_ERRNOS
 
     @contextlib.contextmanager
-    def typed_errors(self, name, pool=None):
+    def typed_errors(self, name: str,
+                     pool: str | None = None) -> Iterator[None]:
         """Ceph errors inside become imaged's typed errors."""
         pool = pool or self.pool
         try:
@@ -358,7 +362,7 @@ class CephConnection:
                 reason = str(e)
             raise exception.StorageError(name=name, pool=pool, reason=reason)
 
-    def fsid(self):
+    def fsid(self) -> str:
         if self._fsid is None:
             with self.lease() as cluster:
                 with self.typed_errors('the cluster'):

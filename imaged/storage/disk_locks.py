@@ -38,7 +38,7 @@ class DiskLocks:
         self.host = host
 
     @contextlib.contextmanager
-    def lock(self, name: str, timeout: float | None) -> Iterator[None]:
+    def lock(self, name: str, timeout: float) -> Iterator[None]:
         """Held, pool-wide, while disk ``name`` is created or deleted.
 
         :raises RootDiskBusy: another call, on any host, held it for

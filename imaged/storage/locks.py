@@ -25,6 +25,7 @@ calls :func:`notify` on the object (rados watch/notify).
 import contextlib
 import threading
 import time
+from typing import Any
 import uuid
 
 from oslo_log import log as logging
@@ -54,7 +55,7 @@ def _held_here():
     return _HELD.locks
 
 
-def check_leases(what):
+def check_leases(what: str) -> None:
     """Before a commit: every lock this thread holds still has its lease.
 
     A holder whose lease ran out (its host paused, or lost the lock's OSD
@@ -80,8 +81,8 @@ class RadosLock:
     :param shared: a shared lock (else exclusive).
     """
 
-    def __init__(self, conn, ioctx, key, name, desc, duration,
-                 shared=False):
+    def __init__(self, conn: Any, ioctx: Any, key: str, name: str, desc: str,
+                 duration: float, shared: bool = False) -> None:
         self.conn, self.ioctx = conn, ioctx
         self.key, self.name, self.desc = key, name, desc
         self.duration, self.shared = duration, shared
@@ -92,7 +93,7 @@ class RadosLock:
         self._stop = threading.Event()
         self._renewer = None
 
-    def lease_valid(self):
+    def lease_valid(self) -> bool:
         """Whether this holder still holds the lock with time left on its
         lease, by this host's clock (a second of margin)."""
         return self.held and not self.lost and \
@@ -113,7 +114,7 @@ class RadosLock:
                                  desc=self.desc, duration=self.duration,
                                  flags=flags)
 
-    def try_acquire(self):
+    def try_acquire(self) -> bool:
         """Take the lock if nobody holds it against us: True if taken."""
         rados = self.conn.rados
         with self.conn.typed_errors(self.key):
@@ -134,7 +135,8 @@ class RadosLock:
         _held_here().append(self)
         return True
 
-    def acquire(self, timeout, what, wake=None):
+    def acquire(self, timeout: float, what: str,
+                wake: Any = None) -> None:
         """Take the lock, waiting at most ``timeout`` seconds.
 
         :param wake: a ``watches.Waiter`` on ``key`` whose notifications
@@ -142,6 +144,8 @@ class RadosLock:
         :raises Timeout: naming ``what``.
         """
         timeout = max(timeout, 0)
+        wait: Any
+        sleep: Any
         if wake is not None:
             # A notification ends the wait; a lease that ran out does not
             # notify, so look again at least every half lease.
@@ -197,7 +201,7 @@ class RadosLock:
                 LOG.warning('Could not renew %s on %s/%s: %s', self.name,
                             self.conn.pool, self.key, e)
 
-    def release(self):
+    def release(self) -> None:
         """Release the lock (its lease runs out by itself if that fails, or
         if Ceph does not answer now: then nothing waits for it)."""
         self._stop.set()
@@ -227,7 +231,7 @@ class RadosLock:
                         self.conn.pool, self.key, e)
 
 
-def notify(conn, ioctx, key, message=''):
+def notify(conn: Any, ioctx: Any, key: str, message: str = '') -> None:
     """Wake every watch on ``key``; best effort."""
     if conn.seems_unreachable():
         return  # the waiters look again when their wait ends
@@ -247,13 +251,14 @@ class PoolRole:
     ``duration`` seconds, and the next host to ask takes it.
     """
 
-    def __init__(self, conn, key, host, duration):
+    def __init__(self, conn: Any, key: str, host: str,
+                 duration: float) -> None:
         self.conn, self.key, self.host = conn, key, host
         self.duration = duration
         self.cookie = uuid.uuid4().hex  # this process's, for its lifetime
         self._held = False
 
-    def held(self):
+    def held(self) -> bool:
         rados = self.conn.rados
         with self.conn.ioctx(name=self.key) as ioctx:
             with self.conn.typed_errors(self.key):
@@ -272,7 +277,7 @@ class PoolRole:
             self._held = held
         return held
 
-    def release(self):
+    def release(self) -> None:
         """Give the role up (a clean stop): another host takes it at once."""
         if not self._held:
             return

@@ -32,6 +32,7 @@ import os
 import threading
 import time
 import uuid
+from typing import Any, Callable
 
 from oslo_log import log as logging
 import tenacity
@@ -52,12 +53,12 @@ FinalImage = collections.namedtuple(
     'FinalImage', ['name', 'min_size', 'snapshot', 'metadata'])
 
 
-def host_tag(host):
+def host_tag(host: str) -> str:
     """A short, name-safe tag of a host, carried in its partial names."""
     return hashlib.sha256(host.encode('utf-8')).hexdigest()[:8]
 
 
-def partial_name(name, host, now=None):
+def partial_name(name: str, host: str, now: float | None = None) -> str:
     """A unique temporary name for ``name`` being made by ``host``.
 
     Unique, so that agents sharing a pool never step on each other's work
@@ -85,18 +86,18 @@ def _partial_fields(part):
     return fields[0], made_at
 
 
-def partial_owner_tag(part):
+def partial_owner_tag(part: str) -> str | None:
     """The host tag of a partial name, or None if it is not one."""
     return _partial_fields(part)[0]
 
 
-def partial_made_at(part):
+def partial_made_at(part: str) -> float | None:
     """When a partial was started (unix time), or None if its name does not
     say (made before names carried it)."""
     return _partial_fields(part)[1]
 
 
-def remove_image(rbd, ioctx, name):
+def remove_image(rbd: Any, ioctx: Any, name: str) -> None:
     """Remove an image and its snapshots (unprotecting them first)."""
     try:
         rbd.RBD().remove(ioctx, name)
@@ -148,12 +149,12 @@ class PartialImage:
                 librbd_copies=rbd_import.librbd_copies_writes(self._image))
 
     @property
-    def target(self):
+    def target(self) -> tuple[str, str]:
         """``(pool, name)``: where another writer of its bytes (qemu-img)
         writes them, before ``commit``."""
         return self.conn.pool, self.part
 
-    def write(self, offset, data):
+    def write(self, offset: int, data: bytes) -> None:
         try:
             with self.conn.typed_errors(self.spec.name):
                 self._blocks.write(offset, data)
@@ -161,7 +162,7 @@ class PartialImage:
             self._error = e
             raise
 
-    def write_block(self, block):
+    def write_block(self, block: Any) -> None:
         """:meth:`write` of a download's block, held (not copied) until
         librbd has written it."""
         try:
@@ -171,7 +172,7 @@ class PartialImage:
             self._error = e
             raise
 
-    def commit(self, size):
+    def commit(self, size: int) -> None:
         """Make it the finished image, ``max(size, min_size)`` bytes."""
         conn, spec = self.conn, self.spec
         final_size = max(size, spec.min_size or 0)
@@ -197,7 +198,7 @@ class PartialImage:
         self.finished = True
         self._close()
 
-    def abort(self):
+    def abort(self) -> None:
         """Remove the partial image; a no-op once committed or aborted.
 
         After a stall, librbd may still hold writes in flight and closing
@@ -256,7 +257,8 @@ class PartialImage:
             self.writer.mark_in_progress(self.part, False)
 
 
-def fill_from_file(partial, path, progress=None):
+def fill_from_file(partial: PartialImage, path: str,
+                   progress: Callable[[int], Any] | None = None) -> None:
     """Write the chunks of a raw file holding data into ``partial``.
 
     The seam where a checked local file becomes an RBD image.
@@ -285,22 +287,22 @@ class PartialWriter:
         # left behind (a removal that failed), the only ones swept again.
         self._leftovers = None
 
-    def mark_in_progress(self, part, busy):
+    def mark_in_progress(self, part: str, busy: bool) -> None:
         with self._in_progress_lock:
             if busy:
                 self._in_progress.add(part)
             else:
                 self._in_progress.discard(part)
 
-    def is_in_progress(self, name):
+    def is_in_progress(self, name: str) -> bool:
         with self._in_progress_lock:
             return name in self._in_progress
 
-    def new(self, spec, size):
+    def new(self, spec: FinalImage, size: int) -> PartialImage:
         """A :class:`PartialImage` of ``size`` bytes that becomes ``spec``."""
         return PartialImage(self, spec, size)
 
-    def remove_quietly(self, ioctx, part):
+    def remove_quietly(self, ioctx: Any, part: str) -> None:
         try:
             remove_image(self.conn.rbd, ioctx, part)
         except self.conn.rbd.ImageNotFound:
@@ -316,7 +318,7 @@ class PartialWriter:
             if self._leftovers is not None:
                 self._leftovers.add(part)
 
-    def sweep(self):
+    def sweep(self) -> tuple[list[str], list[str]]:
         """Remove partial images this host left behind (a crash, a kill).
 
         The first sweep lists the pool (a crash before this process
@@ -334,8 +336,8 @@ class PartialWriter:
         mine = host_tag(self.host)
         with conn.ioctx() as ioctx:
             if known is None:
-                known = [name for name in conn.rbd.RBD().list(ioctx)
-                         if partial_owner_tag(name) == mine]
+                known = {name for name in conn.rbd.RBD().list(ioctx)
+                         if partial_owner_tag(name) == mine}
             removed, left = self._remove_all(ioctx, sorted(known))
         with self._in_progress_lock:
             self._leftovers = set(left)
@@ -344,7 +346,8 @@ class PartialWriter:
                      ', '.join(removed))
         return removed, left
 
-    def sweep_abandoned(self, max_age, now=None):
+    def sweep_abandoned(self, max_age: float,
+                        now: float | None = None) -> list[str]:
         """Remove other hosts' partial images older than ``max_age`` s.
 
         For the pool's one cleanup host: a host that died never sweeps its

@@ -22,6 +22,7 @@ downloading again.
 
 import json
 import time
+from typing import Any, Callable
 import uuid
 
 from oslo_log import log as logging
@@ -44,7 +45,7 @@ REFUSAL_TTL = 60
 MAX_BUILDS = 3
 
 
-def read_json(conn, ioctx, key: str, xattr: str) -> dict:
+def read_json(conn: Any, ioctx: Any, key: str, xattr: str) -> dict:
     """The JSON object in ``key``'s ``xattr``; {} if none (or not one)."""
     rados = conn.rados
     try:
@@ -59,7 +60,7 @@ def read_json(conn, ioctx, key: str, xattr: str) -> dict:
     return found if isinstance(found, dict) else {}
 
 
-def record_start(conn, ioctx, key: str, host: str) -> str:
+def record_start(conn: Any, ioctx: Any, key: str, host: str) -> str:
     """Name this host's new build on the lock object. :returns: its id."""
     build_id = uuid.uuid4().hex
     with conn.typed_errors(key):
@@ -69,13 +70,13 @@ def record_start(conn, ioctx, key: str, host: str) -> str:
     return build_id
 
 
-def builder(conn, ioctx, key: str) -> str:
+def builder(conn: Any, ioctx: Any, key: str) -> str:
     """Who is building (for the log)."""
     return read_json(conn, ioctx, key, BUILD_XATTR).get(
         'host', 'another call')
 
 
-def recent_refusal(conn, ioctx, key: str) -> bool:
+def recent_refusal(conn: Any, ioctx: Any, key: str) -> bool:
     """Whether the last build failed, less than ``REFUSAL_TTL`` seconds
     ago, for the image itself (not Glance, Ceph or this host): a caller
     that comes just after gets the same answer, not another download.
@@ -87,7 +88,7 @@ def recent_refusal(conn, ioctx, key: str) -> bool:
         0 <= time.time() - at < REFUSAL_TTL
 
 
-def record_failure(conn, ioctx, key: str, build_id: str,
+def record_failure(conn: Any, ioctx: Any, key: str, build_id: str,
                    error: exception.ImagedException) -> None:
     if conn.seems_unreachable():
         return  # the waiters take over when the lease runs out
@@ -102,7 +103,7 @@ def record_failure(conn, ioctx, key: str, build_id: str,
                     'waiters build again', key, e)
 
 
-def failed_build(conn, ioctx, key: str) -> str | None:
+def failed_build(conn: Any, ioctx: Any, key: str) -> str | None:
     """The id of the last build, if it failed; else None."""
     build_id = read_json(conn, ioctx, key, BUILD_XATTR).get('id')
     record = read_json(conn, ioctx, key, BUILD_ERROR_XATTR)
@@ -111,7 +112,7 @@ def failed_build(conn, ioctx, key: str) -> str | None:
     return None
 
 
-def raise_failure_of(conn, ioctx, key: str, build_id: str) -> None:
+def raise_failure_of(conn: Any, ioctx: Any, key: str, build_id: str) -> None:
     """Raise the typed error that build ``build_id`` failed with."""
     record = read_json(conn, ioctx, key, BUILD_ERROR_XATTR)
     if record.get('build') != build_id:
@@ -134,16 +135,19 @@ class WaitForBase:
     ``MAX_BUILDS``; the typed error of a build it waited for is its own.
     """
 
-    def __init__(self, store, ioctx, image_id, build, deadline, watching):
+    def __init__(self, store: Any, ioctx: Any, image_id: str,
+                 build: Callable[[], Any], deadline: Any,
+                 watching: Callable[[], Any]) -> None:
         self.store, self.ioctx, self.image_id = store, ioctx, image_id
         self.build, self.deadline, self.watching = build, deadline, watching
         self.key = base_state.lock_object(image_id)
-        self.watch = None
-        self.before, self.first_miss = None, True
+        self.watch: Any = None
+        self.before: str | None = None
+        self.first_miss = True
         self.builds, self.made = 0, False
         self.pause = 0.0  # seconds to wait before the next look
 
-    def remaining(self):
+    def remaining(self) -> float:
         opts = self.store.conn.conf.rbd
         if self.deadline is None:
             return opts.base_lock_timeout
@@ -153,11 +157,11 @@ class WaitForBase:
                                     seconds=0)
         return left
 
-    def wait_for_builder(self, seconds):
+    def wait_for_builder(self, seconds: float) -> None:
         if seconds:
             self.watch.wait(seconds)
 
-    def __call__(self):
+    def __call__(self) -> tuple[Any, Any, int] | None:
         """``(clone_lock, location, size)``, or None to look again."""
         store, ioctx, image_id, key = (self.store, self.ioctx,
                                        self.image_id, self.key)

@@ -31,6 +31,7 @@ When each of these happens, under which lock, is
 
 import datetime
 import time
+from typing import Any
 
 from oslo_log import log as logging
 
@@ -83,7 +84,9 @@ def new_metadata(image_id: str, host: str) -> dict[str, str]:
 class State:
     """What a base looks like in the pool."""
 
-    def __init__(self, kind, size=None, metadata=None, children=0):
+    def __init__(self, kind: str, size: int | None = None,
+                 metadata: dict[str, str] | None = None,
+                 children: int = 0) -> None:
         self.kind, self.size, self.children = kind, size, children
         self.metadata = metadata or {}
 
@@ -93,7 +96,7 @@ class State:
         return max(times, default=0.0)
 
 
-def read_state(conn, ioctx, image_id: str,
+def read_state(conn: Any, ioctx: Any, image_id: str,
                count_children: bool = True) -> State:
     """What the base looks like; its clones counted if ``count_children``.
     """
@@ -127,7 +130,7 @@ def read_state(conn, ioctx, image_id: str,
     return State(BROKEN, size, metadata, children)
 
 
-def uses(conn, ioctx, image_id: str) -> dict[str, str]:
+def uses(conn: Any, ioctx: Any, image_id: str) -> dict[str, str]:
     """``{USED_PREFIX + host: when}`` recorded on the lock object."""
     try:
         return {name: value.decode('ascii', 'replace')
@@ -137,7 +140,7 @@ def uses(conn, ioctx, image_id: str) -> dict[str, str]:
         return {}
 
 
-def repair(conn, ioctx, name: str, image_id: str) -> None:
+def repair(conn: Any, ioctx: Any, name: str, image_id: str) -> None:
     """Protect the snapshot and set the flag of a base that has clones."""
     with conn.rbd.Image(ioctx, name) as image:
         if not image.is_protected_snap(SNAPSHOT):
@@ -146,7 +149,7 @@ def repair(conn, ioctx, name: str, image_id: str) -> None:
         image.metadata_set(COMPLETE_KEY, 'true')
 
 
-def trash(conn, ioctx, name: str) -> None:
+def trash(conn: Any, ioctx: Any, name: str) -> None:
     """Clear the complete flag, then move the base, whose snapshot
     still has clones, to the trash."""
     rbd = conn.rbd
@@ -165,7 +168,7 @@ def trash(conn, ioctx, name: str) -> None:
         raise
 
 
-def remove(conn, ioctx, name: str) -> None:
+def remove(conn: Any, ioctx: Any, name: str) -> None:
     """Clear the complete flag, then remove snapshot and image."""
     rbd = conn.rbd
     try:

@@ -165,11 +165,12 @@ class BaseImageStore:
                 lambda: stack.enter_context(self.watches.watch(key)))
             # Look again at once after a build (or once watching), else
             # when the builder notifies, at least every half lease.
-            clone_lock, base, size = tenacity.Retrying(
+            found: Any = tenacity.Retrying(
                 retry=tenacity.retry_if_result(lambda found: found is None),
                 wait=lambda retry_state: look.pause,
                 sleep=look.wait_for_builder,
                 stop=tenacity.stop_never)(look)
+            clone_lock, base, size = found
             try:
                 yield base, size, look.made
             finally:

@@ -15,6 +15,7 @@ an OSD up), an OSD's answer on imaged's connection, and clones of format 2.
 """
 
 import json
+from typing import Any
 
 from imaged import exception
 from imaged.i18n import _
@@ -28,10 +29,10 @@ _BEFORE_CLONE_V2 = ('argonaut', 'bobtail', 'cuttlefish', 'dumpling',
 class ClusterStatus:
     """What Ceph says of itself, asked on connection ``conn``."""
 
-    def __init__(self, conn) -> None:
+    def __init__(self, conn: Any) -> None:
         self.conn = conn
 
-    def status(self):
+    def status(self) -> tuple[str | None, list[str]]:
         """``(fsid or None, problems)``: can root disks be made now?
 
         The monitors are asked whether an OSD is up, and then an OSD is
@@ -62,7 +63,7 @@ class ClusterStatus:
             conn.release(lease, error)
         return fsid, [problem] if problem else []
 
-    def min_compat_client(self):
+    def min_compat_client(self) -> str:
         """The cluster's ``require_min_compat_client`` (``osd dump``),
         e.g. ``'mimic'``.
 

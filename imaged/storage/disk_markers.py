@@ -25,6 +25,7 @@ for a host that is gone) remove it with its lock held.
 import json
 import threading
 import time
+from typing import Any
 
 from oslo_log import log as logging
 
@@ -49,7 +50,7 @@ class IncompleteDisks:
     """The markers of the disks being made in ``[rbd] pool``, and the
     sweeps of what crashed creates left."""
 
-    def __init__(self, conn, writer, disk_locks) -> None:
+    def __init__(self, conn: Any, writer: Any, disk_locks: Any) -> None:
         self.conn = conn
         self.writer = writer
         self.locks = disk_locks
@@ -62,12 +63,12 @@ class IncompleteDisks:
     def pool(self) -> str:
         return self.conn.pool
 
-    def mark(self, ioctx, name: str) -> None:
+    def mark(self, ioctx: Any, name: str) -> None:
         """Say that this host is making disk ``name``, before it is."""
         ioctx.set_xattr(CREATING_OBJECT, name, json.dumps(
             {'host': self.writer.host, 'at': int(time.time())}).encode())
 
-    def marker(self, ioctx, name: str) -> dict | None:
+    def marker(self, ioctx: Any, name: str) -> dict | None:
         """Who is making disk ``name`` (``{'host', 'at'}``), or None."""
         rados = self.conn.rados
         try:
@@ -75,14 +76,14 @@ class IncompleteDisks:
         except (rados.NoData, rados.ObjectNotFound):
             return None
 
-    def unmark_quietly(self, ioctx, name: str) -> None:
+    def unmark_quietly(self, ioctx: Any, name: str) -> None:
         rados = self.conn.rados
         try:
             ioctx.rm_xattr(CREATING_OBJECT, name)
         except (rados.NoData, rados.ObjectNotFound):
             pass
 
-    def _remove_marked(self, ioctx, name):
+    def _remove_marked(self, ioctx: Any, name):
         """Remove the disk (if there) and then its marker.
 
         :returns: whether there was a disk.
@@ -95,7 +96,7 @@ class IncompleteDisks:
         self.unmark_quietly(ioctx, name)
         return removed
 
-    def remove_quietly(self, ioctx, name: str) -> None:
+    def remove_quietly(self, ioctx: Any, name: str) -> None:
         """:meth:`_remove_marked`, quietly (a marker left behind has a
         sweep remove the disk later)."""
         try:

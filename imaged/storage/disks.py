@@ -40,14 +40,16 @@ IMAGE_ID_KEY = 'imaged.image_id'
 PROJECT_KEY = 'imaged.project_id'
 
 
-def disk_name(instance_uuid):
+def disk_name(instance_uuid: str) -> str:
     return '%s_disk' % instance_uuid
 
 
 class RootDiskStore:
     """Inspects and removes root disks; new ones come from the writer."""
 
-    def __init__(self, conn, writer, incomplete, trash=None):
+    def __init__(self, conn: Any, writer: partial.PartialWriter,
+                 incomplete: Any,
+                 trash: rbd_trash.Trash | None = None) -> None:
         """:param incomplete: the markers of disks being made (a
         :class:`imaged.storage.disk_markers.IncompleteDisks`)."""
         self.conn = conn

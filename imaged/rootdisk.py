@@ -57,8 +57,8 @@ RECORD_FRESH = 1.0
 
 
 class Timings:
-    def __init__(self):
-        self.steps = []
+    def __init__(self) -> None:
+        self.steps: list[str] = []
         self._start = time.monotonic()
 
     def step(self, name: str) -> None:
@@ -70,8 +70,9 @@ class Timings:
 class RootDisks:
     """Creates and deletes root disks; the manager validates arguments."""
 
-    def __init__(self, conf, glance_api, storage, image_cache, signatures,
-                 locations, access, flattening, flattens):
+    def __init__(self, conf: Any, glance_api: Any, storage: Any,
+                 image_cache: Any, signatures: Any, locations: Any,
+                 access: Any, flattening: Any, flattens: Any) -> None:
         """Parts from :mod:`imaged.wiring`: ``signatures`` an
         :class:`imaged.image.signature.Signatures` (None: none verified),
         ``locations`` the image's cloneable locations, ``access`` a
@@ -105,7 +106,7 @@ class RootDisks:
         context.update_store()  # this thread logs the call's request id
         return self.record(context, image_id)
 
-    def record(self, context, image_id):
+    def record(self, context: Any, image_id: str) -> Any:
         """The image's record, as the caller may read it: with its token;
         for a call without one, read as imaged's user and refused unless
         public or community.

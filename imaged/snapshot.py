@@ -67,8 +67,8 @@ ACTIVE_POLL = 0.5
 class Snapshots:
     """Snapshots of root disks into Glance images."""
 
-    def __init__(self, conf, glance_api, storage, access, pools,
-                 notifications, files):
+    def __init__(self, conf: Any, glance_api: Any, storage: Any, access: Any,
+                 pools: Any, notifications: Any, files: Any) -> None:
         self.conf = conf
         self.notifications = notifications
         self.glance = glance_api

@@ -18,6 +18,8 @@ Only this module talks to Glance (through the session and identities of
 :mod:`imaged.exception`'s (:mod:`imaged.image.glance_errors`).
 """
 
+from typing import Any
+
 from glanceclient.common import utils as glance_utils
 from glanceclient import exc as glance_exc
 from keystoneauth1 import exceptions as ks_exc
@@ -37,21 +39,25 @@ COPY_STARTED = 'started'
 COPY_BUSY = 'busy'
 COPY_REFUSED = 'refused'
 
+# Image locations as Glance lists them: ``url`` and ``metadata`` each.
+Locations = list[dict[str, Any]]
+
 
 class GlanceAPI:
     """The few Glance calls imaged needs, with typed errors and retries."""
 
-    def __init__(self, conf, auth=None):
+    def __init__(self, conf: Any,
+                 auth: glance_auth.GlanceAuth | None = None) -> None:
         self.conf = conf
         self.auth = auth or glance_auth.GlanceAuth(conf)
         self._has_locations_api = False  # Glance said it has API 2.17
 
-    def own_auth(self):
+    def own_auth(self) -> Any:
         """The keystoneauth plugin of imaged's own user (``[glance]``), or
         None (a Glance without Keystone)."""
         return self.auth.own_auth()
 
-    def session(self):
+    def session(self) -> Any:
         """The keystoneauth session imaged reaches Glance and Keystone
         with."""
         return self.auth.session()
@@ -76,7 +82,8 @@ class GlanceAPI:
                 raise
             raise typed from e
 
-    def show(self, context, image_id, as_service=False):
+    def show(self, context: Any, image_id: str,
+             as_service: bool = False) -> image_record.ImageRecord:
         """The image record, an :class:`imaged.image.record.ImageRecord`.
 
         :param as_service: read it as imaged's own user, not the caller.
@@ -95,7 +102,8 @@ class GlanceAPI:
             return image_record.ImageRecord.from_glance(body, image_id)
         return self._call(image_id, 'Reading the record', get)
 
-    def image_locations(self, context, image_id):
+    def image_locations(self, context: Any,
+                        image_id: str) -> tuple[Locations | None, str | None]:
         """Every location of the image, from the service-only locations API.
 
         ``GET /v2/images/{id}/locations`` (Glance API 2.17) is asked with
@@ -145,7 +153,8 @@ class GlanceAPI:
                 raise
             return None, str(typed)
 
-    def copy_to_store(self, image_id, store, context=None):
+    def copy_to_store(self, image_id: str, store: str,
+                      context: Any = None) -> tuple[str, str | None]:
         """Ask Glance to copy the image into ``store`` for the caller.
 
         The ``copy-image`` import method; Glance copies in the background.
@@ -183,7 +192,7 @@ class GlanceAPI:
                 raise
             return COPY_REFUSED, str(typed)
 
-    def rbd_stores(self):
+    def rbd_stores(self) -> list[dict[str, Any]] | None:
         """Glance's RBD stores, from ``GET /v2/info/stores/detail``.
 
         Asked as imaged's own user (the ``stores_info_detail`` policy wants
@@ -223,7 +232,8 @@ class GlanceAPI:
                               'fsid': props.get('fsid') or None})
         return found
 
-    def open_response(self, context, image_id, read_timeout=None):
+    def open_response(self, context: Any, image_id: str,
+                      read_timeout: float | None = None) -> Any:
         """The streaming HTTP response of the image's data (one GET).
 
         For :mod:`imaged.image.body`, which reads and closes it. A read
@@ -243,7 +253,7 @@ class GlanceAPI:
             return resp
         return self._call(image_id, 'Opening the download', get)
 
-    def add_location(self, context, image_id, url):
+    def add_location(self, context: Any, image_id: str, url: str) -> None:
         """Register ``url`` as the data of queued image ``image_id``.
 
         Glance's ``POST /v2/images/{id}/locations`` (API 2.17, Glance
@@ -286,13 +296,15 @@ class GlanceAPI:
                 raise
             raise typed from e
 
-    def set_properties(self, context, image_id, properties):
+    def set_properties(self, context: Any, image_id: str,
+                       properties: dict[str, Any]) -> None:
         """Set extra properties of image ``image_id`` (``PATCH``), as the
         caller."""
         return self._call(image_id, 'Updating', lambda: self.auth.client(
             context).images.update(image_id, **properties))
 
-    def upload(self, context, image_id, data, size):
+    def upload(self, context: Any, image_id: str, data: Any,
+               size: int) -> None:
         """``PUT /v2/images/{id}/file`` of ``size`` bytes read from the
         file-like ``data``, as the caller. Not retried: a stream cannot be
         sent twice."""
@@ -300,7 +312,7 @@ class GlanceAPI:
             context, retries=False).images.upload(image_id, data,
                                                   image_size=size))
 
-    def sees_every_image(self):
+    def sees_every_image(self) -> bool:
         """Whether Glance shows imaged's own user every image, so that a
         404 for it means the image is gone, not private to a project.
 
@@ -313,7 +325,7 @@ class GlanceAPI:
         roles = self.auth.user_roles()
         return roles is None or 'admin' in roles
 
-    def api_versions(self):
+    def api_versions(self) -> list[str]:
         """The API versions Glance offers (``GET /versions``), e.g.
         ``['2.17', '2.16', ...]``.
 
@@ -340,7 +352,7 @@ class GlanceAPI:
         return self.auth.session().get(url + '/versions', authenticated=False,
                                        raise_exc=False, timeout=10)
 
-    def check_health(self):
+    def check_health(self) -> list[str]:
         """Problems reaching Glance, as strings (empty when it answers)."""
         url = None  # (no endpoint yet)
         try:

@@ -25,6 +25,8 @@
   ``NotAuthorized``, never imaged's rights.
 """
 
+from typing import Any
+
 from glanceclient import client as glance_client
 from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import loading as ks_loading
@@ -47,7 +49,7 @@ GROUP = 'glance'
 class GlanceAuth:
     """The session, endpoint and identities of imaged's Glance requests."""
 
-    def __init__(self, conf):
+    def __init__(self, conf: Any) -> None:
         self.conf = conf
         self._session = ks_loading.load_session_from_conf_options(conf, GROUP)
         # One pooled connection per concurrent call, not urllib3's 10.
@@ -55,9 +57,10 @@ class GlanceAuth:
         pool = bounded_http.BoundedAdapter(conf, pool_maxsize=64)
         for scheme in ('http://', 'https://'):
             self._session.session.mount(scheme, pool)
-        self._auth = ks_loading.load_auth_from_conf_options(conf, GROUP)
+        self._auth: Any = ks_loading.load_auth_from_conf_options(conf,
+                                                                 GROUP)
         self._service_token_auth = self._load_service_token_auth()
-        self._endpoint = None
+        self._endpoint: str | None = None
 
     def _load_service_token_auth(self):
         """The plugin whose token goes with a caller's, or None."""
@@ -73,7 +76,7 @@ class GlanceAuth:
             return None
         return auth
 
-    def endpoint(self):
+    def endpoint(self) -> str:
         """Glance's URL, from ``endpoint_override`` or the catalog."""
         if self._endpoint is None:
             adapter = ks_loading.load_adapter_from_conf_options(
@@ -87,17 +90,17 @@ class GlanceAuth:
             self._endpoint = endpoint.rstrip('/')
         return self._endpoint
 
-    def own_auth(self):
+    def own_auth(self) -> Any:
         """The keystoneauth plugin of imaged's own user (``[glance]``), or
         None (a Glance without Keystone)."""
         return self._auth
 
-    def session(self):
+    def session(self) -> Any:
         """The keystoneauth session imaged reaches Glance and Keystone
         with."""
         return self._session
 
-    def auth_for(self, context, image_id=None):
+    def auth_for(self, context: Any, image_id: str | None = None) -> Any:
         """The keystoneauth plugin a request on ``context``'s behalf uses.
 
         The caller's token when it has one. Without, imaged's own user only
@@ -122,8 +125,8 @@ class GlanceAuth:
         return service_token.ServiceTokenAuthWrapper(
             user_auth=user_auth, service_auth=self._service_token_auth)
 
-    def client(self, context, as_service=False, retries=True,
-               image_id=None):
+    def client(self, context: Any, as_service: bool = False,
+               retries: bool = True, image_id: str | None = None) -> Any:
         """A glanceclient on our session; ``retries=False`` for a request
         whose body cannot be sent twice."""
         endpoint = self.endpoint()
@@ -140,7 +143,7 @@ class GlanceAuth:
             retriable_status_codes=[
                 int(code) for code in opts.retriable_status_codes or ()])
 
-    def user_roles(self):
+    def user_roles(self) -> list[str] | None:
         """The roles in imaged's own token (``[glance]`` credentials), or
         None without Keystone.
 

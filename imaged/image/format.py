@@ -27,6 +27,7 @@ import signal
 # Only for TimeoutExpired: qemu-img runs through processutils, with
 # argument lists, never a shell.
 import subprocess  # nosec B404
+from typing import Any, cast, IO
 
 from oslo_concurrency import processutils
 from oslo_log import log as logging
@@ -57,7 +58,7 @@ QEMU_FORMATS = {
 }
 
 
-def is_raw(disk_format):
+def is_raw(disk_format: str) -> bool:
     """Whether Glance's ``disk_format`` is read as raw (raw, iso)."""
     return QEMU_FORMATS.get(disk_format) == 'raw'
 
@@ -111,12 +112,14 @@ class StreamInspector:
     inspectors' cost per call is paid once per block again.
     """
 
-    def __init__(self, piece_size=INSPECT_PIECE):
+    def __init__(self, piece_size: int = INSPECT_PIECE) -> None:
         self._piece = _Piece()
-        self._wrapper = format_inspector.InspectWrapper(self._piece)
+        # The piece fed now is file-like enough for the inspectors.
+        self._wrapper = format_inspector.InspectWrapper(
+            cast(IO[bytes], self._piece))
         self._piece_size = piece_size
 
-    def feed(self, data):
+    def feed(self, data: bytes) -> None:
         """Inspect the stream's next ``len(data)`` bytes."""
         if not self._capturing():
             self._eat(data)
@@ -151,17 +154,18 @@ class StreamInspector:
             return True
 
     @property
-    def format(self):
+    def format(self) -> Any:
         """The InspectWrapper's verdict: an inspector, or None while
         undecided; raises ``ImageFormatError`` when ambiguous."""
         return self._wrapper.format
 
-    def close(self):
+    def close(self) -> None:
         """The stream ended (or is abandoned): inspectors finish."""
         self._wrapper.close()
 
 
-def check_image(image_id, inspected, disk_format, conf):
+def check_image(image_id: str, inspected: Any, disk_format: str,
+                conf: Any) -> CheckedImage:
     """Decide whether an inspected image may be used.
 
     :param inspected: the :class:`StreamInspector`, fed to the end and
@@ -207,7 +211,7 @@ def check_image(image_id, inspected, disk_format, conf):
                         virtual_size=inspector.virtual_size)
 
 
-def qemu_limits(conf, extra_mb=0):
+def qemu_limits(conf: Any, extra_mb: int = 0) -> Any:
     """The CPU and address-space limits every ``qemu-img`` runs under."""
     return processutils.ProcessLimits(
         cpu_time=conf.image_cache.convert_cpu_time,
@@ -215,7 +219,7 @@ def qemu_limits(conf, extra_mb=0):
                        extra_mb) * units.Mi)
 
 
-def ignore_agent_signals():
+def ignore_agent_signals() -> None:
     """In qemu-img, before it runs: the agent's parent sends SIGHUP
     (reload) and SIGUSR2 (report) to its whole process group, and either
     would end a conversion; ignored signals stay ignored across exec."""
@@ -223,7 +227,8 @@ def ignore_agent_signals():
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
 
-def run_qemu_img(image_id, args, conf, extra_mb=0):
+def run_qemu_img(image_id: str, args: list[str], conf: Any,
+                 extra_mb: int = 0) -> tuple[str, str]:
     """Run ``qemu-img args`` under the process limits and a wall-clock limit.
 
     :returns: ``(stdout, stderr)``.
@@ -232,7 +237,7 @@ def run_qemu_img(image_id, args, conf, extra_mb=0):
     :raises processutils.ProcessExecutionError: it failed.
     """
     timeout = conf.image_cache.convert_timeout
-    started = []
+    started: list[Any] = []
     try:
         return processutils.execute(QEMU_IMG, *args,
                                     prlimit=qemu_limits(conf, extra_mb),
@@ -253,8 +258,8 @@ def run_qemu_img(image_id, args, conf, extra_mb=0):
             {'what': args[0], 'n': timeout})
 
 
-def convert_to_raw(image_id, source, dest, disk_format, conf,
-                   cache_dir=None):
+def convert_to_raw(image_id: str, source: str, dest: str, disk_format: str,
+                   conf: Any, cache_dir: str | None = None) -> None:
     """Write a raw (sparse) copy of a checked image with qemu-img."""
     try:
         run_qemu_img(image_id, ['convert', '-f', QEMU_FORMATS[disk_format],
@@ -267,7 +272,8 @@ def convert_to_raw(image_id, source, dest, disk_format, conf,
         raise _not_converted(image_id, disk_format, e)
 
 
-def convert_into_rbd(image_id, source, disk_format, target, conf):
+def convert_into_rbd(image_id: str, source: str, disk_format: str,
+                     target: Any, conf: Any) -> None:
     """Write a checked image as raw into the existing RBD image ``target``
     (a :class:`imaged.storage.connection.QemuImage`).
 
@@ -302,7 +308,8 @@ def convert_into_rbd(image_id, source, disk_format, target, conf):
         raise _not_converted(image_id, disk_format, e)
 
 
-def convert_from_rbd(image_id, source, dest, disk_format, conf):
+def convert_from_rbd(image_id: str, source: Any, dest: str,
+                     disk_format: str, conf: Any) -> None:
     """Write RBD snapshot ``source`` (a
     :class:`imaged.storage.connection.QemuImage`) as a ``disk_format`` file
     ``dest`` (a root disk's snapshot into a qcow2 Glance image).

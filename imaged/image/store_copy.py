@@ -22,6 +22,7 @@ while the first one's copy runs, and they all wait for that copy.
 
 import collections
 import time
+from typing import Any
 
 from oslo_concurrency import lockutils
 from oslo_log import log as logging
@@ -45,7 +46,7 @@ MAX_REQUESTS = 3
 CopyResult = collections.namedtuple('CopyResult', ['outcome', 'reason'])
 
 
-def store_state(record, store):
+def store_state(record: Any, store: str) -> str:
     """Where ``store`` stands in the record: present/importing/failed/absent.
     """
     if store in record.stores:
@@ -60,8 +61,8 @@ def store_state(record, store):
 class StoreCopier:
     """Copies images into ``[glance] rbd_store_name`` and waits, bounded."""
 
-    def __init__(self, conf, glance_api, clock=time.monotonic,
-                 sleep=time.sleep):
+    def __init__(self, conf: Any, glance_api: Any, clock: Any = time.monotonic,
+                 sleep: Any = time.sleep) -> None:
         self.conf = conf
         self.glance = glance_api
         self._clock = clock
@@ -69,7 +70,7 @@ class StoreCopier:
         # One waiter per image on this host; other hosts meet in Glance.
         self._locks = lockutils.Semaphores()
 
-    def copy(self, context, image_id, store):
+    def copy(self, context: Any, image_id: str, store: str) -> CopyResult:
         """Have Glance copy the image into ``store`` and wait for it.
 
         :returns: a :class:`CopyResult`; ``COPIED`` once ``store`` is among

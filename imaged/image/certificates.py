@@ -14,6 +14,7 @@
 caller's token) and kept a while."""
 
 import threading
+from typing import Any
 
 import cachetools
 from castellan.common import exception as castellan_exception
@@ -32,11 +33,11 @@ class KeyManager:
     injectable (castellan's, made from ``conf`` at the first use, by
     default)."""
 
-    def __init__(self, conf, api=None):
+    def __init__(self, conf: Any, api: Any = None) -> None:
         self.conf = conf
         self._api = api
         seconds = conf.glance.certificate_cache_seconds
-        self._kept = cachetools.TTLCache(maxsize=1024, ttl=seconds) \
+        self._kept: Any = cachetools.TTLCache(maxsize=1024, ttl=seconds) \
             if seconds else None
         self._kept_lock = threading.Lock()
 
@@ -45,7 +46,8 @@ class KeyManager:
             self._api = castellan_key_manager.API(self.conf)
         return self._api
 
-    def certificate(self, context, image_id, certificate_id):
+    def certificate(self, context: Any, image_id: str,
+                    certificate_id: str) -> Any:
         """The X.509 certificate ``certificate_id`` (cryptography's).
 
         :raises ImageCertificateInvalid: not in the key manager, or not an

@@ -119,7 +119,7 @@ class StreamInspector:
             cast(IO[bytes], self._piece))
         self._piece_size = piece_size
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | memoryview) -> None:
         """Inspect the stream's next ``len(data)`` bytes."""
         if not self._capturing():
             self._eat(data)

@@ -33,6 +33,7 @@ import hashlib
 import json
 import threading
 import time
+from typing import Any
 
 from cryptography import exceptions as crypto_exceptions
 from cursive import certificate_utils
@@ -63,18 +64,18 @@ class Verifier:
     """One pass of cursive's verifier over an image's bytes; fresh per
     pass (a verifier hashes what it is given)."""
 
-    def __init__(self, signed):
+    def __init__(self, signed: 'Signed') -> None:
         self.signed = signed
         self.seconds = 0.0
         self._cursive = signed.key_type.create_verifier(
             signed.signature, signed.hash_method, signed.public_key)
 
-    def update(self, data):
+    def update(self, data: bytes) -> None:
         started = time.monotonic()
         self._cursive.update(data)
         self.seconds += time.monotonic() - started
 
-    def verify(self):
+    def verify(self) -> None:
         """:raises ImageSignatureInvalid: the bytes are not what was
         signed."""
         started = time.monotonic()
@@ -93,8 +94,8 @@ class Signed:
     """A signed image, as one call verifies it: its signature properties,
     the public key of its (trusted) certificate, and the outcome."""
 
-    def __init__(self, image, properties, key_type, hash_method, signature,
-                 public_key):
+    def __init__(self, image: Any, properties: dict[str, str], key_type: Any,
+                 hash_method: Any, signature: bytes, public_key: Any) -> None:
         self.image_id = image.id
         self.certificate_id = properties[CERT_UUID]
         self.key_type = key_type
@@ -106,16 +107,16 @@ class Signed:
         self.digest = hashlib.sha256(json.dumps(
             [sorted(properties.items()), image.os_hash_algo,
              image.os_hash_value]).encode()).hexdigest()
-        self.outcome = None
+        self.outcome: str | None = None
         self.seconds = 0.0
 
-    def verifier(self):
+    def verifier(self) -> Verifier:
         return Verifier(self)
 
-    def verified(self, outcome, seconds):
+    def verified(self, outcome: str, seconds: float) -> None:
         self.outcome, self.seconds = outcome, seconds
 
-    def summary(self):
+    def summary(self) -> dict[str, Any]:
         """``{'outcome', 'seconds', 'certificate_id'}`` for results and
         notifications."""
         return {'outcome': self.outcome or 'not verified yet',
@@ -136,7 +137,8 @@ class Signatures:
     :param metrics: an :class:`imaged.metrics.Metrics`, or None.
     """
 
-    def __init__(self, conf, snapshots=None, key_manager=None, metrics=None):
+    def __init__(self, conf: Any, snapshots: Any = None,
+                 key_manager: Any = None, metrics: Any = None) -> None:
         self.conf = conf
         self.snapshots = snapshots
         self.key_manager = key_manager or certificates.KeyManager(conf)
@@ -144,7 +146,7 @@ class Signatures:
         self._image_locks = lockutils.Semaphores()
         self._memo_lock = threading.Lock()
 
-    def trusted_certificate_ids(self, context):
+    def trusted_certificate_ids(self, context: Any) -> list[str]:
         """The call's trusted certificate ids, else the configured ones
         when certificate validation is on, else none."""
         ids = getattr(context, 'trusted_certs', None)
@@ -154,11 +156,11 @@ class Signatures:
             return list(self.conf.glance.default_trusted_certificate_ids)
         return []
 
-    def required(self, context):
+    def required(self, context: Any) -> bool:
         return bool(self.conf.glance.verify_glance_signatures or
                     getattr(context, 'trusted_certs', None))
 
-    def check(self, context, image):
+    def check(self, context: Any, image: Any) -> Signed | None:
         """The call's :class:`Signed` image, or None when no signature is
         verified; the same object for the same call and image.
 
@@ -244,7 +246,8 @@ class Signatures:
 
     # -- the clone path -------------------------------------------------------
 
-    def verify_snapshot(self, context, image, loc, signed):
+    def verify_snapshot(self, context: Any, image: Any, loc: Any,
+                        signed: Signed) -> None:
         """Make sure Glance's snapshot ``loc`` (an ``RBDLocation`` in our
         cluster) holds what ``signed`` signed, before it is cloned.
 
@@ -340,7 +343,8 @@ class Signatures:
 
     # -- the download path ----------------------------------------------------
 
-    def downloaded(self, signed, verifier, error=None):
+    def downloaded(self, signed: Signed, verifier: Verifier,
+                   error: BaseException | None = None) -> None:
         """Count a download's verification (``verifier.verify`` ran, or
         ``error`` stopped it)."""
         if error is None:

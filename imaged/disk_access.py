@@ -32,7 +32,7 @@ LOG = logging.getLogger(__name__)
 class DiskAccess:
     """The locks and owners of the root disks of ``storage``'s pool."""
 
-    def __init__(self, conf, storage) -> None:
+    def __init__(self, conf: Any, storage: Any) -> None:
         self.conf = conf
         self.storage = storage
         self._instance_locks = lockutils.Semaphores()
@@ -43,8 +43,9 @@ class DiskAccess:
         """This host's lock on disk ``name``, then the pool's, waited for
         within the call's deadline (or ``timeout`` seconds)."""
         if timeout is None:
+            # long_rpc_timeout is bounded, so is its cap (never None).
             timeout = call_deadline.of(context).cap(
-                self.conf.long_rpc_timeout)
+                self.conf.long_rpc_timeout) or 0.0
         started = time.monotonic()
         lock = self._instance_locks.get(name)
         if not lock.acquire(timeout=timeout):

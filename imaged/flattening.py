@@ -20,6 +20,7 @@ from oslo_log import log as logging
 
 from imaged import background
 from imaged import deadline as call_deadline
+from imaged import disk_access
 from imaged import exception
 from imaged.i18n import _
 from imaged.storage import disks as rbd_disks
@@ -31,7 +32,8 @@ class RootDiskFlattens:
     """Flattens root disks of ``storage``'s pool, with ``access``'s locks
     (a :class:`imaged.disk_access.DiskAccess`)."""
 
-    def __init__(self, conf, storage, access) -> None:
+    def __init__(self, conf: Any, storage: Any,
+                 access: disk_access.DiskAccess) -> None:
         self.conf = conf
         self.storage = storage
         self.access = access

@@ -17,6 +17,8 @@ gate, the leftovers' owner. Nothing else builds them; each part gets what
 it uses, never reaches through another for it.
 """
 
+from typing import Any
+
 from imaged import background
 from imaged import calls
 from imaged import disk_access
@@ -38,12 +40,13 @@ from imaged.storage import rbd as rbd_storage
 class Agent:
     """One agent's parts, as :func:`build` wired them."""
 
-    def __init__(self, **parts):
+    def __init__(self, **parts: Any) -> None:
         self.__dict__.update(parts)
 
 
-def build(conf, host, glance_api=None, storage=None, files=None,
-          notifications=None, signatures=None, verify_signatures=True):
+def build(conf: Any, host: str, glance_api: Any = None, storage: Any = None,
+          files: Any = None, notifications: Any = None, signatures: Any = None,
+          verify_signatures: bool = True) -> Agent:
     """The agent of ``host``; tests hand fakes for the parts that reach
     Glance, Ceph or the disk (and ``verify_signatures=False`` or their own
     ``signatures``)."""

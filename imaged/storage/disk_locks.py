@@ -17,7 +17,7 @@ delete never runs beside a create that would make the disk again after it.
 """
 
 import contextlib
-from typing import Iterator
+from typing import Any, Iterator
 
 from imaged import exception
 from imaged.i18n import _
@@ -33,7 +33,7 @@ def lock_object(name: str) -> str:
 class DiskLocks:
     """The locks of the root disks of ``[rbd] pool``, taken by ``host``."""
 
-    def __init__(self, conn, host: str) -> None:
+    def __init__(self, conn: Any, host: str) -> None:
         self.conn = conn
         self.host = host
 

@@ -119,13 +119,17 @@ class PartialImage:
     exists until ``commit`` succeeded.
     """
 
-    def __init__(self, writer, spec, size):
+    def __init__(self, writer: 'PartialWriter', spec: FinalImage,
+                 size: int) -> None:
         self.writer, self.spec, self.size = writer, spec, size
         self.conn = writer.conn
         self.part = partial_name(spec.name, writer.host)
         self.finished = False
-        self._lease = self.ioctx = self._image = self._blocks = None
-        self._error = None
+        self._lease: Any = None
+        self.ioctx: Any = None
+        self._image: Any = None
+        self._blocks: Any = None  # a rbd_import.BlockWriter once open
+        self._error: BaseException | None = None
         writer.mark_in_progress(self.part, True)
         try:
             self._open()
@@ -277,15 +281,15 @@ def fill_from_file(partial: PartialImage, path: str,
 class PartialWriter:
     """Makes new images in ``[rbd] pool`` for ``host``; sweeps leftovers."""
 
-    def __init__(self, conn, host):
+    def __init__(self, conn: Any, host: str) -> None:
         self.conn = conn
         self.host = host
         # Partial images this process is making right now: never leftovers.
-        self._in_progress = set()
+        self._in_progress: set[str] = set()
         self._in_progress_lock = threading.Lock()
         # None until the first sweep; then the names this process knows it
         # left behind (a removal that failed), the only ones swept again.
-        self._leftovers = None
+        self._leftovers: set[str] | None = None
 
     def mark_in_progress(self, part: str, busy: bool) -> None:
         with self._in_progress_lock:

@@ -122,12 +122,12 @@ class ObjectWatches:
 class Waiter:
     """One caller waiting for notifications on a watched key."""
 
-    def __init__(self, watches, slot):
+    def __init__(self, watches: ObjectWatches, slot: Any) -> None:
         self._watches = watches
         self.slot = slot
         self.event = threading.Event()
 
-    def wait(self, timeout):
+    def wait(self, timeout: float) -> bool:
         """Wait for a notification, at most ``timeout`` seconds."""
         self._watches.renew(self)  # a broken watch is made again first
         woke = self.event.wait(max(timeout, 0))

@@ -312,6 +312,14 @@ class GlanceAPI:
             context, retries=False).images.upload(image_id, data,
                                                   image_size=size))
 
+    def user_roles(self) -> list[str] | None:
+        """The roles in imaged's own token, lower case (None without
+        Keystone); ``imaged-status`` reports them.
+
+        :raises BackendUnavailable: Keystone cannot tell.
+        """
+        return self.auth.user_roles()
+
     def sees_every_image(self) -> bool:
         """Whether Glance shows imaged's own user every image, so that a
         404 for it means the image is gone, not private to a project.
@@ -322,7 +330,7 @@ class GlanceAPI:
 
         :raises: BackendUnavailable when Keystone cannot tell.
         """
-        roles = self.auth.user_roles()
+        roles = self.user_roles()
         return roles is None or 'admin' in roles
 
     def api_versions(self) -> list[str]:

@@ -354,6 +354,11 @@ class SeesEveryImageTest(GlanceTestCase):
         api = self.api(glance_auth=FakeAccess(['service', 'Admin']))
         self.assertTrue(api.sees_every_image())
 
+    def test_the_roles_are_those_of_imaged_s_token(self):
+        # What imaged-status reports (its fake Glance has the same call).
+        api = self.api(glance_auth=FakeAccess(['service', 'Admin']))
+        self.assertEqual(['admin', 'service'], api.user_roles())
+
     def test_service_role_alone_does_not(self):
         api = self.api(glance_auth=FakeAccess(['service', 'reader']))
         self.assertFalse(api.sees_every_image())

@@ -62,17 +62,19 @@ class LongCalls:
     waiting.
     """
 
-    def __init__(self, host, max_running, max_queued):
+    def __init__(self, host: str, max_running: int,
+                 max_queued: int) -> None:
         self.host = host
         self.max_running = max_running
         self.max_queued = max_queued
         self._lock = threading.Lock()
         self._running = 0
-        self._queue = collections.deque()
+        self._queue: collections.deque[_Turn] = collections.deque()
         self._closed = False
         self._refused = 0
         self._expired = 0
-        self._calls = []  # _Call of each call running or waiting
+        # The _Call of each call running or waiting.
+        self._calls: list[_Call] = []
 
     @property
     def capacity(self) -> int:

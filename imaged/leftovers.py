@@ -207,7 +207,7 @@ class Leftovers:
             ('scratch file', lambda: self.files.remove_scratch(
                 older_than=2 * self.conf.long_rpc_timeout)),
             ('pool partial', lambda: storage.partials.sweep()[0]),
-            ('marked disk', storage.disks.sweep),
+            ('marked disk', storage.incomplete_disks.sweep),
             ('temporary disk snapshot', lambda: self._sweep_snapshots(
                 storage.snapshots.left_here())),
             ('snapshot partial', lambda: storage.snapshots.sweep_own(
@@ -228,7 +228,7 @@ class Leftovers:
             ('trashed base', storage.bases.purge_trash),
             ('pool partial',
              lambda: storage.partials.sweep_abandoned(max_age)),
-            ('marked disk', storage.disks.sweep_abandoned),
+            ('marked disk', storage.incomplete_disks.sweep_abandoned),
             ('snapshot partial', lambda: storage.snapshots.sweep_abandoned(
                 self.glance_pools(), max_age)),
             ('verification record', storage.verified.sweep_gone),
@@ -246,7 +246,7 @@ class Leftovers:
         removed = []
         for disk, image_id in entries:
             try:
-                with storage.disks.lock(disk, 0):
+                with storage.disk_locks.lock(disk, 0):
                     storage.snapshots.drop(disk, image_id)
             except exception.RootDiskBusy:
                 continue  # a call holds the disk: not a leftover now

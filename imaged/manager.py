@@ -28,16 +28,13 @@ from oslo_log import log as logging
 import oslo_messaging as messaging
 from oslo_utils import units
 
-from imaged import calls
 from imaged import deadline
 from imaged import exception
 from imaged.i18n import _
-from imaged.imagecache import precache
 from imaged import leftovers
 from imaged import policy
 from imaged import rootdisk
 from imaged import rpcapi
-from imaged import snapshot
 from imaged import validate
 from imaged import version
 
@@ -101,37 +98,33 @@ class ImageAgentManager:
 
     target = messaging.Target(version=rpcapi.RPC_API_VERSION)
 
-    def __init__(self, conf, host, root_disks, storage, image_cache,
-                 glance_api, notifications=None):
-        self.conf = conf
-        self.host = host
-        self.root_disks = root_disks
-        self.storage = storage
-        self.image_cache = image_cache
-        self.glance = glance_api
+    def __init__(self, agent):
+        """:param agent: the parts :func:`imaged.wiring.build` made."""
+        self.conf = agent.conf
+        self.host = agent.host
+        self.root_disks = agent.root_disks
+        self.storage = agent.storage
+        self.image_cache = agent.image_cache
+        self.files = agent.files
+        self.glance = agent.glance
         # One notifier (and one set of metrics) for the whole agent.
-        self.notifications = notifications or image_cache.notifications
-        self.precache = precache.Precache(conf, root_disks,
-                                          self.notifications)
-        self.snapshots = snapshot.Snapshots(
-            conf, glance_api, storage, root_disks, root_disks.locations.pools,
-            self.notifications)
+        self.notifications = agent.notifications
+        self.precache = agent.precache
+        self.snapshots = agent.snapshots
+        self.flattening = agent.flattening
+        self.flattens = agent.flattens
         self._healthy = None  # (valid until, fsid) of the last good check
         self._backends_up = {'ceph': False, 'glance': False}
         self.metrics = self.notifications.metrics
         self.metrics.watch_state(self._metrics_state)
-        self.long_calls = calls.LongCalls(
-            host, conf.max_concurrent_long_calls, conf.max_queued_long_calls)
+        self.long_calls = agent.long_calls
         # Who each call comes from: Keystone's answer (imaged.policy).
-        self.callers = policy.Callers(conf, glance_api)
-        self.leftovers = leftovers.Leftovers(
-            conf, storage, image_cache.files,
-            lambda: root_disks.locations.pools.allowed(storage.fsid()),
-            image_cache.eviction)
+        self.callers = agent.callers
+        self.leftovers = agent.leftovers
 
     def init_host(self):
         """Start-up: the cache's directories, its scratch files gone."""
-        self.image_cache.files.prepare()
+        self.files.prepare()
         self.leftovers.at_start()
         _fsid, problems = self.storage.status()
         problems += self.glance.check_health()
@@ -218,7 +211,7 @@ class ImageAgentManager:
                 'pool': self.storage.pool,
                 'cache': self.image_cache.usage(),
                 'calls': self.long_calls.stats(),
-                'flattens': self.root_disks.flattens.stats(),
+                'flattens': self.flattens.stats(),
                 'problems': problems}
 
     # -- RPC API 1.1 ----------------------------------------------------------
@@ -249,7 +242,7 @@ class ImageAgentManager:
         self.callers.identify(context, 'flatten_root_disk')
         with self._long_call(context, 'flatten_root_disk',
                              instance_uuid=instance_uuid):
-            return self.root_disks.flatten(context, instance_uuid)
+            return self.flattening.flatten(context, instance_uuid)
 
     @messaging.expose
     @remote_errors
@@ -288,7 +281,7 @@ class ImageAgentManager:
     def _metrics_state(self):
         self._health()
         return {'calls': self.long_calls.stats(),
-                'flattens': self.root_disks.flattens.stats(),
+                'flattens': self.flattens.stats(),
                 'cache_bytes': self.image_cache.usage()['used_bytes'],
                 'backends': dict(self._backends_up)}
 

@@ -24,27 +24,25 @@ Strategies, fastest first:
 
 A disk made by cloning is flattened (``[rbd] flatten_root_disks``) when
 asked, or when its chain of clones would be longer than ``[rbd]
-max_clone_depth``; ``flatten`` does it for an existing disk.
+max_clone_depth`` (:mod:`imaged.flattening`). Who may touch a disk, and
+when, is :mod:`imaged.disk_access`'s.
 
 This module chooses; the image cache keeps the bytes; ``storage`` writes
 them.
 """
 
 from concurrent import futures
-import contextlib
 import functools
 import time
-from typing import Any, ContextManager
+from typing import Any
 
-from oslo_concurrency import lockutils
 from oslo_log import log as logging
 from oslo_utils import units
+import tenacity
 
-from imaged import background
 from imaged import deadline as call_deadline
 from imaged import exception
 from imaged.i18n import _
-from imaged.image import locations as image_locations
 from imaged.image import record
 from imaged.image import signature
 from imaged import policy
@@ -59,8 +57,8 @@ RECORD_FRESH = 1.0
 
 
 class Timings:
-    def __init__(self):
-        self.steps = []
+    def __init__(self) -> None:
+        self.steps: list[str] = []
         self._start = time.monotonic()
 
     def step(self, name: str) -> None:
@@ -72,51 +70,29 @@ class Timings:
 class RootDisks:
     """Creates and deletes root disks; the manager validates arguments."""
 
-    def __init__(self, conf, glance_api, storage, image_cache,
-                 signatures=None):
+    def __init__(self, conf: Any, glance_api: Any, storage: Any,
+                 image_cache: Any, signatures: Any, locations: Any,
+                 access: Any, flattening: Any, flattens: Any) -> None:
+        """Parts from :mod:`imaged.wiring`: ``signatures`` an
+        :class:`imaged.image.signature.Signatures` (None: none verified),
+        ``locations`` the image's cloneable locations, ``access`` a
+        :class:`imaged.disk_access.DiskAccess`, ``flattening`` a
+        :class:`imaged.flattening.RootDiskFlattens` and ``flattens`` the
+        background's queue."""
         self.conf = conf
-        # An imaged.image.signature.Signatures; None: none verified.
         self.signatures = signatures
         self.glance = glance_api
         self.storage = storage
         self.image_cache = image_cache
-        self.locations = image_locations.CloneableLocations(
-            conf, glance_api, storage)
-        self._instance_locks = lockutils.Semaphores()
-        self._parent_depths = {}  # parent location -> its chain's length
-        self.flattens = background.BackgroundFlattens(
-            conf, self._flatten_in_background)
+        self.locations = locations
+        self.access = access
+        self.flattening = flattening
+        self.flattens = flattens
         # Reads Glance's record of an image while a create takes its
         # disk's locks: one thread per long call at most.
         self._records = futures.ThreadPoolExecutor(
             max_workers=conf.max_concurrent_long_calls,
             thread_name_prefix='glance-record')
-
-    @contextlib.contextmanager
-    def _instance_lock(self, context, name, timeout=None):
-        """This host's lock on disk ``name``, then the pool's, waited for
-        within the call's deadline (or ``timeout`` seconds)."""
-        if timeout is None:
-            timeout = call_deadline.of(context).cap(
-                self.conf.long_rpc_timeout)
-        started = time.monotonic()
-        lock = self._instance_locks.get(name)
-        if not lock.acquire(timeout=timeout):
-            raise exception.RootDiskBusy(
-                name=name, pool=self.storage.pool,
-                reason=_('another call for it is still running'))
-        try:
-            left = max(timeout - (time.monotonic() - started), 0)
-            with self.storage.disks.lock(name, left):
-                yield
-        finally:
-            lock.release()
-
-    def instance_lock(self, context: Any,
-                      name: str) -> ContextManager[None]:
-        """Held while disk ``name`` is created, deleted, flattened or
-        snapshotted (this host's lock, then the pool's)."""
-        return self._instance_lock(context, name)
 
     def _result(self, instance_uuid, image_id, name, info, strategy,
                 timings, signed=None):
@@ -130,7 +106,7 @@ class RootDisks:
         context.update_store()  # this thread logs the call's request id
         return self.record(context, image_id)
 
-    def record(self, context, image_id):
+    def record(self, context: Any, image_id: str) -> Any:
         """The image's record, as the caller may read it: with its token;
         for a call without one, read as imaged's user and refused unless
         public or community.
@@ -144,25 +120,6 @@ class RootDisks:
             return image
         return self.glance.show(context, image_id)
 
-    def check_owner(self, context: Any, name: str, info: dict[str, Any],
-                    action: str) -> None:
-        """Refuse a caller that may not ``action`` the finished disk
-        ``name`` (``info`` from ``disks.info``) before anything about it is
-        told; an old disk an admin or service token acts on is adopted.
-
-        :raises NotAuthorized: naming neither the disk's project nor its
-            image.
-        """
-        adopt = policy.check_disk_owner(policy.caller_of(context),
-                                        info.get('project_id'),
-                                        _('%(action)s root disk %(name)s') %
-                                        {'action': action, 'name': name})
-        if adopt is not None:
-            self.storage.disks.set_owner(name, adopt)
-            LOG.info('Root disk %s/%s, made before imaged recorded owners, '
-                     'now belongs to project %s', self.storage.pool, name,
-                     adopt)
-
     def create(self, context: Any, instance_uuid: str, image_id: str,
                size_gb: int) -> dict[str, Any]:
         name = rbd_disks.disk_name(instance_uuid)
@@ -175,7 +132,7 @@ class RootDisks:
         # Disks to flatten in the background, once unlocked.
         later: list[str] = []
         try:
-            with self._instance_lock(context, name):
+            with self.access.instance_lock(context, name):
                 timings.step('locks')
                 if time.monotonic() - started < RECORD_FRESH:
                     record_of = early.result
@@ -195,11 +152,11 @@ class RootDisks:
                 record_of, timings, later):
         info = self.storage.disks.info(name)
         if info is not None and not info['complete']:
-            self.storage.disks.remove_incomplete(name)
+            self.storage.incomplete_disks.remove_incomplete(name)
             info = None
         caller = policy.caller_of(context)
         if info is not None:
-            self.check_owner(context, name, info, _('use'))
+            self.access.check_owner(context, name, info, _('use'))
             self._check_existing(name, info, image_id, size_bytes)
             if getattr(context, 'auth_token', None) or caller.anonymous:
                 # A caller gets no disk of an image it cannot see.
@@ -219,7 +176,8 @@ class RootDisks:
         strategy, info = self._make(context, image, spec, timings)
         if signed is not None and signed.outcome is None:
             signed.verified(signature.CACHED, 0.0)
-        info = self._shorten_chain(context, name, info, timings, later)
+        info = self.flattening.shorten_chain(context, name, info,
+                                             timings, later)
         LOG.info('Created root disk %s/%s for instance %s from image %s '
                  'by %s: %s%s', self.storage.pool, name, instance_uuid,
                  image_id, strategy, ', '.join(timings.steps),
@@ -256,26 +214,32 @@ class RootDisks:
     def _make(self, context, image, spec, timings):
         """``(strategy, info)`` of the new disk ``spec``: a clone of the
         image's cloneable location, else from the image cache."""
-        for attempt in (1, 2):
-            location, parent_size = self.locations.cloneable(
-                context, image, timings)
-            if location is None:
-                return 'download', self._download(context, image, spec,
-                                                  timings)
-            call_deadline.of(context).check(_('the root disk %s') %
-                                            spec.name)
-            try:
-                self._verify_clone_source(context, image, location, timings)
-                return 'clone', self._clone(image, location, parent_size,
-                                            spec, timings)
-            except exception.CloneSourceNotFound as e:
-                # Gone since it was found (remembered): look it up once
-                # more, and download if Glance keeps it nowhere cloneable.
-                self.locations.forget(image.id)
-                if attempt == 2:
-                    raise
-                LOG.info('Image %s is no longer at the location imaged '
-                         'found (%s); looking it up again', image.id, e)
+        def look_again(retry_state):
+            # Gone since it was found (and forgotten): look it up once
+            # more, and download if Glance keeps it nowhere cloneable.
+            LOG.info('Image %s is no longer at the location imaged found '
+                     '(%s); looking it up again', image.id,
+                     retry_state.outcome.exception())
+        return tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(
+                exception.CloneSourceNotFound),
+            stop=tenacity.stop_after_attempt(2), before_sleep=look_again,
+            reraise=True)(self._clone_or_download, context, image, spec,
+                          timings)
+
+    def _clone_or_download(self, context, image, spec, timings):
+        location, parent_size = self.locations.cloneable(context, image,
+                                                         timings)
+        if location is None:
+            return 'download', self._download(context, image, spec, timings)
+        call_deadline.of(context).check(_('the root disk %s') % spec.name)
+        try:
+            self._verify_clone_source(context, image, location, timings)
+            return 'clone', self._clone(image, location, parent_size, spec,
+                                        timings)
+        except exception.CloneSourceNotFound:
+            self.locations.forget(image.id)
+            raise
 
     def _verify_clone_source(self, context, image, location, timings):
         """A signed image's snapshot is verified (once per pool) before
@@ -317,60 +281,6 @@ class RootDisks:
                                     disk=spec)
         return {'size_bytes': spec.min_size, 'parent': None}
 
-    def _flatten_wait(self, context):
-        return call_deadline.of(context).cap(self.conf.long_rpc_timeout)
-
-    def _shorten_chain(self, context, name, info, timings, later):
-        """Flatten a new clone if asked to, or if its chain is too long;
-        or add it to ``later``, the background's."""
-        parent = info['parent']
-        if parent is None:
-            return info
-        flattener = self.storage.flattener
-        depth = self._parent_depths.get(parent)
-        if depth is None:
-            depth = self._parent_depths[parent] = flattener.depth(name) - 1
-        policy = self.conf.rbd.flatten_root_disks
-        if policy == 'on_create' or depth + 1 > self.conf.rbd.max_clone_depth:
-            if policy != 'on_create':
-                LOG.info('Flattening %s: a chain of %d clones is longer than '
-                         '[rbd] max_clone_depth', name, depth + 1)
-            flattener.flatten(name, wait=self._flatten_wait(context))
-            timings.step('flatten')
-            return dict(info, parent=None)
-        if policy == 'background':
-            later.append(name)
-        return info
-
-    def _flatten_in_background(self, name, cancelled):
-        """A background worker's flatten of disk ``name``, with its locks
-        held: a delete waits for it, or cancels it."""
-        with self._instance_lock(None, name, timeout=background.LOCK_WAIT):
-            parent = self.storage.disks.parent(name)
-            if parent is None or self.storage.disks.finished(name) is None:
-                return  # flattened, deleted or being made again meanwhile
-            self.storage.flattener.flatten(
-                name, wait=background.LOCK_WAIT, cancelled=cancelled)
-            self.storage.trash.remove_if_unused(*parent)
-
-    def flatten(self, context: Any, instance_uuid: str) -> dict[str, Any]:
-        """Make the disk independent of its image; idempotent."""
-        name = rbd_disks.disk_name(instance_uuid)
-        with self._instance_lock(context, name):
-            disks = self.storage.disks
-            info = disks.finished(name)
-            if info is None:
-                raise exception.RootDiskNotFound(name=name,
-                                                 pool=self.storage.pool)
-            self.check_owner(context, name, info, _('flatten'))
-            parent = disks.parent(name)
-            seconds = self.storage.flattener.flatten(
-                name, wait=self._flatten_wait(context))
-            if parent is not None:
-                self.storage.trash.remove_if_unused(*parent)
-        return {'instance_uuid': instance_uuid, 'parent': None,
-                'seconds': round(seconds, 3)}
-
     def cache_image(self, context: Any, image_id: str) -> str:
         """Make sure a later root disk from ``image_id`` needs no download.
 
@@ -393,14 +303,14 @@ class RootDisks:
         name = rbd_disks.disk_name(instance_uuid)
         # A background flatten holds the disk: it stops for the delete.
         self.flattens.cancel(name)
-        with self._instance_lock(context, name):
+        with self.access.instance_lock(context, name):
             info = self.storage.disks.info(name)
             if info is not None and info['complete']:
                 # A crashed create's leftover is anyone's to remove.
-                self.check_owner(context, name, info, _('delete'))
+                self.access.check_owner(context, name, info, _('delete'))
             if self.storage.disks.remove(name):
                 LOG.info('Deleted root disk %s/%s', self.storage.pool, name)
             else:
                 LOG.info('Root disk %s/%s was already gone',
                          self.storage.pool, name)
-            self.storage.disks.forget_lock(name)
+            self.storage.disk_locks.forget_lock(name)

@@ -74,7 +74,7 @@ class ImagedService(service.Service):
             self.rpcserver.wait()
             self.rpcserver = None
         # Background flattens stop (their disks stay good clones).
-        self.manager.root_disks.flattens.close()
+        self.manager.flattens.close()
         super().stop(graceful=graceful)
         self.manager.metrics.stop()
         # The pool's cleanup role goes to another host now, not when its

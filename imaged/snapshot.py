@@ -67,14 +67,15 @@ ACTIVE_POLL = 0.5
 class Snapshots:
     """Snapshots of root disks into Glance images."""
 
-    def __init__(self, conf, glance_api, storage, root_disks, pools,
-                 notifications):
+    def __init__(self, conf: Any, glance_api: Any, storage: Any, access: Any,
+                 pools: Any, notifications: Any, files: Any) -> None:
         self.conf = conf
         self.notifications = notifications
         self.glance = glance_api
         self.storage = storage
-        self.root_disks = root_disks  # for its per-disk lock
+        self.access = access  # imaged.disk_access.DiskAccess
         self.pools = pools  # image.locations.GlancePools
+        self.files = files  # imagecache.files.BaseFiles: its scratch paths
 
     def _check_image(self, context, image):
         if image.status not in ('queued', 'importing', 'active'):
@@ -108,7 +109,7 @@ class Snapshots:
                  timings: 'rootdisk.Timings') -> dict[str, Any]:
         name = rbd_disks.disk_name(instance_uuid)
         deadline = call_deadline.of(context)
-        with self.root_disks.instance_lock(context, name):
+        with self.access.instance_lock(context, name):
             info = self.storage.disks.finished(name)
             if info is None:
                 raise exception.RootDiskNotFound(name=name,
@@ -118,7 +119,7 @@ class Snapshots:
                 raise exception.NotAuthorized(
                     action=_('snapshot root disk %s') % name,
                     reason=_('a snapshot needs a token'))
-            self.root_disks.check_owner(context, name, info, _('snapshot'))
+            self.access.check_owner(context, name, info, _('snapshot'))
             image = self.glance.show(context, image_id)
             self._check_image(context, image)
             timings.step('glance')
@@ -223,14 +224,15 @@ class Snapshots:
 
         Progress: step ``convert`` once qemu-img is done, then ``upload``
         in bytes of the converted file."""
-        files = self.root_disks.image_cache.files
+        files = self.files
         path = files.scratch_path(image.id, image.disk_format)
         reporter = self.notifications.snapshot_progress_reporter
         try:
             image_format.convert_from_rbd(
-                image.id, self.storage.pool, name,
-                rbd_snapshots.disk_snapshot_name(image.id), path,
-                image.disk_format, self.conf)
+                image.id, self.storage.qemu_image(
+                    self.storage.pool, name,
+                    rbd_snapshots.disk_snapshot_name(image.id)),
+                path, image.disk_format, self.conf)
             reporter(context, instance_uuid, image.id, 'convert')(1, 1)
             timings.step('convert')
             with open(path, 'rb') as data:

@@ -21,18 +21,12 @@ from oslo_service import service
 
 from imaged import conf as imaged_conf
 from imaged import crashes
-from imaged.image import glance
-from imaged.image import signature
-from imaged.imagecache import files as base_files
-from imaged.imagecache import manager as imagecache_manager
 from imaged import malloc
 from imaged import manager as imaged_manager
-from imaged import notifications
 from imaged import reports
-from imaged import rootdisk
 from imaged import service as imaged_service
-from imaged.storage import rbd as rbd_storage
 from imaged import version
+from imaged import wiring
 
 CONF = imaged_conf.CONF
 LOG = logging.getLogger(__name__)
@@ -47,19 +41,7 @@ def parse_args(argv, conf=CONF):
 
 
 def build_manager(conf=CONF):
-    host = conf.host
-    glance_api = glance.GlanceAPI(conf)
-    storage = rbd_storage.RBDDriver(conf, host)
-    notifier = notifications.Notifications(conf, host)
-    signatures = signature.Signatures(conf, storage.verified,
-                                      metrics=notifier.metrics)
-    image_cache = imagecache_manager.ImageCacheManager(
-        conf, glance_api, storage, base_files.BaseFiles(conf), notifier,
-        signatures)
-    root_disks = rootdisk.RootDisks(conf, glance_api, storage, image_cache,
-                                    signatures)
-    return imaged_manager.ImageAgentManager(conf, host, root_disks, storage,
-                                            image_cache, glance_api, notifier)
+    return imaged_manager.ImageAgentManager(wiring.build(conf, conf.host))
 
 
 def launch(conf, server):

@@ -82,7 +82,7 @@ class Checks(upgradecheck.UpgradeCommands):
     @property
     def ceph(self):
         if self._ceph is None:
-            self._ceph = self._driver().conn
+            self._ceph = self._driver().cluster_status
         return self._ceph
 
     @property

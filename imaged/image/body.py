@@ -32,6 +32,7 @@ import http.client
 import queue
 import threading
 import time
+from typing import Any, Iterable, Iterator
 
 from oslo_log import log as logging
 from oslo_utils import units
@@ -69,7 +70,8 @@ class Block:
 
     __slots__ = ('buffer', 'offset', 'length', '_holds', '_lock', '_free')
 
-    def __init__(self, buffer, offset, length, free):
+    def __init__(self, buffer: Any, offset: int, length: int,
+                 free: Any) -> None:
         self.buffer, self.offset, self.length = buffer, offset, length
         self._holds = 1
         self._lock = threading.Lock()
@@ -79,17 +81,17 @@ class Block:
         return self.length
 
     @property
-    def data(self):
+    def data(self) -> memoryview:
         if self.length == len(self.buffer):
             return self.buffer
         return memoryview(self.buffer)[:self.length]
 
-    def is_zero(self):
+    def is_zero(self) -> bool:
         if self.length == len(_ZEROS):
             return self.buffer == _ZEROS
         return bytes(self.data) == _ZEROS[:self.length]
 
-    def hold(self):
+    def hold(self) -> 'Block':
         with self._lock:
             if not self._holds:
                 raise RuntimeError('block at %d is already free' %
@@ -97,7 +99,7 @@ class Block:
             self._holds += 1
         return self
 
-    def release(self):
+    def release(self) -> None:
         with self._lock:
             self._holds -= 1
             free = not self._holds
@@ -121,8 +123,9 @@ class ImageBody:
         by default ``[glance] download_timeout`` from now.
     """
 
-    def __init__(self, image_id, response, conf, size=None, deadline=None,
-                 block_size=BLOCK, buffers=BUFFERS):
+    def __init__(self, image_id: str, response: Any, conf: Any,
+                 size: int | None = None, deadline: Any = None,
+                 block_size: int = BLOCK, buffers: int = BUFFERS) -> None:
         self.image_id = image_id
         self.size = size
         self.stall_timeout = conf.glance.download_stall_timeout
@@ -132,14 +135,14 @@ class ImageBody:
         self._response = response
         self._readinto = _readinto_of(response)
         self._block_size = block_size
-        self._free = queue.Queue()
+        self._free: queue.Queue[Any] = queue.Queue()
         self._unmade = buffers
         self._current = None
         self._done = False
 
     @classmethod
-    def open(cls, glance_api, context, image_id, conf, size=None,
-             deadline=None):
+    def open(cls, glance_api: Any, context: Any, image_id: str, conf: Any,
+             size: int | None = None, deadline: Any = None) -> 'ImageBody':
         """GET the image's data; reads wait at most the stall timeout."""
         response = glance_api.open_response(
             context, image_id,
@@ -170,7 +173,7 @@ class ImageBody:
         self.bytes_read += length
         return self._current
 
-    def close(self):
+    def close(self) -> None:
         self._release_current()
         self._done = True
         self._response.close()
@@ -264,7 +267,8 @@ class ImageBody:
                                              reason=reason)
 
 
-def as_blocks(pieces, block_size=units.Mi):
+def as_blocks(pieces: Iterable[bytes],
+              block_size: int = units.Mi) -> Iterator[Block]:
     """Blocks of an iterable of :class:`Block` or of byte strings.
 
     Blocks pass as they are; byte strings (a test's, or another source's)

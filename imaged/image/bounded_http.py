@@ -22,6 +22,7 @@ deadline (``download_timeout``).
 """
 
 import time
+from typing import Any
 
 from keystoneauth1 import session as ks_session
 
@@ -34,11 +35,13 @@ PIECE = 64 * 1024
 class BoundedAdapter(ks_session.TCPKeepAliveAdapter):
     """keystoneauth's adapter (TCP keep-alive), with bounded answers."""
 
-    def __init__(self, conf, *args, clock=time.monotonic, **kwargs):
+    def __init__(self, conf: Any, *args: Any, clock: Any = time.monotonic,
+                 **kwargs: Any) -> None:
         self.conf = conf
         self._clock = clock
         super().__init__(*args, **kwargs)
 
+    # requests' adapter interface (typed by requests' stubs).
     def send(self, request, stream=False, **kwargs):
         if stream:
             return super().send(request, stream=True, **kwargs)

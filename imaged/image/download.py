@@ -41,7 +41,7 @@ from imaged import exception
 from imaged.i18n import _
 from imaged.image import body as image_body
 from imaged.image import format as image_format
-from imaged.image import glance
+from imaged.image import glance_errors
 
 LOG = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class Sink(typing.Protocol):
     does).
     """
 
-    def write(self, offset: int, data) -> None:
+    def write(self, offset: int, data: bytes) -> None:
         """Write ``data`` at ``offset``; offsets only grow."""
 
     def commit(self, size: int) -> None:
@@ -72,7 +72,7 @@ class Sink(typing.Protocol):
         """Remove what was written; safe to call twice."""
 
 
-def abort_quietly(sink):
+def abort_quietly(sink: Sink) -> None:
     """Abort a sink without hiding the error that made us abort."""
     try:
         sink.abort()
@@ -85,7 +85,7 @@ class ShortRead(IOError):
     """Glance's answer ended before the image did: worth a retry."""
 
 
-def expected_hash(image):
+def expected_hash(image: typing.Any) -> tuple[typing.Any, str, str] | None:
     """``(hasher, hex digest, algorithm)`` Glance promises, or None."""
     algo, value = image.os_hash_algo, image.os_hash_value
     if algo and value and algo in hashlib.algorithms_available:
@@ -155,7 +155,8 @@ class _HashThread:
 class ProgressLog:
     """Logs bytes done, percent and MB/s every few seconds."""
 
-    def __init__(self, what, total, interval):
+    def __init__(self, what: str, total: int | None,
+                 interval: float) -> None:
         self.what, self.total, self.interval = what, total, interval
         self.start = self._last = time.monotonic()
 
@@ -179,8 +180,10 @@ def _too_large(image_id, virtual_size, max_virtual_size):
                                       size_bytes=max_virtual_size)
 
 
-def stream(image, blocks, sinks, conf, max_virtual_size=None,
-           verifier=None):
+def stream(image: typing.Any, blocks: typing.Iterable[typing.Any],
+           sinks: list[Sink], conf: typing.Any,
+           max_virtual_size: int | None = None,
+           verifier: typing.Any = None) -> Downloaded:
     """Read ``blocks`` of ``image`` once into ``sinks``, checking them.
 
     :param max_virtual_size: stop as soon as the image is known to be
@@ -259,7 +262,8 @@ def stream(image, blocks, sinks, conf, max_virtual_size=None,
 
 
 # Worth another attempt from the first byte.
-RETRIABLE = glance.RETRIABLE + (ShortRead, exception.ImageDownloadInterrupted)
+RETRIABLE = glance_errors.RETRIABLE + (ShortRead,
+                                       exception.ImageDownloadInterrupted)
 
 
 def _gave_up(image_id):
@@ -280,7 +284,7 @@ def _before_sleep(image_id):
     return callback
 
 
-def attempts(image_id, retries):
+def attempts(image_id: str, retries: int) -> tenacity.Retrying:
     """Attempts (context managers) until one ends without error.
 
     An attempt swallows an error worth retrying (a dropped connection, a

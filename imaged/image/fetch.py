@@ -24,6 +24,7 @@ image is downloaded once per host at a time.
 import contextlib
 import threading
 import time
+from typing import Any, Callable
 
 from oslo_log import log as logging
 
@@ -41,8 +42,8 @@ LOG = logging.getLogger(__name__)
 class Fetcher:
     """Downloads images: bounded at once, retried, reported."""
 
-    def __init__(self, conf, glance_api, notifications=None,
-                 signatures=None):
+    def __init__(self, conf: Any, glance_api: Any, notifications: Any = None,
+                 signatures: Any = None) -> None:
         self.conf = conf
         self.glance = glance_api
         self.notifications = notifications  # image.fetch.*; None: none
@@ -80,7 +81,9 @@ class Fetcher:
             self.glance, context, image.id, self.conf, size=image.size,
             deadline=deadline)
 
-    def stream(self, context, image, sink_makers, max_virtual_size):
+    def stream(self, context: Any, image: Any,
+               sink_makers: list[Callable[[int], Any]],
+               max_virtual_size: int) -> Any:
         """Stream a raw image into new sinks, one per ``sink_makers``.
 
         :param sink_makers: ``make(size)`` callables, called at each attempt
@@ -102,7 +105,9 @@ class Fetcher:
             return made
         return self._download(context, image, sinks, max_virtual_size)[0]
 
-    def download_file(self, context, image, new_sink, max_virtual_size):
+    def download_file(self, context: Any, image: Any,
+                      new_sink: Callable[[], Any],
+                      max_virtual_size: int) -> tuple[Any, Any]:
         """Download an image that needs converting into the file sink
         ``new_sink()`` makes; returns ``(what the stream found, the
         committed file's path)``."""

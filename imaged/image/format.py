@@ -23,11 +23,11 @@ limits; it converts into a local raw file, or straight into a new RBD image.
 import collections
 import contextlib
 import os
-import re
 import signal
 # Only for TimeoutExpired: qemu-img runs through processutils, with
 # argument lists, never a shell.
 import subprocess  # nosec B404
+from typing import Any, cast, IO
 
 from oslo_concurrency import processutils
 from oslo_log import log as logging
@@ -58,7 +58,7 @@ QEMU_FORMATS = {
 }
 
 
-def is_raw(disk_format):
+def is_raw(disk_format: str) -> bool:
     """Whether Glance's ``disk_format`` is read as raw (raw, iso)."""
     return QEMU_FORMATS.get(disk_format) == 'raw'
 
@@ -112,12 +112,14 @@ class StreamInspector:
     inspectors' cost per call is paid once per block again.
     """
 
-    def __init__(self, piece_size=INSPECT_PIECE):
+    def __init__(self, piece_size: int = INSPECT_PIECE) -> None:
         self._piece = _Piece()
-        self._wrapper = format_inspector.InspectWrapper(self._piece)
+        # The piece fed now is file-like enough for the inspectors.
+        self._wrapper = format_inspector.InspectWrapper(
+            cast(IO[bytes], self._piece))
         self._piece_size = piece_size
 
-    def feed(self, data):
+    def feed(self, data: bytes | memoryview) -> None:
         """Inspect the stream's next ``len(data)`` bytes."""
         if not self._capturing():
             self._eat(data)
@@ -152,17 +154,18 @@ class StreamInspector:
             return True
 
     @property
-    def format(self):
+    def format(self) -> Any:
         """The InspectWrapper's verdict: an inspector, or None while
         undecided; raises ``ImageFormatError`` when ambiguous."""
         return self._wrapper.format
 
-    def close(self):
+    def close(self) -> None:
         """The stream ended (or is abandoned): inspectors finish."""
         self._wrapper.close()
 
 
-def check_image(image_id, inspected, disk_format, conf):
+def check_image(image_id: str, inspected: Any, disk_format: str,
+                conf: Any) -> CheckedImage:
     """Decide whether an inspected image may be used.
 
     :param inspected: the :class:`StreamInspector`, fed to the end and
@@ -208,7 +211,7 @@ def check_image(image_id, inspected, disk_format, conf):
                         virtual_size=inspector.virtual_size)
 
 
-def qemu_limits(conf, extra_mb=0):
+def qemu_limits(conf: Any, extra_mb: int = 0) -> Any:
     """The CPU and address-space limits every ``qemu-img`` runs under."""
     return processutils.ProcessLimits(
         cpu_time=conf.image_cache.convert_cpu_time,
@@ -216,7 +219,7 @@ def qemu_limits(conf, extra_mb=0):
                        extra_mb) * units.Mi)
 
 
-def ignore_agent_signals():
+def ignore_agent_signals() -> None:
     """In qemu-img, before it runs: the agent's parent sends SIGHUP
     (reload) and SIGUSR2 (report) to its whole process group, and either
     would end a conversion; ignored signals stay ignored across exec."""
@@ -224,7 +227,8 @@ def ignore_agent_signals():
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
 
-def run_qemu_img(image_id, args, conf, extra_mb=0):
+def run_qemu_img(image_id: str, args: list[str], conf: Any,
+                 extra_mb: int = 0) -> tuple[str, str]:
     """Run ``qemu-img args`` under the process limits and a wall-clock limit.
 
     :returns: ``(stdout, stderr)``.
@@ -233,7 +237,7 @@ def run_qemu_img(image_id, args, conf, extra_mb=0):
     :raises processutils.ProcessExecutionError: it failed.
     """
     timeout = conf.image_cache.convert_timeout
-    started = []
+    started: list[Any] = []
     try:
         return processutils.execute(QEMU_IMG, *args,
                                     prlimit=qemu_limits(conf, extra_mb),
@@ -254,8 +258,8 @@ def run_qemu_img(image_id, args, conf, extra_mb=0):
             {'what': args[0], 'n': timeout})
 
 
-def convert_to_raw(image_id, source, dest, disk_format, conf,
-                   cache_dir=None):
+def convert_to_raw(image_id: str, source: str, dest: str, disk_format: str,
+                   conf: Any, cache_dir: str | None = None) -> None:
     """Write a raw (sparse) copy of a checked image with qemu-img."""
     try:
         run_qemu_img(image_id, ['convert', '-f', QEMU_FORMATS[disk_format],
@@ -268,37 +272,14 @@ def convert_to_raw(image_id, source, dest, disk_format, conf,
         raise _not_converted(image_id, disk_format, e)
 
 
-def rbd_filename(pool, name, conf, snapshot=None):
-    """qemu's ``rbd:`` name of image ``name`` in ``pool`` (at ``snapshot``,
-    if given), as imaged's user.
+def convert_into_rbd(image_id: str, source: str, disk_format: str,
+                     target: Any, conf: Any) -> None:
+    """Write a checked image as raw into the existing RBD image ``target``
+    (a :class:`imaged.storage.connection.QemuImage`).
 
-    Ceph's timeouts go along, so a stalled cluster fails the write instead
-    of hanging it.
-    """
-    timeout = str(conf.rbd.connect_timeout)
-    options = [('id', conf.rbd.user), ('conf', conf.rbd.ceph_conf)]
-    if conf.rbd.keyring:
-        options.append(('keyring', conf.rbd.keyring))
-    options += [('client_mount_timeout', timeout),
-                ('rados_mon_op_timeout', timeout),
-                ('rados_osd_op_timeout', timeout)]
-    at = '@' + _rbd_escape(snapshot) if snapshot else ''
-    return 'rbd:%s/%s%s%s' % (
-        _rbd_escape(pool), _rbd_escape(name), at, ''.join(
-            ':%s=%s' % (key, _rbd_escape(value)) for key, value in options))
-
-
-def _rbd_escape(value):
-    # qemu splits an rbd: name at ':', '/' and '@' unless backslashed.
-    return re.sub(r'([\\:/@])', r'\\\1', str(value))
-
-
-def convert_into_rbd(image_id, source, disk_format, pool, name, conf):
-    """Write a checked image as raw into the existing RBD image ``name``.
-
-    ``name`` must be a new image (it reads as zeros) at least as large as
+    It must be a new image (it reads as zeros) at least as large as
     the image's virtual size: qemu-img writes only the parts holding data,
-    straight into Ceph, in one pass. On failure ``name`` holds part of the
+    straight into Ceph, in one pass. On failure it holds part of the
     image; the caller removes it.
 
     :raises ImageUnacceptable: qemu-img could not read the image, or it
@@ -313,24 +294,24 @@ def convert_into_rbd(image_id, source, disk_format, pool, name, conf):
             # No write-back cache to copy into; writes in flight, out of
             # order, from qemu-img's most coroutines (16: about 10% faster
             # than its default 8 into Ceph here).
-            '-t', 'none', '-W', '-m', '16', source,
-            rbd_filename(pool, name, conf)],
+            '-t', 'none', '-W', '-m', '16', source, target.filename],
             conf, extra_mb=RBD_CLIENT_ADDRESS_SPACE_MB)
     except processutils.ProcessExecutionError as e:
         stderr = e.stderr or ''
         # qemu-img names the rbd: target when it cannot open or write it.
         if 'error while writing' in stderr or 'rbd:' in stderr:
             raise exception.StorageError(
-                name=name, pool=pool,
+                name=target.name, pool=target.pool,
                 reason=_('qemu-img could not write image %(id)s into it: '
                          '%(err)s') % {'id': image_id,
                                        'err': (e.stderr or str(e)).strip()})
         raise _not_converted(image_id, disk_format, e)
 
 
-def convert_from_rbd(image_id, pool, name, snapshot, dest, disk_format,
-                     conf):
-    """Write RBD snapshot ``name@snapshot`` as a ``disk_format`` file
+def convert_from_rbd(image_id: str, source: Any, dest: str,
+                     disk_format: str, conf: Any) -> None:
+    """Write RBD snapshot ``source`` (a
+    :class:`imaged.storage.connection.QemuImage`) as a ``disk_format`` file
     ``dest`` (a root disk's snapshot into a qcow2 Glance image).
 
     :raises CacheFull: no room for ``dest``.
@@ -341,7 +322,7 @@ def convert_from_rbd(image_id, pool, name, snapshot, dest, disk_format,
         run_qemu_img(image_id, [
             'convert', '-f', 'raw', '-O', QEMU_FORMATS[disk_format],
             '-t', 'none', '-m', '16',
-            rbd_filename(pool, name, conf, snapshot), dest],
+            source.filename, dest],
             conf, extra_mb=RBD_CLIENT_ADDRESS_SPACE_MB)
     except processutils.ProcessExecutionError as e:
         stderr = (e.stderr or str(e)).strip()
@@ -350,12 +331,12 @@ def convert_from_rbd(image_id, pool, name, snapshot, dest, disk_format,
                                       image_id=image_id,
                                       reason=_('qemu-img convert: no space'))
         raise exception.StorageError(
-            name=name, pool=pool,
+            name=source.name, pool=source.pool,
             reason=_('qemu-img could not write it as %(fmt)s for image '
                      '%(id)s: %(err)s') % {'fmt': disk_format,
                                            'id': image_id, 'err': stderr})
     except exception.ImageUnacceptable as e:  # out of time
-        raise exception.StorageError(name=name, pool=pool,
+        raise exception.StorageError(name=source.name, pool=source.pool,
                                      reason=str(e)) from e
 
 

@@ -48,6 +48,7 @@ through :func:`imaged.redact.location`.
 import collections
 import threading
 import time
+from typing import Any
 
 import cachetools
 from oslo_concurrency import lockutils
@@ -104,7 +105,8 @@ class GlancePools:
     ``[glance] rbd_store_pools`` names it too.
     """
 
-    def __init__(self, conf, glance_api, clock=time.monotonic):
+    def __init__(self, conf: Any, glance_api: Any,
+                 clock: Any = time.monotonic) -> None:
         self.conf = conf
         self.glance = glance_api
         self._clock = clock
@@ -120,7 +122,7 @@ class GlancePools:
                 self._read_at = now
             return self._stores
 
-    def allowed(self, fsid):
+    def allowed(self, fsid: str) -> set[str]:
         """The set of pool names in cluster ``fsid`` Glance keeps images in.
         """
         stores = self._glance_stores()
@@ -140,18 +142,20 @@ class GlancePools:
 class CloneableLocations:
     """Finds a cloneable location of an image, asking Glance as needed."""
 
-    def __init__(self, conf, glance_api, storage, copier=None, pools=None,
-                 clock=time.monotonic):
+    def __init__(self, conf: Any, glance_api: Any, storage: Any,
+                 copier: Any = None, pools: GlancePools | None = None,
+                 clock: Any = time.monotonic) -> None:
         self.conf = conf
         self.glance = glance_api
         self.storage = storage
         self.copier = copier or store_copy.StoreCopier(conf, glance_api)
         self.pools = pools or GlancePools(conf, glance_api)
-        self._logged = collections.OrderedDict()
+        self._logged: collections.OrderedDict[str, Any] = \
+            collections.OrderedDict()
         self._logged_lock = threading.Lock()
         ttl = conf.glance.cloneable_location_ttl
-        self._found = cachetools.TTLCache(_REMEMBERED_IMAGES, ttl,
-                                          timer=clock) if ttl else None
+        self._found: Any = cachetools.TTLCache(_REMEMBERED_IMAGES, ttl,
+                                               timer=clock) if ttl else None
         self._found_lock = threading.Lock()
         # One lookup per image at a time in this process: a storm's callers
         # of one image wait for the first one's answer instead of asking
@@ -159,7 +163,8 @@ class CloneableLocations:
         # 96 times, p50 2 s each, at 3cab0be).
         self._lookups = lockutils.Semaphores()
 
-    def cloneable(self, context, image, timings):
+    def cloneable(self, context: Any, image: Any,
+                  timings: Any) -> tuple[Any, int | None]:
         """``(location, parent_size)`` to clone, or ``(None, None)``.
 
         :param image: the record, as read with the caller's context (which
@@ -209,7 +214,7 @@ class CloneableLocations:
             with self._found_lock:
                 self._found[image_id] = found
 
-    def forget(self, image_id):
+    def forget(self, image_id: str) -> None:
         """Look image ``image_id``'s location up again next time."""
         if self._found is not None:
             with self._found_lock:

@@ -19,6 +19,7 @@ moves.
 """
 
 import dataclasses
+from typing import Any
 
 from oslo_utils import units
 
@@ -85,7 +86,7 @@ class ImageRecord:
     signature: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def from_glance(cls, body, image_id):
+    def from_glance(cls, body: dict[str, Any], image_id: str) -> 'ImageRecord':
         """The record from Glance's JSON object for image ``image_id``."""
         urls = tuple(loc['url'] for loc in body.get('locations') or ()
                      if isinstance(loc, dict) and
@@ -114,7 +115,7 @@ class ImageRecord:
                             for name in SIGNATURE_PROPERTIES
                             if _str_or_none(body.get(name))))
 
-    def shown_urls(self):
+    def shown_urls(self) -> list[str]:
         """The locations the record shows: ``locations``, else
         ``direct_url``."""
         if self.location_urls:
@@ -122,7 +123,8 @@ class ImageRecord:
         return [self.direct_url] if self.direct_url else []
 
 
-def check(image, size_bytes, conf, keeps_file):
+def check(image: ImageRecord, size_bytes: int, conf: Any,
+          keeps_file: bool) -> None:
     """Refuse an image its record already says imaged cannot use.
 
     :param size_bytes: the root disk it must fit in.

@@ -16,7 +16,7 @@ Nova's rules (``[glance] verify_glance_signatures``,
 ``enable_certificate_validation``, ``default_trusted_certificate_ids``, the
 call's trusted certificate ids) decide whether an image must be verified;
 :meth:`Signatures.check` reads the signing certificate from the key
-manager (castellan, with the caller's token), validates it when asked, and
+manager (:mod:`imaged.image.certificates`), validates it when asked, and
 gives the call's :class:`Signed` image, or refuses it with a typed error.
 
 The bytes are verified by cursive's verifiers, fed by whoever reads them:
@@ -33,13 +33,9 @@ import hashlib
 import json
 import threading
 import time
+from typing import Any
 
-import cachetools
-from castellan.common import exception as castellan_exception
-from castellan import key_manager as castellan_key_manager
 from cryptography import exceptions as crypto_exceptions
-from cryptography.hazmat.backends import default_backend
-from cryptography import x509
 from cursive import certificate_utils
 from cursive import exception as cursive_exception
 from cursive import signature_utils
@@ -49,6 +45,7 @@ from oslo_log import log as logging
 from imaged import deadline as call_deadline
 from imaged import exception
 from imaged.i18n import _
+from imaged.image import certificates
 from imaged.image import download
 from imaged.image import record as image_record
 
@@ -63,84 +60,22 @@ RECORDED = 'verified before (recorded in the pool)'
 CACHED = 'certificate checked; cached copy used'
 
 
-class KeyManager:
-    """Certificates from castellan's key manager, read with the caller's
-    context and kept ``[glance] certificate_cache_seconds``; ``api`` is
-    injectable (castellan's, made from ``conf`` at the first use, by
-    default)."""
-
-    def __init__(self, conf, api=None):
-        self.conf = conf
-        self._api = api
-        seconds = conf.glance.certificate_cache_seconds
-        self._kept = cachetools.TTLCache(maxsize=1024, ttl=seconds) \
-            if seconds else None
-        self._kept_lock = threading.Lock()
-
-    def _key_manager(self):
-        if self._api is None:
-            self._api = castellan_key_manager.API(self.conf)
-        return self._api
-
-    def certificate(self, context, image_id, certificate_id):
-        """The X.509 certificate ``certificate_id`` (cryptography's).
-
-        :raises ImageCertificateInvalid: not in the key manager, or not an
-            X.509 certificate.
-        :raises KeyManagerUnavailable: the key manager could not be asked.
-        """
-        def unavailable(reason):
-            return exception.KeyManagerUnavailable(
-                certificate_id=certificate_id, image_id=image_id,
-                reason=reason)
-
-        def invalid(reason):
-            return exception.ImageCertificateInvalid(
-                certificate_id=certificate_id, image_id=image_id,
-                reason=reason)
-
-        if self._kept is not None:
-            with self._kept_lock:
-                kept = self._kept.get(certificate_id)
-            if kept is not None:
-                return kept
-        if not getattr(context, 'auth_token', None):
-            raise unavailable(_('the call has no token to read it with'))
-        try:
-            found = self._key_manager().get(context, certificate_id)
-        except castellan_exception.ManagedObjectNotFoundError:
-            raise invalid(_('the key manager has no such certificate'))
-        except Exception as e:  # the backend's own errors, connections
-            raise unavailable(str(e) or type(e).__name__)
-        if getattr(found, 'format', None) != signature_utils.X_509:
-            raise invalid(_('it is not an X.509 certificate'))
-        try:
-            certificate = x509.load_der_x509_certificate(
-                found.get_encoded(), default_backend())
-        except ValueError as e:
-            raise invalid(str(e))
-        if self._kept is not None:
-            with self._kept_lock:
-                self._kept[certificate_id] = certificate
-        return certificate
-
-
 class Verifier:
     """One pass of cursive's verifier over an image's bytes; fresh per
     pass (a verifier hashes what it is given)."""
 
-    def __init__(self, signed):
+    def __init__(self, signed: 'Signed') -> None:
         self.signed = signed
         self.seconds = 0.0
         self._cursive = signed.key_type.create_verifier(
             signed.signature, signed.hash_method, signed.public_key)
 
-    def update(self, data):
+    def update(self, data: bytes) -> None:
         started = time.monotonic()
         self._cursive.update(data)
         self.seconds += time.monotonic() - started
 
-    def verify(self):
+    def verify(self) -> None:
         """:raises ImageSignatureInvalid: the bytes are not what was
         signed."""
         started = time.monotonic()
@@ -159,8 +94,8 @@ class Signed:
     """A signed image, as one call verifies it: its signature properties,
     the public key of its (trusted) certificate, and the outcome."""
 
-    def __init__(self, image, properties, key_type, hash_method, signature,
-                 public_key):
+    def __init__(self, image: Any, properties: dict[str, str], key_type: Any,
+                 hash_method: Any, signature: bytes, public_key: Any) -> None:
         self.image_id = image.id
         self.certificate_id = properties[CERT_UUID]
         self.key_type = key_type
@@ -172,16 +107,16 @@ class Signed:
         self.digest = hashlib.sha256(json.dumps(
             [sorted(properties.items()), image.os_hash_algo,
              image.os_hash_value]).encode()).hexdigest()
-        self.outcome = None
+        self.outcome: str | None = None
         self.seconds = 0.0
 
-    def verifier(self):
+    def verifier(self) -> Verifier:
         return Verifier(self)
 
-    def verified(self, outcome, seconds):
+    def verified(self, outcome: str, seconds: float) -> None:
         self.outcome, self.seconds = outcome, seconds
 
-    def summary(self):
+    def summary(self) -> dict[str, Any]:
         """``{'outcome', 'seconds', 'certificate_id'}`` for results and
         notifications."""
         return {'outcome': self.outcome or 'not verified yet',
@@ -202,15 +137,16 @@ class Signatures:
     :param metrics: an :class:`imaged.metrics.Metrics`, or None.
     """
 
-    def __init__(self, conf, snapshots=None, key_manager=None, metrics=None):
+    def __init__(self, conf: Any, snapshots: Any = None,
+                 key_manager: Any = None, metrics: Any = None) -> None:
         self.conf = conf
         self.snapshots = snapshots
-        self.key_manager = key_manager or KeyManager(conf)
+        self.key_manager = key_manager or certificates.KeyManager(conf)
         self.metrics = metrics
         self._image_locks = lockutils.Semaphores()
         self._memo_lock = threading.Lock()
 
-    def trusted_certificate_ids(self, context):
+    def trusted_certificate_ids(self, context: Any) -> list[str]:
         """The call's trusted certificate ids, else the configured ones
         when certificate validation is on, else none."""
         ids = getattr(context, 'trusted_certs', None)
@@ -220,11 +156,11 @@ class Signatures:
             return list(self.conf.glance.default_trusted_certificate_ids)
         return []
 
-    def required(self, context):
+    def required(self, context: Any) -> bool:
         return bool(self.conf.glance.verify_glance_signatures or
                     getattr(context, 'trusted_certs', None))
 
-    def check(self, context, image):
+    def check(self, context: Any, image: Any) -> Signed | None:
         """The call's :class:`Signed` image, or None when no signature is
         verified; the same object for the same call and image.
 
@@ -310,7 +246,8 @@ class Signatures:
 
     # -- the clone path -------------------------------------------------------
 
-    def verify_snapshot(self, context, image, loc, signed):
+    def verify_snapshot(self, context: Any, image: Any, loc: Any,
+                        signed: Signed) -> None:
         """Make sure Glance's snapshot ``loc`` (an ``RBDLocation`` in our
         cluster) holds what ``signed`` signed, before it is cloned.
 
@@ -406,7 +343,8 @@ class Signatures:
 
     # -- the download path ----------------------------------------------------
 
-    def downloaded(self, signed, verifier, error=None):
+    def downloaded(self, signed: Signed, verifier: Verifier,
+                   error: BaseException | None = None) -> None:
         """Count a download's verification (``verifier.verify`` ran, or
         ``error`` stopped it)."""
         if error is None:

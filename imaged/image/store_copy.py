@@ -22,9 +22,11 @@ while the first one's copy runs, and they all wait for that copy.
 
 import collections
 import time
+from typing import Any
 
 from oslo_concurrency import lockutils
 from oslo_log import log as logging
+import tenacity
 
 from imaged import exception
 from imaged.image import glance
@@ -44,7 +46,7 @@ MAX_REQUESTS = 3
 CopyResult = collections.namedtuple('CopyResult', ['outcome', 'reason'])
 
 
-def store_state(record, store):
+def store_state(record: Any, store: str) -> str:
     """Where ``store`` stands in the record: present/importing/failed/absent.
     """
     if store in record.stores:
@@ -59,8 +61,8 @@ def store_state(record, store):
 class StoreCopier:
     """Copies images into ``[glance] rbd_store_name`` and waits, bounded."""
 
-    def __init__(self, conf, glance_api, clock=time.monotonic,
-                 sleep=time.sleep):
+    def __init__(self, conf: Any, glance_api: Any, clock: Any = time.monotonic,
+                 sleep: Any = time.sleep) -> None:
         self.conf = conf
         self.glance = glance_api
         self._clock = clock
@@ -68,7 +70,7 @@ class StoreCopier:
         # One waiter per image on this host; other hosts meet in Glance.
         self._locks = lockutils.Semaphores()
 
-    def copy(self, context, image_id, store):
+    def copy(self, context: Any, image_id: str, store: str) -> CopyResult:
         """Have Glance copy the image into ``store`` and wait for it.
 
         :returns: a :class:`CopyResult`; ``COPIED`` once ``store`` is among
@@ -86,48 +88,68 @@ class StoreCopier:
         return self.glance.show(context, image_id)
 
     def _copy(self, context, image_id, store):
+        """Ask once Glance has no copy under way; poll the record every
+        ``copy_poll_interval`` until it tells, at most ``copy_timeout``."""
         deadline = self._clock() + self.conf.glance.copy_timeout
-        state = store_state(self._read(context, image_id), store)
-        # A failure already on the record is an older attempt's until Glance
-        # clears it when it starts the copy asked for now.
-        failure_is_news = state != 'failed'
-        requests = 0
-        started = False  # Glance accepted our request: wait, never re-ask
-        while True:
-            if state == 'present':
-                return CopyResult(COPIED, None)
-            if state == 'failed' and failure_is_news:
-                return CopyResult(FAILED, 'Glance lists store %s in '
-                                  'os_glance_failed_import' % store)
-            if not started and (state == 'absent' or
-                                (state == 'failed' and requests == 0)):
-                if requests >= MAX_REQUESTS:
-                    return CopyResult(REFUSED, 'Glance still answers 409 '
-                                      'with no copy into %s under way' %
-                                      store)
-                answer, detail = self.glance.copy_to_store(
-                    image_id, store, context=context)
-                requests += 1
-                if answer == glance.COPY_REFUSED:
-                    # "already present" is a 400: another host won the race.
-                    if store_state(self._read(context, image_id),
-                                   store) == 'present':
-                        return CopyResult(COPIED, None)
-                    return CopyResult(REFUSED, detail)
-                if answer == glance.COPY_STARTED:
-                    started = True
-                    LOG.info('Asked Glance to copy image %s into store %s',
-                             image_id, store)
-                else:
-                    LOG.info('Glance is busy importing image %s (%s); '
-                             'waiting for the copy into store %s', image_id,
-                             detail, store)
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                return CopyResult(TIMED_OUT, 'store %s did not list the '
-                                  'image within %ss' %
-                                  (store, self.conf.glance.copy_timeout))
-            self._sleep(min(self.conf.glance.copy_poll_interval, remaining))
+        watch = {'looks': 0, 'requests': 0,
+                 'started': False}  # Glance accepted our request: never re-ask
+
+        def look():
             state = store_state(self._read(context, image_id), store)
-            if state != 'failed':
-                failure_is_news = True
+            # A failure on the record at the first look is an older
+            # attempt's until Glance clears it when it starts the copy
+            # asked for now.
+            if watch['looks'] == 0:
+                watch['failure_is_news'] = state != 'failed'
+            elif state != 'failed':
+                watch['failure_is_news'] = True
+            watch['looks'] += 1
+            watch['state'] = state
+            return self._step(context, image_id, store, watch)
+
+        def timed_out(retry_state):
+            return CopyResult(TIMED_OUT, 'store %s did not list the image '
+                              'within %ss' %
+                              (store, self.conf.glance.copy_timeout))
+        return tenacity.Retrying(
+            retry=tenacity.retry_if_result(lambda result: result is None),
+            stop=lambda retry_state: deadline - self._clock() <= 0,
+            wait=lambda retry_state: max(min(
+                self.conf.glance.copy_poll_interval,
+                deadline - self._clock()), 0),
+            sleep=self._sleep, retry_error_callback=timed_out)(look)
+
+    def _step(self, context, image_id, store, watch):
+        """What the record says now: a :class:`CopyResult`, or None to
+        look again (after asking Glance for the copy if none is under
+        way)."""
+        state = watch['state']
+        if state == 'present':
+            return CopyResult(COPIED, None)
+        if state == 'failed' and watch['failure_is_news']:
+            return CopyResult(FAILED, 'Glance lists store %s in '
+                              'os_glance_failed_import' % store)
+        if not watch['started'] and (state == 'absent' or
+                                     (state == 'failed' and
+                                      watch['requests'] == 0)):
+            if watch['requests'] >= MAX_REQUESTS:
+                return CopyResult(REFUSED, 'Glance still answers 409 '
+                                  'with no copy into %s under way' % store)
+            answer, detail = self.glance.copy_to_store(
+                image_id, store, context=context)
+            watch['requests'] += 1
+            if answer == glance.COPY_REFUSED:
+                # "already present" is a 400: another host won the race.
+                if store_state(self._read(context, image_id),
+                               store) == 'present':
+                    return CopyResult(COPIED, None)
+                return CopyResult(REFUSED, detail)
+            if answer == glance.COPY_STARTED:
+                watch['started'] = True
+                LOG.info('Asked Glance to copy image %s into store %s',
+                         image_id, store)
+            else:
+                LOG.info('Glance is busy importing image %s (%s); '
+                         'waiting for the copy into store %s', image_id,
+                         detail, store)
+        return None

@@ -36,6 +36,7 @@ the rest of that run asks nothing more.
 """
 
 import time
+from typing import Any, Callable, Iterable
 
 from oslo_log import log as logging
 from oslo_utils import units
@@ -56,8 +57,9 @@ class DeletedImages:
     Remembers when each cached image was last asked about.
     """
 
-    def __init__(self, conf, glance_api, purge_image, notifications,
-                 clock=time.monotonic):
+    def __init__(self, conf: Any, glance_api: Any,
+                 purge_image: Callable[[str, str], Any], notifications: Any,
+                 clock: Any = time.monotonic) -> None:
         """:param purge_image: ``purge_image(image_id, reason)`` removes
             the image's copies now and returns what it removed."""
         self.conf = conf
@@ -65,10 +67,11 @@ class DeletedImages:
         self.purge_image = purge_image
         self.notifications = notifications
         self._clock = clock
-        self._checked = {}  # image_id -> when Glance last answered
+        # Image id -> when Glance last answered.
+        self._checked: dict[str, float] = {}
         # Deleted in Glance but still cached (an RBD base with clones):
         # removed at each run, without asking again, until it is gone.
-        self._deleted = set()
+        self._deleted: set[str] = set()
         self._warned_blind = False
 
     def _is_deleted(self, ctxt, image_id):
@@ -90,7 +93,8 @@ class DeletedImages:
             return False
         return image.status in GONE_STATUSES
 
-    def run(self, cached_image_ids, base_image_ids=()):
+    def run(self, cached_image_ids: Iterable[str],
+            base_image_ids: Iterable[str] = ()) -> list[dict[str, str]]:
         """Ask about the images due; purge the deleted ones.
 
         :param cached_image_ids: what ``list_cached_images`` shows.
@@ -151,7 +155,8 @@ class DeletedImages:
 class Eviction:
     """The periodic cleanup and ``purge_image`` of one host."""
 
-    def __init__(self, conf, glance_api, storage, files, notifications):
+    def __init__(self, conf: Any, glance_api: Any, storage: Any, files: Any,
+                 notifications: Any) -> None:
         self.conf = conf
         self.storage = storage
         self.files = files
@@ -159,7 +164,7 @@ class Eviction:
         self.deleted = DeletedImages(conf, glance_api, self.purge_image,
                                      notifications)
 
-    def run(self, now=None, pool_wide=False):
+    def run(self, now: float | None = None, pool_wide: bool = False) -> None:
         """One cleanup run: this host's files, the pool's unused bases if
         this host cleans the pool now (``pool_wide``), then the deleted
         images' copies."""
@@ -184,7 +189,7 @@ class Eviction:
 
     # -- local base files -----------------------------------------------------
 
-    def clean_files(self, now=None):
+    def clean_files(self, now: float | None = None) -> list[dict[str, Any]]:
         """Remove entries unused for too long, then evict LRU files to fit.
 
         Records of RBD bases that age out are only records: the base itself
@@ -225,7 +230,7 @@ class Eviction:
 
     # -- the pool's base images -----------------------------------------------
 
-    def clean_rbd_bases(self, now=None):
+    def clean_rbd_bases(self, now: float | None = None) -> list[str]:
         """Remove the base images no host used for the minimum age.
 
         :returns: the image ids whose base image was removed.
@@ -247,7 +252,7 @@ class Eviction:
                             image_id, e)
         return removed
 
-    def forget_removed_bases(self):
+    def forget_removed_bases(self) -> None:
         """Drop this host's records of base images no longer in the pool
         (one listing of the pool, no image opened)."""
         present = set(self.storage.bases.image_ids())
@@ -258,7 +263,7 @@ class Eviction:
 
     # -- now ------------------------------------------------------------------
 
-    def purge_image(self, image_id, reason):
+    def purge_image(self, image_id: str, reason: str) -> list[dict[str, str]]:
         """Remove ``image_id``'s base file now, its RBD base if unused.
 
         :returns: ``[{'image_id', 'where'}]`` of what was removed.

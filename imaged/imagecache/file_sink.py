@@ -17,6 +17,7 @@ error of a cache that cannot keep it."""
 import contextlib
 import errno
 import os
+from typing import Any
 
 from oslo_log import log as logging
 
@@ -25,7 +26,7 @@ from imaged import exception
 LOG = logging.getLogger(__name__)
 
 
-def fsync_dir(path):
+def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -33,7 +34,8 @@ def fsync_dir(path):
         os.close(fd)
 
 
-def cache_error(base_dir, image_id, error):
+def cache_error(base_dir: str, image_id: str,
+                error: OSError) -> Exception:
     """The typed error for an OSError writing the cache."""
     LOG.warning('Cache %s: writing image %s failed: %s', base_dir, image_id,
                 error)
@@ -47,13 +49,15 @@ def cache_error(base_dir, image_id, error):
 class FileSink:
     """A download sink: a sparse file renamed to ``dest`` on commit."""
 
-    def __init__(self, base_dir, image_id, path, dest, durable):
+    def __init__(self, base_dir: str, image_id: str, path: str, dest: str,
+                 durable: bool) -> None:
         self.base_dir, self.image_id = base_dir, image_id
         self.path, self.dest, self.durable = path, dest, durable
         self.finished = False
         with self._typed():
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                               0o640)
+            self._fd: Any = os.open(path,
+                                    os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                                    0o640)
 
     @contextlib.contextmanager
     def _typed(self):
@@ -62,11 +66,11 @@ class FileSink:
         except OSError as e:
             raise cache_error(self.base_dir, self.image_id, e)
 
-    def write(self, offset, data):
+    def write(self, offset: int, data: Any) -> None:
         with self._typed():
             os.pwrite(self._fd, data, offset)
 
-    def commit(self, size):
+    def commit(self, size: int) -> None:
         try:
             with self._typed():
                 os.ftruncate(self._fd, size)
@@ -82,7 +86,7 @@ class FileSink:
             raise
         self.finished = True
 
-    def abort(self):
+    def abort(self) -> None:
         if self.finished:
             return
         self.finished = True

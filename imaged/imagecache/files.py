@@ -60,12 +60,12 @@ class BaseFiles:
     right.
     """
 
-    def __init__(self, conf):
+    def __init__(self, conf: Any) -> None:
         self.conf = conf
         self.base_dir = os.path.abspath(conf.image_cache.base_dir)
         self.tmp_dir = os.path.join(self.base_dir, TMP_DIR)
         self.record_dir = os.path.join(self.base_dir, RECORD_DIR)
-        self._users = collections.Counter()
+        self._users: collections.Counter[str] = collections.Counter()
         self._users_lock = threading.Lock()
         self._locks = lockutils.Semaphores()
 
@@ -211,7 +211,7 @@ class BaseFiles:
                                   self._tmp_path(image_id, 'downloaded'),
                                   durable=False)
 
-    def install_converted(self, image, downloaded):
+    def install_converted(self, image: Any, downloaded: Any) -> str:
         """Convert a checked download to a raw base file; returns its path."""
         image_id = image.id
         tmp = self._tmp_path(image_id, 'raw')
@@ -254,7 +254,8 @@ class BaseFiles:
 
     # -- listing and cleanup ------------------------------------------------
 
-    def entries(self, wheres=(FILE, RBD)):
+    def entries(self, wheres: tuple[str, ...] = (FILE, RBD)
+                ) -> list[_Entry]:
         """Every base file and RBD base record, oldest first."""
         entries = []
         for where, directory in ((FILE, self.base_dir),

@@ -30,7 +30,7 @@ what is no longer used.
 
 import contextlib
 import os
-from typing import Any
+from typing import Any, Callable, List
 
 from oslo_log import log as logging
 from oslo_utils import units
@@ -60,8 +60,8 @@ def _commit_or_abort(new, fill, size):
 class ImageCacheManager:
     """This host's cached copies of images: made, listed, evicted."""
 
-    def __init__(self, conf, glance_api, storage, files, notifications=None,
-                 signatures=None):
+    def __init__(self, conf: Any, glance_api: Any, storage: Any, files: Any,
+                 notifications: Any = None, signatures: Any = None) -> None:
         self.conf = conf
         self.storage = storage
         self.files = files
@@ -82,7 +82,7 @@ class ImageCacheManager:
         """The largest virtual size any root disk may hold."""
         return self.conf.max_root_disk_gb * units.Gi
 
-    def needs_local_room(self, image):
+    def needs_local_room(self, image: Any) -> bool:
         """Whether ``image``'s bytes pass through the local cache directory
         (a base file, or a download to convert): then they must fit it."""
         return not self.conf.image_cache.rbd_base_images or \
@@ -90,7 +90,10 @@ class ImageCacheManager:
 
     # -- base images in Ceph --------------------------------------------------
 
-    def with_base(self, context, image, max_size, timings, use=None):
+    def with_base(self, context: Any, image: Any, max_size: int,
+                  timings: Any,
+                  use: Callable[[Any, int], Any] | None = None
+                  ) -> tuple[bool, Any]:
         """Run ``use(location, size)`` on ``image``'s complete base in the
         pool (held shared meanwhile), building it first if no host of the
         pool has it.
@@ -166,9 +169,10 @@ class ImageCacheManager:
         timings.step('download')
         try:
             new = self.storage.partials.new(final, got.virtual_size)
+            target = self.storage.qemu_image(*new.target)
             _commit_or_abort(new, lambda: image_format.convert_into_rbd(
-                image_id, downloaded, image.disk_format, *new.target,
-                self.conf), got.virtual_size)
+                image_id, downloaded, image.disk_format, target, self.conf),
+                got.virtual_size)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(downloaded)
@@ -176,7 +180,8 @@ class ImageCacheManager:
 
     # -- local base files -----------------------------------------------------
 
-    def with_local_file(self, context, image, max_size, timings, disk=None):
+    def with_local_file(self, context: Any, image: Any, max_size: int,
+                        timings: Any, disk: Any = None) -> bool:
         """Make sure this host has ``image``'s local base file, downloading
         it once, and fill the new image ``disk`` (a ``FinalImage``) from it.
 
@@ -264,5 +269,6 @@ class ImageCacheManager:
         """The periodic cleanup (see :mod:`imaged.imagecache.eviction`)."""
         self.eviction.run()
 
-    def purge_image(self, image_id, reason):
+    def purge_image(self, image_id: str,
+                    reason: str) -> List[dict[str, str]]:
         return self.eviction.purge_image(image_id, reason)

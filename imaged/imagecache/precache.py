@@ -20,6 +20,7 @@ notification say why) and ``unsupported`` (an image imaged refuses).
 """
 
 from concurrent import futures
+from typing import Any
 
 from oslo_log import log as logging
 
@@ -40,7 +41,8 @@ REFUSALS = (exception.ImageUnacceptable, exception.ImageTooLarge)
 class Precache:
     """Runs ``cache_images`` for one agent."""
 
-    def __init__(self, conf, root_disks, notifications):
+    def __init__(self, conf: Any, root_disks: Any,
+                 notifications: Any) -> None:
         self.conf = conf
         self.root_disks = root_disks
         self.notifications = notifications
@@ -64,11 +66,12 @@ class Precache:
             return ERROR
         return status
 
-    def run(self, context, image_ids):
+    def run(self, context: Any, image_ids: list[str]) -> dict[str, str]:
         """``{image_id: status}`` for validated, distinct ``image_ids``."""
         total = len(image_ids)
-        results = {}
-        cached, failed = [], []
+        results: dict[str, str] = {}
+        cached: list[str] = []
+        failed: list[str] = []
         self.notifications.cache_images_start(context, total)
         workers = min(self.conf.image_cache.precache_concurrency, total)
         with futures.ThreadPoolExecutor(

@@ -13,22 +13,17 @@
 """Base images in Ceph: one per image id, shared by every host of the pool.
 
 A base image ``<image_id>_base`` holds an image's raw bytes; root disks are
-copy-on-write clones of its protected snapshot ``snap``. This module is the
-only one that knows those names and owns the whole life of a base:
+copy-on-write clones of its protected snapshot ``snap``. This module and
+the two it alone uses own the whole life of a base: what it looks like
+(:mod:`imaged.storage.base_state`), what a build tells its waiters
+(:mod:`imaged.storage.base_builds`), and here when each step happens:
 
-* made as a partial image whose metadata says what it is (image id, maker,
-  time, ``imaged.complete = true``) and renamed when complete;
-* complete only with its snapshot present and protected and that flag set;
-  only a complete base is cloned;
-* a host records its last use of a base (``imaged.used.<host>``) at most
-  once per ``rbd_base_min_age / 4`` (at most an hour), not at every clone;
+* a host records its last use of a base at most once per
+  ``rbd_base_min_age / 4`` (at most an hour), not at every clone;
 * removed by the cleanup only when ours, without clones, and unused by
   every host for the minimum age; purged (its image deleted in Glance)
-  whatever its clones: a base that still has clones (format 2) goes to the
-  RBD trash, and its trash entry is removed once the last clone is gone
-  (:mod:`imaged.storage.trash`). Removal clears the flag first, so a kill
-  half-way leaves a base that any host knows to remove and rebuild. Images
-  without imaged's metadata are never touched.
+  whatever its clones, to the RBD trash, whose entry is removed once the
+  last clone is gone.
 
 The protocol, on the rados object ``imaged.lock.<image_id>`` in the pool
 (every lock there is leased for ``[rbd] base_lock_duration`` seconds and
@@ -56,16 +51,18 @@ clone.
 """
 
 import contextlib
-import datetime
-import json
 import threading
 import time
-import uuid
+from typing import Any, Callable, Iterator
 
 from oslo_log import log as logging
+import tenacity
 
 from imaged import exception
 from imaged.i18n import _
+from imaged.storage import base_builds
+from imaged.storage import base_state
+from imaged.storage import connection
 from imaged.storage import location as rbd_location
 from imaged.storage import locks
 from imaged.storage import partial
@@ -74,96 +71,49 @@ from imaged.storage import watches as rados_watches
 
 LOG = logging.getLogger(__name__)
 
-SNAPSHOT = 'snap'
-_SUFFIX = '_base'
 LOCK_NAME = 'imaged-base'
-BUILD_LOCK_NAME = 'imaged-build'
-BUILD_XATTR = 'imaged.build'
-BUILD_ERROR_XATTR = 'imaged.build_error'
 # Last use is written at most this often per host and base.
 MAX_USE_RECORD_INTERVAL = 3600
-# Builds one call makes before it gives up (a cleanup may win a race with
-# a new base, not three).
-MAX_BUILDS = 3
-# A build refused for the image itself answers the calls of the next
-# seconds too (a boot storm's stragglers), instead of each downloading it.
-REFUSALS = ('ImageUnacceptable',)
-REFUSAL_TTL = 60
-
-# RBD image metadata of a base image.
-IMAGE_ID_KEY = 'imaged.image_id'
-MADE_BY_KEY = 'imaged.made_by'
-MADE_AT_KEY = 'imaged.made_at'
-COMPLETE_KEY = 'imaged.complete'
-USED_PREFIX = 'imaged.used.'
-
-MISSING, COMPLETE, BROKEN, FOREIGN = 'missing', 'complete', 'broken', \
-    'foreign'
-
-
-def base_name(image_id):
-    return image_id + _SUFFIX
-
-
-def lock_object(image_id):
-    return 'imaged.lock.' + image_id
-
-
-def _iso(ts):
-    return datetime.datetime.fromtimestamp(
-        ts, datetime.timezone.utc).isoformat()
-
-
-def _timestamp(text):
-    try:
-        return datetime.datetime.fromisoformat(text).timestamp()
-    except (TypeError, ValueError):
-        return 0.0
-
-
-class _State:
-    """What a base looks like in the pool."""
-
-    def __init__(self, kind, size=None, metadata=None, children=0):
-        self.kind, self.size, self.children = kind, size, children
-        self.metadata = metadata or {}
-
-    def last_used(self):
-        times = [_timestamp(v) for k, v in self.metadata.items()
-                 if k.startswith(USED_PREFIX) or k == MADE_AT_KEY]
-        return max(times, default=0.0)
+# A base's ``(location, size)``, or Nones.
+Found = tuple[rbd_location.RBDLocation | None, int | None]
 
 
 class BaseImageStore:
     """The base images of ``[rbd] pool``."""
 
-    def __init__(self, conn, writer, host, trash=None):
+    def __init__(self, conn: connection.CephConnection,
+                 writer: partial.PartialWriter, host: str,
+                 trash: rbd_trash.Trash | None = None) -> None:
         self.conn = conn
         self.writer = writer
         self.host = host
         self.trash = trash or rbd_trash.Trash(conn)
         # One watch per lock object in this process, whatever its waiters.
         self.watches = rados_watches.ObjectWatches(conn)
-        self._used = {}  # image id -> when this host last recorded its use
+        # Image id -> when this host last recorded its use.
+        self._used: dict[str, float] = {}
         self._used_lock = threading.Lock()
 
     @property
-    def pool(self):
+    def pool(self) -> str:
         return self.conn.pool
 
     # -- the locks ------------------------------------------------------------
 
-    def _lock(self, ioctx, image_id, name=LOCK_NAME, shared=False):
+    def lock_for(self, ioctx: Any, image_id: str, name: str = LOCK_NAME,
+                 shared: bool = False) -> locks.RadosLock:
         duration = self.conn.conf.rbd.base_lock_duration
-        return locks.RadosLock(self.conn, ioctx, lock_object(image_id), name,
+        return locks.RadosLock(self.conn, ioctx,
+                               base_state.lock_object(image_id), name,
                                self.host, duration, shared=shared)
 
-    def _what(self, image_id):
+    def what(self, image_id: str) -> str:
         return _('the lock on the base image of %(id)s in pool %(pool)s') % {
             'id': image_id, 'pool': self.pool}
 
     @contextlib.contextmanager
-    def lock(self, image_id, timeout=None):
+    def lock(self, image_id: str,
+             timeout: float | None = None) -> Iterator[bool]:
         """Held (exclusive) while a base is repaired or removed; no clone is
         made meanwhile.
 
@@ -175,20 +125,22 @@ class BaseImageStore:
         """
         if timeout is None:
             timeout = self.conn.conf.rbd.base_lock_timeout
-        with self.conn.ioctx(name=lock_object(image_id)) as ioctx:
-            lock = self._lock(ioctx, image_id)
+        with self.conn.ioctx(name=base_state.lock_object(image_id)) as ioctx:
+            lock = self.lock_for(ioctx, image_id)
             try:
                 if timeout == 0:
                     held = lock.try_acquire()
                 else:
-                    lock.acquire(timeout, self._what(image_id))
+                    lock.acquire(timeout, self.what(image_id))
                     held = True
                 yield held
             finally:
                 lock.release()
 
     @contextlib.contextmanager
-    def use(self, image_id, build, deadline=None):
+    def use(self, image_id: str, build: Callable[[], Any],
+            deadline: Any = None) -> Iterator[
+                tuple[rbd_location.RBDLocation, int, bool]]:
         """The complete base of ``image_id``, made first if no host has it.
 
         While the block runs the base is locked shared: it is never removed
@@ -203,90 +155,35 @@ class BaseImageStore:
         :raises: the typed error of the build this call waited for;
             ForeignBaseImage; Timeout.
         """
-        opts = self.conn.conf.rbd
-        key = lock_object(image_id)
-        made = False
-
-        def remaining():
-            if deadline is None:
-                return opts.base_lock_timeout
-            left = deadline.remaining()
-            if left <= 0:
-                raise exception.Timeout(what=self._what(image_id),
-                                        seconds=0)
-            return left
-
+        key = base_state.lock_object(image_id)
         with self.conn.ioctx(name=key) as ioctx, \
                 contextlib.ExitStack() as stack:
             # Watched only once this call has to wait: a clone of a
             # complete base costs a shared lock and a look, nothing more.
-            watch, before, first_miss = None, None, True
+            look = base_builds.WaitForBase(
+                self, ioctx, image_id, build, deadline,
+                lambda: stack.enter_context(self.watches.watch(key)))
+            # Look again at once after a build (or once watching), else
+            # when the builder notifies, at least every half lease.
+            found: Any = tenacity.Retrying(
+                retry=tenacity.retry_if_result(lambda found: found is None),
+                wait=lambda retry_state: look.pause,
+                sleep=look.wait_for_builder,
+                stop=tenacity.stop_never)(look)
+            clone_lock, base, size = found
+            try:
+                yield base, size, look.made
+            finally:
+                clone_lock.release()
 
-            def watching():
-                return stack.enter_context(self.watches.watch(key))
-            builds = 0
-            while True:
-                remaining()  # past the call's deadline: Timeout
-                clone_lock = self._lock(ioctx, image_id, shared=True)
-                if not clone_lock.try_acquire():  # a removal or repair
-                    watch = watch or watching()
-                    clone_lock.acquire(
-                        min(opts.base_lock_timeout, remaining()),
-                        self._what(image_id), wake=watch)
-                try:
-                    base, size = self._complete(ioctx, image_id)
-                    if base is not None:
-                        self._record_use(image_id)
-                        yield base, size, made
-                        return
-                finally:
-                    clone_lock.release()
-                if watch is None:
-                    watch = watching()
-                    continue  # a build may have ended before we watched
-                if first_miss:
-                    # The failure of any build but one that had failed
-                    # before this call came is this call's too: it came
-                    # while that build ran. So is a recent failure that
-                    # was the image's own fault.
-                    first_miss = False
-                    before = self._failed_build(ioctx, key)
-                    if before is not None and \
-                            self._recent_refusal(ioctx, key):
-                        self._raise_failure_of(ioctx, key, before)
-                else:
-                    failed = self._failed_build(ioctx, key)
-                    if failed is not None and failed != before:
-                        self._raise_failure_of(ioctx, key, failed)
-                if builds == MAX_BUILDS:
-                    raise exception.StorageError(
-                        name=base_name(image_id), pool=self.pool,
-                        reason=_('its base image was gone each time it was '
-                                 'made'))
-                builder = self._lock(ioctx, image_id, name=BUILD_LOCK_NAME)
-                if builder.try_acquire():
-                    builds += 1
-                    try:
-                        made = self._build(ioctx, image_id, build) or made
-                    finally:
-                        builder.release()
-                    continue
-                LOG.debug('Waiting for the base image of %s, built by %s',
-                          image_id, self._read_json(ioctx, key, BUILD_XATTR)
-                          .get('host', 'another call'))
-                watch.wait(min(remaining(), opts.base_lock_duration / 2.0))
-
-    def _build(self, ioctx, image_id, build):
+    def build(self, ioctx: Any, image_id: str,
+              build: Callable[[], Any]) -> bool:
         """With the build lock held: make the base, tell the waiters.
 
         :returns: whether this call made it.
         """
-        key = lock_object(image_id)
-        build_id = uuid.uuid4().hex
-        with self.conn.typed_errors(key):
-            ioctx.set_xattr(key, BUILD_XATTR, json.dumps(
-                {'id': build_id, 'host': self.host,
-                 'at': _iso(time.time())}).encode())
+        key = base_state.lock_object(image_id)
+        build_id = base_builds.record_start(self.conn, ioctx, key, self.host)
         with self.lock(image_id):  # a broken one goes, or is repaired
             base, _size = self.prepare(image_id)
         if base is not None:
@@ -297,178 +194,73 @@ class BaseImageStore:
         except exception.DiskExists:
             LOG.info('Base image of %s was made by another agent', image_id)
         except exception.ImagedException as e:
-            self._record_failure(ioctx, key, build_id, e)
+            base_builds.record_failure(self.conn, ioctx, key, build_id, e)
             raise
         finally:
             locks.notify(self.conn, ioctx, key)
         return True
 
-    def _recent_refusal(self, ioctx, key):
-        """Whether the last build failed, less than ``REFUSAL_TTL`` seconds
-        ago, for the image itself (not Glance, Ceph or this host): a caller
-        that comes just after gets the same answer, not another download.
-        """
-        record = self._read_json(ioctx, key, BUILD_ERROR_XATTR)
-        at = record.get('at')
-        return record.get('class') in REFUSALS and \
-            isinstance(at, (int, float)) and \
-            0 <= time.time() - at < REFUSAL_TTL
-
-    def _record_failure(self, ioctx, key, build_id, error):
-        if self.conn.seems_unreachable():
-            return  # the waiters take over when the lease runs out
-        record = {'build': build_id, 'class': type(error).__name__,
-                  'message': str(error), 'kwargs': error.kwargs,
-                  'at': time.time()}
-        try:
-            ioctx.set_xattr(key, BUILD_ERROR_XATTR,
-                            json.dumps(record, default=str).encode())
-        except self.conn.rados.Error as e:
-            LOG.warning('Could not record the failed build of %s: %s; its '
-                        'waiters build again', key, e)
-
-    def _failed_build(self, ioctx, key):
-        """The id of the last build, if it failed; else None."""
-        build_id = self._read_json(ioctx, key, BUILD_XATTR).get('id')
-        record = self._read_json(ioctx, key, BUILD_ERROR_XATTR)
-        if build_id is not None and record.get('build') == build_id:
-            return build_id
-        return None
-
-    def _raise_failure_of(self, ioctx, key, build_id):
-        """Raise the typed error that build ``build_id`` failed with."""
-        record = self._read_json(ioctx, key, BUILD_ERROR_XATTR)
-        if record.get('build') != build_id:
-            return
-        cls = getattr(exception, str(record.get('class')), None)
-        if not (isinstance(cls, type) and
-                issubclass(cls, exception.ImagedException)):
-            cls = exception.ImageDownloadFailed
-        kwargs = record.get('kwargs')
-        raise cls(record.get('message'),
-                  **(kwargs if isinstance(kwargs, dict) else {}))
-
-    def _read_json(self, ioctx, key, xattr):
-        rados = self.conn.rados
-        try:
-            with self.conn.typed_errors(key):
-                try:
-                    value = ioctx.get_xattr(key, xattr)
-                except (rados.NoData, rados.ObjectNotFound):
-                    return {}
-            found = json.loads(value)
-        except (ValueError, TypeError):
-            return {}
-        return found if isinstance(found, dict) else {}
-
     # -- state --------------------------------------------------------------
 
-    def _state(self, ioctx, image_id, children=True):
-        """What the base looks like; its clones counted if ``children``."""
-        rbd = self.conn.rbd
-        count_children = children
-        try:
-            with rbd.Image(ioctx, base_name(image_id),
-                           read_only=True) as image:
-                metadata = {k: v for k, v in image.metadata_list()
-                            if k.startswith('imaged.')}
-                snaps = {s['name'] for s in image.list_snaps()}
-                protected = SNAPSHOT in snaps and \
-                    image.is_protected_snap(SNAPSHOT)
-                children = 0
-                size = image.size()
-                if SNAPSHOT in snaps:
-                    image.set_snap(SNAPSHOT)
-                    if count_children:
-                        children = len(list(image.list_children()))
-                    size = image.size()
-        except rbd.ImageNotFound:
-            return _State(MISSING)
-        if not metadata:
-            return _State(FOREIGN, size)
-        # Uses are recorded on the lock object (older agents: in the
-        # image's metadata; both count).
-        metadata.update(self._uses(ioctx, image_id))
-        complete = metadata.get(COMPLETE_KEY)
-        if protected and (complete == 'true' or complete is None and
-                          IMAGE_ID_KEY not in metadata):
-            # (No flag and no image id: made before imaged kept them.)
-            return _State(COMPLETE, size, metadata, children)
-        return _State(BROKEN, size, metadata, children)
-
-    def _uses(self, ioctx, image_id):
-        """``{USED_PREFIX + host: when}`` recorded on the lock object."""
-        try:
-            return {name: value.decode('ascii', 'replace')
-                    for name, value in ioctx.get_xattrs(lock_object(image_id))
-                    if name.startswith(USED_PREFIX)}
-        except self.conn.rados.ObjectNotFound:
-            return {}
-
-    def location(self, image_id):
+    def location(self, image_id: str) -> Found:
         """``(location, size)`` of a complete base's snapshot, or Nones."""
-        with self.conn.ioctx(name=base_name(image_id)) as ioctx:
-            return self._complete(ioctx, image_id)
+        with self.conn.ioctx(name=base_state.base_name(image_id)) as ioctx:
+            return self.complete(ioctx, image_id)
 
-    def _complete(self, ioctx, image_id):
+    def complete(self, ioctx: Any, image_id: str) -> Found:
         """``(location, size)`` of a complete base, else Nones.
 
         :raises ForeignBaseImage: the name is taken by an image not ours.
         """
-        name = base_name(image_id)
+        name = base_state.base_name(image_id)
         with self.conn.typed_errors(name):
-            state = self._state(ioctx, image_id, children=False)
-        if state.kind == FOREIGN:
+            state = base_state.read_state(self.conn, ioctx, image_id,
+                                          count_children=False)
+        if state.kind == base_state.FOREIGN:
             raise exception.ForeignBaseImage(name=name, pool=self.pool)
-        if state.kind != COMPLETE:
+        if state.kind != base_state.COMPLETE:
             return None, None
         return self._location(image_id), state.size
 
     def _location(self, image_id):
         return rbd_location.RBDLocation(self.conn.fsid(), self.pool,
-                                        base_name(image_id), SNAPSHOT)
+                                        base_state.base_name(image_id),
+                                        base_state.SNAPSHOT)
 
-    def final_image(self, image_id):
+    def final_image(self, image_id: str) -> partial.FinalImage:
         """What a new base of ``image_id`` becomes once complete."""
         return partial.FinalImage(
-            name=base_name(image_id), min_size=0, snapshot=SNAPSHOT,
-            metadata={IMAGE_ID_KEY: image_id, MADE_BY_KEY: self.host,
-                      MADE_AT_KEY: _iso(time.time()), COMPLETE_KEY: 'true'})
+            name=base_state.base_name(image_id), min_size=0,
+            snapshot=base_state.SNAPSHOT,
+            metadata=base_state.new_metadata(image_id, self.host))
 
-    def prepare(self, image_id):
+    def prepare(self, image_id: str) -> Found:
         """With the lock held: the complete base's ``(location, size)``,
         or Nones once a broken one is out of the way (or repaired).
 
         :raises ForeignBaseImage: the name is taken by an image not ours.
         """
-        name = base_name(image_id)
+        name = base_state.base_name(image_id)
         with self.conn.ioctx(name=name) as ioctx:
-            state = self._state(ioctx, image_id)
-            if state.kind == FOREIGN:
+            state = base_state.read_state(self.conn, ioctx, image_id)
+            if state.kind == base_state.FOREIGN:
                 raise exception.ForeignBaseImage(name=name, pool=self.pool)
-            if state.kind == BROKEN:
+            if state.kind == base_state.BROKEN:
                 if state.children:
                     LOG.warning('Repairing base image %s/%s (it has %d '
                                 'clones)', self.pool, name, state.children)
-                    self._repair(ioctx, name, image_id)
-                    state = self._state(ioctx, image_id)
+                    base_state.repair(self.conn, ioctx, name, image_id)
+                    state = base_state.read_state(self.conn, ioctx, image_id)
                 else:
                     LOG.warning('Removing incomplete base image %s/%s to '
                                 'make it again', self.pool, name)
-                    self._remove(ioctx, name)
+                    base_state.remove(self.conn, ioctx, name)
                     return None, None
-        if state.kind != COMPLETE:
+        if state.kind != base_state.COMPLETE:
             return None, None
         return self._location(image_id), state.size
 
-    def _repair(self, ioctx, name, image_id):
-        with self.conn.rbd.Image(ioctx, name) as image:
-            if not image.is_protected_snap(SNAPSHOT):
-                image.protect_snap(SNAPSHOT)
-            image.metadata_set(IMAGE_ID_KEY, image_id)
-            image.metadata_set(COMPLETE_KEY, 'true')
-
-    def _record_use(self, image_id):
+    def record_use(self, image_id: str) -> None:
         """With the base locked: note that this host uses it, at most once
         per interval (half a cleanup's patience never runs out unseen)."""
         interval = min(MAX_USE_RECORD_INTERVAL,
@@ -484,11 +276,11 @@ class BaseImageStore:
         # lock around through notifications, and librbd aborted the process
         # when the image closed with one in flight
         # (ImageWatcher: ~AsyncOpTracker: ceph_assert(m_pending_ops == 0)).
-        key = lock_object(image_id)
+        key = base_state.lock_object(image_id)
         try:
             with self.conn.ioctx(name=key) as ioctx:
-                ioctx.set_xattr(key, USED_PREFIX + self.host,
-                                _iso(time.time()).encode())
+                ioctx.set_xattr(key, base_state.USED_PREFIX + self.host,
+                                base_state.iso(time.time()).encode())
         except BaseException:
             with self._used_lock:
                 self._used.pop(image_id, None)
@@ -496,14 +288,16 @@ class BaseImageStore:
 
     # -- listing and removal ----------------------------------------------
 
-    def image_ids(self):
+    def image_ids(self) -> list[str]:
         """Image ids that have a base image in the pool (ours or not)."""
         with self.conn.ioctx() as ioctx:
-            return [name[:-len(_SUFFIX)]
+            return [name[:-len(base_state.SUFFIX)]
                     for name in self.conn.rbd.RBD().list(ioctx)
-                    if name.endswith(_SUFFIX)]
+                    if name.endswith(base_state.SUFFIX)]
 
-    def remove_if_unused(self, image_id, min_age, now=None, deleted=False):
+    def remove_if_unused(self, image_id: str, min_age: float | None,
+                         now: float | None = None,
+                         deleted: bool = False) -> bool:
         """With the lock held: remove our base if no clone and no host used
         it for ``min_age`` seconds (None: whatever its age). With
         ``deleted`` (the image is gone from Glance: no new clone will ever
@@ -513,28 +307,28 @@ class BaseImageStore:
         :returns: whether it was removed (or moved to the trash).
         """
         now = time.time() if now is None else now
-        name = base_name(image_id)
+        name = base_state.base_name(image_id)
         with self.conn.ioctx(name=name) as ioctx:
-            state = self._state(ioctx, image_id)
-            if state.kind in (MISSING, FOREIGN):
+            state = base_state.read_state(self.conn, ioctx, image_id)
+            if state.kind in (base_state.MISSING, base_state.FOREIGN):
                 return False
             if state.children and not deleted:
                 return False
             if min_age is not None and now - state.last_used() < min_age:
                 return False
             if state.children:
-                self._trash(ioctx, name)
+                base_state.trash(self.conn, ioctx, name)
             else:
-                self._remove(ioctx, name)
+                base_state.remove(self.conn, ioctx, name)
             # Last, still under the lock: a waiter makes it anew.
             try:
-                ioctx.remove_object(lock_object(image_id))
+                ioctx.remove_object(base_state.lock_object(image_id))
             except self.conn.rados.ObjectNotFound:
                 pass
         LOG.info('Removed base image %s/%s', self.pool, name)
         return True
 
-    def unused(self, min_age, now=None):
+    def unused(self, min_age: float, now: float | None = None) -> list[str]:
         """Image ids of our bases without clones, unused for ``min_age``.
 
         Read without the lock: :meth:`remove_if_unused` checks again.
@@ -543,45 +337,15 @@ class BaseImageStore:
         found = []
         with self.conn.ioctx() as ioctx:
             for image_id in self.image_ids():
-                state = self._state(ioctx, image_id)
-                if state.kind in (COMPLETE, BROKEN) and not state.children \
+                state = base_state.read_state(self.conn, ioctx, image_id)
+                if state.kind in (base_state.COMPLETE, base_state.BROKEN) \
+                        and not state.children \
                         and now - state.last_used() >= min_age:
                     found.append(image_id)
         return found
 
-    def _trash(self, ioctx, name):
-        """Clear the complete flag, then move the base, whose snapshot
-        still has clones, to the trash."""
-        rbd = self.conn.rbd
-        with rbd.Image(ioctx, name) as image:
-            image.metadata_set(COMPLETE_KEY, 'false')
-        try:
-            if rbd_trash.move_to_trash(rbd, ioctx, name, SNAPSHOT):
-                LOG.info('Moved base image %s/%s, which still has clones, '
-                         'to the RBD trash', self.pool, name)
-        except rbd.ImageBusy:  # clones of format 1: it must stay
-            with rbd.Image(ioctx, name) as image:
-                if SNAPSHOT in {s['name'] for s in image.list_snaps()} and \
-                        not image.is_protected_snap(SNAPSHOT):
-                    image.protect_snap(SNAPSHOT)
-                image.metadata_set(COMPLETE_KEY, 'true')
-            raise
-
-    def purge_trash(self):
+    def purge_trash(self) -> list[str]:
         """Remove the trash entries of our bases whose last clone is
         gone. :returns: their names."""
-        return self.trash.purge(self.pool, lambda n: n.endswith(_SUFFIX))
-
-    def _remove(self, ioctx, name):
-        """Clear the complete flag, then remove snapshot and image."""
-        rbd = self.conn.rbd
-        try:
-            with rbd.Image(ioctx, name) as image:
-                image.metadata_set(COMPLETE_KEY, 'false')
-            partial.remove_image(rbd, ioctx, name)
-        except rbd.ImageNotFound:
-            return
-        except rbd.ImageBusy:  # a clone after all: it stays complete
-            with rbd.Image(ioctx, name) as image:
-                image.metadata_set(COMPLETE_KEY, 'true')
-            raise
+        return self.trash.purge(self.pool,
+                                lambda n: n.endswith(base_state.SUFFIX))

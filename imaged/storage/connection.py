@@ -34,15 +34,18 @@ after the OSD is back. So the first operation on a new connection reads
 one small object first (bounded by ``rados_osd_op_timeout``); if that times
 out, the connection is retired and the operation gets a fresh one.
 
-This is the only module that connects to Ceph; the ``rados`` and ``rbd``
-modules are injectable so unit tests can pass small fakes.
+This is the only module that connects to Ceph, and the only one that knows
+imaged's Ceph user, keyring and timeouts: qemu-img reaches RBD images
+through :meth:`CephConnection.qemu_image`'s ``rbd:`` names. The ``rados``
+and ``rbd`` modules are injectable so unit tests can pass small fakes.
 """
 
 import contextlib
 import errno
-import json
+import re
 import threading
 import time
+from typing import Any, Iterator, NamedTuple
 
 from oslo_log import log as logging
 
@@ -57,16 +60,25 @@ _UNREACHABLE_ERRNOS = (errno.ETIMEDOUT, errno.ESHUTDOWN, errno.ENOTCONN,
 # Read (stat) by the first operation on a new connection; every RBD pool
 # has it once it holds an image, and ENOENT is an OSD's answer too.
 PROBE_OBJECT = 'rbd_directory'
-# Minimum client releases that do not understand RBD clone format 2.
-_BEFORE_CLONE_V2 = ('argonaut', 'bobtail', 'cuttlefish', 'dumpling',
-                    'emperor', 'firefly', 'giant', 'hammer', 'infernalis',
-                    'jewel', 'kraken', 'luminous')
+
+
+class QemuImage(NamedTuple):
+    """An RBD image (at ``snapshot``, if any) as qemu-img opens it."""
+    pool: str
+    name: str
+    snapshot: str | None
+    filename: str  # qemu's ``rbd:`` name, as imaged's user
+
+
+def _qemu_escape(value):
+    # qemu splits an rbd: name at ':', '/' and '@' unless backslashed.
+    return re.sub(r'([\\:/@])', r'\\\1', str(value))
 
 
 class Lease:
     """One connected cluster handle and the number of operations using it."""
 
-    def __init__(self, conn, cluster):
+    def __init__(self, conn: 'CephConnection', cluster: Any) -> None:
         self.conn = conn
         self.cluster = cluster
         self.users = 0
@@ -77,47 +89,69 @@ class Lease:
 class CephConnection:
     """Leases on one Ceph connection; typed errors for everything Ceph."""
 
-    def __init__(self, conf, rados_module, rbd_module):
+    def __init__(self, conf: Any, rados_module: Any,
+                 rbd_module: Any) -> None:
         self.conf = conf
         self.rados = rados_module
         self.rbd = rbd_module
-        self._current = None
+        self._current: Lease | None = None
         self._lock = threading.Lock()
         self._connect_lock = threading.Lock()
         # Held while librados makes or shuts down a connection: those must
         # never run at once.
         self._lifecycle_lock = threading.Lock()
-        self._fsid = None
+        self._fsid: str | None = None
         self._unreachable = False
         # When an OSD last answered after a failure (None: not since).
-        self._reachable_since = None
+        self._reachable_since: float | None = None
         # Retired connections nobody uses, not yet shut down (see _park).
-        self._retired = []
+        self._retired: list[Any] = []
 
-    def shutdown_grace(self):
+    def shutdown_grace(self) -> float:
         """Seconds a retired connection lives on after its last lease."""
         return self.conf.rbd.connect_timeout
 
-    def retired_quiet(self):
+    def retired_quiet(self) -> float:
         """Seconds Ceph must have answered again before a retired
         connection is shut down."""
         return max(6 * self.conf.rbd.connect_timeout, 60)
 
     @property
-    def pool(self):
+    def pool(self) -> str:
         return self.conf.rbd.pool
 
-    def _connect(self):
+    def _timeouts(self):
+        # Ceph's timeouts, so that a stalled cluster fails an operation
+        # instead of hanging it.
         timeout = str(self.conf.rbd.connect_timeout)
-        extra = {'client_mount_timeout': timeout,
-                 'rados_mon_op_timeout': timeout,
-                 'rados_osd_op_timeout': timeout,
-                 # Imports write whole 4 MiB objects once: a write-back
-                 # cache would only copy them and hold memory.
-                 'rbd_cache': 'false',
-                 # Clones whose parents can be deleted (to the trash)
-                 # while they live; see storage.trash.
-                 'rbd_default_clone_format': '2'}
+        return {'client_mount_timeout': timeout,
+                'rados_mon_op_timeout': timeout,
+                'rados_osd_op_timeout': timeout}
+
+    def qemu_image(self, pool: str, name: str,
+                   snapshot: str | None = None) -> QemuImage:
+        """Image ``name`` in ``pool`` (at ``snapshot``) as qemu-img opens
+        it: as imaged's user, with Ceph's timeouts."""
+        rbd = self.conf.rbd
+        options = [('id', rbd.user), ('conf', rbd.ceph_conf)]
+        if rbd.keyring:
+            options.append(('keyring', rbd.keyring))
+        options += list(self._timeouts().items())
+        at = '@' + _qemu_escape(snapshot) if snapshot else ''
+        filename = 'rbd:%s/%s%s%s' % (
+            _qemu_escape(pool), _qemu_escape(name), at, ''.join(
+                ':%s=%s' % (key, _qemu_escape(value))
+                for key, value in options))
+        return QemuImage(pool, name, snapshot, filename)
+
+    def _connect(self):
+        extra = dict(self._timeouts(),
+                     # Imports write whole 4 MiB objects once: a write-back
+                     # cache would only copy them and hold memory.
+                     rbd_cache='false',
+                     # Clones whose parents can be deleted (to the trash)
+                     # while they live; see storage.trash.
+                     rbd_default_clone_format='2')
         if self.conf.rbd.keyring:
             extra['keyring'] = self.conf.rbd.keyring
         # A retired connection still shutting down: wait for it (bounded
@@ -144,14 +178,14 @@ class CephConnection:
         finally:
             self._lifecycle_lock.release()
 
-    def acquire(self):
+    def acquire(self) -> Lease:
         """A :class:`Lease`; return it with ``release``."""
         self._reap_if_due()
-        lease = self._acquire()
+        lease = self.acquire_unproven()
         if lease.proven:
             return lease
         try:
-            error = self._probe(lease)
+            error = self.probe(lease)
         except BaseException as e:
             self.release(lease, e)
             raise
@@ -161,9 +195,11 @@ class CephConnection:
                     'connecting afresh', error)
         self.release(lease, exception.BackendUnavailable(
             backend='Ceph', reason=str(error)))
-        return self._acquire()  # probed at its next use
+        return self.acquire_unproven()  # probed at its next use
 
-    def _acquire(self):
+    def acquire_unproven(self) -> Lease:
+        """A :class:`Lease` no OSD may have answered yet (see
+        :meth:`probe`)."""
         # One thread connects at a time; connect() is bounded by
         # connect_timeout, so so is this wait.
         with self._connect_lock:
@@ -178,7 +214,7 @@ class CephConnection:
                 lease.users += 1
                 return lease
 
-    def _probe(self, lease):
+    def probe(self, lease: Lease) -> BaseException | None:
         """None if an OSD answers a read on this connection, else the error
         that says Ceph is unreachable."""
         try:
@@ -201,7 +237,8 @@ class CephConnection:
         self._reap_if_due()
         return None
 
-    def release(self, lease, error=None):
+    def release(self, lease: Lease,
+                error: BaseException | None = None) -> None:
         """Return a lease; ``error`` saying Ceph is unreachable retires it."""
         if isinstance(error, exception.BackendUnavailable):
             self._retire(lease)
@@ -237,7 +274,7 @@ class CephConnection:
             _shutdown_in_background(cluster, self._lifecycle_lock,
                                     self.shutdown_grace())
 
-    def seems_unreachable(self):
+    def seems_unreachable(self) -> bool:
         """Whether the last word from Ceph was "unreachable": cleanup that
         can wait (releasing a leased lock, closing a watch, a notification)
         is then skipped instead of waiting out another operation timeout.
@@ -263,7 +300,7 @@ class CephConnection:
                     'operation connects afresh')
 
     @contextlib.contextmanager
-    def lease(self):
+    def lease(self) -> Iterator[Any]:
         """The connected cluster handle, for as long as the block runs."""
         lease = self.acquire()
         error = None
@@ -275,7 +312,7 @@ class CephConnection:
         finally:
             self.release(lease, error)
 
-    def open_ioctx(self, cluster, pool):
+    def open_ioctx(self, cluster: Any, pool: str) -> Any:
         """``cluster.open_ioctx(pool)`` with typed errors."""
         with self.typed_errors(pool, pool):
             try:
@@ -285,7 +322,8 @@ class CephConnection:
                     backend='Ceph', reason=_('pool %s does not exist') % pool)
 
     @contextlib.contextmanager
-    def ioctx(self, pool=None, name=None):
+    def ioctx(self, pool: str | None = None,
+              name: str | None = None) -> Iterator[Any]:
         """An I/O context on ``pool``; Ceph errors become typed errors."""
         pool = pool or self.pool
         with self.lease() as cluster:
@@ -296,13 +334,14 @@ class CephConnection:
             finally:
                 ioctx.close()
 
-    def is_unreachable(self, error):
+    def is_unreachable(self, error: BaseException) -> bool:
         return isinstance(error, (self.rados.TimedOut, self.rbd.Timeout,
                                   self.rados.ConnectionShutdown)) or \
             getattr(error, 'errno', None) in _UNREACHABLE_ERRNOS
 
     @contextlib.contextmanager
-    def typed_errors(self, name, pool=None):
+    def typed_errors(self, name: str,
+                     pool: str | None = None) -> Iterator[None]:
         """Ceph errors inside become imaged's typed errors."""
         pool = pool or self.pool
         try:
@@ -323,100 +362,12 @@ class CephConnection:
                 reason = str(e)
             raise exception.StorageError(name=name, pool=pool, reason=reason)
 
-    def fsid(self):
+    def fsid(self) -> str:
         if self._fsid is None:
             with self.lease() as cluster:
                 with self.typed_errors('the cluster'):
                     self._fsid = cluster.get_fsid()
         return self._fsid
-
-    def status(self):
-        """``(fsid or None, problems)``: can root disks be made now?
-
-        The monitors are asked whether an OSD is up, and then an OSD is
-        asked for a small object: a paused or partitioned OSD still counts
-        as up for the monitors until it is reported down.
-        """
-        try:
-            fsid = self.fsid()
-            lease = self._acquire()
-        except exception.BackendUnavailable as e:
-            return None, [str(e)]
-        error = None
-        try:
-            problem = self._cluster_problem(lease.cluster)
-            if problem is None:
-                error = self._probe(lease)
-                if error is not None:
-                    problem = _('Ceph OSDs do not answer within %(t)ss: '
-                                '%(err)s') % {
-                        't': self.conf.rbd.connect_timeout, 'err': error}
-                    error = exception.BackendUnavailable(
-                        backend='Ceph', reason=problem)
-        except exception.BackendUnavailable as e:
-            error = e
-            return None, [str(e)]
-        finally:
-            self.release(lease, error)
-        return fsid, [problem] if problem else []
-
-    def min_compat_client(self):
-        """The cluster's ``require_min_compat_client`` (``osd dump``),
-        e.g. ``'mimic'``.
-
-        :raises BackendUnavailable: the monitors do not answer or refuse.
-        """
-        with self.lease() as cluster:
-            try:
-                ret, out, err = cluster.mon_command(
-                    json.dumps({'prefix': 'osd dump', 'format': 'json'}),
-                    b'', timeout=self.conf.rbd.connect_timeout)
-            except self.rados.Error as e:
-                raise exception.BackendUnavailable(
-                    backend='Ceph', reason=_('monitors do not answer: %s') % e)
-        if ret != 0:
-            raise exception.BackendUnavailable(
-                backend='Ceph', reason=_('monitors refused "osd dump": %s')
-                % err)
-        return json.loads(out).get('require_min_compat_client', '')
-
-    def _cluster_problem(self, cluster):
-        """What the monitors say stops I/O in the pool, or None."""
-        try:
-            if not cluster.pool_exists(self.pool):
-                return _('Ceph pool %s does not exist') % self.pool
-            ret, out, err = cluster.mon_command(
-                json.dumps({'prefix': 'osd stat', 'format': 'json'}),
-                b'', timeout=self.conf.rbd.connect_timeout)
-        except self.rados.Error as e:
-            raise exception.BackendUnavailable(
-                backend='Ceph', reason=_('monitors do not answer: %s') % e)
-        if ret != 0:
-            return _('Ceph monitors refused "osd stat": %s') % err
-        stat = json.loads(out)
-        up = stat.get('num_up_osds', stat.get('osdmap', {}).get('num_up_osds'))
-        if not up:
-            return _('Ceph has no OSD up')
-        return self._clone_format_problem(cluster)
-
-    def _clone_format_problem(self, cluster):
-        """Why the cluster cannot take clones of format 2, or None."""
-        try:
-            ret, out, _err = cluster.mon_command(
-                json.dumps({'prefix': 'osd dump', 'format': 'json'}),
-                b'', timeout=self.conf.rbd.connect_timeout)
-            compat = json.loads(out).get('require_min_compat_client') \
-                if ret == 0 else None
-        except (self.rados.Error, ValueError) as e:
-            raise exception.BackendUnavailable(
-                backend='Ceph', reason=_('monitors do not answer: %s') % e)
-        if compat not in _BEFORE_CLONE_V2:
-            return None
-        return _('Ceph cannot make clones of format 2: '
-                 'require_min_compat_client is %s; imaged needs mimic or '
-                 'later ("ceph osd set-require-min-compat-client mimic"), '
-                 'or images with root disks cannot be deleted in Glance '
-                 'and base images wait for their last clone') % compat
 
 
 def _shutdown_quietly(cluster):

@@ -24,6 +24,7 @@ their turn, bounded by the caller's deadline.
 import errno
 import threading
 import time
+from typing import Any, Callable
 
 from oslo_log import log as logging
 
@@ -40,12 +41,12 @@ MAX_CHAIN = 64
 class Flattener:
     """Flattens images of one connection, a bounded number at once."""
 
-    def __init__(self, conn):
+    def __init__(self, conn: Any) -> None:
         self.conn = conn
         self._slots = threading.BoundedSemaphore(
             conn.conf.rbd.concurrent_flatten_operations)
 
-    def depth(self, name, pool=None):
+    def depth(self, name: str, pool: str | None = None) -> int:
         """How many parents the image ``name`` reads through (0: none)."""
         rbd = self.conn.rbd
         pool = pool or self.conn.pool
@@ -69,8 +70,10 @@ class Flattener:
                     ioctx.close()
         return depth
 
-    def flatten(self, name, pool=None, wait=None, progress=None,
-                cancelled=None):
+    def flatten(self, name: str, pool: str | None = None,
+                wait: float | None = None,
+                progress: Callable[[int, int], Any] | None = None,
+                cancelled: Callable[[], bool] | None = None) -> float:
         """Flatten image ``name``; nothing to do if it has no parent.
 
         :param wait: seconds to wait for a free slot (None: for ever).

@@ -23,7 +23,7 @@ class NotAnRBDLocation(ValueError):
     """The URL is not a cloneable ``rbd://fsid/pool/image/snapshot``."""
 
 
-def parse_rbd_location(url):
+def parse_rbd_location(url: object) -> RBDLocation:
     """Split ``rbd://<fsid>/<pool>/<image>/<snapshot>`` into its parts.
 
     :raises NotAnRBDLocation: naming why the URL is not one.
@@ -40,7 +40,8 @@ def parse_rbd_location(url):
     return RBDLocation(*pieces)
 
 
-def format_rbd_location(fsid, pool, image, snapshot):
+def format_rbd_location(fsid: str, pool: str, image: str,
+                        snapshot: str) -> str:
     parts = (urllib.parse.quote(p, safe='') for p in
              (fsid, pool, image, snapshot))
     return 'rbd://' + '/'.join(parts)

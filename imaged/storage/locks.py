@@ -25,6 +25,7 @@ calls :func:`notify` on the object (rados watch/notify).
 import contextlib
 import threading
 import time
+from typing import Any
 import uuid
 
 from oslo_log import log as logging
@@ -91,7 +92,7 @@ def all_free(conn, ioctx, guards, duration):
             lock.release()
 
 
-def check_leases(what):
+def check_leases(what: str) -> None:
     """Before a commit: every lock this thread holds still has its lease.
 
     A holder whose lease ran out (its host paused, or lost the lock's OSD
@@ -117,8 +118,8 @@ class RadosLock:
     :param shared: a shared lock (else exclusive).
     """
 
-    def __init__(self, conn, ioctx, key, name, desc, duration,
-                 shared=False):
+    def __init__(self, conn: Any, ioctx: Any, key: str, name: str, desc: str,
+                 duration: float, shared: bool = False) -> None:
         self.conn, self.ioctx = conn, ioctx
         self.key, self.name, self.desc = key, name, desc
         self.duration, self.shared = duration, shared
@@ -129,7 +130,7 @@ class RadosLock:
         self._stop = threading.Event()
         self._renewer = None
 
-    def lease_valid(self):
+    def lease_valid(self) -> bool:
         """Whether this holder still holds the lock with time left on its
         lease, by this host's clock (a second of margin)."""
         return self.held and not self.lost and \
@@ -150,7 +151,7 @@ class RadosLock:
                                  desc=self.desc, duration=self.duration,
                                  flags=flags)
 
-    def try_acquire(self):
+    def try_acquire(self) -> bool:
         """Take the lock if nobody holds it against us: True if taken."""
         rados = self.conn.rados
         with self.conn.typed_errors(self.key):
@@ -171,7 +172,8 @@ class RadosLock:
         _held_here().append(self)
         return True
 
-    def acquire(self, timeout, what, wake=None):
+    def acquire(self, timeout: float, what: str,
+                wake: Any = None) -> None:
         """Take the lock, waiting at most ``timeout`` seconds.
 
         :param wake: a ``watches.Waiter`` on ``key`` whose notifications
@@ -179,6 +181,8 @@ class RadosLock:
         :raises Timeout: naming ``what``.
         """
         timeout = max(timeout, 0)
+        wait: Any
+        sleep: Any
         if wake is not None:
             # A notification ends the wait; a lease that ran out does not
             # notify, so look again at least every half lease.
@@ -234,7 +238,7 @@ class RadosLock:
                 LOG.warning('Could not renew %s on %s/%s: %s', self.name,
                             self.conn.pool, self.key, e)
 
-    def release(self):
+    def release(self) -> None:
         """Release the lock (its lease runs out by itself if that fails, or
         if Ceph does not answer now: then nothing waits for it)."""
         self._stop.set()
@@ -264,7 +268,7 @@ class RadosLock:
                         self.conn.pool, self.key, e)
 
 
-def notify(conn, ioctx, key, message=''):
+def notify(conn: Any, ioctx: Any, key: str, message: str = '') -> None:
     """Wake every watch on ``key``; best effort."""
     if conn.seems_unreachable():
         return  # the waiters look again when their wait ends
@@ -284,13 +288,14 @@ class PoolRole:
     ``duration`` seconds, and the next host to ask takes it.
     """
 
-    def __init__(self, conn, key, host, duration):
+    def __init__(self, conn: Any, key: str, host: str,
+                 duration: float) -> None:
         self.conn, self.key, self.host = conn, key, host
         self.duration = duration
         self.cookie = uuid.uuid4().hex  # this process's, for its lifetime
         self._held = False
 
-    def held(self):
+    def held(self) -> bool:
         rados = self.conn.rados
         with self.conn.ioctx(name=self.key) as ioctx:
             with self.conn.typed_errors(self.key):
@@ -309,7 +314,7 @@ class PoolRole:
             self._held = held
         return held
 
-    def release(self):
+    def release(self) -> None:
         """Give the role up (a clean stop): another host takes it at once."""
         if not self._held:
             return

@@ -32,8 +32,10 @@ import os
 import threading
 import time
 import uuid
+from typing import Any, Callable
 
 from oslo_log import log as logging
+import tenacity
 
 from imaged import exception
 from imaged.i18n import _
@@ -52,12 +54,12 @@ FinalImage = collections.namedtuple(
     'FinalImage', ['name', 'min_size', 'snapshot', 'metadata'])
 
 
-def host_tag(host):
+def host_tag(host: str) -> str:
     """A short, name-safe tag of a host, carried in its partial names."""
     return hashlib.sha256(host.encode('utf-8')).hexdigest()[:8]
 
 
-def partial_name(name, host, now=None):
+def partial_name(name: str, host: str, now: float | None = None) -> str:
     """A unique temporary name for ``name`` being made by ``host``.
 
     Unique, so that agents sharing a pool never step on each other's work
@@ -85,18 +87,18 @@ def _partial_fields(part):
     return fields[0], made_at
 
 
-def partial_owner_tag(part):
+def partial_owner_tag(part: str) -> str | None:
     """The host tag of a partial name, or None if it is not one."""
     return _partial_fields(part)[0]
 
 
-def partial_made_at(part):
+def partial_made_at(part: str) -> float | None:
     """When a partial was started (unix time), or None if its name does not
     say (made before names carried it)."""
     return _partial_fields(part)[1]
 
 
-def remove_image(rbd, ioctx, name):
+def remove_image(rbd: Any, ioctx: Any, name: str) -> None:
     """Remove an image and its snapshots (unprotecting them first)."""
     try:
         rbd.RBD().remove(ioctx, name)
@@ -118,13 +120,17 @@ class PartialImage:
     exists until ``commit`` succeeded.
     """
 
-    def __init__(self, writer, spec, size):
+    def __init__(self, writer: 'PartialWriter', spec: FinalImage,
+                 size: int) -> None:
         self.writer, self.spec, self.size = writer, spec, size
         self.conn = writer.conn
         self.part = partial_name(spec.name, writer.host)
         self.finished = False
-        self._lease = self.ioctx = self._image = self._blocks = None
-        self._error = None
+        self._lease: Any = None
+        self.ioctx: Any = None
+        self._image: Any = None
+        self._blocks: Any = None  # a rbd_import.BlockWriter once open
+        self._error: BaseException | None = None
         writer.mark_in_progress(self.part, True)
         try:
             self._open()
@@ -149,12 +155,12 @@ class PartialImage:
                 librbd_copies=rbd_import.librbd_copies_writes(self._image))
 
     @property
-    def target(self):
+    def target(self) -> tuple[str, str]:
         """``(pool, name)``: where another writer of its bytes (qemu-img)
         writes them, before ``commit``."""
         return self.conn.pool, self.part
 
-    def write(self, offset, data):
+    def write(self, offset: int, data: bytes) -> None:
         try:
             with self.conn.typed_errors(self.spec.name):
                 self._blocks.write(offset, data)
@@ -162,7 +168,7 @@ class PartialImage:
             self._error = e
             raise
 
-    def write_block(self, block):
+    def write_block(self, block: Any) -> None:
         """:meth:`write` of a download's block, held (not copied) until
         librbd has written it."""
         try:
@@ -172,7 +178,7 @@ class PartialImage:
             self._error = e
             raise
 
-    def commit(self, size):
+    def commit(self, size: int) -> None:
         """Make it the finished image, ``max(size, min_size)`` bytes."""
         conn, spec = self.conn, self.spec
         final_size = max(size, spec.min_size or 0)
@@ -198,7 +204,7 @@ class PartialImage:
         self.finished = True
         self._close()
 
-    def abort(self):
+    def abort(self) -> None:
         """Remove the partial image; a no-op once committed or aborted.
 
         After a stall, librbd may still hold writes in flight and closing
@@ -220,15 +226,22 @@ class PartialImage:
                          name='abort-' + self.part).start()
 
     def _clean_up(self, patient=False):
-        while self._blocks is not None:
+        """Drain the writes in flight, then close and remove the partial;
+        ``patient``: drain again while Ceph does not answer (each drain is
+        bounded by Ceph's own timeouts), else leave that to a thread."""
+        def failed(retry_state):
+            self._error = retry_state.outcome.exception()
+        if self._blocks is not None:
             try:
-                self._blocks.drain()
-                break
+                tenacity.Retrying(
+                    retry=tenacity.retry_if_exception_type(
+                        exception.BackendUnavailable) if patient
+                    else tenacity.retry_never,
+                    before_sleep=failed, reraise=True)(self._blocks.drain)
             except exception.BackendUnavailable as e:
                 self._error = e
-                if not patient:
-                    self._clean_up_later()
-                    return
+                self._clean_up_later()
+                return
         try:
             if self._image is not None:
                 image, self._image = self._image, None
@@ -250,7 +263,8 @@ class PartialImage:
             self.writer.mark_in_progress(self.part, False)
 
 
-def fill_from_file(partial, path, progress=None):
+def fill_from_file(partial: PartialImage, path: str,
+                   progress: Callable[[int], Any] | None = None) -> None:
     """Write the chunks of a raw file holding data into ``partial``.
 
     The seam where a checked local file becomes an RBD image.
@@ -269,32 +283,32 @@ def fill_from_file(partial, path, progress=None):
 class PartialWriter:
     """Makes new images in ``[rbd] pool`` for ``host``; sweeps leftovers."""
 
-    def __init__(self, conn, host):
+    def __init__(self, conn: Any, host: str) -> None:
         self.conn = conn
         self.host = host
         # Partial images this process is making right now: never leftovers.
-        self._in_progress = set()
+        self._in_progress: set[str] = set()
         self._in_progress_lock = threading.Lock()
         # None until the first sweep; then the names this process knows it
         # left behind (a removal that failed), the only ones swept again.
-        self._leftovers = None
+        self._leftovers: set[str] | None = None
 
-    def mark_in_progress(self, part, busy):
+    def mark_in_progress(self, part: str, busy: bool) -> None:
         with self._in_progress_lock:
             if busy:
                 self._in_progress.add(part)
             else:
                 self._in_progress.discard(part)
 
-    def is_in_progress(self, name):
+    def is_in_progress(self, name: str) -> bool:
         with self._in_progress_lock:
             return name in self._in_progress
 
-    def new(self, spec, size):
+    def new(self, spec: FinalImage, size: int) -> PartialImage:
         """A :class:`PartialImage` of ``size`` bytes that becomes ``spec``."""
         return PartialImage(self, spec, size)
 
-    def remove_quietly(self, ioctx, part):
+    def remove_quietly(self, ioctx: Any, part: str) -> None:
         try:
             remove_image(self.conn.rbd, ioctx, part)
         except self.conn.rbd.ImageNotFound:
@@ -310,7 +324,7 @@ class PartialWriter:
             if self._leftovers is not None:
                 self._leftovers.add(part)
 
-    def sweep(self):
+    def sweep(self) -> tuple[list[str], list[str]]:
         """Remove partial images this host left behind (a crash, a kill).
 
         The first sweep lists the pool (a crash before this process
@@ -328,8 +342,8 @@ class PartialWriter:
         mine = host_tag(self.host)
         with conn.ioctx() as ioctx:
             if known is None:
-                known = [name for name in conn.rbd.RBD().list(ioctx)
-                         if partial_owner_tag(name) == mine]
+                known = {name for name in conn.rbd.RBD().list(ioctx)
+                         if partial_owner_tag(name) == mine}
             removed, left = self._remove_all(ioctx, sorted(known))
         with self._in_progress_lock:
             self._leftovers = set(left)
@@ -338,7 +352,8 @@ class PartialWriter:
                      ', '.join(removed))
         return removed, left
 
-    def sweep_abandoned(self, max_age, now=None):
+    def sweep_abandoned(self, max_age: float,
+                        now: float | None = None) -> list[str]:
         """Remove other hosts' abandoned partial images.
 
         For the pool's one cleanup host: a host that died never sweeps its

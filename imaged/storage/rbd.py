@@ -15,21 +15,28 @@
 ``RBDDriver`` is what the rest of imaged holds: ``partials`` writes new
 images (:mod:`imaged.storage.partial`), ``bases`` owns the shared base
 images (:mod:`imaged.storage.bases`), ``disks`` the root disks
-(:mod:`imaged.storage.disks`); all of them share one leased connection
-(:mod:`imaged.storage.connection`). Only the ``storage`` package imports
-librados and librbd; both are injectable so unit tests can pass fakes.
+(:mod:`imaged.storage.disks`), ``disk_locks`` their pool-wide locks and
+``incomplete_disks`` the markers of those being made; all of them share
+one leased connection (:mod:`imaged.storage.connection`). Only the
+``storage`` package imports librados and librbd; both are injectable so
+unit tests can pass fakes.
 """
 
 import time
+from typing import Any
 
 from oslo_log import log as logging
 import tenacity
 
 from imaged import exception
 from imaged.storage import bases
+from imaged.storage import cluster_status
 from imaged.storage import connection
+from imaged.storage import disk_locks
+from imaged.storage import disk_markers
 from imaged.storage import disks
 from imaged.storage import flatten
+from imaged.storage import location as rbd_location
 from imaged.storage import locks
 from imaged.storage import partial
 from imaged.storage import snapshots
@@ -50,7 +57,8 @@ _pause = time.sleep  # tests replace it
 class RBDDriver:
     """Root disks and base images in ``[rbd] pool``, made by ``host``."""
 
-    def __init__(self, conf, host, rados_module=None, rbd_module=None):
+    def __init__(self, conf: Any, host: str, rados_module: Any = None,
+                 rbd_module: Any = None) -> None:
         if rados_module is None or rbd_module is None:
             import rados
             import rbd
@@ -66,23 +74,27 @@ class RBDDriver:
                                                  self.flattener)
         self.bases = bases.BaseImageStore(self.conn, self.partials, host,
                                           self.trash)
+        self.disk_locks = disk_locks.DiskLocks(self.conn, host)
+        self.incomplete_disks = disk_markers.IncompleteDisks(
+            self.conn, self.partials, self.disk_locks)
         self.disks = disks.RootDiskStore(self.conn, self.partials,
-                                         self.trash)
+                                         self.incomplete_disks, self.trash)
         self.verified = verified.VerifiedSnapshots(self.conn, host)
-        self._cleanup_role = None
+        self.cluster_status = cluster_status.ClusterStatus(self.conn)
+        self._cleanup_role: locks.PoolRole | None = None
 
     @property
-    def pool(self):
+    def pool(self) -> str:
         return self.conf.rbd.pool
 
-    def fsid(self):
+    def fsid(self) -> str:
         return self.conn.fsid()
 
-    def status(self):
+    def status(self) -> tuple[str | None, list[str]]:
         """``(fsid or None, problems)``: can root disks be made now?"""
-        return self.conn.status()
+        return self.cluster_status.status()
 
-    def holds_cleanup_role(self, interval):
+    def holds_cleanup_role(self, interval: float) -> bool:
         """Whether this host does the pool-wide cleanup now (one host of
         the pool at a time; see ``locks.PoolRole``).
 
@@ -95,15 +107,21 @@ class RBDDriver:
         self._cleanup_role.duration = int(2 * interval + 30)
         return self._cleanup_role.held()
 
-    def release_cleanup_role(self):
+    def release_cleanup_role(self) -> None:
         if self._cleanup_role is not None:
             self._cleanup_role.release()
 
-    def in_cluster(self, loc):
+    def qemu_image(self, pool: str, name: str,
+                   snapshot: str | None = None) -> connection.QemuImage:
+        """Image ``name`` in ``pool`` as qemu-img opens it (a
+        :class:`imaged.storage.connection.QemuImage`)."""
+        return self.conn.qemu_image(pool, name, snapshot)
+
+    def in_cluster(self, loc: rbd_location.RBDLocation) -> bool:
         """Whether the parsed ``rbd://`` location is in our cluster."""
         return loc.fsid == self.fsid()
 
-    def snapshot_size(self, loc):
+    def snapshot_size(self, loc: rbd_location.RBDLocation) -> int | None:
         """The size of the snapshot ``loc`` names, or None if it is not
         there (no such pool, image or snapshot).
 

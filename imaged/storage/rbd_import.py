@@ -21,6 +21,7 @@ import errno
 import os
 import threading
 import time
+from typing import Any, Iterator
 
 from oslo_log import log as logging
 from oslo_utils import units
@@ -36,7 +37,8 @@ _UNREACHABLE_ERRNOS = (errno.ETIMEDOUT, errno.ESHUTDOWN, errno.ENOTCONN)
 _ZEROS = bytes(BLOCK)
 
 
-def data_chunks(fd, size, chunk_size=BLOCK):
+def data_chunks(fd: int, size: int,
+                chunk_size: int = BLOCK) -> Iterator[tuple[int, bytes]]:
     """Yield ``(offset, bytes)`` for every chunk of a file holding data.
 
     Holes are skipped without reading them (SEEK_DATA/SEEK_HOLE), and chunks
@@ -64,7 +66,7 @@ def data_chunks(fd, size, chunk_size=BLOCK):
         offset = pos
 
 
-def librbd_copies_writes(image):
+def librbd_copies_writes(image: Any) -> bool:
     """Whether librbd copies a write's buffer before ``aio_write`` returns.
 
     It does unless ``rbd_disable_zero_copy_writes`` was set to false (for
@@ -102,8 +104,9 @@ class BlockWriter:
         again at once, not held until its write completes.
     """
 
-    def __init__(self, image, size, concurrency, name, pool, timeout=60,
-                 librbd_copies=False):
+    def __init__(self, image: Any, size: int, concurrency: int, name: str,
+                 pool: str, timeout: float = 60,
+                 librbd_copies: bool = False) -> None:
         self.image = image
         self.librbd_copies = librbd_copies
         self.size = size
@@ -112,12 +115,12 @@ class BlockWriter:
         self.stalled = False
         self._concurrency = concurrency
         self._slots = threading.BoundedSemaphore(concurrency)
-        self._failures = []
-        self._block = None
-        self._buf = None
+        self._failures: list[int] = []  # librbd's negative errnos
+        self._block: int | None = None
+        self._buf: Any = None
         self.bytes_written = 0
 
-    def write(self, offset, data):
+    def write(self, offset: int, data: bytes) -> None:
         view = memoryview(data)
         while view:
             block = offset - offset % BLOCK
@@ -129,7 +132,7 @@ class BlockWriter:
             offset += n
             view = view[n:]
 
-    def write_block(self, block):
+    def write_block(self, block: Any) -> None:
         """Write an :class:`imaged.image.body.Block` with no copy in Python.
 
         A whole block at a 4 MiB boundary (or the image's last, shorter
@@ -226,7 +229,7 @@ class BlockWriter:
                 name=self.name, pool=self.pool,
                 reason=_('write failed: %s') % os.strerror(err))
 
-    def drain(self):
+    def drain(self) -> None:
         """Wait until no write is in flight (at most ``timeout``)."""
         deadline = time.monotonic() + self.timeout
         got = 0
@@ -238,7 +241,7 @@ class BlockWriter:
             for _i in range(got):
                 self._slots.release()
 
-    def close(self):
+    def close(self) -> None:
         """Write what is left and wait for all writes; raise if any failed."""
         try:
             self._flush()

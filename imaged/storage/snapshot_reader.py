@@ -14,6 +14,7 @@
 strategy ``upload`` sends to Glance (:mod:`imaged.storage.snapshots`)."""
 
 import io
+from typing import Any, Callable
 
 READ_SIZE = 4 * 1024 * 1024
 
@@ -21,12 +22,16 @@ READ_SIZE = 4 * 1024 * 1024
 class SnapshotReader(io.RawIOBase):
     """Reads an RBD snapshot front to back, 4 MiB from librbd at a time."""
 
-    def __init__(self, conn, name, snap, progress=None):
+    def __init__(self, conn: Any, name: str, snap: str,
+                 progress: Callable[[int, int], Any] | None = None) -> None:
         super().__init__()
         self.conn, self.name, self.snap = conn, name, snap
         self.progress = progress
-        self._lease = self._ioctx = self._image = None
-        self._offset, self._buffer, self._pos = 0, b'', 0
+        self._lease: Any = None
+        self._ioctx: Any = None
+        self._image: Any = None
+        self._buffer: bytes | memoryview = b''
+        self._offset, self._pos = 0, 0
 
     def __enter__(self):
         conn = self.conn
@@ -48,10 +53,10 @@ class SnapshotReader(io.RawIOBase):
             self.conn.release(self._lease, exc[1])
         return False
 
-    def readable(self):
+    def readable(self) -> bool:
         return True
 
-    def read(self, n=-1):
+    def read(self, n: int | None = -1) -> bytes:
         if self._pos == len(self._buffer) and self._offset < self.size:
             length = min(READ_SIZE, self.size - self._offset)
             with self.conn.typed_errors(self.name):

@@ -33,7 +33,7 @@ without opening every disk.
 import json
 import threading
 import time
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from oslo_log import log as logging
 import tenacity
@@ -61,7 +61,7 @@ TEMPORARY_PREFIX = 'imaged-snapshot-'
 TAKING_OBJECT = 'imaged.snapshots.taking'
 
 
-def disk_snapshot_name(image_id):
+def disk_snapshot_name(image_id: str) -> str:
     return TEMPORARY_PREFIX + image_id
 
 
@@ -72,19 +72,19 @@ def _taking_key(disk, snap):
 class SnapshotStore:
     """Snapshots of root disks in ``[rbd] pool`` into other pools."""
 
-    def __init__(self, conn, host, flattener):
+    def __init__(self, conn: Any, host: str, flattener: Any) -> None:
         self.conn = conn
         self.host = host
         self.flattener = flattener
         # Partial copies this process is making now: never leftovers.
-        self._in_progress = set()
+        self._in_progress: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         # None until the first sweep of this host's own partial copies;
         # then the (pool, name) this process knows it left behind.
-        self._leftovers = None
+        self._leftovers: set[tuple[str, str]] | None = None
         # None until this host's temporary snapshots are first listed;
         # then the (disk, image id) whose removal failed in this process.
-        self._failed_drops = None
+        self._failed_drops: set[tuple[str, str]] | None = None
 
     def take(self, disk: str, image_id: str) -> str:
         """Take (again) the disk's temporary snapshot for ``image_id``,
@@ -381,7 +381,8 @@ class SnapshotStore:
             if self._leftovers is not None:
                 self._leftovers.add((pool, name))
 
-    def reader(self, disk, image_id, progress=None):
+    def reader(self, disk: str, image_id: str,
+               progress: Callable[[int, int], Any] | None = None) -> Any:
         """A file-like, read-only view of the disk's temporary snapshot,
         and its size: ``with store.reader(...) as (data, size)``.
 

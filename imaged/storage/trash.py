@@ -29,6 +29,8 @@ imaged's base images that no clone needs any more. Anything else in a
 trash is its owner's (``rbd trash purge <pool>``).
 """
 
+from typing import Any, Callable
+
 from oslo_log import log as logging
 
 LOG = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ LOG = logging.getLogger(__name__)
 USER_SOURCE = 'USER'
 
 
-def parent_of(rbd, image):
+def parent_of(rbd: Any, image: Any) -> tuple[str, str] | None:
     """``(pool, image_id)`` of an open image's parent, or None."""
     try:
         spec = image.get_parent_image_spec()
@@ -48,7 +50,7 @@ def parent_of(rbd, image):
     return spec['pool_name'], parent_id
 
 
-def move_to_trash(rbd, ioctx, name, snapshot):
+def move_to_trash(rbd: Any, ioctx: Any, name: str, snapshot: str) -> bool:
     """Delete image ``name`` whose ``snapshot`` may still have clones of
     format 2: the snapshot goes to the trash namespace, the image to the
     trash.
@@ -75,9 +77,9 @@ def move_to_trash(rbd, ioctx, name, snapshot):
 class Trash:
     """Removes the trash entries of imaged's disks' and bases' parents."""
 
-    def __init__(self, conn):
+    def __init__(self, conn: Any) -> None:
         self.conn = conn
-        self._refused = set()  # pools where removal was not permitted
+        self._refused: set[str] = set()  # pools where removal was refused
 
     def _removable(self, ioctx, image_id):
         """The trash entry ``image_id`` if no snapshot (so no clone) is
@@ -94,7 +96,7 @@ class Trash:
                 return None
         return entry
 
-    def remove_if_unused(self, pool, image_id):
+    def remove_if_unused(self, pool: str, image_id: str) -> bool:
         """Remove trash entry ``image_id`` in ``pool`` if nothing needs it.
 
         Best effort: an error is logged, never raised; the entry then stays
@@ -126,7 +128,7 @@ class Trash:
                  'is gone', entry['name'], image_id, pool)
         return True
 
-    def purge(self, pool, wanted):
+    def purge(self, pool: str, wanted: Callable[[str], bool]) -> list[str]:
         """Remove the trash entries of ``pool`` whose name ``wanted(name)``
         accepts and that no clone needs any more.
 

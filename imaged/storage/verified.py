@@ -36,6 +36,7 @@ kinds).
 import json
 import threading
 import time
+from typing import Any, Callable
 
 from oslo_log import log as logging
 from oslo_utils import units
@@ -57,18 +58,18 @@ READS_IN_FLIGHT = 8
 READ_STALL = 120
 
 
-def record_object(image_id):
+def record_object(image_id: str) -> str:
     return OBJECT_PREFIX + image_id
 
 
 class VerifiedSnapshots:
     """Reads Glance's snapshots and keeps what was found of them."""
 
-    def __init__(self, conn, host):
+    def __init__(self, conn: Any, host: str) -> None:
         self.conn = conn
         self.host = host
 
-    def identity(self, loc):
+    def identity(self, loc: Any) -> dict[str, Any]:
         """What names the snapshot's bytes: ``{'location', 'image_ref',
         'snap_id', 'size'}``; ``loc`` is an ``RBDLocation``."""
         with self.conn.ioctx(loc.pool, loc.image) as ioctx:
@@ -80,7 +81,7 @@ class VerifiedSnapshots:
                         'snap_id': image.snap_get_id(loc.snapshot),
                         'size': image.size()}
 
-    def recorded(self, image_id):
+    def recorded(self, image_id: str) -> dict[str, Any] | None:
         """The record of image ``image_id`` (a dict), or None."""
         rados = self.conn.rados
         with self.conn.ioctx(name=record_object(image_id)) as ioctx:
@@ -96,7 +97,7 @@ class VerifiedSnapshots:
             return None
         return found if isinstance(found, dict) else None
 
-    def record(self, image_id, record):
+    def record(self, image_id: str, record: dict[str, Any]) -> None:
         """Keep ``record`` (a JSON-able dict) for every host of the pool."""
         record = dict(record, host=self.host, at=time.time())
         name = record_object(image_id)
@@ -107,7 +108,7 @@ class VerifiedSnapshots:
             ioctx.set_xattr(name, XATTR,
                             json.dumps(record, sort_keys=True).encode())
 
-    def forget(self, image_id):
+    def forget(self, image_id: str) -> None:
         rados = self.conn.rados
         with self.conn.ioctx(name=record_object(image_id)) as ioctx:
             try:
@@ -170,7 +171,8 @@ class VerifiedSnapshots:
             except conn.rbd.ImageNotFound:
                 return False
 
-    def read(self, loc, consume, read_size=READ_SIZE, depth=READS_IN_FLIGHT):
+    def read(self, loc: Any, consume: Callable[[bytes], Any],
+             read_size: int = READ_SIZE, depth: int = READS_IN_FLIGHT) -> int:
         """Pass every byte of snapshot ``loc`` to ``consume(bytes)``, in
         order; returns the number of bytes read.
 

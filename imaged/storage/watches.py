@@ -22,6 +22,7 @@ notification lost with a dead holder only costs the lease.
 import contextlib
 import ctypes
 import threading
+from typing import Any, Iterator
 
 from oslo_log import log as logging
 
@@ -51,13 +52,13 @@ class ObjectWatches:
     Python events.
     """
 
-    def __init__(self, conn):
+    def __init__(self, conn: Any) -> None:
         self.conn = conn
         self._lock = threading.Lock()
-        self._watched = {}  # (pool, key) -> _Watched
+        self._watched: dict[tuple[str, str], Any] = {}  # -> _Watched
 
     @contextlib.contextmanager
-    def watch(self, key, pool=None):
+    def watch(self, key: str, pool: str | None = None) -> Iterator['Waiter']:
         """A :class:`Waiter` on ``key`` for as long as the block runs.
 
         Made before the waiter looks at what it waits for, so no
@@ -98,19 +99,19 @@ class ObjectWatches:
             del self._watched[waiter.slot]
         watched.close()
 
-    def renew(self, waiter):
+    def renew(self, waiter: 'Waiter') -> None:
         """Watch ``waiter``'s key anew after its watch broke."""
         with self._lock:
             watched = self._watched.get(waiter.slot)
         if watched is not None:
             watched.ensure()
 
-    def watched(self):
+    def watched(self) -> dict[tuple[str, str], int]:
         """Keys watched now, with their number of waiters."""
         with self._lock:
             return {slot: len(w.waiters) for slot, w in self._watched.items()}
 
-    def close(self):
+    def close(self) -> None:
         """Close every watch (the process stops)."""
         with self._lock:
             watched, self._watched = list(self._watched.values()), {}
@@ -121,12 +122,12 @@ class ObjectWatches:
 class Waiter:
     """One caller waiting for notifications on a watched key."""
 
-    def __init__(self, watches, slot):
+    def __init__(self, watches: ObjectWatches, slot: Any) -> None:
         self._watches = watches
         self.slot = slot
         self.event = threading.Event()
 
-    def wait(self, timeout):
+    def wait(self, timeout: float) -> bool:
         """Wait for a notification, at most ``timeout`` seconds."""
         self._watches.renew(self)  # a broken watch is made again first
         woke = self.event.wait(max(timeout, 0))

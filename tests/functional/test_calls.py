@@ -28,6 +28,7 @@ from oslo_utils import units
 from testtools import content
 
 from imaged import exception
+from imaged.storage import base_state
 from imaged.storage import bases
 from tests.functional import base
 
@@ -63,7 +64,7 @@ class CallAdmissionTest(base.FunctionalTestCase):
         """Take the base lock of ``image_id`` as another host would;
         returns a function that releases it."""
         ioctx = self.ceph.cluster.open_ioctx(self.ceph.pool)
-        key, cookie = bases.lock_object(image_id), uuid.uuid4().hex
+        key, cookie = base_state.lock_object(image_id), uuid.uuid4().hex
         ioctx.lock_exclusive(key, bases.LOCK_NAME, cookie, desc='test_calls',
                              duration=600)
         released = []
@@ -85,7 +86,7 @@ class CallAdmissionTest(base.FunctionalTestCase):
 
     def forget_base(self, image_id):
         # Runs after the disks' cleanups (last in, first out).
-        self.addCleanup(self.ceph.remove, bases.base_name(image_id))
+        self.addCleanup(self.ceph.remove, base_state.base_name(image_id))
 
     def send_create(self, image_id, raw=False):
         """A create in its own thread; returns its outcome dict."""

@@ -88,9 +88,9 @@ class ConvertIntoRBDTest(testtools.TestCase):
             partial.FinalImage(name, size, None, {}), size)
         self.addCleanup(self.ceph.remove, name)
         self.addCleanup(writer.abort)
-        image_format.convert_into_rbd('img-1', path, 'qcow2',
-                                      self.driver.pool, writer.part,
-                                      self.conf)
+        image_format.convert_into_rbd(
+            'img-1', path, 'qcow2',
+            self.driver.qemu_image(self.driver.pool, writer.part), self.conf)
         writer.commit(size)
         self.assertEqual(size, self.ceph.size(name))
         self.assertEqual(expected, self.ceph.read(name, 0, size))
@@ -108,8 +108,9 @@ class ConvertIntoRBDTest(testtools.TestCase):
         path, _expected = self.qcow2(8 * MiB, (0,))
         e = self.assertRaises(exception.StorageError,
                               image_format.convert_into_rbd, 'img-1', path,
-                              'qcow2', self.driver.pool,
-                              'func-format-missing-%d' % os.getpid(),
+                              'qcow2', self.driver.qemu_image(
+                                  self.driver.pool,
+                                  'func-format-missing-%d' % os.getpid()),
                               self.conf)
         self.assertIn(self.driver.pool, str(e))
 

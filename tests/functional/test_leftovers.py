@@ -25,7 +25,7 @@ from testtools import content
 
 from imaged import leftovers
 from imaged import rpcapi
-from imaged.storage import disks
+from imaged.storage import disk_markers
 from imaged.storage import guards
 from imaged.storage import partial
 from imaged.storage import snapshots
@@ -105,9 +105,9 @@ class LeftoversTest(testtools.TestCase):
         name = '%s_disk' % uuid.uuid4()
         self.new_image(name)
         with self.ioctx() as ioctx:
-            ioctx.set_xattr(disks.CREATING_OBJECT, name, json.dumps(
+            ioctx.set_xattr(disk_markers.CREATING_OBJECT, name, json.dumps(
                 {'host': host, 'at': int(time.time())}).encode())
-        self.addCleanup(self.rm_xattr, disks.CREATING_OBJECT, name)
+        self.addCleanup(self.rm_xattr, disk_markers.CREATING_OBJECT, name)
         return self.present(name)
 
     def plant_trashed_base(self):

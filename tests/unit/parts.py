@@ -10,17 +10,25 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""An agent's parts over fakes, wired as ``imaged.cmd.imaged`` wires them."""
+"""An agent's parts over fakes, wired by :mod:`imaged.wiring`."""
 
-from imaged.imagecache import manager as imagecache_manager
-from imaged import rootdisk
+from imaged import wiring
+
+
+def agent(conf, glance, storage, files, notifications=None,
+          signatures=None):
+    """The agent of ``storage.host`` over ``glance``, ``storage`` and
+    ``files`` (an ``imagecache.files.BaseFiles``); ``signatures``: an
+    ``imaged.image.signature.Signatures``, or None (none verified)."""
+    return wiring.build(conf, storage.host, glance_api=glance,
+                        storage=storage, files=files,
+                        notifications=notifications, signatures=signatures,
+                        verify_signatures=False)
 
 
 def root_disks(conf, glance, storage, files, notifications=None,
                signatures=None):
-    """The root-disk maker over ``files`` (an ``imagecache.files.BaseFiles``);
-    its image cache manager is ``.image_cache``; ``signatures``: an
-    ``imaged.image.signature.Signatures``, or None."""
-    image_cache = imagecache_manager.ImageCacheManager(
-        conf, glance, storage, files, notifications, signatures)
-    return rootdisk.RootDisks(conf, glance, storage, image_cache, signatures)
+    """:func:`agent`'s root-disk maker; its image cache manager is
+    ``.image_cache``."""
+    return agent(conf, glance, storage, files, notifications,
+                 signatures).root_disks

@@ -159,5 +159,5 @@ class BackgroundFlattenRPCTest(test_manager.RPCTestCase):
             self.ctxt, 'test-host')['flattens']['running'])
         self.api.delete_root_disk(self.ctxt, 'test-host', INSTANCE)
         self.assertNotIn(self.disk_name, self.cluster.pools['vms'])
-        wait_for(lambda: not self.manager.root_disks.flattens.stats()[
+        wait_for(lambda: not self.manager.flattens.stats()[
             'running'], WAIT)

@@ -15,9 +15,13 @@
 import threading
 import time
 
+import fixtures
+
 from imaged import context
 from imaged import exception
 from imaged.imagecache import files as image_cache
+from imaged.storage import base_builds
+from imaged.storage import base_state
 from imaged.storage import bases
 from imaged.storage import rbd as rbd_storage
 from tests import base
@@ -77,7 +81,7 @@ class PoolTestCase(base.TestCase):
         disk = self.base()
         self.assertEqual(({'snap'}, {'snap'}, 'true'),
                          (set(disk.snapshots), disk.protected,
-                          disk.metadata[bases.COMPLETE_KEY]))
+                          disk.metadata[base_state.COMPLETE_KEY]))
 
 
 class BaseImagesTest(PoolTestCase):
@@ -87,15 +91,17 @@ class BaseImagesTest(PoolTestCase):
         self.b.create(2)
         meta = self.base().metadata
         self.assertEqual((IMAGE, 'host-a', 'true'),
-                         (meta[bases.IMAGE_ID_KEY], meta[bases.MADE_BY_KEY],
-                          meta[bases.COMPLETE_KEY]))
+                         (meta[base_state.IMAGE_ID_KEY],
+                          meta[base_state.MADE_BY_KEY],
+                          meta[base_state.COMPLETE_KEY]))
         # Uses go on the lock object, never into the shared image: a
         # read-write open of it by many hosts at once crashed librbd.
         uses = {name for (pool, key, name) in self.cluster.xattrs
-                if (pool, key) == ('vms', bases.lock_object(IMAGE))}
-        self.assertIn(bases.USED_PREFIX + 'host-a', uses)
-        self.assertIn(bases.USED_PREFIX + 'host-b', uses)
-        self.assertFalse([k for k in meta if k.startswith(bases.USED_PREFIX)])
+                if (pool, key) == ('vms', base_state.lock_object(IMAGE))}
+        self.assertIn(base_state.USED_PREFIX + 'host-a', uses)
+        self.assertIn(base_state.USED_PREFIX + 'host-b', uses)
+        self.assertFalse([k for k in meta
+                          if k.startswith(base_state.USED_PREFIX)])
         self.assertEqual(1, self.glance.downloads)
 
     def test_base_without_its_snapshot_is_made_anew(self):
@@ -103,7 +109,7 @@ class BaseImagesTest(PoolTestCase):
         self.a.create(1)
         self.a.disks.delete(instance(1))
         disk = self.base()
-        disk.metadata[bases.COMPLETE_KEY] = 'false'
+        disk.metadata[base_state.COMPLETE_KEY] = 'false'
         disk.protected.clear()
         disk.snapshots.clear()
         self.assertMadeAnewAndCloned(self.b.create(2))
@@ -119,17 +125,17 @@ class BaseImagesTest(PoolTestCase):
         self.a.create(1)
         self.a.disks.delete(instance(1))
         meta = self.base().metadata
-        del meta[bases.COMPLETE_KEY]
+        del meta[base_state.COMPLETE_KEY]
         self.base().protected.clear()
         self.assertMadeAnewAndCloned(self.b.create(2))
 
     def test_broken_base_with_clones_is_repaired_not_removed(self):
         self.a.create(1)
-        self.base().metadata[bases.COMPLETE_KEY] = 'false'
+        self.base().metadata[base_state.COMPLETE_KEY] = 'false'
         result = self.b.create(2)
         self.assertEqual(1, self.glance.downloads)
         self.assertEqual(result['parent'], self.a.create(1)['parent'])
-        self.assertEqual('true', self.base().metadata[bases.COMPLETE_KEY])
+        self.assertEqual('true', self.base().metadata[base_state.COMPLETE_KEY])
 
     def test_legacy_base_without_the_new_metadata_is_adopted(self):
         self.a.create(1)
@@ -206,7 +212,7 @@ class BaseImagesTest(PoolTestCase):
 
     def test_the_lock_of_a_dead_holder_expires(self):
         store = self.b.storage.bases
-        key = bases.lock_object(IMAGE)
+        key = base_state.lock_object(IMAGE)
         with self.b.storage.conn.ioctx() as ioctx:
             ioctx.lock_exclusive(key, bases.LOCK_NAME, 'dead', duration=30)
             self.assertRaises(exception.Timeout, store.lock(IMAGE).__enter__)
@@ -292,13 +298,13 @@ class PoolProtocolTest(base.TestCase):
         # came (each does once, before it builds or waits): the build
         # fails only after they all did, however slow this machine.
         looked = set()
-        for host in self.hosts:
-            bases_ = host.storage.bases
+        real = base_builds.failed_build
 
-            def failed_build(ioctx, key, real=bases_._failed_build):
-                looked.add(threading.get_ident())
-                return real(ioctx, key)
-            bases_._failed_build = failed_build
+        def failed_build(conn, ioctx, key):
+            looked.add(threading.get_ident())
+            return real(conn, ioctx, key)
+        self.useFixture(fixtures.MockPatchObject(
+            base_builds, 'failed_build', failed_build))
 
         def create(host, n):
             try:
@@ -317,7 +323,7 @@ class PoolProtocolTest(base.TestCase):
         # Every caller waits for the one build, woken by a notification on
         # the base's lock object: one rados watch per host (process), not
         # one per caller (issue 24).
-        key = ('vms', bases.lock_object(IMAGE))
+        key = ('vms', base_state.lock_object(IMAGE))
 
         def waiting():
             return sum(h.storage.bases.watches.watched().get(key, 0)
@@ -372,7 +378,7 @@ class PoolProtocolTest(base.TestCase):
                           2)
         self.assertEqual(1, self.glance.downloads)
         self.useFixture(base.fixtures.MonkeyPatch(
-            'imaged.storage.bases.REFUSAL_TTL', 0))
+            'imaged.storage.base_builds.REFUSAL_TTL', 0))
         self.assertRaises(exception.ImageUnacceptable, self.hosts[1].create,
                           3)
         self.assertEqual(2, self.glance.downloads)  # then it tries again
@@ -380,12 +386,12 @@ class PoolProtocolTest(base.TestCase):
     def test_a_dead_builder_s_lease_runs_out_and_a_waiter_takes_over(self):
         self.glance.add(IMAGE, DATA)
         self.gate.set()
-        key = bases.lock_object(IMAGE)
+        key = base_state.lock_object(IMAGE)
         with self.hosts[1].storage.conn.ioctx() as ioctx:
             # A builder that died a moment ago: its lease runs 1 s more.
-            ioctx.lock_exclusive(key, bases.BUILD_LOCK_NAME, 'dead',
+            ioctx.lock_exclusive(key, base_builds.BUILD_LOCK_NAME, 'dead',
                                  duration=1)
-            ioctx.set_xattr(key, bases.BUILD_XATTR, b'{"id": "dead"}')
+            ioctx.set_xattr(key, base_builds.BUILD_XATTR, b'{"id": "dead"}')
         started = time.monotonic()
         result = self.hosts[0].create(1)
         self.assertEqual('download', result['strategy'])
@@ -396,7 +402,7 @@ class PoolProtocolTest(base.TestCase):
         self.glance.add(IMAGE, DATA)
         self.gate.set()
         self.hosts[0].create(1)
-        key = bases.lock_object(IMAGE)
+        key = base_state.lock_object(IMAGE)
         with self.hosts[1].storage.conn.ioctx() as ioctx:
             # Another host's clone in progress holds the lock shared.
             ioctx.lock_shared(key, bases.LOCK_NAME, 'other-clone',
@@ -416,7 +422,8 @@ class PoolProtocolTest(base.TestCase):
         self.gate.set()
         host = self.hosts[0]
         host.create(1)
-        key = ('vms', bases.lock_object(IMAGE), bases.USED_PREFIX + 'host-0')
+        key = ('vms', base_state.lock_object(IMAGE),
+               base_state.USED_PREFIX + 'host-0')
         first = self.cluster.xattrs[key]
         host.create(2)
         host.create(3)
@@ -432,6 +439,25 @@ class PoolProtocolTest(base.TestCase):
         e = self.assertRaises(exception.Timeout, store.use(
             IMAGE, lambda: None, gone).__enter__)
         self.assertIn(IMAGE, str(e))
+        self.assertEqual(0, self.glance.downloads)
+
+    def test_a_waiter_s_deadline_ends_its_wait_for_another_builder(self):
+        self.glance.add(IMAGE, DATA)
+        key = base_state.lock_object(IMAGE)
+        with self.hosts[1].storage.conn.ioctx() as ioctx:
+            # A live builder elsewhere: its lease outlasts the call.
+            ioctx.lock_exclusive(key, base_builds.BUILD_LOCK_NAME, 'alive',
+                                 duration=30)
+        ends = time.monotonic() + 0.5
+        deadline = type('Deadline', (), {
+            'remaining': lambda self: ends - time.monotonic()})()
+        store = self.hosts[0].storage.bases
+        started = time.monotonic()
+        e = self.assertRaises(exception.Timeout, store.use(
+            IMAGE, lambda: None, deadline).__enter__)
+        self.assertIn(IMAGE, str(e))
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertGreaterEqual(time.monotonic() - started, 0.4)
         self.assertEqual(0, self.glance.downloads)
 
     def test_too_large_for_one_disk_is_built_for_a_larger_one(self):
@@ -451,7 +477,7 @@ class PoolProtocolTest(base.TestCase):
         e = self.assertRaises(exception.StorageError, store.use(
             IMAGE, lambda: builds.append(1)).__enter__)
         self.assertIn(BASE, str(e))
-        self.assertEqual(bases.MAX_BUILDS, len(builds))
+        self.assertEqual(base_builds.MAX_BUILDS, len(builds))
         self.assertEqual([], self.cluster.held_locks())
 
     def test_cleanup_skips_a_busy_base_and_goes_on(self):
@@ -465,8 +491,8 @@ class PoolProtocolTest(base.TestCase):
         host.disks.delete(instance(1))
         host.disks.delete(instance(2))
         with host.storage.conn.ioctx() as ioctx:
-            ioctx.lock_exclusive(bases.lock_object(IMAGE), bases.LOCK_NAME,
-                                 'busy', duration=30)
+            ioctx.lock_exclusive(base_state.lock_object(IMAGE),
+                                 bases.LOCK_NAME, 'busy', duration=30)
             started = time.monotonic()
             removed = host.eviction.clean_rbd_bases(now=time.time() + 10 ** 6)
         self.assertLess(time.monotonic() - started, 1.0)  # did not wait
@@ -492,7 +518,7 @@ class InstanceDiskRaceTest(base.TestCase):
         held, release = threading.Event(), threading.Event()
 
         def run():
-            with host.storage.disks.lock(self.name, 5):
+            with host.storage.disk_locks.lock(self.name, 5):
                 held.set()
                 release.wait(10)
         thread = threading.Thread(target=run)

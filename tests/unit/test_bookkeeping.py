@@ -27,7 +27,7 @@ import fixtures
 from imaged.imagecache import files as image_cache
 from imaged import manager as imaged_manager
 from imaged import metrics
-from imaged.storage import bases
+from imaged.storage import base_state
 from imaged.storage import rbd as rbd_storage
 from tests import base
 from tests.unit import fakes
@@ -51,13 +51,13 @@ class BookkeepingCostTest(base.TestCase):
         for n in range(BASES):
             image_id = '0b1e2f4a-1d2c-4e5f-8a9b-%012d' % n
             disk = fakes.FakeDisk(4096)
-            disk.snapshots[bases.SNAPSHOT] = 4096
-            disk.protected.add(bases.SNAPSHOT)
-            disk.metadata.update({bases.IMAGE_ID_KEY: image_id,
-                                  bases.MADE_BY_KEY: 'host-0',
-                                  bases.MADE_AT_KEY: now,
-                                  bases.COMPLETE_KEY: 'true'})
-            self.cluster.pools['vms'][bases.base_name(image_id)] = disk
+            disk.snapshots[base_state.SNAPSHOT] = 4096
+            disk.protected.add(base_state.SNAPSHOT)
+            disk.metadata.update({base_state.IMAGE_ID_KEY: image_id,
+                                  base_state.MADE_BY_KEY: 'host-0',
+                                  base_state.MADE_AT_KEY: now,
+                                  base_state.COMPLETE_KEY: 'true'})
+            self.cluster.pools['vms'][base_state.base_name(image_id)] = disk
         self.managers = []
         for n in range(HOSTS):
             self.flags(base_dir='%s/%d' % (self.tempdir, n),
@@ -67,11 +67,9 @@ class BookkeepingCostTest(base.TestCase):
                 rbd_module=self.cluster.rbd)
             cache = image_cache.BaseFiles(self.conf)
             cache.prepare()
-            disks = parts.root_disks(self.conf, self.glance, storage, cache,
-                                     _Silent())
             self.managers.append(imaged_manager.ImageAgentManager(
-                self.conf, 'host-%d' % n, disks, storage, disks.image_cache,
-                self.glance, notifications=_Silent()))
+                parts.agent(self.conf, self.glance, storage, cache,
+                            _Silent())))
 
     def count(self, func):
         before = self.cluster.ops

@@ -15,6 +15,7 @@
 import threading
 
 from imaged import exception
+from imaged.storage import cluster_status
 from imaged.storage import connection
 from tests import base
 from tests.unit import fakes
@@ -34,6 +35,7 @@ class CephConnectionTest(base.TestCase):
             self.conf, self.cluster.rados, self.cluster.rbd)
         # Ceph answering again is enough: no quiet time to wait out.
         self.conn.retired_quiet = lambda: 0
+        self.status = cluster_status.ClusterStatus(self.conn).status
 
     def test_operations_share_one_connection(self):
         with self.conn.ioctx():
@@ -78,10 +80,10 @@ class CephConnectionTest(base.TestCase):
         self.assertTrue(deaf.is_shut_down)
 
     def test_health_check_asks_an_osd_not_only_the_monitors(self):
-        self.assertEqual((fakes.FSID, []), self.conn.status())
+        self.assertEqual((fakes.FSID, []), self.status())
         # The monitors still count the OSD as up (it is paused, say).
         self.cluster.osds_down = True
-        fsid, problems = self.conn.status()
+        fsid, problems = self.status()
         self.assertEqual(fakes.FSID, fsid)
         [problem] = problems
         self.assertIn('Ceph OSDs do not answer within', problem)
@@ -89,7 +91,7 @@ class CephConnectionTest(base.TestCase):
         # down only once an OSD answers again (see test_retired...).
         self.assertFalse(self.cluster.connections[0].is_shut_down)
         self.cluster.osds_down = False
-        self.assertEqual((fakes.FSID, []), self.conn.status())
+        self.assertEqual((fakes.FSID, []), self.status())
         self.assertTrue(self.cluster.connections[0].is_shut_down)
         self.assertFalse(self.cluster.connections[-1].is_shut_down)
 
@@ -125,13 +127,13 @@ class CephConnectionTest(base.TestCase):
     def test_health_check_of_an_unreachable_cluster_shuts_nothing_in_use(self):
         with self.conn.ioctx() as busy:
             self.cluster.reachable = False
-            fsid, problems = self.conn.status()
+            fsid, problems = self.status()
             self.assertIsNone(fsid)
             self.assertIn('Ceph is unavailable', problems[0])
             self.assertFalse(self.cluster.connections[0].is_shut_down)
             self.cluster.reachable = True
             self.cluster.rbd.RBD().list(busy)
-        self.assertEqual((fakes.FSID, []), self.conn.status())
+        self.assertEqual((fakes.FSID, []), self.status())
 
     def test_partial_image_holds_its_lease_until_done(self):
         from imaged.storage import partial

@@ -125,9 +125,8 @@ class InjectedFailuresTest(base.TestCase):
                                         rbd_module=cluster.rbd)
         cache = image_cache.BaseFiles(self.conf)
         cache.prepare()
-        disks = parts.root_disks(self.conf, glance, storage, cache)
         manager = imaged_manager.ImageAgentManager(
-            self.conf, 'test-host', disks, storage, disks.image_cache, glance)
+            parts.agent(self.conf, glance, storage, cache))
         return cluster, storage, cache, manager
 
     def _create(self, manager):

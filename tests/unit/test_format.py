@@ -17,6 +17,7 @@ from oslo_concurrency import processutils
 
 from imaged import exception
 from imaged.image import format as image_format
+from imaged.storage import connection
 from tests import base
 from tests.unit import images
 
@@ -140,8 +141,11 @@ class ConvertIntoRBDTest(base.TestCase):
     def convert(self, error=None):
         with mock.patch.object(processutils, 'execute',
                                side_effect=error) as execute:
-            image_format.convert_into_rbd('img-1', '/src', 'qcow2', 'vms',
-                                          'img-1_base.part', self.conf)
+            # The target's rbd: name as storage makes it for qemu-img.
+            target = connection.CephConnection(
+                self.conf, None, None).qemu_image('vms', 'img-1_base.part')
+            image_format.convert_into_rbd('img-1', '/src', 'qcow2', target,
+                                          self.conf)
         return execute.call_args
 
     def test_writes_only_data_into_the_existing_image(self):
@@ -194,9 +198,12 @@ class ConvertFromRBDTest(base.TestCase):
     def convert(self, error=None):
         with mock.patch.object(processutils, 'execute',
                                side_effect=error) as execute:
+            source = connection.CephConnection(
+                self.conf, None, None).qemu_image(
+                    'vms', 'inst_disk', 'imaged-snapshot-img-1')
             image_format.convert_from_rbd(
-                'img-1', 'vms', 'inst_disk', 'imaged-snapshot-img-1',
-                '/cache/.tmp/img-1.qcow2.x', 'qcow2', self.conf)
+                'img-1', source, '/cache/.tmp/img-1.qcow2.x', 'qcow2',
+                self.conf)
         return execute.call_args
 
     def test_reads_the_snapshot_into_a_qcow2_file(self):

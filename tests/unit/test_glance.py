@@ -125,7 +125,7 @@ class GlanceTestCase(base.TestCase):
                 'keystoneauth1.loading.load_auth_from_conf_options',
                 lambda conf, group, **kw: plugins[group]))
         api = glance.GlanceAPI(self.conf)
-        api._session.session.mount(ENDPOINT, self.http)
+        api.session().session.mount(ENDPOINT, self.http)
         return api
 
     def user_context(self, token='user-token'):
@@ -147,7 +147,7 @@ class AuthPluginTest(GlanceTestCase):
     def test_user_token_goes_with_a_service_token_of_service_user(self):
         self.password_flags('glance', 'imaged')
         self.password_flags('service_user', 'imaged-svc')
-        auth = self.api().auth_for(self.user_context())
+        auth = self.api().auth.auth_for(self.user_context())
         self.assertIsInstance(auth, service_token.ServiceTokenAuthWrapper)
         self.assertIsInstance(auth.user_auth, token_endpoint.Token)
         self.assertEqual('user-token', auth.user_auth.token)
@@ -158,7 +158,7 @@ class AuthPluginTest(GlanceTestCase):
 
     def test_service_token_from_glance_group_without_service_user(self):
         self.password_flags('glance', 'imaged')
-        auth = self.api().auth_for(self.user_context())
+        auth = self.api().auth.auth_for(self.user_context())
         self.assertIsInstance(auth, service_token.ServiceTokenAuthWrapper)
         self.assertEqual('imaged',
                          auth.service_auth.get_cache_id_elements()['username'])
@@ -176,7 +176,7 @@ class AuthPluginTest(GlanceTestCase):
             id='public-image', visibility='public'))
         for context, image_id in ((None, None), (trusted, 'any-image'),
                                   (anonymous, 'public-image')):
-            auth = api.auth_for(context, image_id)
+            auth = api.auth.auth_for(context, image_id)
             self.assertIsInstance(auth, identity.Password)
             self.assertEqual('imaged',
                              auth.get_cache_id_elements()['username'])
@@ -188,7 +188,7 @@ class AuthPluginTest(GlanceTestCase):
         anonymous.caller = policy.Caller('anonymous')
         never_identified = self.user_context(token=None)
         for context in (anonymous, never_identified):
-            e = self.assertRaises(exception.NotAuthorized, api.auth_for,
+            e = self.assertRaises(exception.NotAuthorized, api.auth.auth_for,
                                   context, 'private-image')
             self.assertIn('private-image', str(e))
         # Nor through a request: nothing is sent.
@@ -198,12 +198,12 @@ class AuthPluginTest(GlanceTestCase):
     def test_service_token_switched_off_sends_the_caller_token_alone(self):
         self.password_flags('glance', 'imaged')
         self.flags(send_service_user_token=False, group='service_user')
-        auth = self.api().auth_for(self.user_context())
+        auth = self.api().auth.auth_for(self.user_context())
         self.assertIsInstance(auth, token_endpoint.Token)
 
     def test_no_credentials_anywhere_sends_the_caller_token_alone(self):
         # tests.base: [glance] auth_type = none, a no-auth Glance.
-        auth = self.api().auth_for(self.user_context())
+        auth = self.api().auth.auth_for(self.user_context())
         self.assertIsInstance(auth, token_endpoint.Token)
 
     def test_headers_on_the_wire(self):
@@ -353,6 +353,11 @@ class SeesEveryImageTest(GlanceTestCase):
     def test_admin_role_sees_every_image(self):
         api = self.api(glance_auth=FakeAccess(['service', 'Admin']))
         self.assertTrue(api.sees_every_image())
+
+    def test_the_roles_are_those_of_imaged_s_token(self):
+        # What imaged-status reports (its fake Glance has the same call).
+        api = self.api(glance_auth=FakeAccess(['service', 'Admin']))
+        self.assertEqual(['admin', 'service'], api.user_roles())
 
     def test_service_role_alone_does_not(self):
         api = self.api(glance_auth=FakeAccess(['service', 'reader']))

@@ -22,7 +22,7 @@ import fixtures
 
 from imaged.imagecache import files as image_files
 from imaged import leftovers
-from imaged.storage import disks
+from imaged.storage import disk_markers
 from imaged.storage import guards
 from imaged.storage import locks
 from imaged.storage import partial
@@ -247,11 +247,11 @@ class MarkedDiskTest(LeftoversTestCase):
 
     def plant(self, name, host, at=None):
         self.vms[name] = fakes.FakeDisk(1)
-        self.ioctx().set_xattr(disks.CREATING_OBJECT, name, json.dumps(
+        self.ioctx().set_xattr(disk_markers.CREATING_OBJECT, name, json.dumps(
             {'host': host, 'at': int(at or time.time())}).encode())
 
     def markers(self):
-        return dict(self.ioctx().get_xattrs(disks.CREATING_OBJECT))
+        return dict(self.ioctx().get_xattrs(disk_markers.CREATING_OBJECT))
 
     def test_this_host_s_go_at_once(self):
         self.plant(DISK, HOST)
@@ -269,7 +269,7 @@ class MarkedDiskTest(LeftoversTestCase):
     def test_a_disk_whose_create_still_holds_its_lock_stays(self):
         self.plant(DISK, 'live-host')
         other = self.driver('live-host')
-        with other.disks.lock(DISK, 0):
+        with other.disk_locks.lock(DISK, 0):
             self.assertEqual([], self.owner.sweep_pool()['marked disk'])
         self.assertIn(DISK, self.vms)
         self.assertIn(DISK, self.markers())
@@ -355,7 +355,7 @@ class TemporaryDiskSnapshotTest(LeftoversTestCase):
         self.assertEqual(
             [], self.owner.sweep_own()['temporary disk snapshot'])
         other = self.driver('live-host')
-        with other.disks.lock(DISK, 0):  # its snapshot call runs
+        with other.disk_locks.lock(DISK, 0):  # its snapshot call runs
             self.assertEqual(
                 [], self.owner.sweep_pool()['temporary disk snapshot'])
         self.assertEqual(1, len(self.snaps()))
@@ -416,7 +416,7 @@ class ScheduleTest(LeftoversTestCase):
     def test_one_kind_failing_stops_no_other(self):
         mine = partial.partial_name('a_disk', HOST)
         self.vms[mine] = fakes.FakeDisk(1)
-        self.storage.disks.sweep = mock.Mock(
+        self.storage.incomplete_disks.sweep = mock.Mock(
             side_effect=RuntimeError('broken'))
         removed = self.owner.sweep_own()
         self.assertEqual([mine], removed['pool partial'])

@@ -66,10 +66,8 @@ class RPCTestCase(FakeTransportTestCase):
             self.conf, 'test-host', rados_module=self.cluster.rados,
             rbd_module=self.cluster.rbd)
         cache = image_cache.BaseFiles(self.conf)
-        disks = parts.root_disks(self.conf, self.glance, storage, cache)
         self.manager = imaged_manager.ImageAgentManager(
-            self.conf, 'test-host', disks, storage, disks.image_cache,
-            self.glance)
+            parts.agent(self.conf, self.glance, storage, cache))
         self.service = imaged_service.ImagedService(self.conf, self.manager)
         self.service.start()
         self.addCleanup(self.service.stop)
@@ -257,6 +255,15 @@ class EntryPointTest(base.TestCase):
         manager = imaged_cmd.build_manager(self.conf)
         self.assertEqual('test-host', manager.host)
         self.assertIs(manager.storage, manager.root_disks.storage)
+        # One of each long-lived part, handed to all that use it.
+        self.assertIs(manager.flattens, manager.root_disks.flattens)
+        self.assertIs(manager.files, manager.image_cache.files)
+        self.assertIs(manager.files, manager.snapshots.files)
+        self.assertIs(manager.root_disks.access, manager.snapshots.access)
+        self.assertIs(manager.root_disks.access, manager.flattening.access)
+        self.assertIs(manager.notifications,
+                      manager.image_cache.notifications)
+        self.assertIs(manager.glance, manager.root_disks.glance)
 
 
 class HostileContextTest(RPCTestCase):

@@ -12,10 +12,13 @@
 
 import json
 import os
+from unittest import mock
 
 from oslo_utils import units
 
 from imaged import exception
+from imaged.storage import disk_locks
+from imaged.storage import disk_markers
 from imaged.storage import disks
 from imaged.storage import location
 from imaged.storage import partial
@@ -85,7 +88,7 @@ class RBDDriverTest(base.TestCase):
 
     def _marked(self):
         return {key[2] for key in self.cluster.xattrs
-                if key[:2] == ('vms', disks.CREATING_OBJECT)}
+                if key[:2] == ('vms', disk_markers.CREATING_OBJECT)}
 
     def test_clone_is_made_under_its_name_and_unmarked_when_complete(self):
         url, loc = self._glance_snapshot()
@@ -163,14 +166,15 @@ class RBDDriverTest(base.TestCase):
         if disk:
             self.vms[name] = fakes.FakeDisk(512)
         ioctx = self.cluster.rados.Rados().open_ioctx('vms')
-        ioctx.set_xattr(disks.CREATING_OBJECT, name, json.dumps(
+        ioctx.set_xattr(disk_markers.CREATING_OBJECT, name, json.dumps(
             {'host': host, 'at': at}).encode())
 
     def test_a_crashed_create_s_disk_is_never_finished(self):
         self._leftover('i_disk', 'test-host', 1)
         self.assertFalse(self.driver.disks.info('i_disk')['complete'])
         self.assertIsNone(self.driver.disks.finished('i_disk'))
-        self.assertTrue(self.driver.disks.remove_incomplete('i_disk'))
+        self.assertTrue(
+            self.driver.incomplete_disks.remove_incomplete('i_disk'))
         self.assertEqual({}, self.vms)
         self.assertEqual(set(), self._marked())
 
@@ -178,15 +182,15 @@ class RBDDriverTest(base.TestCase):
         self._leftover('a_disk', 'test-host', 1)
         self._leftover('b_disk', 'test-host', 1, disk=False)
         self._leftover('c_disk', 'other-host', 1)
-        self.assertEqual(['a_disk'], self.driver.disks.sweep())
+        self.assertEqual(['a_disk'], self.driver.incomplete_disks.sweep())
         self.assertEqual(['c_disk'], list(self.vms))
         self.assertEqual({'c_disk'}, self._marked())
-        self.assertNotIn(('vms', disks.RootDiskStore.lock_object('a_disk')),
+        self.assertNotIn(('vms', disk_locks.lock_object('a_disk')),
                          self.cluster.objects)
         # Later sweeps read nothing: only what this process left.
         self._leftover('d_disk', 'test-host', 1)
         before = self.cluster.ops
-        self.assertEqual([], self.driver.disks.sweep())
+        self.assertEqual([], self.driver.incomplete_disks.sweep())
         self.assertEqual(before, self.cluster.ops)
 
     def test_a_leftover_being_made_again_is_left_alone(self):
@@ -194,8 +198,8 @@ class RBDDriverTest(base.TestCase):
         other = rbd_storage.RBDDriver(
             self.conf, 'other-host', rados_module=self.cluster.rados,
             rbd_module=self.cluster.rbd)
-        with other.disks.lock('a_disk', 1):  # a retry on another host
-            self.assertEqual([], self.driver.disks.sweep())
+        with other.disk_locks.lock('a_disk', 1):  # a retry on another host
+            self.assertEqual([], self.driver.incomplete_disks.sweep())
         self.assertEqual(['a_disk'], list(self.vms))
 
     def test_abandoned_leftovers_of_other_hosts_go_after_the_bound(self):
@@ -203,8 +207,9 @@ class RBDDriverTest(base.TestCase):
         self._leftover('dead_disk', 'dead-host', now - 7200)
         self._leftover('young_disk', 'live-host', now - 60)
         self._leftover('mine_disk', 'test-host', now - 7200)
-        self.assertEqual(['dead_disk'], self.driver.disks.sweep_abandoned(
-            3600, now=now))
+        incomplete = self.driver.incomplete_disks
+        self.assertEqual(['dead_disk'],
+                         incomplete.sweep_abandoned(3600, now=now))
         self.assertEqual(['mine_disk', 'young_disk'], sorted(self.vms))
         self.assertEqual({'mine_disk', 'young_disk'}, self._marked())
 
@@ -396,3 +401,38 @@ class RBDDriverTest(base.TestCase):
         e = self.assertRaises(exception.StorageError, writer.commit, 100)
         self.assertIn('boom', str(e))
         self.assertEqual({}, self.vms)
+
+
+class PartialCleanUpTest(base.TestCase):
+    """An aborted partial's writes in flight are drained before it goes."""
+
+    def partial(self, *drains):
+        part = partial.PartialImage.__new__(partial.PartialImage)
+        part._blocks = mock.Mock(**{'drain.side_effect': drains})
+        part._image, part.ioctx, part._error = None, None, None
+        part._close = mock.Mock()
+        part._clean_up_later = mock.Mock()
+        return part
+
+    def unavailable(self):
+        return exception.BackendUnavailable(backend='Ceph', reason='stalled')
+
+    def test_a_patient_clean_up_drains_again_until_ceph_answers(self):
+        part = self.partial(self.unavailable(), self.unavailable(), None)
+        part._clean_up(patient=True)
+        self.assertEqual(3, part._blocks.drain.call_count)
+        part._close.assert_called_once_with()
+        part._clean_up_later.assert_not_called()
+        self.assertIsInstance(part._error, exception.BackendUnavailable)
+
+    def test_an_impatient_clean_up_leaves_a_stalled_drain_to_a_thread(self):
+        part = self.partial(self.unavailable(), None)
+        part._clean_up()
+        self.assertEqual(1, part._blocks.drain.call_count)
+        part._clean_up_later.assert_called_once_with()
+        part._close.assert_not_called()
+
+    def test_another_error_of_the_drain_is_raised_at_once(self):
+        part = self.partial(RuntimeError('bug'), None)
+        self.assertRaises(RuntimeError, part._clean_up, patient=True)
+        self.assertEqual(1, part._blocks.drain.call_count)

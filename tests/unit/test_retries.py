@@ -78,7 +78,8 @@ class WaitActiveTest(base.TestCase):
         self.glance = mock.Mock()
         self.snapshots = snapshot.Snapshots(self.conf, self.glance,
                                             mock.Mock(), mock.Mock(),
-                                            mock.Mock(), mock.Mock())
+                                            mock.Mock(), mock.Mock(),
+                                            mock.Mock())
         self.useFixture(base.fixtures.MonkeyPatch(
             'imaged.snapshot.ACTIVE_POLL', 0.01))
 

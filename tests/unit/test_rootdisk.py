@@ -97,7 +97,7 @@ class RootDisksTest(base.TestCase):
         # timeout.
         self.flags(long_rpc_timeout=600)
         name = INSTANCE + '_disk'
-        held = self.disks._instance_locks.get(name)
+        held = self.disks.access._instance_locks.get(name)
         held.acquire()
         self.addCleanup(held.release)
         ctxt = context.get_admin_context()
@@ -228,12 +228,17 @@ class RootDisksTest(base.TestCase):
     def test_a_snapshot_gone_under_the_clone_is_a_typed_error(self):
         self.add_cloneable(data=b'boot')
 
+        clones = []
+
         def gone(rbd, *args):
+            clones.append(args)
             raise self.cluster.rbd.ImageNotFound('snap')
         self.useFixture(base.fixtures.MonkeyPatch(
             'tests.unit.fakes.FakeRBD.clone', gone))
         e = self.assertRaises(exception.CloneSourceNotFound, self.create)
         self.assertIn(INSTANCE + '_disk', str(e))
+        # Looked up once more (the location is still there), then given up.
+        self.assertEqual(2, len(clones))
         self.assertEqual([], self.instance_disks())
         self.assertEqual(set(), {key[2] for key in self.cluster.xattrs
                                  if key[1] == 'imaged.disks.creating'})
@@ -344,10 +349,10 @@ class RBDBaseImagesTest(RootDisksTest):
         checked = image_format.CheckedImage('vhd', 512)
         targets = []
 
-        def convert(image_id, source, disk_format, pool, name, conf):
+        def convert(image_id, source, disk_format, target, conf):
             self.assertTrue(os.path.exists(source))  # the checked download
-            targets.append((pool, name))
-            self.vms[name].blocks[0] = b'converted'
+            targets.append((target.pool, target.name))
+            self.vms[target.name].blocks[0] = b'converted'
         with mock.patch.object(image_format, 'check_image',
                                return_value=checked), \
                 mock.patch.object(image_format, 'convert_to_raw') as to_raw, \

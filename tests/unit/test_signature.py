@@ -23,6 +23,7 @@ import fixtures
 
 from imaged import context
 from imaged import exception
+from imaged.image import certificates
 from imaged.image import signature
 from imaged.imagecache import files as image_cache
 from imaged.storage import location
@@ -96,7 +97,7 @@ class SignaturesTestCase(base.TestCase):
         self.key_manager = FakeKeyManager()
         self.signatures = signature.Signatures(
             self.conf, self.storage.verified,
-            signature.KeyManager(self.conf, api=self.key_manager))
+            certificates.KeyManager(self.conf, api=self.key_manager))
         self.disks = parts.root_disks(self.conf, self.glance, self.storage,
                                       self.files, signatures=self.signatures)
         self.ctxt = self.context()
@@ -163,7 +164,7 @@ class ClonePathTest(SignaturesTestCase):
             self.conf, rbd_storage.RBDDriver(
                 self.conf, 'other-host', rados_module=self.cluster.rados,
                 rbd_module=self.cluster.rbd).verified,
-            signature.KeyManager(self.conf, api=self.key_manager))
+            certificates.KeyManager(self.conf, api=self.key_manager))
         image = self.glance.show(self.ctxt, IMAGE)
         signed = other.check(self.context(), image)
         loc = self.disks.locations.cloneable(self.ctxt, image,
@@ -292,7 +293,7 @@ class DecisionTest(SignaturesTestCase):
 
     def test_kept_for_no_time_every_call_reads_it(self):
         self.flags(certificate_cache_seconds=0, group='glance')
-        key_manager = signature.KeyManager(self.conf, api=self.key_manager)
+        key_manager = certificates.KeyManager(self.conf, api=self.key_manager)
         for _call in range(2):
             key_manager.certificate(self.ctxt, IMAGE, CERT)
         self.assertEqual(2, len(self.key_manager.tokens))

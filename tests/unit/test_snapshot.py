@@ -100,11 +100,12 @@ class SnapshotRPCTest(test_manager.RPCTestCase):
         converted = b'QFI\xfb' + b'q' * 300000
         made = []
 
-        def convert(image_id, pool, name, snapshot, dest, disk_format, conf):
+        def convert(image_id, source, dest, disk_format, conf):
             self.assertEqual(('vms', INSTANCE + '_disk', 'qcow2'),
-                             (pool, name, disk_format))
+                             (source.pool, source.name, disk_format))
             # qemu-img reads the temporary snapshot, not the live disk.
-            self.assertIn(snapshot, self.disk.snapshots)
+            self.assertIn(source.snapshot, self.disk.snapshots)
+            self.assertIn('@' + source.snapshot + ':', source.filename)
             with open(dest, 'wb') as f:
                 f.write(converted)
             made.append(dest)

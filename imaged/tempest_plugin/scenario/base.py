@@ -26,7 +26,6 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import re
 import tempfile
 import threading
 import time
@@ -34,15 +33,14 @@ import uuid
 
 import fixtures
 from oslo_config import cfg
-from oslo_context import context as oslo_context
 from oslo_messaging import opts as messaging_opts
 from tempest import config
 from tempest.lib import exceptions as lib_exc
 from tempest import test
 from testtools import content
-import urllib3
 
 from imaged import rpcapi
+from imaged.tempest_plugin.scenario import backends
 
 CONF = config.CONF
 PARTIAL_SUFFIX = '.imaged-part'
@@ -59,24 +57,6 @@ def sha256(data):
     return hashlib.sha256(data).hexdigest()
 
 
-# What a busy Glance (e.g. on SQLite) answers now and then; the tests are
-# not about Glance, so they try again.
-_GLANCE_FLAKES = (lib_exc.ServerFault,  # 500
-                  lib_exc.UnexpectedResponseCode,  # 502, 503, 504
-                  urllib3.exceptions.HTTPError)  # a dropped connection
-_GLANCE_ATTEMPTS = 5
-
-
-def glance_call(func, *args, **kwargs):
-    for attempt in range(_GLANCE_ATTEMPTS):
-        try:
-            return func(*args, **kwargs)
-        except _GLANCE_FLAKES:
-            if attempt + 1 == _GLANCE_ATTEMPTS:
-                raise
-            time.sleep(0.5 * 2 ** attempt)
-
-
 def wait_for(predicate, timeout, interval=0.5, what='a condition'):
     """The first true value of ``predicate()``, or AssertionError."""
     deadline = time.monotonic() + timeout
@@ -87,137 +67,6 @@ def wait_for(predicate, timeout, interval=0.5, what='a condition'):
         if time.monotonic() > deadline:
             raise AssertionError('waited %ss for %s' % (timeout, what))
         time.sleep(interval)
-
-
-class Ceph:
-    """Read-mostly access to the agent's cluster, to check disks."""
-
-    def __init__(self, options):
-        import rados
-        import rbd
-        self.rados, self.rbd = rados, rbd
-        # A stuck PG must fail a test's Ceph call, never hang the suite.
-        extra = {'client_mount_timeout': '30', 'rados_osd_op_timeout': '120'}
-        if options.keyring:
-            extra['keyring'] = options.keyring
-        self.cluster = rados.Rados(rados_id=options.user,
-                                   conffile=options.ceph_conf, conf=extra)
-        self.cluster.connect(timeout=30)
-        self.pool = options.pool
-
-    def fsid(self):
-        return self.cluster.get_fsid()
-
-    @contextlib.contextmanager
-    def _image(self, name, pool=None, snapshot=None):
-        with self.cluster.open_ioctx(pool or self.pool) as ioctx:
-            with self.rbd.Image(ioctx, name, snapshot=snapshot,
-                                read_only=True) as image:
-                yield image
-
-    def names(self, pool=None):
-        with self.cluster.open_ioctx(pool or self.pool) as ioctx:
-            return self.rbd.RBD().list(ioctx)
-
-    def names_with(self, *words):
-        """Names in the pool that contain any of ``words``."""
-        return sorted(n for n in self.names() if any(w in n for w in words))
-
-    def size(self, name, pool=None, snapshot=None):
-        with self._image(name, pool, snapshot) as image:
-            return image.size()
-
-    def read(self, name, offset, length, pool=None, snapshot=None):
-        with self._image(name, pool, snapshot) as image:
-            return image.read(offset, length)
-
-    def parent(self, name):
-        """``(pool, image, snapshot)`` the disk is a clone of, or None."""
-        with self._image(name) as image:
-            try:
-                return tuple(image.parent_info())
-            except self.rbd.ImageNotFound:
-                return None
-
-    def contains(self, name, needle, chunk=16 * 1024 * 1024):
-        """Whether ``needle`` occurs anywhere in the disk's bytes."""
-        with self._image(name) as image:
-            size, offset, tail = image.size(), 0, b''
-            while offset < size:
-                data = tail + image.read(offset, min(chunk, size - offset))
-                if needle in data:
-                    return True
-                tail = data[-len(needle):]
-                offset += chunk
-        return False
-
-    def remove(self, name):
-        """Remove an image and its snapshots; False if it cannot go yet."""
-        with self.cluster.open_ioctx(self.pool) as ioctx:
-            try:
-                with self.rbd.Image(ioctx, name) as image:
-                    for snap in list(image.list_snaps()):
-                        if image.is_protected_snap(snap['name']):
-                            image.unprotect_snap(snap['name'])
-                        image.remove_snap(snap['name'])
-                self.rbd.RBD().remove(ioctx, name)
-            except self.rbd.ImageNotFound:
-                pass
-            except self.rbd.Error:  # busy, or clones of it still exist
-                return False
-        return True
-
-    def close(self):
-        self.cluster.shutdown()
-
-
-class Glance:
-    """The Image service as the test class's user sees it."""
-
-    def __init__(self, images_client):
-        self.client = images_client
-        self.auth_provider = images_client.auth_provider
-        # The catalog's URL, without the API version Tempest adds to it.
-        self.endpoint = self.auth_provider.base_url(
-            {k: v for k, v in images_client.filters.items()
-             if k != 'api_version'}).rstrip('/')
-
-    def request_context(self):
-        """What a caller passes over RPC: its token and the project it
-        claims (the agent believes Keystone, and refuses a claim that is not
-        the token's)."""
-        return request_context(self.auth_provider)
-
-    def store(self, kind):
-        name = {'clone': CONF.imaged.clone_store,
-                'download': CONF.imaged.download_store}[kind]
-        return name or None
-
-    def upload(self, image_id, data, store=None):
-        """PUT the image's data, into ``store`` if one is named."""
-        headers = {'Content-Type': 'application/octet-stream'}
-        if store:
-            headers['X-Image-Meta-Store'] = store
-        resp, _body = self.client.request(
-            'PUT', 'images/%s/file' % image_id, headers=headers, body=data)
-        self.client.expected_success(204, resp.status)
-
-    def downloads(self, image_id):
-        """How often Glance served the image's data; None if unknown."""
-        path = CONF.imaged.glance_access_log
-        if not path:
-            return None
-        pattern = re.compile(r'GET /v2/images/%s/file' % re.escape(image_id))
-        with open(path, errors='replace') as f:
-            return sum(1 for line in f if pattern.search(line))
-
-
-def request_context(auth_provider):
-    """The RPC context of a Tempest user: its token and project."""
-    return oslo_context.RequestContext(
-        auth_token=auth_provider.get_token(),
-        project_id=auth_provider.credentials.project_id,
-        request_id='req-scenario-%s' % uuid.uuid4())
 
 
 def rpc_client_conf(options):
@@ -245,7 +94,7 @@ class Deployment:
     def __init__(self):
         self.host = CONF.imaged.host
         self.api = rpcapi.ImageAgentAPI(rpc_client_conf(CONF.imaged))
-        self.ceph = Ceph(CONF.imaged_ceph)
+        self.ceph = backends.Ceph(CONF.imaged_ceph)
 
     @classmethod
     def get(cls):
@@ -274,7 +123,7 @@ class ScenarioTestCase(test.BaseTestCase):
     @classmethod
     def setup_clients(cls):
         super().setup_clients()
-        cls.glance = Glance(cls.os_primary.image_client_v2)
+        cls.glance = backends.Glance(cls.os_primary.image_client_v2)
 
     @classmethod
     def resource_setup(cls):
@@ -300,7 +149,7 @@ class ScenarioTestCase(test.BaseTestCase):
     def operator_context(self):
         """An admin's RPC context: list_cached_images needs the admin or
         service role."""
-        return request_context(self.os_admin.auth_provider)
+        return backends.request_context(self.os_admin.auth_provider)
 
     def _hold_fault_lock(self):
         fd = os.open(FAULT_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
@@ -312,25 +161,22 @@ class ScenarioTestCase(test.BaseTestCase):
     def upload(self, data, disk_format='raw', store='download',
                container_format='bare', **props):
         """A new active image holding ``data``, deleted after the test."""
-        for attempt in range(_GLANCE_ATTEMPTS):
-            image = glance_call(
+        # Each attempt with a fresh image: a failed one may be half-saved.
+        for attempt in backends.glance_retrying(wait=False):
+            image = backends.glance_call(
                 self.glance.client.create_image,
                 name='%s-%s' % (self.marker, self.id().rsplit('.', 1)[-1]),
                 disk_format=disk_format, container_format=container_format,
                 **props)
             self.addCleanup(self.delete_image, image['id'])
-            try:
+            with attempt:
                 self.glance.upload(image['id'], data,
                                    store=self.glance.store(store))
-            except _GLANCE_FLAKES:
-                if attempt + 1 == _GLANCE_ATTEMPTS:
-                    raise
-                continue  # a fresh image: this one may be half-saved
-            return glance_call(self.glance.client.show_image, image['id'])
+        return backends.glance_call(self.glance.client.show_image, image['id'])
 
     def new_image_record(self, disk_format='raw', **props):
         """An image with no data (status ``queued``), deleted after."""
-        image = glance_call(
+        image = backends.glance_call(
             self.glance.client.create_image, name='%s-queued' % self.marker,
             disk_format=disk_format, container_format='bare', **props)
         self.addCleanup(self.delete_image, image['id'])
@@ -338,14 +184,14 @@ class ScenarioTestCase(test.BaseTestCase):
 
     def delete_image(self, image_id):
         try:
-            glance_call(self.glance.client.delete_image, image_id)
+            backends.glance_call(self.glance.client.delete_image, image_id)
         except lib_exc.NotFound:
             pass
         except lib_exc.BadRequest:
             # A retry after a delete that did happen: "deleted to deleted".
             with contextlib.suppress(lib_exc.NotFound):
-                if glance_call(self.glance.client.show_image,
-                               image_id)['status'] != 'deleted':
+                if backends.glance_call(self.glance.client.show_image,
+                                        image_id)['status'] != 'deleted':
                     raise
         finally:
             # What the agent keeps in Ceph about a deleted image is of no

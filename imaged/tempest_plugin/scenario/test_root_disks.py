@@ -17,6 +17,7 @@ import uuid
 from oslo_utils import units
 
 from imaged import exception
+from imaged.tempest_plugin.scenario import backends
 from imaged.tempest_plugin.scenario import base
 from imaged.tempest_plugin.scenario import images
 
@@ -223,12 +224,12 @@ class RefusalTest(base.ScenarioTestCase):
     def test_deactivated_image_is_unacceptable_for_a_clone_or_download(self):
         for store in ('clone', 'download'):
             image = self.upload(images.random_bytes(units.Mi), store=store)
-            base.glance_call(self.glance.client.deactivate_image,
-                             image['id'])
+            backends.glance_call(self.glance.client.deactivate_image,
+                                 image['id'])
             # Glance deletes a deactivated image's record but leaves its
             # data in the store: active again before the upload's cleanup
             # deletes it.
-            self.addCleanup(base.glance_call,
+            self.addCleanup(backends.glance_call,
                             self.glance.client.reactivate_image,
                             image['id'])
             instance_uuid = self.new_instance()

@@ -373,6 +373,17 @@ class LocalSource:
             return spool
         return make
 
+    def head(self, image_id, length, deadline):
+        """The first ``length`` bytes of ``image_id`` once the download has
+        passed them, or None if they did not come before ``deadline``."""
+        served = self.served(image_id)
+        if served is None:
+            return None
+        try:
+            return served.read(0, length, deadline)
+        except SpoolFailed:
+            return None
+
     def fail(self, image_id, reason):
         """No byte of ``image_id`` will come: readers get a 500 at once."""
         served = self.served(image_id)

@@ -303,6 +303,72 @@ class BaseImageStore:
             locks.notify(self.conn, ioctx, key)
         return True
 
+    # -- a build that outlives its call (imaged.imagecache.lazy) -------------
+
+    @contextlib.contextmanager
+    def detached_build(self, image_id):
+        """This thread builds the base of ``image_id`` for the pool, if no
+        host does, no complete base exists and no build refused the image:
+        yields True, else False.
+
+        Calls of every host wait for it in :meth:`use` as for any build; a
+        typed error out of the block is theirs too. Held by the thread that
+        entered it (the locks are per thread).
+        """
+        key = lock_object(image_id)
+        with self.conn.ioctx(name=key) as ioctx:
+            builder = self._lock(ioctx, image_id, name=BUILD_LOCK_NAME)
+            if not builder.try_acquire():
+                yield False
+                return
+            build_id = uuid.uuid4().hex
+            try:
+                if self._ever_refused(ioctx, key):
+                    yield False  # only a checked download may have it
+                    return
+                with self.conn.typed_errors(key):
+                    ioctx.set_xattr(key, BUILD_XATTR, json.dumps(
+                        {'id': build_id, 'host': self.host,
+                         'at': _iso(time.time())}).encode())
+                with self.lock(image_id):
+                    base, _size = self.prepare(image_id)
+                if base is not None:
+                    yield False
+                    return
+                try:
+                    yield True
+                except exception.ImagedException as e:
+                    self._record_failure(ioctx, key, build_id, e)
+                    raise
+                finally:
+                    locks.notify(self.conn, ioctx, key)
+            finally:
+                builder.release()
+
+    def _ever_refused(self, ioctx, key):
+        """Whether the last build failed for the image itself (its bytes,
+        its format), however long ago."""
+        if self._failed_build(ioctx, key) is None:
+            return False
+        cls = getattr(exception, str(self._read_json(
+            ioctx, key, BUILD_ERROR_XATTR).get('class')), None)
+        return isinstance(cls, type) and \
+            issubclass(cls, exception.ImageUnacceptable)
+
+    def publish(self, part, image_id):
+        """With :meth:`detached_build` held: the finished partial image
+        ``part`` (its snapshot protected) becomes the complete base."""
+        name = base_name(image_id)
+        rbd = self.conn.rbd
+        with self.conn.ioctx(name=name) as ioctx:
+            with rbd.Image(ioctx, part) as image:
+                for key, value in sorted(
+                        self.final_image(image_id).metadata.items()):
+                    image.metadata_set(key, value)
+            locks.check_leases(_('renaming %(part)s to %(name)s') % {
+                'part': part, 'name': name})
+            rbd.RBD().rename(ioctx, part, name)
+
     def _recent_refusal(self, ioctx, key):
         """Whether the last build failed, less than ``REFUSAL_TTL`` seconds
         ago, for the image itself (not Glance, Ceph or this host): a caller

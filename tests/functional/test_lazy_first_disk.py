@@ -1,0 +1,139 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""``[image_cache] lazy_first_disk`` on the real stack: the first disk of a
+new raw image from the file store is a clone of a lazy base (an RBD
+import-only migration target whose source is the agent's loopback
+source), published once copied and checked."""
+
+import hashlib
+import os
+import socket
+
+from oslo_utils import units
+
+from imaged import exception
+from tests.functional import base
+from tests.functional import test_root_disks
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+class LazyFirstDiskTest(base.FunctionalTestCase):
+
+    daemon_options = {'image_cache': {'lazy_first_disk': 'true',
+                                      'lazy_source_port': str(free_port()),
+                                      'lazy_source_timeout': '10'}}
+
+    def base_url(self, image_id):
+        return 'rbd://%s/%s/%s_base/snap' % (
+            base.stack()['CEPH_FSID'], base.stack()['CEPH_VMS_POOL'],
+            image_id)
+
+    def base_published(self, image_id):
+        return '%s_base' % image_id in self.ceph.names()
+
+    def test_first_disk_before_the_base_then_the_base_published(self):
+        data = os.urandom(units.Mi) + bytes(8 * units.Mi) + \
+            os.urandom(7 * units.Mi)
+        image = self.glance.create(data, backend='local')
+        self.addCleanup(self.ceph.remove, '%s_base' % image['id'])
+        first = self.create_root_disk(image['id'])
+        self.assertEqual('download', first['strategy'])
+        self.assertIn('lazy base', ' '.join(first['timings']))
+        # Cloned from the base under its partial name: not published yet.
+        self.assertIn('%s_base.' % image['id'], first['parent'])
+        self.assertTrue(first['parent'].endswith('.imaged-part/snap'),
+                        first['parent'])
+        self.assertEqual(data, self.ceph.read(first['name'], 0, len(data)))
+        base.wait_for(lambda: self.base_published(image['id']), 60,
+                      what='the lazy base to be published')
+        name = '%s_base' % image['id']
+        self.assertEqual(hashlib.sha256(data).hexdigest(), hashlib.sha256(
+            self.ceph.read(name, 0, len(data))).hexdigest())
+        # Committed: no migration left; the first disk reads the same.
+        self.assertEqual(data, self.ceph.read(first['name'], 0, len(data)))
+        second = self.create_root_disk(image['id'])
+        self.assertEqual(self.base_url(image['id']), second['parent'])
+        self.assertEqual(data, self.ceph.read(second['name'], 0, len(data)))
+        self.assertEqual(1, self.glance.downloads(image['id']))
+        self.assertNotIn('.imaged-part', ' '.join(
+            n for n in self.ceph.names() if n.startswith(image['id'])))
+
+    def test_a_hash_mismatch_quarantines_the_base(self):
+        data = os.urandom(48 * units.Mi)
+        image = self.glance.create(data, backend='local')
+        self.addCleanup(self._remove_leftovers, image['id'])
+        # The store's bytes no longer match what Glance recorded.
+        stored = os.path.join(base.STACK_DIR, 'glance', 'images',
+                              image['id'])
+        with open(stored, 'r+b') as f:
+            f.seek(40 * units.Mi)
+            f.write(b'tampered')
+        tampered = data[:40 * units.Mi] + b'tampered' + \
+            data[40 * units.Mi + 8:]
+        try:
+            first = self.create_root_disk(image['id'])
+        except exception.ImageDataMismatch:
+            pass  # the download was refused before the disk was made
+        else:
+            # The caller got Glance's bytes, as a clone of its snapshot
+            # would have; the base behind it is never published.
+            self.assertIn('.imaged-part', first['parent'])
+            self.assertEqual(tampered, self.ceph.read(first['name'], 0,
+                                                      len(data)))
+        failed = 'Lazy base of image %s failed' % image['id']
+        base.wait_for(lambda: failed in self.daemon.log(), 30,
+                      what='the quarantine')
+        # A later call gets no lazy disk: a checked download refuses it.
+        self.assertRaises(exception.ImageDataMismatch, self.create_root_disk,
+                          image['id'])
+        self.assertFalse(self.base_published(image['id']))
+        self.assertEqual(2, self.glance.downloads(image['id']))
+        quarantined = [n for n in self.ceph.names()
+                       if n.startswith(image['id'] + '_base.')]
+        if quarantined:  # kept for the first disk, committed
+            self.assertEqual(tampered, self.ceph.read(quarantined[0], 0,
+                                                      len(data)))
+
+    def _remove_leftovers(self, image_id):
+        """The quarantined base stays for its clone: both go here."""
+        for name in self.ceph.names():
+            if name.startswith(image_id + '_base.'):
+                with self.ceph.cluster.open_ioctx(self.ceph.pool) as ioctx:
+                    with self.ceph.rbd.Image(ioctx, name) as image:
+                        image.set_snap('snap')
+                        children = image.list_children()
+                for _pool, child in children:
+                    self.ceph.remove(child)
+                self.ceph.remove(name)
+
+    def test_a_refused_header_never_reaches_a_disk(self):
+        data = os.urandom(8 * units.Mi)
+        image = self.glance.create(data, backend='local')
+        self.addCleanup(self._remove_leftovers, image['id'])
+        # Glance checked the upload: its stored bytes become a qcow2
+        # image's after that (the same size).
+        header = test_root_disks.qcow2_holding(b'x' * 512)[:units.Mi]
+        stored = os.path.join(base.STACK_DIR, 'glance', 'images',
+                              image['id'])
+        with open(stored, 'r+b') as f:
+            f.write(header)
+        e = self.assertRaises(exception.ImageUnacceptable,
+                              self.create_root_disk, image['id'])
+        self.assertIn('qcow2', str(e))
+        self.assertEqual([], [n for n in self.ceph.names()
+                              if n.startswith(image['id'])])

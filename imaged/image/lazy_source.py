@@ -315,7 +315,7 @@ class LocalSource:
     def start(self):
         """Listen (idempotent).
 
-        :raises StorageError: the port is taken.
+        :raises LazySourceUnavailable: the port is taken.
         """
         with self._lock:
             if self._server is not None:
@@ -323,9 +323,8 @@ class LocalSource:
             try:
                 server = _Server((HOST, self.port), _Handler)
             except OSError as e:
-                raise exception.StorageError(
-                    name='%s:%d' % (HOST, self.port), pool='-',
-                    reason=_('the lazy source cannot listen: %s') % e)
+                raise exception.LazySourceUnavailable(
+                    address='%s:%d' % (HOST, self.port), reason=e)
             server.source = self
             self.port = server.server_address[1]
             self._server = server
@@ -363,7 +362,8 @@ class LocalSource:
             served = self.served(image_id)
             if served is None:
                 raise exception.InternalError(
-                    reason=_('image %s is not served') % image_id)
+                    operation=_('spooling image %s') % image_id,
+                    reason=_('it is not served'))
             spool = Spool(path_of(), served.size, image_id)
             with served.cond:
                 old, served.spool = served.spool, spool

@@ -148,6 +148,7 @@ class _LazyBuild(threading.Thread):
         self.ready = concurrent.futures.Future()  # (location, size) or BUSY
         self.downloaded = concurrent.futures.Future()
         self.target = None
+        self.leftovers = []  # this host's, a killed agent's
 
     def run(self):
         storage = self.lazy.storage
@@ -163,8 +164,9 @@ class _LazyBuild(threading.Thread):
             LOG.error('Lazy base of image %s failed: %s', self.image.id, e)
         finally:
             self.lazy.source.forget(self.image.id)
-            if self.target is not None:
-                self.target.done()
+            for target in [self.target] + self.leftovers:
+                if target is not None:
+                    target.done()
             self.lazy._ended(self)
 
     def _download(self):
@@ -189,6 +191,15 @@ class _LazyBuild(threading.Thread):
         lazy, image = self.lazy, self.image
         opts = lazy.conf
         started = time.monotonic()
+        # The disks cloned from a lazy base a killed agent left read
+        # through this host's source: it is finished first, and this
+        # call waits for it as for any build.
+        leftovers = rbd_lazy.LazyTarget.left_behind(
+            lazy.storage.conn, lazy.storage.partials,
+            rbd_bases.base_name(image.id), rbd_bases.SNAPSHOT)
+        self.leftovers = leftovers
+        if leftovers:
+            self.ready.set_result(BUSY)
         lazy.source.serve(image.id, image.size)
         threading.Thread(target=self._download, daemon=True,
                          name='lazy-download-%s' % image.id[:8]).start()
@@ -204,6 +215,15 @@ class _LazyBuild(threading.Thread):
         check_header(image.id, header, image.disk_format, opts)
         if self.downloaded.done():
             self.downloaded.result()  # refused already: no disk
+        for leftover in leftovers:
+            if self.target is None and leftover.adopt():
+                self.target = leftover
+        if self.target is not None:  # left by a killed agent: finish it
+            LOG.info('Resuming lazy base %s/%s of image %s',
+                     self.target.pool, self.target.part, image.id)
+            self.target.break_dead_locks()
+            self._finish(started)
+            return
         self.target = target = rbd_lazy.LazyTarget(
             lazy.storage.conn, lazy.storage.partials,
             rbd_bases.base_name(image.id), rbd_bases.SNAPSHOT)
@@ -214,7 +234,8 @@ class _LazyBuild(threading.Thread):
             raise
         LOG.info('Lazy base %s/%s of image %s ready in %.2fs', target.pool,
                  target.part, image.id, time.monotonic() - started)
-        self.ready.set_result((target.location(), image.size))
+        if not self.ready.done():
+            self.ready.set_result((target.location(), image.size))
         self._finish(started)
 
     def _finish(self, started):

@@ -57,6 +57,75 @@ class LazyTarget:
         self.part = partial.partial_name(name, writer.host)
         self.prepared = False
 
+    @classmethod
+    def left_behind(cls, conn, writer, name, snapshot):
+        """This host's partials of ``name`` a killed agent left (newest
+        first), as targets to :meth:`adopt` once this host's source serves
+        their image again: librbd cannot open a target before (its header
+        names this host's source)."""
+        tag = partial.host_tag(writer.host)
+        found = []
+        with conn.ioctx(name=name) as ioctx:
+            for part in conn.rbd.RBD().list(ioctx):
+                if part.startswith(name + '.') and \
+                        part.endswith(partial.PARTIAL_SUFFIX) and \
+                        partial.partial_owner_tag(part) == tag and \
+                        not writer.is_in_progress(part):
+                    found.append((partial.partial_made_at(part) or 0, part))
+        targets = []
+        for _made_at, part in sorted(found, reverse=True):
+            target = cls(conn, writer, name, snapshot)
+            target.part = part
+            target.prepared = True
+            writer.mark_in_progress(part, True)
+            targets.append(target)
+        return targets
+
+    def adopt(self):
+        """With its source served: whether this leftover is a lazy base to
+        finish (a migration target, not quarantined, with clones); one
+        without clones is aborted here.
+
+        :returns: True to finish it, False to leave it (not a target any
+            more, quarantined, or aborted now).
+        """
+        rbd = self.conn.rbd
+        try:
+            with self.conn.ioctx(name=self.part) as ioctx:
+                rbd.RBD().migration_status(ioctx, self.part)
+                with rbd.Image(ioctx, self.part, read_only=True) as image:
+                    keys = {k for k, _v in image.metadata_list()}
+        except exception.StorageError as e:  # no migration, or no image
+            LOG.debug('Leftover %s is no lazy base to finish: %s',
+                      self.part, e)
+            return False
+        if QUARANTINED_KEY in keys:
+            return False
+        try:
+            self.break_dead_locks()
+            if self.abort():
+                LOG.info('Aborted lazy base %s/%s a killed agent left '
+                         'without clones', self.pool, self.part)
+                return False
+        except exception.StorageError as e:
+            LOG.warning('Lazy base %s/%s a killed agent left stays for '
+                        'now: %s', self.pool, self.part, e)
+            return False
+        return True
+
+    def break_dead_locks(self):
+        """Break the locks on a target this host left: they are its dead
+        agent's (an execute's exclusive lock, else held ~30 s more)."""
+        rbd = self.conn.rbd
+        with self.conn.ioctx(name=self.part) as ioctx:
+            with rbd.Image(ioctx, self.part) as image:
+                lockers = image.list_lockers() or {}
+                for client, cookie, _addr in lockers.get('lockers', []):
+                    LOG.info('Breaking the lock %s of %s on lazy base %s/%s '
+                             '(a killed agent\'s)', cookie, client,
+                             self.pool, self.part)
+                    image.break_lock(client, cookie)
+
     @property
     def pool(self):
         return self.conn.pool

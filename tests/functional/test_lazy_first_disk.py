@@ -17,13 +17,20 @@ source), published once copied and checked."""
 
 import hashlib
 import os
+import re
+import signal
 import socket
+import threading
+import time
 
 from oslo_utils import units
 
 from imaged import exception
+from imaged.image import lazy_source
 from tests.functional import base
 from tests.functional import test_root_disks
+from tests.functional import test_worker_death
+from tools.bench.machine import children
 
 
 def free_port():
@@ -137,3 +144,113 @@ class LazyFirstDiskTest(base.FunctionalTestCase):
         self.assertIn('qcow2', str(e))
         self.assertEqual([], [n for n in self.ceph.names()
                               if n.startswith(image['id'])])
+
+
+PORT_KILLED = free_port()
+
+
+class KilledAgentTest(base.FunctionalTestCase):
+
+    # The killed worker's build lock runs out this soon (the minimum).
+    daemon_options = {'image_cache': {'lazy_first_disk': 'true',
+                                      'lazy_source_port': str(PORT_KILLED),
+                                      'lazy_source_timeout': '10'},
+                      'rbd': {'base_lock_duration': '5'}}
+
+    def worker(self):
+        kids = children(self.daemon.process.pid)
+        self.assertEqual(1, len(kids), kids)
+        return kids[0]
+
+    def setUp(self):
+        super().setUp()
+        # The call the kill interrupts fails (no retry) once its
+        # heartbeats stop.
+        for option, value in (('rpc_response_timeout', 8),
+                              ('rpc_retries', 0)):
+            base.CONF.set_override(option, value)
+            self.addCleanup(base.CONF.clear_override, option)
+
+    def test_a_lazy_base_left_by_a_killed_agent_is_finished_next(self):
+        data = test_worker_death.image_bytes(64 * units.Mi)
+        image = self.glance.create(data, backend='local')
+        name = '%s_base' % image['id']
+        self.addCleanup(self.ceph.remove, name)
+        worker = self.worker()
+        mark = len(self.daemon.log())
+        ready = re.compile(r'Lazy base %s/(%s\.\S+) of image' % (
+            self.ceph.pool, name))
+        result = {}
+
+        def call():
+            try:
+                result['disk'] = self.create_root_disk(image['id'])
+            except Exception as e:
+                result['error'] = e
+        caller = threading.Thread(target=call, daemon=True)
+        caller.start()
+        found = base.wait_for(
+            lambda: ready.search(self.daemon.log()[mark:]), 60,
+            interval=0.01, what='the lazy base')
+        # Killed as the copy starts.
+        os.kill(worker, signal.SIGKILL)
+        killed = time.monotonic()
+        part = found.group(1)
+        # Nothing is taken for a finished base.
+        self.assertNotIn(name, self.ceph.names())
+        # A VM's disk made from it before the kill (its source, the dead
+        # agent's, served again by this test for the clone).
+        vm_disk = '%s_disk' % self.new_instance()
+        source = lazy_source.LocalSource(PORT_KILLED, 10)
+        base.wait_for(lambda: self._started(source), 10,
+                      what='the dead worker\'s port to be free')
+        try:
+            source.serve(image['id'], len(data))
+            spool = source.spool_maker(
+                image['id'], lambda: os.path.join(self.workdir, 'spool'))(0)
+            spool.write(0, data)
+            spool.commit(len(data))
+            with self.ceph.cluster.open_ioctx(self.ceph.pool) as ioctx:
+                state = self.ceph.rbd.RBD().migration_status(ioctx, part)
+                self.ceph.rbd.RBD().clone(ioctx, part, 'snap', ioctx,
+                                          vm_disk)
+        finally:
+            source.forget(image['id'])
+            source.stop()
+        self.assertIn(state['state'], (2, 3, 4))  # not committed
+        caller.join(60)
+        self.assertFalse(caller.is_alive())
+        self.assertIn('error', result)  # its worker died
+        base.wait_for(lambda: self.worker() != worker, 30,
+                      what='a new worker')
+        # The dead worker's build lock runs out (5 s lease).
+        time.sleep(max(0.0, 6 - (time.monotonic() - killed)))
+        second = self.create_root_disk(image['id'])
+        self.assertEqual(self.base_url(image['id']), second['parent'])
+        self.assertIn('Resuming lazy base %s/%s' % (self.ceph.pool, part),
+                      self.daemon.log())
+        for disk in (vm_disk, second['name']):
+            for offset in (0, len(data) // 2, len(data) - units.Mi):
+                self.assertEqual(data[offset:offset + units.Mi],
+                                 self.ceph.read(disk, offset, units.Mi))
+        self.assertNotIn(part, self.ceph.names())
+        # The leftover became the base: the VM's disk is its clone.
+        self.assertEqual(name, self.ceph.parent(vm_disk)[1])
+
+    @staticmethod
+    def _started(source):
+        try:
+            source.start()
+        except exception.LazySourceUnavailable:
+            return False
+        return True
+
+    def base_url(self, image_id):
+        return LazyFirstDiskTest.base_url(self, image_id)
+
+    @staticmethod
+    def _kill_quietly(pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -199,7 +199,7 @@ class LocalSourceTest(base.TestCase):
 
     def test_a_port_taken_is_a_typed_error(self):
         other = lazy_source.LocalSource(self.source.port, TIMEOUT)
-        self.assertRaises(exception.StorageError, other.start)
+        self.assertRaises(exception.LazySourceUnavailable, other.start)
 
 
 class SpoolTest(base.TestCase):

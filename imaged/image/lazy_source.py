@@ -99,7 +99,11 @@ class Spool:
             raise exception.CacheError(path=self.path,
                                        image_id=self.image_id,
                                        reason=_('the spool was discarded'))
-        os.pwrite(fd, data, offset)
+        try:
+            os.pwrite(fd, data, offset)
+        except OSError as e:  # ENOSPC above all
+            raise exception.CacheError(path=self.path,
+                                       image_id=self.image_id, reason=e)
         # Offsets only grow: every byte before this piece has passed.
         self._advance(end)
 

@@ -20,6 +20,7 @@ import os
 import re
 import signal
 import socket
+import tempfile
 import threading
 import time
 
@@ -39,10 +40,55 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def remove_lazy_leftovers(ceph, image_id, size, port):
+    """Remove what a test's lazy bases left (a quarantined base and its
+    clone; a target a failed test left): librbd opens a target only
+    through its source, so its image is served here meanwhile (zeros:
+    its bytes no longer matter), unless an agent listens there still."""
+    names = [n for n in ceph.names() if n.startswith(image_id + '_base.')]
+    if not names:
+        return
+    source = lazy_source.LocalSource(port, 5)
+    try:
+        source.start()
+    except exception.LazySourceUnavailable:
+        source = None
+    rbd = ceph.rbd
+    with tempfile.TemporaryDirectory() as tmp, \
+            ceph.cluster.open_ioctx(ceph.pool) as ioctx:
+        try:
+            if source is not None:
+                source.serve(image_id, size)
+                source.spool_maker(image_id, lambda: os.path.join(
+                    tmp, 'spool'))(size).commit(size)
+            for name in names:
+                with rbd.Image(ioctx, name) as image:
+                    for snap in list(image.list_snaps()):
+                        image.set_snap(snap['name'])
+                        children = list(image.list_children())
+                        image.set_snap(None)
+                        for _pool, child in children:
+                            ceph.remove(child)
+                        if image.is_protected_snap(snap['name']):
+                            image.unprotect_snap(snap['name'])
+                        image.remove_snap(snap['name'])
+                try:
+                    rbd.RBD().migration_abort(ioctx, name)
+                except rbd.InvalidArgument:  # committed: a plain image
+                    rbd.RBD().remove(ioctx, name)
+        finally:
+            if source is not None:
+                source.forget(image_id)
+                source.stop()
+
+
+PORT_LAZY = free_port()
+
+
 class LazyFirstDiskTest(base.FunctionalTestCase):
 
     daemon_options = {'image_cache': {'lazy_first_disk': 'true',
-                                      'lazy_source_port': str(free_port()),
+                                      'lazy_source_port': str(PORT_LAZY),
                                       'lazy_source_timeout': '10'}}
 
     def base_url(self, image_id):
@@ -58,6 +104,8 @@ class LazyFirstDiskTest(base.FunctionalTestCase):
             os.urandom(7 * units.Mi)
         image = self.glance.create(data, backend='local')
         self.addCleanup(self.ceph.remove, '%s_base' % image['id'])
+        self.addCleanup(remove_lazy_leftovers, self.ceph, image['id'],
+                        len(data), PORT_LAZY)
         first = self.create_root_disk(image['id'])
         self.assertEqual('download', first['strategy'])
         self.assertIn('lazy base', ' '.join(first['timings']))
@@ -83,7 +131,8 @@ class LazyFirstDiskTest(base.FunctionalTestCase):
     def test_a_hash_mismatch_quarantines_the_base(self):
         data = os.urandom(48 * units.Mi)
         image = self.glance.create(data, backend='local')
-        self.addCleanup(self._remove_leftovers, image['id'])
+        self.addCleanup(remove_lazy_leftovers, self.ceph, image['id'],
+                        len(data), PORT_LAZY)
         # The store's bytes no longer match what Glance recorded.
         stored = os.path.join(base.STACK_DIR, 'glance', 'images',
                               image['id'])
@@ -116,22 +165,11 @@ class LazyFirstDiskTest(base.FunctionalTestCase):
             self.assertEqual(tampered, self.ceph.read(quarantined[0], 0,
                                                       len(data)))
 
-    def _remove_leftovers(self, image_id):
-        """The quarantined base stays for its clone: both go here."""
-        for name in self.ceph.names():
-            if name.startswith(image_id + '_base.'):
-                with self.ceph.cluster.open_ioctx(self.ceph.pool) as ioctx:
-                    with self.ceph.rbd.Image(ioctx, name) as image:
-                        image.set_snap('snap')
-                        children = image.list_children()
-                for _pool, child in children:
-                    self.ceph.remove(child)
-                self.ceph.remove(name)
-
     def test_a_refused_header_never_reaches_a_disk(self):
         data = os.urandom(8 * units.Mi)
         image = self.glance.create(data, backend='local')
-        self.addCleanup(self._remove_leftovers, image['id'])
+        self.addCleanup(remove_lazy_leftovers, self.ceph, image['id'],
+                        len(data), PORT_LAZY)
         # Glance checked the upload: its stored bytes become a qcow2
         # image's after that (the same size).
         header = test_root_disks.qcow2_holding(b'x' * 512)[:units.Mi]
@@ -176,6 +214,8 @@ class KilledAgentTest(base.FunctionalTestCase):
         image = self.glance.create(data, backend='local')
         name = '%s_base' % image['id']
         self.addCleanup(self.ceph.remove, name)
+        self.addCleanup(remove_lazy_leftovers, self.ceph, image['id'],
+                        len(data), PORT_KILLED)
         worker = self.worker()
         mark = len(self.daemon.log())
         ready = re.compile(r'Lazy base %s/(%s\.\S+) of image' % (

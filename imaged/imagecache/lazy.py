@@ -58,6 +58,8 @@ BUSY = object()
 # A failed execute is tried again after this pause (seconds); once the
 # download has ended (every byte spooled), this many times at most.
 EXECUTE_PAUSE = 1.0
+# Image ids remembered as having a complete base (then forgotten at once).
+MAX_REMEMBERED = 10000
 # Seconds the copy waits for the caller to clone its disk first.
 HANDOVER_WAIT = 10.0
 EXECUTES_AFTER_DOWNLOAD = 3
@@ -93,6 +95,7 @@ class LazyFirstDisks:
         self.source = lazy_source.LocalSource(opts.lazy_source_port,
                                               opts.lazy_source_timeout)
         self._builds = {}  # image id -> its _LazyBuild, while it runs
+        self._complete = set()  # image ids whose base was found complete
         self._lock = threading.Lock()
 
     def eligible(self, image, max_size):
@@ -109,12 +112,19 @@ class LazyFirstDisks:
         :raises: the typed error of the build (``ImageUnacceptable`` for a
             refused header, ...); ``Timeout`` past the call's deadline.
         """
-        if not self.eligible(image, max_size):
+        if not self.eligible(image, max_size) or image.id in self._complete:
             return None
         try:  # the spool is a local copy; the download path needs none
             self.files.check_room(image.id, image.size)
         except exception.CacheFull as e:
             LOG.info('Image %s gets no lazy first disk: %s', image.id, e)
+            return None
+        # Every later call of the image finds its base: one look, then
+        # none (a base removed since is made again by a download).
+        if self.storage.bases.location(image.id)[0] is not None:
+            if len(self._complete) >= MAX_REMEMBERED:
+                self._complete.clear()
+            self._complete.add(image.id)
             return None
         self.source.start()
         build = _LazyBuild(self, context, image, max_size)

@@ -129,7 +129,7 @@ class LazyFirstDiskTest(base.FunctionalTestCase):
             n for n in self.ceph.names() if n.startswith(image['id'])))
 
     def test_a_hash_mismatch_quarantines_the_base(self):
-        data = os.urandom(48 * units.Mi)
+        data = os.urandom(24 * units.Mi)
         image = self.glance.create(data, backend='local')
         self.addCleanup(remove_lazy_leftovers, self.ceph, image['id'],
                         len(data), PORT_LAZY)
@@ -137,10 +137,10 @@ class LazyFirstDiskTest(base.FunctionalTestCase):
         stored = os.path.join(base.STACK_DIR, 'glance', 'images',
                               image['id'])
         with open(stored, 'r+b') as f:
-            f.seek(40 * units.Mi)
+            f.seek(20 * units.Mi)
             f.write(b'tampered')
-        tampered = data[:40 * units.Mi] + b'tampered' + \
-            data[40 * units.Mi + 8:]
+        tampered = data[:20 * units.Mi] + b'tampered' + \
+            data[20 * units.Mi + 8:]
         try:
             first = self.create_root_disk(image['id'])
         except exception.ImageDataMismatch:

@@ -69,6 +69,24 @@ class EligibleTest(base.TestCase):
                                                  None))
 
 
+class CompleteBaseTest(test_bases.PoolTestCase):
+
+    def test_an_image_with_a_base_is_looked_at_once_then_never(self):
+        self.a.create(1)  # the base, by download (no migration in fakes)
+        self.flags(lazy_first_disk=True, group='image_cache')
+        lazy_disks = self.a.image_cache.lazy
+        ops = self.cluster.ops
+        record = image(size=len(test_bases.DATA))
+        self.assertIsNone(lazy_disks.first_disk(None, record, GiB, None,
+                                                None))
+        looked = self.cluster.ops - ops
+        self.assertGreater(looked, 0)
+        self.assertIsNone(lazy_disks.first_disk(None, record, GiB, None,
+                                                None))
+        self.assertEqual(looked, self.cluster.ops - ops)
+        self.assertIsNone(lazy_disks.source._server)  # never listened
+
+
 class HeaderTest(base.TestCase):
 
     def test_raw_bytes_pass(self):

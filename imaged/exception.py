@@ -196,6 +196,11 @@ class AgentBusy(ImagedException):
                 "now: %(reason)s")
 
 
+class LazySourceUnavailable(ImagedException):
+    msg_fmt = _("The local source of lazy base images on %(address)s "
+                "cannot serve: %(reason)s")
+
+
 class InternalError(ImagedException):
     msg_fmt = _("%(operation)s failed unexpectedly: %(reason)s")
 

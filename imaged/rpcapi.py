@@ -87,7 +87,7 @@ METHODS = {
             exception.GlanceResponseTooLarge, exception.BackendUnavailable,
             exception.CacheError, exception.RootDiskBusy,
             exception.StorageError, exception.DiskImageMismatch,
-            exception.LeaseLost)),
+            exception.LeaseLost, exception.LazySourceUnavailable)),
     'delete_root_disk': Method(
         since='1.0', long_call=True,
         arguments=(('instance_uuid', '1.0'),),

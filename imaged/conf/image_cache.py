@@ -208,6 +208,65 @@ Related options:
 
 * ``manager_interval``: how often the cleanup task runs.
 """),
+    cfg.BoolOpt(
+        'lazy_first_disk',
+        default=False,
+        help="""
+Answer the first root disk of a new raw image before its base image is
+copied into Ceph.
+
+When True, an image that cannot be cloned from Glance's own RBD snapshot,
+whose ``disk_format`` is raw and whose first bytes the format inspector
+accepts is made this host's base image as an RBD import-only migration
+target: the caller's disk is cloned from it at once, and its bytes are
+copied behind it from one download of the image, which a loopback HTTP
+server of this agent (``lazy_source_port``) serves to librbd. The base is
+published to the other hosts of the pool only once every byte is copied and
+the download's size and hash (and signature, where verified) match Glance's
+record; until then the other hosts' calls wait for it as they do for any
+download.
+
+The trust this implies: a VM booted from the first disk reads the image's
+bytes before their hash has been checked, as a VM cloned from Glance's RBD
+snapshot always does. If the hash then turns out wrong, the base is
+quarantined (never cloned again, later calls get ``ImageDataMismatch``) but
+the first VM keeps the bytes it was given. A read of bytes not yet
+downloaded waits at most ``lazy_source_timeout`` seconds, then fails with an
+I/O error in the guest; while the agent is down, such reads fail at once.
+
+Related options:
+
+* ``lazy_source_port``, ``lazy_source_timeout``
+* ``rbd_base_images``: must be True.
+"""),
+    cfg.PortOpt(
+        'lazy_source_port',
+        default=9393,
+        help="""
+Loopback TCP port of the local HTTP server that serves librbd the bytes of
+images whose base is being made lazily.
+
+Its URL (``http://127.0.0.1:<port>/images/<image id>``) is written in the
+base image's header until its copy is complete, so an agent restarted after
+a crash must listen on the same port for the disks already handed out.
+
+Related options:
+
+* ``lazy_first_disk``
+"""),
+    cfg.IntOpt(
+        'lazy_source_timeout',
+        default=30,
+        min=1,
+        help="""
+Seconds the local source waits for bytes of an image that are not
+downloaded yet before it answers librbd with an error (kept alive): the
+read fails with an I/O error instead of hanging the VM.
+
+Related options:
+
+* ``lazy_first_disk``
+"""),
 ]
 
 

@@ -207,6 +207,7 @@ def stream(image: typing.Any, blocks: typing.Iterable[typing.Any],
     inspector = image_format.StreamInspector()
     hasher = _HashThread(promise[0] if promise else None, verifier)
     inspecting, size = True, 0
+    passing = [sink for sink in sinks if hasattr(sink, 'passed')]
     try:
         for block in image_body.as_blocks(blocks):
             hasher.update(block)
@@ -237,6 +238,8 @@ def stream(image: typing.Any, blocks: typing.Iterable[typing.Any],
                     else:
                         _write_pieces(sink, block)
             size = end
+            for sink in passing:  # a reader waits for zeros too
+                sink.passed(end)
             progress(size)
         digest = hasher.hexdigest()
     finally:

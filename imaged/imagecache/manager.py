@@ -42,6 +42,7 @@ from imaged.image import download
 from imaged.image import fetch
 from imaged.image import format as image_format
 from imaged.imagecache import eviction
+from imaged.imagecache import lazy
 from imaged import notifications as imaged_notifications
 from imaged.storage import partial
 
@@ -71,6 +72,7 @@ class ImageCacheManager:
         self.metrics = notifications.metrics
         self.fetcher = fetch.Fetcher(conf, glance_api, notifications,
                                      signatures)
+        self.lazy = lazy.LazyFirstDisks(conf, storage, self.fetcher, files)
         self.eviction = eviction.Eviction(conf, glance_api, storage, files,
                                           notifications)
 
@@ -121,6 +123,12 @@ class ImageCacheManager:
             retry=tenacity.retry_if_exception(fits_this_call),
             stop=tenacity.stop_after_attempt(2), before_sleep=again,
             reraise=True)
+        if use is not None:
+            # [image_cache] lazy_first_disk: None unless it made the disk.
+            used = self.lazy.first_disk(context, image, max_size, timings,
+                                        use)
+            if used is not None:
+                return True, used
         made, base_size, used = retrying(self._use_base, context, image,
                                          max_size, timings, use)
         self.files.record(image.id, base_size)

@@ -112,6 +112,17 @@ def failed_build(conn: Any, ioctx: Any, key: str) -> str | None:
     return None
 
 
+def ever_refused(conn: Any, ioctx: Any, key: str) -> bool:
+    """Whether the last build failed for the image itself (its bytes, its
+    format), however long ago."""
+    if failed_build(conn, ioctx, key) is None:
+        return False
+    cls = getattr(exception, str(read_json(
+        conn, ioctx, key, BUILD_ERROR_XATTR).get('class')), None)
+    return isinstance(cls, type) and \
+        issubclass(cls, exception.ImageUnacceptable)
+
+
 def raise_failure_of(conn: Any, ioctx: Any, key: str, build_id: str) -> None:
     """Raise the typed error that build ``build_id`` failed with."""
     record = read_json(conn, ioctx, key, BUILD_ERROR_XATTR)

@@ -200,6 +200,55 @@ class BaseImageStore:
             locks.notify(self.conn, ioctx, key)
         return True
 
+    # -- a build that outlives its call (imaged.imagecache.lazy) -------------
+
+    @contextlib.contextmanager
+    def detached_build(self, image_id: str) -> Iterator[bool]:
+        """Yields True if this thread now builds the base for the pool (no
+        host does, none is complete, no build refused the image): calls of
+        every host wait for it in :meth:`use`, and share its typed error."""
+        key = base_state.lock_object(image_id)
+        with self.conn.ioctx(name=key) as ioctx:
+            builder = self.lock_for(ioctx, image_id,
+                                    name=base_builds.BUILD_LOCK_NAME)
+            if not builder.try_acquire():
+                yield False
+                return
+            try:
+                if base_builds.ever_refused(self.conn, ioctx, key):
+                    yield False  # only a checked download may have it
+                    return
+                build_id = base_builds.record_start(self.conn, ioctx, key,
+                                                    self.host)
+                with self.lock(image_id):
+                    base, _size = self.prepare(image_id)
+                if base is not None:
+                    yield False
+                    return
+                try:
+                    yield True
+                except exception.ImagedException as e:
+                    base_builds.record_failure(self.conn, ioctx, key,
+                                               build_id, e)
+                    raise
+                finally:
+                    locks.notify(self.conn, ioctx, key)
+            finally:
+                builder.release()
+
+    def publish(self, part: str, image_id: str) -> None:
+        """With :meth:`detached_build` held: the finished ``part`` (its
+        snapshot protected) becomes the complete base."""
+        name = base_state.base_name(image_id)
+        with self.conn.ioctx(name=name) as ioctx:
+            with self.conn.rbd.Image(ioctx, part) as image:
+                for key, value in sorted(
+                        self.final_image(image_id).metadata.items()):
+                    image.metadata_set(key, value)
+            locks.check_leases(_('renaming %(part)s to %(name)s') % {
+                'part': part, 'name': name})
+            self.conn.rbd.RBD().rename(ioctx, part, name)
+
     # -- state --------------------------------------------------------------
 
     def location(self, image_id: str) -> Found:

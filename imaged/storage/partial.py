@@ -27,11 +27,9 @@ instead: see ``disks``.)
 """
 
 import collections
-import hashlib
 import os
 import threading
 import time
-import uuid
 from typing import Any, Callable
 
 from oslo_log import log as logging
@@ -41,61 +39,17 @@ from imaged import exception
 from imaged.i18n import _
 from imaged.storage import guards
 from imaged.storage import locks
+from imaged.storage import partial_names
 from imaged.storage import rbd_import
 
 LOG = logging.getLogger(__name__)
 
-PARTIAL_SUFFIX = '.imaged-part'
 OWNER_KEY = 'imaged.host'
 
 # What a new image becomes: its final name, the size it grows to at least,
 # an optional protected snapshot, and the metadata it carries.
 FinalImage = collections.namedtuple(
     'FinalImage', ['name', 'min_size', 'snapshot', 'metadata'])
-
-
-def host_tag(host: str) -> str:
-    """A short, name-safe tag of a host, carried in its partial names."""
-    return hashlib.sha256(host.encode('utf-8')).hexdigest()[:8]
-
-
-def partial_name(name: str, host: str, now: float | None = None) -> str:
-    """A unique temporary name for ``name`` being made by ``host``.
-
-    Unique, so that agents sharing a pool never step on each other's work
-    (two hosts may make the same image's base at once); tagged with the
-    host and the time, so that each agent cleans up what it left itself and
-    a dead host's leftovers can go after a while.
-    """
-    now = time.time() if now is None else now
-    return '%s.%s-%s-%x%s' % (name, host_tag(host), uuid.uuid4().hex[:8],
-                              int(now), PARTIAL_SUFFIX)
-
-
-def _partial_fields(part):
-    if not part.endswith(PARTIAL_SUFFIX):
-        return None, None
-    fields = part[:-len(PARTIAL_SUFFIX)].rsplit('.', 1)[-1].split('-')
-    if len(fields) < 2 or len(fields[0]) != 8 or not fields[1]:
-        return None, None
-    made_at = None
-    if len(fields) == 3:
-        try:
-            made_at = int(fields[2], 16)
-        except ValueError:
-            pass
-    return fields[0], made_at
-
-
-def partial_owner_tag(part: str) -> str | None:
-    """The host tag of a partial name, or None if it is not one."""
-    return _partial_fields(part)[0]
-
-
-def partial_made_at(part: str) -> float | None:
-    """When a partial was started (unix time), or None if its name does not
-    say (made before names carried it)."""
-    return _partial_fields(part)[1]
 
 
 def remove_image(rbd: Any, ioctx: Any, name: str) -> None:
@@ -124,7 +78,7 @@ class PartialImage:
                  size: int) -> None:
         self.writer, self.spec, self.size = writer, spec, size
         self.conn = writer.conn
-        self.part = partial_name(spec.name, writer.host)
+        self.part = partial_names.partial_name(spec.name, writer.host)
         self.finished = False
         self._lease: Any = None
         self.ioctx: Any = None
@@ -339,11 +293,11 @@ class PartialWriter:
             known = None if self._leftovers is None else set(self._leftovers)
         if known is not None and not known:
             return [], []
-        mine = host_tag(self.host)
+        mine = partial_names.host_tag(self.host)
         with conn.ioctx() as ioctx:
             if known is None:
                 known = {name for name in conn.rbd.RBD().list(ioctx)
-                         if partial_owner_tag(name) == mine}
+                         if partial_names.partial_owner_tag(name) == mine}
             removed, left = self._remove_all(ioctx, sorted(known))
         with self._in_progress_lock:
             self._leftovers = set(left)
@@ -366,16 +320,16 @@ class PartialWriter:
         """
         now = time.time() if now is None else now
         conn = self.conn
-        mine = host_tag(self.host)
+        mine = partial_names.host_tag(self.host)
         removed = []
         with conn.ioctx() as ioctx:
             for name in conn.rbd.RBD().list(ioctx):
-                tag = partial_owner_tag(name)
+                tag = partial_names.partial_owner_tag(name)
                 if tag is None or tag == mine:
                     continue
                 try:
                     with guards.abandoned(conn, ioctx, name,
-                                          partial_made_at(name),
+                                          partial_names.partial_made_at(name),
                                           max_age, now) as gone:
                         if gone:
                             removed += self._remove_all(ioctx, [name])[0]

@@ -15,9 +15,9 @@
 * a temporary snapshot of the disk (``imaged-snapshot-<image id>``), so
   that what is copied is one point in time whatever the guest writes;
 * strategy ``clone``: a clone of it in Glance's pool under a partial name
-  (:func:`imaged.storage.partial.partial_name`), flattened (no byte leaves
-  Ceph, and the new image does not depend on the disk), given a protected
-  snapshot ``snap`` and metadata saying whose it is, and only then renamed
+  (:func:`imaged.storage.partial_names.partial_name`), flattened (no byte
+  leaves Ceph, and the new image does not depend on the disk), given a
+  protected snapshot ``snap`` and metadata saying whose it is, then renamed
   to the image id: an image under that name is always complete;
 * strategy ``upload``: a file-like reader of the temporary snapshot.
 
@@ -41,6 +41,7 @@ import tenacity
 from imaged import exception
 from imaged.storage import guards
 from imaged.storage import partial
+from imaged.storage import partial_names
 from imaged.storage import snapshot_reader
 
 LOG = logging.getLogger(__name__)
@@ -192,7 +193,7 @@ class SnapshotStore:
              progress: Callable[[int, int], None] | None = None) -> None:
         """Make ``pool/<image_id>@snap``: a flattened copy of the disk's
         temporary snapshot. ``take`` first."""
-        part = partial.partial_name(image_id, self.host)
+        part = partial_names.partial_name(image_id, self.host)
         with self._lock:
             self._in_progress.add((pool, part))
         try:
@@ -238,11 +239,11 @@ class SnapshotStore:
         """Remove this host's partial copies of ``image_id`` in ``pool``
         (a killed attempt's, taken up by its retry), waiting up to ``wait``
         seconds for each to be free."""
-        tag = partial.host_tag(self.host)
+        tag = partial_names.host_tag(self.host)
         with self.conn.ioctx(pool) as ioctx:
             for name in self.conn.rbd.RBD().list(ioctx):
                 if name.startswith(image_id + '.') and \
-                        partial.partial_owner_tag(name) == tag and \
+                        partial_names.partial_owner_tag(name) == tag and \
                         not self._copying(pool, name):
                     LOG.info('Removing %s/%s, left by an earlier attempt',
                              pool, name)
@@ -266,12 +267,12 @@ class SnapshotStore:
             known = None if self._leftovers is None else set(self._leftovers)
         if known is not None and not known:
             return []
-        tag = partial.host_tag(self.host)
+        tag = partial_names.host_tag(self.host)
         if known is None:
             known = set()
             for pool in sorted(pools()):
                 known.update((pool, name) for name in self._names(pool)
-                             if partial.partial_owner_tag(name) == tag)
+                             if partial_names.partial_owner_tag(name) == tag)
         removed, left = self._remove_all(sorted(known))
         with self._lock:
             self._leftovers = ((self._leftovers or set()) - set(known)) | \
@@ -288,18 +289,18 @@ class SnapshotStore:
         :returns: the ``pool/name`` removed.
         """
         now = time.time() if now is None else now
-        tag = partial.host_tag(self.host)
+        tag = partial_names.host_tag(self.host)
         conn = self.conn
         removed = []
         for pool in sorted(pools):
             for name in self._names(pool):
-                owner = partial.partial_owner_tag(name)
+                owner = partial_names.partial_owner_tag(name)
                 if owner is None or owner == tag:
                     continue
                 try:
+                    made_at = partial_names.partial_made_at(name)
                     with conn.ioctx(pool, name) as ioctx, guards.abandoned(
-                            conn, ioctx, name, partial.partial_made_at(name),
-                            max_age, now) as gone:
+                            conn, ioctx, name, made_at, max_age, now) as gone:
                         if gone:
                             removed += self._remove_all([(pool, name)])[0]
                 except exception.BackendUnavailable:

@@ -28,6 +28,7 @@ from imaged import rpcapi
 from imaged.storage import disk_markers
 from imaged.storage import guards
 from imaged.storage import partial
+from imaged.storage import partial_names
 from imaged.storage import snapshots
 from imaged.storage import verified
 from tests.functional import base
@@ -73,8 +74,8 @@ class LeftoversTest(testtools.TestCase):
     # -- what each kind looks like ----------------------------------------
 
     def plant_pool_partial(self, host, age):
-        name = partial.partial_name('%s_disk' % uuid.uuid4(), host,
-                                    now=time.time() - age)
+        name = partial_names.partial_name('%s_disk' % uuid.uuid4(), host,
+                                          now=time.time() - age)
         self.new_image(name, owner=host)
         return self.present(name)
 
@@ -82,8 +83,8 @@ class LeftoversTest(testtools.TestCase):
         """A pool partial whose writer held a build lock, with ``lease``
         seconds left on it, and a name ``age`` seconds old."""
         key = 'imaged.lock.%s' % uuid.uuid4()
-        name = partial.partial_name('%s_disk' % uuid.uuid4(), host,
-                                    now=time.time() - age)
+        name = partial_names.partial_name('%s_disk' % uuid.uuid4(), host,
+                                          now=time.time() - age)
         self.new_image(name, owner=host)
         with self.ioctx() as ioctx:
             with self.ceph.rbd.Image(ioctx, name) as image:
@@ -118,8 +119,8 @@ class LeftoversTest(testtools.TestCase):
         return lambda: name in self.ceph.trash()
 
     def plant_snapshot_partial(self, host, age):
-        name = partial.partial_name(str(uuid.uuid4()), host,
-                                    now=time.time() - age)
+        name = partial_names.partial_name(str(uuid.uuid4()), host,
+                                          now=time.time() - age)
         self.new_image(name, pool=self.images_pool, owner=host)
         return self.present(name, self.images_pool)
 

@@ -25,6 +25,7 @@ from testtools import content
 
 from imaged import exception
 from imaged.storage import partial
+from imaged.storage import partial_names
 from imaged.storage import snapshots
 from tests.functional import base
 
@@ -282,7 +283,7 @@ class SnapshotRetryTest(_Snapshots, base.FunctionalTestCase):
     def plant_copy(self, disk, image_id, host, finished):
         """The clone of the disk's snapshot in Glance's pool: under this
         host's partial name, or finished under the image id."""
-        part = partial.partial_name(image_id, host)
+        part = partial_names.partial_name(image_id, host)
         rbd = self.ceph.rbd
         with self.ceph.cluster.open_ioctx(self.ceph.pool) as disk_ioctx, \
                 self.ceph.cluster.open_ioctx(self.pool) as ioctx:

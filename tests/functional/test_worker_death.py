@@ -29,7 +29,7 @@ import time
 import fixtures
 from oslo_log import log as logging
 
-from imaged.storage import partial
+from imaged.storage import partial_names
 from tests.functional import base
 from tools.bench.machine import children
 
@@ -104,7 +104,7 @@ class DeadWorkerTest(base.FunctionalTestCase):
         self.assertEqual([disk['name']],
                          [n for n in names if n.startswith(instance)])
         self.assertEqual([], [n for n in names if n.startswith(image['id'])
-                              and n.endswith(partial.PARTIAL_SUFFIX)])
+                              and n.endswith(partial_names.PARTIAL_SUFFIX)])
         for offset in (0, len(data) // 2, len(data) - MiB):
             self.assertEqual(data[offset:offset + MiB],
                              self.ceph.read(disk['name'], offset, MiB))

@@ -29,7 +29,7 @@ from imaged import context
 from imaged import exception
 from imaged.imagecache import files as image_cache
 from imaged import manager as imaged_manager
-from imaged.storage import partial
+from imaged.storage import partial_names
 from imaged.storage import rbd as rbd_storage
 from tests import base
 from tests.unit import fakes
@@ -136,8 +136,8 @@ class InjectedFailuresTest(base.TestCase):
 
     def _assert_nothing_left(self, cluster, storage, cache, where):
         vms = cluster.pools['vms']
-        self.assertEqual([], [n for n in vms
-                              if n.endswith(partial.PARTIAL_SUFFIX)], where)
+        suffix = partial_names.PARTIAL_SUFFIX
+        self.assertEqual([], [n for n in vms if n.endswith(suffix)], where)
         self.assertEqual([], [n for n, d in vms.items() if d.watchers],
                          where)
         if 'unlock' in where or storage.conn.seems_unreachable():

@@ -26,6 +26,7 @@ from imaged.storage import disk_markers
 from imaged.storage import guards
 from imaged.storage import locks
 from imaged.storage import partial
+from imaged.storage import partial_names
 from imaged.storage import rbd as rbd_storage
 from imaged.storage import snapshots
 from tests import base
@@ -91,15 +92,17 @@ class ScratchFileTest(LeftoversTestCase):
 class PoolPartialTest(LeftoversTestCase):
 
     def test_this_host_s_go_at_once(self):
-        mine = partial.partial_name('a_disk', HOST)
+        mine = partial_names.partial_name('a_disk', HOST)
         self.vms[mine] = fakes.FakeDisk(1)
         self.assertEqual([mine], self.owner.sweep_own()['pool partial'])
         self.assertNotIn(mine, self.vms)
 
     def test_another_host_s_go_on_the_cleanup_host_after_the_bound(self):
         now = time.time()
-        dead = partial.partial_name('a_disk', 'dead-host', now=now - 7200)
-        young = partial.partial_name('b_disk', 'live-host', now=now - 60)
+        dead = partial_names.partial_name('a_disk', 'dead-host',
+                                          now=now - 7200)
+        young = partial_names.partial_name('b_disk', 'live-host',
+                                           now=now - 60)
         self.vms.update({dead: fakes.FakeDisk(1), young: fakes.FakeDisk(1)})
         self.assertEqual([], self.owner.sweep_own()['pool partial'])
         self.assertEqual([dead], self.owner.sweep_pool()['pool partial'])
@@ -148,14 +151,14 @@ class GuardedPartialTest(LeftoversTestCase):
 
     def test_an_old_partial_whose_writer_holds_its_lock_stays(self):
         self.writer_lock('imaged.lock.' + IMAGE, 30)
-        old = self.plant(self.vms, partial.partial_name(
+        old = self.plant(self.vms, partial_names.partial_name(
             'a_disk', 'slow-host', now=time.time() - 86400), 'slow-host')
         self.assertEqual([], self.owner.sweep_pool()['pool partial'])
         self.assertIn(old, self.vms)
 
     def test_a_new_partial_whose_writer_s_lease_ran_out_goes(self):
         self.lapsed('imaged.lock.' + IMAGE)
-        dead = self.plant(self.vms, partial.partial_name(
+        dead = self.plant(self.vms, partial_names.partial_name(
             'a_disk', 'dead-host'), 'dead-host')
         self.assertEqual([dead], self.owner.sweep_pool()['pool partial'])
         self.assertNotIn(dead, self.vms)
@@ -163,21 +166,21 @@ class GuardedPartialTest(LeftoversTestCase):
         self.writer_lock('imaged.lock.' + IMAGE, 30)
 
     def test_a_lock_object_gone_is_a_free_lock_and_is_not_made_again(self):
-        dead = self.plant(self.vms, partial.partial_name(
+        dead = self.plant(self.vms, partial_names.partial_name(
             'a_disk', 'dead-host'), 'dead-host')
         self.assertEqual([dead], self.owner.sweep_pool()['pool partial'])
         self.assertNotIn(('vms', 'imaged.lock.' + IMAGE),
                          self.cluster.objects)
 
     def test_one_naming_no_lock_or_garbage_is_judged_by_its_age(self):
-        young = self.plant(self.vms, partial.partial_name(
+        young = self.plant(self.vms, partial_names.partial_name(
             'a_disk', 'old-host', now=time.time() - 60), 'old-host',
             held=None)
-        garbage = self.plant(self.vms, partial.partial_name(
+        garbage = self.plant(self.vms, partial_names.partial_name(
             'b_disk', 'old-host', now=time.time() - 60), 'old-host',
             held=None)
         self.vms[garbage].metadata[guards.GUARDS_KEY] = '{"no": 1}'
-        old = self.plant(self.vms, partial.partial_name(
+        old = self.plant(self.vms, partial_names.partial_name(
             'c_disk', 'old-host', now=time.time() - 7200), 'old-host',
             held=None)
         self.assertEqual([old], self.owner.sweep_pool()['pool partial'])
@@ -186,11 +189,11 @@ class GuardedPartialTest(LeftoversTestCase):
     def test_snapshot_copies_are_judged_by_the_disk_s_lock(self):
         key = 'imaged.lock.' + DISK
         self.writer_lock(key, 30)
-        held = self.plant(self.images, partial.partial_name(
+        held = self.plant(self.images, partial_names.partial_name(
             IMAGE, 'slow-host', now=time.time() - 86400), 'slow-host',
             held=[(key, 'build')])
         self.lapsed('imaged.lock.other')
-        dead = self.plant(self.images, partial.partial_name(
+        dead = self.plant(self.images, partial_names.partial_name(
             IMAGE, 'dead-host'), 'dead-host',
             held=[('imaged.lock.other', 'build')])
         self.assertEqual(['images/' + dead],
@@ -288,7 +291,7 @@ class TrashedBaseTest(LeftoversTestCase):
 class SnapshotPartialTest(LeftoversTestCase):
 
     def plant(self, host, age=0, ours=True):
-        name = partial.partial_name(IMAGE, host, now=time.time() - age)
+        name = partial_names.partial_name(IMAGE, host, now=time.time() - age)
         self.images[name] = fakes.FakeDisk(1)
         if ours:
             self.images[name].metadata[partial.OWNER_KEY] = host
@@ -385,7 +388,7 @@ class ScheduleTest(LeftoversTestCase):
         self.flags(manager_interval=100, group='image_cache')
 
     def test_own_sweeps_every_tick_the_interval_s_cleanup_when_due(self):
-        mine = partial.partial_name('a_disk', HOST)
+        mine = partial_names.partial_name('a_disk', HOST)
         self.vms[mine] = fakes.FakeDisk(1)
         self.assertEqual(leftovers.OWN_SWEEP_INTERVAL, self.owner.tick())
         self.assertNotIn(mine, self.vms)
@@ -403,8 +406,8 @@ class ScheduleTest(LeftoversTestCase):
 
     def test_only_the_cleanup_host_sweeps_other_hosts_leftovers(self):
         self.flags(pool_cleanup='never', group='image_cache')
-        dead = partial.partial_name('a_disk', 'dead-host',
-                                    now=time.time() - 7200)
+        dead = partial_names.partial_name('a_disk', 'dead-host',
+                                          now=time.time() - 7200)
         self.vms[dead] = fakes.FakeDisk(1)
         self.assertFalse(self.owner.run_interval())
         self.eviction.run.assert_called_once_with(pool_wide=False)
@@ -414,7 +417,7 @@ class ScheduleTest(LeftoversTestCase):
         self.assertNotIn(dead, self.vms)
 
     def test_one_kind_failing_stops_no_other(self):
-        mine = partial.partial_name('a_disk', HOST)
+        mine = partial_names.partial_name('a_disk', HOST)
         self.vms[mine] = fakes.FakeDisk(1)
         self.storage.incomplete_disks.sweep = mock.Mock(
             side_effect=RuntimeError('broken'))

@@ -22,6 +22,7 @@ from imaged.storage import disk_markers
 from imaged.storage import disks
 from imaged.storage import location
 from imaged.storage import partial
+from imaged.storage import partial_names
 from imaged.storage import rbd as rbd_storage
 from tests import base
 from tests.unit import fakes
@@ -63,8 +64,8 @@ class RBDDriverTest(base.TestCase):
         self.assertEqual(('vms', 8 * units.Mi, 4 * units.Mi),
                          (pool, offset, length))
         self.assertTrue(part.startswith('i_disk.'))
-        self.assertEqual(partial.host_tag('test-host'),
-                         partial.partial_owner_tag(part))
+        self.assertEqual(partial_names.host_tag('test-host'),
+                         partial_names.partial_owner_tag(part))
         self.assertEqual(b'data', disk.read(8 * units.Mi + 3, 4))
         self.assertEqual('test-host', disk.metadata['imaged.host'])
         self.assertEqual(['i_disk'], list(self.vms))
@@ -279,8 +280,8 @@ class RBDDriverTest(base.TestCase):
         self.assertIn('images', str(e))
 
     def test_the_own_sweep_spares_other_hosts(self):
-        mine = partial.partial_name('a_disk', 'test-host')
-        theirs = partial.partial_name('b_disk', 'other-host')
+        mine = partial_names.partial_name('a_disk', 'test-host')
+        theirs = partial_names.partial_name('b_disk', 'other-host')
         self.vms.update({mine: fakes.FakeDisk(1), theirs: fakes.FakeDisk(1),
                          'c_disk': fakes.FakeDisk(1),
                          'd_disk.imaged-part': fakes.FakeDisk(1)})
@@ -296,19 +297,23 @@ class RBDDriverTest(base.TestCase):
             'tests.unit.fakes.FakeRBD.list',
             lambda rbd, ioctx: listed.append(1) or real_list(rbd, ioctx)))
         # A leftover of a crash before this process: the start-up sweep's.
-        self.vms[partial.partial_name('a_disk', 'test-host')] = \
+        self.vms[partial_names.partial_name('a_disk', 'test-host')] = \
             fakes.FakeDisk(1)
         self.assertEqual(([], []), self.driver.partials.sweep())
         self.assertEqual([], listed)
 
     def test_abandoned_partials_of_other_hosts_go_after_the_bound(self):
         now = 1_000_000
-        dead = partial.partial_name('a_disk', 'dead-host', now=now - 7200)
-        young = partial.partial_name('b_disk', 'live-host', now=now - 60)
-        open_one = partial.partial_name('c_disk', 'slow-host',
-                                        now=now - 7200)
-        mine = partial.partial_name('d_disk', 'test-host', now=now - 7200)
-        undated = 'e_disk.%s-0123abcd.imaged-part' % partial.host_tag('x')
+        dead = partial_names.partial_name('a_disk', 'dead-host',
+                                          now=now - 7200)
+        young = partial_names.partial_name('b_disk', 'live-host',
+                                           now=now - 60)
+        open_one = partial_names.partial_name('c_disk', 'slow-host',
+                                              now=now - 7200)
+        mine = partial_names.partial_name('d_disk', 'test-host',
+                                          now=now - 7200)
+        undated = 'e_disk.%s-0123abcd.imaged-part' % (
+            partial_names.host_tag('x'))
         for name in (dead, young, open_one, mine, undated):
             self.vms[name] = fakes.FakeDisk(1)
         self.vms[open_one].busy = 100  # its host still writes it
@@ -316,13 +321,13 @@ class RBDDriverTest(base.TestCase):
             3600, now=now))
         self.assertEqual(sorted([young, open_one, mine, undated]),
                          sorted(self.vms))
-        self.assertEqual(now - 7200, partial.partial_made_at(dead))
-        self.assertIsNone(partial.partial_made_at(undated))
-        self.assertEqual(partial.host_tag('x'),
-                         partial.partial_owner_tag(undated))
+        self.assertEqual(now - 7200, partial_names.partial_made_at(dead))
+        self.assertIsNone(partial_names.partial_made_at(undated))
+        self.assertEqual(partial_names.host_tag('x'),
+                         partial_names.partial_owner_tag(undated))
 
     def test_partial_disks_still_watched_are_left_for_later(self):
-        mine = partial.partial_name('a_disk', 'test-host')
+        mine = partial_names.partial_name('a_disk', 'test-host')
         self.vms[mine] = fakes.FakeDisk(1)
         self.vms[mine].busy = 1
         self.assertEqual(([], [mine]), self.driver.partials.sweep())
@@ -375,7 +380,7 @@ class RBDDriverTest(base.TestCase):
         with open(path, 'wb') as f:
             f.write(b'x' * 100)
         writer = self.driver.partials.new(self.spec('i_disk'), 100)
-        old = partial.partial_name('old_disk', 'test-host')
+        old = partial_names.partial_name('old_disk', 'test-host')
         self.vms[old] = fakes.FakeDisk(1)
         self.assertEqual(([old], []), self.driver.partials.sweep())
         partial.fill_from_file(writer, path)

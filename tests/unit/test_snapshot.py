@@ -55,16 +55,16 @@ class SnapshotRPCTest(test_manager.RPCTestCase):
         self.assertEqual('clone', self.snapshot()['strategy'])
 
     def test_a_partial_copy_left_by_a_kill_is_removed_on_retry(self):
-        from imaged.storage import partial
-        left = partial.partial_name(TARGET, 'test-host')
+        from imaged.storage import partial_names
+        left = partial_names.partial_name(TARGET, 'test-host')
         self.cluster.pools['images'][left] = type(self.disk)(1)
         self.snapshot()
         self.assertNotIn(left, self.cluster.pools['images'])
 
     def test_a_killed_attempt_s_partial_still_watched_is_removed(self):
         # The dead client's watch lingers until the OSDs time it out.
-        from imaged.storage import partial
-        left = partial.partial_name(TARGET, 'test-host')
+        from imaged.storage import partial_names
+        left = partial_names.partial_name(TARGET, 'test-host')
         self.cluster.pools['images'][left] = type(self.disk)(1)
         self.cluster.pools['images'][left].busy = 1
         self.snapshot()

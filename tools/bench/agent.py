@@ -33,10 +33,11 @@ class WorkerDied(Exception):
 class Agent:
     """The imaged daemon being measured, reached only over RPC and /proc."""
 
-    def __init__(self, workdir, run_id):
+    def __init__(self, workdir, run_id, extra_options=None):
         self.host = 'bench-%s' % run_id
         options = {'DEFAULT': {'debug': 'false'},
                    'glance': {'num_retries': '3'}}
+        options.update(extra_options or {})
         stack = base.stack()
         if 'BARBICAN_URL' in stack:
             # Signed images: verified when a call gives trusted certificates

@@ -42,6 +42,8 @@ class Config:
     # storm_callers.
     storm_shapes: tuple = ()
     signature_size: int = GiB  # the signed image of section signatures
+    # New raw images of section lazy (lazy_first_disk, and not).
+    lazy_sizes: tuple = (256 * MiB, GiB, 4 * GiB)
 
     def storms(self):
         return self.storm_shapes or tuple(
@@ -58,4 +60,5 @@ QUICK = Config(repetitions=1, clone_sizes=(4 * MiB, 32 * MiB),
                qcow2=(32 * MiB, 8 * MiB), dedup_calls=16, dedup_size=8 * MiB,
                rpc_calls=50, memory_sizes=(8 * MiB, 32 * MiB),
                call_timeout=120, storm_agents=2, storm_callers=(4,),
-               storm_size=8 * MiB, signature_size=8 * MiB)
+               storm_size=8 * MiB, signature_size=8 * MiB,
+               lazy_sizes=(8 * MiB, 32 * MiB))

@@ -36,6 +36,7 @@ from tools.bench.progress import log
 from tools.bench.sections import clone
 from tools.bench.sections import dedup
 from tools.bench.sections import download
+from tools.bench.sections import lazy
 from tools.bench.sections import memory
 from tools.bench.sections import qcow2
 from tools.bench.sections import rpc
@@ -50,7 +51,7 @@ MEASURES = {'rpc': rpc.measure, 'clone': clone.measure,
             'download': download.measure, 'sparse': sparse.measure,
             'qcow2': qcow2.measure, 'dedup': dedup.measure,
             'memory': memory.measure, 'signatures': signatures.measure,
-            'storm': storm.measure}
+            'storm': storm.measure, 'lazy': lazy.measure}
 SECTIONS = tuple(MEASURES)
 
 

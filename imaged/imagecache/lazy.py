@@ -1,0 +1,354 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""The first disk of a new raw image before its base is copied
+(``[image_cache] lazy_first_disk``; the evidence and the design:
+doc/source/contributor/lazy-first-disk.rst).
+
+A :class:`_LazyBuild` thread is the pool's one builder of the image's base
+(``bases.detached_build``: other calls, on any host, wait for the base as
+for any download). It:
+
+1. starts the image's one download from Glance into a spool served by the
+   agent's loopback source (the inspector, the hash and the signature see
+   every byte, in order, as in any download);
+2. once the first ``HEADER`` bytes have passed, runs the format inspector
+   on them: anything but raw is refused before librbd reads a byte;
+3. makes the base an import-only migration target of that source under
+   its partial name, snapshot protected, and hands it to the caller, who
+   clones its disk from it (this host only);
+4. copies it (``migration_execute``), and once the download has checked
+   out (size, hash, signature) commits it and publishes the base;
+5. on a refusal or a mismatch, quarantines it: never published, the typed
+   error recorded for every waiter, a clone already made keeps reading the
+   bytes it was served (committed so that it needs no source), a target
+   without clones is aborted (snapshot first).
+"""
+
+import concurrent.futures
+import threading
+import time
+
+from oslo_log import log as logging
+from oslo_utils import units
+
+from imaged import deadline as call_deadline
+from imaged import exception
+from imaged.i18n import _
+from imaged.image import format as image_format
+from imaged.image import lazy_source
+from imaged.storage import base_state
+from imaged.storage import lazy as rbd_lazy
+
+LOG = logging.getLogger(__name__)
+
+# Bytes the inspector sees before the target is made (every inspector
+# decides within the first MiB; an ISO's signature is at 32 KiB).
+HEADER = 4 * units.Mi
+BUSY = object()
+# A failed execute is tried again after this pause (seconds); once the
+# download has ended (every byte spooled), this many times at most.
+EXECUTE_PAUSE = 1.0
+# Image ids remembered as having a complete base (then forgotten at once).
+MAX_REMEMBERED = 10000
+# Seconds the copy waits for the caller to clone its disk first.
+HANDOVER_WAIT = 10.0
+EXECUTES_AFTER_DOWNLOAD = 3
+
+
+def check_header(image_id, data, disk_format, conf):
+    """Refuse an image whose first bytes are not those of a raw image.
+
+    :raises ImageUnacceptable: naming the image and the reason.
+    """
+    inspector = image_format.StreamInspector()
+    try:
+        inspector.feed(data)
+    finally:
+        inspector.close()
+    checked = image_format.check_image(image_id, inspector, disk_format,
+                                       conf)
+    if not image_format.is_raw(str(checked.format)):
+        raise exception.ImageUnacceptable(
+            image_id=image_id,
+            reason=_('only raw images get a lazy first disk'))
+
+
+class LazyFirstDisks:
+    """This host's lazy bases: the local source and their builds."""
+
+    def __init__(self, conf, storage, fetcher, files):
+        self.conf = conf
+        self.storage = storage
+        self.fetcher = fetcher
+        self.files = files
+        opts = conf.image_cache
+        self.source = lazy_source.LocalSource(opts.lazy_source_port,
+                                              opts.lazy_source_timeout)
+        self._builds = {}  # image id -> its _LazyBuild, while it runs
+        self._complete = set()  # image ids whose base was found complete
+        self._lock = threading.Lock()
+
+    def eligible(self, image, max_size):
+        opts = self.conf.image_cache
+        return bool(opts.lazy_first_disk and opts.rbd_base_images and
+                    image.disk_format == 'raw' and image.size and
+                    image.size <= max_size)
+
+    def first_disk(self, context, image, max_size, timings, use):
+        """``use(location, size)`` on a lazy base of ``image`` made now by
+        this call, or None if this call makes none (not eligible, or a
+        base exists or is being made: the caller takes the usual path).
+
+        :raises: the typed error of the build (``ImageUnacceptable`` for a
+            refused header, ...); ``Timeout`` past the call's deadline.
+        """
+        if not self.eligible(image, max_size) or image.id in self._complete:
+            return None
+        try:  # the spool is a local copy; the download path needs none
+            self.files.check_room(image.id, image.size)
+        except exception.CacheFull as e:
+            LOG.info('Image %s gets no lazy first disk: %s', image.id, e)
+            return None
+        # Every later call of the image finds its base: one look, then
+        # none (a base removed since is made again by a download).
+        if self.storage.bases.location(image.id)[0] is not None:
+            if len(self._complete) >= MAX_REMEMBERED:
+                self._complete.clear()
+            self._complete.add(image.id)
+            return None
+        self.source.start()
+        build = _LazyBuild(self, context, image, max_size)
+        with self._lock:
+            if image.id in self._builds:
+                return None  # this host builds it: wait as for any build
+            self._builds[image.id] = build
+        build.start()
+        wait = call_deadline.of(context).cap(self.conf.long_rpc_timeout)
+        try:
+            ready = build.ready.result(timeout=wait)
+        except concurrent.futures.TimeoutError:
+            raise exception.Timeout(
+                what=_('the lazy base of image %s') % image.id,
+                seconds=round(wait, 1))
+        if ready is BUSY:
+            return None
+        timings.step('lazy base')
+        location, size = ready
+        try:
+            return use(location, size)
+        finally:
+            build.handed.set()
+
+    def _ended(self, build):
+        with self._lock:
+            if self._builds.get(build.image.id) is build:
+                del self._builds[build.image.id]
+
+    def stop(self):
+        self.source.stop()
+
+
+class _LazyBuild(threading.Thread):
+    """One lazy base, from the build lock to its publication."""
+
+    def __init__(self, lazy, context, image, max_size):
+        super().__init__(name='lazy-base-%s' % image.id[:8], daemon=True)
+        self.lazy, self.context, self.image = lazy, context, image
+        self.max_size = max_size
+        self.ready = concurrent.futures.Future()  # (location, size) or BUSY
+        self.downloaded = concurrent.futures.Future()
+        self.target = None
+        self.leftovers = []  # this host's, a killed agent's
+        self.handed = threading.Event()  # the caller's clone is made
+
+    def run(self):
+        storage = self.lazy.storage
+        try:
+            with storage.bases.detached_build(self.image.id) as building:
+                if not building:
+                    self.ready.set_result(BUSY)
+                    return
+                self._build()
+        except BaseException as e:
+            if not self.ready.done():
+                self.ready.set_exception(e)
+            LOG.error('Lazy base of image %s failed: %s', self.image.id, e)
+        finally:
+            self.lazy.source.forget(self.image.id)
+            for target in [self.target] + self.leftovers:
+                if target is not None:
+                    target.done()
+            self.lazy._ended(self)
+
+    def _download(self):
+        lazy, image = self.lazy, self.image
+        try:
+            got = lazy.fetcher.stream(
+                self.context, image,
+                [lazy.source.spool_maker(
+                    image.id,
+                    lambda: lazy.files.scratch_path(image.id, 'lazy'))],
+                self.max_size)
+        except BaseException as e:
+            if not _every_byte_served(lazy.source, image.id):
+                lazy.source.fail(image.id, str(e))
+            # else refused at the end (hash, signature, format): a clone
+            # made already keeps reading what it was served.
+            self.downloaded.set_exception(e)
+        else:
+            self.downloaded.set_result(got)
+
+    def _build(self):
+        lazy, image = self.lazy, self.image
+        opts = lazy.conf
+        started = time.monotonic()
+        # The disks cloned from a lazy base a killed agent left read
+        # through this host's source: it is finished first, and this
+        # call waits for it as for any build.
+        leftovers = rbd_lazy.LazyTarget.left_behind(
+            lazy.storage.conn, lazy.storage.partials,
+            base_state.base_name(image.id), base_state.SNAPSHOT)
+        self.leftovers = leftovers
+        if leftovers:
+            self.ready.set_result(BUSY)
+        lazy.source.serve(image.id, image.size)
+        threading.Thread(target=self._download, daemon=True,
+                         name='lazy-download-%s' % image.id[:8]).start()
+        header = lazy.source.head(
+            image.id, min(HEADER, image.size),
+            time.monotonic() + opts.long_rpc_timeout)
+        if header is None:
+            if self.downloaded.done():
+                self.downloaded.result()  # its error
+            raise exception.ImageDownloadFailed(
+                image_id=image.id,
+                reason=_('its first bytes did not come in time'))
+        check_header(image.id, header, image.disk_format, opts)
+        if self.downloaded.done():
+            self.downloaded.result()  # refused already: no disk
+        for leftover in leftovers:
+            if self.target is None and leftover.adopt():
+                self.target = leftover
+        if self.target is not None:  # left by a killed agent: finish it
+            LOG.info('Resuming lazy base %s/%s of image %s',
+                     self.target.pool, self.target.part, image.id)
+            self.target.break_dead_locks()
+            self._finish(started)
+            return
+        self.target = target = rbd_lazy.LazyTarget(
+            lazy.storage.conn, lazy.storage.partials,
+            base_state.base_name(image.id), base_state.SNAPSHOT)
+        try:
+            target.prepare(lazy.source.url(image.id), image.size)
+        except BaseException:
+            self._abort()
+            raise
+        LOG.info('Lazy base %s/%s of image %s ready in %.2fs', target.pool,
+                 target.part, image.id, time.monotonic() - started)
+        if not self.ready.done():
+            self.ready.set_result((target.location(), image.size))
+            # The copy waits for the caller's clone (a few hundred ms):
+            # both at once slowed the first disk 2-3x on 2 CPUs.
+            self.handed.wait(HANDOVER_WAIT)
+        self._finish(started)
+
+    def _finish(self, started):
+        lazy, image, target = self.lazy, self.image, self.target
+        deadline = time.monotonic() + lazy.conf.glance.download_timeout
+        error = None
+        after_download = 0  # executes tried since the download ended
+        while True:
+            try:
+                target.execute()
+                break
+            except exception.ImagedException as e:
+                # The source answered 500 at its deadline, or the
+                # download failed: a later execute resumes the copy.
+                if self.downloaded.done():
+                    after_download += 1
+                    if self.downloaded.exception() is not None and \
+                            not _every_byte_served(lazy.source, image.id):
+                        error = self.downloaded.exception()
+                        break
+                if time.monotonic() > deadline or \
+                        after_download > EXECUTES_AFTER_DOWNLOAD:
+                    error = e
+                    break
+                LOG.warning('Copy of lazy base %s stopped (%s); resuming',
+                            target.part, e)
+                time.sleep(EXECUTE_PAUSE)
+        try:
+            got = self.downloaded.result(
+                timeout=max(deadline - time.monotonic(), 1))
+        except concurrent.futures.TimeoutError:
+            error = error or exception.ImageDownloadFailed(
+                image_id=image.id, reason=_('it did not finish in time'))
+        except exception.ImagedException as e:
+            error = e
+        else:
+            if got.size != image.size:
+                error = exception.ImageDataMismatch(
+                    image_id=image.id,
+                    reason=_('its size is %d bytes') % got.size)
+        if error is not None:
+            self._quarantine(error)
+            raise error
+        target.commit()
+        lazy.storage.bases.publish(target.part, image.id)
+        lazy.files.record(image.id, image.size)
+        LOG.info('Lazy base of image %s published in %.1fs', image.id,
+                 time.monotonic() - started)
+
+    def _quarantine(self, error):
+        """Never publish it; a target with clones stays for them (its
+        copy finished if the source still has every byte), one without
+        goes."""
+        target, image = self.target, self.image
+        LOG.error('Image %s: its lazy base %s/%s is quarantined: %s',
+                  image.id, target.pool, target.part, error)
+        try:
+            target.quarantine(str(error))
+            if self._abort():
+                return
+            state = target.state()
+            if state is None:
+                return  # committed already
+            if state == rbd_lazy.EXECUTED:
+                target.commit()
+            elif _every_byte_served(self.lazy.source, image.id):
+                target.execute()
+                target.commit()
+            else:
+                LOG.error('Lazy base %s/%s of image %s has a clone but not '
+                          'all of its bytes: reads of the rest fail',
+                          target.pool, target.part, image.id)
+        except exception.ImagedException as e:
+            LOG.error('Quarantine of lazy base %s/%s: %s', target.pool,
+                      target.part, e)
+
+    def _abort(self):
+        """Abort a target without clones. :returns: whether it is gone."""
+        if self.target is None:
+            return True
+        try:
+            return self.target.abort()
+        except exception.ImagedException as e:
+            LOG.error('Could not abort lazy base %s/%s: %s',
+                      self.target.pool, self.target.part, e)
+            return False
+
+
+def _every_byte_served(source, image_id):
+    served = source.served(image_id)
+    spool = served and served.spool
+    return bool(spool and spool.complete)

@@ -1,0 +1,218 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""A base image made lazily: an RBD import-only migration target.
+
+The target is made under the base's partial name (:mod:`partial`), its
+source the agent's loopback source (:mod:`imaged.image.lazy_source`);
+its snapshot is made and protected at once, so the first disk is a clone
+of it before a byte is copied. ``migration_execute`` copies the bytes,
+``migration_commit`` cuts the link to the source; only then may
+:mod:`bases` publish it. The evidence (doc/source/contributor/
+lazy-first-disk.rst) sets the rules kept here:
+
+* the source URL is in the target's header and every host that opens the
+  target or a clone of it opens that URL: the target is cloned on its
+  making host only, until the commit;
+* an abort of a target whose snapshot still has a clone fails *and*
+  leaves the target unusable: the clones go first, then the snapshot, then
+  the abort; a target with a clone someone uses is never aborted.
+"""
+
+import json
+
+from oslo_log import log as logging
+
+from imaged import exception
+from imaged.i18n import _
+from imaged.storage import location as rbd_location
+from imaged.storage import partial
+from imaged.storage import partial_names
+
+LOG = logging.getLogger(__name__)
+
+QUARANTINED_KEY = 'imaged.quarantined'
+# rbd_image_migration_state_t: what migration_status names.
+PREPARED, EXECUTING, EXECUTED = 2, 3, 4
+
+
+class LazyTarget:
+    """One lazy base under its partial name, made by this host.
+
+    :param name: the base's final name (``base_state.base_name``).
+    :param snapshot: the base's snapshot name.
+    """
+
+    def __init__(self, conn, writer, name, snapshot):
+        self.conn, self.writer = conn, writer
+        self.name, self.snapshot = name, snapshot
+        self.part = partial_names.partial_name(name, writer.host)
+        self.prepared = False
+
+    @classmethod
+    def left_behind(cls, conn, writer, name, snapshot):
+        """This host's partials of ``name`` a killed agent left (newest
+        first), as targets to :meth:`adopt` once this host's source serves
+        their image again: librbd cannot open a target before (its header
+        names this host's source)."""
+        tag = partial_names.host_tag(writer.host)
+        found = []
+        with conn.ioctx(name=name) as ioctx:
+            for part in conn.rbd.RBD().list(ioctx):
+                if part.startswith(name + '.') and \
+                        part.endswith(partial_names.PARTIAL_SUFFIX) and \
+                        partial_names.partial_owner_tag(part) == tag and \
+                        not writer.is_in_progress(part):
+                    found.append(
+                        (partial_names.partial_made_at(part) or 0, part))
+        targets = []
+        for _made_at, part in sorted(found, reverse=True):
+            target = cls(conn, writer, name, snapshot)
+            target.part = part
+            target.prepared = True
+            writer.mark_in_progress(part, True)
+            targets.append(target)
+        return targets
+
+    def adopt(self):
+        """With its source served: whether this leftover is a lazy base to
+        finish (a migration target, not quarantined, with clones); one
+        without clones is aborted here.
+
+        :returns: True to finish it, False to leave it (not a target any
+            more, quarantined, or aborted now).
+        """
+        rbd = self.conn.rbd
+        try:
+            with self.conn.ioctx(name=self.part) as ioctx:
+                rbd.RBD().migration_status(ioctx, self.part)
+                with rbd.Image(ioctx, self.part, read_only=True) as image:
+                    keys = {k for k, _v in image.metadata_list()}
+        except exception.StorageError as e:  # no migration, or no image
+            LOG.debug('Leftover %s is no lazy base to finish: %s',
+                      self.part, e)
+            return False
+        if QUARANTINED_KEY in keys:
+            return False
+        try:
+            self.break_dead_locks()
+            if self.abort():
+                LOG.info('Aborted lazy base %s/%s a killed agent left '
+                         'without clones', self.pool, self.part)
+                return False
+        except exception.StorageError as e:
+            LOG.warning('Lazy base %s/%s a killed agent left stays for '
+                        'now: %s', self.pool, self.part, e)
+            return False
+        return True
+
+    def break_dead_locks(self):
+        """Break the locks on a target this host left: they are its dead
+        agent's (an execute's exclusive lock, else held ~30 s more)."""
+        rbd = self.conn.rbd
+        with self.conn.ioctx(name=self.part) as ioctx:
+            with rbd.Image(ioctx, self.part) as image:
+                lockers = image.list_lockers() or {}
+                for client, cookie, _addr in lockers.get('lockers', []):
+                    LOG.info('Breaking the lock %s of %s on lazy base %s/%s '
+                             '(a killed agent\'s)', cookie, client,
+                             self.pool, self.part)
+                    image.break_lock(client, cookie)
+
+    @property
+    def pool(self):
+        return self.conn.pool
+
+    def location(self):
+        return rbd_location.RBDLocation(self.conn.fsid(), self.pool,
+                                        self.part, self.snapshot)
+
+    def prepare(self, url, size):
+        """The target, its snapshot protected: cloneable now.
+
+        :raises StorageError: librbd refused (the source did not answer
+            HEAD, or its size is not ``size``).
+        """
+        spec = json.dumps({'type': 'raw',
+                           'stream': {'type': 'http', 'url': url}})
+        rbd = self.conn.rbd
+        self.writer.mark_in_progress(self.part, True)
+        with self.conn.ioctx(name=self.part) as ioctx:
+            rbd.RBD().migration_prepare_import(spec, ioctx, self.part)
+            self.prepared = True
+            with rbd.Image(ioctx, self.part) as image:
+                if image.size() != size:
+                    raise exception.StorageError(
+                        name=self.part, pool=self.pool,
+                        reason=_('its source has %(got)d bytes, not '
+                                 '%(size)d') % {'got': image.size(),
+                                                'size': size})
+                image.metadata_set(partial.OWNER_KEY, self.writer.host)
+                image.create_snap(self.snapshot)
+                image.protect_snap(self.snapshot)
+
+    def state(self):
+        """``migration_status``'s state, or None once committed."""
+        rbd = self.conn.rbd
+        with self.conn.ioctx(name=self.part) as ioctx:
+            try:
+                return rbd.RBD().migration_status(ioctx, self.part)['state']
+            except rbd.InvalidArgument:  # no migration: committed
+                return None
+
+    def execute(self):
+        """Copy every byte from the source (a failed one resumes)."""
+        with self.conn.ioctx(name=self.part) as ioctx:
+            self.conn.rbd.RBD().migration_execute(ioctx, self.part)
+
+    def commit(self):
+        with self.conn.ioctx(name=self.part) as ioctx:
+            self.conn.rbd.RBD().migration_commit(ioctx, self.part)
+
+    def clones(self):
+        """How many images are cloned from its snapshot."""
+        rbd = self.conn.rbd
+        with self.conn.ioctx(name=self.part) as ioctx:
+            with rbd.Image(ioctx, self.part, snapshot=self.snapshot,
+                           read_only=True) as image:
+                return len(list(image.list_children()))
+
+    def quarantine(self, reason):
+        """Say on the target why it will never be published."""
+        with self.conn.ioctx(name=self.part) as ioctx:
+            with self.conn.rbd.Image(ioctx, self.part) as image:
+                image.metadata_set(QUARANTINED_KEY, reason[:1024])
+
+    def abort(self):
+        """Remove a target nothing is cloned from: its snapshot, then the
+        migration (the other order breaks the target for good).
+
+        :returns: False (nothing done) while it has a clone.
+        """
+        if not self.prepared:
+            return True
+        rbd = self.conn.rbd
+        if self.clones():
+            return False
+        with self.conn.ioctx(name=self.part) as ioctx:
+            with rbd.Image(ioctx, self.part) as image:
+                for snap in list(image.list_snaps()):
+                    if image.is_protected_snap(snap['name']):
+                        image.unprotect_snap(snap['name'])
+                    image.remove_snap(snap['name'])
+            rbd.RBD().migration_abort(ioctx, self.part)
+        self.prepared = False
+        return True
+
+    def done(self):
+        """This process no longer works on it: sweeps may judge it."""
+        self.writer.mark_in_progress(self.part, False)

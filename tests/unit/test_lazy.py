@@ -1,0 +1,144 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""The lazy first disk's decisions that need no librbd migration: which
+images it takes, the header it refuses, and the pool's build it holds
+(the migration itself: tests/functional/test_lazy_first_disk.py)."""
+
+import json
+
+from imaged import exception
+from imaged.image import record as image_record
+from imaged.imagecache import lazy
+from imaged.storage import base_builds
+from imaged.storage import base_state
+from tests import base
+from tests.unit import test_bases
+
+IMAGE = test_bases.IMAGE
+GiB = 1 << 30
+
+
+def image(**kw):
+    fields = {'id': IMAGE, 'disk_format': 'raw', 'size': 1 << 20}
+    fields.update(kw)
+    return image_record.ImageRecord.from_glance(fields, IMAGE)
+
+
+class EligibleTest(base.TestCase):
+
+    def lazy(self):
+        return lazy.LazyFirstDisks(self.conf, None, None, None)
+
+    def test_off_by_default_nothing_is_lazy(self):
+        self.assertFalse(self.conf.image_cache.lazy_first_disk)
+        self.assertFalse(self.lazy().eligible(image(), GiB))
+
+    def test_on_only_raw_images_of_a_known_size_that_fit(self):
+        self.flags(lazy_first_disk=True, group='image_cache')
+        lazy_disks = self.lazy()
+        self.assertTrue(lazy_disks.eligible(image(), GiB))
+        self.assertFalse(lazy_disks.eligible(image(disk_format='qcow2'), GiB))
+        self.assertFalse(lazy_disks.eligible(image(size=None), GiB))
+        self.assertFalse(lazy_disks.eligible(image(size=2 * GiB), GiB))
+        self.flags(rbd_base_images=False, group='image_cache')
+        self.assertFalse(lazy_disks.eligible(image(), GiB))
+
+    def test_no_room_for_the_spool_no_lazy_disk(self):
+        self.flags(lazy_first_disk=True, group='image_cache')
+
+        class Full:
+            def check_room(self, image_id, size):
+                raise exception.CacheFull(path='/cache', image_id=image_id,
+                                          reason='full')
+        lazy_disks = lazy.LazyFirstDisks(self.conf, None, None, Full())
+        self.assertIsNone(lazy_disks.first_disk(None, image(), GiB, None,
+                                                None))
+        self.assertIsNone(lazy_disks.source._server)  # never listened
+
+    def test_a_call_it_does_not_take_touches_nothing(self):
+        self.assertIsNone(self.lazy().first_disk(None, image(), GiB, None,
+                                                 None))
+
+
+class CompleteBaseTest(test_bases.PoolTestCase):
+
+    def test_an_image_with_a_base_is_looked_at_once_then_never(self):
+        self.a.create(1)  # the base, by download (no migration in fakes)
+        self.flags(lazy_first_disk=True, group='image_cache')
+        lazy_disks = self.a.image_cache.lazy
+        ops = self.cluster.ops
+        record = image(size=len(test_bases.DATA))
+        self.assertIsNone(lazy_disks.first_disk(None, record, GiB, None,
+                                                None))
+        looked = self.cluster.ops - ops
+        self.assertGreater(looked, 0)
+        self.assertIsNone(lazy_disks.first_disk(None, record, GiB, None,
+                                                None))
+        self.assertEqual(looked, self.cluster.ops - ops)
+        self.assertIsNone(lazy_disks.source._server)  # never listened
+
+
+class HeaderTest(base.TestCase):
+
+    def test_raw_bytes_pass(self):
+        lazy.check_header(IMAGE, b'\x01' * lazy.HEADER, 'raw', self.conf)
+
+    def test_a_qcow2_header_in_an_image_declared_raw_is_refused(self):
+        self.assertRaises(exception.ImageUnacceptable, lazy.check_header,
+                          IMAGE, b'QFI\xfb' + bytes(4096), 'raw', self.conf)
+
+    def test_an_image_not_declared_raw_is_refused(self):
+        self.assertRaises(exception.ImageUnacceptable, lazy.check_header,
+                          IMAGE, b'\x01' * 4096, 'qcow2', self.conf)
+
+
+class DetachedBuildTest(test_bases.PoolTestCase):
+
+    def store(self, host):
+        return host.storage.bases
+
+    def test_one_host_builds_the_others_are_told_no(self):
+        with self.store(self.a).detached_build(IMAGE) as building:
+            self.assertTrue(building)
+            with self.store(self.b).detached_build(IMAGE) as other:
+                self.assertFalse(other)
+
+    def test_no_build_of_a_complete_base(self):
+        self.a.create(1)
+        with self.store(self.b).detached_build(IMAGE) as building:
+            self.assertFalse(building)
+
+    def test_a_failure_is_recorded_for_the_waiters_and_a_refusal_kept(self):
+        def fail():
+            with self.store(self.a).detached_build(IMAGE) as building:
+                self.assertTrue(building)
+                raise exception.ImageDataMismatch(image_id=IMAGE,
+                                                  reason='its hash')
+        self.assertRaises(exception.ImageDataMismatch, fail)
+        key = base_state.lock_object(IMAGE)
+        ioctx = self.cluster.rados.Rados().open_ioctx('vms')
+        record = json.loads(ioctx.get_xattr(key,
+                                            base_builds.BUILD_ERROR_XATTR))
+        self.assertEqual('ImageDataMismatch', record['class'])
+        # No lazy build of that image again: only a checked download.
+        with self.store(self.b).detached_build(IMAGE) as building:
+            self.assertFalse(building)
+
+    def test_an_error_not_of_the_image_leaves_the_next_build_lazy(self):
+        def fail():
+            with self.store(self.a).detached_build(IMAGE):
+                raise exception.ImageDownloadFailed(image_id=IMAGE,
+                                                    reason='Glance is down')
+        self.assertRaises(exception.ImageDownloadFailed, fail)
+        with self.store(self.b).detached_build(IMAGE) as building:
+            self.assertTrue(building)

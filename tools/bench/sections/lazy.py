@@ -1,0 +1,135 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Section 10 (issue 29): the first disk of a new raw image, lazy and not.
+
+Two agents on the pool, in the same run: the run's own (the download
+path) and one with ``[image_cache] lazy_first_disk = True``. Each sample
+gives each agent a new raw image of the file store (same size, fresh
+bytes): the seconds to its first disk, the seconds until its base image
+is published in the pool (the lazy agent's is published after the call
+answered; the other's before), and the bytes Glance sent for it (its
+access log).
+"""
+
+import os
+import re
+import time
+import uuid
+
+from tools.bench.agent import Agent
+from tools.bench.image_data import ImageData
+from tools.bench.progress import log
+from tools.bench.sections import alternate
+from tools.bench.sizes import disk_gb
+from tools.bench.sizes import MiB
+from tools.bench.sizes import size_text
+
+SECTION = 10
+# Seconds a lazy base may take to be published after its first disk.
+PUBLISH_TIMEOUT = 900
+
+
+def measure(bench):
+    workdir = os.path.join(bench.workdir, 'imaged-lazy')
+    os.makedirs(workdir, exist_ok=True)
+    lazy = Agent(workdir, bench.run_id + '-lazy',
+                 {'image_cache': {'lazy_first_disk': 'true'}})
+    lazy.start()
+    log('imaged %s (lazy_first_disk) is serving', lazy.host)
+    try:
+        for size in bench.config.lazy_sizes:
+            _measure_size(bench, lazy, size)
+    finally:
+        lazy.daemon.stop()
+
+
+def _measure_size(bench, lazy, size):
+    text = size_text(size)
+    bench.ensure_room(2 * size, 4 * size, 'lazy %s' % text)
+    first = bench.figure(
+        SECTION, 'lazy-first-%d' % size,
+        'new raw %s, first disk: lazy' % text, 's', 'not lazy')
+    published = bench.figure(
+        SECTION, 'lazy-published-%d' % size,
+        'new raw %s, base published: lazy' % text, 's', 'not lazy')
+    sent = bench.figure(
+        SECTION, 'lazy-glance-%d' % size,
+        'new raw %s, MiB Glance sent: lazy' % text, 'MiB', 'not lazy')
+    for rep in range(bench.config.repetitions):
+        out = bench.attempt('lazy %s rep %d' % (text, rep + 1),
+                            lambda: sample(bench, lazy, size, rep))
+        first.samples.append(out['lazy first'])
+        first.baseline_samples.append(out['plain first'])
+        published.samples.append(out['lazy published'])
+        published.baseline_samples.append(out['plain published'])
+        sent.samples.append(out['lazy MiB'])
+        sent.baseline_samples.append(out['plain MiB'])
+        bench.plot_point('first disk, lazy', size, out['lazy first'])
+        bench.plot_point('first disk, not lazy', size, out['plain first'])
+
+
+def sample(bench, lazy, size, rep):
+    out = {}
+
+    def by(agent, label):
+        with bench.fresh_image(lambda: ImageData(size), 'raw',
+                               'local') as image:
+            instance = str(uuid.uuid4())
+            bench.instances.add(instance)
+            started = time.monotonic()
+            try:
+                seconds, result, _memory = agent.create(
+                    instance, image['id'], disk_gb(size))
+                out['%s first' % label] = seconds
+                out['%s published' % label] = _published(
+                    bench, image['id'], started)
+                out['%s MiB' % label] = _glance_bytes(
+                    bench, image['id']) / MiB
+                out['%s steps' % label] = ', '.join(result['timings'])
+                if label == 'lazy' and '.imaged-part/' not in \
+                        result['parent']:
+                    raise RuntimeError('the lazy agent made no lazy disk: '
+                                       'its parent is %s' % result['parent'])
+            finally:
+                agent.delete(instance)
+                agent.forget(image['id'])
+    alternate(rep, lambda: by(bench.agent, 'plain'),
+              lambda: by(lazy, 'lazy'))
+    log('lazy %s rep %d: %s; lazy steps: %s; not lazy: %s',
+        size_text(size), rep + 1, ', '.join(
+            '%s %.2f' % (k, v) for k, v in out.items()
+            if isinstance(v, float)), out['lazy steps'], out['plain steps'])
+    return out
+
+
+def _published(bench, image_id, started):
+    """Seconds from the call to a published base of ``image_id``."""
+    name = '%s_base' % image_id
+    deadline = started + PUBLISH_TIMEOUT
+    pool = bench.stack['CEPH_VMS_POOL']
+    while True:
+        with bench.ceph.ioctx(pool) as ioctx:
+            if name in bench.ceph.rbd.RBD().list(ioctx):
+                return time.monotonic() - started
+        if time.monotonic() > deadline:
+            raise RuntimeError('base %s not published in %ds' %
+                               (name, PUBLISH_TIMEOUT))
+        time.sleep(0.05)
+
+
+def _glance_bytes(bench, image_id):
+    """Bytes Glance answered ``GET .../file`` of the image with."""
+    pattern = re.compile(r'GET /v2/images/%s/file HTTP/[\d.]+" \d+ (\d+)' %
+                         image_id)
+    with open(bench.glance.access_log, errors='replace') as f:
+        return sum(int(m.group(1)) for m in map(pattern.search, f) if m)

@@ -41,6 +41,9 @@ tools/scenario-daemon.sh start 8>&-
 trap 'tools/scenario-daemon.sh purge 8>&-' EXIT
 # For the stestr parts: Tempest's configuration is found through these.
 export TEMPEST_CONFIG_DIR=$WORKSPACE/etc TEMPEST_CONFIG=tempest.conf
+# The lock that keeps fault tests apart from every other test: this stack's
+# (a machine-wide one would make runs against other stacks wait on it).
+export IMAGED_SCENARIO_FAULT_LOCK=$STACK_DIR/scenario/fault.lock
 
 SCENARIO_REGEX='^imaged\.tempest_plugin\.'
 if [ $# -gt 0 ]; then

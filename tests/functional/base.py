@@ -160,9 +160,10 @@ class PoolSweeps(fixtures.Fixture):
     """Serialises tests that plant leftovers of other hosts that look
     abandoned (``shared``) with the one that runs a pool cleanup host
     (``exclusive``: it removes every such leftover, on any test's behalf).
-    A file lock, so it holds across stestr's workers."""
+    A file lock, so it holds across stestr's workers; one per stack (a
+    run against another stack on the machine shares no pool with this one)."""
 
-    PATH = os.path.join(tempfile.gettempdir(), 'imaged-functional-sweeps.lock')
+    PATH = os.path.join(STACK_DIR, 'functional-sweeps.lock')
 
     def __init__(self, exclusive=False):
         super().__init__()

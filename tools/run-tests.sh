@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from nothing: installs the Debian packages and the
-# environments, starts the local stack (Ceph, RabbitMQ, Keystone, Glance), then runs
+# environments, starts the local stack (Ceph, RabbitMQ, Keystone, Glance; in
+# the background, while stages 0 and 1 run), then runs
 #   0. the lint stage (tools/lint.sh: flake8 with hacking, bandit, mypy),
 #   1. the unit tests (fakes; well under a minute),
 #   2. the functional tests (real imaged processes on the real stack),
@@ -25,12 +26,50 @@ for stage in $STAGES; do
 done
 stage() { [[ $STAGES == *" $1 "* ]]; }
 
-tools/stack.sh install
-tools/venv.sh
-
 passed=0 failed=0
 summary=()
 failures=()
+
+# The Debian packages first: tools/venv.sh and the unit tests need them.
+tools/stack.sh install packages
+# Then the stack (its services' venvs, then the services) starts in the
+# background while imaged's venv is built and the lint and unit stages run,
+# which need none of it (the unit tests use fakes); the functional stage
+# waits for it. Its output is shown once it is done.
+stack_pid=
+if stage functional || stage scenario || stage bench || stage soak; then
+    stack_log=$(mktemp)
+    stack_start=$SECONDS
+    tools/stack.sh start >"$stack_log" 2>&1 &
+    stack_pid=$!
+    # Leaving early (a failed venv), stop it rather than leave it running.
+    trap '[ -z "$stack_pid" ] || kill "$stack_pid" 2>/dev/null || true' EXIT
+fi
+# wait_for_stack: the background start's outcome; every wait in
+# tools/stack.sh has its own timeout, and this one bounds the whole.
+wait_for_stack() {
+    local rc=0 limit=${IMAGED_STACK_START_TIMEOUT:-1800}
+    while kill -0 "$stack_pid" 2>/dev/null; do
+        if [ $((SECONDS - stack_start)) -ge "$limit" ]; then
+            kill "$stack_pid" 2>/dev/null || true
+            echo "run-tests: tools/stack.sh start still runs after ${limit}s (IMAGED_STACK_START_TIMEOUT); its output:" >&2
+            cat "$stack_log" >&2
+            exit 1
+        fi
+        sleep 1
+    done
+    wait "$stack_pid" || rc=$?
+    stack_pid=
+    echo "run-tests: tools/stack.sh start (in the background since the lint stage):"
+    cat "$stack_log"
+    rm -f "$stack_log"
+    if [ "$rc" -ne 0 ]; then
+        echo "run-tests: tools/stack.sh start failed (exit $rc): no functional, scenario, bench or soak stage can run" >&2
+        exit 1
+    fi
+    summary+=("stack start: in the background, ready after $((SECONDS - stack_start))s")
+}
+tools/venv.sh
 # run_stage NAME COMMAND...: runs it, counts stestr's Passed/Failed lines.
 run_stage() {
     local name=$1; shift
@@ -58,8 +97,8 @@ fi
 if stage unit; then
     run_stage unit .venv/bin/stestr --test-path ./tests/unit run "$@"
 fi
-if stage functional || stage scenario || stage bench || stage soak; then
-    tools/stack.sh start
+if [ -n "$stack_pid" ]; then
+    wait_for_stack
 fi
 if stage functional; then
     run_stage functional .venv/bin/stestr --test-path ./tests/functional run \

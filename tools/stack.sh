@@ -4,7 +4,7 @@
 # file stores; signed images' certificates in Barbican),
 # and a second Glance with the file store only (glance-file).
 #
-#   tools/stack.sh install
+#   tools/stack.sh install [packages]   (packages: the Debian packages only)
 #   tools/stack.sh start  [all|ceph|ceph-mon|ceph-mgr|ceph-osd|rabbitmq|keystone|barbican|glance|glance-file ...]
 #   tools/stack.sh stop   [all|ceph|ceph-mon|ceph-mgr|ceph-osd|rabbitmq|keystone|barbican|glance|glance-file ...]
 #   tools/stack.sh status
@@ -262,7 +262,16 @@ main() {
     local cmd=${1:-}
     [ $# -gt 0 ] && shift
     case $cmd in
-        install) take_lock; do_install; barbican_install; log "install done in $(elapsed)s" ;;
+        install)
+            case ${1:-} in
+                # What tools/venv.sh and the unit tests need; the services'
+                # venvs are then built by "start" (run-tests.sh does it in
+                # the background while the lint and unit stages run).
+                packages) take_lock; check_release; install_apt ;;
+                "") take_lock; do_install; barbican_install ;;
+                *) echo "stack.sh: install takes 'packages' or nothing, not '$1'" >&2; usage ;;
+            esac
+            log "install ${1:-}${1:+ }done in $(elapsed)s" ;;
         start) cmd_start "$@" ;;
         stop) cmd_stop "$@" ;;
         restart) cmd_stop "$@"; cmd_start "$@" ;;

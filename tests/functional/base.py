@@ -160,9 +160,10 @@ class PoolSweeps(fixtures.Fixture):
     """Serialises tests that plant leftovers of other hosts that look
     abandoned (``shared``) with the one that runs a pool cleanup host
     (``exclusive``: it removes every such leftover, on any test's behalf).
-    A file lock, so it holds across stestr's workers."""
+    A file lock, so it holds across stestr's workers; one per stack (a
+    run against another stack on the machine shares no pool with this one)."""
 
-    PATH = os.path.join(tempfile.gettempdir(), 'imaged-functional-sweeps.lock')
+    PATH = os.path.join(STACK_DIR, 'functional-sweeps.lock')
 
     def __init__(self, exclusive=False):
         super().__init__()
@@ -429,17 +430,24 @@ class FunctionalTestCase(testtools.TestCase):
 
     @staticmethod
     def wait_until_serving(api, ctxt, host, daemon, timeout=90):
-        fast = api.client.prepare(server=host, timeout=5)
+        # A call sent before the agent's queue exists is lost: its caller
+        # waits out the whole call timeout. While the agent starts (a few
+        # seconds, more on a busy machine) ask often with a short timeout;
+        # after that, with a long one, so that a slow answer comes too.
+        fast = api.client.prepare(server=host, timeout=1)
+        patient = api.client.prepare(server=host, timeout=15)
+        started = time.monotonic()
 
         def answers():
             if daemon.process.poll() is not None:
                 raise AssertionError('imaged exited with %s:\n%s' % (
                     daemon.process.returncode, daemon.log()[-3000:]))
+            client = fast if time.monotonic() - started < 20 else patient
             try:
-                return fast.call(ctxt, 'get_capabilities')
+                return client.call(ctxt, 'get_capabilities')
             except messaging.MessagingTimeout:
                 return None
-        return wait_for(answers, timeout, interval=0.5,
+        return wait_for(answers, timeout, interval=0.1,
                         what='imaged %s to answer' % host)
 
     def setUp(self):

@@ -45,8 +45,11 @@ from imaged.tempest_plugin.scenario import backends
 CONF = config.CONF
 PARTIAL_SUFFIX = '.imaged-part'
 # Held shared by every scenario test and exclusively by each fault test, so
-# that even one mixed parallel run never disturbs a test with a fault.
-FAULT_LOCK = os.path.join(tempfile.gettempdir(), 'imaged-scenario.lock')
+# that even one mixed parallel run never disturbs a test with a fault. One
+# per deployment: tools/scenario-run.sh names one in the stack's directory
+# (runs against other stacks on the machine disturb nothing of this one).
+FAULT_LOCK = os.environ.get('IMAGED_SCENARIO_FAULT_LOCK') or os.path.join(
+    tempfile.gettempdir(), 'imaged-scenario.lock')
 
 
 def disk_name(instance_uuid):

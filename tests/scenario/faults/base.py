@@ -18,7 +18,11 @@ commands (always starting again in a cleanup, even when the test fails),
 restart the agent under test, write into Glance's file store and start
 agents of their own (:class:`Agent`) that they kill at will. One at a time:
 they hold the fault lock exclusively, and are meant to run with
-``--concurrency 1``.
+``--concurrency 1``. A class whose tests disturb nothing another test
+relies on (agents, images and Glance proxies of its own; no service
+stopped, no agent under test restarted, no pool-wide cleanup) says
+``exclusive = False``: it holds the lock shared, as the scenarios do, and
+tools/scenario-run.sh runs it beside them (tests/scenario/faults/split.py).
 """
 
 import contextlib
@@ -273,7 +277,7 @@ class GlanceProxy:
 
 class FaultTestCase(base.ScenarioTestCase):
 
-    exclusive = True
+    exclusive = True  # unless a class says it disturbs nothing shared
 
     def setUp(self):
         fi = self.conf.imaged_fault_injection

@@ -51,6 +51,9 @@ class _SlowDownloadMixin:
 
 class AgentKilledTest(_SlowDownloadMixin, fault_base.FaultTestCase):
 
+    # Kills an agent of its own: nothing shared is disturbed.
+    exclusive = False
+
     def test_sigkill_mid_download_leaves_nothing_and_the_retry_succeeds(self):
         data, image, proxy, agent, instance_uuid, call = \
             self._slow_download_under_way(own_instance=True)
@@ -91,6 +94,9 @@ class AgentKilledTest(_SlowDownloadMixin, fault_base.FaultTestCase):
 
 
 class AgentStoppedTest(_SlowDownloadMixin, fault_base.FaultTestCase):
+
+    # Stops an agent of its own: nothing shared is disturbed.
+    exclusive = False
 
     def test_sigterm_lets_a_call_in_flight_finish_before_exit(self):
         # The agent will be gone: the test itself removes the disk.

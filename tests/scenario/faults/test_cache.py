@@ -26,6 +26,10 @@ CACHE_SIZE = 64 * units.Mi
 
 class CorruptedDownloadTest(fault_base.FaultTestCase):
 
+    # Corrupts its own image's file in Glance's store, read by an agent
+    # of its own: nothing shared is disturbed.
+    exclusive = False
+
     def test_bytes_not_matching_glance_hash_are_refused_and_not_cached(self):
         store = self.conf.imaged_fault_injection.glance_file_store_dir
         if not store:
@@ -52,6 +56,9 @@ class CorruptedDownloadTest(fault_base.FaultTestCase):
 
 
 class CacheFullTest(fault_base.FaultTestCase):
+
+    # Agents of its own on a small tmpfs: nothing shared is disturbed.
+    exclusive = False
 
     def setUp(self):
         super().setUp()

@@ -47,6 +47,9 @@ def vmdk_holding(data):
 
 class DiskOfAnotherImageTest(fault_base.PoolFaultTestCase):
 
+    # Agents and images of its own: nothing shared is disturbed.
+    exclusive = False
+
     def _disk_state(self, name, length):
         return (self.ceph.size(name), self.ceph.parent(name),
                 self.metadata(name),
@@ -79,6 +82,9 @@ class DiskOfAnotherImageTest(fault_base.PoolFaultTestCase):
 
 
 class RefusedFromTheRecordTest(fault_base.PoolFaultTestCase):
+
+    # Agents and images of its own: nothing shared is disturbed.
+    exclusive = False
 
     def test_what_the_record_rules_out_is_refused_before_any_byte_moves(
             self):
@@ -116,6 +122,9 @@ class RefusedFromTheRecordTest(fault_base.PoolFaultTestCase):
 
 
 class CachedImagesListingTest(fault_base.PoolFaultTestCase):
+
+    # Agents and images of its own: nothing shared is disturbed.
+    exclusive = False
 
     def test_list_shows_local_base_files_and_rbd_bases(self):
         raw_data = images.random_bytes(2 * units.Mi)

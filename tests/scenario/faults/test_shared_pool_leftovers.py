@@ -63,6 +63,11 @@ def partial_name(name, host):
 
 class BaseLeftoverTest(fault_base.PoolFaultTestCase):
 
+    # Leftovers under its own images' names, agents of its own (no pool
+    # cleanup of theirs removes what another test made): nothing shared
+    # is disturbed.
+    exclusive = False
+
     def _image_with_leftover(self, snapshot=None, protect=False,
                              metadata=None):
         """A new image, and under its base's name other bytes planted

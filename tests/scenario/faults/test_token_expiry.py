@@ -38,12 +38,12 @@ import testtools
 
 from imaged import exception
 from imaged import rpcapi
+from imaged.tempest_plugin.scenario import base as scenario_base
 from tests.functional import base
 from tests.functional import keystone_stack
 
-# imaged.tempest_plugin.scenario.base.FAULT_LOCK: shared by scenario tests,
-# exclusive here.
-FAULT_LOCK = os.path.join(tempfile.gettempdir(), 'imaged-scenario.lock')
+# Shared by scenario tests, exclusive here.
+FAULT_LOCK = scenario_base.FAULT_LOCK
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
 STACK_SH = os.environ.get('IMAGED_STACK_SH',

@@ -40,6 +40,7 @@ import time
 
 from oslo_log import log as logging
 from oslo_utils import units
+import tenacity
 
 from imaged import deadline as call_deadline
 from imaged import exception
@@ -58,6 +59,7 @@ BUSY = object()
 # A failed execute is tried again after this pause (seconds); once the
 # download has ended (every byte spooled), this many times at most.
 EXECUTE_PAUSE = 1.0
+_pause = time.sleep  # tests replace it
 # Image ids remembered as having a complete base (then forgotten at once).
 MAX_REMEMBERED = 10000
 # Seconds the copy waits for the caller to clone its disk first.
@@ -262,31 +264,47 @@ class _LazyBuild(threading.Thread):
             self.handed.wait(HANDOVER_WAIT)
         self._finish(started)
 
+    def _execute(self, deadline):
+        """Copy the whole image into the target: an execute stopped (the
+        source answered 500 at its deadline, or the download failed) is
+        resumed by another, until the deadline, or a few times once the
+        download ended. :returns: None, or the error that stopped it."""
+        lazy, image, target = self.lazy, self.image, self.target
+        after_download = []  # executes failed since the download ended
+        why = []
+
+        def give_up(retry_state):
+            error = retry_state.outcome.exception()
+            if self.downloaded.done():
+                after_download.append(error)
+                if self.downloaded.exception() is not None and \
+                        not _every_byte_served(lazy.source, image.id):
+                    why.append(self.downloaded.exception())
+                    return True
+            if time.monotonic() > deadline or \
+                    len(after_download) > EXECUTES_AFTER_DOWNLOAD:
+                why.append(error)
+                return True
+            return False
+
+        def resuming(retry_state):
+            LOG.warning('Copy of lazy base %s stopped (%s); resuming',
+                        target.part, retry_state.outcome.exception())
+        try:
+            tenacity.Retrying(
+                retry=tenacity.retry_if_exception_type(
+                    exception.ImagedException),
+                stop=give_up, wait=tenacity.wait_fixed(EXECUTE_PAUSE),
+                before_sleep=resuming, sleep=_pause,
+                reraise=True)(target.execute)
+        except exception.ImagedException:
+            return why[0]
+        return None
+
     def _finish(self, started):
         lazy, image, target = self.lazy, self.image, self.target
         deadline = time.monotonic() + lazy.conf.glance.download_timeout
-        error = None
-        after_download = 0  # executes tried since the download ended
-        while True:
-            try:
-                target.execute()
-                break
-            except exception.ImagedException as e:
-                # The source answered 500 at its deadline, or the
-                # download failed: a later execute resumes the copy.
-                if self.downloaded.done():
-                    after_download += 1
-                    if self.downloaded.exception() is not None and \
-                            not _every_byte_served(lazy.source, image.id):
-                        error = self.downloaded.exception()
-                        break
-                if time.monotonic() > deadline or \
-                        after_download > EXECUTES_AFTER_DOWNLOAD:
-                    error = e
-                    break
-                LOG.warning('Copy of lazy base %s stopped (%s); resuming',
-                            target.part, e)
-                time.sleep(EXECUTE_PAUSE)
+        error = self._execute(deadline)
         try:
             got = self.downloaded.result(
                 timeout=max(deadline - time.monotonic(), 1))

@@ -14,7 +14,12 @@
 images it takes, the header it refuses, and the pool's build it holds
 (the migration itself: tests/functional/test_lazy_first_disk.py)."""
 
+import concurrent.futures
 import json
+import time
+from unittest import mock
+
+import fixtures
 
 from imaged import exception
 from imaged.image import record as image_record
@@ -142,3 +147,59 @@ class DetachedBuildTest(test_bases.PoolTestCase):
         self.assertRaises(exception.ImageDownloadFailed, fail)
         with self.store(self.b).detached_build(IMAGE) as building:
             self.assertTrue(building)
+
+
+class CopyRetryTest(base.TestCase):
+    """The copy behind a lazy disk: an execute stopped is resumed, within
+    bounds, and the error that stopped it for good is the one kept."""
+
+    def build(self, results, downloaded=None, every_byte=False):
+        self.useFixture(fixtures.MockPatchObject(lazy, '_pause',
+                                                 lambda s: None))
+        self.useFixture(fixtures.MockPatchObject(
+            lazy, '_every_byte_served', lambda source, image_id: every_byte))
+        calls = []
+
+        def execute():
+            calls.append(1)
+            result = results[min(len(calls), len(results)) - 1]
+            if isinstance(result, Exception):
+                raise result
+        build = lazy._LazyBuild.__new__(lazy._LazyBuild)
+        build.lazy = mock.Mock()
+        build.image = mock.Mock(id=IMAGE)
+        build.target = mock.Mock(part='p', execute=execute)
+        build.downloaded = concurrent.futures.Future()
+        if downloaded is not None:
+            if isinstance(downloaded, Exception):
+                build.downloaded.set_exception(downloaded)
+            else:
+                build.downloaded.set_result(downloaded)
+        return build, calls
+
+    def stopped(self, n):
+        return exception.BackendUnavailable(backend='source', reason=str(n))
+
+    def test_stopped_executes_resume_until_one_copies_everything(self):
+        build, calls = self.build([self.stopped(1), self.stopped(2), None])
+        self.assertIsNone(build._execute(time.monotonic() + 60))
+        self.assertEqual(3, len(calls))
+
+    def test_once_the_download_ended_a_few_more_then_its_error(self):
+        build, calls = self.build([self.stopped(0)], downloaded='done',
+                                  every_byte=True)
+        error = build._execute(time.monotonic() + 60)
+        self.assertIsInstance(error, exception.BackendUnavailable)
+        self.assertEqual(lazy.EXECUTES_AFTER_DOWNLOAD + 1, len(calls))
+
+    def test_a_failed_download_that_left_bytes_unserved_is_the_error(self):
+        failed = exception.ImageDownloadFailed(image_id=IMAGE, reason='gone')
+        build, calls = self.build([self.stopped(0)], downloaded=failed)
+        self.assertIs(failed, build._execute(time.monotonic() + 60))
+        self.assertEqual(1, len(calls))
+
+    def test_past_the_deadline_the_last_stop_is_the_error(self):
+        build, calls = self.build([self.stopped(0)])
+        error = build._execute(time.monotonic() - 1)
+        self.assertEqual('source is unavailable: 0', str(error))
+        self.assertEqual(1, len(calls))

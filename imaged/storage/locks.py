@@ -76,10 +76,11 @@ def all_free(conn, ioctx, guards, duration):
     taken, free = [], True
     try:
         for key, name in guards:
-            try:
-                ioctx.stat(key)
-            except conn.rados.ObjectNotFound:
-                continue
+            with conn.typed_errors(key):
+                try:
+                    ioctx.stat(key)
+                except conn.rados.ObjectNotFound:
+                    continue
             lock = RadosLock(conn, ioctx, key, name,
                              'imaged: sweeping what it guarded', duration)
             if not lock.try_acquire():

@@ -333,11 +333,9 @@ class PartialWriter:
                                           max_age, now) as gone:
                         if gone:
                             removed += self._remove_all(ioctx, [name])[0]
-                except conn.rbd.ImageNotFound:
-                    continue
-                except (conn.rbd.Error, conn.rados.Error) as e:
-                    if conn.is_unreachable(e):
-                        raise
+                except exception.BackendUnavailable:
+                    raise
+                except exception.ImagedException as e:
                     LOG.debug('Partial image %s/%s not judged: %s',
                               conn.pool, name, e)
         if removed:

@@ -172,6 +172,25 @@ class GuardedPartialTest(LeftoversTestCase):
         self.assertNotIn(('vms', 'imaged.lock.' + IMAGE),
                          self.cluster.objects)
 
+    def test_a_lock_that_cannot_be_judged_keeps_its_partial_only(self):
+        refused = 'imaged.lock.refused'
+        kept = self.plant(self.vms, partial_names.partial_name(
+            'a_disk', 'dead-host'), 'dead-host', held=[(refused, 'build')])
+        self.lapsed('imaged.lock.' + IMAGE)
+        dead = self.plant(self.vms, partial_names.partial_name(
+            'b_disk', 'dead-host'), 'dead-host')
+        self.ioctx().lock_exclusive(refused, 'build', 'x', duration=0.01)
+        real = fakes.FakeIoctx.stat
+
+        def stat(ioctx, key):
+            if key == refused:
+                raise self.cluster.rados.PermissionError(key)
+            return real(ioctx, key)
+        self.useFixture(fixtures.MockPatchObject(fakes.FakeIoctx, 'stat',
+                                                 stat))
+        self.assertEqual([dead], self.owner.sweep_pool()['pool partial'])
+        self.assertEqual([kept], list(self.vms))
+
     def test_one_naming_no_lock_or_garbage_is_judged_by_its_age(self):
         young = self.plant(self.vms, partial_names.partial_name(
             'a_disk', 'old-host', now=time.time() - 60), 'old-host',

@@ -43,16 +43,24 @@ class RootDiskFlattens:
         return call_deadline.of(context).cap(self.conf.long_rpc_timeout)
 
     def shorten_chain(self, context: Any, name: str, info: dict[str, Any],
-                      timings: Any, later: list[str]) -> dict[str, Any]:
+                      timings: Any, later: list[str],
+                      parent_depth: int | None = None) -> dict[str, Any]:
         """Flatten a new clone if asked to, or if its chain is too long;
-        or add it to ``later``, the background's."""
+        or add it to ``later``, the background's.
+
+        :param parent_depth: the parent's own chain length, if known;
+            else it is read from Ceph once per parent.
+        """
         parent = info['parent']
         if parent is None:
             return info
         flattener = self.storage.flattener
-        depth = self._parent_depths.get(parent)
+        depth = parent_depth
+        if depth is None:
+            depth = self._parent_depths.get(parent)
         if depth is None:
             depth = self._parent_depths[parent] = flattener.depth(name) - 1
+            timings.step('depth')
         policy = self.conf.rbd.flatten_root_disks
         if policy == 'on_create' or depth + 1 > self.conf.rbd.max_clone_depth:
             if policy != 'on_create':

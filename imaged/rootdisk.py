@@ -176,8 +176,11 @@ class RootDisks:
         strategy, info = self._make(context, image, spec, timings)
         if signed is not None and signed.outcome is None:
             signed.verified(signature.CACHED, 0.0)
-        info = self.flattening.shorten_chain(context, name, info,
-                                             timings, later)
+        # A base imaged made is never a clone: a disk cloned from it is
+        # one deep (its chain not opened: a lazy base's reads its source).
+        info = self.flattening.shorten_chain(
+            context, name, info, timings, later,
+            parent_depth=0 if strategy == 'download' else None)
         LOG.info('Created root disk %s/%s for instance %s from image %s '
                  'by %s: %s%s', self.storage.pool, name, instance_uuid,
                  image_id, strategy, ', '.join(timings.steps),

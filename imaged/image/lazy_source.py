@@ -61,8 +61,8 @@ class _Served:
     """An image the source serves: its size and its current spool (a new
     one at each attempt of the download)."""
 
-    def __init__(self, image_id, size):
-        self.image_id, self.size = image_id, size
+    def __init__(self, image_id, size, hold):
+        self.image_id, self.size, self.hold = image_id, size, hold
         self.spool = None
         self.error = None  # why no byte will ever come
         self.cond = threading.Condition()
@@ -227,11 +227,14 @@ class LocalSource:
         with self._lock:
             return self._served.get(image_id)
 
-    def serve(self, image_id, size):
-        """Serve ``image_id`` (``size`` bytes) from now on."""
+    def serve(self, image_id, size, hold=None):
+        """Serve ``image_id`` (``size`` bytes) from now on.
+
+        :param hold: a :class:`lazy_spool.Hold` for its download's writes.
+        """
         with self._lock:
             if image_id not in self._served:
-                self._served[image_id] = _Served(image_id, size)
+                self._served[image_id] = _Served(image_id, size, hold)
 
     def spool_maker(self, image_id, path_of):
         """A download's sink maker: ``make(size)`` a new
@@ -243,7 +246,8 @@ class LocalSource:
                 raise exception.InternalError(
                     operation=_('spooling image %s') % image_id,
                     reason=_('it is not served'))
-            spool = lazy_spool.Spool(path_of(), served.size, image_id)
+            spool = lazy_spool.Spool(path_of(), served.size, image_id,
+                                     served.hold)
             with served.cond:
                 old, served.spool = served.spool, spool
                 served.cond.notify_all()

@@ -32,6 +32,18 @@ class SpoolFailed(Exception):
     """The spool will never hold the bytes asked for."""
 
 
+class Hold:
+    """Writes past ``offset`` wait until ``released`` is set, at most
+    ``seconds``: the download steps aside while a first disk is handed out
+    (both at once slowed the first disk, more the larger the image)."""
+
+    def __init__(self, offset, released, seconds):
+        self.offset, self.released, self.seconds = offset, released, seconds
+
+    def wait(self):
+        self.released.wait(self.seconds)
+
+
 class Spool:
     """A download sink readers can read while it is written.
 
@@ -43,8 +55,9 @@ class Spool:
     ``commit`` until :meth:`discard`.
     """
 
-    def __init__(self, path, size, image_id):
+    def __init__(self, path, size, image_id, hold=None):
         self.path, self.size, self.image_id = path, size, image_id
+        self._hold = hold
         self.passed_bytes = 0
         self.complete = False
         self.failed = None  # why, once aborted
@@ -65,6 +78,10 @@ class Spool:
                 image_id=self.image_id,
                 reason=_('Glance sent more than its size of %d bytes') %
                 self.size)
+        hold = self._hold
+        if hold is not None and offset >= hold.offset:
+            self._hold = None  # every byte before offset has passed
+            hold.wait()
         fd = self._fd
         if fd is None:
             raise exception.CacheError(path=self.path,

@@ -47,6 +47,7 @@ from imaged import exception
 from imaged.i18n import _
 from imaged.image import format as image_format
 from imaged.image import lazy_source
+from imaged.image import lazy_spool
 from imaged.storage import base_state
 from imaged.storage import lazy as rbd_lazy
 
@@ -137,18 +138,18 @@ class LazyFirstDisks:
         build.start()
         wait = call_deadline.of(context).cap(self.conf.long_rpc_timeout)
         try:
-            ready = build.ready.result(timeout=wait)
-        except concurrent.futures.TimeoutError:
-            raise exception.Timeout(
-                what=_('the lazy base of image %s') % image.id,
-                seconds=round(wait, 1))
-        if ready is BUSY:
-            return None
-        timings.step('lazy base')
-        location, size = ready
-        try:
+            try:
+                ready = build.ready.result(timeout=wait)
+            except concurrent.futures.TimeoutError:
+                raise exception.Timeout(
+                    what=_('the lazy base of image %s') % image.id,
+                    seconds=round(wait, 1))
+            if ready is BUSY:
+                return None
+            timings.step('lazy base')
+            location, size = ready
             return use(location, size)
-        finally:
+        finally:  # the download and the copy go on
             build.handed.set()
 
     def _ended(self, build):
@@ -171,7 +172,9 @@ class _LazyBuild(threading.Thread):
         self.downloaded = concurrent.futures.Future()
         self.target = None
         self.leftovers = []  # this host's, a killed agent's
-        self.handed = threading.Event()  # the caller's clone is made
+        # The caller's clone is made (or none will be): the download and
+        # the copy, which step aside until then, go on.
+        self.handed = threading.Event()
 
     def run(self):
         storage = self.lazy.storage
@@ -186,6 +189,7 @@ class _LazyBuild(threading.Thread):
                 self.ready.set_exception(e)
             LOG.error('Lazy base of image %s failed: %s', self.image.id, e)
         finally:
+            self.handed.set()
             self.lazy.source.forget(self.image.id)
             for target in [self.target] + self.leftovers:
                 if target is not None:
@@ -223,7 +227,9 @@ class _LazyBuild(threading.Thread):
         self.leftovers = leftovers
         if leftovers:
             self.ready.set_result(BUSY)
-        lazy.source.serve(image.id, image.size)
+            self.handed.set()
+        lazy.source.serve(image.id, image.size, lazy_spool.Hold(
+            HEADER, self.handed, HANDOVER_WAIT))
         threading.Thread(target=self._download, daemon=True,
                          name='lazy-download-%s' % image.id[:8]).start()
         header = lazy.source.head(
@@ -235,6 +241,7 @@ class _LazyBuild(threading.Thread):
             raise exception.ImageDownloadFailed(
                 image_id=image.id,
                 reason=_('its first bytes did not come in time'))
+        headed = time.monotonic()
         check_header(image.id, header, image.disk_format, opts)
         if self.downloaded.done():
             self.downloaded.result()  # refused already: no disk
@@ -255,8 +262,10 @@ class _LazyBuild(threading.Thread):
         except BaseException:
             self._abort()
             raise
-        LOG.info('Lazy base %s/%s of image %s ready in %.2fs', target.pool,
-                 target.part, image.id, time.monotonic() - started)
+        LOG.info('Lazy base %s/%s of image %s ready in %.2fs (first bytes '
+                 '%.2fs, target %.2fs)', target.pool, target.part, image.id,
+                 time.monotonic() - started, headed - started,
+                 time.monotonic() - headed)
         if not self.ready.done():
             self.ready.set_result((target.location(), image.size))
             # The copy waits for the caller's clone (a few hundred ms):

@@ -12,6 +12,8 @@
 
 """Flattening root disks: flatten_root_disk, the policy, the depth bound."""
 
+import fixtures
+
 from imaged import exception
 from imaged import rpcapi
 from imaged.storage import trash
@@ -90,6 +92,20 @@ class FlattenRPCTest(test_manager.RPCTestCase):
                                            child, 1)
         self.assertIsNone(result['parent'])
         self.assertEqual(DATA, self.vms[INSTANCE + '_disk'].read(0, len(DATA)))
+
+    def test_a_disk_of_a_base_is_one_deep_without_reading_its_chain(self):
+        # Opening the chain of a lazy base's clone reads its source.
+        self.flags(max_clone_depth=1, group='rbd')
+        other = '0c3f6a52-7d1e-4b8a-9f2c-5e6d7a8b9c0d'
+        self.glance.add(other, DATA)  # no location: a base is built
+        flattener = self.manager.root_disks.storage.flattener
+        self.useFixture(fixtures.MockPatchObject(
+            flattener, 'depth', side_effect=AssertionError('chain read')))
+        result = self.api.create_root_disk(self.ctxt, 'test-host', INSTANCE,
+                                           other, 1)
+        self.assertEqual(('download', 'rbd://%s/vms/%s_base/snap' % (
+            self.cluster.fsid, other)), (result['strategy'],
+                                         result['parent']))
 
     def test_a_short_chain_stays_a_clone(self):
         self.flags(max_clone_depth=1, group='rbd')

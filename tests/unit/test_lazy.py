@@ -203,3 +203,60 @@ class CopyRetryTest(base.TestCase):
         error = build._execute(time.monotonic() - 1)
         self.assertEqual('source is unavailable: 0', str(error))
         self.assertEqual(1, len(calls))
+
+
+class HandoverTest(base.TestCase):
+    """The download and the copy step aside while the first disk is handed
+    out: whatever the call's outcome, they go on once it ends."""
+
+    def first_disk(self, outcome, use=None):
+        self.flags(lazy_first_disk=True, group='image_cache')
+        self.flags(long_rpc_timeout=1)
+        storage = mock.Mock()
+        storage.bases.location.return_value = (None, None)
+        lazy_disks = lazy.LazyFirstDisks(self.conf, storage, None,
+                                         mock.Mock())
+        self.useFixture(fixtures.MockPatchObject(lazy_disks.source,
+                                                 'start'))
+        builds = []
+
+        class Build:
+            def __init__(self, *args):
+                self.ready = concurrent.futures.Future()
+                self.handed = mock.Mock()
+                builds.append(self)
+
+            def start(self):
+                if isinstance(outcome, Exception):
+                    self.ready.set_exception(outcome)
+                elif outcome is not None:
+                    self.ready.set_result(outcome)
+        self.useFixture(fixtures.MockPatchObject(lazy, '_LazyBuild', Build))
+        timings = mock.Mock()
+        try:
+            return lazy_disks.first_disk(None, image(), GiB, timings,
+                                         use or (lambda loc, size: 'disk'))
+        finally:
+            self.assertEqual(1, len(builds))
+            builds[0].handed.set.assert_called_once_with()
+
+    def test_after_the_clone(self):
+        self.assertEqual('disk', self.first_disk(('location', 1 << 20)))
+
+    def test_after_a_clone_that_failed(self):
+        def use(location, size):
+            raise exception.CloneSourceNotFound(name='d', pool='vms',
+                                                reason='gone')
+        self.assertRaises(exception.CloneSourceNotFound, self.first_disk,
+                          ('location', 1 << 20), use)
+
+    def test_when_another_build_runs(self):
+        self.assertIsNone(self.first_disk(lazy.BUSY))
+
+    def test_when_the_build_failed(self):
+        self.assertRaises(exception.ImageUnacceptable, self.first_disk,
+                          exception.ImageUnacceptable(image_id=IMAGE,
+                                                      reason='qcow2'))
+
+    def test_when_the_call_stops_waiting(self):
+        self.assertRaises(exception.Timeout, self.first_disk, None)

@@ -234,3 +234,38 @@ class SpoolTest(base.TestCase):
         self.assertRaises(lazy_spool.SpoolFailed, spool.read, 0, 1,
                           time.monotonic() + 5)
         self.assertFalse(os.path.exists(self.path))
+
+    def test_writes_past_the_hold_wait_for_its_release(self):
+        released = threading.Event()
+        spool = lazy_spool.Spool(self.path, 8, IMAGE,
+                                 lazy_spool.Hold(4, released, 60))
+        self.addCleanup(spool.discard)
+        spool.write(0, b'abcd')  # before the hold: at once
+        self.assertEqual(b'abcd', spool.read(0, 4, time.monotonic() + 5))
+        writer = threading.Thread(target=spool.write, args=(4, b'efgh'))
+        writer.start()
+        self.addCleanup(writer.join, 10)
+        # The writer waits: the bytes past the hold have not passed.
+        self.assertRaises(lazy_spool.SpoolFailed, spool.read, 4, 4,
+                          time.monotonic() + 0.2)
+        self.assertTrue(writer.is_alive())
+        released.set()
+        self.assertEqual(b'efgh', spool.read(4, 4, time.monotonic() + 10))
+        writer.join(10)
+        self.assertFalse(writer.is_alive())
+
+    def test_a_hold_never_released_ends_at_its_bound(self):
+        held = []
+
+        class Never(threading.Event):
+            def wait(self, timeout=None):
+                held.append(timeout)
+                return False
+        spool = lazy_spool.Spool(self.path, 8, IMAGE,
+                                 lazy_spool.Hold(4, Never(), 7.5))
+        self.addCleanup(spool.discard)
+        spool.write(0, b'abcd')
+        spool.write(4, b'ef')
+        spool.write(6, b'gh')  # the hold is waited for once only
+        self.assertEqual([7.5], held)
+        self.assertEqual(b'abcdefgh', spool.read(0, 8, time.monotonic() + 5))

@@ -28,6 +28,7 @@ from oslo_log import log as logging
 import oslo_messaging as messaging
 from oslo_utils import units
 
+from imaged import context as imaged_context
 from imaged import deadline
 from imaged import exception
 from imaged.i18n import _
@@ -131,9 +132,25 @@ class ImageAgentManager:
         for problem in problems:
             LOG.warning('Not ready to make root disks: %s (retrying in the '
                         'background)', problem)
+        if not problems:
+            self._recover_lazy_bases()
         # Leftovers in Ceph are removed by the schedule, which runs right
         # away: removing one that a killed process still watches can take
         # half a minute, and must not delay serving.
+
+    def _recover_lazy_bases(self):
+        """The lazy bases a killed agent of this host left are finished in
+        the background ([image_cache] lazy_first_disk)."""
+        try:
+            found = self.image_cache.lazy.recover(
+                imaged_context.get_admin_context())
+        except exception.ImagedException as e:
+            LOG.error('Lazy bases left by a killed agent: not looked for '
+                      'now (%s); the next call of each image finishes it', e)
+            return
+        if found:
+            LOG.info('Finishing the lazy bases of images %s left by a '
+                     'killed agent', ', '.join(found))
 
     def _start_deadline(self, context):
         """Attach the call's deadline to its context, as it arrives."""

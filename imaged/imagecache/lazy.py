@@ -66,6 +66,8 @@ MAX_REMEMBERED = 10000
 # Seconds the copy waits for the caller to clone its disk first.
 HANDOVER_WAIT = 10.0
 EXECUTES_AFTER_DOWNLOAD = 3
+# Seconds between two tries of a recovery at start-up to take the build.
+RECOVERY_PAUSE = 2.0
 
 
 def check_header(image_id, data, disk_format, conf):
@@ -152,6 +154,54 @@ class LazyFirstDisks:
         finally:  # the download and the copy go on
             build.handed.set()
 
+    def recover(self, context):
+        """At start-up: finish the lazy bases a killed agent of this host
+        left, each in the background as the image's next call would (the
+        disks cloned from one read through this host's source: they wait
+        for this), with ``context`` (imaged's own) for Glance.
+
+        :returns: their image ids.
+        """
+        image_ids = rbd_lazy.LazyTarget.left_images(
+            self.storage.conn, self.storage.partials, base_state.SUFFIX)
+        for image_id in image_ids:
+            threading.Thread(target=self._recover, args=(context, image_id),
+                             daemon=True,
+                             name='lazy-recover-%s' % image_id[:8]).start()
+        return image_ids
+
+    def _recover(self, context, image_id):
+        # The killed agent's build lock runs out first.
+        opts = self.conf
+        give_up = time.monotonic() + 2 * opts.rbd.base_lock_duration + 60
+        try:
+            image = self.fetcher.glance.show(context, image_id)
+            self.source.start()
+            while True:
+                build = _LazyBuild(self, context, image, image.size)
+                with self._lock:
+                    if image_id in self._builds:
+                        return  # a call finishes it
+                    self._builds[image_id] = build
+                build.handed.set()  # no caller waits for a disk
+                build.start()
+                build.join(opts.glance.download_timeout +
+                           opts.long_rpc_timeout)
+                if build.building or time.monotonic() > give_up:
+                    break
+                if self.storage.bases.location(image_id)[0] is not None:
+                    break  # made by another host meanwhile
+                _pause(RECOVERY_PAUSE)
+        except exception.ImagedException as e:
+            LOG.error('Lazy base of image %s left by a killed agent: %s',
+                      image_id, e)
+            return
+        if not build.building:
+            LOG.error('Lazy base of image %s left by a killed agent was not '
+                      'finished here (another host builds or made its '
+                      'base): disks cloned from it read only what was '
+                      'copied', image_id)
+
     def _ended(self, build):
         with self._lock:
             if self._builds.get(build.image.id) is build:
@@ -175,6 +225,7 @@ class _LazyBuild(threading.Thread):
         # The caller's clone is made (or none will be): the download and
         # the copy, which step aside until then, go on.
         self.handed = threading.Event()
+        self.building = False  # this thread holds the pool's build
 
     def run(self):
         storage = self.lazy.storage
@@ -183,6 +234,7 @@ class _LazyBuild(threading.Thread):
                 if not building:
                     self.ready.set_result(BUSY)
                     return
+                self.building = True
                 self._build()
         except BaseException as e:
             if not self.ready.done():
@@ -230,6 +282,13 @@ class _LazyBuild(threading.Thread):
             self.handed.set()
         lazy.source.serve(image.id, image.size, lazy_spool.Hold(
             HEADER, self.handed, HANDOVER_WAIT))
+        for leftover in leftovers:
+            if leftover.publishable():  # killed before its publication
+                self.target = leftover
+                leftover.break_dead_locks()
+                self._publish(started, _('copied and checked by a killed '
+                                         'agent'))
+                return
         threading.Thread(target=self._download, daemon=True,
                          name='lazy-download-%s' % image.id[:8]).start()
         header = lazy.source.head(
@@ -330,11 +389,17 @@ class _LazyBuild(threading.Thread):
         if error is not None:
             self._quarantine(error)
             raise error
-        target.commit()
+        target.verified()
+        self._publish(started, _('copied and checked'))
+
+    def _publish(self, started, how):
+        lazy, image, target = self.lazy, self.image, self.target
+        if target.state() is not None:
+            target.commit()
         lazy.storage.bases.publish(target.part, image.id)
         lazy.files.record(image.id, image.size)
-        LOG.info('Lazy base of image %s published in %.1fs', image.id,
-                 time.monotonic() - started)
+        LOG.info('Lazy base of image %s published in %.1fs (%s)', image.id,
+                 time.monotonic() - started, how)
 
     def _quarantine(self, error):
         """Never publish it; a target with clones stays for them (its

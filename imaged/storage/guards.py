@@ -45,15 +45,15 @@ def record(image):
         image.metadata_set(GUARDS_KEY, json.dumps(held))
 
 
-def recorded(conn, ioctx, name):
-    """The locks a partial's writer held (``[[key, lock name], ...]``),
-    or None if it does not say.
+def header_metadata(conn, ioctx, name, keys):
+    """``{key: value}`` of the image metadata ``keys`` image ``name`` has.
 
     Read with librados from the image's header (``rbd_id.<name>`` names
     the header ``rbd_header.<id>``, whose omap keeps each metadata key as
     ``metadata_<key>``), never by opening the image with librbd: a lazy
     base's partial is a migration target, and opening one opens its
-    source on another host (which may refuse, or stall for ever).
+    source, on another host, or on this one before it serves again (which
+    may refuse, or stall for ever). ``{}`` if there is no such image.
     """
     rados = conn.rados
     try:
@@ -62,11 +62,25 @@ def recorded(conn, ioctx, name):
         image_id = raw[4:4 + length].decode()
         with rados.ReadOpCtx() as op:
             found, _ret = ioctx.get_omap_vals_by_keys(
-                op, (METADATA_PREFIX + GUARDS_KEY,))
+                op, tuple(METADATA_PREFIX + key for key in keys))
             ioctx.operate_read_op(op, RBD_HEADER_PREFIX + image_id)
-            value = dict(found).get(METADATA_PREFIX + GUARDS_KEY)
+            found = dict(found)
     except (rados.ObjectNotFound, struct.error, UnicodeDecodeError):
-        return None
+        return {}
+    values = {}
+    for key in keys:
+        value = found.get(METADATA_PREFIX + key)
+        if value is not None:
+            values[key] = value.decode(errors='replace') \
+                if isinstance(value, bytes) else value
+    return values
+
+
+def recorded(conn, ioctx, name):
+    """The locks a partial's writer held (``[[key, lock name], ...]``),
+    or None if it does not say (read by :func:`header_metadata`)."""
+    value = header_metadata(conn, ioctx, name, (GUARDS_KEY,)).get(
+        GUARDS_KEY)
     if value is None:
         return None
     try:

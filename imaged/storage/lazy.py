@@ -34,6 +34,7 @@ from oslo_log import log as logging
 
 from imaged import exception
 from imaged.i18n import _
+from imaged.storage import guards
 from imaged.storage import location as rbd_location
 from imaged.storage import partial
 from imaged.storage import partial_names
@@ -41,6 +42,10 @@ from imaged.storage import partial_names
 LOG = logging.getLogger(__name__)
 
 QUARANTINED_KEY = 'imaged.quarantined'
+# What a lazy base's partial is: PREPARED from its making, VERIFIED once
+# every byte is copied and its download checked out (then committed).
+LAZY_KEY = 'imaged.lazy'
+PREPARED_MARK, VERIFIED_MARK = 'prepared', 'verified'
 # rbd_image_migration_state_t: what migration_status names.
 PREPARED, EXECUTING, EXECUTED = 2, 3, 4
 
@@ -57,6 +62,25 @@ class LazyTarget:
         self.name, self.snapshot = name, snapshot
         self.part = partial_names.partial_name(name, writer.host)
         self.prepared = False
+
+    @classmethod
+    def left_images(cls, conn, writer, suffix):
+        """Image ids of the lazy bases this host's killed agent left:
+        the partials of base names ``<image id><suffix>`` that say they
+        are lazy (a sweep meanwhile removes none that has a clone)."""
+        tag = partial_names.host_tag(writer.host)
+        found = set()
+        with conn.ioctx() as ioctx:
+            for part in conn.rbd.RBD().list(ioctx):
+                name = part.split('.', 1)[0]
+                if not (name.endswith(suffix) and
+                        part.endswith(partial_names.PARTIAL_SUFFIX) and
+                        partial_names.partial_owner_tag(part) == tag) or \
+                        writer.is_in_progress(part):
+                    continue
+                if guards.header_metadata(conn, ioctx, part, (LAZY_KEY,)):
+                    found.add(name[:-len(suffix)])
+        return sorted(found)
 
     @classmethod
     def left_behind(cls, conn, writer, name, snapshot):
@@ -82,6 +106,27 @@ class LazyTarget:
             writer.mark_in_progress(part, True)
             targets.append(target)
         return targets
+
+    def marks(self):
+        """``{LAZY_KEY, QUARANTINED_KEY: value}`` it has (read without
+        opening it: no source needed)."""
+        with self.conn.ioctx(name=self.part) as ioctx:
+            return guards.header_metadata(self.conn, ioctx, self.part,
+                                          (LAZY_KEY, QUARANTINED_KEY))
+
+    def publishable(self):
+        """Whether it was copied and checked (its download matched) and
+        not quarantined: a killed agent's to commit and publish, with no
+        byte downloaded again."""
+        marks = self.marks()
+        return marks.get(LAZY_KEY) == VERIFIED_MARK and \
+            QUARANTINED_KEY not in marks
+
+    def verified(self):
+        """Say on it that every byte is copied and checked out."""
+        with self.conn.ioctx(name=self.part) as ioctx:
+            with self.conn.rbd.Image(ioctx, self.part) as image:
+                image.metadata_set(LAZY_KEY, VERIFIED_MARK)
 
     def adopt(self):
         """With its source served: whether this leftover is a lazy base to
@@ -157,6 +202,7 @@ class LazyTarget:
                                  '%(size)d') % {'got': image.size(),
                                                 'size': size})
                 image.metadata_set(partial.OWNER_KEY, self.writer.host)
+                image.metadata_set(LAZY_KEY, PREPARED_MARK)
                 image.create_snap(self.snapshot)
                 image.protect_snap(self.snapshot)
 
@@ -179,11 +225,15 @@ class LazyTarget:
             self.conn.rbd.RBD().migration_commit(ioctx, self.part)
 
     def clones(self):
-        """How many images are cloned from its snapshot."""
+        """How many images are cloned from its snapshot (0 if it has no
+        snapshot yet: its maker was killed before)."""
         rbd = self.conn.rbd
         with self.conn.ioctx(name=self.part) as ioctx:
-            with rbd.Image(ioctx, self.part, snapshot=self.snapshot,
-                           read_only=True) as image:
+            with rbd.Image(ioctx, self.part, read_only=True) as image:
+                if self.snapshot not in {s['name']
+                                         for s in image.list_snaps()}:
+                    return 0
+                image.set_snap(self.snapshot)
                 return len(list(image.list_children()))
 
     def quarantine(self, reason):

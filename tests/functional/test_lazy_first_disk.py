@@ -16,6 +16,7 @@ import-only migration target whose source is the agent's loopback
 source), published once copied and checked."""
 
 import hashlib
+import json
 import os
 import re
 import signal
@@ -28,6 +29,9 @@ from oslo_utils import units
 
 from imaged import exception
 from imaged.image import lazy_source
+from imaged.storage import lazy as rbd_lazy
+from imaged.storage import partial
+from imaged.storage import partial_names
 from tests.functional import base
 from tests.functional import test_root_disks
 from tests.functional import test_worker_death
@@ -294,3 +298,146 @@ class KilledAgentTest(base.FunctionalTestCase):
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+PORT_LEFT = free_port()
+
+
+class LeftStatesTest(base.FunctionalTestCase):
+    """A lazy base left in each state a killed agent can leave it in,
+    planted on the real cluster under this agent's partial name, and what
+    the agent makes of it: at its next call of the image, or at its
+    start-up."""
+
+    daemon_options = {'image_cache': {'lazy_first_disk': 'true',
+                                      'lazy_source_port': str(PORT_LEFT),
+                                      'lazy_source_timeout': '10'}}
+
+    def setUp(self):
+        super().setUp()
+        # A new worker, which does not listen on the source's port yet.
+        self.restart_worker()
+
+    def restart_worker(self):
+        worker = KilledAgentTest.worker(self)
+        os.kill(worker, signal.SIGKILL)
+        base.wait_for(lambda: children(self.daemon.process.pid) not in (
+            [], [worker]), 60, what='a new worker')
+        self.wait_until_serving(self.api, self.ctxt, self.host, self.daemon)
+
+    def image(self, size=8 * units.Mi):
+        data = test_worker_death.image_bytes(size)
+        image = self.glance.create(data, backend='local')
+        self.addCleanup(self.ceph.remove, '%s_base' % image['id'])
+        self.addCleanup(remove_lazy_leftovers, self.ceph, image['id'],
+                        len(data), PORT_LEFT)
+        return image['id'], data
+
+    def plant(self, image_id, data, *states):
+        """A lazy base of ``image_id`` as this agent makes it, taken as far
+        as ``states`` say: ``snapshot``, ``clone`` (a VM's disk: its name
+        is returned), ``executed``, ``verified``, ``committed``."""
+        name = '%s_base' % image_id
+        part = partial_names.partial_name(name, self.host)
+        source = lazy_source.LocalSource(PORT_LEFT, 10)
+        base.wait_for(lambda: KilledAgentTest._started(source), 30,
+                      what='the source port to be free')
+        rbd, vm_disk = self.ceph.rbd, None
+        try:
+            source.serve(image_id, len(data))
+            spool = source.spool_maker(
+                image_id, lambda: os.path.join(self.workdir, 'spool'))(0)
+            spool.write(0, data)
+            spool.commit(len(data))
+            spec = json.dumps({'type': 'raw', 'stream': {
+                'type': 'http', 'url': source.url(image_id)}})
+            with self.ceph.cluster.open_ioctx(self.ceph.pool) as ioctx:
+                rbd.RBD().migration_prepare_import(spec, ioctx, part)
+                with rbd.Image(ioctx, part) as image:
+                    image.metadata_set(partial.OWNER_KEY, self.host)
+                    image.metadata_set(rbd_lazy.LAZY_KEY,
+                                       rbd_lazy.PREPARED_MARK)
+                    if 'snapshot' in states:
+                        image.create_snap('snap')
+                        image.protect_snap('snap')
+                if 'clone' in states:
+                    vm_disk = '%s_disk' % self.new_instance()
+                    rbd.RBD().clone(ioctx, part, 'snap', ioctx, vm_disk)
+                if 'executed' in states:
+                    rbd.RBD().migration_execute(ioctx, part)
+                if 'verified' in states:
+                    with rbd.Image(ioctx, part) as image:
+                        image.metadata_set(rbd_lazy.LAZY_KEY,
+                                           rbd_lazy.VERIFIED_MARK)
+                if 'committed' in states:
+                    rbd.RBD().migration_commit(ioctx, part)
+        finally:
+            source.forget(image_id)
+            source.stop()
+        return part, vm_disk
+
+    def assert_base(self, image_id, data, *disks):
+        name = '%s_base' % image_id
+        for disk in (name,) + disks:
+            for offset in (0, len(data) // 2, len(data) - units.Mi):
+                self.assertEqual(data[offset:offset + units.Mi],
+                                 self.ceph.read(disk, offset, units.Mi),
+                                 '%s at %d' % (disk, offset))
+        self.assertNotIn('.imaged-part', ' '.join(
+            n for n in self.ceph.names() if n.startswith(image_id)))
+
+    def test_a_target_without_a_clone_is_aborted(self):
+        for states in ((), ('snapshot',)):
+            image_id, data = self.image()
+            part, _disk = self.plant(image_id, data, *states)
+            disk = self.create_root_disk(image_id)
+            # Waited for the base the next build made (one download).
+            self.assertEqual(LazyFirstDiskTest.base_url(self, image_id),
+                             disk['parent'])
+            self.assertNotIn(part, self.ceph.names())
+            self.assert_base(image_id, data, disk['name'])
+            self.assertEqual(1, self.glance.downloads(image_id))
+            self.restart_worker()  # frees the source's port
+
+    def test_a_copied_and_checked_target_is_published_without_download(self):
+        for states in (('verified',), ('verified', 'committed')):
+            image_id, data = self.image()
+            part, vm_disk = self.plant(image_id, data, 'snapshot', 'clone',
+                                       'executed', *states)
+            disk = self.create_root_disk(image_id)
+            self.assertEqual(LazyFirstDiskTest.base_url(self, image_id),
+                             disk['parent'])
+            # The leftover became the base: the VM's disk is its clone.
+            self.assertEqual('%s_base' % image_id,
+                             self.ceph.parent(vm_disk)[1])
+            self.assert_base(image_id, data, vm_disk, disk['name'])
+            self.assertEqual(0, self.glance.downloads(image_id))
+            self.restart_worker()
+
+    def test_a_quarantined_target_is_never_published(self):
+        image_id, data = self.image()
+        part, vm_disk = self.plant(image_id, data, 'snapshot', 'clone',
+                                   'executed', 'verified', 'committed')
+        with self.ceph.cluster.open_ioctx(self.ceph.pool) as ioctx:
+            with self.ceph.rbd.Image(ioctx, part) as image:
+                image.metadata_set(rbd_lazy.QUARANTINED_KEY, 'its hash')
+        disk = self.create_root_disk(image_id)
+        # A base of a new (checked) download; the quarantined one stays
+        # for its clone.
+        self.assertEqual(LazyFirstDiskTest.base_url(self, image_id),
+                         disk['parent'])
+        self.assertEqual(1, self.glance.downloads(image_id))
+        self.assertIn(part, self.ceph.names())
+        self.assertEqual(part, self.ceph.parent(vm_disk)[1])
+
+    def test_one_with_a_clone_is_finished_at_start_up_without_a_call(self):
+        image_id, data = self.image(16 * units.Mi)
+        part, vm_disk = self.plant(image_id, data, 'snapshot', 'clone')
+        self.restart_worker()
+        base.wait_for(lambda: '%s_base' % image_id in self.ceph.names(), 120,
+                      what='the lazy base to be published')
+        self.assertEqual('%s_base' % image_id, self.ceph.parent(vm_disk)[1])
+        self.assert_base(image_id, data, vm_disk)
+        self.assertEqual(1, self.glance.downloads(image_id))
+        self.assertIn('Finishing the lazy bases of images %s' % image_id,
+                      self.daemon.log())

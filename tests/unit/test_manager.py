@@ -299,6 +299,31 @@ class HostileContextTest(RPCTestCase):
             self.assertRaises(messaging.NoSuchMethod, self.call, name)
 
 
+class LazyRecoveryAtStartTest(RPCTestCase):
+    """Start-up looks for the lazy bases a killed agent left (the real
+    ones: tests/functional/test_lazy_first_disk.py); Ceph failing there
+    never stops the agent from serving."""
+
+    def setUp(self):
+        self.recovered = []
+        self.useFixture(fixtures.MockPatch(
+            'imaged.imagecache.lazy.LazyFirstDisks.recover',
+            side_effect=self.recover))
+        self.logged = self.useFixture(fixtures.FakeLogger())
+        super().setUp()
+
+    def recover(self, ctxt):
+        self.recovered.append(ctxt)
+        raise exception.BackendUnavailable(backend='Ceph', reason='down')
+
+    def test_the_agent_serves_and_says_so(self):
+        self.assertEqual(1, len(self.recovered))
+        self.assertTrue(self.recovered[0].is_admin)  # imaged's own
+        self.call('get_capabilities')
+        self.assertIn('Lazy bases left by a killed agent: not looked for',
+                      self.logged.output)
+
+
 class BusyAgentTest(RPCTestCase):
     """Long calls held up never keep short calls waiting."""
 

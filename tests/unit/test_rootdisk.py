@@ -119,8 +119,9 @@ class RootDisksTest(base.TestCase):
     def test_cloneable_image_is_cloned(self):
         url, _image = self.add_cloneable()
         result = self.create()
+        # 'depth': the chain of the image's snapshot, read once.
         self.assertEqual(['locks', 'glance', 'mark', 'clone', 'metadata',
-                          'unmark'],
+                          'unmark', 'depth'],
                          [step.split()[0] for step in result.pop('timings')])
         self.assertEqual({'instance_uuid': INSTANCE, 'image_id': IMAGE,
                           'pool': 'vms', 'name': INSTANCE + '_disk',

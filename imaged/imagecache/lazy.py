@@ -68,12 +68,22 @@ HANDOVER_WAIT = 10.0
 EXECUTES_AFTER_DOWNLOAD = 3
 # Seconds between two tries of a recovery at start-up to take the build.
 RECOVERY_PAUSE = 2.0
+RECOVERY_MAX_SIZE = 1 << 60
 
 
-def check_header(image_id, data, disk_format, conf):
-    """Refuse an image whose first bytes are not those of a raw image.
+# The formats a lazy base is made of: librbd's migration source format.
+SOURCE_FORMATS = {'raw': 'raw', 'qcow2': 'qcow'}
 
+
+def check_header(image_id, data, disk_format, conf, size, max_size):
+    """Refuse an image whose first bytes are not those of a raw or plain
+    qcow2 image (the inspector's safety checks: no backing file, no data
+    file, no unknown feature), or whose disk is larger than ``max_size``.
+
+    :param size: the image's size (a raw image's virtual size).
+    :returns: ``(librbd's source format, the disk's size)``.
     :raises ImageUnacceptable: naming the image and the reason.
+    :raises ImageTooLarge: its virtual size is over ``max_size``.
     """
     inspector = image_format.StreamInspector()
     try:
@@ -82,10 +92,22 @@ def check_header(image_id, data, disk_format, conf):
         inspector.close()
     checked = image_format.check_image(image_id, inspector, disk_format,
                                        conf)
-    if not image_format.is_raw(str(checked.format)):
+    found = str(checked.format)
+    if found not in SOURCE_FORMATS:
         raise exception.ImageUnacceptable(
             image_id=image_id,
-            reason=_('only raw images get a lazy first disk'))
+            reason=_('only raw and qcow2 images get a lazy first disk'))
+    virtual_size = size if image_format.is_raw(found) else \
+        checked.virtual_size
+    if not virtual_size:
+        raise exception.ImageUnacceptable(
+            image_id=image_id,
+            reason=_('its first bytes do not say its virtual size'))
+    if virtual_size > max_size:
+        raise exception.ImageTooLarge(image_id=image_id,
+                                      virtual_size=virtual_size,
+                                      size_bytes=max_size)
+    return SOURCE_FORMATS[found], virtual_size
 
 
 class LazyFirstDisks:
@@ -104,10 +126,13 @@ class LazyFirstDisks:
         self._lock = threading.Lock()
 
     def eligible(self, image, max_size):
+        """Raw images that fit, qcow2 ones (their virtual size is checked
+        on their header); of a known size (the spool's)."""
         opts = self.conf.image_cache
+        fits = image.size and (image.disk_format == 'qcow2' or
+                               image.size <= max_size)
         return bool(opts.lazy_first_disk and opts.rbd_base_images and
-                    image.disk_format == 'raw' and image.size and
-                    image.size <= max_size)
+                    image.disk_format in SOURCE_FORMATS and fits)
 
     def first_disk(self, context, image, max_size, timings, use):
         """``use(location, size)`` on a lazy base of ``image`` made now by
@@ -178,7 +203,8 @@ class LazyFirstDisks:
             image = self.fetcher.glance.show(context, image_id)
             self.source.start()
             while True:
-                build = _LazyBuild(self, context, image, image.size)
+                # Bounded by the target's own size (its header again).
+                build = _LazyBuild(self, context, image, RECOVERY_MAX_SIZE)
                 with self._lock:
                     if image_id in self._builds:
                         return  # a call finishes it
@@ -301,7 +327,9 @@ class _LazyBuild(threading.Thread):
                 image_id=image.id,
                 reason=_('its first bytes did not come in time'))
         headed = time.monotonic()
-        check_header(image.id, header, image.disk_format, opts)
+        source_format, size = check_header(
+            image.id, header, image.disk_format, opts, image.size,
+            self.max_size)
         if self.downloaded.done():
             self.downloaded.result()  # refused already: no disk
         for leftover in leftovers:
@@ -317,7 +345,7 @@ class _LazyBuild(threading.Thread):
             lazy.storage.conn, lazy.storage.partials,
             base_state.base_name(image.id), base_state.SNAPSHOT)
         try:
-            target.prepare(lazy.source.url(image.id), image.size)
+            target.prepare(lazy.source.url(image.id), size, source_format)
         except BaseException:
             self._abort()
             raise
@@ -326,7 +354,7 @@ class _LazyBuild(threading.Thread):
                  time.monotonic() - started, headed - started,
                  time.monotonic() - headed)
         if not self.ready.done():
-            self.ready.set_result((target.location(), image.size))
+            self.ready.set_result((target.location(), size))
             # The copy waits for the caller's clone (a few hundred ms):
             # both at once slowed the first disk 2-3x on 2 CPUs.
             self.handed.wait(HANDOVER_WAIT)

@@ -181,13 +181,15 @@ class LazyTarget:
         return rbd_location.RBDLocation(self.conn.fsid(), self.pool,
                                         self.part, self.snapshot)
 
-    def prepare(self, url, size):
+    def prepare(self, url, size, source_format='raw'):
         """The target, its snapshot protected: cloneable now.
 
+        :param size: the disk's (virtual) size.
+        :param source_format: librbd's: ``raw`` or ``qcow`` (qcow2).
         :raises StorageError: librbd refused (the source did not answer
-            HEAD, or its size is not ``size``).
+            HEAD, its header was refused, or its size is not ``size``).
         """
-        spec = json.dumps({'type': 'raw',
+        spec = json.dumps({'type': source_format,
                            'stream': {'type': 'http', 'url': url}})
         rbd = self.conn.rbd
         self.writer.mark_in_progress(self.part, True)

@@ -21,6 +21,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -42,6 +43,18 @@ def free_port():
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
         return sock.getsockname()[1]
+
+
+def qcow2_of(disk_bytes):
+    """``qemu-img convert -O qcow2`` of a disk holding ``disk_bytes``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        raw, qcow2 = os.path.join(tmp, 'raw'), os.path.join(tmp, 'qcow2')
+        with open(raw, 'wb') as f:
+            f.write(disk_bytes)
+        subprocess.run(['qemu-img', 'convert', '-f', 'raw', '-O', 'qcow2',
+                        raw, qcow2], check=True, capture_output=True)
+        with open(qcow2, 'rb') as f:
+            return f.read()
 
 
 def remove_lazy_leftovers(ceph, image_id, size, port):
@@ -168,6 +181,59 @@ class LazyFirstDiskTest(base.FunctionalTestCase):
         if quarantined:  # kept for the first disk, committed
             self.assertEqual(tampered, self.ceph.read(quarantined[0], 0,
                                                       len(data)))
+
+    def test_a_qcow2_image_gets_a_lazy_first_disk(self):
+        disk_bytes = os.urandom(units.Mi) + bytes(20 * units.Mi) + \
+            os.urandom(3 * units.Mi)
+        data = qcow2_of(disk_bytes)
+        image = self.glance.create(data, disk_format='qcow2',
+                                   backend='local')
+        self.addCleanup(self.ceph.remove, '%s_base' % image['id'])
+        self.addCleanup(remove_lazy_leftovers, self.ceph, image['id'],
+                        len(data), PORT_LAZY)
+        first = self.create_root_disk(image['id'])
+        self.assertIn('lazy base', ' '.join(first['timings']))
+        self.assertTrue(first['parent'].endswith('.imaged-part/snap'),
+                        first['parent'])
+        # librbd reads the guest's bytes through the qcow2 source.
+        self.assertEqual(disk_bytes, self.ceph.read(first['name'], 0,
+                                                    len(disk_bytes)))
+        base.wait_for(lambda: self.base_published(image['id']), 60,
+                      what='the lazy base to be published')
+        name = '%s_base' % image['id']
+        self.assertEqual(len(disk_bytes), self.ceph.size(name))
+        self.assertEqual(disk_bytes, self.ceph.read(name, 0,
+                                                    len(disk_bytes)))
+        second = self.create_root_disk(image['id'])
+        self.assertEqual(self.base_url(image['id']), second['parent'])
+        self.assertEqual(disk_bytes, self.ceph.read(second['name'], 0,
+                                                    len(disk_bytes)))
+        self.assertEqual(1, self.glance.downloads(image['id']))
+
+    def test_a_qcow2_with_a_backing_file_never_reaches_a_disk(self):
+        data = qcow2_of(os.urandom(2 * units.Mi))
+        image = self.glance.create(data, disk_format='qcow2',
+                                   backend='local')
+        self.addCleanup(remove_lazy_leftovers, self.ceph, image['id'],
+                        len(data), PORT_LAZY)
+        # Glance checked the upload; its stored header then names a
+        # backing file (the same size).
+        with tempfile.TemporaryDirectory() as tmp:
+            backed = os.path.join(tmp, 'backed')
+            subprocess.run(['qemu-img', 'create', '-f', 'qcow2', '-b',
+                            '/etc/hostname', '-F', 'raw', backed, '8M'],
+                           check=True, capture_output=True)
+            with open(backed, 'rb') as f:
+                header = f.read(65536)
+        stored = os.path.join(base.STACK_DIR, 'glance', 'images',
+                              image['id'])
+        with open(stored, 'r+b') as f:
+            f.write(header)
+        e = self.assertRaises(exception.ImageUnacceptable,
+                              self.create_root_disk, image['id'])
+        self.assertIn('backing', str(e))
+        self.assertEqual([], [n for n in self.ceph.names()
+                              if n.startswith(image['id'])])
 
     def test_a_refused_header_never_reaches_a_disk(self):
         data = os.urandom(8 * units.Mi)

@@ -27,10 +27,12 @@ from imaged.imagecache import lazy
 from imaged.storage import base_builds
 from imaged.storage import base_state
 from tests import base
+from tests.unit import images
 from tests.unit import test_bases
 
 IMAGE = test_bases.IMAGE
 GiB = 1 << 30
+MiB = 1 << 20
 
 
 def image(**kw):
@@ -52,7 +54,11 @@ class EligibleTest(base.TestCase):
         self.flags(lazy_first_disk=True, group='image_cache')
         lazy_disks = self.lazy()
         self.assertTrue(lazy_disks.eligible(image(), GiB))
-        self.assertFalse(lazy_disks.eligible(image(disk_format='qcow2'), GiB))
+        # qcow2: its virtual size is checked on its header.
+        self.assertTrue(lazy_disks.eligible(image(disk_format='qcow2'), GiB))
+        self.assertTrue(lazy_disks.eligible(
+            image(disk_format='qcow2', size=2 * GiB), GiB))
+        self.assertFalse(lazy_disks.eligible(image(disk_format='vmdk'), GiB))
         self.assertFalse(lazy_disks.eligible(image(size=None), GiB))
         self.assertFalse(lazy_disks.eligible(image(size=2 * GiB), GiB))
         self.flags(rbd_base_images=False, group='image_cache')
@@ -93,18 +99,46 @@ class CompleteBaseTest(test_bases.PoolTestCase):
         self.assertIsNone(lazy_disks.source._server)  # never listened
 
 
-class HeaderTest(base.TestCase):
+class HeaderTest(images.ImageFilesMixin, base.TestCase):
 
-    def test_raw_bytes_pass(self):
-        lazy.check_header(IMAGE, b'\x01' * lazy.HEADER, 'raw', self.conf)
+    def check(self, data, disk_format, size=8 * MiB, max_size=GiB):
+        return lazy.check_header(IMAGE, data, disk_format, self.conf, size,
+                                 max_size)
+
+    def first_bytes(self, name):
+        with open(self.images[name], 'rb') as f:
+            return f.read(lazy.HEADER)
+
+    def test_raw_bytes_pass_with_the_image_s_size(self):
+        self.assertEqual(('raw', 8 * MiB),
+                         self.check(b'\x01' * lazy.HEADER, 'raw'))
+
+    def test_plain_qcow2_passes_with_its_virtual_size(self):
+        self.assertEqual(('qcow', 10 * MiB),
+                         self.check(self.first_bytes('qcow2'), 'qcow2',
+                                    size=200 * 1024))
+
+    def test_qcow2_with_a_backing_or_data_file_is_refused(self):
+        for name in ('qcow2-backing', 'qcow2-data-file'):
+            e = self.assertRaises(exception.ImageUnacceptable, self.check,
+                                  self.first_bytes(name), 'qcow2')
+            self.assertIn('safety', str(e))
+
+    def test_a_disk_over_the_call_s_size_is_too_large(self):
+        e = self.assertRaises(exception.ImageTooLarge, self.check,
+                              self.first_bytes('qcow2'), 'qcow2',
+                              max_size=8 * MiB)
+        self.assertEqual(10 * MiB, e.kwargs['virtual_size'])
 
     def test_a_qcow2_header_in_an_image_declared_raw_is_refused(self):
-        self.assertRaises(exception.ImageUnacceptable, lazy.check_header,
-                          IMAGE, b'QFI\xfb' + bytes(4096), 'raw', self.conf)
+        self.assertRaises(exception.ImageUnacceptable, self.check,
+                          b'QFI\xfb' + bytes(4096), 'raw')
 
-    def test_an_image_not_declared_raw_is_refused(self):
-        self.assertRaises(exception.ImageUnacceptable, lazy.check_header,
-                          IMAGE, b'\x01' * 4096, 'qcow2', self.conf)
+    def test_other_formats_are_refused(self):
+        self.assertRaises(exception.ImageUnacceptable, self.check,
+                          b'\x01' * 4096, 'qcow2')
+        self.assertRaises(exception.ImageUnacceptable, self.check,
+                          self.first_bytes('vhd'), 'vhd')
 
 
 class DetachedBuildTest(test_bases.PoolTestCase):

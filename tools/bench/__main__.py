@@ -58,6 +58,10 @@ def parse_args(argv):
     parser.add_argument('--storm', metavar='AGENTSxCALLERS[,...]',
                         help='the storms to run (default 6x8,6x16; quick '
                         '2x4), e.g. 6x16,12x16')
+    parser.add_argument('--lazy-sizes', metavar='MiB[,...]',
+                        help='the image sizes of section lazy (default '
+                        '256,1024,4096; quick 8,32), e.g. 4096 alone on a '
+                        'fast cluster with room for one such size')
     parser.add_argument('--only', default=','.join(SECTIONS),
                         help='comma-separated sections to run, of: %s' %
                         ', '.join(SECTIONS))
@@ -93,6 +97,14 @@ def parse_args(argv):
                 raise ValueError
         except ValueError:
             parser.error('--storm takes AGENTSxCALLERS[,...], e.g. 6x16')
+    if args.lazy_sizes:
+        try:
+            args.lazy_sizes = tuple(int(n) * 1024 * 1024
+                                    for n in args.lazy_sizes.split(','))
+            if min(args.lazy_sizes) < 1:
+                raise ValueError
+        except ValueError:
+            parser.error('--lazy-sizes takes MiB[,...], e.g. 256,1024')
     return args
 
 
@@ -152,6 +164,8 @@ def run(args):
     config.repetitions = args.repetitions or config.repetitions
     if args.storm:
         config.storm_shapes = args.storm
+    if args.lazy_sizes:
+        config.lazy_sizes = args.lazy_sizes
     tree = os.path.abspath(args.imaged_tree or REPO)
     if args.imaged_tree:
         os.environ['PYTHONPATH'] = os.pathsep.join(

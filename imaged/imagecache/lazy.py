@@ -129,10 +129,10 @@ class LazyFirstDisks:
         """Raw images that fit, qcow2 ones (their virtual size is checked
         on their header); of a known size (the spool's)."""
         opts = self.conf.image_cache
-        fits = image.size and (image.disk_format == 'qcow2' or
-                               image.size <= max_size)
-        return bool(opts.lazy_first_disk and opts.rbd_base_images and
-                    image.disk_format in SOURCE_FORMATS and fits)
+        if not (opts.lazy_first_disk and opts.rbd_base_images):
+            return False
+        return bool(image.disk_format in SOURCE_FORMATS and image.size and
+                    (image.disk_format == 'qcow2' or image.size <= max_size))
 
     def first_disk(self, context, image, max_size, timings, use):
         """``use(location, size)`` on a lazy base of ``image`` made now by

@@ -212,14 +212,16 @@ Related options:
         'lazy_first_disk',
         default=False,
         help="""
-Answer the first root disk of a new raw image before its base image is
-copied into Ceph.
+Answer the first root disk of a new raw or qcow2 image before its base
+image is copied into Ceph.
 
 When True, an image that cannot be cloned from Glance's own RBD snapshot,
-whose ``disk_format`` is raw and whose first bytes the format inspector
-accepts is made this host's base image as an RBD import-only migration
-target: the caller's disk is cloned from it at once, and its bytes are
-copied behind it from one download of the image, which a loopback HTTP
+whose ``disk_format`` is raw or qcow2 and whose first bytes the format
+inspector accepts (a qcow2 without backing or data file, its virtual
+size within the disk's) is made this host's base image as an RBD
+import-only migration target: the caller's disk is cloned from it at
+once, and its bytes are copied behind it from one download of the image,
+which a loopback HTTP
 server of this agent (``lazy_source_port``) serves to librbd. The base is
 published to the other hosts of the pool only once every byte is copied and
 the download's size and hash (and signature, where verified) match Glance's
@@ -233,6 +235,8 @@ quarantined (never cloned again, later calls get ``ImageDataMismatch``) but
 the first VM keeps the bytes it was given. A read of bytes not yet
 downloaded waits at most ``lazy_source_timeout`` seconds, then fails with an
 I/O error in the guest; while the agent is down, such reads fail at once.
+An agent restarted after a crash finishes the lazy bases it left at its
+start, as imaged's own user.
 
 Related options:
 

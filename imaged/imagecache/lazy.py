@@ -15,14 +15,16 @@
 doc/source/contributor/lazy-first-disk.rst).
 
 A :class:`_LazyBuild` thread is the pool's one builder of the image's base
-(``bases.detached_build``: other calls, on any host, wait for the base as
-for any download). It:
+(``bases.detached_build``: calls of other hosts wait for the base as for
+any download; calls of this host clone their disks from it too, until it
+is closed for its publication). It:
 
 1. starts the image's one download from Glance into a spool served by the
    agent's loopback source (the inspector, the hash and the signature see
    every byte, in order, as in any download);
 2. once the first ``HEADER`` bytes have passed, runs the format inspector
-   on them: anything but raw is refused before librbd reads a byte;
+   on them: anything but raw or a plain qcow2 (no backing or data file)
+   is refused before librbd reads a byte;
 3. makes the base an import-only migration target of that source under
    its partial name, snapshot protected, and hands it to the caller, who
    clones its disk from it (this host only);
@@ -157,12 +159,15 @@ class LazyFirstDisks:
             self._complete.add(image.id)
             return None
         self.source.start()
-        build = _LazyBuild(self, context, image, max_size)
         with self._lock:
-            if image.id in self._builds:
-                return None  # this host builds it: wait as for any build
-            self._builds[image.id] = build
-        build.start()
+            # Another call of this host builds it: its target is shared.
+            build = self._builds.get(image.id)
+            first = build is None
+            if first:
+                build = self._builds[image.id] = _LazyBuild(
+                    self, context, image, max_size)
+        if first:
+            build.start()
         wait = call_deadline.of(context).cap(self.conf.long_rpc_timeout)
         try:
             try:
@@ -173,11 +178,15 @@ class LazyFirstDisks:
                     seconds=round(wait, 1))
             if ready is BUSY:
                 return None
-            timings.step('lazy base')
             location, size = ready
-            return use(location, size)
+            with build.sharing:
+                if build.closed:  # published, or quarantined, since
+                    return None
+                timings.step('lazy base')
+                return use(location, size)
         finally:  # the download and the copy go on
-            build.handed.set()
+            if first:
+                build.handed.set()
 
     def recover(self, context):
         """At start-up: finish the lazy bases a killed agent of this host
@@ -252,6 +261,11 @@ class _LazyBuild(threading.Thread):
         # the copy, which step aside until then, go on.
         self.handed = threading.Event()
         self.building = False  # this thread holds the pool's build
+        # Held by each call cloning its disk from the target, and to close
+        # the target to new clones (before its publication, quarantine or
+        # abort): no clone of a target that goes.
+        self.sharing = threading.Lock()
+        self.closed = False
 
     def run(self):
         storage = self.lazy.storage
@@ -267,6 +281,7 @@ class _LazyBuild(threading.Thread):
                 self.ready.set_exception(e)
             LOG.error('Lazy base of image %s failed: %s', self.image.id, e)
         finally:
+            self.close()
             self.handed.set()
             self.lazy.source.forget(self.image.id)
             for target in [self.target] + self.leftovers:
@@ -420,8 +435,15 @@ class _LazyBuild(threading.Thread):
         target.verified()
         self._publish(started, _('copied and checked'))
 
+    def close(self):
+        """No new clone of the target from now on (one being made ends
+        first)."""
+        with self.sharing:
+            self.closed = True
+
     def _publish(self, started, how):
         lazy, image, target = self.lazy, self.image, self.target
+        self.close()
         if target.state() is not None:
             target.commit()
         lazy.storage.bases.publish(target.part, image.id)
@@ -434,6 +456,7 @@ class _LazyBuild(threading.Thread):
         copy finished if the source still has every byte), one without
         goes."""
         target, image = self.target, self.image
+        self.close()
         LOG.error('Image %s: its lazy base %s/%s is quarantined: %s',
                   image.id, target.pool, target.part, error)
         try:
@@ -458,6 +481,7 @@ class _LazyBuild(threading.Thread):
 
     def _abort(self):
         """Abort a target without clones. :returns: whether it is gone."""
+        self.close()
         if self.target is None:
             return True
         try:

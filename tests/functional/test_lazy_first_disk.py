@@ -182,6 +182,40 @@ class LazyFirstDiskTest(base.FunctionalTestCase):
             self.assertEqual(tampered, self.ceph.read(quarantined[0], 0,
                                                       len(data)))
 
+    def test_calls_of_this_host_share_its_lazy_base(self):
+        data = os.urandom(units.Mi) + bytes(90 * units.Mi) + \
+            os.urandom(5 * units.Mi)
+        image = self.glance.create(data, backend='local')
+        self.addCleanup(self.ceph.remove, '%s_base' % image['id'])
+        self.addCleanup(remove_lazy_leftovers, self.ceph, image['id'],
+                        len(data), PORT_LAZY)
+        start, results = threading.Barrier(4), []
+
+        def call():
+            start.wait(30)
+            results.append(self.create_root_disk(image['id']))
+        callers = [threading.Thread(target=call) for _i in range(4)]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join(300)
+        self.assertEqual(4, len(results))
+        # Those that came before its publication cloned the same target
+        # (the copy and the download wait for the first clone: at least
+        # two come before); those after, the base.
+        parents = [r['parent'] for r in results]
+        shared = [p for p in parents if p.endswith('.imaged-part/snap')]
+        self.assertGreaterEqual(len(shared), 2, parents)
+        self.assertEqual(1, len(set(shared)), parents)
+        base.wait_for(lambda: self.base_published(image['id']), 60,
+                      what='the lazy base to be published')
+        for result in results:
+            for offset in (0, len(data) - 5 * units.Mi):
+                self.assertEqual(data[offset:offset + units.Mi],
+                                 self.ceph.read(result['name'], offset,
+                                                units.Mi))
+        self.assertEqual(1, self.glance.downloads(image['id']))
+
     def test_a_qcow2_image_gets_a_lazy_first_disk(self):
         disk_bytes = os.urandom(units.Mi) + bytes(20 * units.Mi) + \
             os.urandom(3 * units.Mi)

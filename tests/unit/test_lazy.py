@@ -16,6 +16,7 @@ images it takes, the header it refuses, and the pool's build it holds
 
 import concurrent.futures
 import json
+import threading
 import time
 from unittest import mock
 
@@ -258,6 +259,8 @@ class HandoverTest(base.TestCase):
             def __init__(self, *args):
                 self.ready = concurrent.futures.Future()
                 self.handed = mock.Mock()
+                self.sharing = threading.Lock()
+                self.closed = False
                 builds.append(self)
 
             def start(self):
@@ -294,3 +297,64 @@ class HandoverTest(base.TestCase):
 
     def test_when_the_call_stops_waiting(self):
         self.assertRaises(exception.Timeout, self.first_disk, None)
+
+
+class SharedTargetTest(base.TestCase):
+    """Calls of this host for an image whose lazy base this host builds
+    clone their disks from the same target, until it is closed."""
+
+    def setUp(self):
+        super().setUp()
+        self.flags(lazy_first_disk=True, group='image_cache')
+        storage = mock.Mock()
+        storage.bases.location.return_value = (None, None)
+        self.lazy_disks = lazy.LazyFirstDisks(self.conf, storage, None,
+                                              mock.Mock())
+        self.useFixture(fixtures.MockPatchObject(self.lazy_disks.source,
+                                                 'start'))
+        self.builds = []
+        builds = self.builds
+
+        class Build(lazy._LazyBuild):
+            def start(self):
+                builds.append(self)
+        self.useFixture(fixtures.MockPatchObject(lazy, '_LazyBuild', Build))
+
+    def first_call(self, used):
+        """The first call, in a thread: waiting for its build's target."""
+        first = threading.Thread(target=self.call, args=(used,))
+        first.start()
+        self.addCleanup(first.join, 10)
+        for _i in range(1000):
+            if self.builds:
+                break
+            time.sleep(0.01)
+        build, = self.builds
+        return first, build
+
+    def call(self, used):
+        return self.lazy_disks.first_disk(
+            None, image(), GiB, mock.Mock(),
+            lambda location, size: used.append(location) or 'disk')
+
+    def test_a_second_call_clones_from_the_first_call_s_target(self):
+        used = []
+        first, build = self.first_call(used)
+        self.assertEqual('disk', self.call_after(build, used))
+        first.join(10)
+        self.assertEqual(['target', 'target'], used)
+        self.assertEqual(1, len(self.builds))  # one build, one download
+        self.assertTrue(build.handed.is_set())  # by the first call
+
+    def call_after(self, build, used):
+        build.ready.set_result(('target', 1 << 20))
+        return self.call(used)
+
+    def test_a_closed_target_gets_no_new_clone(self):
+        used = []
+        first, build = self.first_call(used)
+        build.close()  # published, or quarantined
+        build.ready.set_result(('target', 1 << 20))
+        first.join(10)
+        self.assertIsNone(self.call(used))
+        self.assertEqual([], used)

@@ -132,6 +132,12 @@ class Metrics:
             'imaged_signature_check_seconds', 'Time of successful signature '
             'checks by path (download: the time spent feeding the '
             'verifier).', ['path'], buckets=WAIT_BUCKETS, registry=r)
+        self.lazy_bases = prom.Counter(
+            'imaged_lazy_bases', 'Lazy bases ([image_cache] '
+            'lazy_first_disk) by outcome: published, or quarantined (the '
+            'image failed its checks after its first disk was handed out; '
+            'the ERROR log and image_cache.lazy_base.quarantined name it).',
+            ['outcome'], registry=r)
         self._server = None
 
     def watch_state(self, read):
@@ -168,6 +174,9 @@ class Metrics:
 
     def base_used(self, built_now):
         (self.base_builds if built_now else self.base_hits).inc()
+
+    def lazy_base(self, outcome):
+        self.lazy_bases.labels(outcome).inc()
 
     def evicted(self, where, reason):
         self.evictions.labels(where, reason).inc()

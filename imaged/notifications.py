@@ -209,6 +209,18 @@ class Notifications:
         self._send(None, 'image_cache.evict',
                    {'image_id': image_id, 'where': where, 'reason': reason})
 
+    def lazy_base(self, image_id, pool, name, outcome, error=None):
+        """A lazy base ([image_cache] lazy_first_disk) was ``published``
+        (copied, checked, renamed) or ``quarantined`` (never published:
+        ``error`` says why; disks cloned from it keep it)."""
+        self.metrics.lazy_base(outcome)
+        payload = {'image_id': image_id, 'pool': pool, 'name': name}
+        if error is None:
+            self._send(None, 'image_cache.lazy_base.%s' % outcome, payload)
+        else:
+            self._send(None, 'image_cache.lazy_base.%s' % outcome,
+                       dict(_error(error), **payload), priority='error')
+
     # -- cache_images (sent by the precache) ----------------------------------
 
     def cache_images_start(self, ctxt, total):

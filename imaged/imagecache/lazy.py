@@ -115,8 +115,9 @@ def check_header(image_id, data, disk_format, conf, size, max_size):
 class LazyFirstDisks:
     """This host's lazy bases: the local source and their builds."""
 
-    def __init__(self, conf, storage, fetcher, files):
+    def __init__(self, conf, storage, fetcher, files, notifications=None):
         self.conf = conf
+        self.notifications = notifications
         self.storage = storage
         self.fetcher = fetcher
         self.files = files
@@ -236,6 +237,11 @@ class LazyFirstDisks:
                       'finished here (another host builds or made its '
                       'base): disks cloned from it read only what was '
                       'copied', image_id)
+
+    def notify(self, image_id, pool, name, outcome, error=None):
+        if self.notifications is not None:
+            self.notifications.lazy_base(image_id, pool, name, outcome,
+                                         error)
 
     def _ended(self, build):
         with self._lock:
@@ -448,6 +454,8 @@ class _LazyBuild(threading.Thread):
             target.commit()
         lazy.storage.bases.publish(target.part, image.id)
         lazy.files.record(image.id, image.size)
+        lazy.notify(image.id, target.pool, base_state.base_name(image.id),
+                    'published')
         LOG.info('Lazy base of image %s published in %.1fs (%s)', image.id,
                  time.monotonic() - started, how)
 
@@ -459,6 +467,8 @@ class _LazyBuild(threading.Thread):
         self.close()
         LOG.error('Image %s: its lazy base %s/%s is quarantined: %s',
                   image.id, target.pool, target.part, error)
+        self.lazy.notify(image.id, target.pool, target.part, 'quarantined',
+                         error)
         try:
             target.quarantine(str(error))
             if self._abort():

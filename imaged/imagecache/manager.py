@@ -72,7 +72,8 @@ class ImageCacheManager:
         self.metrics = notifications.metrics
         self.fetcher = fetch.Fetcher(conf, glance_api, notifications,
                                      signatures)
-        self.lazy = lazy.LazyFirstDisks(conf, storage, self.fetcher, files)
+        self.lazy = lazy.LazyFirstDisks(conf, storage, self.fetcher, files,
+                                        notifications)
         self.eviction = eviction.Eviction(conf, glance_api, storage, files,
                                           notifications)
 

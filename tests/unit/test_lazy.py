@@ -358,3 +358,36 @@ class SharedTargetTest(base.TestCase):
         first.join(10)
         self.assertIsNone(self.call(used))
         self.assertEqual([], used)
+
+
+class OutcomeTest(base.TestCase):
+    """A lazy base's outcome is told: notification and metric."""
+
+    def build(self):
+        build = lazy._LazyBuild.__new__(lazy._LazyBuild)
+        build.lazy = mock.Mock()
+        build.image = mock.Mock(id=IMAGE, size=1 << 20)
+        build.target = mock.Mock(part='p.imaged-part', pool='vms')
+        build.sharing = threading.Lock()
+        build.closed = False
+        return build
+
+    def test_a_quarantine_names_the_image_and_its_target(self):
+        build = self.build()
+        error = exception.ImageDataMismatch(image_id=IMAGE, reason='hash')
+        build._quarantine(error)
+        build.lazy.notify.assert_called_once_with(
+            IMAGE, 'vms', 'p.imaged-part', 'quarantined', error)
+        self.assertTrue(build.closed)
+        build.target.quarantine.assert_called_once_with(str(error))
+
+    def test_a_publication_names_the_base(self):
+        build = self.build()
+        build.target.state.return_value = None  # committed
+        build._publish(time.monotonic(), 'copied and checked')
+        build.lazy.notify.assert_called_once_with(
+            IMAGE, 'vms', IMAGE + '_base', 'published')
+        build.lazy.storage.bases.publish.assert_called_once_with(
+            'p.imaged-part', IMAGE)
+        build.target.commit.assert_not_called()
+        self.assertTrue(build.closed)

@@ -285,7 +285,9 @@ class ReadmeSamplesTest(test_cache_images.AgentTestCase):
               'root_disk.create.error', 'root_disk.delete.end',
               'image.fetch.start', 'image.fetch.progress', 'image.fetch.end',
               'image.fetch.error', 'image_cache.evict', 'cache_images.start',
-              'cache_images.progress', 'cache_images.end']
+              'cache_images.progress', 'cache_images.end',
+              'image_cache.lazy_base.published',
+              'image_cache.lazy_base.quarantined']
 
     def emit_every_event(self):
         url = self.cluster.add_glance_image(IMAGE, b'boot')
@@ -311,6 +313,10 @@ class ReadmeSamplesTest(test_cache_images.AgentTestCase):
         n.fetch_error(IMAGE, 10, 1.0, 3, exception.ImageDownloadFailed(
             image_id=IMAGE, reason='stalled'))
         n.evict(IMAGE, 'file', 'deleted')
+        n.lazy_base(IMAGE, 'vms', IMAGE + '_base', 'published')
+        n.lazy_base(IMAGE, 'vms', IMAGE + '_base.x.imaged-part',
+                    'quarantined', exception.ImageDataMismatch(
+                        image_id=IMAGE, reason='its hash does not match'))
 
     def sent(self, event_type):
         return [m for _c, m, _p, _r in notify_test.NOTIFICATIONS

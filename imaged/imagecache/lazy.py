@@ -206,33 +206,41 @@ class LazyFirstDisks:
         return image_ids
 
     def _recover(self, context, image_id):
-        # The killed agent's build lock runs out first.
         opts = self.conf
-        give_up = time.monotonic() + 2 * opts.rbd.base_lock_duration + 60
+
+        def again(build):
+            # Not built here: the killed agent's build lease still runs,
+            # unless another host has made the base meanwhile.
+            return build is not None and not build.building and \
+                self.storage.bases.location(image_id)[0] is None
+
+        def recovery(image):
+            # Bounded by the target's own size (its header again).
+            build = _LazyBuild(self, context, image, RECOVERY_MAX_SIZE,
+                               recovery=True)
+            with self._lock:
+                if image_id in self._builds:
+                    return None  # a call of this host finishes it
+                self._builds[image_id] = build
+            build.handed.set()  # no caller waits for a disk
+            build.start()
+            build.join(opts.glance.download_timeout + opts.long_rpc_timeout)
+            return build
         try:
             image = self.fetcher.glance.show(context, image_id)
             self.source.start()
-            while True:
-                # Bounded by the target's own size (its header again).
-                build = _LazyBuild(self, context, image, RECOVERY_MAX_SIZE)
-                with self._lock:
-                    if image_id in self._builds:
-                        return  # a call finishes it
-                    self._builds[image_id] = build
-                build.handed.set()  # no caller waits for a disk
-                build.start()
-                build.join(opts.glance.download_timeout +
-                           opts.long_rpc_timeout)
-                if build.building or time.monotonic() > give_up:
-                    break
-                if self.storage.bases.location(image_id)[0] is not None:
-                    break  # made by another host meanwhile
-                _pause(RECOVERY_PAUSE)
+            build = tenacity.Retrying(
+                retry=tenacity.retry_if_result(again),
+                stop=tenacity.stop_after_delay(
+                    2 * opts.rbd.base_lock_duration + 60),
+                wait=tenacity.wait_fixed(RECOVERY_PAUSE), sleep=_pause,
+                retry_error_callback=lambda state: state.outcome.result())(
+                    recovery, image)
         except exception.ImagedException as e:
             LOG.error('Lazy base of image %s left by a killed agent: %s',
                       image_id, e)
             return
-        if not build.building:
+        if build is not None and not build.building:
             LOG.error('Lazy base of image %s left by a killed agent was not '
                       'finished here (another host builds or made its '
                       'base): disks cloned from it read only what was '
@@ -255,10 +263,11 @@ class LazyFirstDisks:
 class _LazyBuild(threading.Thread):
     """One lazy base, from the build lock to its publication."""
 
-    def __init__(self, lazy, context, image, max_size):
+    def __init__(self, lazy, context, image, max_size, recovery=False):
         super().__init__(name='lazy-base-%s' % image.id[:8], daemon=True)
         self.lazy, self.context, self.image = lazy, context, image
         self.max_size = max_size
+        self.recovery = recovery  # only finishes what a killed agent left
         self.ready = concurrent.futures.Future()  # (location, size) or BUSY
         self.downloaded = concurrent.futures.Future()
         self.target = None
@@ -324,9 +333,11 @@ class _LazyBuild(threading.Thread):
             lazy.storage.conn, lazy.storage.partials,
             base_state.base_name(image.id), base_state.SNAPSHOT)
         self.leftovers = leftovers
-        if leftovers:
+        if leftovers or self.recovery:
             self.ready.set_result(BUSY)
             self.handed.set()
+        if self.recovery and not leftovers:
+            return  # finished or removed meanwhile: nothing to recover
         lazy.source.serve(image.id, image.size, lazy_spool.Hold(
             HEADER, self.handed, HANDOVER_WAIT))
         for leftover in leftovers:
@@ -356,6 +367,8 @@ class _LazyBuild(threading.Thread):
         for leftover in leftovers:
             if self.target is None and leftover.adopt():
                 self.target = leftover
+        if self.target is None and self.recovery:
+            return  # aborted (no clones): no base is made without a call
         if self.target is not None:  # left by a killed agent: finish it
             LOG.info('Resuming lazy base %s/%s of image %s',
                      self.target.pool, self.target.part, image.id)

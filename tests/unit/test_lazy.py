@@ -391,3 +391,68 @@ class OutcomeTest(base.TestCase):
             'p.imaged-part', IMAGE)
         build.target.commit.assert_not_called()
         self.assertTrue(build.closed)
+
+
+class RecoveryTest(base.TestCase):
+    """At start-up, a lazy base a killed agent left is built again until
+    this host gets the build (the dead lease runs out), within bounds."""
+
+    def recover(self, building, base_after=None):
+        self.flags(base_lock_duration=5, group='rbd')
+        storage = mock.Mock()
+        looks = []
+
+        def location(image_id):
+            looks.append(image_id)
+            made = base_after is not None and len(looks) >= base_after
+            return ('base', 1) if made else (None, None)
+        storage.bases.location.side_effect = location
+        fetcher = mock.Mock()
+        fetcher.glance.show.return_value = image()
+        lazy_disks = lazy.LazyFirstDisks(self.conf, storage, fetcher,
+                                         mock.Mock())
+        self.useFixture(fixtures.MockPatchObject(lazy_disks.source,
+                                                 'start'))
+        pauses, builds = [], []
+        self.useFixture(fixtures.MockPatchObject(lazy, '_pause',
+                                                 pauses.append))
+
+        class Build:
+            def __init__(self, lazy_, context, image_, max_size,
+                         recovery=False):
+                self.recovery, self.image = recovery, image_
+                self.handed = threading.Event()
+                self.building = building[min(len(builds),
+                                             len(building) - 1)]
+                builds.append(self)
+
+            def start(self):
+                lazy_disks._ended(self)
+
+            def join(self, timeout):
+                pass
+        self.useFixture(fixtures.MockPatchObject(lazy, '_LazyBuild', Build))
+        self.logged = self.useFixture(fixtures.FakeLogger())
+        lazy_disks._recover('ctxt', IMAGE)
+        return builds, pauses
+
+    def test_tried_again_until_this_host_builds(self):
+        builds, pauses = self.recover([False, False, True])
+        self.assertEqual(3, len(builds))
+        self.assertEqual([lazy.RECOVERY_PAUSE] * 2, pauses)
+        self.assertTrue(all(b.recovery and b.handed.is_set()
+                            for b in builds))
+        self.assertNotIn('not finished here', self.logged.output)
+
+    def test_a_base_another_host_made_ends_it_said(self):
+        builds, _pauses = self.recover([False], base_after=2)
+        self.assertEqual(2, len(builds))
+        self.assertIn('was not finished here', self.logged.output)
+
+    def test_it_gives_up_past_the_dead_lease_said(self):
+        self.useFixture(fixtures.MockPatch(
+            'tenacity.stop.stop_after_delay.__call__',
+            lambda self, retry_state: retry_state.attempt_number >= 4))
+        builds, _pauses = self.recover([False])
+        self.assertEqual(4, len(builds))
+        self.assertIn('was not finished here', self.logged.output)

@@ -132,8 +132,7 @@ class ImageAgentManager:
         for problem in problems:
             LOG.warning('Not ready to make root disks: %s (retrying in the '
                         'background)', problem)
-        if not problems:
-            self._recover_lazy_bases()
+        self._recover_lazy_bases()
         # Leftovers in Ceph are removed by the schedule, which runs right
         # away: removing one that a killed process still watches can take
         # half a minute, and must not delay serving.

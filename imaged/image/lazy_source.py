@@ -127,7 +127,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _served(self, missing):
         """The image asked for, else None (answered ``missing``)."""
         match = _PATH.match(self.path)
-        served = match and self.server.source.served(match.group(1))
+        served = match and self.server.source.answerable(match.group(1))
         if not served:
             self._answer(missing)
         return served
@@ -167,7 +167,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         deadline = time.monotonic() + source.timeout
         try:
             data = served.read(start, last - start + 1, deadline)
-        except (lazy_spool.SpoolFailed, OSError) as e:
+        except (lazy_spool.SpoolFailed, OSError,
+                exception.ImagedException) as e:
             source.refused += 1
             LOG.warning('Lazy source: bytes %d-%d of image %s not served: '
                         '%s', start, last, served.image_id, e)
@@ -198,6 +199,9 @@ class LocalSource:
         self._lock = threading.Lock()
         self._server = None
         self._thread = None
+        # published(image id): what serves an image no longer spooled
+        # (its published lazy base), or None.
+        self.published = None
 
     def start(self):
         """Listen (idempotent).
@@ -235,6 +239,18 @@ class LocalSource:
     def served(self, image_id):
         with self._lock:
             return self._served.get(image_id)
+
+    def answerable(self, image_id):
+        """What answers librbd for ``image_id``: its spool, else its
+        published lazy base, else None."""
+        served = self.served(image_id)
+        if served is None and self.published is not None:
+            try:
+                served = self.published(image_id)
+            except exception.ImagedException as e:
+                LOG.warning('Lazy source: published base of image %s not '
+                            'readable: %s', image_id, e)
+        return served
 
     def serve(self, image_id, size, hold=None):
         """Serve ``image_id`` (``size`` bytes) from now on.

@@ -37,6 +37,7 @@ is closed for its publication). It:
 """
 
 import concurrent.futures
+import struct
 import threading
 import time
 
@@ -83,7 +84,9 @@ def check_header(image_id, data, disk_format, conf, size, max_size):
     file, no unknown feature), or whose disk is larger than ``max_size``.
 
     :param size: the image's size (a raw image's virtual size).
-    :returns: ``(librbd's source format, the disk's size)``.
+    :returns: ``(librbd's source format, the disk's size)``; the format
+        None for a qcow2 image the download path takes but librbd's qcow
+        reader could not read from these bytes.
     :raises ImageUnacceptable: naming the image and the reason.
     :raises ImageTooLarge: its virtual size is over ``max_size``.
     """
@@ -101,6 +104,8 @@ def check_header(image_id, data, disk_format, conf, size, max_size):
             reason=_('only raw and qcow2 images get a lazy first disk'))
     virtual_size = size if image_format.is_raw(found) else \
         checked.virtual_size
+    if not image_format.is_raw(found) and not _qcow_readable(data):
+        return None, virtual_size
     if not virtual_size:
         raise exception.ImageUnacceptable(
             image_id=image_id,
@@ -110,6 +115,23 @@ def check_header(image_id, data, disk_format, conf, size, max_size):
                                       virtual_size=virtual_size,
                                       size_bytes=max_size)
     return SOURCE_FORMATS[found], virtual_size
+
+
+def _qcow_readable(data):
+    """Whether librbd's qcow reader can open a qcow2 image from its first
+    bytes ``data`` alone: not encrypted, no internal snapshots, no
+    incompatible feature (zstd compression, dirty, ...), its L1 table in
+    ``data`` (librbd reads it at open: it must not wait for the rest)."""
+    try:
+        crypt, l1_size, l1_offset = struct.unpack_from('>IIQ', data, 32)
+        snapshots, = struct.unpack_from('>I', data, 60)
+        version, = struct.unpack_from('>I', data, 4)
+        incompatible = struct.unpack_from('>Q', data, 72)[0] \
+            if version >= 3 else 0
+    except struct.error:
+        return False
+    return crypt == 0 and snapshots == 0 and incompatible == 0 and \
+        l1_offset + 8 * l1_size <= len(data)
 
 
 class LazyFirstDisks:
@@ -124,7 +146,13 @@ class LazyFirstDisks:
         opts = conf.image_cache
         self.source = lazy_source.LocalSource(opts.lazy_source_port,
                                               opts.lazy_source_timeout)
+        self.source.published = self._published
         self._builds = {}  # image id -> its _LazyBuild, while it runs
+        # image id -> its quarantined target kept for its clones.
+        self._kept = {}
+        # Images whose lazy bases a killed agent left: their clones may
+        # read through the source whichever base the pool has now.
+        self._left = set()
         self._complete = set()  # image ids whose base was found complete
         self._lock = threading.Lock()
 
@@ -177,6 +205,10 @@ class LazyFirstDisks:
                 raise exception.Timeout(
                     what=_('the lazy base of image %s') % image.id,
                     seconds=round(wait, 1))
+            except exception.ImageTooLarge as e:
+                if first or e.kwargs.get('size_bytes', max_size) >= max_size:
+                    raise
+                return None  # too large for another call's disk, not ours
             if ready is BUSY:
                 return None
             location, size = ready
@@ -197,8 +229,13 @@ class LazyFirstDisks:
 
         :returns: their image ids.
         """
+        if self.conf.image_cache.lazy_first_disk:
+            # Clones opened before a lazy base's commit (by a VM of a
+            # killed agent's time) still read through the source.
+            self.source.start()
         image_ids = rbd_lazy.LazyTarget.left_images(
             self.storage.conn, self.storage.partials, base_state.SUFFIX)
+        self._left.update(image_ids)
         for image_id in image_ids:
             threading.Thread(target=self._recover, args=(context, image_id),
                              daemon=True,
@@ -246,6 +283,26 @@ class LazyFirstDisks:
                       'base): disks cloned from it read only what was '
                       'copied', image_id)
 
+    def _published(self, image_id):
+        """What the source serves for an image it no longer spools: the
+        clones opened before their base's commit still read through it
+        (its published lazy base; a quarantined target kept for its
+        clones), or None."""
+        conn = self.storage.conn
+        found = rbd_lazy.PublishedBase.find(
+            conn, base_state.base_name(image_id), base_state.SNAPSHOT,
+            image_id)
+        kept = self._kept.get(image_id)
+        if found is None and kept is not None:
+            found = rbd_lazy.PublishedBase.find(
+                conn, kept, base_state.SNAPSHOT, image_id, verified=False)
+        if found is None and image_id in self._left:
+            location, size = self.storage.bases.location(image_id)
+            if location is not None:  # made by another build meanwhile
+                found = rbd_lazy.PublishedBase(
+                    conn, location.image, location.snapshot, image_id, size)
+        return found
+
     def notify(self, image_id, pool, name, outcome, error=None):
         if self.notifications is not None:
             self.notifications.lazy_base(image_id, pool, name, outcome,
@@ -276,6 +333,7 @@ class _LazyBuild(threading.Thread):
         # the copy, which step aside until then, go on.
         self.handed = threading.Event()
         self.building = False  # this thread holds the pool's build
+        self.size = image.size  # the disk's, once its header is read
         # Held by each call cloning its disk from the target, and to close
         # the target to new clones (before its publication, quarantine or
         # abort): no clone of a target that goes.
@@ -336,8 +394,8 @@ class _LazyBuild(threading.Thread):
         if leftovers or self.recovery:
             self.ready.set_result(BUSY)
             self.handed.set()
-        if self.recovery and not leftovers:
-            return  # finished or removed meanwhile: nothing to recover
+        if self.recovery and all(left.quarantined() for left in leftovers):
+            return  # finished, removed or kept: nothing to recover
         lazy.source.serve(image.id, image.size, lazy_spool.Hold(
             HEADER, self.handed, HANDOVER_WAIT))
         for leftover in leftovers:
@@ -345,7 +403,12 @@ class _LazyBuild(threading.Thread):
                 self.target = leftover
                 leftover.break_dead_locks()
                 self._publish(started, _('copied and checked by a killed '
-                                         'agent'))
+                                         'agent'), image.size)
+                return
+        if self.recovery and image.disk_format == 'raw':
+            # Its open needs HEAD only: nothing to finish, no download.
+            self._adopt(leftovers)
+            if self.target is None:
                 return
         threading.Thread(target=self._download, daemon=True,
                          name='lazy-download-%s' % image.id[:8]).start()
@@ -362,11 +425,16 @@ class _LazyBuild(threading.Thread):
         source_format, size = check_header(
             image.id, header, image.disk_format, opts, image.size,
             self.max_size)
+        if source_format is None:  # acceptable, but not to librbd
+            LOG.info('Image %s gets no lazy first disk: librbd\'s qcow '
+                     'reader cannot read it from its first bytes', image.id)
+            if not self.ready.done():
+                self.ready.set_result(BUSY)
+            return
+        self.size = size
         if self.downloaded.done():
             self.downloaded.result()  # refused already: no disk
-        for leftover in leftovers:
-            if self.target is None and leftover.adopt():
-                self.target = leftover
+        self._adopt(leftovers)
         if self.target is None and self.recovery:
             return  # aborted (no clones): no base is made without a call
         if self.target is not None:  # left by a killed agent: finish it
@@ -393,6 +461,11 @@ class _LazyBuild(threading.Thread):
             # both at once slowed the first disk 2-3x on 2 CPUs.
             self.handed.wait(HANDOVER_WAIT)
         self._finish(started)
+
+    def _adopt(self, leftovers):
+        for leftover in leftovers:
+            if self.target is None and leftover.adopt():
+                self.target = leftover
 
     def _execute(self, deadline):
         """Copy the whole image into the target: an execute stopped (the
@@ -443,6 +516,9 @@ class _LazyBuild(threading.Thread):
                 image_id=image.id, reason=_('it did not finish in time'))
         except exception.ImagedException as e:
             error = e
+        except Exception as e:  # not typed: still the download's failure
+            error = exception.ImageDownloadFailed(image_id=image.id,
+                                                  reason=e)
         else:
             if got.size != image.size:
                 error = exception.ImageDataMismatch(
@@ -452,7 +528,7 @@ class _LazyBuild(threading.Thread):
             self._quarantine(error)
             raise error
         target.verified()
-        self._publish(started, _('copied and checked'))
+        self._publish(started, _('copied and checked'), self.size)
 
     def close(self):
         """No new clone of the target from now on (one being made ends
@@ -460,13 +536,13 @@ class _LazyBuild(threading.Thread):
         with self.sharing:
             self.closed = True
 
-    def _publish(self, started, how):
+    def _publish(self, started, how, size):
         lazy, image, target = self.lazy, self.image, self.target
         self.close()
         if target.state() is not None:
             target.commit()
         lazy.storage.bases.publish(target.part, image.id)
-        lazy.files.record(image.id, image.size)
+        lazy.files.record(image.id, size)
         lazy.notify(image.id, target.pool, base_state.base_name(image.id),
                     'published')
         LOG.info('Lazy base of image %s published in %.1fs (%s)', image.id,
@@ -486,6 +562,9 @@ class _LazyBuild(threading.Thread):
             target.quarantine(str(error))
             if self._abort():
                 return
+            if len(self.lazy._kept) >= MAX_REMEMBERED:
+                self.lazy._kept.clear()
+            self.lazy._kept[image.id] = target.part
             state = target.state()
             if state is None:
                 return  # committed already

@@ -31,6 +31,9 @@ from imaged.storage import locks
 
 # Metadata of a partial image: its writer's exclusive locks, as JSON.
 GUARDS_KEY = 'imaged.guarded_by'
+# A lazy base's partial (imaged.storage.lazy) says so: the sweeps leave it
+# to its maker's recovery (its clones may read it through its source).
+LAZY_KEY = 'imaged.lazy'
 # Where librbd keeps a format 2 image's id and metadata.
 RBD_ID_PREFIX = 'rbd_id.'
 RBD_HEADER_PREFIX = 'rbd_header.'
@@ -112,3 +115,10 @@ def abandoned(conn, ioctx, name, made_at, max_age, now):
             conn, locks_ioctx, held,
             conn.conf.rbd.base_lock_duration) as free:
         yield free
+
+
+def lazy(conn, ioctx, name):
+    """Whether partial ``name`` is a lazy base's (read without opening
+    it)."""
+    return bool(header_metadata(conn, ioctx, name, (LAZY_KEY,)))
+

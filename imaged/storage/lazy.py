@@ -44,7 +44,7 @@ LOG = logging.getLogger(__name__)
 QUARANTINED_KEY = 'imaged.quarantined'
 # What a lazy base's partial is: PREPARED from its making, VERIFIED once
 # every byte is copied and its download checked out (then committed).
-LAZY_KEY = 'imaged.lazy'
+LAZY_KEY = guards.LAZY_KEY
 PREPARED_MARK, VERIFIED_MARK = 'prepared', 'verified'
 # rbd_image_migration_state_t: what migration_status names.
 PREPARED, EXECUTING, EXECUTED = 2, 3, 4
@@ -65,9 +65,9 @@ class LazyTarget:
 
     @classmethod
     def left_images(cls, conn, writer, suffix):
-        """Image ids of the lazy bases this host's killed agent left:
-        the partials of base names ``<image id><suffix>`` that say they
-        are lazy (a sweep meanwhile removes none that has a clone)."""
+        """Image ids of the lazy bases this host's killed agent left to
+        finish: the partials of base names ``<image id><suffix>`` that say
+        they are lazy and are not quarantined (kept for their clones)."""
         tag = partial_names.host_tag(writer.host)
         found = set()
         with conn.ioctx() as ioctx:
@@ -78,7 +78,9 @@ class LazyTarget:
                         partial_names.partial_owner_tag(part) == tag) or \
                         writer.is_in_progress(part):
                     continue
-                if guards.header_metadata(conn, ioctx, part, (LAZY_KEY,)):
+                marks = guards.header_metadata(
+                    conn, ioctx, part, (LAZY_KEY, QUARANTINED_KEY))
+                if LAZY_KEY in marks and QUARANTINED_KEY not in marks:
                     found.add(name[:-len(suffix)])
         return sorted(found)
 
@@ -121,6 +123,9 @@ class LazyTarget:
         marks = self.marks()
         return marks.get(LAZY_KEY) == VERIFIED_MARK and \
             QUARANTINED_KEY not in marks
+
+    def quarantined(self):
+        return QUARANTINED_KEY in self.marks()
 
     def verified(self):
         """Say on it that every byte is copied and checked out."""
@@ -197,6 +202,7 @@ class LazyTarget:
             rbd.RBD().migration_prepare_import(spec, ioctx, self.part)
             self.prepared = True
             with rbd.Image(ioctx, self.part) as image:
+                image.metadata_set(LAZY_KEY, PREPARED_MARK)
                 if image.size() != size:
                     raise exception.StorageError(
                         name=self.part, pool=self.pool,
@@ -204,7 +210,6 @@ class LazyTarget:
                                  '%(size)d') % {'got': image.size(),
                                                 'size': size})
                 image.metadata_set(partial.OWNER_KEY, self.writer.host)
-                image.metadata_set(LAZY_KEY, PREPARED_MARK)
                 image.create_snap(self.snapshot)
                 image.protect_snap(self.snapshot)
 
@@ -218,7 +223,10 @@ class LazyTarget:
                 return None
 
     def execute(self):
-        """Copy every byte from the source (a failed one resumes)."""
+        """Copy every byte from the source (a failed one resumes; one a
+        killed agent finished is not run again: librbd refuses it)."""
+        if self.state() in (EXECUTED, None):
+            return
         with self.conn.ioctx(name=self.part) as ioctx:
             self.conn.rbd.RBD().migration_execute(ioctx, self.part)
 
@@ -268,3 +276,47 @@ class LazyTarget:
     def done(self):
         """This process no longer works on it: sweeps may judge it."""
         self.writer.mark_in_progress(self.part, False)
+
+
+class PublishedBase:
+    """A published lazy base, served by the agent's source to the clones
+    whose librbd still reads the base's snapshot through its source: one
+    opened before the commit does until it refreshes its view of the
+    parent, which an idle one was seen not to do (15 s after the commit
+    and the rename, its reads still came to the source; a source that
+    forgot the image gave it zeros, then I/O errors).
+
+    Only a base made lazily (``imaged.lazy`` in its metadata, kept by the
+    rename) is served, and only its snapshot's bytes: the image's.
+    """
+
+    def __init__(self, conn, name, snapshot, image_id, size):
+        self.conn, self.name, self.snapshot = conn, name, snapshot
+        self.image_id, self.size = image_id, size
+
+    @classmethod
+    def find(cls, conn, name, snapshot, image_id, verified=True):
+        """The published lazy base ``name`` of ``image_id``, or None.
+
+        :param verified: only one marked verified (else: a quarantined
+            target kept for its clones, named by its maker).
+        """
+        with conn.ioctx(name=name) as ioctx:
+            marks = guards.header_metadata(conn, ioctx, name, (LAZY_KEY,))
+            if LAZY_KEY not in marks or \
+                    (verified and marks[LAZY_KEY] != VERIFIED_MARK):
+                return None
+            try:
+                with conn.rbd.Image(ioctx, name, snapshot=snapshot,
+                                    read_only=True) as image:
+                    return cls(conn, name, snapshot, image_id, image.size())
+            except conn.rbd.ImageNotFound:
+                return None
+
+    def read(self, offset, length, _deadline=None):
+        with self.conn.ioctx(name=self.name) as ioctx:
+            with self.conn.rbd.Image(ioctx, self.name,
+                                     snapshot=self.snapshot,
+                                     read_only=True) as image:
+                return image.read(offset, min(length, self.size - offset))
+

@@ -350,6 +350,13 @@ class PartialWriter:
             if name in self._in_progress:
                 continue
             try:
+                if guards.lazy(conn, ioctx, name):
+                    # Its maker's recovery finishes or aborts it: its
+                    # snapshot may have clones (removing it would trash
+                    # it under them), and it may be copied and checked.
+                    LOG.debug('Partial image %s/%s is a lazy base: left '
+                              'to its maker', conn.pool, name)
+                    continue
                 remove_image(conn.rbd, ioctx, name)
                 removed.append(name)
             except conn.rbd.ImageNotFound:

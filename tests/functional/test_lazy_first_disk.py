@@ -182,6 +182,38 @@ class LazyFirstDiskTest(base.FunctionalTestCase):
             self.assertEqual(tampered, self.ceph.read(quarantined[0], 0,
                                                       len(data)))
 
+    def test_a_disk_opened_before_the_publication_reads_right_after(self):
+        # Data in every object: a read the source does not answer would
+        # not pass for a hole.
+        data = os.urandom(32 * units.Mi)
+        image = self.glance.create(data, backend='local')
+        self.addCleanup(self.ceph.remove, '%s_base' % image['id'])
+        self.addCleanup(remove_lazy_leftovers, self.ceph, image['id'],
+                        len(data), PORT_LAZY)
+        first = self.create_root_disk(image['id'])
+        self.assertTrue(first['parent'].endswith('.imaged-part/snap'))
+        rbd = self.ceph.rbd
+        with self.ceph.cluster.open_ioctx(self.ceph.pool) as ioctx, \
+                rbd.Image(ioctx, first['name'], read_only=True) as vm:
+            # A VM's librbd, open before the commit, then idle: it keeps
+            # reading the target's snapshot through the agent's source.
+            self.assertEqual(data[:4096], vm.read(0, 4096))
+            base.wait_for(lambda: self.base_published(image['id']), 60,
+                          what='the lazy base to be published')
+            for offset in range(units.Mi, len(data), 7 * units.Mi):
+                self.assertEqual(data[offset:offset + 32768],
+                                 vm.read(offset, 32768), offset)
+            # And from an agent started since (a new worker).
+            worker = KilledAgentTest.worker(self)
+            os.kill(worker, signal.SIGKILL)
+            base.wait_for(lambda: children(self.daemon.process.pid) not in (
+                [], [worker]), 60, what='a new worker')
+            self.wait_until_serving(self.api, self.ctxt, self.host,
+                                    self.daemon)
+            for offset in range(3 * units.Mi, len(data), 7 * units.Mi):
+                self.assertEqual(data[offset:offset + 32768],
+                                 vm.read(offset, 32768), offset)
+
     def test_calls_of_this_host_share_its_lazy_base(self):
         data = os.urandom(units.Mi) + bytes(90 * units.Mi) + \
             os.urandom(5 * units.Mi)
@@ -336,31 +368,18 @@ class KilledAgentTest(base.FunctionalTestCase):
         found = base.wait_for(
             lambda: ready.search(self.daemon.log()[mark:]), 60,
             interval=0.01, what='the lazy base')
+        part = found.group(1)
+        # A VM's disk made from it before the kill (through the agent's
+        # source, which serves it now).
+        vm_disk = '%s_disk' % self.new_instance()
+        with self.ceph.cluster.open_ioctx(self.ceph.pool) as ioctx:
+            self.ceph.rbd.RBD().clone(ioctx, part, 'snap', ioctx, vm_disk)
+            state = self.ceph.rbd.RBD().migration_status(ioctx, part)
         # Killed as the copy starts.
         os.kill(worker, signal.SIGKILL)
         killed = time.monotonic()
-        part = found.group(1)
         # Nothing is taken for a finished base.
         self.assertNotIn(name, self.ceph.names())
-        # A VM's disk made from it before the kill (its source, the dead
-        # agent's, served again by this test for the clone).
-        vm_disk = '%s_disk' % self.new_instance()
-        source = lazy_source.LocalSource(PORT_KILLED, 10)
-        base.wait_for(lambda: self._started(source), 10,
-                      what='the dead worker\'s port to be free')
-        try:
-            source.serve(image['id'], len(data))
-            spool = source.spool_maker(
-                image['id'], lambda: os.path.join(self.workdir, 'spool'))(0)
-            spool.write(0, data)
-            spool.commit(len(data))
-            with self.ceph.cluster.open_ioctx(self.ceph.pool) as ioctx:
-                state = self.ceph.rbd.RBD().migration_status(ioctx, part)
-                self.ceph.rbd.RBD().clone(ioctx, part, 'snap', ioctx,
-                                          vm_disk)
-        finally:
-            source.forget(image['id'])
-            source.stop()
         self.assertIn(state['state'], (2, 3, 4))  # not committed
         caller.join(60)
         self.assertFalse(caller.is_alive())
@@ -415,14 +434,15 @@ class LeftStatesTest(base.FunctionalTestCase):
 
     def setUp(self):
         super().setUp()
-        # A new worker, which does not listen on the source's port yet.
-        self.restart_worker()
+        # Planted with the agent stopped: it listens on the source's port
+        # from its start.
+        self.daemon.stop()
+        self.addCleanup(self.start_agent)
 
-    def restart_worker(self):
-        worker = KilledAgentTest.worker(self)
-        os.kill(worker, signal.SIGKILL)
-        base.wait_for(lambda: children(self.daemon.process.pid) not in (
-            [], [worker]), 60, what='a new worker')
+    def start_agent(self):
+        if self.daemon.process.poll() is None:
+            return
+        self.daemon.start()
         self.wait_until_serving(self.api, self.ctxt, self.host, self.daemon)
 
     def image(self, size=8 * units.Mi):
@@ -490,20 +510,23 @@ class LeftStatesTest(base.FunctionalTestCase):
         for states in ((), ('snapshot',)):
             image_id, data = self.image()
             part, _disk = self.plant(image_id, data, *states)
+            self.start_agent()  # aborts it at its start, or the call does
             disk = self.create_root_disk(image_id)
-            # Waited for the base the next build made (one download).
-            self.assertEqual(LazyFirstDiskTest.base_url(self, image_id),
-                             disk['parent'])
+            # A disk of a new lazy base, or of the base it became.
+            self.assertNotIn(part, disk['parent'])
             self.assertNotIn(part, self.ceph.names())
+            base.wait_for(lambda: LazyFirstDiskTest.base_published(
+                self, image_id), 60, what='the lazy base to be published')
             self.assert_base(image_id, data, disk['name'])
             self.assertEqual(1, self.glance.downloads(image_id))
-            self.restart_worker()  # frees the source's port
+            self.daemon.stop()  # frees the source's port
 
     def test_a_copied_and_checked_target_is_published_without_download(self):
         for states in (('verified',), ('verified', 'committed')):
             image_id, data = self.image()
             part, vm_disk = self.plant(image_id, data, 'snapshot', 'clone',
                                        'executed', *states)
+            self.start_agent()  # publishes it at its start, or the call
             disk = self.create_root_disk(image_id)
             self.assertEqual(LazyFirstDiskTest.base_url(self, image_id),
                              disk['parent'])
@@ -512,7 +535,7 @@ class LeftStatesTest(base.FunctionalTestCase):
                              self.ceph.parent(vm_disk)[1])
             self.assert_base(image_id, data, vm_disk, disk['name'])
             self.assertEqual(0, self.glance.downloads(image_id))
-            self.restart_worker()
+            self.daemon.stop()
 
     def test_a_quarantined_target_is_never_published(self):
         image_id, data = self.image()
@@ -521,6 +544,7 @@ class LeftStatesTest(base.FunctionalTestCase):
         with self.ceph.cluster.open_ioctx(self.ceph.pool) as ioctx:
             with self.ceph.rbd.Image(ioctx, part) as image:
                 image.metadata_set(rbd_lazy.QUARANTINED_KEY, 'its hash')
+        self.start_agent()  # leaves it at its start
         disk = self.create_root_disk(image_id)
         # A base of a new (checked) download; the quarantined one stays
         # for its clone.
@@ -533,7 +557,7 @@ class LeftStatesTest(base.FunctionalTestCase):
     def test_one_with_a_clone_is_finished_at_start_up_without_a_call(self):
         image_id, data = self.image(16 * units.Mi)
         part, vm_disk = self.plant(image_id, data, 'snapshot', 'clone')
-        self.restart_worker()
+        self.start_agent()
         base.wait_for(lambda: '%s_base' % image_id in self.ceph.names(), 120,
                       what='the lazy base to be published')
         self.assertEqual('%s_base' % image_id, self.ceph.parent(vm_disk)[1])

@@ -16,6 +16,7 @@ images it takes, the header it refuses, and the pool's build it holds
 
 import concurrent.futures
 import json
+import struct
 import threading
 import time
 from unittest import mock
@@ -130,6 +131,22 @@ class HeaderTest(images.ImageFilesMixin, base.TestCase):
                               self.first_bytes('qcow2'), 'qcow2',
                               max_size=8 * MiB)
         self.assertEqual(10 * MiB, e.kwargs['virtual_size'])
+
+    def test_a_qcow2_librbd_cannot_read_from_its_header_is_not_lazy(self):
+        plain = bytearray(self.first_bytes('qcow2'))
+        for offset, fmt, value in ((32, '>I', 1),    # encrypted
+                                   (60, '>I', 1),    # internal snapshot
+                                   (72, '>Q', 8),    # zstd compression
+                                   (40, '>Q', 1 << 40)):  # L1 far away
+            changed = bytearray(plain)
+            struct.pack_into(fmt, changed, offset, value)
+            self.assertFalse(lazy._qcow_readable(bytes(changed)), offset)
+        self.assertTrue(lazy._qcow_readable(bytes(plain)))
+        # The inspector takes it; the lazy path leaves it to the download.
+        changed = bytearray(plain)
+        struct.pack_into('>I', changed, 60, 1)
+        self.assertEqual((None, 10 * MiB),
+                         self.check(bytes(changed), 'qcow2'))
 
     def test_a_qcow2_header_in_an_image_declared_raw_is_refused(self):
         self.assertRaises(exception.ImageUnacceptable, self.check,
@@ -384,12 +401,13 @@ class OutcomeTest(base.TestCase):
     def test_a_publication_names_the_base(self):
         build = self.build()
         build.target.state.return_value = None  # committed
-        build._publish(time.monotonic(), 'copied and checked')
+        build._publish(time.monotonic(), 'copied and checked', 3 << 20)
         build.lazy.notify.assert_called_once_with(
             IMAGE, 'vms', IMAGE + '_base', 'published')
         build.lazy.storage.bases.publish.assert_called_once_with(
             'p.imaged-part', IMAGE)
         build.target.commit.assert_not_called()
+        build.lazy.files.record.assert_called_once_with(IMAGE, 3 << 20)
         self.assertTrue(build.closed)
 
 

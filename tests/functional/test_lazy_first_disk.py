@@ -19,7 +19,6 @@ import hashlib
 import os
 import re
 import signal
-import socket
 import tempfile
 import threading
 import time
@@ -32,12 +31,6 @@ from tests.functional import base
 from tests.functional import test_root_disks
 from tests.functional import test_worker_death
 from tools.bench.machine import children
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 def remove_lazy_leftovers(ceph, image_id, size, port):
@@ -82,7 +75,7 @@ def remove_lazy_leftovers(ceph, image_id, size, port):
                 source.stop()
 
 
-PORT_LAZY = free_port()
+PORT_LAZY = base.free_port()
 
 
 class LazyFirstDiskTest(base.FunctionalTestCase):
@@ -184,7 +177,7 @@ class LazyFirstDiskTest(base.FunctionalTestCase):
                               if n.startswith(image['id'])])
 
 
-PORT_KILLED = free_port()
+PORT_KILLED = base.free_port()
 
 
 class KilledAgentTest(base.FunctionalTestCase):

@@ -124,15 +124,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                          bytes(body))
         self.close_connection = False
 
-    def _served(self):
+    def _served(self, missing):
+        """The image asked for, else None (answered ``missing``)."""
         match = _PATH.match(self.path)
         served = match and self.server.source.served(match.group(1))
         if not served:
-            self._answer(404)
+            self._answer(missing)
         return served
 
     def do_HEAD(self):
-        served = self._served()
+        # An image not served cannot be opened: librbd's open fails.
+        served = self._served(404)
         if served:
             lines = ['HTTP/1.1 200 OK', 'Content-Length: %d' % served.size,
                      'Accept-Ranges: bytes']
@@ -141,8 +143,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = False
 
     def do_GET(self):
-        served = self._served()
+        # Not 404: librbd reads a 404 as a hole and gives the guest
+        # zeros. A client that opened the image while it was served (a
+        # VM reading across the publish, before it refreshed; one left
+        # by a killed agent) gets an I/O error instead.
+        served = self._served(500)
         if not served:
+            LOG.warning('Lazy source: %s of %s, an image not served (any '
+                        'more): I/O error', self.headers.get('Range'),
+                        self.path)
             return
         match = _RANGE.match(self.headers.get('Range', ''))
         if not match:

@@ -166,7 +166,8 @@ class LocalSourceTest(base.TestCase):
         conn = self.connect()
         self.assertEqual(404, self.ask(conn, 'HEAD', path='/images/x%20y')[0]
                          .status)
-        self.assertEqual(404, self.ask(conn, 'GET', 0, 1,
+        # A read of an image not served is an error, never a hole.
+        self.assertEqual(500, self.ask(conn, 'GET', 0, 1,
                                        path='/images/other')[0].status)
         self.assertEqual(416, self.ask(conn, 'GET', MiB, MiB + 1)[0].status)
         self.assertEqual(416, self.ask(conn, 'GET')[0].status)
@@ -197,6 +198,18 @@ class LocalSourceTest(base.TestCase):
         self.source.forget(IMAGE)
         self.assertFalse(os.path.exists(spool.path))
         self.assertEqual(404, self.ask(self.connect(), 'HEAD')[0].status)
+
+    def test_a_read_after_forget_is_an_error_not_a_hole(self):
+        # librbd gives a guest zeros for a 404: a VM that opened the base
+        # before it was published may still read through the source.
+        self.serve(MiB)(MiB).commit(MiB)
+        conn = self.connect()
+        self.assertEqual(206, self.ask(conn, 'GET', 0, 4095)[0].status)
+        self.source.forget(IMAGE)
+        response, body = self.ask(conn, 'GET', 0, 4095)
+        self.assertEqual((500, b''), (response.status, body))
+        # (on the same connection, kept alive)
+        self.assertEqual(500, self.ask(conn, 'GET', 4096, 8191)[0].status)
 
     def test_a_port_taken_is_a_typed_error(self):
         other = lazy_source.LocalSource(self.source.port, TIMEOUT)

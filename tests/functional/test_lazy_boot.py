@@ -23,11 +23,17 @@ uncommitted import-only migration; then the rest of the image comes,
 slowly, while the guest boots, reading through the agent's source what
 the copy has not brought yet. Once the base is published, the disk holds
 the image's bytes and the guest's writes, nothing else.
+
+A disk opened before the publish and read all the while, as a running VM
+reads it, must read the image's bytes across the publish too: librbd
+reads a migration target's snapshot through the source until the client
+has seen the commit.
 """
 
 import hashlib
 import os
 import threading
+import time
 
 import fixtures
 from oslo_utils import units
@@ -51,6 +57,8 @@ BIOS_BOOTING = 'Booting from Hard Disk'
 # Generous on two busy CPUs (the guest powers off within ~10 s idle).
 BOOT_TIMEOUT = 240
 PUBLISH_TIMEOUT = 300
+# A running VM's reads: one of READ bytes in every STRIDE, over and over.
+READ, STRIDE = 32 * units.Ki, 128 * units.Ki
 QEMU = 'qemu-system-x86_64'  # as [imaged_boot] qemu_command's default
 PORT = base.free_port()
 
@@ -174,3 +182,41 @@ class LazyBootTest(base.FunctionalTestCase):
         for offset in bootdisk.MARKER_OFFSETS[1:]:
             self.assertEqual(bootdisk.GUEST_MARKER,
                              self.ceph.read(disk['name'], offset, 512))
+
+    def test_a_disk_read_across_the_publish_reads_the_image(self):
+        data = self.image_bytes
+        image = self.glance.create(data, backend='local')
+        self.addCleanup(self.ceph.remove, '%s_base' % image['id'])
+        self.addCleanup(test_lazy_first_disk.remove_lazy_leftovers,
+                        self.ceph, image['id'], len(data), PORT)
+        self.addCleanup(self.proxy.heal)
+        self.proxy.hold(HOLD)
+        self.proxy.rate = RATE
+        disk = self.create_root_disk(image['id'], size_gb=DISK_GB)
+        self.assertFalse(self.published(image['id']))
+        # Every read reaches librbd's image, as a VM's without a cache.
+        self.ceph.cluster.conf_set('rbd_cache', 'false')
+        self.addCleanup(self.ceph.cluster.conf_set, 'rbd_cache', 'true')
+        wrong, sweeps = [], 0
+        deadline = time.monotonic() + PUBLISH_TIMEOUT
+        with self.ceph.cluster.open_ioctx(self.ceph.pool) as ioctx, \
+                self.ceph.rbd.Image(ioctx, disk['name']) as vm_disk:
+            self.proxy.release()
+            published = False
+            while not published and time.monotonic() < deadline:
+                published = self.published(image['id'])  # then once more
+                sweeps += 1
+                for offset in range(sweeps * 4096 % STRIDE, len(data),
+                                    STRIDE):
+                    try:
+                        got = vm_disk.read(offset, READ)
+                    except self.ceph.rbd.Error as e:
+                        wrong.append((sweeps, offset, 'error: %s' % e))
+                        continue
+                    if got != data[offset:offset + READ]:
+                        wrong.append((sweeps, offset, 'zeros' if not
+                                      got.strip(b'\0') else 'other bytes'))
+        self.assertTrue(published, 'the base was not published in %ss' %
+                        PUBLISH_TIMEOUT)
+        self.assertEqual([], wrong[:10], '%d wrong reads of %d sweeps '
+                         '(sweep, offset, what)' % (len(wrong), sweeps))

@@ -195,8 +195,9 @@ class LazyBootTest(base.FunctionalTestCase):
         disk = self.create_root_disk(image['id'], size_gb=DISK_GB)
         self.assertFalse(self.published(image['id']))
         # Every read reaches librbd's image, as a VM's without a cache.
+        self.addCleanup(self.ceph.cluster.conf_set, 'rbd_cache',
+                        self.ceph.cluster.conf_get('rbd_cache'))
         self.ceph.cluster.conf_set('rbd_cache', 'false')
-        self.addCleanup(self.ceph.cluster.conf_set, 'rbd_cache', 'true')
         wrong, sweeps = [], 0
         deadline = time.monotonic() + PUBLISH_TIMEOUT
         with self.ceph.cluster.open_ioctx(self.ceph.pool) as ioctx, \

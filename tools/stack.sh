@@ -67,11 +67,12 @@ fi
 APT_PACKAGES=(ceph-mon ceph-osd ceph-mgr ceph-common python3-rados python3-rbd
               rabbitmq-server qemu-utils qemu-block-extra python3-venv python3-dev
               gcc curl procps iproute2 systemd fdisk gdisk xorriso)
-# The scenario suite's boot test (imaged/tempest_plugin/scenario/bootdisk.py)
-# builds a disk with busybox, syslinux on FAT (dosfstools, mtools) and a
-# kernel taken from its .deb (apt-get download, never installed), and boots
-# it in QEMU; these come without their recommends (qemu-system-x86's would
-# add a GTK GUI).
+# The boot tests (the scenario suite's, and the functional lazy first disk's
+# tests/functional/test_lazy_boot.py) build a disk
+# (imaged/tempest_plugin/scenario/bootdisk.py) with busybox, syslinux on FAT
+# (dosfstools, mtools) and a kernel taken from its .deb (apt-get download,
+# never installed), and boot it in QEMU; these come without their
+# recommends (qemu-system-x86's would add a GTK GUI).
 APT_PACKAGES_NO_RECOMMENDS=(qemu-system-x86 busybox-static syslinux
                             syslinux-common dosfstools mtools)
 

@@ -30,6 +30,7 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -142,6 +143,14 @@ def glance_options(env=None):
             'project_domain_name': env['OS_PROJECT_DOMAIN_NAME'],
             'region_name': env['OS_REGION_NAME'],
             'endpoint_override': env['GLANCE_URL']}
+
+
+def free_port():
+    """A loopback TCP port nothing listens on now (an agent's
+    ``lazy_source_port``)."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
 
 
 def wait_for(predicate, timeout, interval=0.2, what='condition'):

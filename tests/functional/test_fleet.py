@@ -20,7 +20,6 @@ real oslo.messaging notification listener receives them.
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -311,7 +310,7 @@ class NotificationsTest(FleetTestCase):
                                    image['id']), disk['parent'])
 
     def test_a_dead_notification_broker_does_not_hang_calls(self):
-        dead = 'rabbit://guest:guest@127.0.0.1:%d/' % _dead_port()
+        dead = 'rabbit://guest:guest@127.0.0.1:%d/' % base.free_port()
         self.daemons['deaf'] = daemon = self.start_agent(
             'deaf', {'oslo_messaging_notifications': {'transport_url': dead}})
         instance_uuid = str(uuid.uuid4())
@@ -340,13 +339,6 @@ class NotificationsTest(FleetTestCase):
                                        image_id=image['id'])
         self.assertEqual((3 * units.Mi, 0), (end['payload']['bytes'],
                                              end['payload']['retries']))
-
-
-def _dead_port():
-    """A loopback port nothing listens on (bound, then closed)."""
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 # "always": this agent cleans the pool whichever other agent (the quick
@@ -442,7 +434,7 @@ class PurgeTest(FleetTestCase):
         daemon.stop()
         # Same host and state, but its Glance is now a dead port.
         options = dict(SHORT_CLEANUP, glance={
-            'endpoint_override': 'http://127.0.0.1:%d' % _dead_port(),
+            'endpoint_override': 'http://127.0.0.1:%d' % base.free_port(),
             'num_retries': '0', 'timeout': '2'})
         self.daemons['blind'] = blind = self.start_agent(
             'blind', options, host=daemon.host)

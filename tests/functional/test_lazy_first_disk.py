@@ -20,7 +20,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -37,12 +36,6 @@ from tests.functional import base
 from tests.functional import test_root_disks
 from tests.functional import test_worker_death
 from tools.bench.machine import children
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 def qcow2_of(disk_bytes):
@@ -99,7 +92,7 @@ def remove_lazy_leftovers(ceph, image_id, size, port):
                 source.stop()
 
 
-PORT_LAZY = free_port()
+PORT_LAZY = base.free_port()
 
 
 class LazyFirstDiskTest(base.FunctionalTestCase):
@@ -320,7 +313,7 @@ class LazyFirstDiskTest(base.FunctionalTestCase):
                               if n.startswith(image['id'])])
 
 
-PORT_KILLED = free_port()
+PORT_KILLED = base.free_port()
 
 
 class KilledAgentTest(base.FunctionalTestCase):
@@ -419,7 +412,7 @@ class KilledAgentTest(base.FunctionalTestCase):
             pass
 
 
-PORT_LEFT = free_port()
+PORT_LEFT = base.free_port()
 
 
 class LeftStatesTest(base.FunctionalTestCase):

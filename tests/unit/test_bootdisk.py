@@ -10,7 +10,8 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""The boot test's disk: the kernel modules it packs, on both releases."""
+"""The boot test's disk: the kernel modules it packs, on both releases;
+what a guest's console must report."""
 
 import gzip
 import lzma
@@ -63,3 +64,37 @@ class KernelModuleTest(base.TestCase):
         e = self.assertRaises(bootdisk.BuildError, bootdisk._module,
                               self.release_dir, 'drivers/block', 'virtio_blk')
         self.assertIn('drivers/block/virtio_blk', str(e))
+
+
+class MissingReportsTest(base.TestCase):
+
+    DISK = 2 * 1024 ** 3
+
+    def booted(self):
+        return (['init started, kernel 6.1.0-57-cloud-amd64, uptime 3.27',
+                 'disk vda sectors %d' % (self.DISK // 512)] +
+                ['wrote marker at %d' % o for o in bootdisk.MARKER_OFFSETS] +
+                ['powering off, uptime 3.87'])
+
+    def test_a_whole_boot_lacks_nothing(self):
+        self.assertEqual([], bootdisk.missing_reports(self.booted(),
+                                                      self.DISK))
+
+    def test_a_disk_of_another_size_is_missing(self):
+        self.assertEqual(['disk vda sectors %d' % (self.DISK // 1024)],
+                         bootdisk.missing_reports(self.booted(),
+                                                  self.DISK // 2))
+
+    def test_a_failed_write_is_a_missing_marker(self):
+        reports = [r.replace('wrote marker at %d' % bootdisk.MARKER_OFFSETS[1],
+                             'write at %d failed' % bootdisk.MARKER_OFFSETS[1])
+                   for r in self.booted()]
+        self.assertEqual(
+            ['wrote marker at %d' % bootdisk.MARKER_OFFSETS[1]],
+            bootdisk.missing_reports(reports, self.DISK))
+
+    def test_a_guest_that_never_ran_its_init_lacks_everything(self):
+        self.assertEqual(
+            ['init started', 'disk vda sectors %d' % (self.DISK // 512)] +
+            ['wrote marker at %d' % o for o in bootdisk.MARKER_OFFSETS] +
+            ['powering off'], bootdisk.missing_reports([], self.DISK))

@@ -34,6 +34,7 @@ from tools.bench.config import FULL
 from tools.bench.config import QUICK
 from tools.bench.config import REPO
 from tools.bench.harness import Bench
+from tools.bench.harness import NOT_QUICK
 from tools.bench.harness import SECTIONS
 from tools.bench.machine import machine_facts
 from tools.bench.machine import source_facts
@@ -62,9 +63,10 @@ def parse_args(argv):
                         help='the image sizes of section lazy (default '
                         '256,1024,4096; quick 8,32), e.g. 4096 alone on a '
                         'fast cluster with room for one such size')
-    parser.add_argument('--only', default=','.join(SECTIONS),
-                        help='comma-separated sections to run, of: %s' %
-                        ', '.join(SECTIONS))
+    parser.add_argument('--only',
+                        help='comma-separated sections to run, of: %s '
+                        '(default: all; with --quick, all but %s)' % (
+                            ', '.join(SECTIONS), ', '.join(NOT_QUICK)))
     parser.add_argument('--json', default='bench-results/bench.json',
                         help='where to write the raw figures')
     parser.add_argument('--plot', default='bench-results/bench.png',
@@ -84,6 +86,9 @@ def parse_args(argv):
         parser.error('%s/stack.env is missing: start that stack first '
                      '(IMAGED_STACK_DIR=%s tools/stack.sh start)' % (
                          args.fast_stack, args.fast_stack))
+    if args.only is None:
+        args.only = ','.join(s for s in SECTIONS
+                             if not (args.quick and s in NOT_QUICK))
     unknown = set(args.only.split(',')) - set(SECTIONS)
     if unknown:
         parser.error('unknown sections: %s' % ', '.join(sorted(unknown)))

@@ -44,6 +44,8 @@ class Config:
     signature_size: int = GiB  # the signed image of section signatures
     # New raw images of section lazy (lazy_first_disk, and not).
     lazy_sizes: tuple = (256 * MiB, GiB, 4 * GiB)
+    # (agents, callers) of section lazy_storm's storms (of storm_size).
+    lazy_storm: tuple = (6, 16)
 
     def storms(self):
         return self.storm_shapes or tuple(
@@ -61,4 +63,4 @@ QUICK = Config(repetitions=1, clone_sizes=(4 * MiB, 32 * MiB),
                rpc_calls=50, memory_sizes=(8 * MiB, 32 * MiB),
                call_timeout=120, storm_agents=2, storm_callers=(4,),
                storm_size=8 * MiB, signature_size=8 * MiB,
-               lazy_sizes=(8 * MiB, 32 * MiB))
+               lazy_sizes=(8 * MiB, 32 * MiB), lazy_storm=(2, 4))

@@ -317,6 +317,22 @@ def build(cache_dir):
         return disk
 
 
+def missing_reports(reports, disk_size):
+    """What a guest's :meth:`Boot.reports` lack of a boot that ran its
+    init, saw its disk of ``disk_size`` bytes, wrote the marker at every
+    one of :data:`MARKER_OFFSETS` and powered off: [] when nothing."""
+    missing = []
+    if not any(r.startswith('init started') for r in reports):
+        missing.append('init started')
+    missing.extend(want for want in (
+        ['disk vda sectors %d' % (disk_size // 512)] +
+        ['wrote marker at %d' % offset for offset in MARKER_OFFSETS])
+        if want not in reports)
+    if not any(r.startswith('powering off') for r in reports):
+        missing.append('powering off')
+    return missing
+
+
 def rbd_drive(pool, image, user=None, conf=None, keyring=None):
     """QEMU's ``-drive`` for an RBD image (its legacy ``rbd:`` syntax,
     which also takes a keyring) on the guest's virtio bus."""

@@ -84,14 +84,8 @@ class BootTest(base.ScenarioTestCase):
             f.write(line)
 
     def assertBootedAndWrote(self, run):
-        reports = run.reports()
-        self.assertTrue(any(r.startswith('init started') for r in reports),
-                        'the guest never ran its init')
-        self.assertIn('disk vda sectors %d' % (DISK_GB * units.Gi // 512),
-                      reports)
-        for offset in bootdisk.MARKER_OFFSETS:
-            self.assertIn('wrote marker at %d' % offset, reports)
-        self.assertTrue(any(r.startswith('powering off') for r in reports))
+        self.assertEqual([], bootdisk.missing_reports(
+            run.reports(), DISK_GB * units.Gi), 'the guest did not report')
 
     def assertMarkerOffsetsHold(self, disk_name, guest_wrote):
         """At every marker offset the disk holds the guest's marker, or

@@ -29,11 +29,9 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
-import urllib.parse
 import uuid
 
 import fixtures
@@ -43,6 +41,7 @@ from testtools import matchers
 
 from imaged import exception
 from imaged.tempest_plugin.scenario import base
+from tests import glance_proxy
 
 
 class Agent:
@@ -162,119 +161,6 @@ class Agent:
         return []
 
 
-class GlanceProxy:
-    """A TCP proxy in front of Glance that can slow or cut image data.
-
-    Only responses to ``GET /v2/images/<id>/file`` are touched:
-    ``rate`` (bytes per second) throttles them, ``cut_after`` (bytes)
-    closes the connection once that much of the response went through.
-    ``served`` counts the bytes of such responses sent so far;
-    ``requests`` keeps the request line of every request.
-    """
-
-    def __init__(self, endpoint):
-        parsed = urllib.parse.urlsplit(endpoint)
-        self.upstream = (parsed.hostname, parsed.port or 80)
-        self.path = parsed.path.rstrip('/')
-        self.rate = None
-        self.cut_after = None
-        self.served = 0
-        self.requests = []
-        self._listener = socket.socket()
-        self._listener.bind(('127.0.0.1', 0))
-        self._listener.listen(64)
-        self._stopped = False
-        self._sockets = set()
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def endpoint(self):
-        return 'http://127.0.0.1:%d%s' % (self._listener.getsockname()[1],
-                                          self.path)
-
-    def data_requests(self, image_id):
-        """How many times the image's data was asked for through us."""
-        return self.requests.count('GET %s/v2/images/%s/file HTTP/1.1' % (
-            self.path, image_id))
-
-    def heal(self):
-        self.rate = self.cut_after = None
-
-    def close(self):
-        self._stopped = True
-        self._listener.close()
-        with self._lock:
-            for sock in list(self._sockets):
-                with contextlib.suppress(OSError):
-                    sock.close()
-
-    def _track(self, sock):
-        with self._lock:
-            self._sockets.add(sock)
-        return sock
-
-    def _accept(self):
-        while not self._stopped:
-            try:
-                client, _addr = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(self._track(client),),
-                             daemon=True).start()
-
-    def _serve(self, client):
-        try:
-            upstream = self._track(socket.create_connection(self.upstream,
-                                                            timeout=10))
-        except OSError:
-            client.close()  # as if Glance itself were not listening
-            return
-        upstream.settimeout(None)
-        request = client.recv(65536)
-        self.requests.append(request.split(b'\r\n', 1)[0].decode(
-            'latin-1'))
-        data_request = request.split(b'\r\n', 1)[0].endswith(
-            b'/file HTTP/1.1') and request.startswith(b'GET ')
-        upstream.sendall(request)
-        threading.Thread(target=self._pump, args=(client, upstream),
-                         daemon=True).start()
-        try:
-            self._pump(upstream, client, data_request)
-        finally:
-            for sock in (client, upstream):
-                with contextlib.suppress(OSError):
-                    sock.close()
-
-    def _pump(self, source, dest, data_request=False):
-        sent = 0
-        started = time.monotonic()
-        try:
-            while True:
-                chunk = source.recv(65536)
-                if not chunk:
-                    break
-                if data_request and self.cut_after is not None and \
-                        sent + len(chunk) > self.cut_after:
-                    dest.sendall(chunk[:max(self.cut_after - sent, 0)])
-                    break
-                dest.sendall(chunk)
-                sent += len(chunk)
-                if data_request:
-                    self.served += len(chunk)
-                    if self.rate:
-                        ahead = sent / self.rate - (time.monotonic() -
-                                                    started)
-                        if ahead > 0:
-                            time.sleep(ahead)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, dest):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-
 class FaultTestCase(base.ScenarioTestCase):
 
     exclusive = True  # unless a class says it disturbs nothing shared
@@ -356,7 +242,7 @@ class FaultTestCase(base.ScenarioTestCase):
         agent.wait_until_serving(self.api, self.ctxt)
 
     def glance_proxy(self):
-        proxy = GlanceProxy(self.glance.endpoint)
+        proxy = glance_proxy.GlanceProxy(self.glance.endpoint)
         self.addCleanup(proxy.close)
         return proxy
 

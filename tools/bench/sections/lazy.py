@@ -95,7 +95,7 @@ def sample(bench, lazy, size, rep):
                 out['%s first' % label] = seconds
                 out['%s published' % label] = _published(
                     bench, image['id'], started)
-                out['%s MiB' % label] = _glance_bytes(
+                out['%s MiB' % label] = glance_bytes(
                     bench, image['id']) / MiB
                 out['%s steps' % label] = ', '.join(result['timings'])
                 if label == 'lazy' and '.imaged-part/' not in \
@@ -129,7 +129,7 @@ def _published(bench, image_id, started):
         time.sleep(0.05)
 
 
-def _glance_bytes(bench, image_id):
+def glance_bytes(bench, image_id):
     """Bytes Glance answered ``GET .../file`` of the image with."""
     pattern = re.compile(r'GET /v2/images/%s/file HTTP/[\d.]+" \d+ (\d+)' %
                          image_id)

@@ -90,7 +90,9 @@ class Fleet:
     """Agents on one pool and one broker, each with its own host name.
 
     ``first`` (an already serving :class:`Agent`) joins as the first one;
-    the others are started, and stopped by :meth:`stop`.
+    the others are started, and stopped by :meth:`stop`. ``options``: the
+    agents' options beside :data:`AGENT_OPTIONS`, or a function of an
+    agent's number giving its own.
     """
 
     def __init__(self, workdir, run_id, count, options=None, first=None):
@@ -100,9 +102,10 @@ class Fleet:
             path = os.path.join(workdir, 'fleet-%d' % n)
             os.makedirs(path, exist_ok=True)
             agent = Agent(path, '%s-%d' % (run_id, n))
-            if options:
+            own = options(n) if callable(options) else options
+            if own:
                 agent.daemon = base.Daemon(path, agent.host,
-                                           merged(AGENT_OPTIONS, options))
+                                           merged(AGENT_OPTIONS, own))
                 agent.daemon.core_dumps = True
             self.agents.append(agent)
             self.started.append(agent)
@@ -275,6 +278,7 @@ def imaged_storm(fleet, made, image_id, size_gb, callers):
     total, results = released_together(
         [create(a) for a in fleet.agents for _n in range(callers)], answers)
     return {'total': total, 'parts': call_parts(answers),
+            'parents': [(a or {}).get('parent') for _s, a in answers],
             'calls': [s for s, _e in results],
             'errors': collections.Counter(error_name(e)
                                           for _s, e in results if e),

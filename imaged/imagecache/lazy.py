@@ -290,17 +290,16 @@ class LazyFirstDisks:
         clones), or None."""
         conn = self.storage.conn
         found = rbd_lazy.PublishedBase.find(
-            conn, base_state.base_name(image_id), base_state.SNAPSHOT,
-            image_id)
+            conn, base_state.base_name(image_id), image_id)
         kept = self._kept.get(image_id)
         if found is None and kept is not None:
             found = rbd_lazy.PublishedBase.find(
-                conn, kept, base_state.SNAPSHOT, image_id, verified=False)
-        if found is None and image_id in self._left:
-            location, size = self.storage.bases.location(image_id)
-            if location is not None:  # made by another build meanwhile
-                found = rbd_lazy.PublishedBase(
-                    conn, location.image, location.snapshot, image_id, size)
+                conn, kept, image_id, mark=rbd_lazy.PREPARED_MARK)
+        if found is None and image_id in self._left and \
+                self.storage.bases.location(image_id)[0] is not None:
+            # Made by another build meanwhile: the image's bytes too.
+            found = rbd_lazy.PublishedBase.find(
+                conn, base_state.base_name(image_id), image_id, mark=None)
         return found
 
     def notify(self, image_id, pool, name, outcome, error=None):

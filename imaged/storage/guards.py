@@ -48,28 +48,35 @@ def record(image):
         image.metadata_set(GUARDS_KEY, json.dumps(held))
 
 
-def header_metadata(conn, ioctx, name, keys):
-    """``{key: value}`` of the image metadata ``keys`` image ``name`` has.
-
-    Read with librados from the image's header (``rbd_id.<name>`` names
-    the header ``rbd_header.<id>``, whose omap keeps each metadata key as
-    ``metadata_<key>``), never by opening the image with librbd: a lazy
-    base's partial is a migration target, and opening one opens its
-    source, on another host, or on this one before it serves again (which
-    may refuse, or stall for ever). ``{}`` if there is no such image.
-    """
+def header_values(conn, ioctx, name, keys):
+    """``{key: raw value}`` of the omap ``keys`` of image ``name``'s
+    header, read with librados: ``rbd_id.<name>`` names the header
+    ``rbd_header.<id>``. ``{}`` if there is no such image."""
     rados = conn.rados
     try:
         raw = ioctx.read(RBD_ID_PREFIX + name)
         length, = struct.unpack_from('<I', raw)
         image_id = raw[4:4 + length].decode()
         with rados.ReadOpCtx() as op:
-            found, _ret = ioctx.get_omap_vals_by_keys(
-                op, tuple(METADATA_PREFIX + key for key in keys))
+            found, _ret = ioctx.get_omap_vals_by_keys(op, tuple(keys))
             ioctx.operate_read_op(op, RBD_HEADER_PREFIX + image_id)
-            found = dict(found)
+            return dict(found)
     except (rados.ObjectNotFound, struct.error, UnicodeDecodeError):
         return {}
+
+
+def header_metadata(conn, ioctx, name, keys):
+    """``{key: value}`` of the image metadata ``keys`` image ``name`` has.
+
+    Read with librados from the image's header (:func:`header_values`;
+    its omap keeps each metadata key as ``metadata_<key>``), never by
+    opening the image with librbd: a lazy base's partial is a migration
+    target, and opening one opens its source, on another host, or on this
+    one before it serves again (which may refuse, or stall for ever).
+    ``{}`` if there is no such image.
+    """
+    found = header_values(conn, ioctx, name,
+                          [METADATA_PREFIX + key for key in keys])
     values = {}
     for key in keys:
         value = found.get(METADATA_PREFIX + key)

@@ -29,6 +29,7 @@ lazy-first-disk.rst) sets the rules kept here:
 """
 
 import json
+import struct
 
 from oslo_log import log as logging
 
@@ -286,37 +287,57 @@ class PublishedBase:
     and the rename, its reads still came to the source; a source that
     forgot the image gave it zeros, then I/O errors).
 
-    Only a base made lazily (``imaged.lazy`` in its metadata, kept by the
-    rename) is served, and only its snapshot's bytes: the image's.
+    Read with librados from the image's data objects (its head: a base is
+    never written after its snapshot), not with librbd: images opened and
+    closed by the source's threads while the agent worked aborted the
+    process in librbd (``std::system_error``), seen on the real stack.
     """
 
-    def __init__(self, conn, name, snapshot, image_id, size):
-        self.conn, self.name, self.snapshot = conn, name, snapshot
-        self.image_id, self.size = image_id, size
+    def __init__(self, conn, name, image_id, size, order, prefix):
+        self.conn, self.name, self.image_id = conn, name, image_id
+        self.size, self.order, self.prefix = size, order, prefix
 
     @classmethod
-    def find(cls, conn, name, snapshot, image_id, verified=True):
-        """The published lazy base ``name`` of ``image_id``, or None.
+    def find(cls, conn, name, image_id, mark=VERIFIED_MARK):
+        """The base ``name`` of ``image_id``, or None.
 
-        :param verified: only one marked verified (else: a quarantined
-            target kept for its clones, named by its maker).
+        :param mark: what its ``imaged.lazy`` must say (a base made lazily
+            and checked); ``PREPARED_MARK``: any lazy one (a quarantined
+            target kept for its clones); None: any (a complete base the
+            caller found).
         """
         with conn.ioctx(name=name) as ioctx:
             marks = guards.header_metadata(conn, ioctx, name, (LAZY_KEY,))
-            if LAZY_KEY not in marks or \
-                    (verified and marks[LAZY_KEY] != VERIFIED_MARK):
+            if mark == VERIFIED_MARK and \
+                    marks.get(LAZY_KEY) != VERIFIED_MARK or \
+                    mark == PREPARED_MARK and LAZY_KEY not in marks:
                 return None
-            try:
-                with conn.rbd.Image(ioctx, name, snapshot=snapshot,
-                                    read_only=True) as image:
-                    return cls(conn, name, snapshot, image_id, image.size())
-            except conn.rbd.ImageNotFound:
-                return None
+            raw = guards.header_values(conn, ioctx, name,
+                                       ('size', 'order', 'object_prefix'))
+        try:
+            size, = struct.unpack('<Q', raw['size'])
+            order = raw['order'][0]
+            length, = struct.unpack_from('<I', raw['object_prefix'])
+            prefix = raw['object_prefix'][4:4 + length].decode()
+        except (KeyError, IndexError, struct.error, UnicodeDecodeError):
+            return None
+        return cls(conn, name, image_id, size, order, prefix)
 
     def read(self, offset, length, _deadline=None):
+        """Bytes of the image at ``offset`` (a hole reads as zeros)."""
+        rados = self.conn.rados
+        end = min(offset + length, self.size)
+        pieces = []
+        object_size = 1 << self.order
         with self.conn.ioctx(name=self.name) as ioctx:
-            with self.conn.rbd.Image(ioctx, self.name,
-                                     snapshot=self.snapshot,
-                                     read_only=True) as image:
-                return image.read(offset, min(length, self.size - offset))
-
+            while offset < end:
+                number, within = divmod(offset, object_size)
+                n = min(end - offset, object_size - within)
+                try:
+                    data = ioctx.read('%s.%016x' % (self.prefix, number), n,
+                                      within)
+                except rados.ObjectNotFound:
+                    data = b''
+                pieces.append(data + bytes(n - len(data)))
+                offset += n
+        return b''.join(pieces)

@@ -212,11 +212,13 @@ class LazyFirstDisks:
             if ready is BUSY:
                 return None
             location, size = ready
-            with build.sharing:
-                if build.closed:  # published, or quarantined, since
-                    return None
+            if not build.share():  # published, or quarantined, since
+                return None
+            try:
                 timings.step('lazy base')
                 return use(location, size)
+            finally:
+                build.unshare()
         finally:  # the download and the copy go on
             if first:
                 build.handed.set()
@@ -333,10 +335,12 @@ class _LazyBuild(threading.Thread):
         self.handed = threading.Event()
         self.building = False  # this thread holds the pool's build
         self.size = image.size  # the disk's, once its header is read
-        # Held by each call cloning its disk from the target, and to close
-        # the target to new clones (before its publication, quarantine or
-        # abort): no clone of a target that goes.
-        self.sharing = threading.Lock()
+        # The calls cloning their disks from the target now (at once), and
+        # whether it is closed to new ones (before its publication,
+        # quarantine or abort, which wait for those: no clone of a target
+        # that goes).
+        self.sharing = threading.Condition()
+        self.cloning = 0
         self.closed = False
 
     def run(self):
@@ -529,11 +533,27 @@ class _LazyBuild(threading.Thread):
         target.verified()
         self._publish(started, _('copied and checked'), self.size)
 
+    def share(self):
+        """Whether a call may clone its disk from the target now (then it
+        calls :meth:`unshare` once done)."""
+        with self.sharing:
+            if self.closed:
+                return False
+            self.cloning += 1
+            return True
+
+    def unshare(self):
+        with self.sharing:
+            self.cloning -= 1
+            self.sharing.notify_all()
+
     def close(self):
-        """No new clone of the target from now on (one being made ends
-        first)."""
+        """No new clone of the target from now on; the clones being made
+        end first (each bounded by its call's deadline)."""
         with self.sharing:
             self.closed = True
+            while self.cloning:
+                self.sharing.wait()
 
     def _publish(self, started, how, size):
         lazy, image, target = self.lazy, self.image, self.target

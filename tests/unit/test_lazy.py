@@ -276,9 +276,12 @@ class HandoverTest(base.TestCase):
             def __init__(self, *args):
                 self.ready = concurrent.futures.Future()
                 self.handed = mock.Mock()
-                self.sharing = threading.Lock()
-                self.closed = False
+                self.sharing = threading.Condition()
+                self.cloning, self.closed = 0, False
                 builds.append(self)
+
+            share = lazy._LazyBuild.share
+            unshare = lazy._LazyBuild.unshare
 
             def start(self):
                 if isinstance(outcome, Exception):
@@ -367,6 +370,24 @@ class SharedTargetTest(base.TestCase):
         build.ready.set_result(('target', 1 << 20))
         return self.call(used)
 
+    def test_clones_run_at_once_and_close_waits_for_them(self):
+        used = []
+        first, build = self.first_call(used)
+        build.ready.set_result(('target', 1 << 20))
+        first.join(10)
+        self.assertTrue(build.share())
+        self.assertTrue(build.share())  # not one after the other
+        closer = threading.Thread(target=build.close)
+        closer.start()
+        self.addCleanup(closer.join, 10)
+        closer.join(0.2)
+        self.assertTrue(closer.is_alive())  # waits for the two
+        build.unshare()
+        build.unshare()
+        closer.join(10)
+        self.assertFalse(closer.is_alive())
+        self.assertFalse(build.share())
+
     def test_a_closed_target_gets_no_new_clone(self):
         used = []
         first, build = self.first_call(used)
@@ -385,8 +406,8 @@ class OutcomeTest(base.TestCase):
         build.lazy = mock.Mock()
         build.image = mock.Mock(id=IMAGE, size=1 << 20)
         build.target = mock.Mock(part='p.imaged-part', pool='vms')
-        build.sharing = threading.Lock()
-        build.closed = False
+        build.sharing = threading.Condition()
+        build.cloning, build.closed = 0, False
         return build
 
     def test_a_quarantine_names_the_image_and_its_target(self):

@@ -465,8 +465,14 @@ class PoolFaultTestCase(FaultTestCase):
         return [n for n in self.ceph.names_with(*words)
                 if n.endswith(base.PARTIAL_SUFFIX)]
 
-    def wait_no_partial_images(self, *words, timeout=90):
-        """Partial images go by themselves: each agent sweeps its own."""
+    def wait_no_partial_images(self, *words, timeout=150):
+        """Partial images go by themselves: each agent sweeps its own.
+
+        A removal that failed is tried again every 30 s (the agent's own
+        sweep), and a dead writer's watch keeps it from going for ~30 s:
+        on Debian 13 (Reef) the partials of downloads cut by an OSD
+        outage went after 90 s (once), here they go within ~60 s.
+        """
         base.wait_for(lambda: not self.partial_images(*words), timeout,
                       interval=1, what='the partial images of %s to be '
                       'removed' % ', '.join(words))

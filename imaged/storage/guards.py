@@ -128,4 +128,3 @@ def lazy(conn, ioctx, name):
     """Whether partial ``name`` is a lazy base's (read without opening
     it)."""
     return bool(header_metadata(conn, ioctx, name, (LAZY_KEY,)))
-

@@ -284,15 +284,7 @@ class LazyFirstDiskTest(base.FunctionalTestCase):
                            check=True, capture_output=True)
             with open(backed, 'rb') as f:
                 header = f.read(65536)
-        stored = os.path.join(base.STACK_DIR, 'glance', 'images',
-                              image['id'])
-        with open(stored, 'r+b') as f:
-            f.write(header)
-        e = self.assertRaises(exception.ImageUnacceptable,
-                              self.create_root_disk, image['id'])
-        self.assertIn('backing', str(e))
-        self.assertEqual([], [n for n in self.ceph.names()
-                              if n.startswith(image['id'])])
+        self.assert_header_refused(image['id'], header, 'backing')
 
     def test_a_refused_header_never_reaches_a_disk(self):
         data = os.urandom(8 * units.Mi)
@@ -302,15 +294,20 @@ class LazyFirstDiskTest(base.FunctionalTestCase):
         # Glance checked the upload: its stored bytes become a qcow2
         # image's after that (the same size).
         header = test_root_disks.qcow2_holding(b'x' * 512)[:units.Mi]
-        stored = os.path.join(base.STACK_DIR, 'glance', 'images',
-                              image['id'])
+        self.assert_header_refused(image['id'], header, 'qcow2')
+
+    def assert_header_refused(self, image_id, header, reason):
+        """Glance's stored bytes of ``image_id`` begin with ``header``
+        (after Glance checked the upload): its first disk is refused,
+        naming ``reason``, with nothing left in the pool."""
+        stored = os.path.join(base.STACK_DIR, 'glance', 'images', image_id)
         with open(stored, 'r+b') as f:
             f.write(header)
         e = self.assertRaises(exception.ImageUnacceptable,
-                              self.create_root_disk, image['id'])
-        self.assertIn('qcow2', str(e))
+                              self.create_root_disk, image_id)
+        self.assertIn(reason, str(e))
         self.assertEqual([], [n for n in self.ceph.names()
-                              if n.startswith(image['id'])])
+                              if n.startswith(image_id)])
 
 
 PORT_KILLED = base.free_port()

@@ -297,9 +297,9 @@ class LazyFirstDisks:
         if found is None and kept is not None:
             found = rbd_lazy.PublishedBase.find(
                 conn, kept, image_id, mark=rbd_lazy.PREPARED_MARK)
-        if found is None and image_id in self._left and \
-                self.storage.bases.location(image_id)[0] is not None:
-            # Made by another build meanwhile: the image's bytes too.
+        if found is None and image_id in self._left:
+            # Made by another build meanwhile: the image's bytes too (no
+            # librbd open in the source's threads).
             found = rbd_lazy.PublishedBase.find(
                 conn, base_state.base_name(image_id), image_id, mark=None)
         return found

@@ -35,6 +35,7 @@ from oslo_log import log as logging
 
 from imaged import exception
 from imaged.i18n import _
+from imaged.storage import base_state
 from imaged.storage import guards
 from imaged.storage import location as rbd_location
 from imaged.storage import partial
@@ -303,14 +304,17 @@ class PublishedBase:
 
         :param mark: what its ``imaged.lazy`` must say (a base made lazily
             and checked); ``PREPARED_MARK``: any lazy one (a quarantined
-            target kept for its clones); None: any (a complete base the
-            caller found).
+            target kept for its clones); None: a complete base (its flag,
+            read without opening it).
         """
         with conn.ioctx(name=name) as ioctx:
-            marks = guards.header_metadata(conn, ioctx, name, (LAZY_KEY,))
+            marks = guards.header_metadata(
+                conn, ioctx, name, (LAZY_KEY, base_state.COMPLETE_KEY))
             if mark == VERIFIED_MARK and \
                     marks.get(LAZY_KEY) != VERIFIED_MARK or \
-                    mark == PREPARED_MARK and LAZY_KEY not in marks:
+                    mark == PREPARED_MARK and LAZY_KEY not in marks or \
+                    mark is None and \
+                    marks.get(base_state.COMPLETE_KEY) != 'true':
                 return None
             raw = guards.header_values(conn, ioctx, name,
                                        ('size', 'order', 'object_prefix'))

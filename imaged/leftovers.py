@@ -103,6 +103,13 @@ KINDS = (
          '(pool-wide only)',
          'once the snapshot it names is gone (the image deleted in '
          'Glance)'),
+    Kind('kept lazy base',
+         '[rbd] pool: <image id>_base.<host tag>-<token>-<time>.imaged-part '
+         'marked imaged.quarantined (a lazy base never published: a hash '
+         'mismatch, or a base another build made first), kept for the '
+         'disks cloned from it',
+         '(pool-wide only)',
+         'once committed and its last clone is gone'),
     Kind('temporary disk snapshot',
          '[rbd] pool: <disk>@imaged-snapshot-<image id>, recorded on '
          'imaged.snapshots.taking',
@@ -232,6 +239,7 @@ class Leftovers:
             ('snapshot partial', lambda: storage.snapshots.sweep_abandoned(
                 self.glance_pools(), max_age)),
             ('verification record', storage.verified.sweep_gone),
+            ('kept lazy base', storage.remove_kept_lazy_bases),
             ('temporary disk snapshot', lambda: self._sweep_snapshots(
                 [(disk, image_id) for disk, image_id, host
                  in storage.snapshots.taken() if host != storage.host])),

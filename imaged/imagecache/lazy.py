@@ -279,11 +279,50 @@ class LazyFirstDisks:
             LOG.error('Lazy base of image %s left by a killed agent: %s',
                       image_id, e)
             return
-        if build is not None and not build.building:
+        if build is None or build.building:
+            return
+        if self.storage.bases.location(image_id)[0] is None:
             LOG.error('Lazy base of image %s left by a killed agent was not '
-                      'finished here (another host builds or made its '
-                      'base): disks cloned from it read only what was '
-                      'copied', image_id)
+                      'finished here (another host builds its base): '
+                      'the next call of the image finishes it', image_id)
+            return
+        self._supersede(image_id)
+
+    def _supersede(self, image_id):
+        """The lazy bases of ``image_id`` a killed agent left when another
+        build has made its base meanwhile (a call that came while the dead
+        agent's build lease ran): never published. One with clones is
+        copied (through the source, which serves that base's bytes: the
+        image's) and committed, so that they need no source, and kept for
+        them (marked quarantined: the pool's cleanup removes it after its
+        last clone); one without is aborted."""
+        storage = self.storage
+        for target in rbd_lazy.LazyTarget.left_behind(
+                storage.conn, storage.partials,
+                base_state.base_name(image_id), base_state.SNAPSHOT):
+            try:
+                if target.quarantined():
+                    continue
+                target.break_dead_locks()
+                if target.abort():
+                    LOG.info('Aborted lazy base %s/%s a killed agent left: '
+                             'image %s has its base', target.pool,
+                             target.part, image_id)
+                    continue
+                target.quarantine(_('never published: the base of image '
+                                    '%s was made by another build') %
+                                  image_id)
+                target.execute()
+                if target.state() is not None:
+                    target.commit()
+                LOG.warning('Lazy base %s/%s a killed agent left is kept for '
+                            'its clones: image %s has its base', target.pool,
+                            target.part, image_id)
+            except exception.ImagedException as e:
+                LOG.error('Lazy base %s/%s a killed agent left: %s',
+                          target.pool, target.part, e)
+            finally:
+                target.done()
 
     def _published(self, image_id):
         """What the source serves for an image it no longer spools: the

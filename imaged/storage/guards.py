@@ -38,6 +38,9 @@ LAZY_KEY = 'imaged.lazy'
 RBD_ID_PREFIX = 'rbd_id.'
 RBD_HEADER_PREFIX = 'rbd_header.'
 METADATA_PREFIX = 'metadata_'
+# cls_rbd keeps a migration's spec under this key of the target's header
+# omap (in clear): a partial with it is a lazy base, marked or not yet.
+MIGRATION_KEY = 'migration'
 
 
 def record(image):
@@ -126,5 +129,7 @@ def abandoned(conn, ioctx, name, made_at, max_age, now):
 
 def lazy(conn, ioctx, name):
     """Whether partial ``name`` is a lazy base's (read without opening
-    it)."""
-    return bool(header_metadata(conn, ioctx, name, (LAZY_KEY,)))
+    it): it says so, or it is a migration target its maker was killed
+    before it could say so."""
+    return bool(header_values(conn, ioctx, name,
+                              (METADATA_PREFIX + LAZY_KEY, MIGRATION_KEY)))

@@ -68,8 +68,9 @@ class LazyTarget:
     @classmethod
     def left_images(cls, conn, writer, suffix):
         """Image ids of the lazy bases this host's killed agent left to
-        finish: the partials of base names ``<image id><suffix>`` that say
-        they are lazy and are not quarantined (kept for their clones)."""
+        finish: the partials of base names ``<image id><suffix>`` that are
+        lazy (say so, or are migration targets killed before they could)
+        and are not quarantined (kept for their clones)."""
         tag = partial_names.host_tag(writer.host)
         found = set()
         with conn.ioctx() as ioctx:
@@ -80,11 +81,15 @@ class LazyTarget:
                         partial_names.partial_owner_tag(part) == tag) or \
                         writer.is_in_progress(part):
                     continue
-                marks = guards.header_metadata(
-                    conn, ioctx, part, (LAZY_KEY, QUARANTINED_KEY))
-                if LAZY_KEY in marks and QUARANTINED_KEY not in marks:
+                if guards.lazy(conn, ioctx, part) and \
+                        not cls._quarantined(conn, ioctx, part):
                     found.add(name[:-len(suffix)])
         return sorted(found)
+
+    @staticmethod
+    def _quarantined(conn, ioctx, part):
+        return bool(guards.header_metadata(conn, ioctx, part,
+                                           (QUARANTINED_KEY,)))
 
     @classmethod
     def left_behind(cls, conn, writer, name, snapshot):
@@ -278,6 +283,64 @@ class LazyTarget:
     def done(self):
         """This process no longer works on it: sweeps may judge it."""
         self.writer.mark_in_progress(self.part, False)
+
+
+def remove_kept(conn, writer):
+    """Remove the lazy bases kept for their clones once none is left: the
+    partials marked ``imaged.quarantined`` (never published: a mismatch,
+    or a base another build made first), committed (no source: opening
+    one opens nothing else), whose snapshot's last clone is gone. Any
+    host's: the pool's cleanup host sweeps them.
+
+    Nothing clones a kept base again, so one found without clones stays
+    so; one open somewhere cannot be removed (``ImageBusy``) and is left.
+
+    :returns: the names removed.
+    """
+    rbd = conn.rbd
+    quarantined = guards.METADATA_PREFIX + QUARANTINED_KEY
+    removed = []
+    with conn.ioctx() as ioctx:
+        for part in rbd.RBD().list(ioctx):
+            if not part.endswith(partial_names.PARTIAL_SUFFIX) or \
+                    writer.is_in_progress(part):
+                continue
+            found = guards.header_values(conn, ioctx, part,
+                                         (quarantined, guards.MIGRATION_KEY))
+            if quarantined not in found or guards.MIGRATION_KEY in found:
+                continue
+            try:
+                with rbd.Image(ioctx, part, read_only=True) as image:
+                    cloned = _cloned(image)
+                if cloned:
+                    continue
+                partial.remove_image(rbd, ioctx, part)
+            except (rbd.ImageBusy, rbd.ImageNotFound) as e:
+                LOG.debug('Kept lazy base %s/%s stays: %s', conn.pool, part,
+                          e)
+                continue
+            except (rbd.Error, conn.rados.Error) as e:
+                if conn.is_unreachable(e):
+                    raise
+                LOG.warning('Kept lazy base %s/%s not removed now: %s',
+                            conn.pool, part, e)
+                continue
+            removed.append(part)
+    if removed:
+        LOG.info('Removed lazy bases kept for clones that are gone: %s',
+                 ', '.join(removed))
+    return removed
+
+
+def _cloned(image):
+    """Whether any snapshot of the open ``image`` has a clone."""
+    for snap in list(image.list_snaps()):
+        if snap.get('namespace', 0):
+            return True  # a trashed snapshot: kept while it has clones
+        image.set_snap(snap['name'])
+        if list(image.list_children()):
+            return True
+    return False
 
 
 class PublishedBase:

@@ -36,6 +36,7 @@ from imaged.storage import disk_locks
 from imaged.storage import disk_markers
 from imaged.storage import disks
 from imaged.storage import flatten
+from imaged.storage import lazy as rbd_lazy
 from imaged.storage import location as rbd_location
 from imaged.storage import locks
 from imaged.storage import partial
@@ -106,6 +107,10 @@ class RBDDriver:
                 self.conn, CLEANUP_ROLE_OBJECT, self.host, 0)
         self._cleanup_role.duration = int(2 * interval + 30)
         return self._cleanup_role.held()
+
+    def remove_kept_lazy_bases(self) -> list[str]:
+        """The lazy bases kept for clones that are gone (any host's)."""
+        return rbd_lazy.remove_kept(self.conn, self.partials)
 
     def release_cleanup_role(self) -> None:
         if self._cleanup_role is not None:

@@ -331,7 +331,7 @@ class Ceph:
     def __init__(self):
         import rados
         import rbd
-        self.rbd = rbd
+        self.rados, self.rbd = rados, rbd  # as imaged's connection's
         env = stack()
         self.cluster = rados.Rados(conffile=env['CEPH_CONF'],
                                    conf={'keyring': env['CEPH_ADMIN_KEYRING']})

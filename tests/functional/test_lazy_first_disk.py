@@ -29,6 +29,8 @@ from oslo_utils import units
 
 from imaged import exception
 from imaged.image import lazy_source
+from imaged.storage import base_state
+from imaged.storage import guards
 from imaged.storage import lazy as rbd_lazy
 from imaged.storage import partial
 from imaged.storage import partial_names
@@ -463,7 +465,8 @@ class LeftStatesTest(base.FunctionalTestCase):
     def plant(self, image_id, data, *states):
         """A lazy base of ``image_id`` as this agent makes it, taken as far
         as ``states`` say: ``snapshot``, ``clone`` (a VM's disk: its name
-        is returned), ``executed``, ``verified``, ``committed``."""
+        is returned), ``executed``, ``verified``, ``committed``; or
+        ``unmarked`` (killed right after its prepare: no metadata)."""
         name = '%s_base' % image_id
         part = partial_names.partial_name(name, self.host)
         source = lazy_source.LocalSource(PORT_LEFT, 10)
@@ -480,6 +483,8 @@ class LeftStatesTest(base.FunctionalTestCase):
                 'type': 'http', 'url': source.url(image_id)}})
             with self.ceph.cluster.open_ioctx(self.ceph.pool) as ioctx:
                 rbd.RBD().migration_prepare_import(spec, ioctx, part)
+                if 'unmarked' in states:
+                    return part, None
                 with rbd.Image(ioctx, part) as image:
                     image.metadata_set(partial.OWNER_KEY, self.host)
                     image.metadata_set(rbd_lazy.LAZY_KEY,
@@ -560,6 +565,55 @@ class LeftStatesTest(base.FunctionalTestCase):
         self.assertEqual(1, self.glance.downloads(image_id))
         self.assertIn(part, self.ceph.names())
         self.assertEqual(part, self.ceph.parent(vm_disk)[1])
+
+    def plant_base(self, image_id, data):
+        """The image's base, complete, as another build makes it."""
+        name = '%s_base' % image_id
+        with self.ceph.cluster.open_ioctx(self.ceph.pool) as ioctx:
+            self.ceph.rbd.RBD().create(ioctx, name, len(data),
+                                       old_format=False)
+            with self.ceph.rbd.Image(ioctx, name) as image:
+                image.write(data, 0)
+                for key, value in base_state.new_metadata(
+                        image_id, 'another-host').items():
+                    image.metadata_set(key, value)
+                image.create_snap(base_state.SNAPSHOT)
+                image.protect_snap(base_state.SNAPSHOT)
+
+    def marks(self, part):
+        with self.ceph.cluster.open_ioctx(self.ceph.pool) as ioctx:
+            return guards.header_values(
+                self.ceph, ioctx, part,
+                (guards.MIGRATION_KEY,
+                 guards.METADATA_PREFIX + rbd_lazy.QUARANTINED_KEY))
+
+    def test_one_killed_before_its_marks_is_aborted_at_start_up(self):
+        image_id, data = self.image()
+        part, _disk = self.plant(image_id, data, 'unmarked')
+        self.start_agent()  # no call: it aborts it at its start
+        base.wait_for(lambda: part not in self.ceph.names(), 120,
+                      what='the unmarked lazy base to be aborted')
+        self.assertEqual(0, self.glance.downloads(image_id))
+        self.assertNotIn('%s_base' % image_id, self.ceph.names())
+
+    def test_one_whose_image_got_its_base_meanwhile_is_kept_for_its_clone(
+            self):
+        # A call of the image came while the dead agent's build lease
+        # ran, and made the base by a download: the leftover is never
+        # published, but its clone must not depend on the source.
+        image_id, data = self.image(16 * units.Mi)
+        part, vm_disk = self.plant(image_id, data, 'snapshot', 'clone')
+        self.plant_base(image_id, data)
+        self.start_agent()
+        base.wait_for(lambda: list(self.marks(part)) == [
+            guards.METADATA_PREFIX + rbd_lazy.QUARANTINED_KEY], 120,
+            what='the leftover to be committed and kept')
+        self.assertEqual(part, self.ceph.parent(vm_disk)[1])
+        for offset in (0, len(data) // 2, len(data) - units.Mi):
+            self.assertEqual(data[offset:offset + units.Mi],
+                             self.ceph.read(vm_disk, offset, units.Mi))
+        self.assertEqual(0, self.glance.downloads(image_id))
+        self.assertIn('is kept for its clones', self.daemon.log())
 
     def test_one_with_a_clone_is_finished_at_start_up_without_a_call(self):
         image_id, data = self.image(16 * units.Mi)

@@ -27,6 +27,7 @@ from imaged import leftovers
 from imaged import rpcapi
 from imaged.storage import disk_markers
 from imaged.storage import guards
+from imaged.storage import lazy as rbd_lazy
 from imaged.storage import partial
 from imaged.storage import partial_names
 from imaged.storage import snapshots
@@ -118,6 +119,19 @@ class LeftoversTest(testtools.TestCase):
             self.ceph.rbd.RBD().trash_move(ioctx, name)
         return lambda: name in self.ceph.trash()
 
+    def plant_kept_lazy_base(self, host):
+        """A lazy base never published, kept for a clone that is gone: as
+        committed (a plain image), its snapshot protected."""
+        name = partial_names.partial_name('%s_base' % uuid.uuid4(), host)
+        self.new_image(name, owner=host)
+        with self.ioctx() as ioctx:
+            with self.ceph.rbd.Image(ioctx, name) as image:
+                image.metadata_set(rbd_lazy.LAZY_KEY, rbd_lazy.VERIFIED_MARK)
+                image.metadata_set(rbd_lazy.QUARANTINED_KEY, 'its hash')
+                image.create_snap('snap')
+                image.protect_snap('snap')
+        return self.present(name)
+
     def plant_snapshot_partial(self, host, age):
         name = partial_names.partial_name(str(uuid.uuid4()), host,
                                           now=time.time() - age)
@@ -171,6 +185,7 @@ class LeftoversTest(testtools.TestCase):
             planted['trashed base'] = self.plant_trashed_base()
             planted['verification record'] = \
                 self.plant_verification_record()
+            planted['kept lazy base'] = self.plant_kept_lazy_base(host)
         return planted
 
     def plant_verification_record(self):

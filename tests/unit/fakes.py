@@ -87,6 +87,7 @@ class FakeDisk:
         self.parent_disk = parent_disk
         self.busy = 0  # remove() fails with ImageBusy this many times
         self.watchers = 0  # open images: remove() fails while any
+        self.migration = None  # a migration target's spec (its header's)
 
     def read(self, offset, length):
         if self.parent_disk is not None:
@@ -334,6 +335,8 @@ class FakeIoctx:
         if disk is not None:
             omap = {'metadata_' + k: v.encode()
                     for k, v in disk.metadata.items()}
+            if disk.migration is not None:
+                omap['migration'] = disk.migration.encode()
             for step in op.steps:
                 step(omap)
             return

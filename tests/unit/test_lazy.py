@@ -472,6 +472,9 @@ class RecoveryTest(base.TestCase):
                 pass
         self.useFixture(fixtures.MockPatchObject(lazy, '_LazyBuild', Build))
         self.logged = self.useFixture(fixtures.FakeLogger())
+        self.superseded = []
+        self.useFixture(fixtures.MockPatchObject(
+            lazy_disks, '_supersede', self.superseded.append))
         lazy_disks._recover('ctxt', IMAGE)
         return builds, pauses
 
@@ -483,10 +486,11 @@ class RecoveryTest(base.TestCase):
                             for b in builds))
         self.assertNotIn('not finished here', self.logged.output)
 
-    def test_a_base_another_host_made_ends_it_said(self):
+    def test_a_base_another_build_made_keeps_or_aborts_the_leftover(self):
         builds, _pauses = self.recover([False], base_after=2)
         self.assertEqual(2, len(builds))
-        self.assertIn('was not finished here', self.logged.output)
+        self.assertEqual([IMAGE], self.superseded)
+        self.assertNotIn('was not finished here', self.logged.output)
 
     def test_it_gives_up_past_the_dead_lease_said(self):
         self.useFixture(fixtures.MockPatch(
@@ -495,3 +499,52 @@ class RecoveryTest(base.TestCase):
         builds, _pauses = self.recover([False])
         self.assertEqual(4, len(builds))
         self.assertIn('was not finished here', self.logged.output)
+        self.assertEqual([], self.superseded)
+
+
+class SupersededTest(base.TestCase):
+    """A killed agent's lazy bases of an image whose base another build
+    made meanwhile: never published; kept for their clones, else gone."""
+
+    def target(self, quarantined=False, clones=False, state=4):
+        target = mock.Mock(pool='vms', part='%s_base.x.imaged-part' % IMAGE)
+        target.quarantined.return_value = quarantined
+        target.abort.return_value = not clones
+        target.state.return_value = state
+        return target
+
+    def supersede(self, *targets):
+        lazy_disks = lazy.LazyFirstDisks(self.conf, mock.Mock(), mock.Mock(),
+                                         mock.Mock())
+        self.useFixture(fixtures.MockPatch(
+            'imaged.storage.lazy.LazyTarget.left_behind',
+            return_value=list(targets)))
+        self.logged = self.useFixture(fixtures.FakeLogger())
+        lazy_disks._supersede(IMAGE)
+
+    def test_one_with_clones_is_copied_committed_and_kept(self):
+        cloned = self.target(clones=True)
+        self.supersede(cloned)
+        cloned.break_dead_locks.assert_called_once_with()
+        self.assertIn('another build', cloned.quarantine.call_args[0][0])
+        cloned.execute.assert_called_once_with()
+        cloned.commit.assert_called_once_with()
+        cloned.done.assert_called_once_with()
+        self.assertIn('is kept for its clones', self.logged.output)
+
+    def test_one_without_is_aborted_a_quarantined_one_left(self):
+        bare, kept = self.target(), self.target(quarantined=True)
+        self.supersede(kept, bare)
+        bare.abort.assert_called_once_with()
+        bare.quarantine.assert_not_called()
+        kept.abort.assert_not_called()
+        self.assertTrue(bare.done.called and kept.done.called)
+
+    def test_one_failing_stops_no_other(self):
+        failing, bare = self.target(clones=True), self.target()
+        failing.execute.side_effect = exception.StorageError(
+            name='x', pool='vms', reason='source gone')
+        self.supersede(failing, bare)
+        failing.commit.assert_not_called()
+        bare.abort.assert_called_once_with()
+        self.assertIn('source gone', self.logged.output)

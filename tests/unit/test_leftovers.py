@@ -24,6 +24,7 @@ from imaged.imagecache import files as image_files
 from imaged import leftovers
 from imaged.storage import disk_markers
 from imaged.storage import guards
+from imaged.storage import lazy as rbd_lazy
 from imaged.storage import locks
 from imaged.storage import partial
 from imaged.storage import partial_names
@@ -305,6 +306,53 @@ class TrashedBaseTest(LeftoversTestCase):
         self.cluster.rbd.RBD().trash_move(self.ioctx(), name)
         self.assertEqual([name], self.owner.sweep_pool()['trashed base'])
         self.assertEqual({}, self.cluster.trash['vms'])
+
+
+class KeptLazyBaseTest(LeftoversTestCase):
+    """A lazy base never published, kept for the disks cloned from it."""
+
+    def plant(self, host='dead-host', quarantined=True, migrating=False):
+        name = partial_names.partial_name(IMAGE + '_base', host)
+        kept = self.vms[name] = fakes.FakeDisk(1)
+        kept.metadata[rbd_lazy.LAZY_KEY] = rbd_lazy.VERIFIED_MARK
+        if quarantined:
+            kept.metadata[rbd_lazy.QUARANTINED_KEY] = 'its hash'
+        if migrating:
+            kept.migration = '{"type": "raw"}'
+        kept.snapshots['snap'] = 1
+        kept.protected.add('snap')
+        return name
+
+    def clone(self, name):
+        self.cluster.rbd.RBD().clone(self.ioctx(), name, 'snap',
+                                     self.ioctx(), 'vm_disk')
+
+    def test_it_goes_with_its_last_clone_on_the_cleanup_host(self):
+        mine, other = self.plant(HOST), self.plant()
+        self.clone(mine)
+        self.assertEqual([], self.owner.sweep_own()['pool partial'])
+        self.assertEqual([other], self.owner.sweep_pool()['kept lazy base'])
+        self.assertEqual([], self.owner.sweep_pool()['kept lazy base'])
+        self.assertIn(mine, self.vms)
+        del self.vms['vm_disk']
+        self.assertEqual([mine], self.owner.sweep_pool()['kept lazy base'])
+        self.assertEqual([], list(self.vms))
+
+    def test_one_not_committed_or_not_quarantined_stays(self):
+        migrating = self.plant(migrating=True)
+        published_soon = self.plant(host='live-host', quarantined=False)
+        self.assertEqual([], self.owner.sweep_pool()['kept lazy base'])
+        self.assertEqual({migrating, published_soon}, set(self.vms))
+
+    def test_an_unmarked_migration_target_is_left_to_its_maker(self):
+        # Killed between its prepare and its first mark: still a lazy
+        # base (its maker's start-up aborts it), never swept as a partial.
+        name = partial_names.partial_name(IMAGE + '_base', HOST)
+        self.vms[name] = fakes.FakeDisk(1)
+        self.vms[name].migration = '{"type": "raw"}'
+        self.assertEqual([], self.owner.sweep_own()['pool partial'])
+        self.assertEqual([IMAGE], rbd_lazy.LazyTarget.left_images(
+            self.storage.conn, self.storage.partials, '_base'))
 
 
 class SnapshotPartialTest(LeftoversTestCase):

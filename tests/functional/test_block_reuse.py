@@ -37,7 +37,7 @@ from imaged.storage import rbd_import
 from tests.functional import base
 
 SIZE = 64 << 20
-DATA = os.urandom(SIZE)
+DATA = base.random_raw(SIZE)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

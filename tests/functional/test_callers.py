@@ -21,7 +21,6 @@ untouched. A location that names another image in Glance's pool is refused.
 """
 
 import io
-import os
 import re
 import uuid
 
@@ -176,7 +175,7 @@ class CallersTest(base.FunctionalTestCase):
     # -- no token -------------------------------------------------------------
 
     def test_a_tokenless_call_gets_public_images_only(self):
-        data = os.urandom(2 * units.Mi)
+        data = base.random_raw(2 * units.Mi)
         anonymous = context.RequestContext()
         for store, visibility in (('local', 'private'), ('ceph', 'shared')):
             private = self.image_of(self.bob, data, store,
@@ -211,7 +210,7 @@ class CallersTest(base.FunctionalTestCase):
     # -- a disk belongs to a project ------------------------------------------
 
     def bobs_disk(self):
-        image = self.image_of(self.bob, os.urandom(2 * units.Mi), 'ceph')
+        image = self.image_of(self.bob, base.random_raw(2 * units.Mi), 'ceph')
         disk = self.api.create_root_disk(self.bob.context(), self.host,
                                          self.new_instance(), image['id'], 1)
         self.assertEqual('clone', disk['strategy'])
@@ -232,7 +231,8 @@ class CallersTest(base.FunctionalTestCase):
         instance_uuid = disk['instance_uuid']
         queued = self.image_of(self.alice, None, None)
         self.assertEqual('queued', queued['status'])
-        alice_own = self.image_of(self.alice, os.urandom(units.Mi), 'ceph')
+        alice_own = self.image_of(self.alice, base.random_raw(units.Mi),
+                                  'ceph')
         log_before = len(self.daemon.log())
         forged = {'project_id': self.bob.project_id,
                   'user_id': self.bob.user_id}
@@ -269,7 +269,7 @@ class CallersTest(base.FunctionalTestCase):
         self.assertNotIn(disk['name'], self.ceph.names())
 
     def test_a_token_keystone_does_not_know_is_refused(self):
-        image = self.image_of(self.bob, os.urandom(units.Mi), 'ceph')
+        image = self.image_of(self.bob, base.random_raw(units.Mi), 'ceph')
         instance_uuid = self.new_instance()
         self.assertRaises(exception.NotAuthorized, self.api.create_root_disk,
                           self.bob.context(auth_token='gAAAAAforged'),
@@ -283,7 +283,7 @@ class CallersTest(base.FunctionalTestCase):
         # set (with the service-only locations API, as imaged's user: a
         # Glance that lets owners set locations would take it from her) to
         # bob's snapshot in Glance's own pool.
-        bobs = self.image_of(self.bob, os.urandom(2 * units.Mi), 'ceph')
+        bobs = self.image_of(self.bob, base.random_raw(2 * units.Mi), 'ceph')
         hers = self.image_of(self.alice, None, None)
         url = 'rbd://%s/%s/%s/snap' % (self.fsid, self.glance_pool,
                                        bobs['id'])

@@ -18,7 +18,6 @@ the admin user, so creates from that image wait for it as they would
 behind another host making the base.
 """
 
-import os
 import statistics
 import threading
 import time
@@ -159,9 +158,9 @@ class CallAdmissionTest(base.FunctionalTestCase):
         print(text)
 
     def test_short_calls_answer_while_200_creates_wait(self):
-        held = self.glance.create(os.urandom(units.Mi), backend='local')
+        held = self.glance.create(base.random_raw(units.Mi), backend='local')
         self.forget_base(held['id'])
-        other = self.glance.create(os.urandom(units.Mi), backend='ceph')
+        other = self.glance.create(base.random_raw(units.Mi), backend='ceph')
         doomed = self.create_root_disk(other['id'])
         idle = self.short_calls(until=time.monotonic() + 5)
         for name, values in idle.items():
@@ -228,7 +227,7 @@ class CallAdmissionTest(base.FunctionalTestCase):
         self.wait_for_calls('the long calls to end', long_running=0)
 
     def test_a_caller_that_says_nothing_is_given_long_rpc_timeout(self):
-        held = self.glance.create(os.urandom(units.Mi), backend='local')
+        held = self.glance.create(base.random_raw(units.Mi), backend='local')
         self.forget_base(held['id'])
         release = self.hold_base_lock(held['id'])
         runners = self.fill_running_places(held['id'])

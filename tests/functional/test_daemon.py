@@ -169,7 +169,7 @@ class DaemonLifeTest(testtools.TestCase):
         class _Test:
             addCleanup = self.addCleanup
         glance = base.Glance(_Test())
-        image = glance.create(os.urandom(units.Mi) * 256, backend='local')
+        image = glance.create(base.random_raw(units.Mi) * 256, backend='local')
         daemon, _caps = self.start({'glance': {'progress_interval': '1'}})
         ceph = base.Ceph()
         self.addCleanup(ceph.close)
@@ -203,7 +203,7 @@ class DaemonLifeTest(testtools.TestCase):
         class _Test:
             addCleanup = self.addCleanup
         glance = base.Glance(_Test())
-        image = glance.create(os.urandom(units.Mi) * 256, backend='local')
+        image = glance.create(base.random_raw(units.Mi) * 256, backend='local')
         daemon, _caps = self.start({'glance': {'progress_interval': '1'}})
         ceph = base.Ceph()
         self.addCleanup(ceph.close)
@@ -234,7 +234,7 @@ class DaemonLifeTest(testtools.TestCase):
         class _Test:
             addCleanup = self.addCleanup
         glance = base.Glance(_Test())
-        image = glance.create(os.urandom(units.Mi) * 256, backend='local')
+        image = glance.create(base.random_raw(units.Mi) * 256, backend='local')
         daemon, _caps = self.start({'glance': {'progress_interval': '1'}})
         ceph = base.Ceph()
         self.addCleanup(ceph.close)

@@ -202,8 +202,9 @@ class PrecacheTest(FleetTestCase):
         """A raw image in Glance's Ceph store and a qcow2 in its file
         store: one cloneable, one to download."""
         from tests.functional import test_root_disks
-        self.data = os.urandom(2 * units.Mi)
-        cloneable = self.glance.create(os.urandom(units.Mi), backend='ceph')
+        self.data = base.random_raw(2 * units.Mi)
+        cloneable = self.glance.create(base.random_raw(units.Mi),
+                                       backend='ceph')
         download = self.glance.create(
             test_root_disks.qcow2_holding(self.data), disk_format='qcow2',
             backend='local')
@@ -285,7 +286,7 @@ class NotificationsTest(FleetTestCase):
                          message['publisher_id'])
 
     def test_root_disk_events_reach_a_listener(self):
-        image = self.glance.create(os.urandom(units.Mi), backend='ceph')
+        image = self.glance.create(base.random_raw(units.Mi), backend='ceph')
         disk = self.create_root_disk('a', image['id'])
         self.api.delete_root_disk(self.ctxt, self.host('a'),
                                   disk['instance_uuid'])
@@ -321,7 +322,8 @@ class NotificationsTest(FleetTestCase):
                       daemon.log())
 
     def test_cache_images_and_fetch_events_reach_a_listener(self):
-        image = self.glance.create(os.urandom(3 * units.Mi), backend='local')
+        image = self.glance.create(base.random_raw(3 * units.Mi),
+                                   backend='local')
         self.forget_base(image['id'])
         answer = self.api.cache_images(self.ctxt, self.host('a'),
                                        [image['id']])
@@ -391,10 +393,10 @@ class PurgeTest(FleetTestCase):
     def test_an_image_deleted_in_glance_goes_within_a_cleanup_interval(self):
         from tests.functional import test_root_disks
         # qcow2: converted straight into a base image in the pool.
-        data = os.urandom(units.Mi)
+        data = base.random_raw(units.Mi)
         doomed = self.glance.create(test_root_disks.qcow2_holding(data),
                                     disk_format='qcow2', backend='local')
-        kept = self.glance.create(os.urandom(units.Mi), backend='local')
+        kept = self.glance.create(base.random_raw(units.Mi), backend='local')
         for image in (doomed, kept):
             self.cache('a', image)
         disk = self.create_root_disk('a', doomed['id'])
@@ -428,7 +430,7 @@ class PurgeTest(FleetTestCase):
         # Not deleted in Glance: an agent that treated "cannot ask" as
         # "gone" would still remove it, and no other agent sharing the
         # pool has a reason to.
-        image = self.glance.create(os.urandom(units.Mi), backend='local')
+        image = self.glance.create(base.random_raw(units.Mi), backend='local')
         self.daemons['blind'] = daemon = self.start_agent('blind')
         self.cache('blind', image)
         daemon.stop()

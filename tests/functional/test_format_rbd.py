@@ -71,7 +71,7 @@ class ConvertIntoRBDTest(testtools.TestCase):
         with open(raw, 'wb') as f:
             for offset in data_at:
                 f.seek(offset)
-                f.write(os.urandom(MiB))
+                f.write(base.random_raw(MiB))
             f.truncate(size)
         path = os.path.join(self.tmp, 'image.qcow2')
         subprocess.run(['qemu-img', 'convert', '-f', 'raw', '-O', 'qcow2',

@@ -17,7 +17,6 @@ find them through the service-only locations API, or have Glance copy an
 image into its Ceph store, and are called with the demo user's token.
 """
 
-import os
 import shutil
 import tempfile
 import threading
@@ -75,7 +74,7 @@ class SecureGlanceTestCase(base.FunctionalTestCase):
 class HiddenLocationsTest(SecureGlanceTestCase):
 
     def test_raw_image_in_ceph_store_is_cloned_through_the_api(self):
-        data = os.urandom(2 * units.Mi)
+        data = base.random_raw(2 * units.Mi)
         image = self.images.create(data, store='ceph')
         self.assertNotIn('direct_url', image)
         self.assertFalse(image.get('locations'))
@@ -90,7 +89,7 @@ class HiddenLocationsTest(SecureGlanceTestCase):
                                                  '/locations'))
 
     def test_file_store_image_without_rbd_store_name_is_downloaded(self):
-        data = os.urandom(units.Mi)
+        data = base.random_raw(units.Mi)
         image = self.images.create(data, store='local')
         disk = self.create_root_disk(image['id'])
         self.assertEqual('download', disk['strategy'])
@@ -107,7 +106,7 @@ class RememberedLocationGoneTest(SecureGlanceTestCase):
         # Ceph store (DELETE /v2/stores/ceph/<id>), the image still in its
         # file store: the next disk finds the snapshot gone, looks the
         # image up again and downloads it.
-        data = os.urandom(2 * units.Mi)
+        data = base.random_raw(2 * units.Mi)
         image = self.images.create(data, store='local')
         self.images.service.images.image_import(image['id'], 'copy-image',
                                                 stores=['ceph'])
@@ -134,7 +133,7 @@ class CopyImageTest(SecureGlanceTestCase):
                     'copy_timeout': '120'}
 
     def test_file_store_image_is_copied_once_and_cloned_by_two_hosts(self):
-        data = os.urandom(16 * units.Mi)
+        data = base.random_raw(16 * units.Mi)
         image = self.images.create(data, store='local')
         other = self.start_agent({'glance': keystone_stack.glance_options(
             **self.glance_extra)})
@@ -176,7 +175,7 @@ class CopyImageTest(SecureGlanceTestCase):
 
     def test_copy_someone_else_asked_for_is_waited_for(self):
         # Large enough that the copy is still running when the agent asks.
-        data = os.urandom(160 * units.Mi)
+        data = base.random_raw(160 * units.Mi)
         image = self.images.create(data, store='local')
         # As another host would: imaged's user asks Glance first.
         self.images.service.images.image_import(image['id'], 'copy-image',
@@ -197,7 +196,7 @@ class CopyImageTest(SecureGlanceTestCase):
         # A store Glance does not know: every copy-image request is a 409.
         host = self.start_agent({'glance': keystone_stack.glance_options(
             rbd_store_name='no-such-store', copy_poll_interval='0.2')})
-        data = os.urandom(units.Mi)
+        data = base.random_raw(units.Mi)
         image = self.images.create(data, store='local')
         disk = self.create_on(host, image['id'])
         self.assertEqual('download', disk['strategy'])

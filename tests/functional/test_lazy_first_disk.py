@@ -112,8 +112,8 @@ class LazyFirstDiskTest(base.FunctionalTestCase):
         return '%s_base' % image_id in self.ceph.names()
 
     def test_first_disk_before_the_base_then_the_base_published(self):
-        data = os.urandom(units.Mi) + bytes(8 * units.Mi) + \
-            os.urandom(7 * units.Mi)
+        data = base.random_raw(units.Mi) + bytes(8 * units.Mi) + \
+            base.random_raw(7 * units.Mi)
         image = self.glance.create(data, backend='local')
         self.addCleanup(self.ceph.remove, '%s_base' % image['id'])
         self.addCleanup(remove_lazy_leftovers, self.ceph, image['id'],
@@ -141,7 +141,7 @@ class LazyFirstDiskTest(base.FunctionalTestCase):
             n for n in self.ceph.names() if n.startswith(image['id'])))
 
     def test_a_hash_mismatch_quarantines_the_base(self):
-        data = os.urandom(24 * units.Mi)
+        data = base.random_raw(24 * units.Mi)
         image = self.glance.create(data, backend='local')
         self.addCleanup(remove_lazy_leftovers, self.ceph, image['id'],
                         len(data), PORT_LAZY)
@@ -180,7 +180,7 @@ class LazyFirstDiskTest(base.FunctionalTestCase):
     def test_a_disk_opened_before_the_publication_reads_right_after(self):
         # Data in every object: a read the source does not answer would
         # not pass for a hole.
-        data = os.urandom(32 * units.Mi)
+        data = base.random_raw(32 * units.Mi)
         image = self.glance.create(data, backend='local')
         self.addCleanup(self.ceph.remove, '%s_base' % image['id'])
         self.addCleanup(remove_lazy_leftovers, self.ceph, image['id'],
@@ -210,8 +210,8 @@ class LazyFirstDiskTest(base.FunctionalTestCase):
                                  vm.read(offset, 32768), offset)
 
     def test_calls_of_this_host_share_its_lazy_base(self):
-        data = os.urandom(units.Mi) + bytes(90 * units.Mi) + \
-            os.urandom(5 * units.Mi)
+        data = base.random_raw(units.Mi) + bytes(90 * units.Mi) + \
+            base.random_raw(5 * units.Mi)
         image = self.glance.create(data, backend='local')
         self.addCleanup(self.ceph.remove, '%s_base' % image['id'])
         self.addCleanup(remove_lazy_leftovers, self.ceph, image['id'],
@@ -244,8 +244,8 @@ class LazyFirstDiskTest(base.FunctionalTestCase):
         self.assertEqual(1, self.glance.downloads(image['id']))
 
     def test_a_qcow2_image_gets_a_lazy_first_disk(self):
-        disk_bytes = os.urandom(units.Mi) + bytes(20 * units.Mi) + \
-            os.urandom(3 * units.Mi)
+        disk_bytes = base.random_raw(units.Mi) + bytes(20 * units.Mi) + \
+            base.random_raw(3 * units.Mi)
         data = qcow2_of(disk_bytes)
         image = self.glance.create(data, disk_format='qcow2',
                                    backend='local')
@@ -272,7 +272,7 @@ class LazyFirstDiskTest(base.FunctionalTestCase):
         self.assertEqual(1, self.glance.downloads(image['id']))
 
     def test_a_qcow2_with_a_backing_file_never_reaches_a_disk(self):
-        data = qcow2_of(os.urandom(2 * units.Mi))
+        data = qcow2_of(base.random_raw(2 * units.Mi))
         image = self.glance.create(data, disk_format='qcow2',
                                    backend='local')
         self.addCleanup(remove_lazy_leftovers, self.ceph, image['id'],
@@ -289,7 +289,7 @@ class LazyFirstDiskTest(base.FunctionalTestCase):
         self.assert_header_refused(image['id'], header, 'backing')
 
     def test_a_refused_header_never_reaches_a_disk(self):
-        data = os.urandom(8 * units.Mi)
+        data = base.random_raw(8 * units.Mi)
         image = self.glance.create(data, backend='local')
         self.addCleanup(remove_lazy_leftovers, self.ceph, image['id'],
                         len(data), PORT_LAZY)

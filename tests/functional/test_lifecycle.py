@@ -33,7 +33,7 @@ from tests.functional import base
 class DeletableImageTest(base.FunctionalTestCase):
 
     def test_glance_deletes_an_image_that_has_three_root_disks(self):
-        data = os.urandom(units.Mi) + bytes(3 * units.Mi) + b'tail'
+        data = base.random_raw(units.Mi) + bytes(3 * units.Mi) + b'tail'
         image = self.glance.create(data, backend='ceph')
         images_pool = base.stack()['CEPH_IMAGES_POOL']
         disks = [self.create_root_disk(image['id']) for _ in range(3)]
@@ -69,7 +69,7 @@ class DeletableImageTest(base.FunctionalTestCase):
 class FlattenTest(base.FunctionalTestCase):
 
     def test_a_flattened_disk_has_no_parent_and_the_same_bytes(self):
-        data = os.urandom(units.Mi)
+        data = base.random_raw(units.Mi)
         image = self.glance.create(data, backend='ceph')
         disk = self.create_root_disk(image['id'])
         self.assertEqual('clone', disk['strategy'])
@@ -103,7 +103,7 @@ class _Snapshots:
         return image
 
     def guest_disk(self):
-        data = os.urandom(units.Mi)
+        data = base.random_raw(units.Mi)
         image = self.glance.create(data, backend='ceph')
         disk = self.create_root_disk(image['id'])
         self.ceph.write(disk['name'], 0, b'guest at 0')
@@ -216,7 +216,7 @@ class FileGlanceSnapshotTest(_Snapshots, base.FunctionalTestCase):
 
     def guest_disk(self):
         # By download: this Glance keeps the image in a file.
-        image = self.glance.create(os.urandom(units.Mi), backend=None)
+        image = self.glance.create(base.random_raw(units.Mi), backend=None)
         disk = self.create_root_disk(image['id'])
         self.assertEqual('download', disk['strategy'])
         self.ceph.write(disk['name'], 0, b'guest at 0')
@@ -366,7 +366,7 @@ class SnapshotRetryTest(_Snapshots, base.FunctionalTestCase):
                                                    agent)
         disk = self.guest_disk()
         # Enough data that the flatten of the copy takes a while.
-        chunk = os.urandom(4 * units.Mi)
+        chunk = base.random_raw(4 * units.Mi)
         for n in range(48):
             self.ceph.write(disk['name'], (64 + 8 * n) * units.Mi, chunk)
         target = self.queued_image()

@@ -12,7 +12,6 @@
 
 """Prometheus metrics of a real agent, scraped over HTTP."""
 
-import os
 import socket
 import urllib.request
 
@@ -47,7 +46,7 @@ class MetricsTest(base.FunctionalTestCase):
 
     def test_a_clone_and_a_download_show_in_the_scrape(self):
         before = self.scrape()
-        data = os.urandom(2 << 20)
+        data = base.random_raw(2 << 20)
         cloned = self.glance.create(data, backend='ceph')
         downloaded = self.glance.create(data, backend='local')
         self.assertEqual('clone',

@@ -129,7 +129,7 @@ class PoolTestCase(testtools.TestCase):
 class OneDownloadPerPoolTest(PoolTestCase):
 
     def test_a_new_image_is_downloaded_once_by_the_whole_pool(self):
-        data = os.urandom(24 * units.Mi)
+        data = base.random_raw(24 * units.Mi)
         image = self.glance.create(data, backend='local')
         self.forget_base(image['id'])
         results = self.storm(image['id'])
@@ -157,7 +157,8 @@ class OneDownloadPerPoolTest(PoolTestCase):
         self.assertNotIn('%s_base' % image['id'], self.ceph.names())
 
     def test_two_agents_creating_one_instance_make_one_disk(self):
-        image = self.glance.create(os.urandom(2 * units.Mi), backend='ceph')
+        image = self.glance.create(base.random_raw(2 * units.Mi),
+                                   backend='ceph')
         instance_uuid = self.new_instance()
         results = self.storm(image['id'], callers=1,
                              instance_uuid=instance_uuid)
@@ -168,7 +169,7 @@ class OneDownloadPerPoolTest(PoolTestCase):
                           if n.startswith(instance_uuid)])
 
     def test_a_delete_racing_a_create_leaves_no_disk(self):
-        data = os.urandom(48 * units.Mi)
+        data = base.random_raw(48 * units.Mi)
         image = self.glance.create(data, backend='local')
         self.forget_base(image['id'])
         instance_uuid = self.new_instance()
@@ -192,7 +193,7 @@ class OneDownloadPerPoolTest(PoolTestCase):
 class BuilderKilledTest(PoolTestCase):
 
     def test_a_waiter_takes_over_from_a_builder_that_stalls_then_dies(self):
-        data = os.urandom(96 * units.Mi)
+        data = base.random_raw(96 * units.Mi)
         image = self.glance.create(data, backend='local')
         self.forget_base(image['id'])
         builder, waiter = self.daemons[0], self.daemons[1]
@@ -241,4 +242,4 @@ def _qcow2_with_backing_file(test):
                     '/etc/hostname', path, '64M'], check=True,
                    capture_output=True)
     with open(path, 'rb') as f:
-        return f.read() + os.urandom(32 * units.Mi)
+        return f.read() + base.random_raw(32 * units.Mi)

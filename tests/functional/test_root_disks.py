@@ -60,7 +60,7 @@ class RootDiskTest(base.FunctionalTestCase):
         self.assertGreater(caps['cache']['free_bytes'], 0)
 
     def test_raw_image_in_ceph_store_is_cloned(self):
-        data = os.urandom(3 * units.Mi)
+        data = base.random_raw(3 * units.Mi)
         image = self.glance.create(data, backend='ceph')
         disk = self.create_root_disk(image['id'], size_gb=2)
         self.assertEqual('clone', disk['strategy'])
@@ -73,7 +73,7 @@ class RootDiskTest(base.FunctionalTestCase):
         self.assertEqual(0, self.glance.downloads(image['id']))
 
     def test_raw_image_in_file_store_is_downloaded_once(self):
-        data = os.urandom(units.Mi) + bytes(4 * units.Mi) + b'tail'
+        data = base.random_raw(units.Mi) + bytes(4 * units.Mi) + b'tail'
         image = self.glance.create(data, backend='local')
         first = self.create_root_disk(image['id'])
         base_url = 'rbd://%s/%s/%s_base/snap' % (
@@ -93,14 +93,14 @@ class RootDiskTest(base.FunctionalTestCase):
         # Many whole 4 MiB blocks written at once from imaged's reused
         # buffers (none may be reused before its write completes), then a
         # short last one.
-        data = os.urandom(37 * units.Mi + 12345)
+        data = base.random_raw(37 * units.Mi + 12345)
         image = self.glance.create(data, backend='local')
         disk = self.create_root_disk(image['id'])
         self.assertEqual('download', disk['strategy'])
         self.assertEqual(data, self.ceph.read(disk['name'], 0, len(data)))
 
     def test_qcow2_image_is_converted(self):
-        data = os.urandom(2 * units.Mi)
+        data = base.random_raw(2 * units.Mi)
         image = self.glance.create(qcow2_holding(data), disk_format='qcow2',
                                    backend='local')
         disk = self.create_root_disk(image['id'])
@@ -116,7 +116,7 @@ class RootDiskTest(base.FunctionalTestCase):
     def test_vhdx_image_made_by_qemu_img_is_converted(self):
         # qemu-img's VHDX has its metadata table at 3 MiB and the virtual
         # size just past it: in the first 4 MiB block the download reads.
-        data = os.urandom(2 * units.Mi) + b'vhdx'
+        data = base.random_raw(2 * units.Mi) + b'vhdx'
         image = self.glance.create(image_holding(data, 'vhdx'),
                                    disk_format='vhdx', backend='local')
         disk = self.create_root_disk(image['id'])
@@ -125,7 +125,7 @@ class RootDiskTest(base.FunctionalTestCase):
                          self.ceph.read(disk['name'], 0, 8 * units.Mi))
 
     def test_qcow2_in_ceph_store_is_downloaded_not_cloned(self):
-        data = os.urandom(units.Mi)
+        data = base.random_raw(units.Mi)
         image = self.glance.create(qcow2_holding(data), disk_format='qcow2',
                                    backend='ceph')
         disk = self.create_root_disk(image['id'])
@@ -133,7 +133,7 @@ class RootDiskTest(base.FunctionalTestCase):
         self.assertEqual(data, self.ceph.read(disk['name'], 0, len(data)))
 
     def test_simultaneous_calls_download_once(self):
-        data = os.urandom(8 * units.Mi)
+        data = base.random_raw(8 * units.Mi)
         image = self.glance.create(data, backend='local')
         results, errors = [], []
 
@@ -155,7 +155,7 @@ class RootDiskTest(base.FunctionalTestCase):
                 result['name'], len(data) - 4096, 4096))
 
     def test_repeat_returns_the_existing_disk(self):
-        image = self.glance.create(os.urandom(units.Mi), backend='ceph')
+        image = self.glance.create(base.random_raw(units.Mi), backend='ceph')
         instance_uuid = self.new_instance()
         first = self.create_root_disk(image['id'], 2, instance_uuid)
         again = self.create_root_disk(image['id'], 1, instance_uuid)
@@ -166,7 +166,7 @@ class RootDiskTest(base.FunctionalTestCase):
                           image['id'], 3, instance_uuid)
 
     def test_delete_root_disk(self):
-        image = self.glance.create(os.urandom(units.Mi), backend='ceph')
+        image = self.glance.create(base.random_raw(units.Mi), backend='ceph')
         disk = self.create_root_disk(image['id'])
         instance_uuid = disk['instance_uuid']
         self.api.delete_root_disk(self.ctxt, self.host, instance_uuid)
@@ -239,7 +239,7 @@ class ClientCommandTest(base.FunctionalTestCase):
                          json.loads(result.stdout)['fsid'])
 
     def test_create_list_and_delete(self):
-        image = self.glance.create(os.urandom(units.Mi), backend='local')
+        image = self.glance.create(base.random_raw(units.Mi), backend='local')
         instance_uuid = self.new_instance()
         # Without a token the client is anonymous: not the demo user's
         # image, not the cache's list.
@@ -283,7 +283,7 @@ class CrashedCloneTest(base.FunctionalTestCase):
         self.useFixture(base.PoolSweeps())
         instance_uuid = instance_uuid or self.new_instance()
         name = '%s_disk' % instance_uuid
-        other = self.glance.create(os.urandom(units.Mi), backend='ceph')
+        other = self.glance.create(base.random_raw(units.Mi), backend='ceph')
         pool, parent, snap = self.glance.rbd_location(other['id']).split(
             '/')[3:]
         with self.ceph.cluster.open_ioctx(pool) as parent_ioctx, \
@@ -314,7 +314,7 @@ class CrashedCloneTest(base.FunctionalTestCase):
         return rados
 
     def test_the_next_create_makes_the_disk_again(self):
-        data = os.urandom(units.Mi)
+        data = base.random_raw(units.Mi)
         image = self.glance.create(data, backend='ceph')
         instance_uuid, name = self.plant('crashed-host')
         disk = self.create_root_disk(image['id'], 1, instance_uuid)

@@ -19,7 +19,6 @@ verifies on upload. The agent verifies with the caller's token.
 """
 
 import json
-import os
 
 import rados
 
@@ -116,7 +115,7 @@ class SignedImagesTestCase(base.FunctionalTestCase):
 class SignedImagesTest(SignedImagesTestCase):
 
     def test_a_signed_image_in_ceph_is_read_once_then_cloned(self):
-        image_id = self.signed(os.urandom(4 * MiB), 'ceph')
+        image_id = self.signed(base.random_raw(4 * MiB), 'ceph')
         first = self.create_root_disk(image_id)
         second = self.create_root_disk(image_id)
         self.assertEqual(('clone', 'clone'),
@@ -131,7 +130,7 @@ class SignedImagesTest(SignedImagesTestCase):
             'Verifying the signature of image %s' % image_id))
 
     def test_precache_verifies_ahead_of_the_clones(self):
-        image_id = self.signed(os.urandom(MiB), 'ceph')
+        image_id = self.signed(base.random_raw(MiB), 'ceph')
         self.assertEqual({image_id: 'existing'}, self.api.cache_images(
             self.ctxt, self.host, [image_id]))
         disk = self.create_root_disk(image_id)
@@ -139,13 +138,13 @@ class SignedImagesTest(SignedImagesTestCase):
 
     def test_a_signed_image_in_the_file_store_is_verified_as_it_downloads(
             self):
-        image_id = self.signed(os.urandom(4 * MiB), 'local')
+        image_id = self.signed(base.random_raw(4 * MiB), 'local')
         disk = self.create_root_disk(image_id)
         self.assertEqual('download', disk['strategy'])
         self.assertEqual(signature.DOWNLOAD, disk['signature']['outcome'])
 
     def test_a_wrong_signature_is_refused_on_both_paths(self):
-        data = os.urandom(MiB)
+        data = base.random_raw(MiB)
         other = data[:-1] + bytes([data[-1] ^ 1])
         in_ceph = self.signed(data, 'ceph', signed_data=other)
         self.assert_refused(exception.ImageSignatureInvalid, in_ceph)
@@ -155,7 +154,7 @@ class SignedImagesTest(SignedImagesTestCase):
 
     def test_an_unsigned_image_is_refused_on_both_paths(self):
         for backend in ('ceph', 'local'):
-            image_id = self.glance.create(os.urandom(MiB),
+            image_id = self.glance.create(base.random_raw(MiB),
                                           backend=backend)['id']
             e = self.assert_refused(exception.ImageSignatureMissing,
                                     image_id)
@@ -166,7 +165,7 @@ class SignedImagesTest(SignedImagesTestCase):
         _key, other = sign_image.make_key_and_certificate('another')
         trusted = [self.store(other)]
         for backend in ('ceph', 'local'):
-            image_id = self.signed(os.urandom(MiB), backend)
+            image_id = self.signed(base.random_raw(MiB), backend)
             e = self.assert_refused(exception.ImageCertificateInvalid,
                                     image_id, trusted_certs=trusted)
             self.assertIn(self.certificate_id, str(e))
@@ -177,7 +176,7 @@ class SignedImagesTest(SignedImagesTestCase):
         self.assertEqual(signature.DOWNLOAD, disk['signature']['outcome'])
 
     def test_a_snapshot_changed_in_ceph_after_the_upload_is_refused(self):
-        data = os.urandom(MiB)
+        data = base.random_raw(MiB)
         image_id = self.signed(data, 'ceph')
         pool = base.stack()['CEPH_IMAGES_POOL']
         with self.ceph.cluster.open_ioctx(pool) as ioctx:
@@ -201,6 +200,6 @@ class KeyManagerDownTest(SignedImagesTestCase):
     barbican_url = 'http://127.0.0.1:9'
 
     def test_barbican_down_gives_a_typed_error_and_no_disk(self):
-        image_id = self.signed(os.urandom(MiB), 'local')
+        image_id = self.signed(base.random_raw(MiB), 'local')
         e = self.assert_refused(exception.KeyManagerUnavailable, image_id)
         self.assertIn(self.certificate_id, str(e))

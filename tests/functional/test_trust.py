@@ -114,7 +114,7 @@ class TrustBoundaryTest(base.FunctionalTestCase):
     def test_location_at_another_tenant_s_disk_is_refused(self):
         secret = b'another tenant\'s data' * 100
         victim = self.victim_disk(secret)
-        image = self.images.create(os.urandom(units.Mi), store='ceph')
+        image = self.images.create(base.random_raw(units.Mi), store='ceph')
         self.plant_location(image['id'], 'rbd://%s/%s/%s/snap' % (
             self.fsid, self.ceph.pool, victim))
         instance_uuid = self.new_instance()
@@ -144,7 +144,7 @@ class TrustBoundaryTest(base.FunctionalTestCase):
             visibility='private')
         self.addCleanup(self.images.service.images.delete, image['id'])
         self.images.service.images.upload(
-            image['id'], io.BytesIO(os.urandom(units.Mi)),
+            image['id'], io.BytesIO(base.random_raw(units.Mi)),
             image_size=units.Mi, backend='local')
         instance_uuid = self.new_instance()
         self.assertRaises((exception.ImageNotFound,
@@ -165,7 +165,7 @@ class TrustBoundaryTest(base.FunctionalTestCase):
         self.addCleanup(listener.listener.stop)
         access = keystone_stack.fresh_token()  # used by this test alone
         ctxt = keystone_stack.user_context(access)
-        data = os.urandom(units.Mi)
+        data = base.random_raw(units.Mi)
         image = self.images.create(data, store='local')
         disk = self.api.create_root_disk(ctxt, self.host,
                                          self.new_instance(), image['id'], 1)

@@ -27,7 +27,9 @@ class ImageData(io.RawIOBase):
     block is all zeros and no two are alike: skipping zeros cannot cheat.
     """
 
-    _random = os.urandom(MiB)
+    # Never an MBR's boot signature at 510 (once in 65,536 random MiBs),
+    # which Glance refuses in a raw image (tests.functional.base.random_raw).
+    _random = os.urandom(510) + b'\0' + os.urandom(MiB - 511)
 
     def __init__(self, size, data_mib=None):
         self.size = size

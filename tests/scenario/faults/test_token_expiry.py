@@ -107,7 +107,7 @@ class TokenExpiryTest(testtools.TestCase):
         return resp.status_code == 404
 
     def test_token_expiring_in_flight_still_gets_its_disk(self):
-        data = os.urandom(4 * units.Mi)
+        data = base.random_raw(4 * units.Mi)
         image = self.images.create(data, store='local')
         host, daemon = self.start_agent()
         refusing_host, _ = self.start_agent(send_service_user_token='false')

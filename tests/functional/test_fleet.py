@@ -345,6 +345,8 @@ class NotificationsTest(FleetTestCase):
 
 # "always": this agent cleans the pool whichever other agent (the quick
 # start's, another test's) holds the pool's cleanup role.
+# Seconds a pool-wide cleanup run may take to purge a deleted image.
+PURGE_WAIT = 120
 SHORT_CLEANUP = {'image_cache': {'manager_interval': '2',
                                  'glance_check_interval': '1',
                                  'remove_unused_base_images_min_age': '0',
@@ -401,9 +403,12 @@ class PurgeTest(FleetTestCase):
             self.cache('a', image)
         disk = self.create_root_disk('a', doomed['id'])
         self.glance.delete(doomed['id'])
+        # A pool-wide run asks Glance about every base in the pool and
+        # reads each one's state: its length grows with what the other
+        # tests left there (it once took over 30 s in a full run).
         base.wait_for(lambda: 'Purging cached image %s' % doomed['id']
                       in self.daemons['a'].log(),
-                      30, what='the purge of the deleted image')
+                      PURGE_WAIT, what='the purge of the deleted image')
         # Its base leaves the pool at once for the RBD trash, though a disk
         # is still cloned from it (clone format 2); the disk reads right.
         trashed = '%s_base' % doomed['id']
@@ -414,7 +419,7 @@ class PurgeTest(FleetTestCase):
         self.api.delete_root_disk(self.ctxt, self.host('a'),
                                   disk['instance_uuid'])
         base.wait_for(lambda: doomed['id'] not in self.cached('a') and
-                      trashed not in self.ceph.trash(), 30,
+                      trashed not in self.ceph.trash(), PURGE_WAIT,
                       what='the deleted image to leave cache and trash')
         self.assertIn(kept['id'], self.cached('a'))
         self.assertTrue(self.in_pool(kept['id']))

@@ -243,6 +243,28 @@ Related options:
 * ``lazy_source_port``, ``lazy_source_timeout``
 * ``rbd_base_images``: must be True.
 """),
+    cfg.BoolOpt(
+        'lazy_plain_base',
+        default=False,
+        help="""
+With ``lazy_first_disk``: also write a plain base image of a raw image from
+the same download, and publish that one as soon as the download checked
+out, at the download's speed, as without ``lazy_first_disk``.
+
+The calls of other hosts then wait no longer than without the lazy first
+disk (they wait for the published base: with this False, the lazy base
+itself is published once copied, 2-3 times later than a download would
+publish one, and a storm of a new image is slower). The price: the lazy
+base is then kept only for the disks already cloned from it (copied,
+committed, marked ``imaged.quarantined``: never published) and removed by
+the pool's cleanup host after the last of them, so the image's bytes are
+twice in the pool meanwhile, and the building host writes them twice.
+qcow2 images are not concerned (their base is the lazy one).
+
+Related options:
+
+* ``lazy_first_disk``
+"""),
     cfg.PortOpt(
         'lazy_source_port',
         default=9393,

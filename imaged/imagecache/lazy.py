@@ -53,6 +53,7 @@ from imaged.image import lazy_source
 from imaged.image import lazy_spool
 from imaged.storage import base_state
 from imaged.storage import lazy as rbd_lazy
+from imaged.storage import locks
 
 LOG = logging.getLogger(__name__)
 
@@ -374,6 +375,12 @@ class _LazyBuild(threading.Thread):
         self.handed = threading.Event()
         self.building = False  # this thread holds the pool's build
         self.size = image.size  # the disk's, once its header is read
+        # [image_cache] lazy_plain_base: the plain base written from the
+        # same download (a raw image's, on a new build), published at once.
+        self.plain_wanted = False
+        self.plain = None
+        self.plain_published = False
+        self.held = None  # the build's locks (the plain base records them)
         # The calls cloning their disks from the target now (at once), and
         # whether it is closed to new ones (before its publication,
         # quarantine or abort, which wait for those: no clone of a target
@@ -398,21 +405,22 @@ class _LazyBuild(threading.Thread):
         finally:
             self.close()
             self.handed.set()
+            self._drop_plain()
             self.lazy.source.forget(self.image.id)
             for target in [self.target] + self.leftovers:
                 if target is not None:
                     target.done()
             self.lazy._ended(self)
 
-    def _download(self):
+    def _download(self, plain):
         lazy, image = self.lazy, self.image
+        makers = [lazy.source.spool_maker(
+            image.id, lambda: lazy.files.scratch_path(image.id, 'lazy'))]
+        if plain:
+            makers.append(self._plain_sink)
         try:
-            got = lazy.fetcher.stream(
-                self.context, image,
-                [lazy.source.spool_maker(
-                    image.id,
-                    lambda: lazy.files.scratch_path(image.id, 'lazy'))],
-                self.max_size)
+            got = lazy.fetcher.stream(self.context, image, makers,
+                                      self.max_size)
         except BaseException as e:
             if not _every_byte_served(lazy.source, image.id):
                 lazy.source.fail(image.id, str(e))
@@ -422,10 +430,31 @@ class _LazyBuild(threading.Thread):
         else:
             self.downloaded.set_result(got)
 
+    def _plain_sink(self, size):
+        """The plain base's partial (each attempt of the download its
+        own), finished by the download but renamed by this build."""
+        storage = self.lazy.storage
+        final = storage.bases.final_image(self.image.id)
+        self.plain = storage.partials.new(final._replace(metadata=None),
+                                          size, held=self.held, rename=False)
+        return self.plain
+
+    def _drop_plain(self):
+        """Remove a plain base finished but not published (the build
+        failed after its download)."""
+        plain = self.plain
+        if plain is None or not plain.committed or self.plain_published:
+            return
+        storage = self.lazy.storage
+        with storage.conn.ioctx(name=plain.part) as ioctx:
+            storage.partials.remove_quietly(ioctx, plain.part)
+        storage.partials.mark_in_progress(plain.part, False)
+
     def _build(self):
         lazy, image = self.lazy, self.image
         opts = lazy.conf
         started = time.monotonic()
+        self.held = locks.held_exclusive()
         # The disks cloned from a lazy base a killed agent left read
         # through this host's source: it is finished first, and this
         # call waits for it as for any build.
@@ -452,7 +481,10 @@ class _LazyBuild(threading.Thread):
             self._adopt(leftovers)
             if self.target is None:
                 return
-        threading.Thread(target=self._download, daemon=True,
+        self.plain_wanted = plain = opts.image_cache.lazy_plain_base and \
+            image.disk_format == 'raw' and not self.recovery and \
+            not leftovers
+        threading.Thread(target=self._download, args=(plain,), daemon=True,
                          name='lazy-download-%s' % image.id[:8]).start()
         header = lazy.source.head(
             image.id, min(HEADER, image.size),
@@ -549,28 +581,66 @@ class _LazyBuild(threading.Thread):
     def _finish(self, started):
         lazy, image, target = self.lazy, self.image, self.target
         deadline = time.monotonic() + lazy.conf.glance.download_timeout
-        error = self._execute(deadline)
-        try:
-            got = self.downloaded.result(
-                timeout=max(deadline - time.monotonic(), 1))
-        except concurrent.futures.TimeoutError:
-            error = error or exception.ImageDownloadFailed(
-                image_id=image.id, reason=_('it did not finish in time'))
-        except exception.ImagedException as e:
-            error = e
-        except Exception as e:  # not typed: still the download's failure
-            error = exception.ImageDownloadFailed(image_id=image.id,
-                                                  reason=e)
-        else:
-            if got.size != image.size:
-                error = exception.ImageDataMismatch(
-                    image_id=image.id,
-                    reason=_('its size is %d bytes') % got.size)
+        copied = concurrent.futures.Future()
+
+        def copy():
+            copied.set_result(self._execute(deadline))
+        if not self.plain_wanted:
+            copy()  # no plain base: the copy is the publication
+        else:  # the plain base is published as the download ends
+            threading.Thread(target=copy, daemon=True,
+                             name='lazy-copy-%s' % image.id[:8]).start()
+        error = self._download_error(deadline)
+        if error is None and self.plain is not None and \
+                self.plain.committed:
+            self._publish_plain(started)
+            self._set_aside(
+                _('never published: kept for the disks cloned from it (the '
+                  'base of image %s was published from its download)') %
+                image.id, copied.result())
+            return
+        error = error or copied.result()
         if error is not None:
             self._quarantine(error)
             raise error
         target.verified()
         self._publish(started, _('copied and checked'), self.size)
+
+    def _download_error(self, deadline):
+        """The download's outcome: None, or its (typed) error."""
+        image = self.image
+        try:
+            got = self.downloaded.result(
+                timeout=max(deadline - time.monotonic(), 1))
+        except concurrent.futures.TimeoutError:
+            return exception.ImageDownloadFailed(
+                image_id=image.id, reason=_('it did not finish in time'))
+        except exception.ImagedException as e:
+            return e
+        except Exception as e:  # not typed: still the download's failure
+            return exception.ImageDownloadFailed(image_id=image.id,
+                                                 reason=e)
+        if got.size != image.size:
+            return exception.ImageDataMismatch(
+                image_id=image.id,
+                reason=_('its size is %d bytes') % got.size)
+        return None
+
+    def _publish_plain(self, started):
+        """The plain base the download wrote becomes the image's base
+        (this thread holds the build)."""
+        lazy, image, plain = self.lazy, self.image, self.plain
+        storage = lazy.storage
+        storage.bases.publish(plain.part, image.id)
+        self.plain_published = True
+        storage.partials.mark_in_progress(plain.part, False)
+        lazy.files.record(image.id, image.size)
+        lazy.notify(image.id, storage.conn.pool,
+                    base_state.base_name(image.id), 'published')
+        LOG.info('Base of image %s published in %.1fs from its download '
+                 '(lazy_plain_base); its lazy base %s is kept for its '
+                 'clones', image.id, time.monotonic() - started,
+                 self.target.part)
 
     def share(self):
         """Whether a call may clone its disk from the target now (then it
@@ -611,13 +681,26 @@ class _LazyBuild(threading.Thread):
         copy finished if the source still has every byte), one without
         goes."""
         target, image = self.target, self.image
-        self.close()
         LOG.error('Image %s: its lazy base %s/%s is quarantined: %s',
                   image.id, target.pool, target.part, error)
         self.lazy.notify(image.id, target.pool, target.part, 'quarantined',
                          error)
+        self._set_aside(str(error))
+
+    def _set_aside(self, reason, copy_error=None):
+        """Mark the target never to be published (``reason``): kept for
+        its clones, committed once every byte is copied (the pool's
+        cleanup removes it after its last clone); one without clones goes.
+
+        :param copy_error: what stopped the copy, if it did.
+        """
+        target, image = self.target, self.image
+        self.close()
+        if copy_error is not None:
+            LOG.warning('Copy of lazy base %s/%s stopped: %s', target.pool,
+                        target.part, copy_error)
         try:
-            target.quarantine(str(error))
+            target.quarantine(reason)
             if self._abort():
                 return
             if len(self.lazy._kept) >= MAX_REMEMBERED:
@@ -636,7 +719,7 @@ class _LazyBuild(threading.Thread):
                           'all of its bytes: reads of the rest fail',
                           target.pool, target.part, image.id)
         except exception.ImagedException as e:
-            LOG.error('Quarantine of lazy base %s/%s: %s', target.pool,
+            LOG.error('Lazy base %s/%s set aside: %s', target.pool,
                       target.part, e)
 
     def _abort(self):

@@ -43,10 +43,10 @@ METADATA_PREFIX = 'metadata_'
 MIGRATION_KEY = 'migration'
 
 
-def record(image):
+def record(image, held=None):
     """Note on a new partial image (open read-write) the exclusive locks
-    its writer, this thread, holds."""
-    held = locks.held_exclusive()
+    its writer holds: ``held`` (another thread's), else this thread's."""
+    held = locks.held_exclusive() if held is None else held
     if held:
         image.metadata_set(GUARDS_KEY, json.dumps(held))
 

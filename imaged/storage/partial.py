@@ -75,8 +75,16 @@ class PartialImage:
     """
 
     def __init__(self, writer: 'PartialWriter', spec: FinalImage,
-                 size: int) -> None:
+                 size: int, held: list | None = None,
+                 rename: bool = True) -> None:
+        """:param held: the exclusive locks its writer holds, if not this
+            thread's (:func:`guards.record`).
+        :param rename: False: ``commit`` finishes it under its partial
+            name, still in progress, for its writer to rename.
+        """
         self.writer, self.spec, self.size = writer, spec, size
+        self.held, self.rename = held, rename
+        self.committed = False
         self.conn = writer.conn
         self.part = partial_names.partial_name(spec.name, writer.host)
         self.finished = False
@@ -102,7 +110,7 @@ class PartialImage:
                                   old_format=False)
             self._image = conn.rbd.Image(self.ioctx, self.part)
             self._image.metadata_set(OWNER_KEY, self.writer.host)
-            guards.record(self._image)
+            guards.record(self._image, self.held)
             self._blocks = rbd_import.BlockWriter(
                 self._image, self.size, conn.conf.rbd.import_concurrency,
                 name, conn.pool, timeout=3 * conn.conf.rbd.connect_timeout,
@@ -148,15 +156,18 @@ class PartialImage:
                     self._image.protect_snap(spec.snapshot)
                 image, self._image = self._image, None
                 image.close()
-                locks.check_leases(_('renaming %(part)s to %(name)s') % {
-                    'part': self.part, 'name': spec.name})
-                conn.rbd.RBD().rename(self.ioctx, self.part, spec.name)
+                if self.rename:
+                    locks.check_leases(_('renaming %(part)s to %(name)s') % {
+                        'part': self.part, 'name': spec.name})
+                    conn.rbd.RBD().rename(self.ioctx, self.part, spec.name)
         except BaseException as e:
             self._error = e
             self.abort()
             raise
-        self.finished = True
+        self.finished = self.committed = True
         self._close()
+        if not self.rename:  # its writer's until renamed or removed
+            self.writer.mark_in_progress(self.part, True)
 
     def abort(self) -> None:
         """Remove the partial image; a no-op once committed or aborted.
@@ -258,9 +269,11 @@ class PartialWriter:
         with self._in_progress_lock:
             return name in self._in_progress
 
-    def new(self, spec: FinalImage, size: int) -> PartialImage:
-        """A :class:`PartialImage` of ``size`` bytes that becomes ``spec``."""
-        return PartialImage(self, spec, size)
+    def new(self, spec: FinalImage, size: int, held: list | None = None,
+            rename: bool = True) -> PartialImage:
+        """A :class:`PartialImage` of ``size`` bytes that becomes ``spec``
+        (``held``, ``rename``: see :class:`PartialImage`)."""
+        return PartialImage(self, spec, size, held, rename)
 
     def remove_quietly(self, ioctx: Any, part: str) -> None:
         try:

@@ -312,6 +312,59 @@ class LazyFirstDiskTest(base.FunctionalTestCase):
                               if n.startswith(image_id)])
 
 
+PORT_PLAIN = base.free_port()
+
+
+class PlainBaseTest(base.FunctionalTestCase):
+    """``[image_cache] lazy_plain_base``: the base other hosts clone is
+    written from the same download and published as it ends; the lazy
+    base is kept only for the disk cloned from it."""
+
+    daemon_options = {'image_cache': {'lazy_first_disk': 'true',
+                                      'lazy_plain_base': 'true',
+                                      'lazy_source_port': str(PORT_PLAIN),
+                                      'lazy_source_timeout': '10'}}
+
+    def test_the_base_is_the_download_s_the_lazy_one_stays_for_its_disk(
+            self):
+        data = base.random_raw(units.Mi) + bytes(8 * units.Mi) + \
+            base.random_raw(23 * units.Mi)
+        image = self.glance.create(data, backend='local')
+        name = '%s_base' % image['id']
+        self.addCleanup(self.ceph.remove, name)
+        self.addCleanup(remove_lazy_leftovers, self.ceph, image['id'],
+                        len(data), PORT_PLAIN)
+        first = self.create_root_disk(image['id'])
+        self.assertTrue(first['parent'].endswith('.imaged-part/snap'),
+                        first['parent'])
+        kept = first['parent'].split('/')[-2]
+        self.assertEqual(data, self.ceph.read(first['name'], 0, len(data)))
+        base.wait_for(lambda: name in self.ceph.names(), 60,
+                      what='the base to be published')
+        # The download's own: never a migration target, no lazy mark.
+        with self.ceph.cluster.open_ioctx(self.ceph.pool) as ioctx:
+            self.assertEqual({}, guards.header_values(
+                self.ceph, ioctx, name,
+                (guards.METADATA_PREFIX + rbd_lazy.LAZY_KEY,
+                 guards.MIGRATION_KEY)))
+        self.assertEqual(data, self.ceph.read(name, 0, len(data)))
+        second = self.create_root_disk(image['id'])
+        self.assertEqual(LazyFirstDiskTest.base_url(self, image['id']),
+                         second['parent'])
+        # The lazy base: copied, committed, never published, kept for the
+        # first disk (the pool's cleanup removes it after that disk).
+        base.wait_for(lambda: list(LeftStatesTest.marks(self, kept)) == [
+            guards.METADATA_PREFIX + rbd_lazy.QUARANTINED_KEY], 60,
+            what='the lazy base to be committed and kept')
+        self.assertEqual(kept, self.ceph.parent(first['name'])[1])
+        self.assertEqual(data, self.ceph.read(first['name'], 0, len(data)))
+        self.assertEqual(data, self.ceph.read(second['name'], 0, len(data)))
+        self.assertEqual(1, self.glance.downloads(image['id']))
+        self.assertIn('published in', self.daemon.log())
+        self.assertIn('from its download (lazy_plain_base)',
+                      self.daemon.log())
+
+
 PORT_KILLED = base.free_port()
 
 

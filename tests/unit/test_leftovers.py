@@ -150,6 +150,22 @@ class GuardedPartialTest(LeftoversTestCase):
         self.assertEqual([['imaged.lock.' + IMAGE, 'build']], json.loads(
             self.vms[new.part].metadata[guards.GUARDS_KEY]))
 
+    def test_one_written_by_another_thread_names_its_writer_s_locks(self):
+        # A lazy build's plain base: written by its download thread,
+        # renamed by the build thread, which holds the build lock.
+        held = [['imaged.lock.' + IMAGE, 'build']]
+        spec = partial.FinalImage('a_base', None, 'snap', None)
+        new = self.storage.partials.new(spec, 1024, held=held, rename=False)
+        new.commit(1024)
+        self.assertTrue(new.committed)
+        self.assertEqual(held, json.loads(
+            self.vms[new.part].metadata[guards.GUARDS_KEY]))
+        # Finished under its partial name, still its writer's.
+        self.assertNotIn('a_base', self.vms)
+        self.assertIn('snap', self.vms[new.part].snapshots)
+        self.assertTrue(self.storage.partials.is_in_progress(new.part))
+        self.assertEqual([], self.owner.sweep_own()['pool partial'])
+
     def test_an_old_partial_whose_writer_holds_its_lock_stays(self):
         self.writer_lock('imaged.lock.' + IMAGE, 30)
         old = self.plant(self.vms, partial_names.partial_name(

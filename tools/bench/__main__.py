@@ -59,6 +59,9 @@ def parse_args(argv):
     parser.add_argument('--storm', metavar='AGENTSxCALLERS[,...]',
                         help='the storms to run (default 6x8,6x16; quick '
                         '2x4), e.g. 6x16,12x16')
+    parser.add_argument('--lazy-plain-base', action='store_true',
+                        help='the lazy agents of sections lazy and '
+                        'lazy_storm with [image_cache] lazy_plain_base')
     parser.add_argument('--lazy-sizes', metavar='MiB[,...]',
                         help='the image sizes of section lazy (default '
                         '256,1024,4096; quick 8,32), e.g. 4096 alone on a '
@@ -171,6 +174,7 @@ def run(args):
         config.storm_shapes = args.storm
     if args.lazy_sizes:
         config.lazy_sizes = args.lazy_sizes
+    config.lazy_plain_base = args.lazy_plain_base
     tree = os.path.abspath(args.imaged_tree or REPO)
     if args.imaged_tree:
         os.environ['PYTHONPATH'] = os.pathsep.join(

@@ -46,6 +46,8 @@ class Config:
     lazy_sizes: tuple = (256 * MiB, GiB, 4 * GiB)
     # (agents, callers) of section lazy_storm's storms (of storm_size).
     lazy_storm: tuple = (6, 16)
+    # The lazy agents publish a plain base from the download.
+    lazy_plain_base: bool = False
 
     def storms(self):
         return self.storm_shapes or tuple(

@@ -48,9 +48,10 @@ def measure(bench):
     workdir = os.path.join(bench.workdir, 'imaged-lazy')
     os.makedirs(workdir, exist_ok=True)
     lazy = Agent(workdir, bench.run_id + '-lazy',
-                 {'image_cache': {'lazy_first_disk': 'true'}})
+                 {'image_cache': lazy_options(bench)})
     lazy.start()
-    log('imaged %s (lazy_first_disk) is serving', lazy.host)
+    log('imaged %s (%s) is serving', lazy.host,
+        ', '.join(lazy_options(bench)))
     try:
         bench.attempt('lazy warm-up', lambda: sample(
             bench, lazy, WARM_UP_SIZE, 0, 'warm-up'))
@@ -60,6 +61,19 @@ def measure(bench):
         lazy.daemon.stop()
 
 
+def lazy_name(bench):
+    """What the lazy agents' figures are called."""
+    return 'lazy, plain base' if bench.config.lazy_plain_base else 'lazy'
+
+
+def lazy_options(bench):
+    """The lazy agents' ``[image_cache]`` options."""
+    options = {'lazy_first_disk': 'true'}
+    if bench.config.lazy_plain_base:
+        options['lazy_plain_base'] = 'true'
+    return options
+
+
 def _measure_size(bench, lazy, size):
     text = size_text(size)
     # One base at a time in Ceph (each sample removes its own); on disk,
@@ -67,13 +81,16 @@ def _measure_size(bench, lazy, size):
     bench.ensure_room(2 * size, 2 * size, 'lazy %s' % text)
     first = bench.figure(
         SECTION, 'lazy-first-%d' % size,
-        'new raw %s, first disk: lazy' % text, 's', 'not lazy')
+        'new raw %s, first disk: %s' % (text, lazy_name(bench)), 's',
+        'not lazy')
     published = bench.figure(
         SECTION, 'lazy-published-%d' % size,
-        'new raw %s, base published: lazy' % text, 's', 'not lazy')
+        'new raw %s, base published: %s' % (
+            text, lazy_name(bench)), 's', 'not lazy')
     sent = bench.figure(
         SECTION, 'lazy-glance-%d' % size,
-        'new raw %s, MiB Glance sent: lazy' % text, 'MiB', 'not lazy')
+        'new raw %s, MiB Glance sent: %s' % (
+            text, lazy_name(bench)), 'MiB', 'not lazy')
     for rep in range(bench.config.repetitions):
         out = bench.attempt('lazy %s rep %d' % (text, rep + 1),
                             lambda: sample(bench, lazy, size, rep))

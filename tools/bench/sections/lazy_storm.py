@@ -56,9 +56,9 @@ def measure(bench):
                              first=bench.agent),
         'lazy': storm.Fleet(os.path.join(workdir, 'lazy'),
                             '%s-ll' % bench.run_id, agents,
-                            options=lambda _n: {'image_cache': {
-                                'lazy_first_disk': 'true',
-                                'lazy_source_port': str(base.free_port())}})}
+                            options=lambda _n: {'image_cache': dict(
+                                lazy.lazy_options(bench),
+                                lazy_source_port=str(base.free_port()))})}
     try:
         with futures.ThreadPoolExecutor(2) as pool:
             list(pool.map(lambda f: f.start(), fleets.values()))
@@ -114,25 +114,27 @@ def _figures(bench, agents, callers, size):
     text = '%dx%d new raw %s' % (agents, callers, size_text(size))
     shape = '%dx%d' % (agents, callers)
     calls = agents * callers
+    name = lazy.lazy_name(bench)
     return {
         'p50': bench.figure(
             SECTION, 'lazy-storm-p50-%s' % shape,
-            'storm %s, p50 per call: lazy' % text, 's', 'not lazy'),
+            'storm %s, p50 per call: %s' % (text, name), 's', 'not lazy'),
         'max': bench.figure(
             SECTION, 'lazy-storm-max-%s' % shape,
-            'storm %s, max per call: lazy' % text, 's', 'not lazy'),
+            'storm %s, max per call: %s' % (text, name), 's', 'not lazy'),
         'failed': bench.figure(
             SECTION, 'lazy-storm-failed-%s' % shape,
-            'storm %s, calls failed or lost of %d: lazy' % (text, calls),
+            'storm %s, calls failed or lost of %d: %s' % (
+                text, calls, name),
             'calls', 'not lazy', Target('<=', 0, '0 failed', on='value'),
             summary='max'),
         'deaths': bench.figure(
             SECTION, 'lazy-storm-deaths-%s' % shape,
-            'storm %s, worker deaths: lazy' % text, 'deaths', 'not lazy',
+            'storm %s, worker deaths: %s' % (text, name), 'deaths', 'not lazy',
             Target('<=', 0, '0 deaths', on='value'), summary='max'),
         'MiB': bench.figure(
             SECTION, 'lazy-storm-glance-%s' % shape,
-            'storm %s, MiB Glance sent: lazy' % text, 'MiB', 'not lazy',
+            'storm %s, MiB Glance sent: %s' % (text, name), 'MiB', 'not lazy',
             Target('<=', (size + HEADERS) / MiB, 'one image, %s' %
                    size_text(size), on='value'), summary='max')}
 

@@ -251,10 +251,10 @@ With ``lazy_first_disk``: also write a plain base image of a raw image from
 the same download, and publish that one as soon as the download checked
 out, at the download's speed, as without ``lazy_first_disk``.
 
-The calls of other hosts then wait no longer than without the lazy first
-disk (they wait for the published base: with this False, the lazy base
-itself is published once copied, 2-3 times later than a download would
-publish one, and a storm of a new image is slower). The price: the lazy
+The calls of other hosts then wait for the download only (they wait for
+the published base: with this False, the lazy base itself is published
+once copied, 2-3 times later than a download would publish one, and a
+storm of a new image is slower). The price: the lazy
 base is then kept only for the disks already cloned from it (copied,
 committed, marked ``imaged.quarantined``: never published) and removed by
 the pool's cleanup host after the last of them, so the image's bytes are

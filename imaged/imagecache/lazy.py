@@ -581,25 +581,24 @@ class _LazyBuild(threading.Thread):
     def _finish(self, started):
         lazy, image, target = self.lazy, self.image, self.target
         deadline = time.monotonic() + lazy.conf.glance.download_timeout
-        copied = concurrent.futures.Future()
-
-        def copy():
-            copied.set_result(self._execute(deadline))
-        if not self.plain_wanted:
-            copy()  # no plain base: the copy is the publication
-        else:  # the plain base is published as the download ends
-            threading.Thread(target=copy, daemon=True,
-                             name='lazy-copy-%s' % image.id[:8]).start()
-        error = self._download_error(deadline)
-        if error is None and self.plain is not None and \
-                self.plain.committed:
-            self._publish_plain(started)
-            self._set_aside(
-                _('never published: kept for the disks cloned from it (the '
-                  'base of image %s was published from its download)') %
-                image.id, copied.result())
-            return
-        error = error or copied.result()
+        if self.plain_wanted:
+            # The plain base first, at the download's full speed (the
+            # first disks read the spool meanwhile); then the copy, for
+            # them alone.
+            error = self._download_error(deadline)
+            if error is None and self.plain is not None and \
+                    self.plain.committed:
+                self._publish_plain(started)
+                self._set_aside(
+                    _('never published: kept for the disks cloned from it '
+                      '(the base of image %s was published from its '
+                      'download)') % image.id, self._execute(deadline))
+                return
+            if error is None:  # no plain base after all: the lazy one
+                error = self._execute(deadline)
+        else:  # the copy is the publication
+            error = self._execute(deadline)
+            error = self._download_error(deadline) or error
         if error is not None:
             self._quarantine(error)
             raise error

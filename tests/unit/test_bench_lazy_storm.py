@@ -13,9 +13,11 @@
 """The lazy storm's figures, and the sections --quick runs."""
 
 import collections
+import dataclasses
 
 from tests import base
 from tools.bench import __main__ as bench_main
+from tools.bench import config as bench_config
 from tools.bench import harness
 from tools.bench.sections import lazy_storm
 from tools.bench.sizes import MiB
@@ -42,8 +44,10 @@ class FakeBench:
 
     figure = harness.Bench.figure
 
-    def __init__(self):
+    def __init__(self, plain_base=False):
         self.figures = {}
+        self.config = dataclasses.replace(bench_config.QUICK,
+                                          lazy_plain_base=plain_base)
 
 
 def storm_out(calls, errors=(), deaths=(), mib=8.0002, downloads=1,
@@ -58,6 +62,13 @@ class RecordTest(base.TestCase):
     def setUp(self):
         super().setUp()
         self.figures = lazy_storm._figures(FakeBench(), 2, 4, 8 * MiB)
+
+    def test_a_plain_base_run_names_its_figures_so(self):
+        figures = lazy_storm._figures(FakeBench(plain_base=True), 2, 4,
+                                      8 * MiB)
+        self.assertTrue(figures['p50'].title.endswith(': lazy, plain base'),
+                        figures['p50'].title)
+        self.assertTrue(self.figures['p50'].title.endswith(': lazy'))
 
     def test_each_fleet_s_figures_side_by_side(self):
         lazy_storm._record(self.figures, {

@@ -352,6 +352,18 @@ class Ceph:
     def close(self):
         self.cluster.shutdown()
 
+    def remove_unwatched(self, name, timeout=90):
+        """Remove ``name`` once no client watches it (a killed process's
+        watch lapses in ~30 s)."""
+        def removed():
+            try:
+                self.remove(name)
+            except self.rbd.ImageBusy:
+                return False
+            return True
+        wait_for(removed, timeout, interval=1,
+                 what='%s to have no watcher' % name)
+
     def names(self, pool=None):
         with self.cluster.open_ioctx(pool or self.pool) as ioctx:
             return self.rbd.RBD().list(ioctx)

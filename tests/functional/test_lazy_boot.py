@@ -97,16 +97,6 @@ class LazyBootTest(base.FunctionalTestCase):
     def published(self, image_id):
         return '%s_base' % image_id in self.ceph.names()
 
-    def remove_once_unwatched(self, disk_name, timeout=90):
-        def removed():
-            try:
-                self.ceph.remove(disk_name)
-            except self.ceph.rbd.ImageBusy:
-                return False
-            return True
-        base.wait_for(removed, timeout, interval=2,
-                      what='%s to have no watcher' % disk_name)
-
     def boot(self, disk_name, image_id):
         """Boot the disk; release the held download once the guest's BIOS
         runs. :returns: the run, and whether the base was published when
@@ -119,7 +109,7 @@ class LazyBootTest(base.FunctionalTestCase):
                             os.path.join(self.tmp, 'console.log'))
         # Last: a QEMU that was killed leaves its watch on the disk for a
         # while, and a disk with a watcher cannot be removed.
-        self.addCleanup(self.remove_once_unwatched, disk_name)
+        self.addCleanup(self.ceph.remove_unwatched, disk_name)
         self.addCleanup(run.stop)
         over = threading.Event()
         seen = {'bios': False, 'published at release': None}

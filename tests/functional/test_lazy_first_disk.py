@@ -394,7 +394,7 @@ class KilledAgentTest(base.FunctionalTestCase):
         data = test_worker_death.image_bytes(64 * units.Mi)
         image = self.glance.create(data, backend='local')
         name = '%s_base' % image['id']
-        self.addCleanup(self._remove_unwatched, name)
+        self.addCleanup(self.ceph.remove_unwatched, name)
         self.addCleanup(remove_lazy_leftovers, self.ceph, image['id'],
                         len(data), PORT_KILLED)
         worker = self.worker()
@@ -433,7 +433,7 @@ class KilledAgentTest(base.FunctionalTestCase):
         disks = [vm_disk]
         if 'disk' in result:
             disks.append(result['disk']['name'])
-            self.addCleanup(self._remove_unwatched, disks[-1])
+            self.addCleanup(self.ceph.remove_unwatched, disks[-1])
         base.wait_for(lambda: self.worker() != worker, 30,
                       what='a new worker')
         # The dead worker's build lock runs out (5 s lease).
@@ -449,18 +449,6 @@ class KilledAgentTest(base.FunctionalTestCase):
         self.assertNotIn(part, self.ceph.names())
         # The leftover became the base: the VM's disk is its clone.
         self.assertEqual(name, self.ceph.parent(vm_disk)[1])
-
-    def _remove_unwatched(self, name):
-        """Remove ``name`` once the killed worker's watch on it lapsed
-        (~30 s)."""
-        def removed():
-            try:
-                self.ceph.remove(name)
-            except self.ceph.rbd.ImageBusy:
-                return False
-            return True
-        base.wait_for(removed, 90, interval=1,
-                      what='%s to lose the killed worker\'s watch' % name)
 
     @staticmethod
     def _started(source):
